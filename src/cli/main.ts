@@ -1,0 +1,127 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { Engine } from '../engine/engine.js';
+import { runDoctor, type DoctorReport } from '../engine/doctor.js';
+import { packageVersion } from '../engine/package-root.js';
+import { ForkdError, errorMessage } from '../errors.js';
+import { progressRenderer } from './progress.js';
+
+interface JsonFlag {
+  json?: boolean;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Runs a command action; a ForkdError becomes a message + hint (or a JSON error) and exit code 1. */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>) {
+  return async (...args: A): Promise<void> => {
+    const opts = args.find((a): a is JsonFlag => typeof a === 'object' && a !== null && !Array.isArray(a)) ?? {};
+    try {
+      const code = await fn(...args);
+      process.exitCode = code ?? 0;
+    } catch (err) {
+      const e = err instanceof ForkdError ? err : new ForkdError('FORKD_ERR_BAD_INPUT', errorMessage(err));
+      if (opts.json) printJson(e.toJSON());
+      else process.stderr.write(`forkd: ${e.describe()}\n`);
+      process.exitCode = 1;
+    }
+  };
+}
+
+function printDoctor(report: DoctorReport): void {
+  const mark = { pass: 'PASS', warn: 'WARN', fail: 'FAIL', skip: 'SKIP' } as const;
+  for (const c of report.checks) {
+    process.stdout.write(`${mark[c.status]}  ${c.name.padEnd(20)} ${c.detail}\n`);
+    if (c.hint) process.stdout.write(`      ${''.padEnd(20)} fix: ${c.hint}\n`);
+  }
+  const s = report.summary;
+  process.stdout.write(
+    `\naccel: ${report.accel ?? 'unknown'}\npass=${s.pass} warn=${s.warn} fail=${s.fail} skip=${s.skip}\n`,
+  );
+}
+
+const program = new Command('forkd')
+  .description('Fork microVMs from a warmed parent: fast, isolated test suites.')
+  .version(packageVersion)
+  .enablePositionalOptions();
+
+program
+  .command('doctor')
+  .description('check this host: QEMU, accelerator (KVM or TCG, with the reason), cached images, disk space')
+  .option('--json', 'machine-readable report')
+  .action(
+    action(async (opts: JsonFlag) => {
+      const engine = new Engine();
+      const report = await runDoctor(engine.paths);
+      if (opts.json) printJson(report);
+      else printDoctor(report);
+      return report.ok ? 0 : 1;
+    }),
+  );
+
+program
+  .command('build')
+  .description('build a guest image: `base` = guest kernel + initramfs with the forkd agent (cached)')
+  .argument('<target>', 'what to build (base)')
+  .option('--json', 'print the result as JSON')
+  .option('-q, --quiet', 'no progress output')
+  .action(
+    action(async (target: string, opts: JsonFlag & { quiet?: boolean }) => {
+      if (target !== 'base') {
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', `unknown build target "${target}"`, { hint: 'forkd build base' });
+      }
+      const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
+      const started = performance.now();
+      const base = await new Engine().buildBase({ onProgress: progress.onProgress }).finally(progress.stop);
+      const result = { ...base, seconds: Number(((performance.now() - started) / 1000).toFixed(1)) };
+      if (opts.json) printJson(result);
+      else
+        process.stdout.write(
+          `kernel    ${base.kernel}\ninitramfs ${base.initrd}\n${base.reused ? 'reused from cache' : `built in ${result.seconds}s`}\n`,
+        );
+    }),
+  );
+
+program
+  .command('run')
+  .description('boot a fresh base microVM, run a command in it, print its output and exit with its code')
+  .argument('<command...>', 'the command and its arguments (put them after --)')
+  .option('--memory <MiB>', 'guest memory', positiveInt, 256)
+  .option('--timeout <seconds>', 'kill the command after this long', positiveInt)
+  .option('--json', 'print exit code, output and timings as JSON')
+  .option('-q, --quiet', 'no progress output')
+  .passThroughOptions()
+  .action(
+    action(async (command: string[], opts: JsonFlag & { memory: number; timeout?: number; quiet?: boolean }) => {
+      const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
+      const engine = new Engine();
+      await using vm = await engine.boot({ memoryMiB: opts.memory }, progress.onProgress).finally(progress.stop);
+      const result = await vm.exec(command, opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {});
+      if (opts.json) {
+        printJson({
+          exitCode: result.exitCode,
+          signal: result.signal,
+          timedOut: result.timedOut,
+          stdout: result.stdout.toString('utf8'),
+          stderr: result.stderr.toString('utf8'),
+          accel: vm.accel,
+          bootMs: Math.round(vm.bootMs),
+          execMs: result.durationMs,
+        });
+      } else {
+        process.stdout.write(result.stdout);
+        process.stderr.write(result.stderr);
+        if (result.timedOut) process.stderr.write(`forkd: command timed out after ${opts.timeout}s and was killed\n`);
+      }
+      return result.exitCode;
+    }),
+  );
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
+import { ForkdError } from '../../errors.js';
+import { AgentClient, type AgentReply } from './client.js';
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: string | Buffer;
+  /** Kill the command's process group after this long (the agent enforces it). */
+  timeoutMs?: number;
+  /** Cap per output stream; the rest is dropped and `*Truncated` is set. Default 1 MiB, max 4 MiB. */
+  maxOutputBytes?: number;
+}
+
+export interface ExecResult {
+  /** The exit status, or 128 + signal number when a signal killed it. */
+  exitCode: number;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  durationMs: number;
+}
+
+export interface RestoredInfo {
+  timeMs?: number;
+  entropy?: Buffer;
+  hostname?: string;
+}
+
+/** Raw bytes per read_file/write_file request: base64 keeps a chunk well under the frame limit. */
+const FILE_CHUNK = 4 * 1024 * 1024;
+/** Host-side slack on top of an exec's own timeout, for the reply to arrive. */
+const EXEC_REPLY_GRACE_MS = 5000;
+const CONTROL_TIMEOUT_MS = 30_000;
+
+const signalNames = new Map<number, NodeJS.Signals>(
+  Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]),
+);
+
+/** Typed operations on a guest agent, over a connection that can be dropped and re-made. */
+export class Guest {
+  constructor(public client: AgentClient) {}
+
+  async reconnect(socketPath: string): Promise<void> {
+    this.client.close();
+    this.client = await AgentClient.connect(socketPath);
+  }
+
+  async ping(timeoutMs = CONTROL_TIMEOUT_MS): Promise<{ version: string; uptimeMs: number; jobs: number }> {
+    const reply = await this.client.request('ping', {}, timeoutMs);
+    return { version: String(reply.version), uptimeMs: Number(reply.uptime_ms), jobs: Number(reply.jobs) };
+  }
+
+  async exec(command: string | string[], options: ExecOptions = {}): Promise<ExecResult> {
+    if (Array.isArray(command) && command.length === 0) {
+      throw new ForkdError('FORKD_ERR_BAD_INPUT', 'exec needs a command', {
+        hint: 'pass argv like ["ls", "-l"] or a shell string',
+      });
+    }
+    const body: Record<string, unknown> = typeof command === 'string' ? { shell: command } : { argv: command };
+    if (options.env) body.env = options.env;
+    if (options.cwd) body.cwd = options.cwd;
+    if (options.stdin !== undefined) body.stdin = Buffer.from(options.stdin).toString('base64');
+    if (options.timeoutMs !== undefined) body.timeout_ms = options.timeoutMs;
+    if (options.maxOutputBytes !== undefined) body.max_output = options.maxOutputBytes;
+    const reply = await this.client.request(
+      'exec',
+      body,
+      options.timeoutMs === undefined ? undefined : options.timeoutMs + EXEC_REPLY_GRACE_MS,
+    );
+    return parseExecReply(reply);
+  }
+
+  async readFile(path: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for (let offset = 0; ;) {
+      const reply = await this.client.request('read_file', { path, offset, length: FILE_CHUNK }, CONTROL_TIMEOUT_MS);
+      const chunk = Buffer.from(String(reply.data), 'base64');
+      chunks.push(chunk);
+      offset += chunk.length;
+      if (reply.eof === true) return Buffer.concat(chunks);
+    }
+  }
+
+  async writeFile(path: string, data: string | Buffer, options: { mode?: number } = {}): Promise<void> {
+    const bytes = Buffer.from(data);
+    let offset = 0;
+    do {
+      const chunk = bytes.subarray(offset, offset + FILE_CHUNK);
+      await this.client.request(
+        'write_file',
+        { path, data: chunk.toString('base64'), mode: options.mode ?? 0o644, append: offset > 0 },
+        CONTROL_TIMEOUT_MS,
+      );
+      offset += chunk.length;
+    } while (offset < bytes.length);
+  }
+
+  /** Tells a restored guest the real time, fresh entropy and its own identity. */
+  async restored(info: RestoredInfo = {}): Promise<void> {
+    await this.client.request(
+      'restored',
+      {
+        time_ms: info.timeMs ?? Date.now(),
+        entropy: (info.entropy ?? randomBytes(64)).toString('base64'),
+        ...(info.hostname ? { hostname: info.hostname } : {}),
+      },
+      CONTROL_TIMEOUT_MS,
+    );
+  }
+
+  /** Asks the guest to sync and power off; resolves when the agent has acknowledged. */
+  async shutdown(timeoutMs = 5000): Promise<void> {
+    await this.client.request('shutdown', {}, timeoutMs);
+  }
+}
+
+export function parseExecReply(reply: AgentReply): ExecResult {
+  const signal = typeof reply.signal === 'number' ? (signalNames.get(reply.signal) ?? null) : null;
+  return {
+    exitCode: Number(reply.exit_code),
+    signal,
+    timedOut: reply.timed_out === true,
+    stdout: Buffer.from(String(reply.stdout ?? ''), 'base64'),
+    stderr: Buffer.from(String(reply.stderr ?? ''), 'base64'),
+    stdoutTruncated: reply.stdout_truncated === true,
+    stderrTruncated: reply.stderr_truncated === true,
+    durationMs: Number(reply.duration_ms),
+  };
+}

@@ -1,0 +1,91 @@
+export type Accel = 'kvm' | 'tcg';
+
+export interface VmSpec {
+  kernel: string;
+  initrd: string;
+  /** Raw ext4 image attached read-only as /dev/vda; the guest overlays it with tmpfs. */
+  rootfs?: string;
+  memoryMiB: number;
+  vcpus: number;
+  accel: Accel;
+  /** TCG translation cache size; QEMU's 1 GiB default is far too much for many small VMs. */
+  tcgTbSizeMiB?: number;
+  /** Extra kernel command-line words. */
+  append?: string[];
+}
+
+export interface VmSockets {
+  qmp: string;
+  agent: string;
+  pidFile: string;
+  consoleLog: string;
+}
+
+export const AGENT_PORT_NAME = 'forkd.agent';
+
+export function kernelCommandLine(spec: VmSpec): string {
+  return [
+    'console=ttyS0',
+    'quiet',
+    'reboot=t', // a triple fault resets, and -no-reboot turns that into QEMU exiting
+    'panic=-1',
+    // Under TCG the local APIC timer is calibrated against the PIT (~0.5 s of boot); the PIT alone serves.
+    ...(spec.accel === 'tcg' ? ['noapictimer', 'no_timer_check'] : []),
+    ...(spec.rootfs ? ['forkd.root=vda'] : []),
+    ...(spec.append ?? []),
+  ].join(' ');
+}
+
+/** The QEMU command line for one microVM (pure; no I/O). */
+export function buildQemuArgs(spec: VmSpec, sockets: VmSockets): string[] {
+  const accel = spec.accel === 'kvm' ? 'kvm' : `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}`;
+  const args = [
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    // ACPI off: with ACPI, microvm under TCG never gets timer ticks (no IRQ0 override, no kvmclock).
+    '-M',
+    'microvm,acpi=off,x-option-roms=off',
+    '-accel',
+    accel,
+    '-cpu',
+    spec.accel === 'kvm' ? 'host' : 'max',
+    '-m',
+    String(spec.memoryMiB),
+    '-smp',
+    String(spec.vcpus),
+    '-kernel',
+    spec.kernel,
+    '-initrd',
+    spec.initrd,
+    '-append',
+    kernelCommandLine(spec),
+    '-no-reboot',
+    '-pidfile',
+    sockets.pidFile,
+    '-serial',
+    `file:${sockets.consoleLog}`,
+    '-qmp',
+    `unix:${sockets.qmp},server=on,wait=off`,
+    '-chardev',
+    `socket,id=agent,path=${sockets.agent},server=on,wait=off`,
+    '-device',
+    'virtio-serial-device',
+    '-device',
+    `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    '-object',
+    'rng-random,id=rng0,filename=/dev/urandom',
+    '-device',
+    'virtio-rng-device,rng=rng0',
+  ];
+  if (spec.rootfs) {
+    args.push(
+      '-drive',
+      `id=root,file=${spec.rootfs},format=raw,if=none,readonly=on`,
+      '-device',
+      'virtio-blk-device,drive=root',
+    );
+  }
+  return args;
+}

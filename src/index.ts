@@ -1,0 +1,10 @@
+export { Engine, type BootOptions } from './engine/engine.js';
+export { StartedVm, type StartVmOptions, type StoppedVm } from './engine/vmm/vm.js';
+export type { ExecOptions, ExecResult, RestoredInfo } from './engine/agent/guest.js';
+export { AgentError } from './engine/agent/client.js';
+export type { AccelVerdict } from './engine/accel.js';
+export type { BaseImage } from './engine/images/base.js';
+export { runDoctor, type DoctorReport, type Check, type CheckStatus } from './engine/doctor.js';
+export { StatePaths, stateDir } from './engine/state-dir.js';
+export { ForkdError, type ErrorCode } from './errors.js';
+export type { ProgressEvent, OnProgress } from './engine/progress.js';

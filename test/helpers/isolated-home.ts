@@ -1,0 +1,59 @@
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Engine } from '../../src/engine/engine.js';
+import { StatePaths } from '../../src/engine/state-dir.js';
+
+/**
+ * A state dir of its own for one test file: built images are shared with the real cache (symlink),
+ * everything a VM writes (sockets, logs, scratch) lands here, so leak checks see only this file's VMs.
+ */
+export class IsolatedHome {
+  readonly root: string;
+  readonly paths: StatePaths;
+  readonly engine: Engine;
+
+  constructor() {
+    const shared = new StatePaths();
+    this.root = mkdtempSync(join(tmpdir(), 'forkd-test-'));
+    mkdirSync(join(shared.root, 'images'), { recursive: true });
+    symlinkSync(join(shared.root, 'images'), join(this.root, 'images'));
+    if (existsSync(shared.file('accel.json'))) copyFileSync(shared.file('accel.json'), join(this.root, 'accel.json'));
+    this.paths = new StatePaths(this.root);
+    this.engine = new Engine(this.paths);
+  }
+
+  /** Environment for a CLI child process that should use this home. */
+  env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return { ...process.env, FORKD_HOME: this.root, ...extra };
+  }
+
+  /** QEMU processes whose command line points into this home. */
+  qemuProcesses(): string[] {
+    return execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.includes('qemu-system') && line.includes(this.root));
+  }
+
+  entries(dir: 'run' | 'tmp' | 'logs'): string[] {
+    const path = join(this.root, dir);
+    return existsSync(path) ? readdirSync(path) : [];
+  }
+
+  /** Everything this home may still hold after the file's VMs are gone. */
+  leftovers(): { qemu: string[]; run: string[]; tmp: string[]; logs: string[] } {
+    return {
+      qemu: this.qemuProcesses(),
+      run: this.entries('run'),
+      tmp: this.entries('tmp'),
+      logs: this.entries('logs'),
+    };
+  }
+
+  remove(): void {
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+export const NOTHING_LEFT = { qemu: [], run: [], tmp: [], logs: [] };

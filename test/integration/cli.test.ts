@@ -1,0 +1,147 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, describe, expect, test } from 'vitest';
+import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
+
+const home = new IsolatedHome();
+const cli = join(import.meta.dirname, '../../bin/forkd.js');
+
+function forkd(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, [cli, ...args], { env: home.env(env), encoding: 'utf8', timeout: 120_000 });
+}
+
+afterEach(() => {
+  expect(home.qemuProcesses()).toEqual([]);
+  expect(home.entries('run')).toEqual([]);
+});
+
+afterAll(() => {
+  expect(home.leftovers()).toEqual(NOTHING_LEFT);
+  home.remove();
+});
+
+describe('forkd run', () => {
+  test('prints the guest kernel uname and exits 0', () => {
+    const r = forkd(['run', '--', 'uname', '-a']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^Linux forkd 6\.1\.\d+ .* x86_64 GNU\/Linux\n$/);
+    expect(r.status).toBe(0);
+  });
+
+  test("exits with the command's exit code", () => {
+    const r = forkd(['run', '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(r.status).toBe(3);
+    expect(r.stdout).toBe('out\n');
+    expect(r.stderr).toBe('err\n');
+  });
+
+  test('a command missing in the guest exits 127 with its message', () => {
+    const r = forkd(['run', '--', 'no-such-tool']);
+    expect(r.status).toBe(127);
+    expect(r.stderr).toMatch(/no-such-tool: No such file or directory/);
+  });
+
+  test('--json reports exit code, output, accelerator and timings', () => {
+    const r = forkd(['run', '--json', '--', 'echo', 'hi']);
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(out).toMatchObject({ exitCode: 0, signal: null, timedOut: false, stdout: 'hi\n', stderr: '' });
+    expect(out.accel).toMatch(/^(kvm|tcg)$/);
+    expect(out.bootMs).toBeGreaterThan(0);
+  });
+
+  test('--timeout kills a command that runs too long', () => {
+    const r = forkd(['run', '--timeout', '1', '--', 'sleep', '30']);
+    expect(r.status).toBe(137);
+    expect(r.stderr).toMatch(/timed out after 1s/);
+  });
+
+  test('an unknown kernel path fails with the path and a hint, leaving nothing', () => {
+    const r = forkd(['run', '--', 'true'], { FORKD_KERNEL: '/no/such/bzImage' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/FORKD_KERNEL \/no\/such\/bzImage does not exist/);
+    expect(r.stderr).toMatch(/hint: /);
+  });
+
+  test('a missing QEMU fails with an install hint (and --json gives a JSON error)', () => {
+    const r = forkd(['run', '--json', '--', 'true'], { FORKD_QEMU: '/no/such/qemu' });
+    expect(r.status).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      code: 'FORKD_ERR_QEMU_MISSING',
+      hint: expect.stringContaining('apt-get'),
+    });
+  });
+
+  test('Ctrl-C (SIGINT) stops the VM and removes its files', async () => {
+    const child = spawn(process.execPath, [cli, 'run', '--', 'sleep', '60'], { env: home.env(), stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    for (let i = 0; i < 600 && home.qemuProcesses().length === 0; i++) await sleep(50);
+    expect(home.qemuProcesses()).toHaveLength(1);
+    await sleep(2000); // let the guest boot and start the command
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    for (let i = 0; i < 100 && home.qemuProcesses().length > 0; i++) await sleep(50);
+  });
+
+  test('a SIGKILLed forkd takes its QEMU with it; the next run sweeps its files', async () => {
+    const child = spawn(process.execPath, [cli, 'run', '--', 'sleep', '60'], { env: home.env(), stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    for (let i = 0; i < 600 && home.qemuProcesses().length === 0; i++) await sleep(50);
+    expect(home.qemuProcesses()).toHaveLength(1);
+    child.kill('SIGKILL');
+    await exited;
+    for (let i = 0; i < 100 && home.qemuProcesses().length > 0; i++) await sleep(50);
+    expect(home.qemuProcesses()).toEqual([]);
+    expect(home.entries('run')).toHaveLength(1); // nobody was left to clean up...
+    expect(forkd(['run', '--', 'true']).status).toBe(0);
+    expect(home.entries('run')).toEqual([]); // ...until the next run swept it
+    for (const log of home.entries('logs')) rmSync(join(home.root, 'logs', log));
+  });
+});
+
+describe('forkd doctor', () => {
+  test('--json reports the accelerator and why', () => {
+    const r = forkd(['doctor', '--json']);
+    const report = JSON.parse(r.stdout) as {
+      accel: string;
+      accelReason: string;
+      ok: boolean;
+      checks: Array<{ name: string; status: string }>;
+    };
+    const kvmUsable = existsSync('/dev/kvm') && !existsSync('/sys/module/kvm_pvm');
+    if (existsSync('/sys/module/kvm_pvm')) expect(report.accelReason).toMatch(/PVM/);
+    expect(report.accel).toBe(kvmUsable ? 'kvm' : 'tcg');
+    expect(report.checks.map((c) => c.name)).toEqual(
+      expect.arrayContaining(['platform', 'qemu', '/dev/kvm', 'base image', 'accelerator', 'state dir']),
+    );
+    expect(report.checks.find((c) => c.name === 'base image')?.status).toBe('pass');
+    expect(r.status).toBe(report.ok ? 0 : 1);
+  });
+
+  test('FORKD_ACCEL forces the accelerator', () => {
+    const r = forkd(['doctor', '--json'], { FORKD_ACCEL: 'kvm' });
+    expect(JSON.parse(r.stdout)).toMatchObject({ accel: 'kvm', accelReason: 'forced by FORKD_ACCEL=kvm' });
+  });
+
+  test('prints one line per check with a fix hint for problems', () => {
+    const r = forkd(['doctor']);
+    expect(r.stdout).toMatch(/^(PASS|WARN|FAIL|SKIP) {2}qemu/m);
+    expect(r.stdout).toMatch(/pass=\d+ warn=\d+ fail=\d+ skip=\d+/);
+  });
+});
+
+describe('bad input', () => {
+  test('an unknown build target is refused with a hint', () => {
+    const r = forkd(['build', 'everything']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/unknown build target "everything"\n {2}hint: forkd build base/);
+  });
+
+  test('a bad FORKD_ACCEL is refused', () => {
+    const r = forkd(['run', '--', 'true'], { FORKD_ACCEL: 'warp' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/FORKD_ACCEL=warp is not one of kvm, tcg, auto/);
+  });
+});

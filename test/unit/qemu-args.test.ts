@@ -1,0 +1,59 @@
+import { describe, expect, test } from 'vitest';
+import { buildQemuArgs, kernelCommandLine, type VmSpec } from '../../src/engine/vmm/qemu-args.js';
+import { parseQemuVersion } from '../../src/engine/vmm/qemu-binary.js';
+
+const sockets = { qmp: '/r/qmp.sock', agent: '/r/agent.sock', pidFile: '/r/qemu.pid', consoleLog: '/l/vm.log' };
+const spec: VmSpec = { kernel: '/k', initrd: '/i', memoryMiB: 256, vcpus: 1, accel: 'tcg' };
+
+function flag(args: string[], name: string): string[] {
+  return args.flatMap((a, i) => (a === name ? [args[i + 1] ?? ''] : []));
+}
+
+describe('buildQemuArgs', () => {
+  // prettier-ignore
+  test.each([
+    ['tcg', 'tcg,tb-size=64', 'max'],
+    ['kvm', 'kvm', 'host'],
+  ] as const)('accel %s -> -accel %s -cpu %s', (accel, accelFlag, cpu) => {
+    const args = buildQemuArgs({ ...spec, accel }, sockets);
+    expect(flag(args, '-accel')).toEqual([accelFlag]);
+    expect(flag(args, '-cpu')).toEqual([cpu]);
+  });
+
+  test('microvm without ACPI, no reboot, sockets and the named agent port', () => {
+    const args = buildQemuArgs(spec, sockets);
+    expect(flag(args, '-M')).toEqual(['microvm,acpi=off,x-option-roms=off']);
+    expect(args).toContain('-no-reboot');
+    expect(args).toContain('-nodefaults');
+    expect(flag(args, '-qmp')).toEqual(['unix:/r/qmp.sock,server=on,wait=off']);
+    expect(flag(args, '-chardev')).toEqual(['socket,id=agent,path=/r/agent.sock,server=on,wait=off']);
+    expect(flag(args, '-device')).toContain('virtserialport,chardev=agent,name=forkd.agent');
+    expect(flag(args, '-serial')).toEqual(['file:/l/vm.log']);
+    expect(flag(args, '-pidfile')).toEqual(['/r/qemu.pid']);
+    expect(flag(args, '-drive')).toEqual([]);
+  });
+
+  test('a rootfs is a read-only virtio-blk drive and the guest is told to use it', () => {
+    const args = buildQemuArgs({ ...spec, rootfs: '/img.ext4' }, sockets);
+    expect(flag(args, '-drive')).toEqual(['id=root,file=/img.ext4,format=raw,if=none,readonly=on']);
+    expect(flag(args, '-device')).toContain('virtio-blk-device,drive=root');
+    expect(flag(args, '-append')[0]).toMatch(/ forkd\.root=vda/);
+  });
+
+  test('kernel command line: TCG skips the APIC timer calibration, KVM does not', () => {
+    expect(kernelCommandLine(spec)).toBe('console=ttyS0 quiet reboot=t panic=-1 noapictimer no_timer_check');
+    expect(kernelCommandLine({ ...spec, accel: 'kvm', append: ['foo=1'] })).toBe(
+      'console=ttyS0 quiet reboot=t panic=-1 foo=1',
+    );
+  });
+});
+
+describe('parseQemuVersion', () => {
+  test.each([
+    ['QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright', '7.2.22'],
+    ['QEMU emulator version 9.0.0\n', '9.0.0'],
+    ['something else', undefined],
+  ])('%j -> %s', (text, version) => {
+    expect(parseQemuVersion(text)).toBe(version);
+  });
+});
