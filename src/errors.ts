@@ -14,20 +14,28 @@ export type ErrorCode =
   | 'FORKD_ERR_FRAME_TOO_LARGE'
   | 'FORKD_ERR_VM_STOPPED'
   | 'FORKD_ERR_BUILD'
-  | 'FORKD_ERR_ACCEL';
+  | 'FORKD_ERR_ACCEL'
+  | 'FORKD_ERR_CONFLICT'
+  | 'FORKD_ERR_CORRUPT'
+  | 'FORKD_ERR_INCOMPATIBLE'
+  | 'FORKD_ERR_SNAPSHOT'
+  | 'FORKD_ERR_LIMIT';
 
 const brand = Symbol.for('forkd.error');
 
 export class ForkdError extends Error {
   readonly code: ErrorCode;
   readonly hint: string | undefined;
+  /** The failing VM's serial console log, when one is kept for this error. */
+  readonly consoleLog: string | undefined;
   readonly [brand] = true;
 
-  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown; consoleLog?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ForkdError';
     this.code = code;
     this.hint = options.hint;
+    this.consoleLog = options.consoleLog;
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
@@ -39,8 +47,13 @@ export class ForkdError extends Error {
     return this.hint ? `${this.message}\n  hint: ${this.hint}` : this.message;
   }
 
-  toJSON(): { code: ErrorCode; error: string; hint?: string } {
-    return { code: this.code, error: this.message, ...(this.hint ? { hint: this.hint } : {}) };
+  toJSON(): { code: ErrorCode; error: string; hint?: string; consoleLog?: string } {
+    return {
+      code: this.code,
+      error: this.message,
+      ...(this.hint ? { hint: this.hint } : {}),
+      ...(this.consoleLog ? { consoleLog: this.consoleLog } : {}),
+    };
   }
 }
 

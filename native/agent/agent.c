@@ -306,9 +306,18 @@ static void op_exec(const jval *req, const jval *id)
 		cap = MAX_OUTPUT_CAP;
 
 	int pipes[3][2];
-	for (int p = 0; p < 3; p++)
-		if (pipe2(pipes[p], O_CLOEXEC) != 0)
-			abort();
+	for (int p = 0; p < 3; p++) {
+		if (pipe2(pipes[p], O_CLOEXEC) != 0) {
+			reply_errno(id, "pipe", "for exec");
+			while (p-- > 0) {
+				close(pipes[p][0]);
+				close(pipes[p][1]);
+			}
+			free(argv);
+			free(stdin_data);
+			return;
+		}
+	}
 	char **envp = exec_envp(req);
 	pid_t pid = fork();
 	if (pid == 0) {

@@ -3,6 +3,7 @@ import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
 import { packageVersion } from '../engine/package-root.js';
 import { ForkdError, errorMessage } from '../errors.js';
+import { formatDemo, runDemo } from './demo.js';
 import { progressRenderer } from './progress.js';
 
 interface JsonFlag {
@@ -13,6 +14,10 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
   return n;
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
 
 function printJson(value: unknown): void {
@@ -121,6 +126,110 @@ program
         if (result.timedOut) process.stderr.write(`forkd: command timed out after ${opts.timeout}s and was killed\n`);
       }
       return result.exitCode;
+    }),
+  );
+
+program
+  .command('snapshot')
+  .description('boot a parent, run an optional warm-up in it, and save it as a snapshot that children fork from')
+  .requiredOption('--tag <tag>', 'name of the snapshot')
+  .option('--image <name>', 'image to boot (base)', 'base')
+  .option('--mem-mib <MiB>', 'guest memory', positiveInt, 256)
+  .option('--warmup <cmd>', 'shell command run in the parent before the snapshot; must exit 0')
+  .option('--json', 'print the result as JSON')
+  .option('-q, --quiet', 'no progress output')
+  .action(
+    action(
+      async (opts: JsonFlag & { tag: string; image: string; memMib: number; warmup?: string; quiet?: boolean }) => {
+        if (opts.image !== 'base') {
+          throw new ForkdError('FORKD_ERR_BAD_INPUT', `unknown image "${opts.image}"`, {
+            hint: 'only the base image exists until recipes land',
+          });
+        }
+        const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
+        const result = await new Engine()
+          .snapshot(opts.tag, {
+            memoryMiB: opts.memMib,
+            ...(opts.warmup ? { warmup: opts.warmup } : {}),
+            onProgress: progress.onProgress,
+          })
+          .finally(progress.stop);
+        const timings = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, Math.round(v)]));
+        if (opts.json)
+          printJson({ tag: result.tag, dir: result.dir, diskBytes: result.diskBytes, meta: result.meta, timings });
+        else
+          process.stdout.write(
+            `snapshot ${result.tag}: boot ${timings.bootMs} ms, warm-up ${timings.warmupMs} ms, save ${timings.saveMs} ms; ${formatBytes(result.diskBytes)} on disk\n`,
+          );
+      },
+    ),
+  );
+
+program
+  .command('images')
+  .description('list snapshots: tag, memory size, bytes on disk, created, parent')
+  .option('--json', 'machine-readable list')
+  .action(
+    action(async (opts: JsonFlag) => {
+      const list = await new Engine().snapshots.list();
+      const rows = list.map((s) => ({
+        tag: s.tag,
+        memoryMiB: s.meta.memoryMiB,
+        diskBytes: s.diskBytes,
+        created: s.meta.created,
+        parent: s.meta.parent,
+        accel: s.meta.accel,
+      }));
+      if (opts.json) return printJson(rows);
+      if (!rows.length) return void process.stdout.write('no snapshots (take one: forkd snapshot --tag NAME)\n');
+      const width = Math.max(3, ...rows.map((r) => r.tag.length));
+      process.stdout.write(`${'TAG'.padEnd(width)}  MEMORY    DISK      ACCEL  CREATED                   PARENT\n`);
+      for (const r of rows) {
+        process.stdout.write(
+          `${r.tag.padEnd(width)}  ${`${r.memoryMiB} MiB`.padEnd(8)}  ${formatBytes(r.diskBytes).padEnd(8)}  ${r.accel.padEnd(5)}  ${r.created.padEnd(24)}  ${r.parent ?? '-'}\n`,
+        );
+      }
+    }),
+  );
+
+program
+  .command('rmi')
+  .description('remove snapshots')
+  .argument('<tags...>', 'tags to remove')
+  .action(
+    action(async (tags: string[]) => {
+      const engine = new Engine();
+      let failed = 0;
+      for (const tag of tags) {
+        try {
+          await engine.snapshots.remove(tag);
+          process.stdout.write(`removed ${tag}\n`);
+        } catch (err) {
+          failed++;
+          process.stderr.write(`forkd: ${err instanceof ForkdError ? err.describe() : errorMessage(err)}\n`);
+        }
+      }
+      return failed ? 1 : 0;
+    }),
+  );
+
+program
+  .command('demo')
+  .description(
+    'the main job: cold boot vs snapshot + fork of N children, with timings and memory; cleans up after itself',
+  )
+  .option('--n <count>', 'children to fork', positiveInt, 8)
+  .option('--json', 'print the report as JSON')
+  .option('-q, --quiet', 'no progress output')
+  .action(
+    action(async (opts: JsonFlag & { n: number; quiet?: boolean }) => {
+      const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
+      const engine = new Engine();
+      await engine.buildBase({ onProgress: progress.onProgress });
+      const report = await runDemo(engine, opts.n, progress.onProgress).finally(progress.stop);
+      if (opts.json) printJson(report);
+      else process.stdout.write(`${formatDemo(report)}\n`);
+      return report.children_ok === report.fork.n + report.fork.pooled_n ? 0 : 1;
     }),
   );
 

@@ -1,4 +1,4 @@
-import { constants, existsSync } from 'node:fs';
+import { constants, existsSync, rmSync } from 'node:fs';
 import { access, readFile, rename, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { ForkdError, errorMessage } from '../errors.js';
@@ -52,6 +52,8 @@ async function probeKvm(base: BaseImage, paths: StatePaths, qemu: QemuBinary): P
       source: 'probe',
     };
   } catch (err) {
+    // The verdict keeps the reason; the failed probe's console log is of no further use.
+    if (err instanceof ForkdError && err.consoleLog) rmSync(err.consoleLog, { force: true });
     const why = errorMessage(err).split('\n')[0];
     return {
       accel: 'tcg',

@@ -1,18 +1,67 @@
+import { stat } from 'node:fs/promises';
+import { ForkdError } from '../errors.js';
 import { resolveAccel, type AccelVerdict } from './accel.js';
 import { ensureBaseImage, type BaseImage } from './images/base.js';
 import type { BuildOptions } from './images/cache.js';
 import type { OnProgress } from './progress.js';
+import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
+import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type SnapshotMeta } from './snapshot/meta.js';
+import { WarmPool } from './snapshot/pool.js';
+import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
+import { validateTag } from './snapshot/tag.js';
 import { StatePaths } from './state-dir.js';
+import { saveDeviceState } from './vmm/device-state.js';
 import { findQemu } from './vmm/qemu-binary.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
 
 export type BootOptions = Omit<StartVmOptions, 'kernel' | 'initrd' | 'accel' | 'paths' | 'qemu'>;
 
-/** The embedded engine: images, accelerator choice and VMs under one state dir. */
-export class Engine {
-  private verdict: Promise<AccelVerdict> | undefined;
+export interface SnapshotOptions {
+  /** Shell command run in the parent before the snapshot (start servers, load data); must exit 0. */
+  warmup?: string;
+  memoryMiB?: number;
+  vcpus?: number;
+  onProgress?: OnProgress;
+}
 
-  constructor(readonly paths: StatePaths = new StatePaths()) {}
+export interface SnapshotResult extends SnapshotInfo {
+  timings: { bootMs: number; warmupMs: number; saveMs: number; totalMs: number };
+}
+
+/** Children one fork() call may ask for: beyond this a typo (n=100000) would exhaust the host. */
+export const MAX_FORK = 256;
+/** Restore shells prepared at once; more only queue behind QEMU start-up on small hosts. */
+const FORK_CONCURRENCY = 8;
+
+async function mapLimited<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
+  const results: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!).then(
+        (value) => ({ status: 'fulfilled', value }) as const,
+        (reason: unknown) => ({ status: 'rejected', reason }) as const,
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** The embedded engine: images, accelerator choice, snapshots, forks and warm pools under one state dir. */
+export class Engine implements AsyncDisposable {
+  private verdict: Promise<AccelVerdict> | undefined;
+  private readonly pools = new Map<string, WarmPool>();
+  readonly snapshots: SnapshotStore;
+
+  constructor(readonly paths: StatePaths = new StatePaths()) {
+    this.snapshots = new SnapshotStore(paths);
+  }
 
   /** Kernel + base initramfs, built on first use and reused from the cache after. */
   buildBase(options?: BuildOptions): Promise<BaseImage> {
@@ -37,5 +86,149 @@ export class Engine {
       paths: this.paths,
       qemu,
     });
+  }
+
+  /**
+   * Boots a parent with its RAM in the snapshot's memory file, runs the warm-up, pauses it and
+   * saves its device state. The parent is then stopped; the snapshot is visible only once complete.
+   */
+  async snapshot(tag: string, options: SnapshotOptions = {}): Promise<SnapshotResult> {
+    validateTag(tag);
+    const started = performance.now();
+    const base = await this.buildBase(options.onProgress ? { onProgress: options.onProgress } : {});
+    const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
+    const writer = await this.snapshots.beginWrite(tag);
+    try {
+      const memoryMiB = options.memoryMiB ?? 256;
+      const vcpus = options.vcpus ?? 1;
+      options.onProgress?.({ task: 'snapshot', phase: 'boot', detail: tag });
+      const parent = await StartedVm.start({
+        kernel: base.kernel,
+        initrd: base.initrd,
+        accel: verdict.accel,
+        memoryMiB,
+        vcpus,
+        memoryFile: { path: writer.memoryFile, shared: true },
+        paths: this.paths,
+        qemu,
+      });
+      let warmupMs = 0;
+      let saveMs = 0;
+      try {
+        if (options.warmup) {
+          options.onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: options.warmup });
+          const warmStarted = performance.now();
+          const r = await parent.exec(options.warmup);
+          warmupMs = performance.now() - warmStarted;
+          if (r.exitCode !== 0) {
+            const output = `${r.stdout.toString()}${r.stderr.toString()}`.trim().split('\n').slice(-10).join('\n');
+            throw new ForkdError(
+              'FORKD_ERR_SNAPSHOT',
+              `warm-up exited ${r.exitCode}: ${options.warmup}${output ? `\n${output}` : ''}`,
+              {
+                hint: 'the warm-up must exit 0; start long-running servers in the background (cmd &)',
+              },
+            );
+          }
+        }
+        options.onProgress?.({ task: 'snapshot', phase: 'save' });
+        const saveStarted = performance.now();
+        await saveDeviceState(parent.qmp, writer.vmstateFile);
+        saveMs = performance.now() - saveStarted;
+      } finally {
+        await parent.kill();
+      }
+      const { size: vmstateBytes } = await stat(writer.vmstateFile);
+      const meta: SnapshotMeta = {
+        format: SNAPSHOT_FORMAT,
+        tag,
+        created: new Date().toISOString(),
+        parent: null,
+        image: { name: 'base', kernelHash: base.kernelHash, initrdHash: base.initrdHash },
+        memoryMiB,
+        vcpus,
+        accel: verdict.accel,
+        qemuVersion: qemu.version,
+        machine: MACHINE_TYPE,
+        vm: {
+          kernel: parent.spec.kernel,
+          initrd: parent.spec.initrd,
+          ...(parent.spec.append ? { append: parent.spec.append } : {}),
+        },
+        warmup: options.warmup ?? null,
+        vmstateBytes,
+      };
+      const info = await writer.commit(meta);
+      return { ...info, timings: { bootMs: parent.bootMs, warmupMs, saveMs, totalMs: performance.now() - started } };
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  }
+
+  /** A snapshot this host can restore, with whole files; throws a clear error otherwise. */
+  private async restorable(tag: string): Promise<SnapshotInfo> {
+    const info = await this.snapshots.get(tag);
+    const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
+    checkCompatible(info.meta, { accel: verdict.accel, qemuVersion: qemu.version });
+    await this.snapshots.verify(info);
+    return info;
+  }
+
+  /**
+   * Keeps `size` restore shells of `tag` ready so forks skip QEMU start. Returns once the pool is
+   * full. Size 0 removes the pool.
+   */
+  async warmPool(tag: string, size: number): Promise<WarmPool | undefined> {
+    if (!Number.isInteger(size) || size < 0 || size > MAX_FORK) {
+      throw new ForkdError('FORKD_ERR_BAD_INPUT', `pool size ${size} is not an integer between 0 and ${MAX_FORK}`);
+    }
+    const info = await this.restorable(tag);
+    await this.pools.get(tag)?.close();
+    this.pools.delete(tag);
+    if (size === 0) return undefined;
+    const qemu = await findQemu();
+    const pool = new WarmPool(size, () => prepareSpare(info, this.paths, qemu));
+    this.pools.set(tag, pool);
+    await pool.filled();
+    return pool;
+  }
+
+  /**
+   * Forks `n` children from a snapshot: each its own QEMU with the snapshot's memory mapped
+   * copy-on-write, resumed and told it was restored. All or nothing: if one fails, the others
+   * are killed and the error is thrown.
+   */
+  async fork(tag: string, n = 1): Promise<StartedVm[]> {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_FORK) {
+      throw new ForkdError('FORKD_ERR_LIMIT', `cannot fork ${n} children: n must be an integer from 1 to ${MAX_FORK}`, {
+        hint: 'fork in batches if you need more',
+      });
+    }
+    const info = await this.restorable(tag);
+    const qemu = await findQemu();
+    const pool = this.pools.get(tag);
+    const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
+      const startedAt = performance.now();
+      const child: PreparedChild = pool?.take() ?? (await prepareChild(info, this.paths, qemu));
+      return activateChild(child, startedAt);
+    });
+    const children = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await Promise.all(children.map((child) => child.kill()));
+      throw failed.reason;
+    }
+    return children;
+  }
+
+  /** Stops the warm pools (children handed out are the caller's to kill). */
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((pool) => pool.close()));
+    this.pools.clear();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { delimiter, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { ForkdError } from '../errors.js';
@@ -78,4 +78,22 @@ export function requireTool(name: string, aptPackage: string): string {
     });
   }
   return path;
+}
+
+/** Checks a user-supplied path is a readable file; throws a clear error otherwise. */
+export function requireReadableFile(path: string, what: string, hint: string): string {
+  const full = resolve(path);
+  try {
+    accessSync(full, constants.R_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ForkdError(
+      code === 'ENOENT' ? 'FORKD_ERR_NOT_FOUND' : 'FORKD_ERR_BAD_INPUT',
+      `${what} ${full} ${code === 'ENOENT' ? 'does not exist' : `is not readable (${code})`}`,
+      { hint },
+    );
+  }
+  if (!statSync(full).isFile())
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `${what} ${full} is not a regular file`, { hint });
+  return full;
 }

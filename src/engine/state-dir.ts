@@ -24,6 +24,11 @@ export class StatePaths {
     return this.dir('images', kind);
   }
 
+  /** Snapshots, one dir per tag (memory.bin, vmstate, meta.json); staging dirs start with a dot. */
+  snapshots(): string {
+    return this.dir('snapshots');
+  }
+
   /** Per-VM sockets; removed when the VM stops. */
   run(): string {
     return this.dir('run');

@@ -14,9 +14,9 @@ export class IsolatedHome {
   readonly paths: StatePaths;
   readonly engine: Engine;
 
-  constructor() {
+  constructor(parentDir: string = tmpdir()) {
     const shared = new StatePaths();
-    this.root = mkdtempSync(join(tmpdir(), 'forkd-test-'));
+    this.root = mkdtempSync(join(parentDir, 'forkd-test-'));
     mkdirSync(join(shared.root, 'images'), { recursive: true });
     symlinkSync(join(shared.root, 'images'), join(this.root, 'images'));
     if (existsSync(shared.file('accel.json'))) copyFileSync(shared.file('accel.json'), join(this.root, 'accel.json'));
@@ -36,7 +36,7 @@ export class IsolatedHome {
       .filter((line) => line.includes('qemu-system') && line.includes(this.root));
   }
 
-  entries(dir: 'run' | 'tmp' | 'logs'): string[] {
+  entries(dir: 'run' | 'tmp' | 'logs' | 'snapshots'): string[] {
     const path = join(this.root, dir);
     return existsSync(path) ? readdirSync(path) : [];
   }

@@ -18,6 +18,7 @@ afterEach(() => {
 });
 
 afterAll(() => {
+  expect(home.entries('snapshots')).toEqual([]);
   expect(home.leftovers()).toEqual(NOTHING_LEFT);
   home.remove();
 });
@@ -98,6 +99,48 @@ describe('forkd run', () => {
     expect(forkd(['run', '--', 'true']).status).toBe(0);
     expect(home.entries('run')).toEqual([]); // ...until the next run swept it
     for (const log of home.entries('logs')) rmSync(join(home.root, 'logs', log));
+  });
+});
+
+describe('forkd demo, snapshot, images, rmi', () => {
+  test('demo --json forks children, reports timings and memory, and cleans up', () => {
+    const r = forkd(['demo', '--n', '4', '--json']);
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout) as Record<string, unknown> & {
+      fork: Record<string, number>;
+      memory: Record<string, number>;
+    };
+    expect(report).toMatchObject({ children_ok: 8, fork: { n: 4, pooled_n: 4 } });
+    for (const key of ['boot_ms', 'snapshot_ms']) expect(report[key]).toBeGreaterThan(0);
+    for (const key of ['p50_ms', 'total_ms', 'pooled_p50_ms']) expect(report.fork[key]).toBeGreaterThan(0);
+    expect(report.memory.child_pss_mib_p50).toBeLessThan(report.memory.cold_boot_pss_mib);
+    expect(JSON.parse(forkd(['images', '--json']).stdout)).toEqual([]);
+  });
+
+  test('snapshot, images and rmi manage snapshots by tag', () => {
+    const snap = forkd(['snapshot', '--tag', 'cli-snap', '--warmup', 'echo ready > /tmp/ready', '--json']);
+    expect(snap.status).toBe(0);
+    expect(JSON.parse(snap.stdout)).toMatchObject({
+      tag: 'cli-snap',
+      meta: { warmup: 'echo ready > /tmp/ready', memoryMiB: 256 },
+    });
+    const list = JSON.parse(forkd(['images', '--json']).stdout) as Array<Record<string, unknown>>;
+    expect(list).toEqual([expect.objectContaining({ tag: 'cli-snap', memoryMiB: 256, parent: null })]);
+    expect(forkd(['images']).stdout).toMatch(/^TAG\s+MEMORY\s+DISK[\s\S]*cli-snap\s+256 MiB/);
+    expect(forkd(['snapshot', '--tag', 'cli-snap']).stderr).toMatch(
+      /already exists\n {2}hint: remove it first: forkd rmi cli-snap/,
+    );
+    const rmi = forkd(['rmi', 'cli-snap', 'never-was']);
+    expect(rmi.status).toBe(1);
+    expect(rmi.stdout).toBe('removed cli-snap\n');
+    expect(rmi.stderr).toMatch(/no snapshot tagged never-was/);
+    expect(JSON.parse(forkd(['images', '--json']).stdout)).toEqual([]);
+  });
+
+  test('a bad tag is refused before anything starts', () => {
+    const r = forkd(['snapshot', '--tag', '../escape']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/invalid snapshot tag "..\/escape"\n {2}hint: a tag is 1-64 characters/);
   });
 });
 

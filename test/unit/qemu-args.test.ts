@@ -40,6 +40,24 @@ describe('buildQemuArgs', () => {
     expect(flag(args, '-append')[0]).toMatch(/ forkd\.root=vda/);
   });
 
+  test('a parent maps its RAM file shared; a fork child maps it privately and waits for state', () => {
+    const parent = buildQemuArgs({ ...spec, memoryFile: { path: '/s/memory.bin', shared: true } }, sockets);
+    expect(flag(parent, '-object')).toContain('memory-backend-file,id=mem,size=256M,mem-path=/s/memory.bin,share=on');
+    expect(flag(parent, '-machine')).toEqual(['memory-backend=mem']);
+    expect(parent).not.toContain('-incoming');
+    const child = buildQemuArgs(
+      { ...spec, memoryFile: { path: '/s/memory.bin', shared: false }, incoming: true },
+      sockets,
+    );
+    expect(flag(child, '-object')).toContain('memory-backend-file,id=mem,size=256M,mem-path=/s/memory.bin,share=off');
+    expect(child).toContain('-S');
+    expect(flag(child, '-incoming')).toEqual(['defer']);
+    // Everything but the sharing and the incoming flags is identical: device state only loads into the same hardware.
+    const strip = (args: string[]) =>
+      args.filter((a) => !['-S', '-incoming', 'defer'].includes(a)).map((a) => a.replace('share=off', 'share=on'));
+    expect(strip(child)).toEqual(parent);
+  });
+
   test('kernel command line: TCG skips the APIC timer calibration, KVM does not', () => {
     expect(kernelCommandLine(spec)).toBe('console=ttyS0 quiet reboot=t panic=-1 noapictimer no_timer_check');
     expect(kernelCommandLine({ ...spec, accel: 'kvm', append: ['foo=1'] })).toBe(

@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { ForkdError, type ErrorCode } from '../../errors.js';
+import { ForkdError } from '../../errors.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
 
 export interface AgentReply {
@@ -105,10 +105,10 @@ export class AgentClient {
     this.socket.write(bytes);
   }
 
-  /** Rejects everything in flight with this error and closes the connection. */
-  abort(code: ErrorCode, message: string, hint?: string): void {
-    this.closedError = new ForkdError(code, message, hint ? { hint } : {});
-    this.fail(this.closedError);
+  /** Rejects everything in flight (and every later request) with this error and closes the connection. */
+  abort(error: ForkdError): void {
+    this.closedError = error;
+    this.fail(error);
     this.socket.destroy();
   }
 

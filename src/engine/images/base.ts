@@ -1,7 +1,5 @@
-import { accessSync, constants, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import { ForkdError } from '../../errors.js';
+import { requireReadableFile } from '../host-tools.js';
 import type { StatePaths } from '../state-dir.js';
 import { ensureAgentBinary } from './agent-binary.js';
 import { hashInputs, type BuildOptions } from './cache.js';
@@ -16,24 +14,6 @@ export interface BaseImage {
   initrdHash: string;
   /** True when nothing had to be built. */
   reused: boolean;
-}
-
-/** Checks a user-supplied path is a readable file; throws a clear error otherwise. */
-export function requireReadableFile(path: string, what: string, hint: string): string {
-  const full = resolve(path);
-  try {
-    accessSync(full, constants.R_OK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ForkdError(
-      code === 'ENOENT' ? 'FORKD_ERR_NOT_FOUND' : 'FORKD_ERR_BAD_INPUT',
-      `${what} ${full} ${code === 'ENOENT' ? 'does not exist' : `is not readable (${code})`}`,
-      { hint },
-    );
-  }
-  if (!statSync(full).isFile())
-    throw new ForkdError('FORKD_ERR_BAD_INPUT', `${what} ${full} is not a regular file`, { hint });
-  return full;
 }
 
 /** Kernel + initramfs with our agent: built (or reused from the cache) on first use. */

@@ -12,6 +12,13 @@ export interface VmSpec {
   tcgTbSizeMiB?: number;
   /** Extra kernel command-line words. */
   append?: string[];
+  /**
+   * Guest RAM in a file. A parent being snapshotted maps it shared (its RAM becomes the file);
+   * a forked child maps the snapshot's file privately, so the kernel copies a page on first write.
+   */
+  memoryFile?: { path: string; shared: boolean };
+  /** Start paused, waiting for device state over QMP (`migrate-incoming`): a fork's restore shell. */
+  incoming?: boolean;
 }
 
 export interface VmSockets {
@@ -79,6 +86,16 @@ export function buildQemuArgs(spec: VmSpec, sockets: VmSockets): string[] {
     '-device',
     'virtio-rng-device,rng=rng0',
   ];
+  if (spec.memoryFile) {
+    const { path, shared } = spec.memoryFile;
+    args.push(
+      '-object',
+      `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${path},share=${shared ? 'on' : 'off'}`,
+      '-machine',
+      'memory-backend=mem',
+    );
+  }
+  if (spec.incoming) args.push('-S', '-incoming', 'defer');
   if (spec.rootfs) {
     args.push(
       '-drive',

@@ -1,20 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { existsSync } from 'node:fs';
 import { ForkdError } from '../../errors.js';
-import { AgentClient } from '../agent/client.js';
 import { Guest, type ExecOptions, type ExecResult, type RestoredInfo } from '../agent/guest.js';
-import { which } from '../host-tools.js';
-import { requireReadableFile } from '../images/base.js';
-import { onProcessExit } from '../reaper.js';
+import { requireReadableFile } from '../host-tools.js';
 import { StatePaths } from '../state-dir.js';
-import { buildQemuArgs, type Accel, type VmSockets, type VmSpec } from './qemu-args.js';
+import type { Accel, VmSockets, VmSpec } from './qemu-args.js';
 import { findQemu, type QemuBinary } from './qemu-binary.js';
-import { QmpClient } from './qmp.js';
-import { sweepStaleRunDirs } from './run-dirs.js';
+import type { QmpClient } from './qmp.js';
+import { describeExit, VmProcess } from './vm-process.js';
 
 export interface StartVmOptions {
   kernel: string;
@@ -24,6 +16,8 @@ export interface StartVmOptions {
   memoryMiB?: number;
   vcpus?: number;
   append?: string[];
+  /** Guest RAM in a file (see VmSpec.memoryFile); used for parents that will be snapshotted. */
+  memoryFile?: VmSpec['memoryFile'];
   /** How long the guest agent may take to answer its first ping. */
   bootTimeoutMs?: number;
   paths?: StatePaths;
@@ -39,58 +33,60 @@ export interface StoppedVm {
 }
 
 const DEFAULT_BOOT_TIMEOUT_MS = 30_000;
-const SOCKET_PATH_MAX = 107;
-const STDERR_TAIL_BYTES = 8192;
-
-function tail(text: string, lines: number): string {
-  return text.trim().split('\n').slice(-lines).join('\n');
-}
-
-function readTail(path: string, lines = 20): string {
-  try {
-    return tail(readFileSync(path, 'utf8'), lines);
-  } catch {
-    return '';
-  }
-}
 
 /** A running microVM: one QEMU process, its QMP socket and its guest agent. */
 export class StartedVm implements AsyncDisposable {
   private stopping: Promise<StoppedVm> | undefined;
   private failed = false;
+  readonly guest: Guest;
 
-  private constructor(
-    readonly id: string,
-    readonly accel: Accel,
-    private readonly process: ChildProcess,
-    private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>,
-    private readonly runDir: string,
-    readonly sockets: VmSockets,
-    readonly guest: Guest,
-    readonly qmp: QmpClient,
-    /** Wall-clock ms from spawning QEMU to the agent's first answer. */
-    readonly bootMs: number,
-    private readonly unregisterReaper: () => void,
+  /** Wraps a process whose guest agent is answering. `readyMs`: spawn to ready (boot or fork). */
+  constructor(
+    private readonly proc: VmProcess,
+    readonly readyMs: number,
   ) {
-    exited.then(({ code, signal }) => {
+    this.guest = new Guest(proc.agent);
+    void proc.exited.then((info) => {
       if (this.stopping) return;
       this.failed = true;
-      guest.client.abort(
-        'FORKD_ERR_VM_STOPPED',
-        `VM ${id} exited unexpectedly (${signal ?? `code ${code}`})`,
-        `see the console log ${sockets.consoleLog}`,
-      );
+      this.guest.client.abort(this.stoppedError(`exited unexpectedly (${describeExit(info)})`));
     });
   }
 
+  get id(): string {
+    return this.proc.id;
+  }
+
   get pid(): number {
-    return this.process.pid ?? -1;
+    return this.proc.pid;
+  }
+
+  get accel(): Accel {
+    return this.proc.spec.accel;
+  }
+
+  get spec(): VmSpec {
+    return this.proc.spec;
+  }
+
+  get sockets(): VmSockets {
+    return this.proc.sockets;
   }
 
   get consoleLog(): string {
-    return this.sockets.consoleLog;
+    return this.proc.sockets.consoleLog;
   }
 
+  get qmp(): QmpClient {
+    return this.proc.qmp;
+  }
+
+  /** Cold boot: ms from spawning QEMU to the agent's first answer. */
+  get bootMs(): number {
+    return this.readyMs;
+  }
+
+  /** Boots a fresh microVM and waits for its agent. */
   static async start(options: StartVmOptions): Promise<StartedVm> {
     const paths = options.paths ?? new StatePaths();
     const qemu = options.qemu ?? (await findQemu());
@@ -103,117 +99,23 @@ export class StartedVm implements AsyncDisposable {
       memoryMiB: options.memoryMiB ?? 256,
       vcpus: options.vcpus ?? 1,
       ...(options.append ? { append: options.append } : {}),
+      ...(options.memoryFile ? { memoryFile: options.memoryFile } : {}),
     };
-    const id = `vm-${randomBytes(5).toString('hex')}`;
-    const runDir = join(paths.run(), id);
-    const sockets: VmSockets = {
-      qmp: join(runDir, 'qmp.sock'),
-      agent: join(runDir, 'agent.sock'),
-      pidFile: join(runDir, 'qemu.pid'),
-      consoleLog: join(paths.logs(), `${id}.log`),
-    };
-    if (sockets.agent.length > SOCKET_PATH_MAX) {
-      throw new ForkdError(
-        'FORKD_ERR_BAD_INPUT',
-        `socket path ${sockets.agent} is longer than ${SOCKET_PATH_MAX} bytes`,
-        {
-          hint: 'set FORKD_HOME to a shorter directory',
-        },
-      );
-    }
-    sweepStaleRunDirs(paths.run());
-    await mkdir(runDir, { recursive: true, mode: 0o700 });
-
-    const args = buildQemuArgs(spec, sockets);
-    // setpriv ties QEMU's life to ours: if this process dies without cleaning up, the kernel kills QEMU.
-    const setpriv = which('setpriv');
-    const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', qemu.path, ...args]] : [qemu.path, args];
-    const started = performance.now();
-    const child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-STDERR_TAIL_BYTES);
-    });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.on('exit', (code, signal) => resolve({ code, signal }));
-      child.on('error', () => resolve({ code: null, signal: null }));
-    });
-    const unregisterReaper = onProcessExit(() => {
-      child.kill('SIGKILL');
-      rmSync(runDir, { recursive: true, force: true });
-    });
-    let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    void exited.then((info) => (exitInfo = info));
-
-    const failure = (code: 'FORKD_ERR_QEMU_EXITED' | 'FORKD_ERR_BOOT_TIMEOUT', message: string) => {
-      const details = [tail(stderr, 10), readTail(sockets.consoleLog)].filter(Boolean).join('\n');
-      return new ForkdError(code, `${message}\nconsole log: ${sockets.consoleLog}${details ? `\n${details}` : ''}`, {
-        hint:
-          code === 'FORKD_ERR_BOOT_TIMEOUT'
-            ? 'the guest never answered; check the console log, or try FORKD_ACCEL=tcg if KVM misbehaves'
-            : 'check the QEMU error above and `forkd doctor`',
-      });
-    };
-    const deadline = Date.now() + (options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS);
-    const connectWhenListening = async <T>(connect: () => Promise<T>): Promise<T> => {
-      for (;;) {
-        if (exitInfo)
-          throw failure(
-            'FORKD_ERR_QEMU_EXITED',
-            `QEMU exited during start (${exitInfo.signal ?? `code ${exitInfo.code}`})`,
-          );
-        if (Date.now() > deadline) throw failure('FORKD_ERR_BOOT_TIMEOUT', `QEMU did not open its sockets in time`);
-        try {
-          return await connect();
-        } catch {
-          await sleep(2);
-        }
-      }
-    };
-
-    let agent: AgentClient | undefined;
-    let qmp: QmpClient | undefined;
+    const timeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const proc = await VmProcess.launch(spec, paths, qemu, deadline);
     try {
-      [agent, qmp] = await Promise.all([
-        connectWhenListening(() => AgentClient.connect(sockets.agent)),
-        connectWhenListening(() => QmpClient.connect(sockets.qmp)),
-      ]);
-      const remaining = Math.max(1, deadline - Date.now());
-      const ping = agent.request('ping', {}, remaining).catch((err: ForkdError) => {
-        if (err.code === 'FORKD_ERR_AGENT_TIMEOUT') {
-          throw failure(
-            'FORKD_ERR_BOOT_TIMEOUT',
-            `guest agent did not answer within ${options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS} ms`,
-          );
-        }
-        throw err;
+      const ping = proc.agent.request('ping', {}, Math.max(1, deadline - Date.now())).catch((err: ForkdError) => {
+        throw err.code === 'FORKD_ERR_AGENT_TIMEOUT'
+          ? proc.failure('FORKD_ERR_BOOT_TIMEOUT', `guest agent did not answer within ${timeoutMs} ms`)
+          : err;
       });
-      const died = exited.then((info) => {
-        throw failure('FORKD_ERR_QEMU_EXITED', `QEMU exited during boot (${info.signal ?? `code ${info.code}`})`);
-      });
-      await Promise.race([ping, died]);
-      died.catch(() => {});
+      await proc.unlessExited(ping, 'boot');
     } catch (err) {
-      agent?.close();
-      qmp?.close();
-      child.kill('SIGKILL');
-      await exited;
-      rmSync(runDir, { recursive: true, force: true });
-      unregisterReaper();
+      await proc.discard();
       throw err;
     }
-    return new StartedVm(
-      id,
-      spec.accel,
-      child,
-      exited,
-      runDir,
-      sockets,
-      new Guest(agent),
-      qmp,
-      performance.now() - started,
-      unregisterReaper,
-    );
+    return new StartedVm(proc, performance.now() - proc.spawnedAt);
   }
 
   exec(command: string | string[], options?: ExecOptions): Promise<ExecResult> {
@@ -241,18 +143,18 @@ export class StartedVm implements AsyncDisposable {
       return await request;
     } catch (err) {
       if (!(err instanceof ForkdError) || err.code !== 'FORKD_ERR_AGENT_DISCONNECTED') throw err;
-      const died = await Promise.race([this.exited.then(() => true), sleep(1000).then(() => false)]);
-      if (!died) throw err;
-      const { code, signal } = await this.exited;
-      throw new ForkdError(
-        'FORKD_ERR_VM_STOPPED',
-        `VM ${this.id} ${this.stopping ? 'was stopped' : 'exited unexpectedly'} (${signal ?? `code ${code}`})`,
-        {
-          hint: `see the console log ${this.sockets.consoleLog}`,
-          cause: err,
-        },
-      );
+      if (!(await this.proc.waitExit(1000))) throw err;
+      const info = await this.proc.exited;
+      throw this.stoppedError(`${this.stopping ? 'was stopped' : 'exited unexpectedly'} (${describeExit(info)})`, err);
     }
+  }
+
+  private stoppedError(what: string, cause?: unknown): ForkdError {
+    return new ForkdError('FORKD_ERR_VM_STOPPED', `VM ${this.id} ${what}`, {
+      hint: `see the console log ${this.consoleLog}`,
+      consoleLog: this.consoleLog,
+      cause,
+    });
   }
 
   /** Drops the agent connection and makes a new one (the guest must carry on). */
@@ -264,44 +166,28 @@ export class StartedVm implements AsyncDisposable {
   stop(graceMs = 5000): Promise<StoppedVm> {
     this.stopping ??= this.shutdown(async () => {
       await this.guest.shutdown(graceMs).catch(() => {});
-      if (await this.waitExit(graceMs)) return;
+      if (await this.proc.waitExit(graceMs)) return;
       await this.qmp.execute('quit').catch(() => {});
-      if (await this.waitExit(2000)) return;
-      this.process.kill('SIGKILL');
+      await this.proc.waitExit(2000);
     });
     return this.stopping;
   }
 
   /** Forced: SIGKILL now. */
   kill(): Promise<StoppedVm> {
-    this.stopping ??= this.shutdown(async () => {
-      this.process.kill('SIGKILL');
-    });
+    this.stopping ??= this.shutdown(async () => {});
     return this.stopping;
   }
 
-  private async waitExit(ms: number): Promise<boolean> {
-    const timeout = sleep(ms).then(() => false);
-    return Promise.race([this.exited.then(() => true), timeout]);
-  }
-
   private async shutdown(halt: () => Promise<void>): Promise<StoppedVm> {
-    try {
-      await halt();
-    } catch {
-      this.process.kill('SIGKILL');
-    }
-    const { code, signal } = await this.exited;
+    await halt().catch(() => {});
     this.guest.client.close();
-    this.qmp.close();
-    rmSync(this.runDir, { recursive: true, force: true });
-    if (!this.failed) rmSync(this.sockets.consoleLog, { force: true });
-    this.unregisterReaper();
+    const { code, signal } = await this.proc.cleanup(this.failed);
     return {
       id: this.id,
       exitCode: code,
       signal,
-      consoleLog: this.failed && existsSync(this.sockets.consoleLog) ? this.sockets.consoleLog : undefined,
+      consoleLog: this.failed && existsSync(this.consoleLog) ? this.consoleLog : undefined,
     };
   }
 

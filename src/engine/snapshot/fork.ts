@@ -1,0 +1,80 @@
+import { randomBytes } from 'node:crypto';
+import { errorMessage } from '../../errors.js';
+import { Guest } from '../agent/guest.js';
+import type { StatePaths } from '../state-dir.js';
+import { loadDeviceState } from '../vmm/device-state.js';
+import type { VmSpec } from '../vmm/qemu-args.js';
+import type { QemuBinary } from '../vmm/qemu-binary.js';
+import { VmProcess } from '../vmm/vm-process.js';
+import { StartedVm } from '../vmm/vm.js';
+import type { SnapshotInfo } from './store.js';
+
+const RESTORE_TIMEOUT_MS = 30_000;
+
+/** A child on its way out of a snapshot: device state loaded; `running` once resumed. */
+export interface PreparedChild {
+  proc: VmProcess;
+  running: boolean;
+}
+
+/** The child's hardware: the parent's exactly, but RAM mapped privately (copy-on-write) and waiting for state. */
+export function childSpec(info: SnapshotInfo): VmSpec {
+  const { meta } = info;
+  return {
+    ...meta.vm,
+    accel: meta.accel,
+    memoryMiB: meta.memoryMiB,
+    vcpus: meta.vcpus,
+    memoryFile: { path: info.memoryFile, shared: false },
+    incoming: true,
+  };
+}
+
+function restoredInfo() {
+  return { hostname: `forkd-${randomBytes(3).toString('hex')}` };
+}
+
+/** Starts QEMU for a child and loads the snapshot's device state; the guest stays paused. */
+export async function prepareChild(info: SnapshotInfo, paths: StatePaths, qemu: QemuBinary): Promise<PreparedChild> {
+  const proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS);
+  try {
+    await proc.unlessExited(loadDeviceState(proc.qmp, info.vmstateFile), 'restore');
+  } catch (err) {
+    await proc.discard();
+    throw proc.failure(
+      'FORKD_ERR_CORRUPT',
+      `restoring snapshot ${info.tag} failed: ${errorMessage(err).split('\n')[0]}`,
+      `the snapshot's files may be damaged: forkd rmi ${info.tag} and take it again`,
+    );
+  }
+  return { proc, running: false };
+}
+
+/**
+ * A warm-pool spare: prepared, resumed and answered once. Under TCG the first request after a
+ * restore pays for translating the guest's hot paths in the new QEMU process; a spare has paid it.
+ */
+export async function prepareSpare(info: SnapshotInfo, paths: StatePaths, qemu: QemuBinary): Promise<PreparedChild> {
+  const child = await prepareChild(info, paths, qemu);
+  try {
+    await child.proc.unlessExited(child.proc.qmp.execute('cont'), 'resume');
+    await child.proc.unlessExited(new Guest(child.proc.agent).restored(restoredInfo()), 'restore');
+  } catch (err) {
+    await child.proc.discard();
+    throw err;
+  }
+  return { proc: child.proc, running: true };
+}
+
+/** Resumes a prepared child (if paused) and tells it it was restored: clock, entropy, identity. */
+export async function activateChild(child: PreparedChild, startedAt: number): Promise<StartedVm> {
+  const { proc } = child;
+  try {
+    if (!child.running) await proc.unlessExited(proc.qmp.execute('cont'), 'resume');
+    await proc.unlessExited(new Guest(proc.agent).restored(restoredInfo()), 'restore');
+    return new StartedVm(proc, performance.now() - startedAt);
+  } catch (err) {
+    await proc.discard();
+    throw err;
+  }
+}

@@ -1,0 +1,80 @@
+import { ForkdError } from '../../errors.js';
+import type { Accel, VmSpec } from '../vmm/qemu-args.js';
+import { validateTag } from './tag.js';
+
+export const SNAPSHOT_FORMAT = 1;
+export const MACHINE_TYPE = 'microvm';
+
+/** What a snapshot needs to be restored, and what it was made from. Stored as meta.json. */
+export interface SnapshotMeta {
+  format: number;
+  tag: string;
+  created: string;
+  /** The snapshot this one was branched from (chains arrive with BRANCH). */
+  parent: string | null;
+  image: { name: string; kernelHash: string; initrdHash: string };
+  memoryMiB: number;
+  vcpus: number;
+  accel: Accel;
+  qemuVersion: string;
+  machine: string;
+  /** The VM's hardware exactly as the parent had it: a child's command line must match it. */
+  vm: Pick<VmSpec, 'kernel' | 'initrd' | 'rootfs' | 'append' | 'tcgTbSizeMiB'>;
+  warmup: string | null;
+  /** Bytes of device state, checked before restore (a truncated file is refused). */
+  vmstateBytes: number;
+}
+
+export function parseMeta(text: string, where: string): SnapshotMeta {
+  let meta: SnapshotMeta;
+  try {
+    meta = JSON.parse(text) as SnapshotMeta;
+  } catch (err) {
+    throw new ForkdError('FORKD_ERR_CORRUPT', `${where} is not valid JSON`, {
+      hint: 'remove the snapshot (forkd rmi) and take it again',
+      cause: err,
+    });
+  }
+  const fields: Array<[keyof SnapshotMeta, string]> = [
+    ['tag', 'string'],
+    ['created', 'string'],
+    ['memoryMiB', 'number'],
+    ['vcpus', 'number'],
+    ['accel', 'string'],
+    ['qemuVersion', 'string'],
+    ['machine', 'string'],
+    ['vm', 'object'],
+    ['image', 'object'],
+    ['vmstateBytes', 'number'],
+  ];
+  const bad = fields.filter(([key, type]) => typeof meta?.[key] !== type).map(([key]) => key);
+  if (bad.length || meta.format !== SNAPSHOT_FORMAT) {
+    throw new ForkdError(
+      'FORKD_ERR_CORRUPT',
+      `${where} is not a forkd snapshot (format ${meta?.format}; bad fields: ${bad.join(', ') || 'none'})`,
+      {
+        hint: 'remove the snapshot (forkd rmi) and take it again',
+      },
+    );
+  }
+  validateTag(meta.tag);
+  return meta;
+}
+
+export interface HostFacts {
+  accel: Accel;
+  qemuVersion: string;
+}
+
+/** Refuses a restore this host cannot do faithfully; the message says what differs. */
+export function checkCompatible(meta: SnapshotMeta, host: HostFacts): void {
+  const diffs: string[] = [];
+  if (meta.accel !== host.accel) diffs.push(`accelerator ${meta.accel} (this host runs ${host.accel})`);
+  if (meta.qemuVersion !== host.qemuVersion) diffs.push(`QEMU ${meta.qemuVersion} (this host has ${host.qemuVersion})`);
+  if (meta.machine !== MACHINE_TYPE) diffs.push(`machine ${meta.machine} (forkd runs ${MACHINE_TYPE})`);
+  if (diffs.length) {
+    throw new ForkdError('FORKD_ERR_INCOMPATIBLE', `snapshot ${meta.tag} was taken with ${diffs.join(', ')}`, {
+      hint: `take the snapshot again on this host (forkd snapshot --tag ${meta.tag}), or run where it was taken${meta.accel !== host.accel ? ` (FORKD_ACCEL=${meta.accel} forces the accelerator)` : ''}`,
+    });
+  }
+}
