@@ -69,7 +69,7 @@ try {
   console.log(row('fork, from warm pool (-> restored ack)', pooled));
   for (const [n, total, each] of wall)
     console.log(
-      `${`fork N=${n} at once`.padEnd(40)} wall ${total.toFixed(0)} ms  (each: median ${median(each).toFixed(0)} ms)`,
+      `${`fork N=${n} at once`.padEnd(40)} wall ${total.toFixed(0)} ms  (each: median ${median(each).toFixed(0)} ms, max ${Math.max(...each).toFixed(0)} ms)`,
     );
   console.log(
     row(

@@ -3,6 +3,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
+import type { DemoReport } from '../../src/cli/demo.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -106,13 +107,17 @@ describe('forkd demo, snapshot, images, rmi', () => {
   test('demo --json forks children, reports timings and memory, and cleans up', () => {
     const r = forkd(['demo', '--n', '4', '--json']);
     expect(r.status).toBe(0);
-    const report = JSON.parse(r.stdout) as Record<string, unknown> & {
-      fork: Record<string, number>;
-      memory: Record<string, number>;
-    };
+    const report = JSON.parse(r.stdout) as DemoReport;
     expect(report).toMatchObject({ children_ok: 8, fork: { n: 4, pooled_n: 4 } });
-    for (const key of ['boot_ms', 'snapshot_ms']) expect(report[key]).toBeGreaterThan(0);
-    for (const key of ['p50_ms', 'total_ms', 'pooled_p50_ms']) expect(report.fork[key]).toBeGreaterThan(0);
+    for (const ms of [
+      report.boot_ms,
+      report.snapshot_ms,
+      report.fork.p50_ms,
+      report.fork.total_ms,
+      report.fork.pooled_p50_ms,
+    ]) {
+      expect(ms).toBeGreaterThan(0);
+    }
     expect(report.memory.child_pss_mib_p50).toBeLessThan(report.memory.cold_boot_pss_mib);
     expect(JSON.parse(forkd(['images', '--json']).stdout)).toEqual([]);
   });

@@ -1,0 +1,37 @@
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { sweepStaleRunDirs } from '../../src/engine/vmm/run-dirs.js';
+
+const roots: string[] = [];
+function runRoot(): string {
+  const root = mkdtempSync(join(tmpdir(), 'forkd-run-'));
+  roots.push(root);
+  return root;
+}
+afterEach(() => {
+  for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
+});
+
+function vmDir(root: string, name: string, pid?: string, ageMs = 0): void {
+  const dir = join(root, name);
+  mkdirSync(dir);
+  if (pid !== undefined) writeFileSync(join(dir, 'qemu.pid'), pid);
+  const when = (Date.now() - ageMs) / 1000;
+  utimesSync(dir, when, when);
+}
+
+describe('sweepStaleRunDirs', () => {
+  test('removes dirs whose QEMU died, keeps starting and foreign ones', () => {
+    const root = runRoot();
+    vmDir(root, 'vm-dead', '999999999');
+    vmDir(root, 'vm-starting-no-pid');
+    vmDir(root, 'vm-starting-empty-pid', '');
+    vmDir(root, 'vm-abandoned', undefined, 120_000);
+    vmDir(root, 'vm-reused-pid', String(process.pid)); // alive, but not a QEMU of this dir
+    vmDir(root, 'not-a-vm', '999999999');
+    expect(sweepStaleRunDirs(root).sort()).toEqual(['vm-abandoned', 'vm-dead', 'vm-reused-pid']);
+    expect(readdirSync(root).sort()).toEqual(['not-a-vm', 'vm-starting-empty-pid', 'vm-starting-no-pid']);
+  });
+});
