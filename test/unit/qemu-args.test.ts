@@ -58,10 +58,10 @@ describe('buildQemuArgs', () => {
     expect(strip(child)).toEqual(parent);
   });
 
-  test('kernel command line: TCG skips the APIC timer calibration, KVM does not', () => {
-    expect(kernelCommandLine(spec)).toBe('console=ttyS0 quiet reboot=t panic=-1 noapictimer no_timer_check');
-    expect(kernelCommandLine({ ...spec, accel: 'kvm', append: ['foo=1'] })).toBe(
-      'console=ttyS0 quiet reboot=t panic=-1 foo=1',
+  test('kernel command line: quiet serial console, reboot ends QEMU, extra words last', () => {
+    expect(kernelCommandLine(spec)).toBe('console=ttyS0 quiet reboot=t panic=-1 no_timer_check');
+    expect(kernelCommandLine({ ...spec, rootfs: '/r', append: ['foo=1'] })).toBe(
+      'console=ttyS0 quiet reboot=t panic=-1 no_timer_check forkd.root=vda foo=1',
     );
   });
 });

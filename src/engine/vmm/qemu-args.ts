@@ -36,8 +36,10 @@ export function kernelCommandLine(spec: VmSpec): string {
     'quiet',
     'reboot=t', // a triple fault resets, and -no-reboot turns that into QEMU exiting
     'panic=-1',
-    // Under TCG the local APIC timer is calibrated against the PIT (~0.5 s of boot); the PIT alone serves.
-    ...(spec.accel === 'tcg' ? ['noapictimer', 'no_timer_check'] : []),
+    // QEMU's IO-APIC timer routing is known good; skip the kernel's check of it. (Keep the local
+    // APIC timer: `noapictimer` saves ~0.4 s of boot under TCG, but leaves the PIT ticking and
+    // idle children then burn ~7 % of a core each instead of ~0.2 %.)
+    'no_timer_check',
     ...(spec.rootfs ? ['forkd.root=vda'] : []),
     ...(spec.append ?? []),
   ].join(' ');
