@@ -1,3 +1,4 @@
+import { closeSync, openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { errorMessage } from '../../errors.js';
 import { Guest } from '../agent/guest.js';
@@ -36,9 +37,15 @@ function restoredInfo() {
 
 /** Starts QEMU for a child and loads the snapshot's device state; the guest stays paused. */
 export async function prepareChild(info: SnapshotInfo, paths: StatePaths, qemu: QemuBinary): Promise<PreparedChild> {
-  const proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS);
+  const vmstate = openSync(info.vmstateFile, 'r');
+  let proc: VmProcess;
   try {
-    await proc.unlessExited(loadDeviceState(proc.qmp, info.vmstateFile), 'restore');
+    proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS, [vmstate]);
+  } finally {
+    closeSync(vmstate); // QEMU holds its own copy
+  }
+  try {
+    await proc.unlessExited(loadDeviceState(proc.qmp, 3), 'restore');
   } catch (err) {
     await proc.discard();
     throw proc.failure(

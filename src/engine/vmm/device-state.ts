@@ -42,9 +42,12 @@ export async function saveDeviceState(qmp: QmpClient, file: string): Promise<voi
   await waitMigration(qmp, 'saving device state');
 }
 
-/** Loads device state into a VM started with `-S -incoming defer`; it stays paused until `cont`. */
-export async function loadDeviceState(qmp: QmpClient, file: string): Promise<void> {
+/**
+ * Loads device state into a VM started with `-S -incoming defer`; it stays paused until `cont`.
+ * The state comes from a file descriptor QEMU inherited (no shell and `cat` on the fork path).
+ */
+export async function loadDeviceState(qmp: QmpClient, inheritedFd: number): Promise<void> {
   await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
-  await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(file)}` });
+  await qmp.execute('migrate-incoming', { uri: `fd:${inheritedFd}` });
   await waitMigration(qmp, 'loading device state');
 }

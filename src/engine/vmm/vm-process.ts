@@ -71,7 +71,14 @@ export class VmProcess {
   }
 
   /** Spawns QEMU and connects to its QMP and agent sockets; on any failure nothing is left behind. */
-  static async launch(spec: VmSpec, paths: StatePaths, qemu: QemuBinary, deadline: number): Promise<VmProcess> {
+  static async launch(
+    spec: VmSpec,
+    paths: StatePaths,
+    qemu: QemuBinary,
+    deadline: number,
+    /** Open file descriptors QEMU inherits as fd 3, 4, ... (e.g. device state for `fd:3`). */
+    inheritFds: number[] = [],
+  ): Promise<VmProcess> {
     const id = `vm-${randomBytes(5).toString('hex')}`;
     const runDir = join(paths.run(), id);
     const sockets: VmSockets = {
@@ -97,7 +104,7 @@ export class VmProcess {
     const setpriv = which('setpriv');
     const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', qemu.path, ...args]] : [qemu.path, args];
     const spawnedAt = performance.now();
-    const child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe', ...inheritFds] });
     const exited = new Promise<ExitInfo>((resolve) => {
       child.on('exit', (code, signal) => resolve({ code, signal }));
       child.on('error', () => resolve({ code: null, signal: null }));
