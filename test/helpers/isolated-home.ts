@@ -2,7 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
+import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import { StatePaths } from '../../src/engine/state-dir.js';
 
 /**
@@ -57,3 +59,21 @@ export class IsolatedHome {
 }
 
 export const NOTHING_LEFT = { qemu: [], run: [], tmp: [], logs: [] };
+
+/**
+ * Boots `count` VMs for a whole test file in an isolated home. After the file, they are killed
+ * and the home must hold nothing: no QEMU, socket, scratch dir or log.
+ */
+export function bootForFile(count = 1): { home: IsolatedHome; vms: StartedVm[] } {
+  const home = new IsolatedHome();
+  const vms: StartedVm[] = [];
+  beforeAll(async () => {
+    vms.push(...(await Promise.all(Array.from({ length: count }, () => home.engine.boot()))));
+  });
+  afterAll(async () => {
+    await Promise.all(vms.map((vm) => vm.kill()));
+    expect(home.leftovers()).toEqual(NOTHING_LEFT);
+    home.remove();
+  });
+  return { home, vms };
+}
