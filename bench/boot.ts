@@ -28,7 +28,7 @@ const guestUptimeMs: number[] = [];
 const execMs: number[] = [];
 for (let i = 0; i < runs; i++) {
   const vm = await engine.boot();
-  bootMs.push(vm.bootMs);
+  bootMs.push(vm.readyMs);
   guestUptimeMs.push((await vm.guest.ping()).uptimeMs);
   if (i === 0) {
     for (let j = 0; j < execs; j++) {

@@ -26,7 +26,7 @@ const coldMs: number[] = [];
 const coldPss: number[] = [];
 for (let i = 0; i < Math.min(runs, 5); i++) {
   const vm = await engine.boot();
-  coldMs.push(vm.bootMs);
+  coldMs.push(vm.readyMs);
   await vm.exec(['true']);
   coldPss.push(await pssBytes(vm.pid));
   await vm.kill();

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Engine } from '../engine/engine.js';
 import type { OnProgress } from '../engine/progress.js';
+import { quantile } from '../engine/stats.js';
 import { pssBytes } from '../engine/vmm/memory.js';
 import type { StartedVm } from '../engine/vmm/vm.js';
 
@@ -25,11 +26,6 @@ export interface DemoReport {
 const WARMUP = 'echo warmed-in-parent > /tmp/warm; sleep 86400 >/dev/null 2>&1 &';
 const POOL_SIZE = 4;
 const MiB = 1024 * 1024;
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
-}
 
 const round = (n: number, digits = 1) => Number(n.toFixed(digits));
 
@@ -83,7 +79,7 @@ export async function runDemo(engine: Engine, n: number, onProgress: OnProgress)
     const forkP50 = quantile(forkMs, 0.5);
     return {
       accel: children[0]?.accel ?? 'unknown',
-      boot_ms: round(cold.bootMs),
+      boot_ms: round(cold.readyMs),
       snapshot_ms: round(snapshot.timings.saveMs),
       fork: {
         n,
@@ -94,7 +90,7 @@ export async function runDemo(engine: Engine, n: number, onProgress: OnProgress)
         pooled_p50_ms: round(quantile(pooledMs, 0.5)),
         pooled_n: pooledMs.length,
       },
-      speedup_vs_boot: round(cold.bootMs / forkP50),
+      speedup_vs_boot: round(cold.readyMs / forkP50),
       memory: {
         cold_boot_pss_mib: round(coldPss / MiB),
         child_pss_mib_p50: round(childPssP50 / MiB),

@@ -117,7 +117,7 @@ program
           stdout: result.stdout.toString('utf8'),
           stderr: result.stderr.toString('utf8'),
           accel: vm.accel,
-          bootMs: Math.round(vm.bootMs),
+          bootMs: Math.round(vm.readyMs),
           execMs: result.durationMs,
         });
       } else {

@@ -44,7 +44,7 @@ async function probeKvm(base: BaseImage, paths: StatePaths, qemu: QemuBinary): P
   const pvm = existsSync('/sys/module/kvm_pvm');
   try {
     const vm = await StartedVm.start({ ...base, accel: 'kvm', paths, qemu, bootTimeoutMs: KVM_PROBE_TIMEOUT_MS });
-    const bootMs = vm.bootMs;
+    const bootMs = vm.readyMs;
     await vm.kill();
     return {
       accel: 'kvm',

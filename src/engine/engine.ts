@@ -163,7 +163,7 @@ export class Engine implements AsyncDisposable {
         vmstateBytes,
       };
       const info = await writer.commit(meta);
-      return { ...info, timings: { bootMs: parent.bootMs, warmupMs, saveMs, totalMs: performance.now() - started } };
+      return { ...info, timings: { bootMs: parent.readyMs, warmupMs, saveMs, totalMs: performance.now() - started } };
     } catch (err) {
       await writer.abort();
       throw err;

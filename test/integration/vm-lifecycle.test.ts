@@ -27,7 +27,7 @@ async function baseOptions() {
 describe('VM lifecycle', () => {
   test('a graceful stop powers the guest off and removes its files', async () => {
     const vm = await home.engine.boot();
-    expect(vm.bootMs).toBeGreaterThan(0);
+    expect(vm.readyMs).toBeGreaterThan(0);
     const stopped = await vm.stop();
     expect(stopped).toMatchObject({ exitCode: 0, signal: null, consoleLog: undefined });
     expect(existsSync(vm.consoleLog)).toBe(false);

@@ -40,7 +40,7 @@ export class StartedVm implements AsyncDisposable {
   private failed = false;
   readonly guest: Guest;
 
-  /** Wraps a process whose guest agent is answering. `readyMs`: spawn to ready (boot or fork). */
+  /** Wraps a process whose guest agent is answering. `readyMs`: ms from spawning QEMU to ready (boot, or fork up to `restored`). */
   constructor(
     private readonly proc: VmProcess,
     readonly readyMs: number,
@@ -79,11 +79,6 @@ export class StartedVm implements AsyncDisposable {
 
   get qmp(): QmpClient {
     return this.proc.qmp;
-  }
-
-  /** Cold boot: ms from spawning QEMU to the agent's first answer. */
-  get bootMs(): number {
-    return this.readyMs;
   }
 
   /** Boots a fresh microVM and waits for its agent. */
