@@ -81,7 +81,7 @@ describe('fork', () => {
       expect(alive.exitCode).toBe(0);
       const first = Number(alive.stdout.toString());
       // The loop ran ~1 s in the parent: a child continues its count instead of starting over.
-      expect(first).toBeGreaterThanOrEqual(5);
+      expect(first).toBeGreaterThanOrEqual(3);
       await new Promise((resolve) => setTimeout(resolve, 400));
       expect(Number((await child.exec(['cat', '/tmp/counter'])).stdout.toString())).toBeGreaterThan(first);
     }
