@@ -18,7 +18,11 @@ export type ErrorCode =
   | 'FORKD_ERR_CORRUPT'
   | 'FORKD_ERR_INCOMPATIBLE'
   | 'FORKD_ERR_SNAPSHOT'
-  | 'FORKD_ERR_LIMIT';
+  | 'FORKD_ERR_LIMIT'
+  | 'FORKD_ERR_BUSY'
+  | 'FORKD_ERR_UNAUTHORIZED'
+  | 'FORKD_ERR_UNREACHABLE'
+  | 'FORKD_ERR_INTERNAL';
 
 const brand = Symbol.for('forkd.error');
 
@@ -27,14 +31,21 @@ export class ForkdError extends Error {
   readonly hint: string | undefined;
   /** The failing VM's serial console log, when one is kept for this error. */
   readonly consoleLog: string | undefined;
+  /** The HTTP status, for errors that came from (or go out through) the daemon's API. */
+  readonly status: number | undefined;
   readonly [brand] = true;
 
-  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown; consoleLog?: string } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { hint?: string; cause?: unknown; consoleLog?: string; status?: number } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ForkdError';
     this.code = code;
     this.hint = options.hint;
     this.consoleLog = options.consoleLog;
+    this.status = options.status;
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {

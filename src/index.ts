@@ -8,3 +8,14 @@ export { runDoctor, type DoctorReport, type Check, type CheckStatus } from './en
 export { StatePaths, stateDir } from './engine/state-dir.js';
 export { ForkdError, type ErrorCode } from './errors.js';
 export type { ProgressEvent, OnProgress } from './engine/progress.js';
+export { Daemon, type DaemonOptions, type DaemonEndpoint } from './server/daemon.js';
+export {
+  Controller,
+  Sandbox,
+  type ControllerOptions,
+  type SandboxInfo,
+  type SnapshotSummary,
+  type SnapshotDetail,
+  type ExecRequest,
+  type ExecReply,
+} from './client/controller.js';

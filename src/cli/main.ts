@@ -2,7 +2,9 @@ import { Command, InvalidArgumentError } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
 import { packageVersion } from '../engine/package-root.js';
+import { exitOnSignals } from '../engine/reaper.js';
 import { ForkdError, errorMessage } from '../errors.js';
+import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
 import { progressRenderer } from './progress.js';
 
@@ -55,7 +57,11 @@ function printDoctor(report: DoctorReport): void {
 const program = new Command('forkd')
   .description('Fork microVMs from a warmed parent: fast, isolated test suites.')
   .version(packageVersion)
-  .enablePositionalOptions();
+  .enablePositionalOptions()
+  // Ctrl-C and SIGTERM end a command and take its VMs with it; `serve` drains gracefully instead.
+  .hook('preAction', (_program, command) => {
+    if (command.name() !== 'serve') exitOnSignals();
+  });
 
 program
   .command('doctor')
@@ -230,6 +236,33 @@ program
       if (opts.json) printJson(report);
       else process.stdout.write(`${formatDemo(report)}\n`);
       return report.children_ok === report.fork.n + report.fork.pooled_n ? 0 : 1;
+    }),
+  );
+
+program
+  .command('serve')
+  .description(
+    'run the engine as a daemon: REST API on a Unix socket (default) or loopback TCP, bearer token, audit log',
+  )
+  .option('--listen <addr>', 'Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)')
+  .option('--token-file <file>', 'bearer token file (default: <state>/token, generated 0600 if absent)')
+  .option('--max-heavy <n>', 'snapshots/forks in flight at once; more get 503', positiveInt, 4)
+  .action(
+    action(async (opts: { listen?: string; tokenFile?: string; maxHeavy: number }) => {
+      const daemon = await Daemon.start({
+        ...(opts.listen ? { listen: opts.listen } : {}),
+        ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
+        maxHeavy: opts.maxHeavy,
+      });
+      process.stderr.write(
+        `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM or Ctrl-C stops it\n`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => void daemon.close().then(resolve);
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      process.stderr.write('forkd serve: stopped; every sandbox it started is gone\n');
     }),
   );
 

@@ -226,6 +226,11 @@ export class Engine implements AsyncDisposable {
     return children;
   }
 
+  /** Restore shells waiting in all warm pools. */
+  get pooledChildren(): number {
+    return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);
+  }
+
   /** Stops the warm pools (children handed out are the caller's to kill). */
   async close(): Promise<void> {
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));

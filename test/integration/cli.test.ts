@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
@@ -146,6 +146,30 @@ describe('forkd demo, snapshot, images, rmi', () => {
     const r = forkd(['snapshot', '--tag', '../escape']);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/invalid snapshot tag "..\/escape"\n {2}hint: a tag is 1-64 characters/);
+  });
+});
+
+describe('forkd serve', () => {
+  test('serves the API, and SIGTERM stops it with every sandbox gone', async () => {
+    const { Controller } = await import('../../src/client/controller.js');
+    const child = spawn(process.execPath, [cli, 'serve'], { env: home.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const info = join(home.root, 'daemon.json');
+    for (let i = 0; i < 200 && !existsSync(info); i++) await sleep(50);
+    const { endpoint, token_file } = JSON.parse(readFileSync(info, 'utf8')) as { endpoint: string; token_file: string };
+    expect(endpoint).toBe(`unix:${join(home.root, 'forkd.sock')}`);
+    expect(statSync(token_file).mode & 0o777).toBe(0o600);
+    expect(statSync(endpoint.slice(5)).mode & 0o777).toBe(0o600);
+    const client = new Controller({ endpoint, token: readFileSync(token_file, 'utf8').trim() });
+    await client.createSnapshot('served');
+    const [sb] = await client.createSandboxes('served', 1);
+    expect((await sb!.exec(['echo', 'hi'])).stdout.toString()).toBe('hi\n');
+    await client.close();
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(existsSync(info)).toBe(false);
+    expect(existsSync(endpoint.slice(5))).toBe(false);
+    expect(forkd(['rmi', 'served']).status).toBe(0);
   });
 });
 

@@ -1,0 +1,299 @@
+import { readFileSync } from 'node:fs';
+import { Agent, request, type Dispatcher } from 'undici';
+import { StatePaths } from '../engine/state-dir.js';
+import { ForkdError, type ErrorCode } from '../errors.js';
+
+export interface ControllerOptions {
+  /** `unix:/path/to/forkd.sock` or `http://127.0.0.1:PORT`; default `$FORKD_ENDPOINT`, else the local daemon's. */
+  endpoint?: string;
+  /** Default `$FORKD_TOKEN`, else the local daemon's token file. */
+  token?: string;
+  /** Per-request timeout (ms); forks and snapshots of big images may need more. */
+  timeoutMs?: number;
+}
+
+export interface SnapshotSummary {
+  tag: string;
+  created: string;
+  parent: string | null;
+  memory_mib: number;
+  disk_bytes: number;
+  accel: string;
+  warmup: string | null;
+}
+
+export interface SnapshotDetail extends SnapshotSummary {
+  memory_logical_bytes: number;
+  memory_physical_bytes: number;
+  vmstate_bytes: number;
+  ancestors: string[];
+  dependents: string[];
+  sandboxes: number;
+}
+
+export interface SandboxInfo {
+  id: string;
+  snapshot: string;
+  pid: number;
+  accel: string;
+  created: string;
+  ready_ms: number;
+}
+
+export interface ExecRequest {
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: string | Buffer;
+  timeoutMs?: number;
+  maxOutputBytes?: number;
+}
+
+export interface ExecReply {
+  exitCode: number;
+  signal: string | null;
+  timedOut: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  durationMs: number;
+}
+
+function resolveEndpoint(options: ControllerOptions): { endpoint: string; token: string } {
+  const env = process.env;
+  let endpoint = options.endpoint ?? env.FORKD_ENDPOINT;
+  let token = options.token ?? env.FORKD_TOKEN;
+  if (!endpoint || !token) {
+    const paths = new StatePaths();
+    try {
+      const info = JSON.parse(readFileSync(paths.file('daemon.json'), 'utf8')) as {
+        endpoint: string;
+        token_file: string;
+      };
+      endpoint ??= info.endpoint;
+      token ??= readFileSync(info.token_file, 'utf8').trim();
+    } catch {
+      throw new ForkdError(
+        'FORKD_ERR_UNREACHABLE',
+        'no forkd daemon endpoint: FORKD_ENDPOINT is unset and no local daemon is running',
+        {
+          hint: 'start one with `forkd serve`, or set FORKD_ENDPOINT and FORKD_TOKEN',
+        },
+      );
+    }
+  }
+  return { endpoint, token };
+}
+
+/** A typed client for the daemon's REST API, over a Unix socket or TCP (undici). */
+export class Controller {
+  private readonly dispatcher: Dispatcher;
+  private readonly origin: string;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  readonly endpoint: string;
+
+  constructor(options: ControllerOptions = {}) {
+    const { endpoint, token } = resolveEndpoint(options);
+    this.endpoint = endpoint;
+    this.token = token;
+    this.timeoutMs = options.timeoutMs ?? 300_000;
+    if (endpoint.startsWith('unix:')) {
+      this.dispatcher = new Agent({ connect: { socketPath: endpoint.slice('unix:'.length) } });
+      this.origin = 'http://forkd';
+    } else {
+      this.dispatcher = new Agent();
+      this.origin = endpoint.replace(/\/$/, '');
+    }
+  }
+
+  private async call(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    body?: unknown,
+    raw?: Buffer,
+  ): Promise<{ status: number; data: Buffer }> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(`${this.origin}${path}`, {
+        method,
+        dispatcher: this.dispatcher,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(body !== undefined
+            ? { 'content-type': 'application/json' }
+            : raw
+              ? { 'content-type': 'application/octet-stream' }
+              : {}),
+        },
+        body: raw ?? (body !== undefined ? JSON.stringify(body) : undefined),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+    } catch (err) {
+      throw new ForkdError(
+        'FORKD_ERR_UNREACHABLE',
+        `cannot reach the forkd daemon at ${this.endpoint}: ${(err as Error).message}`,
+        {
+          hint: 'is `forkd serve` running? check FORKD_ENDPOINT',
+          cause: err,
+        },
+      );
+    }
+    const data = Buffer.from(await response.body.arrayBuffer());
+    if (response.statusCode >= 400) {
+      let parsed: { error?: string; code?: ErrorCode; hint?: string } = {};
+      try {
+        parsed = JSON.parse(data.toString('utf8')) as typeof parsed;
+      } catch {
+        // not JSON: keep the status alone
+      }
+      throw new ForkdError(parsed.code ?? 'FORKD_ERR_INTERNAL', parsed.error ?? `HTTP ${response.statusCode}`, {
+        status: response.statusCode,
+        ...(parsed.hint ? { hint: parsed.hint } : {}),
+      });
+    }
+    return { status: response.statusCode, data };
+  }
+
+  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
+    const { data } = await this.call(method, path, body);
+    return (data.length ? JSON.parse(data.toString('utf8')) : undefined) as T;
+  }
+
+  health(): Promise<{ ok: boolean }> {
+    return this.json('GET', '/healthz');
+  }
+
+  version(): Promise<{ version: string; api: string }> {
+    return this.json('GET', '/version');
+  }
+
+  async metrics(): Promise<string> {
+    return (await this.call('GET', '/metrics')).data.toString('utf8');
+  }
+
+  listSnapshots(): Promise<SnapshotSummary[]> {
+    return this.json('GET', '/v1/snapshots');
+  }
+
+  snapshotInfo(tag: string): Promise<SnapshotDetail> {
+    return this.json('GET', `/v1/snapshots/${encodeURIComponent(tag)}`);
+  }
+
+  createSnapshot(
+    tag: string,
+    options: { memoryMiB?: number; warmup?: string } = {},
+  ): Promise<SnapshotSummary & { timings: Record<string, number> }> {
+    return this.json('POST', '/v1/snapshots', {
+      tag,
+      ...(options.memoryMiB ? { memory_mib: options.memoryMiB } : {}),
+      ...(options.warmup ? { warmup: options.warmup } : {}),
+    });
+  }
+
+  async deleteSnapshot(tag: string): Promise<void> {
+    await this.call('DELETE', `/v1/snapshots/${encodeURIComponent(tag)}`);
+  }
+
+  /** Forks `n` sandboxes from a snapshot; each is a handle that `await using` cleans up. */
+  async createSandboxes(snapshot: string, n = 1): Promise<Sandbox[]> {
+    const infos = await this.json<SandboxInfo[]>('POST', '/v1/sandboxes', { snapshot, n });
+    return infos.map((info) => new Sandbox(this, info));
+  }
+
+  async createSandbox(snapshot: string): Promise<Sandbox> {
+    const [sandbox] = await this.createSandboxes(snapshot, 1);
+    return sandbox!;
+  }
+
+  listSandboxes(): Promise<SandboxInfo[]> {
+    return this.json('GET', '/v1/sandboxes');
+  }
+
+  getSandbox(id: string): Promise<SandboxInfo> {
+    return this.json('GET', `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  async deleteSandbox(id: string): Promise<void> {
+    await this.call('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  ping(id: string): Promise<{ pong: boolean; version: string; uptimeMs: number; jobs: number }> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/ping`);
+  }
+
+  async exec(id: string, command: string | string[], options: ExecRequest = {}): Promise<ExecReply> {
+    const r = await this.json<Record<string, unknown>>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, {
+      ...(typeof command === 'string' ? { shell: command } : { argv: command }),
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+      ...(options.stdin !== undefined ? { stdin: Buffer.from(options.stdin).toString('base64') } : {}),
+      ...(options.timeoutMs !== undefined ? { timeout_ms: options.timeoutMs } : {}),
+      ...(options.maxOutputBytes !== undefined ? { max_output: options.maxOutputBytes } : {}),
+    });
+    return {
+      exitCode: Number(r.exit_code),
+      signal: (r.signal as string | null) ?? null,
+      timedOut: r.timed_out === true,
+      stdout: Buffer.from(String(r.stdout), 'base64'),
+      stderr: Buffer.from(String(r.stderr), 'base64'),
+      stdoutTruncated: r.stdout_truncated === true,
+      stderrTruncated: r.stderr_truncated === true,
+      durationMs: Number(r.duration_ms),
+    };
+  }
+
+  async readFile(id: string, path: string): Promise<Buffer> {
+    return (await this.call('GET', `/v1/sandboxes/${encodeURIComponent(id)}/files?path=${encodeURIComponent(path)}`))
+      .data;
+  }
+
+  async writeFile(id: string, path: string, data: string | Buffer, options: { mode?: number } = {}): Promise<void> {
+    const mode = (options.mode ?? 0o644).toString(8);
+    await this.call(
+      'PUT',
+      `/v1/sandboxes/${encodeURIComponent(id)}/files?path=${encodeURIComponent(path)}&mode=${mode}`,
+      undefined,
+      Buffer.from(data),
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+/** One sandbox on the daemon. `await using sb = await controller.createSandbox(tag)` deletes it at scope exit. */
+export class Sandbox implements AsyncDisposable {
+  constructor(
+    private readonly controller: Controller,
+    readonly info: SandboxInfo,
+  ) {}
+
+  get id(): string {
+    return this.info.id;
+  }
+
+  exec(command: string | string[], options?: ExecRequest): Promise<ExecReply> {
+    return this.controller.exec(this.id, command, options);
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return this.controller.readFile(this.id, path);
+  }
+
+  writeFile(path: string, data: string | Buffer, options?: { mode?: number }): Promise<void> {
+    return this.controller.writeFile(this.id, path, data, options);
+  }
+
+  kill(): Promise<void> {
+    return this.controller.deleteSandbox(this.id);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill().catch((err: ForkdError) => {
+      if (err.status !== 404) throw err; // already gone is fine
+    });
+  }
+}

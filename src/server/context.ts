@@ -1,0 +1,12 @@
+import type { Engine } from '../engine/engine.js';
+import type { Metrics } from './metrics.js';
+import type { SandboxRegistry } from './registry.js';
+import type { OperationSlots } from './slots.js';
+
+/** What route handlers share: the engine and the daemon's own bookkeeping. */
+export interface DaemonContext {
+  engine: Engine;
+  registry: SandboxRegistry;
+  slots: OperationSlots;
+  metrics: Metrics;
+}

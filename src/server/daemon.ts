@@ -1,0 +1,231 @@
+import { existsSync, rmSync, writeFileSync, renameSync, chmodSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { isIP } from 'node:net';
+import { Engine } from '../engine/engine.js';
+import { StatePaths } from '../engine/state-dir.js';
+import { ForkdError, errorMessage } from '../errors.js';
+import { AuditLog } from './audit.js';
+import { authFailure, isHealthz, loadOrCreateToken } from './auth.js';
+import type { DaemonContext } from './context.js';
+import { httpStatus } from './http-status.js';
+import { Metrics } from './metrics.js';
+import { SandboxRegistry } from './registry.js';
+import { Router, type Reply } from './router.js';
+import { sandboxRoutes } from './routes/sandboxes.js';
+import { snapshotRoutes } from './routes/snapshots.js';
+import { systemRoutes } from './routes/system.js';
+import { OperationSlots } from './slots.js';
+
+export interface DaemonOptions {
+  /** A Unix socket path, or HOST:PORT on loopback. Default: `<state>/forkd.sock`. */
+  listen?: string;
+  /** Bearer token file; created (0600) in the state dir when not given. */
+  tokenFile?: string;
+  paths?: StatePaths;
+  /** Heavy operations (snapshots, forks) in flight at once; more get 503. */
+  maxHeavy?: number;
+}
+
+/** What clients read to find a running daemon: `<state>/daemon.json`. */
+export interface DaemonEndpoint {
+  endpoint: string;
+  pid: number;
+  token_file: string;
+  started: string;
+}
+
+type Listen = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+export function parseListen(listen: string): Listen {
+  const tcp = /^(\[[^\]]+\]|[^:/]+):(\d{1,5})$/.exec(listen);
+  if (!tcp) return { kind: 'unix', path: listen };
+  const host = tcp[1]!.replace(/^\[|\]$/g, '');
+  const port = Number(tcp[2]);
+  if (port > 65535) throw new ForkdError('FORKD_ERR_BAD_INPUT', `port ${port} is out of range`);
+  return { kind: 'tcp', host, port };
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+async function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+function send(res: ServerResponse, reply: Reply): void {
+  if ('body' in reply) {
+    res.writeHead(reply.status, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.body) });
+    res.end(reply.body);
+  } else if (reply.json === undefined) {
+    res.writeHead(reply.status);
+    res.end();
+  } else {
+    const text = JSON.stringify(reply.json);
+    res.writeHead(reply.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+}
+
+/** The engine as a daemon: REST over a Unix socket or loopback TCP, bearer auth, audit log, metrics. */
+export class Daemon {
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    readonly endpoint: string,
+    readonly token: string,
+    readonly tokenFile: string,
+    private readonly server: Server,
+    private readonly ctx: DaemonContext,
+    private readonly paths: StatePaths,
+    private readonly socketPath: string | undefined,
+  ) {}
+
+  static async start(options: DaemonOptions = {}): Promise<Daemon> {
+    const paths = options.paths ?? new StatePaths();
+    const listen = parseListen(options.listen ?? paths.file('forkd.sock'));
+    if (listen.kind === 'tcp' && !isLoopback(listen.host) && !options.tokenFile) {
+      throw new ForkdError(
+        'FORKD_ERR_BAD_INPUT',
+        `refusing to listen on non-loopback ${listen.host} without --token-file`,
+        {
+          hint: 'listen on 127.0.0.1 or a Unix socket, or give a token file you manage with --token-file',
+        },
+      );
+    }
+    const tokenFile = options.tokenFile ?? paths.file('token');
+    const token = loadOrCreateToken(tokenFile);
+    if (listen.kind === 'unix' && existsSync(listen.path)) {
+      if (await socketAnswers(listen.path)) {
+        throw new ForkdError('FORKD_ERR_CONFLICT', `a daemon is already listening on ${listen.path}`, {
+          hint: 'stop it first, or use --listen',
+        });
+      }
+      rmSync(listen.path, { force: true }); // left by a daemon that died
+    }
+    const ctx: DaemonContext = {
+      engine: new Engine(paths),
+      registry: new SandboxRegistry(),
+      slots: new OperationSlots(options.maxHeavy ?? 4),
+      metrics: new Metrics(),
+    };
+    const router = new Router();
+    systemRoutes(router, ctx);
+    snapshotRoutes(router, ctx);
+    sandboxRoutes(router, ctx);
+    const audit = new AuditLog(paths.file('audit.log'));
+    const server = createServer((req, res) => void Daemon.handle(req, res, router, token, audit, ctx.metrics));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if (listen.kind === 'unix') server.listen(listen.path, resolve);
+      else server.listen(listen.port, listen.host, resolve);
+    });
+    let endpoint: string;
+    if (listen.kind === 'unix') {
+      chmodSync(listen.path, 0o600);
+      endpoint = `unix:${listen.path}`;
+    } else {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : listen.port;
+      endpoint = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`;
+    }
+    const daemon = new Daemon(
+      endpoint,
+      token,
+      tokenFile,
+      server,
+      ctx,
+      paths,
+      listen.kind === 'unix' ? listen.path : undefined,
+    );
+    const info: DaemonEndpoint = {
+      endpoint,
+      pid: process.pid,
+      token_file: tokenFile,
+      started: new Date().toISOString(),
+    };
+    const file = paths.file('daemon.json');
+    writeFileSync(`${file}.tmp`, JSON.stringify(info, null, 2), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+    return daemon;
+  }
+
+  private static async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    router: Router,
+    token: string,
+    audit: AuditLog,
+    metrics: Metrics,
+  ) {
+    const started = performance.now();
+    const method = req.method ?? 'GET';
+    let path = (req.url ?? '/').split('?')[0]!;
+    let status = 500;
+    try {
+      if (!isHealthz(req.url)) {
+        const failure = authFailure(req.headers.authorization, token);
+        if (failure)
+          throw new ForkdError('FORKD_ERR_UNAUTHORIZED', failure, {
+            hint: 'send Authorization: Bearer <token from the daemon token file>',
+          });
+      }
+      const url = new URL(req.url ?? '/', 'http://forkd');
+      path = url.pathname;
+      let match;
+      try {
+        match = router.match(method, path);
+      } catch {
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', `malformed path ${path}`);
+      }
+      if (!match)
+        throw new ForkdError('FORKD_ERR_NOT_FOUND', `no route for ${method} ${path}`, {
+          hint: 'the API lives under /v1',
+        });
+      if (match === 'method') {
+        status = 405;
+        send(res, { status, json: { error: `${method} is not allowed on ${path}` } });
+        return;
+      }
+      const reply = await match.handler({ req, params: match.params, query: url.searchParams });
+      status = reply.status;
+      send(res, reply);
+    } catch (err) {
+      const e = err instanceof ForkdError ? err : new ForkdError('FORKD_ERR_INTERNAL', errorMessage(err));
+      status = httpStatus(e.code);
+      if (!res.headersSent)
+        send(res, { status, json: { error: e.message, code: e.code, ...(e.hint ? { hint: e.hint } : {}) } });
+      else res.destroy();
+      if (status >= 400 && req.readable) req.resume(); // drain what we did not read
+    } finally {
+      metrics.requestsTotal++;
+      audit.write({ method, path, status, latency_ms: Math.round((performance.now() - started) * 10) / 10 });
+    }
+  }
+
+  get registry(): SandboxRegistry {
+    return this.ctx.registry;
+  }
+
+  /** Stops accepting, kills every sandbox and pool VM, removes the socket and endpoint files. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.server.closeAllConnections();
+      await Promise.all(this.ctx.registry.drain().map((s) => s.vm.kill()));
+      await this.ctx.engine.close();
+      await closed;
+      if (this.socketPath) rmSync(this.socketPath, { force: true });
+      rmSync(this.paths.file('daemon.json'), { force: true });
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,133 @@
+import { ForkdError } from '../../errors.js';
+import type { ExecOptions } from '../../engine/agent/guest.js';
+import { MAX_FORK } from '../../engine/engine.js';
+import { validateTag } from '../../engine/snapshot/tag.js';
+import { field, readBody, readJsonObject } from '../body.js';
+import type { DaemonContext } from '../context.js';
+import type { Sandbox } from '../registry.js';
+import { sandboxInfo } from '../registry.js';
+import type { Router } from '../router.js';
+
+export const FILE_BODY_LIMIT = 64 * 1024 * 1024;
+
+function guestPath(query: URLSearchParams): string {
+  const path = query.get('path');
+  if (!path || !path.startsWith('/') || path.includes('\0')) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', 'the "path" query parameter must be an absolute guest path', {
+      hint: '?path=/tmp/file',
+    });
+  }
+  return path;
+}
+
+export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
+  const { engine, registry, slots, metrics } = ctx;
+
+  /** Runs a request against a sandbox; a sandbox whose VM died is removed and reported gone (410). */
+  const withSandbox = async <T>(id: string, fn: (sandbox: Sandbox) => Promise<T>): Promise<T> => {
+    const sandbox = registry.get(id);
+    try {
+      return await fn(sandbox);
+    } catch (err) {
+      if (err instanceof ForkdError && err.code === 'FORKD_ERR_VM_STOPPED') {
+        registry.take(id);
+        await sandbox.vm.kill();
+      }
+      throw err;
+    }
+  };
+
+  router
+    .on('POST', '/v1/sandboxes', async ({ req }) => {
+      const body = await readJsonObject(req, ['snapshot', 'n']);
+      const tag = validateTag(field<string>(body, 'snapshot', 'string'));
+      const n = field<number>(body, 'n', 'integer') ?? 1;
+      if (n < 1 || n > MAX_FORK) {
+        throw new ForkdError('FORKD_ERR_LIMIT', `n must be an integer from 1 to ${MAX_FORK}`, {
+          hint: 'fork in batches if you need more',
+        });
+      }
+      const release = slots.acquire();
+      try {
+        const children = await engine.fork(tag, n);
+        for (const child of children) metrics.observeFork(child.readyMs);
+        return { status: 201, json: children.map((vm) => sandboxInfo(registry.add(tag, vm))) };
+      } finally {
+        release();
+      }
+    })
+    .on('GET', '/v1/sandboxes', async () => ({ status: 200, json: registry.list().map(sandboxInfo) }))
+    .on('GET', '/v1/sandboxes/:id', async ({ params }) => ({
+      status: 200,
+      json: sandboxInfo(registry.get(params.id!)),
+    }))
+    .on('DELETE', '/v1/sandboxes/:id', async ({ params }) => {
+      await registry.take(params.id!).vm.kill();
+      return { status: 204 };
+    })
+    .on('POST', '/v1/sandboxes/:id/ping', async ({ req, params }) => {
+      await readJsonObject(req, []);
+      return withSandbox(params.id!, async (s) => ({
+        status: 200,
+        json: { pong: true, ...(await s.vm.guest.ping()) },
+      }));
+    })
+    .on('POST', '/v1/sandboxes/:id/exec', async ({ req, params }) => {
+      const body = await readJsonObject(req, ['argv', 'shell', 'env', 'cwd', 'stdin', 'timeout_ms', 'max_output']);
+      const argv = field<string[]>(body, 'argv', 'string[]');
+      const shell = field<string>(body, 'shell', 'string');
+      if ((argv === undefined) === (shell === undefined) || argv?.length === 0) {
+        throw new ForkdError(
+          'FORKD_ERR_BAD_INPUT',
+          'exec needs exactly one of "argv" (non-empty array of strings) or "shell" (string)',
+        );
+      }
+      const options: ExecOptions = {};
+      const env = field<Record<string, string>>(body, 'env', 'object');
+      const cwd = field<string>(body, 'cwd', 'string');
+      const stdin = field<string>(body, 'stdin', 'string');
+      const timeoutMs = field<number>(body, 'timeout_ms', 'integer');
+      const maxOutput = field<number>(body, 'max_output', 'integer');
+      if (env) options.env = env;
+      if (cwd) options.cwd = cwd;
+      if (stdin !== undefined) options.stdin = Buffer.from(stdin, 'base64');
+      if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
+      if (maxOutput !== undefined) options.maxOutputBytes = maxOutput;
+      return withSandbox(params.id!, async (s) => {
+        const r = await s.vm.exec(argv ?? shell!, options);
+        return {
+          status: 200,
+          json: {
+            exit_code: r.exitCode,
+            signal: r.signal,
+            timed_out: r.timedOut,
+            stdout: r.stdout.toString('base64'),
+            stderr: r.stderr.toString('base64'),
+            stdout_truncated: r.stdoutTruncated,
+            stderr_truncated: r.stderrTruncated,
+            duration_ms: r.durationMs,
+          },
+        };
+      });
+    })
+    .on('GET', '/v1/sandboxes/:id/files', async ({ params, query }) => {
+      const path = guestPath(query);
+      return withSandbox(params.id!, async (s) => ({
+        status: 200,
+        contentType: 'application/octet-stream',
+        body: await s.vm.readFile(path),
+      }));
+    })
+    .on('PUT', '/v1/sandboxes/:id/files', async ({ req, params, query }) => {
+      const path = guestPath(query);
+      const mode = query.has('mode') ? Number.parseInt(query.get('mode')!, 8) : 0o644;
+      if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', '"mode" must be octal, like 644');
+      registry.get(params.id!); // 404 before reading a large body
+      const data = await readBody(req, FILE_BODY_LIMIT);
+      return withSandbox(params.id!, async (s) => {
+        await s.vm.writeFile(path, data, { mode });
+        return { status: 204 };
+      });
+    });
+}

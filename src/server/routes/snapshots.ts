@@ -1,0 +1,72 @@
+import { stat } from 'node:fs/promises';
+import { ForkdError } from '../../errors.js';
+import type { SnapshotInfo } from '../../engine/snapshot/store.js';
+import { validateTag } from '../../engine/snapshot/tag.js';
+import { field, readJsonObject } from '../body.js';
+import type { DaemonContext } from '../context.js';
+import type { Router } from '../router.js';
+
+function summary(s: SnapshotInfo) {
+  return {
+    tag: s.tag,
+    created: s.meta.created,
+    parent: s.meta.parent,
+    memory_mib: s.meta.memoryMiB,
+    disk_bytes: s.diskBytes,
+    accel: s.meta.accel,
+    warmup: s.meta.warmup,
+  };
+}
+
+const MAX_MEMORY_MIB = 16 * 1024;
+
+export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
+  const { engine, registry, slots } = ctx;
+  router
+    .on('GET', '/v1/snapshots', async () => ({ status: 200, json: (await engine.snapshots.list()).map(summary) }))
+    .on('GET', '/v1/snapshots/:tag', async ({ params }) => {
+      const info = await engine.snapshots.get(params.tag!);
+      const [memory, vmstate] = await Promise.all([stat(info.memoryFile), stat(info.vmstateFile)]);
+      const all = await engine.snapshots.list();
+      return {
+        status: 200,
+        json: {
+          ...summary(info),
+          memory_logical_bytes: memory.size,
+          memory_physical_bytes: memory.blocks * 512,
+          vmstate_bytes: vmstate.size,
+          ancestors: info.meta.parent ? [info.meta.parent] : [],
+          dependents: all.filter((s) => s.meta.parent === info.tag).map((s) => s.tag),
+          sandboxes: registry.list().filter((s) => s.snapshot === info.tag).length,
+        },
+      };
+    })
+    .on('POST', '/v1/snapshots', async ({ req }) => {
+      const body = await readJsonObject(req, ['tag', 'memory_mib', 'warmup']);
+      const tag = validateTag(field<string>(body, 'tag', 'string'));
+      const memoryMiB = field<number>(body, 'memory_mib', 'integer') ?? 256;
+      if (memoryMiB < 64 || memoryMiB > MAX_MEMORY_MIB) {
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', `memory_mib must be between 64 and ${MAX_MEMORY_MIB}`);
+      }
+      const warmup = field<string>(body, 'warmup', 'string');
+      const release = slots.acquire(tag);
+      try {
+        const result = await engine.snapshot(tag, { memoryMiB, ...(warmup ? { warmup } : {}) });
+        const timings = Object.fromEntries(
+          Object.entries(result.timings).map(([k, v]) => [k.replace(/Ms$/, '_ms'), Math.round(v)]),
+        );
+        return { status: 201, json: { ...summary(result), timings } };
+      } finally {
+        release();
+      }
+    })
+    .on('DELETE', '/v1/snapshots/:tag', async ({ params }) => {
+      const release = slots.acquire(validateTag(params.tag));
+      try {
+        await engine.snapshots.remove(params.tag!);
+        return { status: 204 };
+      } finally {
+        release();
+      }
+    });
+}

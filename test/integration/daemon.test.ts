@@ -1,0 +1,236 @@
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Controller } from '../../src/client/controller.js';
+import { Daemon } from '../../src/server/daemon.js';
+import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
+
+const home = new IsolatedHome();
+let daemon: Daemon;
+let client: Controller;
+
+/** A raw request over the daemon's socket: the exact path and headers we give, nothing normalised. */
+function raw(
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: daemon.endpoint.slice('unix:'.length), method, path, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        resolve({
+          status: res.statusCode ?? 0,
+          json: text.startsWith('{') ? (JSON.parse(text) as Record<string, unknown>) : {},
+        });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const auth = () => ({ authorization: `Bearer ${daemon.token}` });
+
+beforeAll(async () => {
+  daemon = await Daemon.start({ paths: home.paths });
+  client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+  await client.createSnapshot('base', { warmup: 'echo from-parent > /tmp/parent' });
+});
+
+afterAll(async () => {
+  await client.close();
+  await daemon.close();
+  expect(home.qemuProcesses()).toEqual([]);
+  expect(home.entries('run')).toEqual([]);
+  expect(readFileSync(join(home.root, 'audit.log'), 'utf8')).not.toContain(daemon.token);
+  home.remove();
+});
+
+describe('auth', () => {
+  test('only /healthz itself is open', async () => {
+    expect(await raw('GET', '/healthz')).toEqual({ status: 200, json: { ok: true } });
+    for (const path of [
+      '/healthz?x',
+      '/healthz/../v1/sandboxes',
+      '/HEALTHZ',
+      '/healthz%2F',
+      '/version',
+      '/v1/snapshots',
+    ]) {
+      expect((await raw('GET', path)).status, path).toBe(401);
+    }
+  });
+
+  test('missing, malformed and wrong tokens are 401; the right one passes', async () => {
+    expect(await raw('GET', '/version')).toMatchObject({ status: 401, json: { error: 'missing bearer token' } });
+    expect(await raw('GET', '/version', { authorization: daemon.token })).toMatchObject({
+      status: 401,
+      json: { error: 'missing bearer token' },
+    });
+    expect(await raw('GET', '/version', { authorization: 'Bearer nope' })).toMatchObject({
+      status: 401,
+      json: { error: 'invalid bearer token' },
+    });
+    expect(await raw('GET', '/version', { authorization: `Bearer ${daemon.token}x` })).toMatchObject({ status: 401 });
+    expect(await raw('GET', '/version', auth())).toMatchObject({ status: 200, json: { api: 'v1' } });
+  });
+});
+
+describe('snapshots', () => {
+  test('list, info, and a duplicate or bad create', async () => {
+    expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['base']);
+    const info = await client.snapshotInfo('base');
+    expect(info).toMatchObject({
+      tag: 'base',
+      memory_mib: 256,
+      memory_logical_bytes: 256 * 1024 * 1024,
+      ancestors: [],
+      dependents: [],
+    });
+    expect(info.memory_physical_bytes).toBeLessThan(info.memory_logical_bytes);
+    await expect(client.createSnapshot('base')).rejects.toMatchObject({ status: 409 });
+    await expect(client.snapshotInfo('nope')).rejects.toMatchObject({ status: 404, hint: 'known tags: base' });
+    expect((await raw('POST', '/v1/snapshots', auth(), '{"tag": "../x"}')).status).toBe(400);
+    expect(await raw('POST', '/v1/snapshots', auth(), '{"tag": "ok", "colour": 1}')).toMatchObject({
+      status: 400,
+      json: { error: 'unknown field: colour' },
+    });
+    expect(await raw('POST', '/v1/snapshots', auth(), '{"tag": 7}')).toMatchObject({
+      status: 400,
+      json: { error: '"tag" must be a string' },
+    });
+    expect(await raw('POST', '/v1/snapshots', auth(), '{nope')).toMatchObject({
+      status: 400,
+      json: { error: 'request body is not valid JSON' },
+    });
+    expect(
+      (await raw('POST', '/v1/snapshots', auth(), JSON.stringify({ tag: 'big', warmup: 'x'.repeat(2 * 1024 * 1024) })))
+        .status,
+    ).toBe(413);
+    expect((await raw('GET', '/v1/snapshots/..%2Fetc', auth())).status).toBe(400);
+    expect((await raw('PATCH', '/v1/snapshots', auth())).status).toBe(405);
+    expect((await raw('GET', '/v2/everything', auth())).status).toBe(404);
+    expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['base']);
+  });
+
+  test('create and delete', async () => {
+    const created = await client.createSnapshot('second', { memoryMiB: 128 });
+    expect(created).toMatchObject({ tag: 'second', memory_mib: 128 });
+    expect(created.timings.save_ms).toBeGreaterThan(0);
+    await client.deleteSnapshot('second');
+    await expect(client.deleteSnapshot('second')).rejects.toMatchObject({ status: 404 });
+  });
+});
+
+describe('sandboxes', () => {
+  test('fork, exec, files, ping, delete', async () => {
+    const [a, b] = await client.createSandboxes('base', 2);
+    expect(a!.info).toMatchObject({ snapshot: 'base', id: expect.stringMatching(/^sb-[0-9a-f]{12}$/) });
+    expect((await client.listSandboxes()).map((s) => s.id).sort()).toEqual([a!.id, b!.id].sort());
+    expect(await client.getSandbox(a!.id)).toEqual(a!.info);
+
+    const r = await a!.exec(['sh', '-c', 'cat /tmp/parent; echo err >&2; exit 4']);
+    expect([r.exitCode, r.stdout.toString(), r.stderr.toString()]).toEqual([4, 'from-parent\n', 'err\n']);
+    expect((await b!.exec('echo $X', { env: { X: 'y' } })).stdout.toString()).toBe('y\n');
+    const missing = await a!.exec(['no-such-binary']);
+    expect(missing.exitCode).toBe(127);
+
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    await a!.writeFile('/tmp/bytes', bytes, { mode: 0o600 });
+    expect((await a!.readFile('/tmp/bytes')).equals(bytes)).toBe(true);
+    await expect(b!.readFile('/tmp/bytes')).rejects.toMatchObject({ status: 422, code: 'FORKD_ERR_AGENT' });
+    expect(await client.ping(a!.id)).toMatchObject({ pong: true, version: '1' });
+
+    await a!.kill();
+    await expect(client.getSandbox(a!.id)).rejects.toMatchObject({ status: 404 });
+    await expect(a!.exec(['true'])).rejects.toMatchObject({ status: 404 });
+    await b!.kill();
+    expect(await client.listSandboxes()).toEqual([]);
+  });
+
+  test('await using deletes the sandbox at scope exit', async () => {
+    let id = '';
+    {
+      await using sb = await client.createSandbox('base');
+      id = sb.id;
+      expect((await sb.exec(['hostname'])).exitCode).toBe(0);
+    }
+    await expect(client.getSandbox(id)).rejects.toMatchObject({ status: 404 });
+  });
+
+  test('bad requests are 4xx and change nothing', async () => {
+    const before = await client.listSandboxes();
+    expect((await raw('POST', '/v1/sandboxes', auth(), '{"snapshot": "base", "n": 0}')).status).toBe(400);
+    expect((await raw('POST', '/v1/sandboxes', auth(), '{"snapshot": "base", "n": 100000}')).status).toBe(400);
+    expect((await raw('POST', '/v1/sandboxes', auth(), '{"snapshot": "base", "n": "2"}')).status).toBe(400);
+    expect((await raw('POST', '/v1/sandboxes', auth(), '{"snapshot": "ghost"}')).status).toBe(404);
+    expect((await raw('GET', '/v1/sandboxes/..%2F..%2Fetc', auth())).status).toBe(400);
+    expect((await raw('POST', '/v1/sandboxes/sb-000000000000/exec', auth(), '{"argv": ["true"]}')).status).toBe(404);
+    const sb = await client.createSandbox('base');
+    expect((await raw('POST', `/v1/sandboxes/${sb.id}/exec`, auth(), '{"argv": ["a"], "shell": "b"}')).status).toBe(
+      400,
+    );
+    expect((await raw('POST', `/v1/sandboxes/${sb.id}/exec`, auth(), '{"argv": []}')).status).toBe(400);
+    expect((await raw('GET', `/v1/sandboxes/${sb.id}/files?path=relative`, auth())).status).toBe(400);
+    await sb.kill();
+    expect(await client.listSandboxes()).toEqual(before);
+  });
+});
+
+describe('operations', () => {
+  test('metrics count forks and live sandboxes', async () => {
+    const sb = await client.createSandbox('base');
+    const text = await client.metrics();
+    expect(text).toMatch(/^forkd_sandboxes_active 1$/m);
+    expect(Number(/^forkd_forks_total (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+    expect(text).toMatch(/^forkd_fork_latency_ms_bucket\{le="\+Inf"\} \d+$/m);
+    await sb.kill();
+  });
+
+  test('a full heavy-operation cap answers 503, a second operation on one tag 409', async () => {
+    const capped = await Daemon.start({ paths: home.paths, listen: join(home.root, 'capped.sock'), maxHeavy: 1 });
+    const c = new Controller({ endpoint: capped.endpoint, token: capped.token });
+    try {
+      const results = await Promise.allSettled([c.createSnapshot('cap-a'), c.createSnapshot('cap-b')]);
+      expect(
+        results.map((r) => (r.status === 'fulfilled' ? 201 : (r.reason as { status: number }).status)).sort(),
+      ).toEqual([201, 503]);
+      const same = await Promise.allSettled([client.createSnapshot('cap-c'), client.createSnapshot('cap-c')]);
+      expect(
+        same.map((r) => (r.status === 'fulfilled' ? 201 : (r.reason as { status: number }).status)).sort(),
+      ).toEqual([201, 409]);
+      for (const tag of ['cap-a', 'cap-b', 'cap-c']) await client.deleteSnapshot(tag).catch(() => {});
+    } finally {
+      await c.close();
+      await capped.close();
+    }
+  });
+
+  test('every request, accepted or rejected, has an audit line', async () => {
+    await raw('GET', '/v1/sandboxes');
+    await client.listSandboxes();
+    const lines = readFileSync(join(home.root, 'audit.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.at(-2)).toMatchObject({ method: 'GET', path: '/v1/sandboxes', status: 401, outcome: 'rejected' });
+    expect(lines.at(-1)).toMatchObject({ method: 'GET', path: '/v1/sandboxes', status: 200, outcome: 'ok' });
+    expect(typeof lines.at(-1)!.latency_ms).toBe('number');
+  });
+
+  test('close kills every sandbox and removes the socket', async () => {
+    const other = await Daemon.start({ paths: home.paths, listen: join(home.root, 'other.sock') });
+    const c = new Controller({ endpoint: other.endpoint, token: other.token });
+    const kids = await c.createSandboxes('base', 2);
+    expect(home.qemuProcesses().length).toBeGreaterThanOrEqual(2);
+    await c.close();
+    await other.close();
+    for (const kid of kids) expect(() => process.kill(kid.info.pid, 0)).toThrow();
+    expect(home.entries('run')).toEqual(NOTHING_LEFT.run);
+  });
+});
