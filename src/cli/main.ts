@@ -6,6 +6,7 @@ import { exitOnSignals } from '../engine/reaper.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
+import { sandboxCommands } from './sandbox-commands.js';
 import { progressRenderer } from './progress.js';
 
 interface JsonFlag {
@@ -238,6 +239,8 @@ program
       return report.children_ok === report.fork.n + report.fork.pooled_n ? 0 : 1;
     }),
   );
+
+sandboxCommands(program, { action, printJson, positiveInt });
 
 program
   .command('serve')

@@ -154,21 +154,42 @@ describe('forkd serve', () => {
     const { Controller } = await import('../../src/client/controller.js');
     const child = spawn(process.execPath, [cli, 'serve'], { env: home.env(), stdio: ['ignore', 'ignore', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    const info = join(home.root, 'daemon.json');
-    for (let i = 0; i < 200 && !existsSync(info); i++) await sleep(50);
-    const { endpoint, token_file } = JSON.parse(readFileSync(info, 'utf8')) as { endpoint: string; token_file: string };
-    expect(endpoint).toBe(`unix:${join(home.root, 'forkd.sock')}`);
-    expect(statSync(token_file).mode & 0o777).toBe(0o600);
-    expect(statSync(endpoint.slice(5)).mode & 0o777).toBe(0o600);
-    const client = new Controller({ endpoint, token: readFileSync(token_file, 'utf8').trim() });
-    await client.createSnapshot('served');
-    const [sb] = await client.createSandboxes('served', 1);
-    expect((await sb!.exec(['echo', 'hi'])).stdout.toString()).toBe('hi\n');
-    await client.close();
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
-    expect(existsSync(info)).toBe(false);
-    expect(existsSync(endpoint.slice(5))).toBe(false);
+    try {
+      const info = join(home.root, 'daemon.json');
+      for (let i = 0; i < 200 && !existsSync(info); i++) await sleep(50);
+      const { endpoint, token_file } = JSON.parse(readFileSync(info, 'utf8')) as {
+        endpoint: string;
+        token_file: string;
+      };
+      expect(endpoint).toBe(`unix:${join(home.root, 'forkd.sock')}`);
+      expect(statSync(token_file).mode & 0o777).toBe(0o600);
+      expect(statSync(endpoint.slice(5)).mode & 0o777).toBe(0o600);
+      const client = new Controller({ endpoint, token: readFileSync(token_file, 'utf8').trim() });
+      await client.createSnapshot('served');
+      const [sb] = await client.createSandboxes('served', 1);
+      expect((await sb!.exec(['echo', 'hi'])).stdout.toString()).toBe('hi\n');
+      await client.close();
+
+      // The sandbox verbs find the daemon through the state dir.
+      const spawned = JSON.parse(forkd(['spawn', '--tag', 'served', '-n', '2', '--json']).stdout) as Array<{
+        id: string;
+      }>;
+      expect(spawned).toHaveLength(2);
+      expect(forkd(['ls']).stdout).toMatch(new RegExp(`^${spawned[0]!.id}\\s+served`, 'm'));
+      const ran = forkd(['exec', spawned[0]!.id, '--', 'sh', '-c', 'echo out; exit 5']);
+      expect([ran.status, ran.stdout]).toEqual([5, 'out\n']);
+      expect(JSON.parse(forkd(['ping', spawned[1]!.id]).stdout)).toMatchObject({ pong: true });
+      const killed = forkd(['kill', '--tag', 'served']);
+      expect(killed.stdout.trim().split('\n')).toHaveLength(3);
+      expect(forkd(['kill', 'sb-000000000000']).stderr).toMatch(/no sandbox sb-000000000000/);
+      expect(JSON.parse(forkd(['ls', '--json']).stdout)).toEqual([]);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(existsSync(info)).toBe(false);
+      expect(existsSync(endpoint.slice(5))).toBe(false);
+    } finally {
+      child.kill('SIGKILL'); // only does anything when an expectation above failed
+    }
     expect(forkd(['rmi', 'served']).status).toBe(0);
   });
 });
@@ -205,6 +226,12 @@ describe('forkd doctor', () => {
 });
 
 describe('bad input', () => {
+  test('sandbox verbs without a daemon say how to start one', () => {
+    const r = forkd(['ls']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/no forkd daemon endpoint[\s\S]*hint: start one with `forkd serve`/);
+  });
+
   test('an unknown build target is refused with a hint', () => {
     const r = forkd(['build', 'everything']);
     expect(r.status).toBe(1);

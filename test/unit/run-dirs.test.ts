@@ -14,10 +14,11 @@ afterEach(() => {
   for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
 });
 
-function vmDir(root: string, name: string, pid?: string, ageMs = 0): void {
+function vmDir(root: string, name: string, pid?: string, ageMs = 0, owner?: number): void {
   const dir = join(root, name);
   mkdirSync(dir);
   if (pid !== undefined) writeFileSync(join(dir, 'qemu.pid'), pid);
+  if (owner !== undefined) writeFileSync(join(dir, 'owner.pid'), String(owner));
   const when = (Date.now() - ageMs) / 1000;
   utimesSync(dir, when, when);
 }
@@ -30,8 +31,20 @@ describe('sweepStaleRunDirs', () => {
     vmDir(root, 'vm-starting-empty-pid', '');
     vmDir(root, 'vm-abandoned', undefined, 120_000);
     vmDir(root, 'vm-reused-pid', String(process.pid)); // alive, but not a QEMU of this dir
+    vmDir(root, 'vm-starting-owner-alive', undefined, 0, process.pid);
+    vmDir(root, 'vm-owner-killed-before-qemu-wrote-pid', '', 0, 999999999);
     vmDir(root, 'not-a-vm', '999999999');
-    expect(sweepStaleRunDirs(root).sort()).toEqual(['vm-abandoned', 'vm-dead', 'vm-reused-pid']);
-    expect(readdirSync(root).sort()).toEqual(['not-a-vm', 'vm-starting-empty-pid', 'vm-starting-no-pid']);
+    expect(sweepStaleRunDirs(root).sort()).toEqual([
+      'vm-abandoned',
+      'vm-dead',
+      'vm-owner-killed-before-qemu-wrote-pid',
+      'vm-reused-pid',
+    ]);
+    expect(readdirSync(root).sort()).toEqual([
+      'not-a-vm',
+      'vm-starting-empty-pid',
+      'vm-starting-no-pid',
+      'vm-starting-owner-alive',
+    ]);
   });
 });

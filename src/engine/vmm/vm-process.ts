@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ForkdError, type ErrorCode } from '../../errors.js';
@@ -98,6 +98,7 @@ export class VmProcess {
     }
     sweepStaleRunDirs(paths.run());
     await mkdir(runDir, { recursive: true, mode: 0o700 });
+    await writeFile(join(runDir, 'owner.pid'), String(process.pid));
 
     const args = buildQemuArgs(spec, sockets);
     // setpriv ties QEMU's life to ours: if this process dies without cleaning up, the kernel kills QEMU.

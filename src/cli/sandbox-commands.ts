@@ -1,0 +1,119 @@
+import type { Command } from 'commander';
+import { Controller, type SandboxInfo } from '../client/controller.js';
+import { ForkdError, errorMessage } from '../errors.js';
+
+interface Helpers {
+  action: <A extends unknown[]>(fn: (...args: A) => Promise<number | void>) => (...args: A) => Promise<void>;
+  printJson: (value: unknown) => void;
+  positiveInt: (value: string) => number;
+}
+
+async function withController<T>(fn: (c: Controller) => Promise<T>): Promise<T> {
+  const controller = new Controller();
+  try {
+    return await fn(controller);
+  } finally {
+    await controller.close();
+  }
+}
+
+function printTable(rows: SandboxInfo[]): void {
+  if (!rows.length) return void process.stdout.write('no sandboxes\n');
+  process.stdout.write(`${'ID'.padEnd(15)}  ${'SNAPSHOT'.padEnd(20)}  ${'PID'.padEnd(7)}  ACCEL  READY     CREATED\n`);
+  for (const r of rows) {
+    process.stdout.write(
+      `${r.id.padEnd(15)}  ${r.snapshot.padEnd(20)}  ${String(r.pid).padEnd(7)}  ${r.accel.padEnd(5)}  ${`${r.ready_ms} ms`.padEnd(8)}  ${r.created}\n`,
+    );
+  }
+}
+
+/** Sandbox verbs: they talk to a running daemon (FORKD_ENDPOINT/FORKD_TOKEN, or the local `forkd serve`). */
+export function sandboxCommands(program: Command, { action, printJson, positiveInt }: Helpers): void {
+  program
+    .command('spawn')
+    .description('fork sandboxes from a snapshot on the daemon')
+    .requiredOption('--tag <tag>', 'snapshot to fork from')
+    .option('-n, --n <count>', 'how many', positiveInt, 1)
+    .option('--json', 'print the sandboxes as JSON')
+    .action(
+      action(async (opts: { tag: string; n: number; json?: boolean }) => {
+        const sandboxes = await withController((c) => c.createSandboxes(opts.tag, opts.n));
+        if (opts.json) printJson(sandboxes.map((s) => s.info));
+        else printTable(sandboxes.map((s) => s.info));
+      }),
+    );
+
+  program
+    .command('ls')
+    .description("list the daemon's sandboxes")
+    .option('--json', 'machine-readable list')
+    .action(
+      action(async (opts: { json?: boolean }) => {
+        const list = await withController((c) => c.listSandboxes());
+        if (opts.json) printJson(list);
+        else printTable(list);
+      }),
+    );
+
+  program
+    .command('exec')
+    .description('run a command in a sandbox; prints its output and exits with its code')
+    .argument('<id>', 'sandbox id')
+    .argument('<command...>', 'the command (after --)')
+    .option('--timeout <seconds>', 'kill the command after this long', positiveInt)
+    .option('--json', 'print exit code and output as JSON')
+    .passThroughOptions()
+    .action(
+      action(async (id: string, args: string[], opts: { timeout?: number; json?: boolean }) => {
+        // commander keeps the `--` when it follows another positional argument
+        const command = args[0] === '--' ? args.slice(1) : args;
+        const r = await withController((c) =>
+          c.exec(id, command, opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}),
+        );
+        if (opts.json) printJson({ ...r, stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8') });
+        else {
+          process.stdout.write(r.stdout);
+          process.stderr.write(r.stderr);
+        }
+        return r.exitCode;
+      }),
+    );
+
+  program
+    .command('ping')
+    .description("check a sandbox's guest agent answers")
+    .argument('<id>', 'sandbox id')
+    .action(action(async (id: string) => printJson(await withController((c) => c.ping(id)))));
+
+  program
+    .command('kill')
+    .description('delete sandboxes (their VMs stop at once)')
+    .argument('[ids...]', 'sandbox ids')
+    .option('--all', 'every sandbox')
+    .option('--tag <tag>', 'every sandbox forked from this snapshot')
+    .action(
+      action(async (ids: string[], opts: { all?: boolean; tag?: string }) => {
+        if (!ids.length && !opts.all && !opts.tag) {
+          throw new ForkdError('FORKD_ERR_BAD_INPUT', 'name the sandboxes to kill', {
+            hint: 'forkd kill ID..., --all, or --tag T',
+          });
+        }
+        return withController(async (c) => {
+          const targets = ids.length
+            ? ids
+            : (await c.listSandboxes()).filter((s) => opts.all || s.snapshot === opts.tag).map((s) => s.id);
+          let failed = 0;
+          for (const id of targets) {
+            try {
+              await c.deleteSandbox(id);
+              process.stdout.write(`killed ${id}\n`);
+            } catch (err) {
+              failed++;
+              process.stderr.write(`forkd: ${err instanceof ForkdError ? err.describe() : errorMessage(err)}\n`);
+            }
+          }
+          return failed ? 1 : 0;
+        });
+      }),
+    );
+}
