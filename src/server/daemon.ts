@@ -1,7 +1,6 @@
 import { existsSync, rmSync, writeFileSync, renameSync, chmodSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
-import { isIP } from 'node:net';
+import { connect, isIP } from 'node:net';
 import { Engine } from '../engine/engine.js';
 import { StatePaths } from '../engine/state-dir.js';
 import { ForkdError, errorMessage } from '../errors.js';
@@ -155,6 +154,7 @@ export class Daemon {
     const file = paths.file('daemon.json');
     writeFileSync(`${file}.tmp`, JSON.stringify(info, null, 2), { mode: 0o600 });
     renameSync(`${file}.tmp`, file);
+    writeFileSync(paths.file('forkd.pid'), `${process.pid}\n`);
     return daemon;
   }
 
@@ -225,6 +225,7 @@ export class Daemon {
       await closed;
       if (this.socketPath) rmSync(this.socketPath, { force: true });
       rmSync(this.paths.file('daemon.json'), { force: true });
+      rmSync(this.paths.file('forkd.pid'), { force: true });
     })();
     return this.closing;
   }

@@ -15,8 +15,9 @@ export class OperationSlots {
     return this.inFlight;
   }
 
-  acquire(tag?: string): () => void {
-    if (this.inFlight >= this.cap) {
+  /** `heavy: false` only guards the tag (e.g. a delete), without taking one of the capped slots. */
+  acquire(tag?: string, heavy = true): () => void {
+    if (heavy && this.inFlight >= this.cap) {
       throw new ForkdError('FORKD_ERR_BUSY', `at the cap of ${this.cap} heavy operations in flight`, {
         hint: 'retry shortly, or start forkd serve with a higher --max-heavy',
       });
@@ -26,13 +27,13 @@ export class OperationSlots {
         hint: 'wait for it to finish',
       });
     }
-    this.inFlight++;
+    if (heavy) this.inFlight++;
     if (tag !== undefined) this.tags.add(tag);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.inFlight--;
+      if (heavy) this.inFlight--;
       if (tag !== undefined) this.tags.delete(tag);
     };
   }

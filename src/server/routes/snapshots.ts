@@ -61,7 +61,7 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
       }
     })
     .on('DELETE', '/v1/snapshots/:tag', async ({ params }) => {
-      const release = slots.acquire(validateTag(params.tag));
+      const release = slots.acquire(validateTag(params.tag), false);
       try {
         await engine.snapshots.remove(params.tag!);
         return { status: 204 };

@@ -1,0 +1,119 @@
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { authFailure, isHealthz, loadOrCreateToken, tokenMatches, validateToken } from '../../src/server/auth.js';
+import { parseListen } from '../../src/server/daemon.js';
+import { Metrics } from '../../src/server/metrics.js';
+import { Router } from '../../src/server/router.js';
+import { OperationSlots } from '../../src/server/slots.js';
+
+describe('auth', () => {
+  test.each(['', 'short', 'REPLACE_ME', 'CHANGE_ME_PLEASE_0123456789', 'changeme', 'x'.repeat(40), '0'.repeat(32)])(
+    'refuses token %j',
+    (token) => {
+      expect(() => validateToken(token, 'f')).toThrow(expect.objectContaining({ code: 'FORKD_ERR_BAD_INPUT' }));
+    },
+  );
+
+  test('creates a 0600 token file once and reuses it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'forkd-auth-'));
+    try {
+      const file = join(dir, 'token');
+      const first = loadOrCreateToken(file);
+      expect(first).toMatch(/^[0-9a-f]{64}$/);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(loadOrCreateToken(file)).toBe(first);
+      writeFileSync(file, 'REPLACE_ME_WITH_A_REAL_TOKEN');
+      expect(() => loadOrCreateToken(file)).toThrow(/placeholder/);
+      expect(readFileSync(file, 'utf8')).toBe('REPLACE_ME_WITH_A_REAL_TOKEN'); // never overwritten
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('compares tokens of any length without throwing', () => {
+    const token = 'a'.repeat(32);
+    expect(tokenMatches(token, token)).toBe(true);
+    expect(tokenMatches(`${token}a`, token)).toBe(false);
+    expect(tokenMatches(token.slice(1), token)).toBe(false);
+    expect(tokenMatches('', token)).toBe(false);
+  });
+
+  test('header rules: exact "Bearer " prefix, trimmed token', () => {
+    const token = 'b'.repeat(32);
+    expect(authFailure(undefined, token)).toBe('missing bearer token');
+    expect(authFailure(`bearer ${token}`, token)).toBe('missing bearer token');
+    expect(authFailure('Bearer   ', token)).toBe('missing bearer token');
+    expect(authFailure(`Bearer ${token}x`, token)).toBe('invalid bearer token');
+    expect(authFailure(`Bearer  ${token} `, token)).toBeUndefined();
+  });
+
+  test.each([
+    ['/healthz', true],
+    ['/healthz/', true],
+    ['/healthz?x', false],
+    ['/healthz/../v1/sandboxes', false],
+    ['/Healthz', false],
+    ['/healthz%2f', false],
+  ])('healthz bypass for %s is %s', (url, open) => {
+    expect(isHealthz(url)).toBe(open);
+  });
+});
+
+describe('parseListen', () => {
+  test.each([
+    ['/run/forkd.sock', { kind: 'unix', path: '/run/forkd.sock' }],
+    ['127.0.0.1:8889', { kind: 'tcp', host: '127.0.0.1', port: 8889 }],
+    ['[::1]:0', { kind: 'tcp', host: '::1', port: 0 }],
+  ])('%s', (listen, parsed) => {
+    expect(parseListen(listen)).toEqual(parsed);
+  });
+});
+
+describe('OperationSlots', () => {
+  test('503 at the cap, 409 on a busy tag, release is idempotent', () => {
+    const slots = new OperationSlots(2);
+    const a = slots.acquire('t');
+    expect(() => slots.acquire('t')).toThrow(expect.objectContaining({ code: 'FORKD_ERR_CONFLICT' }));
+    const b = slots.acquire();
+    expect(() => slots.acquire('u')).toThrow(expect.objectContaining({ code: 'FORKD_ERR_BUSY' }));
+    expect(() => slots.acquire('t', false)).toThrow(expect.objectContaining({ code: 'FORKD_ERR_CONFLICT' }));
+    a();
+    a();
+    expect(slots.active).toBe(1);
+    slots.acquire('t', false)();
+    b();
+    expect(slots.active).toBe(0);
+  });
+});
+
+describe('Router', () => {
+  test('matches parameters, tells a wrong method from an unknown path', async () => {
+    const router = new Router().on('GET', '/v1/sandboxes/:id/files', async ({ params }) => ({
+      status: 200,
+      json: params,
+    }));
+    const m = router.match('GET', '/v1/sandboxes/sb-1/files');
+    expect(m !== undefined && m !== 'method' && (await m.handler({ params: m.params } as never))).toEqual({
+      status: 200,
+      json: { id: 'sb-1' },
+    });
+    expect(router.match('POST', '/v1/sandboxes/sb-1/files')).toBe('method');
+    expect(router.match('GET', '/v1/sandboxes/sb-1/files/x')).toBeUndefined();
+  });
+});
+
+describe('Metrics', () => {
+  test('renders a cumulative fork latency histogram', () => {
+    const m = new Metrics();
+    m.observeFork(7);
+    m.observeFork(120);
+    const text = m.render({ sandboxesActive: 2, snapshots: 1, poolSize: 0, heavyInFlight: 0 });
+    expect(text).toContain('forkd_fork_latency_ms_bucket{le="5"} 0\n');
+    expect(text).toContain('forkd_fork_latency_ms_bucket{le="10"} 1\n');
+    expect(text).toContain('forkd_fork_latency_ms_bucket{le="250"} 2\n');
+    expect(text).toContain('forkd_fork_latency_ms_count 2\n');
+    expect(text).toContain('forkd_sandboxes_active 2\n');
+  });
+});
