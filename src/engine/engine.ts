@@ -12,6 +12,7 @@ import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import { validateTag } from './snapshot/tag.js';
 import { StatePaths } from './state-dir.js';
 import { saveDeviceState } from './vmm/device-state.js';
+import type { LaunchOptions } from './vmm/vm-process.js';
 import { findQemu } from './vmm/qemu-binary.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
 
@@ -63,7 +64,11 @@ export class Engine implements AsyncDisposable {
   private readonly pools = new Map<string, WarmPool>();
   readonly snapshots: SnapshotStore;
 
-  constructor(readonly paths: StatePaths = new StatePaths()) {
+  constructor(
+    readonly paths: StatePaths = new StatePaths(),
+    /** How forked children are launched; the daemon lets them outlive it (it adopts them on restart). */
+    private readonly launch: LaunchOptions = {},
+  ) {
     this.snapshots = new SnapshotStore(paths);
   }
 
@@ -192,7 +197,7 @@ export class Engine implements AsyncDisposable {
     this.pools.delete(tag);
     if (size === 0) return undefined;
     const qemu = await findQemu();
-    const pool = new WarmPool(size, () => prepareSpare(info, this.paths, qemu));
+    const pool = new WarmPool(size, () => prepareSpare(info, this.paths, qemu, this.launch));
     this.pools.set(tag, pool);
     await pool.filled();
     return pool;
@@ -214,7 +219,7 @@ export class Engine implements AsyncDisposable {
     const pool = this.pools.get(tag);
     const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
       const startedAt = performance.now();
-      const child: PreparedChild = pool?.take() ?? (await prepareChild(info, this.paths, qemu));
+      const child: PreparedChild = pool?.take() ?? (await prepareChild(info, this.paths, qemu, this.launch));
       return activateChild(child, startedAt);
     });
     const children = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));

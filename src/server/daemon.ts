@@ -3,6 +3,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, isIP } from 'node:net';
 import { Engine } from '../engine/engine.js';
 import { StatePaths } from '../engine/state-dir.js';
+import { VmProcess } from '../engine/vmm/vm-process.js';
+import { StartedVm } from '../engine/vmm/vm.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import { AuditLog } from './audit.js';
 import { authFailure, isHealthz, loadOrCreateToken } from './auth.js';
@@ -74,6 +76,27 @@ function send(res: ServerResponse, reply: Reply): void {
   }
 }
 
+const ADOPT_PING_TIMEOUT_MS = 5000;
+
+/**
+ * Reconciles with sandboxes a previous daemon left running: live ones whose agent answers are
+ * adopted under their ids; the rest are killed and their files removed. Nothing is left behind.
+ */
+async function adoptLeftovers(registry: SandboxRegistry, paths: StatePaths): Promise<void> {
+  for (const record of registry.leftovers()) {
+    let proc: VmProcess | undefined;
+    try {
+      proc = await VmProcess.adopt(record.runDir, record.spec, paths);
+      await proc.unlessExited(proc.agent.request('ping', {}, ADOPT_PING_TIMEOUT_MS), 'adoption');
+      registry.restore(record, new StartedVm(proc, record.readyMs));
+    } catch {
+      await proc?.cleanup(false);
+      rmSync(record.runDir, { recursive: true, force: true });
+      registry.forget(record.id);
+    }
+  }
+}
+
 /** The engine as a daemon: REST over a Unix socket or loopback TCP, bearer auth, audit log, metrics. */
 export class Daemon {
   private closing: Promise<void> | undefined;
@@ -111,11 +134,13 @@ export class Daemon {
       rmSync(listen.path, { force: true }); // left by a daemon that died
     }
     const ctx: DaemonContext = {
-      engine: new Engine(paths),
-      registry: new SandboxRegistry(),
+      // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
+      engine: new Engine(paths, { dieWithParent: false }),
+      registry: new SandboxRegistry(paths.file('sandboxes')),
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics(),
     };
+    await adoptLeftovers(ctx.registry, paths);
     const router = new Router();
     systemRoutes(router, ctx);
     snapshotRoutes(router, ctx);

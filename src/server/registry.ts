@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ForkdError } from '../errors.js';
+import type { VmSpec } from '../engine/vmm/qemu-args.js';
 import type { StartedVm } from '../engine/vmm/vm.js';
 
 export interface Sandbox {
@@ -18,20 +21,72 @@ export interface SandboxInfo {
   ready_ms: number;
 }
 
+/** What survives a daemon restart: enough to find the VM again and reconnect to it. */
+export interface SandboxRecord {
+  id: string;
+  snapshot: string;
+  created: string;
+  runDir: string;
+  spec: VmSpec;
+  readyMs: number;
+}
+
 const ID_PATTERN = /^sb-[0-9a-f]{12}$/;
 
-/** The sandboxes (forked children) the daemon owns, by id. */
+/** The sandboxes (forked children) the daemon owns, by id, each also recorded on disk. */
 export class SandboxRegistry {
   private readonly sandboxes = new Map<string, Sandbox>();
+
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
 
   get size(): number {
     return this.sandboxes.size;
   }
 
   add(snapshot: string, vm: StartedVm): Sandbox {
-    const sandbox = { id: `sb-${randomBytes(6).toString('hex')}`, snapshot, vm, created: new Date() };
+    return this.restore(
+      {
+        id: `sb-${randomBytes(6).toString('hex')}`,
+        snapshot,
+        created: new Date().toISOString(),
+        runDir: vm.runDir,
+        spec: vm.spec,
+        readyMs: vm.readyMs,
+      },
+      vm,
+    );
+  }
+
+  /** Registers a sandbox under a known record (a new one, or one adopted after a restart). */
+  restore(record: SandboxRecord, vm: StartedVm): Sandbox {
+    const file = join(this.dir, `${record.id}.json`);
+    writeFileSync(`${file}.tmp`, JSON.stringify(record));
+    renameSync(`${file}.tmp`, file);
+    const sandbox = { id: record.id, snapshot: record.snapshot, vm, created: new Date(record.created) };
     this.sandboxes.set(sandbox.id, sandbox);
     return sandbox;
+  }
+
+  /** Records left by a previous daemon, for adoption; unreadable ones are removed. */
+  leftovers(): SandboxRecord[] {
+    const records: SandboxRecord[] = [];
+    for (const name of readdirSync(this.dir)) {
+      const file = join(this.dir, name);
+      try {
+        const record = JSON.parse(readFileSync(file, 'utf8')) as SandboxRecord;
+        if (!ID_PATTERN.test(record.id) || typeof record.runDir !== 'string') throw new Error('not a sandbox record');
+        records.push(record);
+      } catch {
+        rmSync(file, { force: true });
+      }
+    }
+    return records;
+  }
+
+  forget(id: string): void {
+    rmSync(join(this.dir, `${id}.json`), { force: true });
   }
 
   get(id: string): Sandbox {
@@ -52,6 +107,7 @@ export class SandboxRegistry {
   take(id: string): Sandbox {
     const sandbox = this.get(id);
     this.sandboxes.delete(id);
+    this.forget(id);
     return sandbox;
   }
 
@@ -63,6 +119,7 @@ export class SandboxRegistry {
   drain(): Sandbox[] {
     const all = this.list();
     this.sandboxes.clear();
+    for (const s of all) this.forget(s.id);
     return all;
   }
 }

@@ -38,7 +38,7 @@ export class IsolatedHome {
       .filter((line) => line.includes('qemu-system') && line.includes(this.root));
   }
 
-  entries(dir: 'run' | 'tmp' | 'logs' | 'snapshots'): string[] {
+  entries(dir: 'run' | 'tmp' | 'logs' | 'snapshots' | 'sandboxes'): string[] {
     const path = join(this.root, dir);
     return existsSync(path) ? readdirSync(path) : [];
   }

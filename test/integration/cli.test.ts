@@ -194,6 +194,61 @@ describe('forkd serve', () => {
   });
 });
 
+/** A live process, not a zombie waiting for init to reap it (an adopted VM's parent is gone). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+describe('forkd serve restarts', () => {
+  /** Starts `forkd serve` in this home and returns a client once it answers. */
+  async function serve() {
+    const { Controller } = await import('../../src/client/controller.js');
+    const info = join(home.root, 'daemon.json');
+    rmSync(info, { force: true });
+    const child = spawn(process.execPath, [cli, 'serve'], { env: home.env(), stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    for (let i = 0; i < 400 && !existsSync(info); i++) await sleep(50);
+    const { endpoint, token_file } = JSON.parse(readFileSync(info, 'utf8')) as { endpoint: string; token_file: string };
+    return { child, exited, client: new Controller({ endpoint, token: readFileSync(token_file, 'utf8').trim() }) };
+  }
+
+  test("a killed daemon's live sandboxes are adopted by the next one; dead ones are reaped", async () => {
+    const first = await serve();
+    let second: Awaited<ReturnType<typeof serve>> | undefined;
+    try {
+      await first.client.createSnapshot('adopt');
+      const [keep, lose] = await first.client.createSandboxes('adopt', 2);
+      await keep!.writeFile('/tmp/kept', 'state survives the daemon\n');
+      await first.client.close();
+      first.child.kill('SIGKILL');
+      await first.exited;
+      // The VMs outlive the daemon; one of them dies while no daemon is running.
+      expect(running(keep!.info.pid)).toBe(true);
+      process.kill(lose!.info.pid, 'SIGKILL');
+
+      second = await serve();
+      const list = await second.client.listSandboxes();
+      expect(list.map((s) => s.id)).toEqual([keep!.id]);
+      expect((await second.client.readFile(keep!.id, '/tmp/kept')).toString()).toBe('state survives the daemon\n');
+      expect((await second.client.exec(keep!.id, ['echo', 'still here'])).stdout.toString()).toBe('still here\n');
+      expect(home.entries('run')).toHaveLength(1);
+      await second.client.close();
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+      expect(running(keep!.info.pid)).toBe(false);
+      expect(home.entries('sandboxes')).toEqual([]);
+      expect(forkd(['rmi', 'adopt']).status).toBe(0);
+    } finally {
+      first.child.kill('SIGKILL');
+      second?.child.kill('SIGKILL');
+    }
+  });
+});
+
 describe('forkd doctor', () => {
   test('--json reports the accelerator and why', () => {
     const r = forkd(['doctor', '--json']);

@@ -47,6 +47,7 @@ afterAll(async () => {
   await daemon.close();
   expect(home.qemuProcesses()).toEqual([]);
   expect(home.entries('run')).toEqual([]);
+  expect(home.entries('sandboxes')).toEqual([]);
   expect(readFileSync(join(home.root, 'audit.log'), 'utf8')).not.toContain(daemon.token);
   home.remove();
 });

@@ -2,7 +2,13 @@ import { describe, expect, test } from 'vitest';
 import { buildQemuArgs, kernelCommandLine, type VmSpec } from '../../src/engine/vmm/qemu-args.js';
 import { parseQemuVersion } from '../../src/engine/vmm/qemu-binary.js';
 
-const sockets = { qmp: '/r/qmp.sock', agent: '/r/agent.sock', pidFile: '/r/qemu.pid', consoleLog: '/l/vm.log' };
+const sockets = {
+  qmp: '/r/qmp.sock',
+  agent: '/r/agent.sock',
+  pidFile: '/r/qemu.pid',
+  stderrFile: '/r/qemu.stderr',
+  consoleLog: '/l/vm.log',
+};
 const spec: VmSpec = { kernel: '/k', initrd: '/i', memoryMiB: 256, vcpus: 1, accel: 'tcg' };
 
 function flag(args: string[], name: string): string[] {

@@ -6,7 +6,7 @@ import type { StatePaths } from '../state-dir.js';
 import { loadDeviceState } from '../vmm/device-state.js';
 import type { VmSpec } from '../vmm/qemu-args.js';
 import type { QemuBinary } from '../vmm/qemu-binary.js';
-import { VmProcess } from '../vmm/vm-process.js';
+import { VmProcess, type LaunchOptions } from '../vmm/vm-process.js';
 import { StartedVm } from '../vmm/vm.js';
 import type { SnapshotInfo } from './store.js';
 
@@ -36,11 +36,19 @@ function restoredInfo() {
 }
 
 /** Starts QEMU for a child and loads the snapshot's device state; the guest stays paused. */
-export async function prepareChild(info: SnapshotInfo, paths: StatePaths, qemu: QemuBinary): Promise<PreparedChild> {
+export async function prepareChild(
+  info: SnapshotInfo,
+  paths: StatePaths,
+  qemu: QemuBinary,
+  launch: LaunchOptions = {},
+): Promise<PreparedChild> {
   const vmstate = openSync(info.vmstateFile, 'r');
   let proc: VmProcess;
   try {
-    proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS, [vmstate]);
+    proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS, {
+      ...launch,
+      inheritFds: [vmstate],
+    });
   } finally {
     closeSync(vmstate); // QEMU holds its own copy
   }
@@ -61,8 +69,13 @@ export async function prepareChild(info: SnapshotInfo, paths: StatePaths, qemu: 
  * A warm-pool spare: prepared, resumed and answered once. Under TCG the first request after a
  * restore pays for translating the guest's hot paths in the new QEMU process; a spare has paid it.
  */
-export async function prepareSpare(info: SnapshotInfo, paths: StatePaths, qemu: QemuBinary): Promise<PreparedChild> {
-  const child = await prepareChild(info, paths, qemu);
+export async function prepareSpare(
+  info: SnapshotInfo,
+  paths: StatePaths,
+  qemu: QemuBinary,
+  launch: LaunchOptions = {},
+): Promise<PreparedChild> {
+  const child = await prepareChild(info, paths, qemu, launch);
   try {
     await child.proc.unlessExited(child.proc.qmp.execute('cont'), 'resume');
     await child.proc.unlessExited(new Guest(child.proc.agent).restored(restoredInfo()), 'restore');

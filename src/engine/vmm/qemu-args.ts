@@ -25,6 +25,7 @@ export interface VmSockets {
   qmp: string;
   agent: string;
   pidFile: string;
+  stderrFile: string;
   consoleLog: string;
 }
 

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ForkdError, type ErrorCode } from '../../errors.js';
 import { AgentClient } from '../agent/client.js';
@@ -19,8 +19,61 @@ export interface ExitInfo {
   signal: NodeJS.Signals | null;
 }
 
+/** The QEMU process: one we spawned, or one a previous forkd process left running that we adopted. */
+interface ProcessHandle {
+  pid: number;
+  exited: Promise<ExitInfo>;
+  kill(): void;
+}
+
+export interface LaunchOptions {
+  /** Open file descriptors QEMU inherits as fd 3, 4, ... (e.g. device state for `fd:3`). */
+  inheritFds?: number[];
+  /**
+   * Default true: QEMU gets a parent-death signal, so it can never outlive this process. The
+   * daemon turns it off so its sandboxes survive a daemon restart and are adopted (adopt()).
+   */
+  dieWithParent?: boolean;
+}
+
+const ADOPTED_EXIT_POLL_MS = 250;
+
+function spawned(child: ChildProcess): ProcessHandle {
+  return {
+    pid: child.pid ?? -1,
+    exited: new Promise<ExitInfo>((resolve) => {
+      child.on('exit', (code, signal) => resolve({ code, signal }));
+      child.on('error', () => resolve({ code: null, signal: null }));
+    }),
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+/** A process we did not spawn: its exit is noticed by polling (Node has no pidfd). */
+function adopted(pid: number, runDir: string): ProcessHandle {
+  const isOurs = () => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(runDir);
+    } catch {
+      return false;
+    }
+  };
+  return {
+    pid,
+    exited: new Promise<ExitInfo>((resolve) => {
+      const timer = setInterval(() => {
+        if (isOurs()) return;
+        clearInterval(timer);
+        resolve({ code: null, signal: null });
+      }, ADOPTED_EXIT_POLL_MS);
+    }),
+    kill: () => {
+      if (isOurs()) process.kill(pid, 'SIGKILL');
+    },
+  };
+}
+
 const SOCKET_PATH_MAX = 107;
-const STDERR_TAIL_BYTES = 8192;
 const SOCKET_POLL_MS = 1;
 
 function tail(text: string, lines: number): string {
@@ -45,7 +98,6 @@ export function describeExit(info: ExitInfo): string {
  */
 export class VmProcess {
   exitInfo: ExitInfo | undefined;
-  private stderr = '';
   agent!: AgentClient;
   qmp!: QmpClient;
 
@@ -54,20 +106,31 @@ export class VmProcess {
     readonly spec: VmSpec,
     readonly runDir: string,
     readonly sockets: VmSockets,
-    readonly child: ChildProcess,
-    readonly exited: Promise<ExitInfo>,
+    private readonly handle: ProcessHandle,
     private readonly unregisterReaper: () => void,
-    /** performance.now() when QEMU was spawned. */
+    /** performance.now() when QEMU was spawned (or adopted). */
     readonly spawnedAt: number,
   ) {
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      this.stderr = (this.stderr + chunk).slice(-STDERR_TAIL_BYTES);
-    });
-    void exited.then((info) => (this.exitInfo = info));
+    void handle.exited.then((info) => (this.exitInfo = info));
   }
 
   get pid(): number {
-    return this.child.pid ?? -1;
+    return this.handle.pid;
+  }
+
+  get exited(): Promise<ExitInfo> {
+    return this.handle.exited;
+  }
+
+  private static socketsIn(runDir: string, paths: StatePaths): VmSockets {
+    const id = basename(runDir);
+    return {
+      qmp: join(runDir, 'qmp.sock'),
+      agent: join(runDir, 'agent.sock'),
+      pidFile: join(runDir, 'qemu.pid'),
+      stderrFile: join(runDir, 'qemu.stderr'),
+      consoleLog: join(paths.logs(), `${id}.log`),
+    };
   }
 
   /** Spawns QEMU and connects to its QMP and agent sockets; on any failure nothing is left behind. */
@@ -76,17 +139,11 @@ export class VmProcess {
     paths: StatePaths,
     qemu: QemuBinary,
     deadline: number,
-    /** Open file descriptors QEMU inherits as fd 3, 4, ... (e.g. device state for `fd:3`). */
-    inheritFds: number[] = [],
+    options: LaunchOptions = {},
   ): Promise<VmProcess> {
     const id = `vm-${randomBytes(5).toString('hex')}`;
     const runDir = join(paths.run(), id);
-    const sockets: VmSockets = {
-      qmp: join(runDir, 'qmp.sock'),
-      agent: join(runDir, 'agent.sock'),
-      pidFile: join(runDir, 'qemu.pid'),
-      consoleLog: join(paths.logs(), `${id}.log`),
-    };
+    const sockets = VmProcess.socketsIn(runDir, paths);
     if (sockets.agent.length > SOCKET_PATH_MAX) {
       throw new ForkdError(
         'FORKD_ERR_BAD_INPUT',
@@ -102,19 +159,23 @@ export class VmProcess {
 
     const args = buildQemuArgs(spec, sockets);
     // setpriv ties QEMU's life to ours: if this process dies without cleaning up, the kernel kills QEMU.
-    const setpriv = which('setpriv');
+    const setpriv = options.dieWithParent === false ? undefined : which('setpriv');
     const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', qemu.path, ...args]] : [qemu.path, args];
     const spawnedAt = performance.now();
-    const child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'pipe', ...inheritFds] });
-    const exited = new Promise<ExitInfo>((resolve) => {
-      child.on('exit', (code, signal) => resolve({ code, signal }));
-      child.on('error', () => resolve({ code: null, signal: null }));
-    });
+    // QEMU's stderr goes to a file, not a pipe: a VM that outlives us must not die writing to it.
+    const stderr = openSync(sockets.stderrFile, 'w');
+    let child: ChildProcess;
+    try {
+      child = spawn(file, argv, { stdio: ['ignore', 'ignore', stderr, ...(options.inheritFds ?? [])] });
+    } finally {
+      closeSync(stderr);
+    }
+    const handle = spawned(child);
     const unregister = onProcessExit(() => {
-      child.kill('SIGKILL');
+      handle.kill();
       rmSync(runDir, { recursive: true, force: true });
     });
-    const proc = new VmProcess(id, spec, runDir, sockets, child, exited, unregister, spawnedAt);
+    const proc = new VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt);
     try {
       [proc.agent, proc.qmp] = await Promise.all([
         proc.connectWhenListening(() => AgentClient.connect(sockets.agent), deadline),
@@ -122,6 +183,28 @@ export class VmProcess {
       ]);
     } catch (err) {
       await proc.discard();
+      throw err;
+    }
+    return proc;
+  }
+
+  /**
+   * Takes over a QEMU that a previous forkd process started (and that is still running from
+   * `runDir`): reconnects to its QMP and agent sockets. Throws if it is gone.
+   */
+  static async adopt(runDir: string, spec: VmSpec, paths: StatePaths): Promise<VmProcess> {
+    const sockets = VmProcess.socketsIn(runDir, paths);
+    const pid = Number(readFileSync(sockets.pidFile, 'utf8').trim());
+    const handle = adopted(pid, runDir);
+    const unregister = onProcessExit(() => {
+      handle.kill();
+      rmSync(runDir, { recursive: true, force: true });
+    });
+    const proc = new VmProcess(basename(runDir), spec, runDir, sockets, handle, unregister, performance.now());
+    try {
+      [proc.agent, proc.qmp] = await Promise.all([AgentClient.connect(sockets.agent), QmpClient.connect(sockets.qmp)]);
+    } catch (err) {
+      await proc.cleanup(false); // nobody is waiting for this VM any more: leave nothing of it
       throw err;
     }
     return proc;
@@ -142,7 +225,9 @@ export class VmProcess {
 
   /** An error that carries QEMU's stderr, the console log path and its tail. */
   failure(code: ErrorCode, message: string, hint?: string): ForkdError {
-    const details = [tail(this.stderr, 10), readTail(this.sockets.consoleLog)].filter(Boolean).join('\n');
+    const details = [readTail(this.sockets.stderrFile, 10), readTail(this.sockets.consoleLog)]
+      .filter(Boolean)
+      .join('\n');
     return new ForkdError(code, `${message}\nconsole log: ${this.sockets.consoleLog}${details ? `\n${details}` : ''}`, {
       consoleLog: this.sockets.consoleLog,
       hint:
@@ -182,7 +267,7 @@ export class VmProcess {
 
   /** Kills QEMU (if running), waits for it, removes the run dir; keeps the console log only if asked. */
   async cleanup(keepLog: boolean): Promise<ExitInfo> {
-    this.child.kill('SIGKILL');
+    this.handle.kill();
     const info = await this.exited;
     this.agent?.close();
     this.qmp?.close();

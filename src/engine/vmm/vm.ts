@@ -73,6 +73,10 @@ export class StartedVm implements AsyncDisposable {
     return this.proc.sockets;
   }
 
+  get runDir(): string {
+    return this.proc.runDir;
+  }
+
   get consoleLog(): string {
     return this.proc.sockets.consoleLog;
   }
