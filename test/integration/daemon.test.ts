@@ -224,6 +224,26 @@ describe('operations', () => {
     expect(typeof lines.at(-1)!.latency_ms).toBe('number');
   });
 
+  test('serves loopback TCP too, and refuses other addresses without a managed token', async () => {
+    const tcp = await Daemon.start({ paths: home.paths, listen: '127.0.0.1:0' });
+    const c = new Controller({ endpoint: tcp.endpoint, token: tcp.token });
+    try {
+      expect(tcp.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(await c.health()).toEqual({ ok: true });
+      expect((await c.listSnapshots()).map((s) => s.tag)).toContain('base');
+      await expect(new Controller({ endpoint: tcp.endpoint, token: 'f'.repeat(32) }).version()).rejects.toMatchObject({
+        status: 401,
+      });
+    } finally {
+      await c.close();
+      await tcp.close();
+    }
+    await expect(Daemon.start({ paths: home.paths, listen: '0.0.0.0:0' })).rejects.toMatchObject({
+      code: 'FORKD_ERR_BAD_INPUT',
+      message: expect.stringContaining('non-loopback 0.0.0.0 without --token-file'),
+    });
+  });
+
   test('close kills every sandbox and removes the socket', async () => {
     const other = await Daemon.start({ paths: home.paths, listen: join(home.root, 'other.sock') });
     const c = new Controller({ endpoint: other.endpoint, token: other.token });

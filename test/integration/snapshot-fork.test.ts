@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
@@ -154,15 +154,19 @@ describe('bad input', () => {
     });
   });
 
-  test('a snapshot that is still being written is not forkable', async () => {
-    const staging = join(home.paths.snapshots(), '.staging-inprogress-0000');
+  test("a snapshot that is still being written is not forkable; a dead writer's leftovers are swept", async () => {
+    const staging = join(home.paths.snapshots(), `.staging-inprogress-${process.pid}-00000000`);
+    const abandoned = join(home.paths.snapshots(), '.staging-ghost-999999999-00000000');
     mkdirSync(staging);
+    mkdirSync(abandoned);
     try {
       expect((await engine.snapshots.list()).map((s) => s.tag)).toEqual(['parent']);
       await expect(engine.fork('inprogress')).rejects.toMatchObject({
         code: 'FORKD_ERR_CONFLICT',
         message: expect.stringContaining('being written'),
       });
+      await expect(engine.fork('ghost')).rejects.toMatchObject({ code: 'FORKD_ERR_NOT_FOUND' });
+      expect(readdirSync(home.paths.snapshots()).sort()).toEqual([basename(staging), 'parent']);
     } finally {
       rmSync(staging, { recursive: true });
     }

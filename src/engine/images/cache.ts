@@ -7,6 +7,7 @@ import { ForkdError } from '../../errors.js';
 import type { OnProgress } from '../progress.js';
 import { onProcessExit } from '../reaper.js';
 import type { StatePaths } from '../state-dir.js';
+import { pidAlive } from '../process-alive.js';
 
 const LOCK_POLL_MS = 500;
 
@@ -72,15 +73,6 @@ export async function ensureArtifact(
     releaseLock();
   }
   return { dir, key, reused: false };
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -7,6 +7,7 @@ import { onProcessExit } from '../reaper.js';
 import type { StatePaths } from '../state-dir.js';
 import { parseMeta, type SnapshotMeta } from './meta.js';
 import { validateTag } from './tag.js';
+import { pidAlive } from '../process-alive.js';
 
 export const MEMORY_FILE = 'memory.bin';
 export const VMSTATE_FILE = 'vmstate';
@@ -55,8 +56,19 @@ export class SnapshotStore {
     return this.paths.snapshots();
   }
 
+  /**
+   * True while a live process writes this tag. Staging dirs are named `.staging-<tag>-<pid>-<rand>`;
+   * one whose writer died (SIGKILL, power loss) is removed here instead of blocking the tag forever.
+   */
   private writing(tag: string): boolean {
-    return readdirSync(this.root).some((name) => name.startsWith(`.staging-${tag}-`));
+    let busy = false;
+    for (const name of readdirSync(this.root)) {
+      const m = /^\.(?:staging|trash)-(.+)-(\d+)-[0-9a-f]{8}$/.exec(name);
+      if (!m) continue;
+      if (pidAlive(Number(m[2]))) busy ||= m[1] === tag;
+      else rmSync(join(this.root, name), { recursive: true, force: true });
+    }
+    return busy;
   }
 
   async list(): Promise<SnapshotInfo[]> {
@@ -132,7 +144,7 @@ export class SnapshotStore {
         hint: 'wait for the other `forkd snapshot` to finish',
       });
     }
-    const dir = join(this.root, `.staging-${tag}-${randomBytes(4).toString('hex')}`);
+    const dir = join(this.root, `.staging-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
     await mkdir(dir, { mode: 0o700 });
     const unregister = onProcessExit(() => rmSync(dir, { recursive: true, force: true }));
     const final = join(this.root, tag);
@@ -167,7 +179,7 @@ export class SnapshotStore {
     });
     const dir = info?.dir ?? join(this.root, validateTag(tag));
     // Rename first so a half-removed snapshot is never seen as usable.
-    const trash = join(this.root, `.trash-${tag}-${randomBytes(4).toString('hex')}`);
+    const trash = join(this.root, `.trash-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
     await rename(dir, trash);
     await rm(trash, { recursive: true, force: true });
   }

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { pidAlive } from '../process-alive.js';
 
 /** A VM that is still starting may not have written its pid file yet (or only created it empty). */
 const STARTING_GRACE_MS = 60_000;
@@ -23,15 +24,6 @@ function runsFrom(pid: number, dir: string): boolean {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** True when nobody will come back for this run dir. */
 function isStale(dir: string): boolean {
   const qemu = recordedPid(dir, 'qemu.pid');
@@ -39,7 +31,7 @@ function isStale(dir: string): boolean {
   // QEMU has not written its pid yet: the VM is starting if the forkd process that owns it lives.
   const owner = recordedPid(dir, 'owner.pid');
   const young = Date.now() - statSync(dir).mtimeMs < STARTING_GRACE_MS;
-  return owner === undefined ? !young : !alive(owner) || !young;
+  return owner === undefined ? !young : !pidAlive(owner) || !young;
 }
 
 /**
