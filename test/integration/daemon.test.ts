@@ -231,9 +231,9 @@ describe('operations', () => {
       expect(tcp.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(await c.health()).toEqual({ ok: true });
       expect((await c.listSnapshots()).map((s) => s.tag)).toContain('base');
-      await expect(new Controller({ endpoint: tcp.endpoint, token: 'f'.repeat(32) }).version()).rejects.toMatchObject({
-        status: 401,
-      });
+      const stranger = new Controller({ endpoint: tcp.endpoint, token: 'f'.repeat(32) });
+      await expect(stranger.version()).rejects.toMatchObject({ status: 401 });
+      await stranger.close();
     } finally {
       await c.close();
       await tcp.close();
