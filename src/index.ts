@@ -9,13 +9,5 @@ export { StatePaths, stateDir } from './engine/state-dir.js';
 export { ForkdError, type ErrorCode } from './errors.js';
 export type { ProgressEvent, OnProgress } from './engine/progress.js';
 export { Daemon, type DaemonOptions, type DaemonEndpoint } from './server/daemon.js';
-export {
-  Controller,
-  Sandbox,
-  type ControllerOptions,
-  type SandboxInfo,
-  type SnapshotSummary,
-  type SnapshotDetail,
-  type ExecRequest,
-  type ExecReply,
-} from './client/controller.js';
+export { Controller, Sandbox, type ControllerOptions } from './client/controller.js';
+export type { SandboxInfo, SnapshotSummary, SnapshotDetail } from './api/types.js';

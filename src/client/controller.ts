@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StatePaths } from '../engine/state-dir.js';
+import type { SandboxInfo, SnapshotDetail, SnapshotSummary } from '../api/types.js';
+import type { ExecOptions, ExecResult } from '../engine/agent/guest.js';
 import { ForkdError, type ErrorCode } from '../errors.js';
+
+export type { SandboxInfo, SnapshotDetail, SnapshotSummary };
 
 export interface ControllerOptions {
   /** `unix:/path/to/forkd.sock` or `http://127.0.0.1:PORT`; default `$FORKD_ENDPOINT`, else the local daemon's. */
@@ -10,53 +14,6 @@ export interface ControllerOptions {
   token?: string;
   /** Per-request timeout (ms); forks and snapshots of big images may need more. */
   timeoutMs?: number;
-}
-
-export interface SnapshotSummary {
-  tag: string;
-  created: string;
-  parent: string | null;
-  memory_mib: number;
-  disk_bytes: number;
-  accel: string;
-  warmup: string | null;
-}
-
-export interface SnapshotDetail extends SnapshotSummary {
-  memory_logical_bytes: number;
-  memory_physical_bytes: number;
-  vmstate_bytes: number;
-  ancestors: string[];
-  dependents: string[];
-  sandboxes: number;
-}
-
-export interface SandboxInfo {
-  id: string;
-  snapshot: string;
-  pid: number;
-  accel: string;
-  created: string;
-  ready_ms: number;
-}
-
-export interface ExecRequest {
-  env?: Record<string, string>;
-  cwd?: string;
-  stdin?: string | Buffer;
-  timeoutMs?: number;
-  maxOutputBytes?: number;
-}
-
-export interface ExecReply {
-  exitCode: number;
-  signal: string | null;
-  timedOut: boolean;
-  stdout: Buffer;
-  stderr: Buffer;
-  stdoutTruncated: boolean;
-  stderrTruncated: boolean;
-  durationMs: number;
 }
 
 function resolveEndpoint(options: ControllerOptions): { endpoint: string; token: string } {
@@ -223,7 +180,7 @@ export class Controller {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/ping`);
   }
 
-  async exec(id: string, command: string | string[], options: ExecRequest = {}): Promise<ExecReply> {
+  async exec(id: string, command: string | string[], options: ExecOptions = {}): Promise<ExecResult> {
     const r = await this.json<Record<string, unknown>>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, {
       ...(typeof command === 'string' ? { shell: command } : { argv: command }),
       ...(options.env ? { env: options.env } : {}),
@@ -234,7 +191,7 @@ export class Controller {
     });
     return {
       exitCode: Number(r.exit_code),
-      signal: (r.signal as string | null) ?? null,
+      signal: (r.signal as NodeJS.Signals | null) ?? null,
       timedOut: r.timed_out === true,
       stdout: Buffer.from(String(r.stdout), 'base64'),
       stderr: Buffer.from(String(r.stderr), 'base64'),
@@ -275,7 +232,7 @@ export class Sandbox implements AsyncDisposable {
     return this.info.id;
   }
 
-  exec(command: string | string[], options?: ExecRequest): Promise<ExecReply> {
+  exec(command: string | string[], options?: ExecOptions): Promise<ExecResult> {
     return this.controller.exec(this.id, command, options);
   }
 

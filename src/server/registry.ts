@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SandboxInfo } from '../api/types.js';
 import { ForkdError } from '../errors.js';
 import type { VmSpec } from '../engine/vmm/qemu-args.js';
 import type { StartedVm } from '../engine/vmm/vm.js';
@@ -10,15 +11,6 @@ export interface Sandbox {
   snapshot: string;
   vm: StartedVm;
   created: Date;
-}
-
-export interface SandboxInfo {
-  id: string;
-  snapshot: string;
-  pid: number;
-  accel: string;
-  created: string;
-  ready_ms: number;
 }
 
 /** What survives a daemon restart: enough to find the VM again and reconnect to it. */

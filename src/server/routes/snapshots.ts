@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import type { SnapshotDetail, SnapshotSummary } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { SnapshotInfo } from '../../engine/snapshot/store.js';
 import { validateTag } from '../../engine/snapshot/tag.js';
@@ -6,7 +7,7 @@ import { field, readJsonObject } from '../body.js';
 import type { DaemonContext } from '../context.js';
 import type { Router } from '../router.js';
 
-function summary(s: SnapshotInfo) {
+function summary(s: SnapshotInfo): SnapshotSummary {
   return {
     tag: s.tag,
     created: s.meta.created,
@@ -28,18 +29,16 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
       const info = await engine.snapshots.get(params.tag!);
       const [memory, vmstate] = await Promise.all([stat(info.memoryFile), stat(info.vmstateFile)]);
       const all = await engine.snapshots.list();
-      return {
-        status: 200,
-        json: {
-          ...summary(info),
-          memory_logical_bytes: memory.size,
-          memory_physical_bytes: memory.blocks * 512,
-          vmstate_bytes: vmstate.size,
-          ancestors: info.meta.parent ? [info.meta.parent] : [],
-          dependents: all.filter((s) => s.meta.parent === info.tag).map((s) => s.tag),
-          sandboxes: registry.list().filter((s) => s.snapshot === info.tag).length,
-        },
+      const detail: SnapshotDetail = {
+        ...summary(info),
+        memory_logical_bytes: memory.size,
+        memory_physical_bytes: memory.blocks * 512,
+        vmstate_bytes: vmstate.size,
+        ancestors: info.meta.parent ? [info.meta.parent] : [],
+        dependents: all.filter((s) => s.meta.parent === info.tag).map((s) => s.tag),
+        sandboxes: registry.list().filter((s) => s.snapshot === info.tag).length,
       };
+      return { status: 200, json: detail };
     })
     .on('POST', '/v1/snapshots', async ({ req }) => {
       const body = await readJsonObject(req, ['tag', 'memory_mib', 'warmup']);
