@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { Controller } from '../../src/client/controller.js';
 import { Daemon } from '../../src/server/daemon.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
@@ -79,6 +79,27 @@ describe('auth', () => {
     });
     expect(await raw('GET', '/version', { authorization: `Bearer ${daemon.token}x` })).toMatchObject({ status: 401 });
     expect(await raw('GET', '/version', auth())).toMatchObject({ status: 200, json: { api: 'v1' } });
+  });
+});
+
+describe('client', () => {
+  test('finds the daemon through FORKD_ENDPOINT and FORKD_TOKEN', async () => {
+    vi.stubEnv('FORKD_ENDPOINT', daemon.endpoint);
+    vi.stubEnv('FORKD_TOKEN', daemon.token);
+    const fromEnv = new Controller();
+    try {
+      expect(fromEnv.endpoint).toBe(daemon.endpoint);
+      expect((await fromEnv.listSnapshots()).map((s) => s.tag)).toEqual(['base']);
+    } finally {
+      await fromEnv.close();
+    }
+    vi.stubEnv('FORKD_ENDPOINT', 'unix:/nonexistent/forkd.sock');
+    const lost = new Controller();
+    await expect(lost.version()).rejects.toMatchObject({
+      code: 'FORKD_ERR_UNREACHABLE',
+      hint: expect.stringContaining('forkd serve'),
+    });
+    await lost.close();
   });
 });
 
