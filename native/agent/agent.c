@@ -11,7 +11,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -750,13 +753,44 @@ static void enter_rootfs(void)
 		LOG("root is %s (read-only, tmpfs overlay)", devpath);
 }
 
-static void loopback_up(void)
+static int set_ifflags_up(int s, const char *name)
+{
+	struct ifreq ifr = { 0 };
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
+		return -1;
+	ifr.ifr_flags |= IFF_UP;
+	return ioctl(s, SIOCSIFFLAGS, &ifr);
+}
+
+static int set_ipv4(int s, const char *name, unsigned long req, const char *addr)
+{
+	struct ifreq ifr = { 0 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+	sin->sin_family = AF_INET;
+	inet_pton(AF_INET, addr, &sin->sin_addr);
+	return ioctl(s, req, &ifr);
+}
+
+/* lo up; with a NIC (QEMU user networking), eth0 gets QEMU's fixed guest address and route. */
+static void network_up(void)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	struct ifreq ifr = { 0 };
-	strcpy(ifr.ifr_name, "lo");
-	if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0 || (ifr.ifr_flags |= IFF_UP, ioctl(s, SIOCSIFFLAGS, &ifr)) != 0)
+	if (s < 0 || set_ifflags_up(s, "lo") != 0)
 		LOG("loopback up: %m");
+	if (s >= 0 && access("/sys/class/net/eth0", F_OK) == 0) {
+		struct rtentry route = { 0 };
+		struct sockaddr_in *gw = (struct sockaddr_in *)&route.rt_gateway;
+		((struct sockaddr_in *)&route.rt_dst)->sin_family = AF_INET;
+		((struct sockaddr_in *)&route.rt_genmask)->sin_family = AF_INET;
+		gw->sin_family = AF_INET;
+		inet_pton(AF_INET, "10.0.2.2", &gw->sin_addr);
+		route.rt_flags = RTF_UP | RTF_GATEWAY;
+		if (set_ipv4(s, "eth0", SIOCSIFADDR, "10.0.2.15") != 0 || set_ipv4(s, "eth0", SIOCSIFNETMASK, "255.255.255.0") != 0 ||
+		    set_ifflags_up(s, "eth0") != 0 || ioctl(s, SIOCADDRT, &route) != 0)
+			LOG("eth0 up: %m");
+	}
 	if (s >= 0)
 		close(s);
 }
@@ -773,7 +807,7 @@ int main(void)
 
 	mount_pseudo();
 	enter_rootfs();
-	loopback_up();
+	network_up();
 	if (sethostname("forkd", 5) != 0)
 		LOG("sethostname: %m");
 	port_fd = open_agent_port();

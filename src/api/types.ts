@@ -10,6 +10,8 @@ export interface SnapshotSummary {
   disk_bytes: number;
   accel: string;
   warmup: string | null;
+  /** Guest TCP ports each sandbox exposes on 127.0.0.1. */
+  ports: number[];
 }
 
 export interface SnapshotDetail extends SnapshotSummary {
@@ -28,4 +30,6 @@ export interface SandboxInfo {
   accel: string;
   created: string;
   ready_ms: number;
+  /** Guest port -> host port on 127.0.0.1, e.g. `{ "5432": 41234 }`. */
+  ports: Record<string, number>;
 }

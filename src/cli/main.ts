@@ -143,11 +143,21 @@ program
   .option('--image <name>', 'image to boot (base)', 'base')
   .option('--mem-mib <MiB>', 'guest memory', positiveInt, 256)
   .option('--warmup <cmd>', 'shell command run in the parent before the snapshot; must exit 0')
+  .option('--port <port...>', 'guest TCP ports each child exposes on 127.0.0.1')
   .option('--json', 'print the result as JSON')
   .option('-q, --quiet', 'no progress output')
   .action(
     action(
-      async (opts: JsonFlag & { tag: string; image: string; memMib: number; warmup?: string; quiet?: boolean }) => {
+      async (
+        opts: JsonFlag & {
+          tag: string;
+          image: string;
+          memMib: number;
+          warmup?: string;
+          port?: string[];
+          quiet?: boolean;
+        },
+      ) => {
         if (opts.image !== 'base') {
           throw new ForkdError('FORKD_ERR_BAD_INPUT', `unknown image "${opts.image}"`, {
             hint: 'only the base image exists until recipes land',
@@ -157,6 +167,7 @@ program
         const result = await new Engine()
           .snapshot(opts.tag, {
             memoryMiB: opts.memMib,
+            ports: (opts.port ?? []).map(Number),
             ...(opts.warmup ? { warmup: opts.warmup } : {}),
             onProgress: progress.onProgress,
           })

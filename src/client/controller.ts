@@ -140,12 +140,13 @@ export class Controller {
 
   createSnapshot(
     tag: string,
-    options: { memoryMiB?: number; warmup?: string } = {},
+    options: { memoryMiB?: number; warmup?: string; ports?: number[] } = {},
   ): Promise<SnapshotSummary & { timings: Record<string, number> }> {
     return this.json('POST', '/v1/snapshots', {
       tag,
       ...(options.memoryMiB ? { memory_mib: options.memoryMiB } : {}),
       ...(options.warmup ? { warmup: options.warmup } : {}),
+      ...(options.ports ? { ports: options.ports } : {}),
     });
   }
 

@@ -12,6 +12,7 @@ import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import { validateTag } from './snapshot/tag.js';
 import { StatePaths } from './state-dir.js';
 import { saveDeviceState } from './vmm/device-state.js';
+import { validatePorts } from './vmm/ports.js';
 import type { LaunchOptions } from './vmm/vm-process.js';
 import { findQemu } from './vmm/qemu-binary.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
@@ -23,6 +24,8 @@ export interface SnapshotOptions {
   warmup?: string;
   memoryMiB?: number;
   vcpus?: number;
+  /** Guest TCP ports every child exposes on 127.0.0.1 (each child gets host ports of its own). */
+  ports?: number[];
   onProgress?: OnProgress;
 }
 
@@ -103,6 +106,7 @@ export class Engine implements AsyncDisposable {
    */
   async snapshot(tag: string, options: SnapshotOptions = {}): Promise<SnapshotResult> {
     validateTag(tag);
+    const ports = validatePorts(options.ports ?? []);
     const started = performance.now();
     const base = await this.buildBase(options.onProgress ? { onProgress: options.onProgress } : {});
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
@@ -118,6 +122,7 @@ export class Engine implements AsyncDisposable {
         memoryMiB,
         vcpus,
         memoryFile: { path: writer.memoryFile, shared: true },
+        net: ports.length > 0,
         paths: this.paths,
         qemu,
       });
@@ -163,7 +168,9 @@ export class Engine implements AsyncDisposable {
           kernel: parent.spec.kernel,
           initrd: parent.spec.initrd,
           ...(parent.spec.append ? { append: parent.spec.append } : {}),
+          ...(parent.spec.net ? { net: true } : {}),
         },
+        ports,
         warmup: options.warmup ?? null,
         vmstateBytes,
       };

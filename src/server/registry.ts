@@ -21,6 +21,7 @@ export interface SandboxRecord {
   runDir: string;
   spec: VmSpec;
   readyMs: number;
+  ports: Record<string, number>;
 }
 
 const ID_PATTERN = /^sb-[0-9a-f]{12}$/;
@@ -46,6 +47,7 @@ export class SandboxRegistry {
         runDir: vm.runDir,
         spec: vm.spec,
         readyMs: vm.readyMs,
+        ports: vm.ports,
       },
       vm,
     );
@@ -124,5 +126,6 @@ export function sandboxInfo(s: Sandbox): SandboxInfo {
     accel: s.vm.accel,
     created: s.created.toISOString(),
     ready_ms: Math.round(s.vm.readyMs * 10) / 10,
+    ports: s.vm.ports,
   };
 }

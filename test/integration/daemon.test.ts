@@ -185,6 +185,24 @@ describe('sandboxes', () => {
     await expect(client.getSandbox(id)).rejects.toMatchObject({ status: 404 });
   });
 
+  test('sandboxes report the host ports of their exposed guest ports', async () => {
+    await client.createSnapshot('web', {
+      ports: [8080],
+      warmup: 'mkdir -p /www && echo hi > /www/index.html && httpd -p 8080 -h /www',
+    });
+    try {
+      await using sb = await client.createSandbox('web');
+      const port = sb.info.ports['8080']!;
+      expect(port).toBeGreaterThan(0);
+      expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('hi\n');
+      expect((await client.getSandbox(sb.id)).ports).toEqual({ '8080': port });
+      expect((await client.snapshotInfo('web')).ports).toEqual([8080]);
+    } finally {
+      await client.deleteSnapshot('web');
+    }
+    expect((await raw('POST', '/v1/snapshots', auth(), '{"tag": "p", "ports": [0]}')).status).toBe(400);
+  });
+
   test('bad requests are 4xx and change nothing', async () => {
     const before = await client.listSandboxes();
     expect((await raw('POST', '/v1/sandboxes', auth(), '{"snapshot": "base", "n": 0}')).status).toBe(400);

@@ -17,6 +17,7 @@ const meta: SnapshotMeta = {
   vm: { kernel: '/k', initrd: '/i' },
   warmup: null,
   vmstateBytes: 40_000,
+  ports: [],
 };
 
 describe('validateTag', () => {

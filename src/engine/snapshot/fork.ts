@@ -4,6 +4,7 @@ import { errorMessage } from '../../errors.js';
 import { Guest } from '../agent/guest.js';
 import type { StatePaths } from '../state-dir.js';
 import { loadDeviceState } from '../vmm/device-state.js';
+import { exposePorts, type PortMap } from '../vmm/ports.js';
 import type { VmSpec } from '../vmm/qemu-args.js';
 import type { QemuBinary } from '../vmm/qemu-binary.js';
 import { VmProcess, type LaunchOptions } from '../vmm/vm-process.js';
@@ -16,6 +17,7 @@ const RESTORE_TIMEOUT_MS = 30_000;
 export interface PreparedChild {
   proc: VmProcess;
   running: boolean;
+  ports: PortMap;
 }
 
 /** The child's hardware: the parent's exactly, but RAM mapped privately (copy-on-write) and waiting for state. */
@@ -52,8 +54,10 @@ export async function prepareChild(
   } finally {
     closeSync(vmstate); // QEMU holds its own copy
   }
+  let ports: PortMap;
   try {
     await proc.unlessExited(loadDeviceState(proc.qmp, 3), 'restore');
+    ports = await proc.unlessExited(exposePorts(proc.qmp, info.meta.ports), 'restore');
   } catch (err) {
     await proc.discard();
     throw proc.failure(
@@ -62,7 +66,7 @@ export async function prepareChild(
       `the snapshot's files may be damaged: forkd rmi ${info.tag} and take it again`,
     );
   }
-  return { proc, running: false };
+  return { proc, running: false, ports };
 }
 
 /**
@@ -83,7 +87,7 @@ export async function prepareSpare(
     await child.proc.discard();
     throw err;
   }
-  return { proc: child.proc, running: true };
+  return { ...child, running: true };
 }
 
 /** Resumes a prepared child (if paused) and tells it it was restored: clock, entropy, identity. */
@@ -92,7 +96,7 @@ export async function activateChild(child: PreparedChild, startedAt: number): Pr
   try {
     if (!child.running) await proc.unlessExited(proc.qmp.execute('cont'), 'resume');
     await proc.unlessExited(new Guest(proc.agent).restored(restoredInfo()), 'restore');
-    return new StartedVm(proc, performance.now() - startedAt);
+    return new StartedVm(proc, performance.now() - startedAt, child.ports);
   } catch (err) {
     await proc.discard();
     throw err;

@@ -19,7 +19,9 @@ export interface SnapshotMeta {
   qemuVersion: string;
   machine: string;
   /** The VM's hardware exactly as the parent had it: a child's command line must match it. */
-  vm: Pick<VmSpec, 'kernel' | 'initrd' | 'rootfs' | 'append' | 'tcgTbSizeMiB'>;
+  vm: Pick<VmSpec, 'kernel' | 'initrd' | 'rootfs' | 'append' | 'tcgTbSizeMiB' | 'net'>;
+  /** Guest TCP ports each child exposes on 127.0.0.1 (a host port of its own per child). */
+  ports: number[];
   warmup: string | null;
   /** Bytes of device state, checked before restore (a truncated file is refused). */
   vmstateBytes: number;
@@ -58,7 +60,7 @@ export function parseMeta(text: string, where: string): SnapshotMeta {
     );
   }
   validateTag(meta.tag);
-  return meta;
+  return { ...meta, ports: Array.isArray(meta.ports) ? meta.ports : [] };
 }
 
 export interface HostFacts {

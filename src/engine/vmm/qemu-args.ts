@@ -19,6 +19,11 @@ export interface VmSpec {
   memoryFile?: { path: string; shared: boolean };
   /** Start paused, waiting for device state over QMP (`migrate-incoming`): a fork's restore shell. */
   incoming?: boolean;
+  /**
+   * A NIC on QEMU user networking with `restrict=on`: the guest reaches nothing outside, and the
+   * host reaches the guest only through the ports forwarded to each VM (exposePorts).
+   */
+  net?: boolean;
 }
 
 export interface VmSockets {
@@ -30,6 +35,7 @@ export interface VmSockets {
 }
 
 export const AGENT_PORT_NAME = 'forkd.agent';
+export const NETDEV_ID = 'n0';
 
 export function kernelCommandLine(spec: VmSpec): string {
   return [
@@ -98,6 +104,8 @@ export function buildQemuArgs(spec: VmSpec, sockets: VmSockets): string[] {
       'memory-backend=mem',
     );
   }
+  if (spec.net)
+    args.push('-netdev', `user,id=${NETDEV_ID},restrict=on`, '-device', `virtio-net-device,netdev=${NETDEV_ID}`);
   if (spec.incoming) args.push('-S', '-incoming', 'defer');
   if (spec.rootfs) {
     args.push(

@@ -6,6 +6,7 @@ import { StatePaths } from '../state-dir.js';
 import type { Accel, VmSockets, VmSpec } from './qemu-args.js';
 import { findQemu, type QemuBinary } from './qemu-binary.js';
 import type { QmpClient } from './qmp.js';
+import type { PortMap } from './ports.js';
 import { describeExit, VmProcess } from './vm-process.js';
 
 export interface StartVmOptions {
@@ -18,6 +19,8 @@ export interface StartVmOptions {
   append?: string[];
   /** Guest RAM in a file (see VmSpec.memoryFile); used for parents that will be snapshotted. */
   memoryFile?: VmSpec['memoryFile'];
+  /** A NIC on restricted user networking (see VmSpec.net). */
+  net?: boolean;
   /** How long the guest agent may take to answer its first ping. */
   bootTimeoutMs?: number;
   paths?: StatePaths;
@@ -44,6 +47,8 @@ export class StartedVm implements AsyncDisposable {
   constructor(
     private readonly proc: VmProcess,
     readonly readyMs: number,
+    /** Guest port -> host port on 127.0.0.1, for the ports the snapshot exposes. */
+    readonly ports: PortMap = {},
   ) {
     this.guest = new Guest(proc.agent);
     void proc.exited.then((info) => {
@@ -99,6 +104,7 @@ export class StartedVm implements AsyncDisposable {
       vcpus: options.vcpus ?? 1,
       ...(options.append ? { append: options.append } : {}),
       ...(options.memoryFile ? { memoryFile: options.memoryFile } : {}),
+      ...(options.net ? { net: true } : {}),
     };
     const timeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;

@@ -3,6 +3,7 @@ import type { SnapshotDetail, SnapshotSummary } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { SnapshotInfo } from '../../engine/snapshot/store.js';
 import { validateTag } from '../../engine/snapshot/tag.js';
+import { validatePorts } from '../../engine/vmm/ports.js';
 import { field, readJsonObject } from '../body.js';
 import type { DaemonContext } from '../context.js';
 import type { Router } from '../router.js';
@@ -16,6 +17,7 @@ function summary(s: SnapshotInfo): SnapshotSummary {
     disk_bytes: s.diskBytes,
     accel: s.meta.accel,
     warmup: s.meta.warmup,
+    ports: s.meta.ports,
   };
 }
 
@@ -41,16 +43,17 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
       return { status: 200, json: detail };
     })
     .on('POST', '/v1/snapshots', async ({ req }) => {
-      const body = await readJsonObject(req, ['tag', 'memory_mib', 'warmup']);
+      const body = await readJsonObject(req, ['tag', 'memory_mib', 'warmup', 'ports']);
       const tag = validateTag(field<string>(body, 'tag', 'string'));
       const memoryMiB = field<number>(body, 'memory_mib', 'integer') ?? 256;
       if (memoryMiB < 64 || memoryMiB > MAX_MEMORY_MIB) {
         throw new ForkdError('FORKD_ERR_BAD_INPUT', `memory_mib must be between 64 and ${MAX_MEMORY_MIB}`);
       }
       const warmup = field<string>(body, 'warmup', 'string');
+      const ports = validatePorts(body.ports ?? []);
       const release = slots.acquire(tag);
       try {
-        const result = await engine.snapshot(tag, { memoryMiB, ...(warmup ? { warmup } : {}) });
+        const result = await engine.snapshot(tag, { memoryMiB, ports, ...(warmup ? { warmup } : {}) });
         const timings = Object.fromEntries(
           Object.entries(result.timings).map(([k, v]) => [k.replace(/Ms$/, '_ms'), Math.round(v)]),
         );
