@@ -11,7 +11,7 @@ packages=(
   linux-source-6.1            # the guest kernel is built from the distribution's source
   make gcc libc6-dev flex bison bc libelf-dev lz4 xz-utils
   util-linux procps           # setpriv (QEMU dies with its parent), ps (leak checks)
-  e2fsprogs                   # mke2fs -d: ext4 root filesystems without root or loop mounts
+  e2fsprogs debootstrap       # recipe root filesystems: debootstrap, then mke2fs -d (no loop mounts)
 )
 missing=()
 for pkg in "${packages[@]}"; do

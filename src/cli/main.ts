@@ -3,6 +3,7 @@ import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
 import { packageVersion } from '../engine/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
+import { ensureRecipeImage, loadRecipe } from '../engine/images/recipe.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
@@ -80,24 +81,30 @@ program
 
 program
   .command('build')
-  .description('build a guest image: `base` = guest kernel + initramfs with the forkd agent (cached)')
-  .argument('<target>', 'what to build (base)')
+  .description("build a guest image: `base` (kernel + initramfs with the agent) or a recipe's root filesystem; cached")
+  .argument('<target>', 'base, or a recipe name (see recipes/)')
   .option('--json', 'print the result as JSON')
   .option('-q, --quiet', 'no progress output')
   .action(
     action(async (target: string, opts: JsonFlag & { quiet?: boolean }) => {
-      if (target !== 'base') {
-        throw new ForkdError('FORKD_ERR_BAD_INPUT', `unknown build target "${target}"`, { hint: 'forkd build base' });
-      }
       const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
       const started = performance.now();
-      const base = await new Engine().buildBase({ onProgress: progress.onProgress }).finally(progress.stop);
-      const result = { ...base, seconds: Number(((performance.now() - started) / 1000).toFixed(1)) };
-      if (opts.json) printJson(result);
-      else
-        process.stdout.write(
-          `kernel    ${base.kernel}\ninitramfs ${base.initrd}\n${base.reused ? 'reused from cache' : `built in ${result.seconds}s`}\n`,
+      const engine = new Engine();
+      const seconds = () => Number(((performance.now() - started) / 1000).toFixed(1));
+      if (target === 'base') {
+        const base = await engine.buildBase({ onProgress: progress.onProgress }).finally(progress.stop);
+        if (opts.json) return printJson({ ...base, seconds: seconds() });
+        return void process.stdout.write(
+          `kernel    ${base.kernel}\ninitramfs ${base.initrd}\n${base.reused ? 'reused from cache' : `built in ${seconds()}s`}\n`,
         );
+      }
+      const recipe = loadRecipe(target);
+      const image = await ensureRecipeImage(engine.paths, recipe, { onProgress: progress.onProgress }).finally(
+        progress.stop,
+      );
+      if (opts.json)
+        return printJson({ recipe: recipe.name, image: image.image, reused: image.reused, seconds: seconds() });
+      process.stdout.write(`rootfs ${image.image}\n${image.reused ? 'reused from cache' : `built in ${seconds()}s`}\n`);
     }),
   );
 
@@ -140,8 +147,8 @@ program
   .command('snapshot')
   .description('boot a parent, run an optional warm-up in it, and save it as a snapshot that children fork from')
   .requiredOption('--tag <tag>', 'name of the snapshot')
-  .option('--image <name>', 'image to boot (base)', 'base')
-  .option('--mem-mib <MiB>', 'guest memory', positiveInt, 256)
+  .option('--recipe <name>', "boot this recipe's root filesystem (built if needed) with its warm-up, ports and memory")
+  .option('--mem-mib <MiB>', "guest memory (default: the recipe's, else 256)", positiveInt)
   .option('--warmup <cmd>', 'shell command run in the parent before the snapshot; must exit 0')
   .option('--port <port...>', 'guest TCP ports each child exposes on 127.0.0.1')
   .option('--json', 'print the result as JSON')
@@ -151,23 +158,19 @@ program
       async (
         opts: JsonFlag & {
           tag: string;
-          image: string;
-          memMib: number;
+          recipe?: string;
+          memMib?: number;
           warmup?: string;
           port?: string[];
           quiet?: boolean;
         },
       ) => {
-        if (opts.image !== 'base') {
-          throw new ForkdError('FORKD_ERR_BAD_INPUT', `unknown image "${opts.image}"`, {
-            hint: 'only the base image exists until recipes land',
-          });
-        }
         const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
         const result = await new Engine()
           .snapshot(opts.tag, {
-            memoryMiB: opts.memMib,
-            ports: (opts.port ?? []).map(Number),
+            ...(opts.memMib ? { memoryMiB: opts.memMib } : {}),
+            ...(opts.port ? { ports: opts.port.map(Number) } : {}),
+            ...(opts.recipe ? { recipe: opts.recipe } : {}),
             ...(opts.warmup ? { warmup: opts.warmup } : {}),
             onProgress: progress.onProgress,
           })

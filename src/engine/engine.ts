@@ -13,6 +13,7 @@ import { validateTag } from './snapshot/tag.js';
 import { StatePaths } from './state-dir.js';
 import { saveDeviceState } from './vmm/device-state.js';
 import { validatePorts } from './vmm/ports.js';
+import { ensureRecipeImage, loadRecipe } from './images/recipe.js';
 import type { LaunchOptions } from './vmm/vm-process.js';
 import { findQemu } from './vmm/qemu-binary.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
@@ -20,6 +21,8 @@ import { StartedVm, type StartVmOptions } from './vmm/vm.js';
 export type BootOptions = Omit<StartVmOptions, 'kernel' | 'initrd' | 'accel' | 'paths' | 'qemu'>;
 
 export interface SnapshotOptions {
+  /** Boot this recipe's root filesystem (built if needed); its warm-up, ready check, ports and memory apply. */
+  recipe?: string;
   /** Shell command run in the parent before the snapshot (start servers, load data); must exit 0. */
   warmup?: string;
   memoryMiB?: number;
@@ -31,6 +34,28 @@ export interface SnapshotOptions {
 
 export interface SnapshotResult extends SnapshotInfo {
   timings: { bootMs: number; warmupMs: number; saveMs: number; totalMs: number };
+}
+
+const READY_TIMEOUT_MS = 120_000;
+const READY_POLL_MS = 200;
+
+/** Polls a recipe's readiness command in the parent until it exits 0. */
+async function waitReady(vm: StartedVm, ready: string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    const r = await vm.exec(ready, { timeoutMs: 10_000 });
+    if (r.exitCode === 0) return;
+    if (Date.now() > deadline) {
+      throw new ForkdError(
+        'FORKD_ERR_SNAPSHOT',
+        `not ready after ${READY_TIMEOUT_MS} ms: ${ready}\n${r.stderr.toString().trim()}`,
+        {
+          hint: 'check the recipe warm-up; the parent console log may say more',
+        },
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+  }
 }
 
 /** Children one fork() call may ask for: beyond this a typo (n=100000) would exhaust the host. */
@@ -106,13 +131,17 @@ export class Engine implements AsyncDisposable {
    */
   async snapshot(tag: string, options: SnapshotOptions = {}): Promise<SnapshotResult> {
     validateTag(tag);
-    const ports = validatePorts(options.ports ?? []);
+    const recipe = options.recipe ? loadRecipe(options.recipe) : undefined;
+    const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
     const started = performance.now();
-    const base = await this.buildBase(options.onProgress ? { onProgress: options.onProgress } : {});
+    const build = options.onProgress ? { onProgress: options.onProgress } : {};
+    const base = await this.buildBase(build);
+    const rootfs = recipe ? await ensureRecipeImage(this.paths, recipe, build) : undefined;
+    const warmup = [recipe?.warmup, options.warmup].filter(Boolean).join(' && ') || undefined;
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
     const writer = await this.snapshots.beginWrite(tag);
     try {
-      const memoryMiB = options.memoryMiB ?? 256;
+      const memoryMiB = options.memoryMiB ?? recipe?.memoryMiB ?? 256;
       const vcpus = options.vcpus ?? 1;
       options.onProgress?.({ task: 'snapshot', phase: 'boot', detail: tag });
       const parent = await StartedVm.start({
@@ -123,28 +152,31 @@ export class Engine implements AsyncDisposable {
         vcpus,
         memoryFile: { path: writer.memoryFile, shared: true },
         net: ports.length > 0,
+        ...(rootfs ? { rootfs: rootfs.image } : {}),
         paths: this.paths,
         qemu,
       });
       let warmupMs = 0;
       let saveMs = 0;
       try {
-        if (options.warmup) {
-          options.onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: options.warmup });
-          const warmStarted = performance.now();
-          const r = await parent.exec(options.warmup);
+        const warmStarted = performance.now();
+        if (warmup) {
+          options.onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: warmup });
+          const r = await parent.exec(warmup);
           warmupMs = performance.now() - warmStarted;
           if (r.exitCode !== 0) {
             const output = `${r.stdout.toString()}${r.stderr.toString()}`.trim().split('\n').slice(-10).join('\n');
             throw new ForkdError(
               'FORKD_ERR_SNAPSHOT',
-              `warm-up exited ${r.exitCode}: ${options.warmup}${output ? `\n${output}` : ''}`,
+              `warm-up exited ${r.exitCode}: ${warmup}${output ? `\n${output}` : ''}`,
               {
                 hint: 'the warm-up must exit 0; start long-running servers in the background (cmd &)',
               },
             );
           }
         }
+        if (recipe?.ready) await waitReady(parent, recipe.ready);
+        warmupMs = performance.now() - warmStarted;
         options.onProgress?.({ task: 'snapshot', phase: 'save' });
         const saveStarted = performance.now();
         await saveDeviceState(parent.qmp, writer.vmstateFile);
@@ -158,7 +190,12 @@ export class Engine implements AsyncDisposable {
         tag,
         created: new Date().toISOString(),
         parent: null,
-        image: { name: 'base', kernelHash: base.kernelHash, initrdHash: base.initrdHash },
+        image: {
+          name: recipe?.name ?? 'base',
+          kernelHash: base.kernelHash,
+          initrdHash: base.initrdHash,
+          ...(rootfs ? { rootfsHash: rootfs.key } : {}),
+        },
         memoryMiB,
         vcpus,
         accel: verdict.accel,
@@ -169,9 +206,10 @@ export class Engine implements AsyncDisposable {
           initrd: parent.spec.initrd,
           ...(parent.spec.append ? { append: parent.spec.append } : {}),
           ...(parent.spec.net ? { net: true } : {}),
+          ...(parent.spec.rootfs ? { rootfs: parent.spec.rootfs } : {}),
         },
         ports,
-        warmup: options.warmup ?? null,
+        warmup: warmup ?? null,
         vmstateBytes,
       };
       const info = await writer.commit(meta);

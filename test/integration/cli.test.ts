@@ -290,7 +290,8 @@ describe('bad input', () => {
   test('an unknown build target is refused with a hint', () => {
     const r = forkd(['build', 'everything']);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/unknown build target "everything"\n {2}hint: forkd build base/);
+    expect(r.stderr).toMatch(/no recipe named everything\n {2}hint: recipes live in .*recipes\/<name>\/recipe.json/);
+    expect(forkd(['build', '../etc']).stderr).toMatch(/invalid recipe name "..\/etc"/);
   });
 
   test('a bad FORKD_ACCEL is refused', () => {

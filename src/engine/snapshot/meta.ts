@@ -12,7 +12,7 @@ export interface SnapshotMeta {
   created: string;
   /** The snapshot this one was branched from (chains arrive with BRANCH). */
   parent: string | null;
-  image: { name: string; kernelHash: string; initrdHash: string };
+  image: { name: string; kernelHash: string; initrdHash: string; rootfsHash?: string };
   memoryMiB: number;
   vcpus: number;
   accel: Accel;
