@@ -76,6 +76,33 @@ describe('fork-per-test Postgres (recipes/postgres)', () => {
     expect((await cl.query("select count(*)::int as n from pg_tables where tablename = 'users'")).rows[0].n).toBe(0);
   });
 
+  test('4 children at once each take 20 connections; a killed child frees its port', async () => {
+    const four = await fork(4);
+    expect(new Set(four.map((c) => c.ports['5432'])).size).toBe(4);
+    await Promise.all(
+      four.map(async (child, i) => {
+        const conns = await Promise.all(Array.from({ length: 20 }, () => connect(child)));
+        await conns[0]!.query(`create table mine_${i} (x int)`);
+        const seen = await Promise.all(
+          conns.map((c) => c.query("select count(*)::int as n from pg_tables where tablename like 'mine_%'")),
+        );
+        expect(seen.map((r) => r.rows[0].n)).toEqual(Array(20).fill(1));
+      }),
+    );
+    const port = four[0]!.ports['5432']!;
+    await Promise.all(clients.splice(0).map((c) => c.end()));
+    await four[0]!.kill();
+    const late = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'forkd',
+      password: 'forkd',
+      database: 'forkd',
+      connectionTimeoutMillis: 2000,
+    });
+    await expect(late.connect()).rejects.toThrow();
+  });
+
   test('the snapshot records the recipe and its port', async () => {
     const info = await engine.snapshots.get('pg');
     expect(info.meta).toMatchObject({ image: { name: 'postgres' }, ports: [5432], memoryMiB: 512 });
