@@ -50,7 +50,7 @@ async function waitReady(vm: StartedVm, ready: string): Promise<void> {
         'FORKD_ERR_SNAPSHOT',
         `not ready after ${READY_TIMEOUT_MS} ms: ${ready}\n${r.stderr.toString().trim()}`,
         {
-          hint: "check the recipe's warm-up and ready commands (forkd run can try them in a fresh VM)",
+          hint: "check the recipe's warm-up and ready commands",
         },
       );
     }
