@@ -15,7 +15,7 @@ import { saveDeviceState } from './vmm/device-state.js';
 import { validatePorts } from './vmm/ports.js';
 import { ensureRecipeImage, loadRecipe } from './images/recipe.js';
 import type { LaunchOptions } from './vmm/vm-process.js';
-import { findQemu } from './vmm/qemu-binary.js';
+import { findQemu, type QemuBinary } from './vmm/qemu-binary.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
 
 export type BootOptions = Omit<StartVmOptions, 'kernel' | 'initrd' | 'accel' | 'paths' | 'qemu'>;
@@ -89,6 +89,7 @@ async function mapLimited<T, R>(
 /** The embedded engine: images, accelerator choice, snapshots, forks and warm pools under one state dir. */
 export class Engine implements AsyncDisposable {
   private verdict: Promise<AccelVerdict> | undefined;
+  private base: Promise<BaseImage> | undefined;
   private readonly pools = new Map<string, WarmPool>();
   readonly snapshots: SnapshotStore;
 
@@ -100,9 +101,18 @@ export class Engine implements AsyncDisposable {
     this.snapshots = new SnapshotStore(paths);
   }
 
-  /** Kernel + base initramfs, built on first use and reused from the cache after. */
-  buildBase(options?: BuildOptions): Promise<BaseImage> {
-    return ensureBaseImage(this.paths, options);
+  /**
+   * Kernel + base initramfs, built on first use and reused from the cache after. Memoised per
+   * engine: checking the cache hashes the agent sources, busybox and asks gcc its version, which
+   * every boot and snapshot would otherwise repeat.
+   */
+  buildBase(options: BuildOptions = {}): Promise<BaseImage> {
+    if (options.lookupOnly) return ensureBaseImage(this.paths, options);
+    this.base ??= ensureBaseImage(this.paths, options).catch((err: unknown) => {
+      this.base = undefined; // a failed build is retried by the next caller
+      throw err;
+    });
+    return this.base;
   }
 
   /** The accelerator verdict for this host (memoised per engine, cached on disk). */
@@ -163,7 +173,6 @@ export class Engine implements AsyncDisposable {
         if (warmup) {
           options.onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: warmup });
           const r = await parent.exec(warmup);
-          warmupMs = performance.now() - warmStarted;
           if (r.exitCode !== 0) {
             const output = `${r.stdout.toString()}${r.stderr.toString()}`.trim().split('\n').slice(-10).join('\n');
             throw new ForkdError(
@@ -220,13 +229,13 @@ export class Engine implements AsyncDisposable {
     }
   }
 
-  /** A snapshot this host can restore, with whole files; throws a clear error otherwise. */
-  private async restorable(tag: string): Promise<SnapshotInfo> {
+  /** A snapshot this host can restore, with whole files, and the QEMU to restore it with. */
+  private async restorable(tag: string): Promise<{ info: SnapshotInfo; qemu: QemuBinary }> {
     const info = await this.snapshots.get(tag);
     const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
     checkCompatible(info.meta, { accel: verdict.accel, qemuVersion: qemu.version });
     await this.snapshots.verify(info);
-    return info;
+    return { info, qemu };
   }
 
   /**
@@ -237,11 +246,10 @@ export class Engine implements AsyncDisposable {
     if (!Number.isInteger(size) || size < 0 || size > MAX_FORK) {
       throw new ForkdError('FORKD_ERR_BAD_INPUT', `pool size ${size} is not an integer between 0 and ${MAX_FORK}`);
     }
-    const info = await this.restorable(tag);
+    const { info, qemu } = await this.restorable(tag);
     await this.pools.get(tag)?.close();
     this.pools.delete(tag);
     if (size === 0) return undefined;
-    const qemu = await findQemu();
     const pool = new WarmPool(size, () => prepareSpare(info, this.paths, qemu, this.launch));
     this.pools.set(tag, pool);
     await pool.filled();
@@ -259,8 +267,7 @@ export class Engine implements AsyncDisposable {
         hint: 'fork in batches if you need more',
       });
     }
-    const info = await this.restorable(tag);
-    const qemu = await findQemu();
+    const { info, qemu } = await this.restorable(tag);
     const pool = this.pools.get(tag);
     const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
       const startedAt = performance.now();
