@@ -28,6 +28,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <linux/random.h>
@@ -45,6 +46,8 @@
 #define MAX_READ_CHUNK (4u << 20)
 #define EXIT_DRAIN_MS 100 /* after the process exits, wait this long for its pipes to reach EOF */
 #define DISCONNECTED_RECHECK_MS 1000
+#define EVAL_SOCKET "/run/forkd/eval.sock"
+#define EVAL_NO_SERVER 3 /* exit code of the eval relay when nothing listens on EVAL_SOCKET */
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #define LOG(...) log_line(__VA_ARGS__)
@@ -268,7 +271,48 @@ static void free_envp(char **e)
 	free(e);
 }
 
-static void op_exec(const jval *req, const jval *id)
+static int write_all(int fd, const char *data, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, data, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		data += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * The eval op's process: relays its stdin (the code) to the guest's warm interpreter on
+ * EVAL_SOCKET and the interpreter's JSON reply to its stdout. Running it as a job gives eval the
+ * timeout, output cap and concurrency of exec without spawning an interpreter.
+ */
+static int eval_relay(void)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	strcpy(addr.sun_path, EVAL_SOCKET);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0 || connect(s, (struct sockaddr *)&addr, sizeof addr) != 0) {
+		dprintf(2, "no eval server listens on %s: %s\n", EVAL_SOCKET, strerror(errno));
+		return EVAL_NO_SERVER;
+	}
+	char tmp[65536];
+	ssize_t n;
+	while ((n = read(0, tmp, sizeof tmp)) > 0)
+		if (write_all(s, tmp, (size_t)n) != 0)
+			return 4;
+	shutdown(s, SHUT_WR);
+	while ((n = read(s, tmp, sizeof tmp)) > 0)
+		if (write_all(1, tmp, (size_t)n) != 0)
+			return 4;
+	return n < 0 ? 4 : 0;
+}
+
+/* exec (argv or shell) and eval (the code as stdin, relayed by eval_relay) run as jobs. */
+static void op_exec(const jval *req, const jval *id, bool eval)
 {
 	job *j = NULL;
 	for (int i = 0; i < MAX_JOBS && !j; i++)
@@ -278,7 +322,7 @@ static void op_exec(const jval *req, const jval *id)
 		reply_error(id, "E_BUSY", "%d commands already running", MAX_JOBS);
 		return;
 	}
-	char **argv = exec_argv(req);
+	char **argv = eval ? calloc(1, sizeof(char *)) : exec_argv(req);
 	if (!argv) {
 		reply_error(id, "E_BAD_REQUEST", "exec needs \"argv\" (non-empty array of strings) or \"shell\" (string)");
 		return;
@@ -331,6 +375,11 @@ static void op_exec(const jval *req, const jval *id)
 		sigprocmask(SIG_SETMASK, &original_mask, NULL);
 		if (cwd && chdir(cwd) != 0)
 			_exit(126);
+		if (eval) {
+			/* no exec to close the O_CLOEXEC fds: the relay would hold its own stdin pipe open */
+			close_range(3, ~0U, 0);
+			_exit(eval_relay());
+		}
 		environ = envp; /* execvp searches the PATH of this environment */
 		execvp(argv[0], argv);
 		int err = errno;
@@ -532,7 +581,9 @@ static void handle_frame(const char *data, size_t len)
 	else if (strcmp(op, "ping") == 0)
 		op_ping(id);
 	else if (strcmp(op, "exec") == 0)
-		op_exec(req, id);
+		op_exec(req, id, false);
+	else if (strcmp(op, "eval") == 0)
+		op_exec(req, id, true);
 	else if (strcmp(op, "read_file") == 0)
 		op_read_file(req, id);
 	else if (strcmp(op, "write_file") == 0)

@@ -33,3 +33,8 @@ export interface SandboxInfo {
   /** Guest port -> host port on 127.0.0.1, e.g. `{ "5432": 41234 }`. */
   ports: Record<string, number>;
 }
+
+/** POST /v1/sandboxes/:id/eval: what the guest's warm interpreter answered (200 even when the code raised). */
+export type EvalReply =
+  | { ok: true; value: unknown; repr: string | null; output: string; duration_ms: number }
+  | { ok: false; error: { type: string; message: string; stack: string }; output: string; duration_ms: number };

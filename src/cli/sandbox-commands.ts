@@ -17,6 +17,12 @@ async function withController<T>(fn: (c: Controller) => Promise<T>): Promise<T> 
   }
 }
 
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 function printTable(rows: SandboxInfo[]): void {
   if (!rows.length) return void process.stdout.write('no sandboxes\n');
   process.stdout.write(`${'ID'.padEnd(15)}  ${'SNAPSHOT'.padEnd(20)}  ${'PID'.padEnd(7)}  ACCEL  READY     CREATED\n`);
@@ -76,6 +82,28 @@ export function sandboxCommands(program: Command, { action, printJson, positiveI
           process.stderr.write(r.stderr);
         }
         return r.exitCode;
+      }),
+    );
+
+  program
+    .command('eval')
+    .description("run code in a sandbox's warm interpreter (python-numpy, nodejs recipes) and print its value")
+    .argument('<id>', 'sandbox id')
+    .argument('[code...]', 'the code (after --); read from stdin when absent')
+    .option('--timeout <seconds>', 'give up waiting after this long', positiveInt)
+    .option('--json', 'print value, repr, output and error as JSON')
+    .action(
+      action(async (id: string, args: string[], opts: { timeout?: number; json?: boolean }) => {
+        const words = args[0] === '--' ? args.slice(1) : args;
+        const code = words.length ? words.join(' ') : await readStdin();
+        const r = await withController((c) => c.eval(id, code, opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}));
+        if (opts.json) printJson(r);
+        else {
+          process.stdout.write(r.output);
+          if (r.ok && r.repr !== null) process.stdout.write(`${r.repr}\n`);
+          if (!r.ok) process.stderr.write(r.error.stack.endsWith('\n') ? r.error.stack : `${r.error.stack}\n`);
+        }
+        return r.ok ? 0 : 1;
       }),
     );
 

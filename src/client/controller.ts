@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StatePaths } from '../engine/state-dir.js';
-import type { SandboxInfo, SnapshotDetail, SnapshotSummary } from '../api/types.js';
-import type { ExecOptions, ExecResult } from '../engine/agent/guest.js';
+import type { EvalReply, SandboxInfo, SnapshotDetail, SnapshotSummary } from '../api/types.js';
+import type { EvalResult, ExecOptions, ExecResult } from '../engine/agent/guest.js';
 import { ForkdError, type ErrorCode } from '../errors.js';
 
 export type { SandboxInfo, SnapshotDetail, SnapshotSummary };
@@ -32,7 +32,9 @@ function resolveEndpoint(options: ControllerOptions): { endpoint: string; token:
     } catch {
       throw new ForkdError(
         'FORKD_ERR_UNREACHABLE',
-        'no forkd daemon endpoint: FORKD_ENDPOINT is unset and no local daemon is running',
+        endpoint
+          ? `no token for the forkd daemon at ${endpoint}: FORKD_TOKEN is unset`
+          : 'no forkd daemon endpoint: FORKD_ENDPOINT is unset and no local daemon is running',
         {
           hint: 'start one with `forkd serve`, or set FORKD_ENDPOINT and FORKD_TOKEN',
         },
@@ -140,10 +142,11 @@ export class Controller {
 
   createSnapshot(
     tag: string,
-    options: { memoryMiB?: number; warmup?: string; ports?: number[] } = {},
+    options: { recipe?: string; memoryMiB?: number; warmup?: string; ports?: number[] } = {},
   ): Promise<SnapshotSummary & { timings: Record<string, number> }> {
     return this.json('POST', '/v1/snapshots', {
       tag,
+      ...(options.recipe ? { recipe: options.recipe } : {}),
       ...(options.memoryMiB ? { memory_mib: options.memoryMiB } : {}),
       ...(options.warmup ? { warmup: options.warmup } : {}),
       ...(options.ports ? { ports: options.ports } : {}),
@@ -202,6 +205,16 @@ export class Controller {
     };
   }
 
+  /** Runs code in the sandbox's warm interpreter (python-numpy, nodejs recipes); a raised error comes back as `ok: false`. */
+  async eval(id: string, code: string, options: { timeoutMs?: number } = {}): Promise<EvalResult> {
+    const { duration_ms: durationMs, ...result } = await this.json<EvalReply>(
+      'POST',
+      `/v1/sandboxes/${encodeURIComponent(id)}/eval`,
+      { code, ...(options.timeoutMs !== undefined ? { timeout_ms: options.timeoutMs } : {}) },
+    );
+    return { ...result, durationMs };
+  }
+
   async readFile(id: string, path: string): Promise<Buffer> {
     return (await this.call('GET', `/v1/sandboxes/${encodeURIComponent(id)}/files?path=${encodeURIComponent(path)}`))
       .data;
@@ -235,6 +248,10 @@ export class Sandbox implements AsyncDisposable {
 
   exec(command: string | string[], options?: ExecOptions): Promise<ExecResult> {
     return this.controller.exec(this.id, command, options);
+  }
+
+  eval(code: string, options?: { timeoutMs?: number }): Promise<EvalResult> {
+    return this.controller.eval(this.id, code, options);
   }
 
   readFile(path: string): Promise<Buffer> {

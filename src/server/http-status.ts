@@ -12,6 +12,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   FORKD_ERR_VM_STOPPED: 410,
   FORKD_ERR_BUSY: 503,
   FORKD_ERR_AGENT: 422,
+  FORKD_ERR_NO_EVAL: 422,
+  FORKD_ERR_EVAL_TIMEOUT: 504,
 };
 
 /** The HTTP status an engine error maps to; anything unexpected is a 500. */

@@ -25,6 +25,25 @@ export interface ExecResult {
   durationMs: number;
 }
 
+/** What a guest's warm interpreter answered: a value, or the error it raised with the guest's traceback/stack. */
+export type EvalResult =
+  | {
+      ok: true;
+      /** The value as JSON, when it has a JSON form (numpy arrays become lists); else null. */
+      value: unknown;
+      /** The interpreter's own rendering: Python's repr(), Node's util.inspect(); null for statements. */
+      repr: string | null;
+      /** What the code printed. */
+      output: string;
+      durationMs: number;
+    }
+  | {
+      ok: false;
+      error: { type: string; message: string; stack: string };
+      output: string;
+      durationMs: number;
+    };
+
 export interface RestoredInfo {
   timeMs?: number;
   entropy?: Buffer;
@@ -36,6 +55,10 @@ const FILE_CHUNK = 4 * 1024 * 1024;
 /** Host-side slack on top of an exec's own timeout, for the reply to arrive. */
 const EXEC_REPLY_GRACE_MS = 5000;
 const CONTROL_TIMEOUT_MS = 30_000;
+const DEFAULT_EVAL_TIMEOUT_MS = 60_000;
+/** The agent's eval relay exits with this when no interpreter listens in the guest (agent.c EVAL_NO_SERVER). */
+const EVAL_NO_SERVER = 3;
+const MAX_EVAL_REPLY = 4 * 1024 * 1024;
 
 const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]),
@@ -73,6 +96,20 @@ export class Guest {
       options.timeoutMs === undefined ? undefined : options.timeoutMs + EXEC_REPLY_GRACE_MS,
     );
     return parseExecReply(reply);
+  }
+
+  /**
+   * Runs code in the guest's warm interpreter (a recipe's eval bridge on /run/forkd/eval.sock),
+   * relayed by the agent: no interpreter starts per call.
+   */
+  async eval(code: string, options: { timeoutMs?: number } = {}): Promise<EvalResult> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_EVAL_TIMEOUT_MS;
+    const reply = await this.client.request(
+      'eval',
+      { stdin: Buffer.from(code).toString('base64'), timeout_ms: timeoutMs, max_output: MAX_EVAL_REPLY },
+      timeoutMs + EXEC_REPLY_GRACE_MS,
+    );
+    return parseEvalReply(parseExecReply(reply), timeoutMs);
   }
 
   async readFile(path: string): Promise<Buffer> {
@@ -130,5 +167,53 @@ export function parseExecReply(reply: AgentReply): ExecResult {
     stdoutTruncated: reply.stdout_truncated === true,
     stderrTruncated: reply.stderr_truncated === true,
     durationMs: Number(reply.duration_ms),
+  };
+}
+
+function parseEvalReply(relay: ExecResult, timeoutMs: number): EvalResult {
+  const stderr = relay.stderr.toString().trim();
+  if (relay.timedOut) {
+    throw new ForkdError('FORKD_ERR_EVAL_TIMEOUT', `eval did not answer within ${timeoutMs} ms`, {
+      hint: 'pass a longer timeout; the interpreter keeps running the code and answers the next eval once it is done',
+    });
+  }
+  if (relay.exitCode === EVAL_NO_SERVER) {
+    throw new ForkdError('FORKD_ERR_NO_EVAL', `this sandbox has no eval bridge: ${stderr}`, {
+      hint: 'fork from a recipe with one, e.g. forkd snapshot --tag py --recipe python-numpy (or nodejs)',
+    });
+  }
+  let reply: Record<string, unknown>;
+  try {
+    if (relay.exitCode !== 0 || relay.stdoutTruncated) throw new Error(stderr || 'reply too large');
+    reply = JSON.parse(relay.stdout.toString()) as Record<string, unknown>;
+  } catch (err) {
+    throw new ForkdError(
+      'FORKD_ERR_AGENT',
+      `the eval bridge failed (exit ${relay.exitCode}): ${(err as Error).message}`,
+      {
+        hint: 'the guest interpreter may have crashed; see /tmp/eval-server.log in the sandbox',
+      },
+    );
+  }
+  const output = String(reply.output ?? '');
+  if (reply.ok === true) {
+    return {
+      ok: true,
+      value: reply.value ?? null,
+      repr: typeof reply.repr === 'string' ? reply.repr : null,
+      output,
+      durationMs: relay.durationMs,
+    };
+  }
+  const error = (reply.error ?? {}) as Record<string, unknown>;
+  return {
+    ok: false,
+    error: {
+      type: String(error.type ?? 'Error'),
+      message: String(error.message ?? ''),
+      stack: String(error.stack ?? ''),
+    },
+    output,
+    durationMs: relay.durationMs,
   };
 }

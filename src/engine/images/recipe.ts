@@ -138,7 +138,7 @@ export async function ensureRecipeImage(
                 task,
                 phase: 'debootstrap',
                 done: ++lines,
-                total: 400,
+                total: Math.max(400, lines + 40), // line counts vary with the package set
                 detail: line.slice(0, 60),
               }),
           },

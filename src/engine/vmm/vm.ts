@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { ForkdError } from '../../errors.js';
-import { Guest, type ExecOptions, type ExecResult, type RestoredInfo } from '../agent/guest.js';
+import { Guest, type EvalResult, type ExecOptions, type ExecResult, type RestoredInfo } from '../agent/guest.js';
 import { requireReadableFile } from '../host-tools.js';
 import { StatePaths } from '../state-dir.js';
 import type { Accel, VmSockets, VmSpec } from './qemu-args.js';
@@ -125,6 +125,10 @@ export class StartedVm implements AsyncDisposable {
 
   exec(command: string | string[], options?: ExecOptions): Promise<ExecResult> {
     return this.guarded(this.guest.exec(command, options));
+  }
+
+  eval(code: string, options?: { timeoutMs?: number }): Promise<EvalResult> {
+    return this.guarded(this.guest.eval(code, options));
   }
 
   readFile(path: string): Promise<Buffer> {

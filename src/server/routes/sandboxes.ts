@@ -1,3 +1,4 @@
+import type { EvalReply } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { ExecOptions } from '../../engine/agent/guest.js';
 import { MAX_FORK } from '../../engine/engine.js';
@@ -108,6 +109,17 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
             duration_ms: r.durationMs,
           },
         };
+      });
+    })
+    .on('POST', '/v1/sandboxes/:id/eval', async ({ req, params }) => {
+      const body = await readJsonObject(req, ['code', 'timeout_ms']);
+      const code = field<string>(body, 'code', 'string');
+      if (code === undefined) throw new ForkdError('FORKD_ERR_BAD_INPUT', 'eval needs "code" (string)');
+      const timeoutMs = field<number>(body, 'timeout_ms', 'integer');
+      return withSandbox(params.id!, async (s) => {
+        const { durationMs, ...result } = await s.vm.eval(code, timeoutMs === undefined ? {} : { timeoutMs });
+        const json: EvalReply = { ...result, duration_ms: durationMs };
+        return { status: 200, json };
       });
     })
     .on('GET', '/v1/sandboxes/:id/files', async ({ params, query }) => {

@@ -43,17 +43,24 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
       return { status: 200, json: detail };
     })
     .on('POST', '/v1/snapshots', async ({ req }) => {
-      const body = await readJsonObject(req, ['tag', 'memory_mib', 'warmup', 'ports']);
+      const body = await readJsonObject(req, ['tag', 'recipe', 'memory_mib', 'warmup', 'ports']);
       const tag = validateTag(field<string>(body, 'tag', 'string'));
-      const memoryMiB = field<number>(body, 'memory_mib', 'integer') ?? 256;
-      if (memoryMiB < 64 || memoryMiB > MAX_MEMORY_MIB) {
+      const memoryMiB = field<number>(body, 'memory_mib', 'integer');
+      if (memoryMiB !== undefined && (memoryMiB < 64 || memoryMiB > MAX_MEMORY_MIB)) {
         throw new ForkdError('FORKD_ERR_BAD_INPUT', `memory_mib must be between 64 and ${MAX_MEMORY_MIB}`);
       }
+      const recipe = field<string>(body, 'recipe', 'string');
       const warmup = field<string>(body, 'warmup', 'string');
-      const ports = validatePorts(body.ports ?? []);
+      const ports = body.ports === undefined ? undefined : validatePorts(body.ports);
       const release = slots.acquire(tag);
       try {
-        const result = await engine.snapshot(tag, { memoryMiB, ports, ...(warmup ? { warmup } : {}) });
+        // a recipe brings its own memory size and ports; the body's override them
+        const result = await engine.snapshot(tag, {
+          ...(recipe ? { recipe } : {}),
+          ...(memoryMiB ? { memoryMiB } : {}),
+          ...(ports ? { ports } : {}),
+          ...(warmup ? { warmup } : {}),
+        });
         const timings = Object.fromEntries(
           Object.entries(result.timings).map(([k, v]) => [k.replace(/Ms$/, '_ms'), Math.round(v)]),
         );
