@@ -82,7 +82,7 @@ program
 program
   .command('build')
   .description("build a guest image: `base` (kernel + initramfs with the agent) or a recipe's root filesystem; cached")
-  .argument('<target>', 'base, or a recipe name (see recipes/)')
+  .argument('<target>', 'base, a recipe name (see recipes/) or the path of a recipe directory')
   .option('--json', 'print the result as JSON')
   .option('-q, --quiet', 'no progress output')
   .action(
@@ -99,6 +99,10 @@ program
         );
       }
       const recipe = loadRecipe(target);
+      if (recipe.base === 'none') {
+        if (opts.json) return printJson({ recipe: recipe.name, image: null, reused: true, seconds: seconds() });
+        return void process.stdout.write(`recipe ${recipe.name} boots the embedded initramfs: no image to build\n`);
+      }
       const image = await ensureRecipeImage(engine.paths, recipe, { onProgress: progress.onProgress }).finally(
         progress.stop,
       );

@@ -4,6 +4,7 @@ import { ForkdError } from '../errors.js';
 import { resolveAccel, type AccelVerdict } from './accel.js';
 import { ensureBaseImage, type BaseImage } from './images/base.js';
 import type { BuildOptions } from './images/cache.js';
+import type { ExecResult } from './agent/guest.js';
 import type { OnProgress } from './progress.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
 import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type SnapshotMeta } from './snapshot/meta.js';
@@ -36,22 +37,25 @@ export interface SnapshotResult extends SnapshotInfo {
   timings: { bootMs: number; warmupMs: number; saveMs: number; totalMs: number };
 }
 
-const READY_TIMEOUT_MS = 120_000;
 const READY_POLL_MS = 200;
+const OUTPUT_TAIL_LINES = 10;
+
+function outputTail(r: ExecResult): string {
+  const text = `${r.stdout.toString()}${r.stderr.toString()}`.trim();
+  return text ? `\n${text.split('\n').slice(-OUTPUT_TAIL_LINES).join('\n')}` : '';
+}
 
 /** Polls a recipe's readiness command in the parent until it exits 0. */
-async function waitReady(vm: StartedVm, ready: string): Promise<void> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
+async function waitReady(vm: StartedVm, ready: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = await vm.exec(ready, { timeoutMs: 10_000 });
+    const r = await vm.exec(ready, { timeoutMs: Math.min(10_000, timeoutMs) });
     if (r.exitCode === 0) return;
     if (Date.now() > deadline) {
-      throw new ForkdError(
+      throw vm.failure(
         'FORKD_ERR_SNAPSHOT',
-        `not ready after ${READY_TIMEOUT_MS} ms: ${ready}\n${r.stderr.toString().trim()}`,
-        {
-          hint: "check the recipe's warm-up and ready commands",
-        },
+        `step ready failed: not ready after ${timeoutMs} ms: ${ready} (last exit ${r.exitCode})${outputTail(r)}`,
+        'the warm-up must start what `ready` checks; raise "ready_timeout_s" in the recipe if it is only slow',
       );
     }
     await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
@@ -146,7 +150,7 @@ export class Engine implements AsyncDisposable {
     const started = performance.now();
     const build = options.onProgress ? { onProgress: options.onProgress } : {};
     const base = await this.buildBase(build);
-    const rootfs = recipe ? await ensureRecipeImage(this.paths, recipe, build) : undefined;
+    const rootfs = recipe?.base === 'debian-bookworm' ? await ensureRecipeImage(this.paths, recipe, build) : undefined;
     const warmup = [recipe?.warmup, options.warmup].filter(Boolean).join(' && ') || undefined;
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
     const writer = await this.snapshots.beginWrite(tag);
@@ -174,17 +178,14 @@ export class Engine implements AsyncDisposable {
           options.onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: warmup });
           const r = await parent.exec(warmup);
           if (r.exitCode !== 0) {
-            const output = `${r.stdout.toString()}${r.stderr.toString()}`.trim().split('\n').slice(-10).join('\n');
-            throw new ForkdError(
+            throw parent.failure(
               'FORKD_ERR_SNAPSHOT',
-              `warm-up exited ${r.exitCode}: ${warmup}${output ? `\n${output}` : ''}`,
-              {
-                hint: 'the warm-up must exit 0; start long-running servers in the background (cmd &)',
-              },
+              `step warm-up failed: exited ${r.exitCode}: ${warmup}${outputTail(r)}`,
+              'the warm-up must exit 0; start long-running servers in the background (cmd &)',
             );
           }
         }
-        if (recipe?.ready) await waitReady(parent, recipe.ready);
+        if (recipe?.ready) await waitReady(parent, recipe.ready, recipe.readyTimeoutMs);
         warmupMs = performance.now() - warmStarted;
         options.onProgress?.({ task: 'snapshot', phase: 'save' });
         const saveStarted = performance.now();

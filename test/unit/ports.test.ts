@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { parseHostForwards, validatePorts } from '../../src/engine/vmm/ports.js';
+import { hostPortRange, parseHostForwards, validatePorts } from '../../src/engine/vmm/ports.js';
 import { buildQemuArgs } from '../../src/engine/vmm/qemu-args.js';
 
 describe('ports', () => {
@@ -32,5 +32,21 @@ describe('ports', () => {
     expect(
       buildQemuArgs({ kernel: '/k', initrd: '/i', memoryMiB: 256, vcpus: 1, accel: 'tcg' }, sockets),
     ).not.toContain('-netdev');
+  });
+});
+
+describe('FORKD_PORT_RANGE', () => {
+  test('unset means any free port', () => {
+    expect(hostPortRange({})).toBeUndefined();
+  });
+
+  test('LOW-HIGH is read', () => {
+    expect(hostPortRange({ FORKD_PORT_RANGE: '40000-40999' })).toEqual({ low: 40000, high: 40999 });
+  });
+
+  test.each(['40000', '40999-40000', '80-90', '40000-70000', 'a-b', '40000-'])('refuses %j with a hint', (spec) => {
+    expect(() => hostPortRange({ FORKD_PORT_RANGE: spec })).toThrow(
+      expect.objectContaining({ code: 'FORKD_ERR_BAD_INPUT', hint: expect.stringContaining('LOW-HIGH') }),
+    );
   });
 });

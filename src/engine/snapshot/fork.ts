@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { errorMessage } from '../../errors.js';
+import { errorMessage, ForkdError } from '../../errors.js';
 import { Guest } from '../agent/guest.js';
 import type { StatePaths } from '../state-dir.js';
 import { loadDeviceState } from '../vmm/device-state.js';
@@ -54,10 +54,8 @@ export async function prepareChild(
   } finally {
     closeSync(vmstate); // QEMU holds its own copy
   }
-  let ports: PortMap;
   try {
     await proc.unlessExited(loadDeviceState(proc.qmp, 3), 'restore');
-    ports = await proc.unlessExited(exposePorts(proc.qmp, info.meta.ports), 'restore');
   } catch (err) {
     await proc.discard();
     throw proc.failure(
@@ -66,7 +64,12 @@ export async function prepareChild(
       `the snapshot's files may be damaged: forkd rmi ${info.tag} and take it again`,
     );
   }
-  return { proc, running: false, ports };
+  try {
+    return { proc, running: false, ports: await proc.unlessExited(exposePorts(proc.qmp, info.meta.ports), 'restore') };
+  } catch (err) {
+    await proc.cleanup(err instanceof ForkdError && err.consoleLog !== undefined); // keep the log if the error names it
+    throw err;
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { ForkdError } from '../../errors.js';
+import { ForkdError, type ErrorCode } from '../../errors.js';
 import { Guest, type EvalResult, type ExecOptions, type ExecResult, type RestoredInfo } from '../agent/guest.js';
 import { requireReadableFile } from '../host-tools.js';
 import { StatePaths } from '../state-dir.js';
@@ -156,6 +156,15 @@ export class StartedVm implements AsyncDisposable {
       const info = await this.proc.exited;
       throw this.stoppedError(`${this.stopping ? 'was stopped' : 'exited unexpectedly'} (${describeExit(info)})`, err);
     }
+  }
+
+  /**
+   * An error about this VM that carries its console tail; the console log outlives the VM (the
+   * error names it).
+   */
+  failure(code: ErrorCode, message: string, hint: string): ForkdError {
+    this.failed = true;
+    return this.proc.failure(code, message, hint);
   }
 
   private stoppedError(what: string, cause?: unknown): ForkdError {

@@ -50,6 +50,12 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
         throw new ForkdError('FORKD_ERR_BAD_INPUT', `memory_mib must be between 64 and ${MAX_MEMORY_MIB}`);
       }
       const recipe = field<string>(body, 'recipe', 'string');
+      if (recipe?.includes('/')) {
+        // a path would let an API client run any directory's build commands as the daemon's user
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', 'the API takes recipe names (recipes/<name>), not paths', {
+          hint: 'build a recipe from a path with the CLI: forkd snapshot --recipe ./path',
+        });
+      }
       const warmup = field<string>(body, 'warmup', 'string');
       const ports = body.ports === undefined ? undefined : validatePorts(body.ports);
       const release = slots.acquire(tag);
