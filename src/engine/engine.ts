@@ -220,6 +220,7 @@ export class Engine implements AsyncDisposable {
         },
         ports,
         warmup: warmup ?? null,
+        ...(recipe?.prime ? { prime: recipe.prime } : {}),
         vmstateBytes,
       };
       const info = await writer.commit(meta);

@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
+import type { ForkdError } from '../../src/errors.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -64,11 +65,16 @@ describe('snapshot', () => {
   });
 
   test('a failing warm-up leaves no snapshot and no staging dir', async () => {
-    await expect(engine.snapshot('broken', { warmup: 'echo about to fail; exit 7' })).rejects.toMatchObject({
+    const err: ForkdError = await engine.snapshot('broken', { warmup: 'echo about to fail; exit 7' }).then(
+      () => expect.unreachable(),
+      (e: ForkdError) => e,
+    );
+    expect(err).toMatchObject({
       code: 'FORKD_ERR_SNAPSHOT',
-      message: expect.stringMatching(/warm-up exited 7[\s\S]*about to fail/),
+      message: expect.stringMatching(/^step warm-up failed: exited 7[\s\S]*about to fail/),
     });
     expect(readdirSync(home.paths.snapshots())).toEqual(['parent']);
+    rmSync(err.consoleLog!); // kept for the error to point at
   });
 });
 

@@ -23,6 +23,7 @@ const FIELDS = [
   'warmup',
   'ready',
   'ready_timeout_s',
+  'prime',
   'ports',
   'memory_mib',
   'image_mib',
@@ -50,6 +51,8 @@ export interface Recipe {
   /** Polled in the parent after the warm-up until it exits 0, for up to readyTimeoutMs. */
   ready: string | null;
   readyTimeoutMs: number;
+  /** Run in each warm-pool spare after its restore, off the fork's critical path (see SnapshotMeta.prime). */
+  prime: string | null;
   ports: number[];
   memoryMiB: number;
   imageMiB: number;
@@ -128,6 +131,7 @@ export function loadRecipe(ref: string): Recipe {
     warmup: str('warmup'),
     ready: str('ready'),
     readyTimeoutMs: mib('ready_timeout_s', 120, 1, 3600) * 1000,
+    prime: str('prime'),
     ports: validatePorts(raw.ports ?? []),
     memoryMiB: mib('memory_mib', 256, 64, 16384),
     imageMiB: mib('image_mib', 1024, 64, 65536),
@@ -148,7 +152,15 @@ export async function ensureRecipeImage(
   options: BuildOptions = {},
 ): Promise<Artifact & { image: string }> {
   const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile(join(recipe.dir, f))));
-  const key = hashInputs([BUILDER_VERSION, SUITE, mirror(), readFileSync(join(recipe.dir, 'recipe.json')), ...sources]);
+  // only what goes into the image: a new warm-up, ready check or memory size reuses it
+  const { packages, files, build, imageMiB } = recipe;
+  const key = hashInputs([
+    BUILDER_VERSION,
+    SUITE,
+    mirror(),
+    JSON.stringify({ packages, files, build, imageMiB }),
+    ...sources,
+  ]);
   const artifact = await ensureArtifact(
     paths,
     `rootfs-${recipe.name}`,

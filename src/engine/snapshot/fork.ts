@@ -1,5 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { errorMessage, ForkdError } from '../../errors.js';
 import { Guest } from '../agent/guest.js';
 import type { StatePaths } from '../state-dir.js';
@@ -37,6 +38,8 @@ function restoredInfo() {
   return { hostname: `forkd-${randomBytes(3).toString('hex')}` };
 }
 
+const PRIME_TIMEOUT_MS = 60_000;
+
 /** Starts QEMU for a child and loads the snapshot's device state; the guest stays paused. */
 export async function prepareChild(
   info: SnapshotInfo,
@@ -73,8 +76,9 @@ export async function prepareChild(
 }
 
 /**
- * A warm-pool spare: prepared, resumed and answered once. Under TCG the first request after a
- * restore pays for translating the guest's hot paths in the new QEMU process; a spare has paid it.
+ * A warm-pool spare: prepared, resumed and answered once, then primed (the snapshot's `prime`
+ * command, if any). Under TCG the first request after a restore pays for translating the guest's
+ * hot paths in the new QEMU process; a spare has paid it.
  */
 export async function prepareSpare(
   info: SnapshotInfo,
@@ -85,12 +89,40 @@ export async function prepareSpare(
   const child = await prepareChild(info, paths, qemu, launch);
   try {
     await child.proc.unlessExited(child.proc.qmp.execute('cont'), 'resume');
-    await child.proc.unlessExited(new Guest(child.proc.agent).restored(restoredInfo()), 'restore');
+    const guest = new Guest(child.proc.agent);
+    await child.proc.unlessExited(guest.restored(restoredInfo()), 'restore');
+    const prime = info.meta.prime;
+    if (prime) {
+      const r = await child.proc.unlessExited(guest.exec(prime, { timeoutMs: PRIME_TIMEOUT_MS }), 'prime');
+      if (r.exitCode !== 0) {
+        throw new ForkdError('FORKD_ERR_SNAPSHOT', `prime command of ${info.tag} exited ${r.exitCode}: ${prime}`, {
+          hint: `${r.stderr.toString().trim().split('\n').pop() ?? ''} (the recipe's "prime" must succeed in a fresh child)`,
+        });
+      }
+    }
+    await Promise.all(Object.values(child.ports).map(touchPort));
   } catch (err) {
     await child.proc.discard();
     throw err;
   }
   return { ...child, running: true };
+}
+
+/**
+ * Connects to a forwarded port from the host and hangs up: the host-to-guest network path and
+ * the server's accept path get translated in the spare, not in the first test's connection.
+ */
+function touchPort(port: number): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    const done = () => {
+      socket.destroy();
+      resolve();
+    };
+    socket.setTimeout(PRIME_TIMEOUT_MS, done);
+    socket.once('error', done); // a port nothing listens on yet is the server's business, not the pool's
+    socket.once('connect', () => setTimeout(done, 50));
+  });
 }
 
 /** Resumes a prepared child (if paused) and tells it it was restored: clock, entropy, identity. */

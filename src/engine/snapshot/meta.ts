@@ -23,6 +23,11 @@ export interface SnapshotMeta {
   /** Guest TCP ports each child exposes on 127.0.0.1 (a host port of its own per child). */
   ports: number[];
   warmup: string | null;
+  /**
+   * Run once in every warm-pool spare after its restore, to warm the code paths a first request
+   * takes (under TCG each new QEMU process translates the guest's code afresh). Absent: none.
+   */
+  prime?: string;
   /** Bytes of device state, checked before restore (a truncated file is refused). */
   vmstateBytes: number;
 }
