@@ -1,4 +1,6 @@
-import { stat } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { copyFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { ForkdError } from '../errors.js';
 import { resolveAccel, type AccelVerdict } from './accel.js';
@@ -9,6 +11,17 @@ import type { OnProgress } from './progress.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
 import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type SnapshotMeta } from './snapshot/meta.js';
 import { WarmPool } from './snapshot/pool.js';
+import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
+import {
+  ancestorsOf,
+  copySparse,
+  dependentsOf,
+  ensureFullMemory,
+  MAX_CHAIN_DEPTH,
+  MEMORY_DIFF_FILE,
+  snapshotBytes,
+} from './snapshot/chain.js';
+import { writeMemoryDiff } from './snapshot/memory-diff.js';
 import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import { validateTag } from './snapshot/tag.js';
 import { StatePaths } from './state-dir.js';
@@ -31,6 +44,37 @@ export interface SnapshotOptions {
   /** Guest TCP ports every child exposes on 127.0.0.1 (each child gets host ports of its own). */
   ports?: number[];
   onProgress?: OnProgress;
+}
+
+export interface BranchResult extends SnapshotInfo {
+  mode: BranchMode;
+  /** How long the source VM was stopped. */
+  pauseMs: number;
+  /** Bytes the new snapshot needs on disk (a diff link: its diff; plus device state). */
+  bytesWritten: number;
+  /** Bytes QEMU sent over the migration channel. */
+  transferredBytes: number;
+  /** Precopy passes. */
+  passes: number;
+  /** Pages a diff link stores. */
+  diffPages?: number;
+  totalMs: number;
+}
+
+export interface SnapshotDescription {
+  info: SnapshotInfo;
+  depth: number;
+  parent: string | null;
+  /** Parent, grandparent, ... up to the root. */
+  ancestors: string[];
+  /** Diff links made from this snapshot. */
+  dependents: string[];
+  /** Memory plus device state as the guest sees them. */
+  logicalBytes: number;
+  /** What the snapshot needs on disk (sparse files count only their data). */
+  physicalBytes: number;
+  /** A diff link's assembled full memory, rebuilt when missing. */
+  cacheBytes: number;
 }
 
 export interface SnapshotResult extends SnapshotInfo {
@@ -199,7 +243,9 @@ export class Engine implements AsyncDisposable {
         format: SNAPSHOT_FORMAT,
         tag,
         created: new Date().toISOString(),
+        id: randomUUID(),
         parent: null,
+        depth: 0,
         image: {
           name: recipe?.name ?? 'base',
           kernelHash: base.kernelHash,
@@ -236,6 +282,7 @@ export class Engine implements AsyncDisposable {
     const info = await this.snapshots.get(tag);
     const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
     checkCompatible(info.meta, { accel: verdict.accel, qemuVersion: qemu.version });
+    await ensureFullMemory(this.snapshots, info);
     await this.snapshots.verify(info);
     return { info, qemu };
   }
@@ -274,7 +321,7 @@ export class Engine implements AsyncDisposable {
     const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
       const startedAt = performance.now();
       const child: PreparedChild = pool?.take() ?? (await prepareChild(info, this.paths, qemu, this.launch));
-      return activateChild(child, startedAt);
+      return activateChild(child, startedAt, tag);
     });
     const children = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -283,6 +330,170 @@ export class Engine implements AsyncDisposable {
       throw failed.reason;
     }
     return children;
+  }
+
+  /**
+   * BRANCH: copies a running forked VM into a new snapshot that forks like any other; the VM
+   * carries on where it was. `full` pauses it for the whole copy, `live` only for the last round,
+   * and `diff` copies like `live` and then stores only the pages that differ from the snapshot
+   * the VM was forked from (a chain link).
+   *
+   * Returns once the VM runs again (`resumed`, with the pause) and when the snapshot is committed
+   * (`done`). A failure leaves no snapshot, and the VM running.
+   */
+  async startBranch(
+    vm: StartedVm,
+    tag: string,
+    mode: BranchMode,
+  ): Promise<{ resumed: Promise<BranchCopy>; done: Promise<BranchResult> }> {
+    validateTag(tag);
+    if (!BRANCH_MODES.includes(mode)) {
+      throw new ForkdError(
+        'FORKD_ERR_BAD_INPUT',
+        `branch mode ${JSON.stringify(mode)} is not one of ${BRANCH_MODES.join(', ')}`,
+      );
+    }
+    if (!vm.snapshot) {
+      throw new ForkdError('FORKD_ERR_BAD_INPUT', `VM ${vm.id} was booted, not forked: only forked VMs can branch`, {
+        hint: 'fork from a snapshot (forkd spawn / engine.fork) and branch the child',
+      });
+    }
+    if (vm.stopped) throw new ForkdError('FORKD_ERR_VM_STOPPED', `VM ${vm.id} has stopped`);
+    const source = await this.snapshots.get(vm.snapshot);
+    const depth = mode === 'diff' ? (source.meta.depth ?? 0) + 1 : 0;
+    if (depth > MAX_CHAIN_DEPTH) {
+      throw new ForkdError(
+        'FORKD_ERR_LIMIT',
+        `a diff of ${source.tag} would be link ${depth} of its chain (max ${MAX_CHAIN_DEPTH})`,
+        {
+          hint: `branch with --mode full, or flatten first: forkd compact --from ${source.tag} --to NEW`,
+        },
+      );
+    }
+    const qemu = await findQemu();
+    const started = performance.now();
+    const writer = await this.snapshots.beginWrite(tag);
+    let copy: ReturnType<typeof copyRunningVm>;
+    try {
+      copy = copyRunningVm(vm, writer, mode !== 'full', this.paths, qemu);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    const done = (async (): Promise<BranchResult> => {
+      try {
+        const copied = await copy.done;
+        const vmstateBytes = (await stat(writer.vmstateFile)).size;
+        let diffPages: number | undefined;
+        let memoryBytes = await physicalBytes(writer.memoryFile);
+        if (mode === 'diff') {
+          await ensureFullMemory(this.snapshots, source);
+          const diff = await writeMemoryDiff(source.memoryFile, writer.memoryFile, join(writer.dir, MEMORY_DIFF_FILE));
+          [diffPages, memoryBytes] = [diff.pages, diff.bytes];
+        }
+        const meta: SnapshotMeta = {
+          ...source.meta,
+          tag,
+          created: new Date().toISOString(),
+          id: randomUUID(),
+          parent: mode === 'diff' ? source.tag : null,
+          depth,
+          branch: { from: source.tag, mode, pauseMs: Math.round(copied.pauseMs * 10) / 10 },
+          vmstateBytes,
+        };
+        if (mode === 'diff') meta.parentId = source.meta.id ?? '';
+        else delete meta.parentId;
+        const info = await writer.commit(meta);
+        return {
+          ...info,
+          mode,
+          pauseMs: copied.pauseMs,
+          bytesWritten: memoryBytes + vmstateBytes,
+          transferredBytes: copied.transferredBytes,
+          passes: copied.passes,
+          ...(diffPages !== undefined ? { diffPages } : {}),
+          totalMs: performance.now() - started,
+        };
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+    })();
+    done.catch(() => {}); // the caller may only await `resumed`; the failure is theirs through `done`
+    return { resumed: copy.resumed, done };
+  }
+
+  /** BRANCH and wait for the snapshot (see startBranch). */
+  async branch(vm: StartedVm, tag: string, mode: BranchMode = 'live'): Promise<BranchResult> {
+    return (await this.startBranch(vm, tag, mode)).done;
+  }
+
+  /** A snapshot's place in its chain and its disk use. */
+  async describe(tag: string): Promise<SnapshotDescription> {
+    const info = await this.snapshots.get(tag);
+    const [ancestors, dependents, bytes] = await Promise.all([
+      ancestorsOf(this.snapshots, info),
+      dependentsOf(this.snapshots, tag),
+      snapshotBytes(info),
+    ]);
+    return {
+      info,
+      depth: info.meta.depth ?? 0,
+      parent: info.meta.parent,
+      ancestors: ancestors.map((a) => a.tag),
+      dependents: dependents.map((d) => d.tag),
+      logicalBytes: info.meta.memoryMiB * 1024 * 1024 + info.meta.vmstateBytes,
+      physicalBytes: bytes.durable,
+      cacheBytes: bytes.cache,
+    };
+  }
+
+  /**
+   * Removes a snapshot. One that diff links depend on is refused (FORKD_ERR_CONFLICT, naming
+   * them) unless `cascade` (remove them too, leaves first) or `force` (remove it anyway: its links
+   * keep working while their full-memory caches last, and fail clearly after).
+   */
+  async removeSnapshot(tag: string, options: { cascade?: boolean; force?: boolean } = {}): Promise<string[]> {
+    const dependents = await dependentsOf(this.snapshots, validateTag(tag));
+    if (dependents.length && !options.cascade && !options.force) {
+      throw new ForkdError(
+        'FORKD_ERR_CONFLICT',
+        `snapshot ${tag} has dependents: ${dependents.map((d) => d.tag).join(', ')}`,
+        { hint: `remove them first, or: forkd rmi ${tag} --cascade (removes them too) or --force` },
+      );
+    }
+    const removed: string[] = [];
+    if (options.cascade) for (const d of dependents) removed.push(...(await this.removeSnapshot(d.tag, options)));
+    await this.pools.get(tag)?.close();
+    this.pools.delete(tag);
+    await this.snapshots.remove(tag);
+    return [...removed, tag];
+  }
+
+  /** Flattens a chain link into a new root snapshot `to` (full memory, no parent). */
+  async compact(from: string, to: string): Promise<SnapshotInfo> {
+    const info = await this.snapshots.get(from);
+    await ensureFullMemory(this.snapshots, info);
+    const writer = await this.snapshots.beginWrite(to);
+    try {
+      await Promise.all([
+        copySparse(info.memoryFile, writer.memoryFile),
+        copyFile(info.vmstateFile, writer.vmstateFile),
+      ]);
+      const meta: SnapshotMeta = {
+        ...info.meta,
+        tag: to,
+        created: new Date().toISOString(),
+        id: randomUUID(),
+        parent: null,
+        depth: 0,
+      };
+      delete meta.parentId;
+      return await writer.commit(meta);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
   }
 
   /** Restore shells waiting in all warm pools. */

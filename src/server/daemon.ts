@@ -88,7 +88,7 @@ async function adoptLeftovers(registry: SandboxRegistry, paths: StatePaths): Pro
     try {
       proc = await VmProcess.adopt(record.runDir, record.spec, paths);
       await proc.unlessExited(proc.agent.request('ping', {}, ADOPT_PING_TIMEOUT_MS), 'adoption');
-      registry.restore(record, new StartedVm(proc, record.readyMs, record.ports ?? {}));
+      registry.restore(record, new StartedVm(proc, record.readyMs, record.ports ?? {}, record.snapshot));
     } catch {
       await proc?.cleanup(false);
       rmSync(record.runDir, { recursive: true, force: true });

@@ -126,12 +126,12 @@ function touchPort(port: number): Promise<void> {
 }
 
 /** Resumes a prepared child (if paused) and tells it it was restored: clock, entropy, identity. */
-export async function activateChild(child: PreparedChild, startedAt: number): Promise<StartedVm> {
+export async function activateChild(child: PreparedChild, startedAt: number, tag: string): Promise<StartedVm> {
   const { proc } = child;
   try {
     if (!child.running) await proc.unlessExited(proc.qmp.execute('cont'), 'resume');
     await proc.unlessExited(new Guest(proc.agent).restored(restoredInfo()), 'restore');
-    return new StartedVm(proc, performance.now() - startedAt, child.ports);
+    return new StartedVm(proc, performance.now() - startedAt, child.ports, tag);
   } catch (err) {
     await proc.discard();
     throw err;

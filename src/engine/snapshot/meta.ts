@@ -10,8 +10,19 @@ export interface SnapshotMeta {
   format: number;
   tag: string;
   created: string;
-  /** The snapshot this one was branched from (chains arrive with BRANCH). */
+  /** Random per snapshot: a diff link pins its parent by it, so a parent taken again under the same tag is noticed. */
+  id?: string;
+  /**
+   * The snapshot this one depends on: set only for diff links, whose memory is their parent's
+   * plus `memory.diff`. Null for a root (its memory.bin is all of it).
+   */
   parent: string | null;
+  /** The parent's `id` when this link was made. */
+  parentId?: string;
+  /** Links from the root: 0 for a root. */
+  depth?: number;
+  /** How a BRANCH made this snapshot. */
+  branch?: { from: string; mode: 'full' | 'diff' | 'live'; pauseMs: number };
   image: { name: string; kernelHash: string; initrdHash: string; rootfsHash?: string };
   memoryMiB: number;
   vcpus: number;

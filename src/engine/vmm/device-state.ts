@@ -10,16 +10,20 @@ export function shellQuote(value: string): string {
   return `'${value.replaceAll("'", "'\\''")}'`;
 }
 
-interface MigrationStatus {
+export interface MigrationStatus {
   status?: string;
   'error-desc'?: string;
+  /** ms the source was stopped for (live migration), once completed. */
+  downtime?: number;
+  ram?: { transferred?: number; 'dirty-sync-count'?: number };
 }
 
-async function waitMigration(qmp: QmpClient, what: string): Promise<void> {
+/** Polls `query-migrate` until the migration completes; throws if it fails or takes too long. */
+export async function waitMigration(qmp: QmpClient, what: string): Promise<MigrationStatus> {
   const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
   for (;;) {
     const info = await qmp.execute<MigrationStatus>('query-migrate');
-    if (info.status === 'completed') return;
+    if (info.status === 'completed') return info;
     if (info.status === 'failed' || info.status === 'cancelled') {
       throw new ForkdError('FORKD_ERR_SNAPSHOT', `${what} failed: ${info['error-desc'] ?? info.status}`, {
         hint: 'check free disk space in the state dir and that the snapshot files are intact',

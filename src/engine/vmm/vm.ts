@@ -49,6 +49,8 @@ export class StartedVm implements AsyncDisposable {
     readonly readyMs: number,
     /** Guest port -> host port on 127.0.0.1, for the ports the snapshot exposes. */
     readonly ports: PortMap = {},
+    /** The snapshot this VM was forked from (undefined for a booted VM). */
+    readonly snapshot?: string,
   ) {
     this.guest = new Guest(proc.agent);
     void proc.exited.then((info) => {
@@ -80,6 +82,11 @@ export class StartedVm implements AsyncDisposable {
 
   get runDir(): string {
     return this.proc.runDir;
+  }
+
+  /** True once the VM was stopped, killed or exited. */
+  get stopped(): boolean {
+    return this.stopping !== undefined || this.proc.exitInfo !== undefined;
   }
 
   get consoleLog(): string {

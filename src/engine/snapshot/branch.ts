@@ -1,0 +1,111 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ForkdError } from '../../errors.js';
+import type { StatePaths } from '../state-dir.js';
+import { saveDeviceState, waitMigration } from '../vmm/device-state.js';
+import type { QemuBinary } from '../vmm/qemu-binary.js';
+import type { QmpClient } from '../vmm/qmp.js';
+import { VmProcess, type LaunchOptions } from '../vmm/vm-process.js';
+import type { StartedVm } from '../vmm/vm.js';
+import type { SnapshotWriter } from './store.js';
+
+export type BranchMode = 'full' | 'diff' | 'live';
+export const BRANCH_MODES: readonly BranchMode[] = ['full', 'diff', 'live'];
+
+/** What the source saw, and what the copy cost. */
+export interface BranchCopy {
+  /** How long the source's vCPUs were stopped. */
+  pauseMs: number;
+  /** Bytes QEMU sent over the migration channel (zero pages cost a few bytes each). */
+  transferredBytes: number;
+  /** Precopy passes (live: 1 + the rounds of pages dirtied meanwhile). */
+  passes: number;
+}
+
+const HELPER_START_TIMEOUT_MS = 30_000;
+/** The final pause a live branch aims for (QEMU stops the source when the rest fits in it). */
+const LIVE_DOWNTIME_MS = 20;
+/** Local socket, local disk: do not let QEMU's 128 MiB/s WAN default throttle the copy. */
+const MAX_BANDWIDTH = 16 * 1024 * 1024 * 1024;
+
+async function waitIncoming(qmp: QmpClient): Promise<void> {
+  const deadline = Date.now() + HELPER_START_TIMEOUT_MS * 2;
+  while ((await qmp.execute<{ status: string }>('query-status')).status === 'inmigrate') {
+    if (Date.now() > deadline) throw new ForkdError('FORKD_ERR_SNAPSHOT', 'the branch copy did not arrive in time');
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/**
+ * Copies a running VM's complete state into a snapshot writer: a helper QEMU with the same
+ * hardware, its RAM a fresh `share=on` file in the writer's dir, receives a migration of the
+ * source (QEMU 7.2 cannot save a forked child's device state without its RAM, since that RAM is a
+ * private mapping). The helper then saves its device state alone, like any parent.
+ *
+ * `full` stops the source for the whole copy; `live` copies while it runs and stops it only for
+ * the last round. Either way the source is resumed (`cont`) before this resolves (`resumed`),
+ * and the helper's device state is saved after (`done`).
+ */
+export function copyRunningVm(
+  source: StartedVm,
+  writer: SnapshotWriter,
+  live: boolean,
+  paths: StatePaths,
+  qemu: QemuBinary,
+): { resumed: Promise<BranchCopy>; done: Promise<BranchCopy> } {
+  const spec = source.spec;
+  if (!spec.memoryFile) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `VM ${source.id} was booted, not forked: only forked VMs can branch`, {
+      hint: 'fork from a snapshot (forkd spawn / engine.fork) and branch the child',
+    });
+  }
+  const launch: LaunchOptions = {};
+  const helperSpec = { ...spec, memoryFile: { path: writer.memoryFile, shared: true }, incoming: true };
+  let helper: VmProcess | undefined;
+  const resumed = (async (): Promise<BranchCopy> => {
+    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS, launch);
+    const channel = `unix:${join(helper.runDir, 'branch.sock')}`;
+    await helper.qmp.execute('migrate-incoming', { uri: channel });
+    const qmp = source.qmp;
+    // both ends must agree: the helper's RAM is shared, and it has to receive it
+    await qmp.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'x-ignore-shared', state: false }],
+    });
+    await qmp.execute('migrate-set-parameters', { 'downtime-limit': LIVE_DOWNTIME_MS, 'max-bandwidth': MAX_BANDWIDTH });
+    const stoppedAt = performance.now();
+    if (!live) await qmp.execute('stop');
+    let status;
+    let completedAt = 0;
+    try {
+      await qmp.execute('migrate', { uri: channel });
+      status = await waitMigration(qmp, 'copying the source VM');
+      completedAt = performance.now();
+    } finally {
+      await qmp.execute('cont').catch(() => {}); // the source runs on, whatever happened to the copy
+    }
+    const resumedAt = performance.now();
+    return {
+      // live: QEMU's own measure of the stop up to completion, plus our poll and `cont`
+      pauseMs: live ? (status.downtime ?? 0) + (resumedAt - completedAt) : resumedAt - stoppedAt,
+      transferredBytes: status.ram?.transferred ?? 0,
+      passes: status.ram?.['dirty-sync-count'] ?? 1,
+    };
+  })();
+  const done = (async () => {
+    try {
+      const copy = await resumed;
+      await waitIncoming(helper!.qmp);
+      await saveDeviceState(helper!.qmp, writer.vmstateFile);
+      return copy;
+    } finally {
+      await helper?.cleanup(false);
+    }
+  })();
+  resumed.catch(() => {}); // reported through `done` as well
+  return { resumed, done };
+}
+
+/** Bytes a file really occupies (memory files are sparse). */
+export async function physicalBytes(file: string): Promise<number> {
+  return (await stat(file)).blocks * 512;
+}

@@ -1,0 +1,89 @@
+import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ForkdError } from '../../errors.js';
+import { runTool } from '../host-tools.js';
+import { applyMemoryDiff } from './memory-diff.js';
+import { MEMORY_FILE, type SnapshotInfo, type SnapshotStore } from './store.js';
+
+export const MEMORY_DIFF_FILE = 'memory.diff';
+/** Links a chain may have below its root: each fork of a deep link would otherwise assemble a long chain. */
+export const MAX_CHAIN_DEPTH = 16;
+
+/** A sparse copy: holes stay holes (memory files are mostly zero pages). */
+export function copySparse(from: string, to: string): Promise<unknown> {
+  return runTool('cp', ['--sparse=always', from, to]);
+}
+
+/** The snapshots whose memory depends on `tag` (diff links made from it). */
+export async function dependentsOf(store: SnapshotStore, tag: string): Promise<SnapshotInfo[]> {
+  return (await store.list()).filter((s) => s.meta.parent === tag);
+}
+
+/** Parent, grandparent, ... up to the root. */
+export async function ancestorsOf(store: SnapshotStore, info: SnapshotInfo): Promise<SnapshotInfo[]> {
+  const chain: SnapshotInfo[] = [];
+  for (let at = info; at.meta.parent;) {
+    at = await parentOf(store, at);
+    chain.push(at);
+  }
+  return chain;
+}
+
+/** The parent a diff link was made from, checked to be that very snapshot (not one taken again under its tag). */
+async function parentOf(store: SnapshotStore, link: SnapshotInfo): Promise<SnapshotInfo> {
+  const tag = link.meta.parent!;
+  const parent = await store.get(tag).catch((err: unknown) => {
+    throw new ForkdError('FORKD_ERR_CORRUPT', `snapshot ${link.tag} is a diff of ${tag}, which is gone`, {
+      hint: `${link.tag} cannot be restored without it: forkd rmi ${link.tag}${err instanceof ForkdError ? ` (${err.code})` : ''}`,
+    });
+  });
+  if (parent.meta.id !== link.meta.parentId) {
+    throw new ForkdError(
+      'FORKD_ERR_CORRUPT',
+      `snapshot ${link.tag} is a diff of ${tag}, but ${tag} has changed since`,
+      {
+        hint: `${tag} was removed and taken again; remove ${link.tag} (forkd rmi ${link.tag}) and branch again`,
+      },
+    );
+  }
+  return parent;
+}
+
+/**
+ * Makes sure a snapshot's memory.bin holds its full memory. A root always has it; a diff link's
+ * is a cache, assembled from its parent's (itself assembled first if needed) plus its diff.
+ */
+export async function ensureFullMemory(store: SnapshotStore, info: SnapshotInfo): Promise<void> {
+  if (!info.meta.parent) return;
+  const expected = info.meta.memoryMiB * 1024 * 1024;
+  const size = await stat(info.memoryFile).then(
+    (s) => s.size,
+    () => -1,
+  );
+  if (size === expected) return;
+  const parent = await parentOf(store, info);
+  await ensureFullMemory(store, parent);
+  const diff = join(info.dir, MEMORY_DIFF_FILE);
+  if (!existsSync(diff)) {
+    throw new ForkdError('FORKD_ERR_CORRUPT', `snapshot ${info.tag} has lost its ${MEMORY_DIFF_FILE}`, {
+      hint: `remove it (forkd rmi ${info.tag}) and branch again`,
+    });
+  }
+  await applyMemoryDiff(parent.memoryFile, diff, join(info.dir, MEMORY_FILE), copySparse);
+}
+
+/** Disk use of a snapshot: what it needs (`durable`) and the full-memory cache of a diff link (`cache`). */
+export async function snapshotBytes(info: SnapshotInfo): Promise<{ durable: number; cache: number }> {
+  const size = async (name: string) =>
+    stat(join(info.dir, name)).then(
+      (s) => s.blocks * 512,
+      () => 0,
+    );
+  const [memory, diff, vmstate, meta] = await Promise.all(
+    [MEMORY_FILE, MEMORY_DIFF_FILE, 'vmstate', 'meta.json'].map(size),
+  );
+  return info.meta.parent
+    ? { durable: diff! + vmstate! + meta!, cache: memory! }
+    : { durable: memory! + vmstate! + meta!, cache: 0 };
+}
