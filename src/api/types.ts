@@ -12,11 +12,37 @@ export interface SnapshotSummary {
   warmup: string | null;
   /** Guest TCP ports each sandbox exposes on 127.0.0.1. */
   ports: number[];
+  /** `ready` for every snapshot listed as such; see PendingSnapshot for branches still being written. */
+  status: 'ready';
+  depth: number;
+}
+
+/** POST /v1/sandboxes/:id/branch: 201 with the new snapshot (wait: true), 202 while it is written (wait: false). */
+export interface BranchReply extends Partial<Omit<SnapshotSummary, 'status'>> {
+  tag: string;
+  status: 'ready' | 'writing';
+  mode: 'full' | 'diff' | 'live';
+  pause_ms: number;
+  bytes_written?: number;
+  transferred_bytes?: number;
+  passes?: number;
+  diff_pages?: number;
+  total_ms?: number;
+}
+
+/** A branch answered early (wait: false) that is still being written, or that failed. */
+export interface PendingSnapshot {
+  tag: string;
+  status: 'writing' | 'failed';
+  sandbox: string;
+  error?: { code: string; error: string; hint?: string };
 }
 
 export interface SnapshotDetail extends SnapshotSummary {
   memory_logical_bytes: number;
   memory_physical_bytes: number;
+  /** A diff link's assembled full memory (a cache, rebuilt when missing). */
+  cache_bytes: number;
   vmstate_bytes: number;
   ancestors: string[];
   dependents: string[];

@@ -218,17 +218,66 @@ program
   );
 
 program
-  .command('rmi')
-  .description('remove snapshots')
-  .argument('<tags...>', 'tags to remove')
+  .command('info')
+  .description("a snapshot's chain (depth, parent, ancestors, dependents) and its logical and physical bytes")
+  .argument('<tag>', 'snapshot tag')
+  .option('--json', 'machine-readable')
   .action(
-    action(async (tags: string[]) => {
+    action(async (tag: string, opts: JsonFlag) => {
+      const d = await new Engine().describe(tag);
+      const { info, ...rest } = d;
+      if (opts.json) return printJson({ tag: info.tag, ...rest, meta: info.meta });
+      const lines = [
+        ['tag', info.tag],
+        ['created', info.meta.created],
+        [
+          'branched',
+          info.meta.branch
+            ? `from ${info.meta.branch.from} (${info.meta.branch.mode}, paused ${info.meta.branch.pauseMs} ms)`
+            : '-',
+        ],
+        ['depth', String(d.depth)],
+        ['parent', d.parent ?? '-'],
+        ['ancestors', d.ancestors.join(' <- ') || '-'],
+        ['dependents', d.dependents.join(', ') || '-'],
+        ['memory', `${info.meta.memoryMiB} MiB`],
+        ['logical', formatBytes(d.logicalBytes)],
+        [
+          'physical',
+          `${formatBytes(d.physicalBytes)}${d.cacheBytes ? ` (+ ${formatBytes(d.cacheBytes)} assembled-memory cache)` : ''}`,
+        ],
+      ];
+      for (const [k, v] of lines) process.stdout.write(`${k!.padEnd(11)} ${v}\n`);
+    }),
+  );
+
+program
+  .command('compact')
+  .description('flatten a chain link into a new snapshot with no parent')
+  .requiredOption('--from <tag>', 'the link to flatten')
+  .requiredOption('--to <tag>', 'the new snapshot')
+  .option('--json', 'print the result as JSON')
+  .action(
+    action(async (opts: JsonFlag & { from: string; to: string }) => {
+      const info = await new Engine().compact(opts.from, opts.to);
+      if (opts.json) return printJson({ tag: info.tag, diskBytes: info.diskBytes, meta: info.meta });
+      process.stdout.write(`snapshot ${info.tag}: ${opts.from} flattened, ${formatBytes(info.diskBytes)} on disk\n`);
+    }),
+  );
+
+program
+  .command('rmi')
+  .description('remove snapshots (one that diff links depend on needs --cascade or --force)')
+  .argument('<tags...>', 'tags to remove')
+  .option('--cascade', 'remove the diff links that depend on it too')
+  .option('--force', 'remove it even though diff links depend on it (they fail once their cache is gone)')
+  .action(
+    action(async (tags: string[], opts: { cascade?: boolean; force?: boolean }) => {
       const engine = new Engine();
       let failed = 0;
       for (const tag of tags) {
         try {
-          await engine.snapshots.remove(tag);
-          process.stdout.write(`removed ${tag}\n`);
+          for (const removed of await engine.removeSnapshot(tag, opts)) process.stdout.write(`removed ${removed}\n`);
         } catch (err) {
           failed++;
           process.stderr.write(`forkd: ${err instanceof ForkdError ? err.describe() : errorMessage(err)}\n`);

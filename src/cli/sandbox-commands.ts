@@ -86,6 +86,29 @@ export function sandboxCommands(program: Command, { action, printJson, positiveI
     );
 
   program
+    .command('branch')
+    .description('copy a running sandbox into a new snapshot; the sandbox carries on')
+    .argument('<id>', 'sandbox id')
+    .requiredOption('--tag <tag>', 'the new snapshot')
+    .option('--mode <mode>', 'full (pause for the whole copy), diff (store changed pages only) or live', 'live')
+    .option('--no-wait', 'live only: return once the sandbox runs again; `forkd ls`/`info` show when it is ready')
+    .option('--json', 'print the result as JSON')
+    .action(
+      action(async (id: string, opts: { tag: string; mode: string; wait: boolean; json?: boolean }) => {
+        const r = await withController((c) =>
+          c.branch(id, opts.tag, { mode: opts.mode as 'full' | 'diff' | 'live', wait: opts.wait }),
+        );
+        if (opts.json) return printJson(r);
+        const mib = (n?: number) => `${((n ?? 0) / 1048576).toFixed(1)} MiB`;
+        process.stdout.write(
+          r.status === 'writing'
+            ? `snapshot ${r.tag}: writing (live); ${id} paused ${r.pause_ms} ms\n`
+            : `snapshot ${r.tag}: ${r.mode}, ${id} paused ${r.pause_ms} ms, ${mib(r.bytes_written)} written, ${r.total_ms} ms in all\n`,
+        );
+      }),
+    );
+
+  program
     .command('eval')
     .description("run code in a sandbox's warm interpreter (python-numpy, nodejs recipes) and print its value")
     .argument('<id>', 'sandbox id')

@@ -1,7 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StatePaths } from '../engine/state-dir.js';
-import type { EvalReply, SandboxInfo, SnapshotDetail, SnapshotSummary } from '../api/types.js';
+import type {
+  BranchReply,
+  EvalReply,
+  PendingSnapshot,
+  SandboxInfo,
+  SnapshotDetail,
+  SnapshotSummary,
+} from '../api/types.js';
+import type { BranchMode } from '../engine/snapshot/branch.js';
 import type { EvalResult, ExecOptions, ExecResult } from '../engine/agent/guest.js';
 import { ForkdError, type ErrorCode } from '../errors.js';
 
@@ -132,8 +140,25 @@ export class Controller {
     return (await this.call('GET', '/metrics')).data.toString('utf8');
   }
 
-  listSnapshots(): Promise<SnapshotSummary[]> {
+  /** Snapshots, and branches still being written (or failed) after a `wait: false` branch. */
+  listSnapshots(): Promise<Array<SnapshotSummary | PendingSnapshot>> {
     return this.json('GET', '/v1/snapshots');
+  }
+
+  getSnapshot(tag: string): Promise<SnapshotDetail | PendingSnapshot> {
+    return this.json('GET', `/v1/snapshots/${encodeURIComponent(tag)}`);
+  }
+
+  /**
+   * BRANCH: copies a running sandbox into snapshot `tag` (mode `live` by default); the sandbox
+   * carries on. `wait: false` (live only) answers once the sandbox runs again.
+   */
+  branch(id: string, tag: string, options: { mode?: BranchMode; wait?: boolean } = {}): Promise<BranchReply> {
+    return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/branch`, {
+      tag,
+      ...(options.mode ? { mode: options.mode } : {}),
+      ...(options.wait === false ? { wait: false } : {}),
+    });
   }
 
   snapshotInfo(tag: string): Promise<SnapshotDetail> {
@@ -153,8 +178,12 @@ export class Controller {
     });
   }
 
-  async deleteSnapshot(tag: string): Promise<void> {
-    await this.call('DELETE', `/v1/snapshots/${encodeURIComponent(tag)}`);
+  /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
+  async deleteSnapshot(tag: string, options: { cascade?: boolean; force?: boolean } = {}): Promise<void> {
+    const query = new URLSearchParams();
+    if (options.cascade) query.set('cascade', 'true');
+    if (options.force) query.set('force', 'true');
+    await this.call('DELETE', `/v1/snapshots/${encodeURIComponent(tag)}${query.size ? `?${query}` : ''}`);
   }
 
   /** Forks `n` sandboxes from a snapshot; each is a handle that `await using` cleans up. */
@@ -252,6 +281,10 @@ export class Sandbox implements AsyncDisposable {
 
   eval(code: string, options?: { timeoutMs?: number }): Promise<EvalResult> {
     return this.controller.eval(this.id, code, options);
+  }
+
+  branch(tag: string, options?: { mode?: BranchMode; wait?: boolean }): Promise<BranchReply> {
+    return this.controller.branch(this.id, tag, options);
   }
 
   readFile(path: string): Promise<Buffer> {

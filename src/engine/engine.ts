@@ -58,6 +58,8 @@ export interface BranchResult extends SnapshotInfo {
   passes: number;
   /** Pages a diff link stores. */
   diffPages?: number;
+  /** Pages of a live copy that QEMU's dirty tracking missed and that were rewritten at the pause. */
+  rewrittenPages: number;
   totalMs: number;
 }
 
@@ -69,7 +71,7 @@ export interface SnapshotDescription {
   ancestors: string[];
   /** Diff links made from this snapshot. */
   dependents: string[];
-  /** Memory plus device state as the guest sees them. */
+  /** Guest memory, as the guest sees it. */
   logicalBytes: number;
   /** What the snapshot needs on disk (sparse files count only their data). */
   physicalBytes: number;
@@ -411,6 +413,7 @@ export class Engine implements AsyncDisposable {
           bytesWritten: memoryBytes + vmstateBytes,
           transferredBytes: copied.transferredBytes,
           passes: copied.passes,
+          rewrittenPages: copied.rewrittenPages,
           ...(diffPages !== undefined ? { diffPages } : {}),
           totalMs: performance.now() - started,
         };
@@ -442,7 +445,7 @@ export class Engine implements AsyncDisposable {
       parent: info.meta.parent,
       ancestors: ancestors.map((a) => a.tag),
       dependents: dependents.map((d) => d.tag),
-      logicalBytes: info.meta.memoryMiB * 1024 * 1024 + info.meta.vmstateBytes,
+      logicalBytes: info.meta.memoryMiB * 1024 * 1024,
       physicalBytes: bytes.durable,
       cacheBytes: bytes.cache,
     };

@@ -1,4 +1,5 @@
 import type { Engine } from '../engine/engine.js';
+import type { BranchTracker } from './branches.js';
 import type { Metrics } from './metrics.js';
 import type { SandboxRegistry } from './registry.js';
 import type { OperationSlots } from './slots.js';
@@ -9,4 +10,5 @@ export interface DaemonContext {
   registry: SandboxRegistry;
   slots: OperationSlots;
   metrics: Metrics;
+  branches: BranchTracker;
 }

@@ -17,6 +17,7 @@ import { sandboxRoutes } from './routes/sandboxes.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { systemRoutes } from './routes/system.js';
 import { OperationSlots } from './slots.js';
+import { BranchTracker } from './branches.js';
 
 export interface DaemonOptions {
   /** A Unix socket path, or HOST:PORT on loopback. Default: `<state>/forkd.sock`. */
@@ -139,6 +140,7 @@ export class Daemon {
       registry: new SandboxRegistry(paths.file('sandboxes')),
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics(),
+      branches: new BranchTracker(),
     };
     await adoptLeftovers(ctx.registry, paths);
     const router = new Router();
@@ -246,6 +248,7 @@ export class Daemon {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeAllConnections();
       await Promise.all(this.ctx.registry.drain().map((s) => s.vm.kill()));
+      await this.ctx.branches.settled(); // their sources are gone: they fail fast and clean up
       await this.ctx.engine.close();
       await closed;
       if (this.socketPath) rmSync(this.socketPath, { force: true });

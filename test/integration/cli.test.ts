@@ -24,6 +24,35 @@ afterAll(() => {
   home.remove();
 });
 
+describe('forkd info, compact and rmi on a chain', () => {
+  test('info shows the chain; rmi refuses a parent with dependents until --cascade', async () => {
+    await home.engine.snapshot('cli-root', { warmup: 'echo root > /tmp/state' });
+    const [child] = await home.engine.fork('cli-root', 1);
+    try {
+      await child!.exec('echo link > /tmp/state');
+      await home.engine.branch(child!, 'cli-link', 'diff');
+    } finally {
+      await child!.kill();
+    }
+    const info = forkd(['info', 'cli-link', '--json']);
+    expect(JSON.parse(info.stdout)).toMatchObject({
+      tag: 'cli-link',
+      depth: 1,
+      parent: 'cli-root',
+      ancestors: ['cli-root'],
+      dependents: [],
+      logicalBytes: 256 * 1024 * 1024,
+    });
+    expect(forkd(['info', 'cli-root']).stdout).toMatch(/dependents +cli-link\n/);
+    expect(forkd(['compact', '--from', 'cli-link', '--to', 'cli-flat']).status).toBe(0);
+    const refused = forkd(['rmi', 'cli-root']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/snapshot cli-root has dependents: cli-link\n {2}hint: .*--cascade/);
+    const removed = forkd(['rmi', '--cascade', 'cli-root', 'cli-flat']);
+    expect(removed.stdout).toBe('removed cli-link\nremoved cli-root\nremoved cli-flat\n');
+  });
+});
+
 describe('forkd run', () => {
   test('prints the guest kernel uname and exits 0', () => {
     const r = forkd(['run', '--', 'uname', '-a']);

@@ -222,6 +222,49 @@ describe('sandboxes', () => {
   });
 });
 
+describe('branch', () => {
+  test('POST /branch: 201 with the pause and bytes; the branch forks; wait: false answers 202 then becomes ready', async () => {
+    await using sb = await client.createSandbox('base');
+    await sb.exec(['sh', '-c', 'echo branched > /tmp/mark']);
+    const r = await sb.branch('api-branch', { mode: 'diff' });
+    expect(r).toMatchObject({ tag: 'api-branch', status: 'ready', mode: 'diff', parent: 'base', depth: 1 });
+    expect(r.pause_ms).toBeGreaterThanOrEqual(0);
+    expect(r.bytes_written).toBeGreaterThan(0);
+    const detail = await client.getSnapshot('base');
+    expect(detail).toMatchObject({ dependents: ['api-branch'] });
+
+    const pending = await sb.branch('api-nowait', { wait: false });
+    expect(pending).toMatchObject({ tag: 'api-nowait', status: 'writing', mode: 'live' });
+    await vi.waitFor(async () => expect(await client.getSnapshot('api-nowait')).toMatchObject({ status: 'ready' }), {
+      timeout: 30_000,
+      interval: 100,
+    });
+    for (const tag of ['api-branch', 'api-nowait']) {
+      await using child = await client.createSandbox(tag);
+      expect((await child.exec(['cat', '/tmp/mark'])).stdout.toString()).toBe('branched\n');
+    }
+    await expect(client.deleteSnapshot('base')).rejects.toMatchObject({
+      status: 409,
+      message: expect.stringContaining('has dependents: api-branch'),
+    });
+    await client.deleteSnapshot('api-branch');
+    await client.deleteSnapshot('api-nowait');
+  });
+
+  test('bad branches are 4xx and leave nothing', async () => {
+    await using sb = await client.createSandbox('base');
+    const bad = async (id: string, body: string) =>
+      (await raw('POST', `/v1/sandboxes/${id}/branch`, auth(), body)).status;
+    expect(await bad('sb-000000000000', '{"tag":"x"}')).toBe(404);
+    expect(await bad(sb.id, '{"tag":"../x"}')).toBe(400);
+    expect(await bad(sb.id, '{"tag":"base"}')).toBe(409);
+    expect(await bad(sb.id, '{"tag":"x","mode":"partial"}')).toBe(400);
+    expect(await bad(sb.id, '{"tag":"x","mode":"full","wait":false}')).toBe(400);
+    expect(await bad(sb.id, '{"tag":"x","extra":1}')).toBe(400);
+    expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['base']);
+  });
+});
+
 describe('operations', () => {
   test('metrics count forks and live sandboxes', async () => {
     const sb = await client.createSandbox('base');

@@ -1,3 +1,4 @@
+import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
@@ -20,6 +21,8 @@ export interface BranchCopy {
   transferredBytes: number;
   /** Precopy passes (live: 1 + the rounds of pages dirtied meanwhile). */
   passes: number;
+  /** Pages a live copy had stale and that were rewritten from the stopped source. */
+  rewrittenPages: number;
 }
 
 const HELPER_START_TIMEOUT_MS = 30_000;
@@ -27,6 +30,51 @@ const HELPER_START_TIMEOUT_MS = 30_000;
 const LIVE_DOWNTIME_MS = 20;
 /** Local socket, local disk: do not let QEMU's 128 MiB/s WAN default throttle the copy. */
 const MAX_BANDWIDTH = 16 * 1024 * 1024 * 1024;
+
+const PAGE = 4096;
+const PAGEMAP_PRESENT = 1n << 63n;
+const PAGEMAP_FILE = 1n << 61n;
+
+/**
+ * Makes the copy exact. QEMU 7.2 under TCG misses some guest writes in its dirty tracking (about
+ * one live copy in four of a busy guest had 5–15 stale pages; children of such a copy hung or
+ * panicked). While the source is stopped after the copy, every page it changed since its fork,
+ * which the kernel knows exactly (a private, non-file page in /proc/PID/pagemap), is compared
+ * with the copy and rewritten where it differs. Returns the pages rewritten.
+ */
+function reconcileChangedPages(pid: number, ramFile: string, copy: string): number {
+  const mapping = readFileSync(`/proc/${pid}/maps`, 'utf8')
+    .split('\n')
+    .find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
+  if (!mapping) throw new ForkdError('FORKD_ERR_INTERNAL', `QEMU ${pid} has no mapping of ${ramFile}`);
+  const [low, high] = mapping
+    .split(' ')[0]!
+    .split('-')
+    .map((hex) => Number.parseInt(hex, 16)) as [number, number];
+  const pages = (high - low) / PAGE;
+  const fds = [`/proc/${pid}/pagemap`, `/proc/${pid}/mem`].map((path) => openSync(path, 'r'));
+  const target = openSync(copy, 'r+');
+  try {
+    const [pagemap, mem] = fds as [number, number];
+    const entries = Buffer.alloc(pages * 8);
+    readSync(pagemap, entries, 0, entries.length, (low / PAGE) * 8);
+    const source = Buffer.alloc(PAGE);
+    const copied = Buffer.alloc(PAGE);
+    let rewritten = 0;
+    for (let i = 0; i < pages; i++) {
+      const entry = entries.readBigUInt64LE(i * 8);
+      if (!(entry & PAGEMAP_PRESENT) || entry & PAGEMAP_FILE) continue; // unchanged since the fork
+      readSync(mem, source, 0, PAGE, low + i * PAGE);
+      readSync(target, copied, 0, PAGE, i * PAGE);
+      if (source.equals(copied)) continue;
+      writeSync(target, source, 0, PAGE, i * PAGE);
+      rewritten++;
+    }
+    return rewritten;
+  } finally {
+    for (const fd of [...fds, target]) closeSync(fd);
+  }
+}
 
 async function waitIncoming(qmp: QmpClient): Promise<void> {
   const deadline = Date.now() + HELPER_START_TIMEOUT_MS * 2;
@@ -76,10 +124,13 @@ export function copyRunningVm(
     if (!live) await qmp.execute('stop');
     let status;
     let completedAt = 0;
+    let rewritten = 0;
     try {
       await qmp.execute('migrate', { uri: channel });
       status = await waitMigration(qmp, 'copying the source VM');
       completedAt = performance.now();
+      // a stopped source's copy is whole; a live one may miss writes (see reconcileChangedPages)
+      if (live) rewritten = reconcileChangedPages(source.pid, spec.memoryFile!.path, writer.memoryFile);
     } finally {
       await qmp.execute('cont').catch(() => {}); // the source runs on, whatever happened to the copy
     }
@@ -89,6 +140,7 @@ export function copyRunningVm(
       pauseMs: live ? (status.downtime ?? 0) + (resumedAt - completedAt) : resumedAt - stoppedAt,
       transferredBytes: status.ram?.transferred ?? 0,
       passes: status.ram?.['dirty-sync-count'] ?? 1,
+      rewrittenPages: rewritten,
     };
   })();
   const done = (async () => {

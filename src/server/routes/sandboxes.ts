@@ -1,4 +1,5 @@
-import type { EvalReply } from '../../api/types.js';
+import type { BranchReply, EvalReply } from '../../api/types.js';
+import { BRANCH_MODES, type BranchMode } from '../../engine/snapshot/branch.js';
 import { ForkdError } from '../../errors.js';
 import type { ExecOptions } from '../../engine/agent/guest.js';
 import { MAX_FORK } from '../../engine/engine.js';
@@ -8,6 +9,9 @@ import type { DaemonContext } from '../context.js';
 import type { Sandbox } from '../registry.js';
 import { sandboxInfo } from '../registry.js';
 import type { Router } from '../router.js';
+import { snapshotSummary } from './snapshots.js';
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
 
 export const FILE_BODY_LIMIT = 64 * 1024 * 1024;
 
@@ -22,7 +26,7 @@ function guestPath(query: URLSearchParams): string {
 }
 
 export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
-  const { engine, registry, slots, metrics } = ctx;
+  const { engine, registry, slots, metrics, branches } = ctx;
 
   /** Runs a request against a sandbox; a sandbox whose VM died is removed and reported gone (410). */
   const withSandbox = async <T>(id: string, fn: (sandbox: Sandbox) => Promise<T>): Promise<T> => {
@@ -110,6 +114,49 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
           },
         };
       });
+    })
+    .on('POST', '/v1/sandboxes/:id/branch', async ({ req, params }) => {
+      const body = await readJsonObject(req, ['tag', 'mode', 'wait']);
+      const tag = validateTag(field<string>(body, 'tag', 'string'));
+      const mode = (field<string>(body, 'mode', 'string') ?? 'live') as BranchMode;
+      const wait = field<boolean>(body, 'wait', 'boolean') ?? true;
+      if (!BRANCH_MODES.includes(mode))
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', `"mode" must be one of ${BRANCH_MODES.join(', ')}`);
+      if (!wait && mode !== 'live') {
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', '"wait": false is for live branches only', {
+          hint: 'full and diff branches pause the sandbox until the copy is done anyway',
+        });
+      }
+      const sandbox = registry.get(params.id!);
+      const release = slots.acquire(tag);
+      let started;
+      try {
+        branches.forget(tag);
+        started = await engine.startBranch(sandbox.vm, tag, mode);
+      } catch (err) {
+        release();
+        throw err;
+      }
+      void started.done.finally(release).catch(() => {});
+      if (!wait) {
+        branches.track(tag, sandbox.id, started.done);
+        const { pauseMs } = await started.resumed;
+        const json: BranchReply = { tag, status: 'writing', mode, pause_ms: round(pauseMs) };
+        return { status: 202, json };
+      }
+      const r = await started.done;
+      const json: BranchReply = {
+        ...snapshotSummary(r),
+        status: 'ready',
+        mode,
+        pause_ms: round(r.pauseMs),
+        bytes_written: r.bytesWritten,
+        transferred_bytes: r.transferredBytes,
+        passes: r.passes,
+        ...(r.diffPages !== undefined ? { diff_pages: r.diffPages } : {}),
+        total_ms: Math.round(r.totalMs),
+      };
+      return { status: 201, json };
     })
     .on('POST', '/v1/sandboxes/:id/eval', async ({ req, params }) => {
       const body = await readJsonObject(req, ['code', 'timeout_ms']);

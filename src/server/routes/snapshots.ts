@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import type { SnapshotDetail, SnapshotSummary } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { SnapshotInfo } from '../../engine/snapshot/store.js';
@@ -8,7 +7,7 @@ import { field, readJsonObject } from '../body.js';
 import type { DaemonContext } from '../context.js';
 import type { Router } from '../router.js';
 
-function summary(s: SnapshotInfo): SnapshotSummary {
+export function snapshotSummary(s: SnapshotInfo): SnapshotSummary {
   return {
     tag: s.tag,
     created: s.meta.created,
@@ -18,27 +17,33 @@ function summary(s: SnapshotInfo): SnapshotSummary {
     accel: s.meta.accel,
     warmup: s.meta.warmup,
     ports: s.meta.ports,
+    status: 'ready',
+    depth: s.meta.depth ?? 0,
   };
 }
 
 const MAX_MEMORY_MIB = 16 * 1024;
 
 export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
-  const { engine, registry, slots } = ctx;
+  const { engine, registry, slots, branches } = ctx;
   router
-    .on('GET', '/v1/snapshots', async () => ({ status: 200, json: (await engine.snapshots.list()).map(summary) }))
+    .on('GET', '/v1/snapshots', async () => ({
+      status: 200,
+      json: [...(await engine.snapshots.list()).map(snapshotSummary), ...branches.list()],
+    }))
     .on('GET', '/v1/snapshots/:tag', async ({ params }) => {
-      const info = await engine.snapshots.get(params.tag!);
-      const [memory, vmstate] = await Promise.all([stat(info.memoryFile), stat(info.vmstateFile)]);
-      const all = await engine.snapshots.list();
+      const pending = branches.get(validateTag(params.tag));
+      if (pending) return { status: 200, json: pending };
+      const d = await engine.describe(params.tag!);
       const detail: SnapshotDetail = {
-        ...summary(info),
-        memory_logical_bytes: memory.size,
-        memory_physical_bytes: memory.blocks * 512,
-        vmstate_bytes: vmstate.size,
-        ancestors: info.meta.parent ? [info.meta.parent] : [],
-        dependents: all.filter((s) => s.meta.parent === info.tag).map((s) => s.tag),
-        sandboxes: registry.list().filter((s) => s.snapshot === info.tag).length,
+        ...snapshotSummary(d.info),
+        memory_logical_bytes: d.logicalBytes,
+        memory_physical_bytes: d.physicalBytes,
+        cache_bytes: d.cacheBytes,
+        vmstate_bytes: d.info.meta.vmstateBytes,
+        ancestors: d.ancestors,
+        dependents: d.dependents,
+        sandboxes: registry.list().filter((s) => s.snapshot === d.info.tag).length,
       };
       return { status: 200, json: detail };
     })
@@ -70,15 +75,21 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
         const timings = Object.fromEntries(
           Object.entries(result.timings).map(([k, v]) => [k.replace(/Ms$/, '_ms'), Math.round(v)]),
         );
-        return { status: 201, json: { ...summary(result), timings } };
+        return { status: 201, json: { ...snapshotSummary(result), timings } };
       } finally {
         release();
       }
     })
-    .on('DELETE', '/v1/snapshots/:tag', async ({ params }) => {
-      const release = slots.acquire(validateTag(params.tag), false);
+    .on('DELETE', '/v1/snapshots/:tag', async ({ params, query }) => {
+      const tag = validateTag(params.tag);
+      if (branches.get(tag)?.status === 'failed') {
+        branches.forget(tag);
+        return { status: 204 };
+      }
+      const release = slots.acquire(tag, false);
       try {
-        await engine.snapshots.remove(params.tag!);
+        const flag = (name: string) => query.get(name) === 'true' || query.get(name) === '1';
+        await engine.removeSnapshot(tag, { cascade: flag('cascade'), force: flag('force') });
         return { status: 204 };
       } finally {
         release();
