@@ -32,8 +32,11 @@ const LIVE_DOWNTIME_MS = 20;
 const MAX_BANDWIDTH = 16 * 1024 * 1024 * 1024;
 
 const PAGE = 4096;
-const PAGEMAP_PRESENT = 1n << 63n;
-const PAGEMAP_FILE = 1n << 61n;
+/** Bits 63 (present) and 61 (file page or shared anon) of a pagemap entry, in its high 32-bit word. */
+const PAGEMAP_PRESENT = 0x8000_0000;
+const PAGEMAP_FLAGS = PAGEMAP_PRESENT | 0x2000_0000;
+/** Pages compared per read (1 MiB). */
+const RECONCILE_RUN = 256;
 
 /**
  * Makes the copy exact. QEMU 7.2 under TCG misses some guest writes in its dirty tracking (about
@@ -58,17 +61,25 @@ function reconcileChangedPages(pid: number, ramFile: string, copy: string): numb
     const [pagemap, mem] = fds as [number, number];
     const entries = Buffer.alloc(pages * 8);
     readSync(pagemap, entries, 0, entries.length, (low / PAGE) * 8);
-    const source = Buffer.alloc(PAGE);
-    const copied = Buffer.alloc(PAGE);
+    // a private copy (present, not file-backed) is a page written since the fork; the flags are in the high word
+    const changed = (i: number) => (entries.readUInt32LE(i * 8 + 4) & PAGEMAP_FLAGS) === PAGEMAP_PRESENT;
+    const source = Buffer.alloc(RECONCILE_RUN * PAGE);
+    const copied = Buffer.alloc(RECONCILE_RUN * PAGE);
     let rewritten = 0;
+    // runs of consecutive changed pages, one read of each side per run
     for (let i = 0; i < pages; i++) {
-      const entry = entries.readBigUInt64LE(i * 8);
-      if (!(entry & PAGEMAP_PRESENT) || entry & PAGEMAP_FILE) continue; // unchanged since the fork
-      readSync(mem, source, 0, PAGE, low + i * PAGE);
-      readSync(target, copied, 0, PAGE, i * PAGE);
-      if (source.equals(copied)) continue;
-      writeSync(target, source, 0, PAGE, i * PAGE);
-      rewritten++;
+      if (!changed(i)) continue;
+      let run = 1;
+      while (run < RECONCILE_RUN && i + run < pages && changed(i + run)) run++;
+      readSync(mem, source, 0, run * PAGE, low + i * PAGE);
+      readSync(target, copied, 0, run * PAGE, i * PAGE);
+      for (let p = 0; p < run; p++) {
+        const at = p * PAGE;
+        if (source.compare(copied, at, at + PAGE, at, at + PAGE) === 0) continue;
+        writeSync(target, source, at, PAGE, (i + p) * PAGE);
+        rewritten++;
+      }
+      i += run - 1;
     }
     return rewritten;
   } finally {
