@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    exclude: ['test/fixtures/**', '**/node_modules/**'], // fixture suites run inside tests, with their own config
     globalSetup: ['test/global-setup.ts'],
     reporters: ['default', './test/helpers/summary-reporter.ts'],
     pool: 'forks',

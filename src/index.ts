@@ -1,4 +1,12 @@
-export { Engine, type BootOptions } from './engine/engine.js';
+export {
+  Engine,
+  type BootOptions,
+  type BranchResult,
+  type SnapshotDescription,
+  type SnapshotOptions,
+} from './engine/engine.js';
+export type { BranchMode } from './engine/snapshot/branch.js';
+export type { EvalResult } from './engine/agent/guest.js';
 export { StartedVm, type StartVmOptions, type StoppedVm } from './engine/vmm/vm.js';
 export type { ExecOptions, ExecResult, RestoredInfo } from './engine/agent/guest.js';
 export { AgentError } from './engine/agent/client.js';
@@ -10,4 +18,11 @@ export { ForkdError, type ErrorCode } from './errors.js';
 export type { ProgressEvent, OnProgress } from './engine/progress.js';
 export { Daemon, type DaemonOptions, type DaemonEndpoint } from './server/daemon.js';
 export { Controller, Sandbox, type ControllerOptions } from './client/controller.js';
-export type { SandboxInfo, SnapshotSummary, SnapshotDetail } from './api/types.js';
+export type {
+  BranchReply,
+  EvalReply,
+  PendingSnapshot,
+  SandboxInfo,
+  SnapshotSummary,
+  SnapshotDetail,
+} from './api/types.js';

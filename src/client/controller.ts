@@ -56,7 +56,7 @@ function resolveEndpoint(options: ControllerOptions): { endpoint: string; token:
 export class Controller {
   private readonly dispatcher: Dispatcher;
   private readonly origin: string;
-  private readonly token: string;
+  readonly token: string;
   private readonly timeoutMs: number;
   readonly endpoint: string;
 
@@ -147,6 +147,11 @@ export class Controller {
 
   getSnapshot(tag: string): Promise<SnapshotDetail | PendingSnapshot> {
     return this.json('GET', `/v1/snapshots/${encodeURIComponent(tag)}`);
+  }
+
+  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
+  async setPool(tag: string, size: number): Promise<{ available: number }> {
+    return this.json('PUT', `/v1/snapshots/${encodeURIComponent(tag)}/pool`, { size });
   }
 
   /**

@@ -140,8 +140,13 @@ export function copyRunningVm(
       await qmp.execute('migrate', { uri: channel });
       status = await waitMigration(qmp, 'copying the source VM');
       completedAt = performance.now();
-      // a stopped source's copy is whole; a live one may miss writes (see reconcileChangedPages)
-      if (live) rewritten = reconcileChangedPages(source.pid, spec.memoryFile!.path, writer.memoryFile);
+      if (live) {
+        // A stopped source's copy is whole; a live one may miss writes (see reconcileChangedPages).
+        // The helper may still be applying the stream's last pages: the check waits for it, or it
+        // would be overwritten by them.
+        await waitIncoming(helper.qmp);
+        rewritten = reconcileChangedPages(source.pid, spec.memoryFile!.path, writer.memoryFile);
+      }
     } finally {
       await qmp.execute('cont').catch(() => {}); // the source runs on, whatever happened to the copy
     }

@@ -80,6 +80,13 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
         release();
       }
     })
+    .on('PUT', '/v1/snapshots/:tag/pool', async ({ req, params }) => {
+      const body = await readJsonObject(req, ['size']);
+      const size = field<number>(body, 'size', 'integer');
+      if (size === undefined) throw new ForkdError('FORKD_ERR_BAD_INPUT', 'the pool needs "size" (0 removes it)');
+      const pool = await engine.warmPool(validateTag(params.tag), size);
+      return { status: 200, json: { tag: params.tag, size, available: pool?.available ?? 0 } };
+    })
     .on('DELETE', '/v1/snapshots/:tag', async ({ params, query }) => {
       const tag = validateTag(params.tag);
       if (branches.get(tag)?.status === 'failed') {

@@ -1,0 +1,69 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
+
+const home = new IsolatedHome();
+const root = join(import.meta.dirname, '../..');
+
+/** Runs a Vitest suite the way a user does, in its own process, against this file's state dir. */
+function vitest(
+  config: string,
+  extraEnv: Record<string, string> = {},
+): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const env = home.env({ NO_COLOR: '1' });
+    delete env.FORKD_ENDPOINT;
+    Object.assign(env, extraEnv);
+    delete env.VITEST; // the inner run is a run of its own, not a worker of this one
+    delete env.VITEST_POOL_ID;
+    delete env.VITEST_WORKER_ID;
+    const child = spawn(process.execPath, [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--config', config], {
+      cwd: root,
+      env,
+    });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, output }));
+  });
+}
+
+afterAll(() => {
+  expect(home.leftovers()).toEqual(NOTHING_LEFT);
+  home.remove();
+});
+
+describe('forkd-action/vitest', () => {
+  test('the example project: 23 tests in 5 files, 2 workers, each mutating its own Postgres; nothing left', async () => {
+    const r = await vitest('examples/vitest-postgres/vitest.config.ts');
+    expect(r.output).toMatch(/Test Files {2}5 passed \(5\)/);
+    expect(r.output).toMatch(/Tests {2}23 passed \(23\)/);
+    expect(r.status).toBe(0);
+    // the daemon the run started is gone with its sandboxes, pools and checkpoints
+    expect(home.qemuProcesses()).toEqual([]);
+    expect(existsSync(join(home.root, 'daemon.json'))).toBe(false);
+    expect(home.entries('sandboxes')).toEqual([]);
+    expect(home.entries('snapshots')).toEqual(['pg']); // kept for the next run
+  }, 900_000);
+
+  test('a fixture pointed at a missing snapshot fails its test with the reason and a hint; the rest runs', async () => {
+    const r = await vitest('test/fixtures/vitest-misconfigured/vitest.config.ts');
+    expect(r.status).toBe(1);
+    expect(r.output).toContain('forking missing for the sandbox fixture failed: no snapshot tagged missing');
+    expect(r.output).toMatch(/Tests {2}1 failed \| 1 passed \(2\)/);
+    expect(home.qemuProcesses()).toEqual([]);
+  }, 300_000);
+
+  test('an unreachable engine stops the run at setup with the endpoint and a hint', async () => {
+    const r = await vitest('test/fixtures/vitest-misconfigured/vitest.config.ts', {
+      FORKD_ENDPOINT: 'unix:/nonexistent/forkd.sock',
+      FORKD_TOKEN: 'x'.repeat(32),
+    });
+    expect(r.status).toBe(1);
+    expect(r.output).toContain('cannot reach the forkd daemon at unix:/nonexistent/forkd.sock');
+    expect(r.output).toContain('is `forkd serve` running? check FORKD_ENDPOINT');
+  }, 120_000);
+});
