@@ -6,7 +6,7 @@ import type { StatePaths } from '../state-dir.js';
 import { saveDeviceState, waitMigration } from '../vmm/device-state.js';
 import type { QemuBinary } from '../vmm/qemu-binary.js';
 import type { QmpClient } from '../vmm/qmp.js';
-import { VmProcess, type LaunchOptions } from '../vmm/vm-process.js';
+import { VmProcess } from '../vmm/vm-process.js';
 import type { StartedVm } from '../vmm/vm.js';
 import type { SnapshotWriter } from './store.js';
 
@@ -128,11 +128,10 @@ export function copyRunningVm(
       hint: 'fork from a snapshot (forkd spawn / engine.fork) and branch the child',
     });
   }
-  const launch: LaunchOptions = {};
   const helperSpec = { ...spec, memoryFile: { path: writer.memoryFile, shared: true }, incoming: true };
   let helper: VmProcess | undefined;
   const resumed = (async (): Promise<BranchCopy> => {
-    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS, launch);
+    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS);
     const channel = `unix:${join(helper.runDir, 'branch.sock')}`;
     await helper.qmp.execute('migrate-incoming', { uri: channel });
     const qmp = source.qmp;

@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { runTool } from '../host-tools.js';
+import { physicalBytes } from './branch.js';
 import { applyMemoryDiff } from './memory-diff.js';
 import { MEMORY_FILE, type SnapshotInfo, type SnapshotStore } from './store.js';
 
@@ -75,11 +76,7 @@ export async function ensureFullMemory(store: SnapshotStore, info: SnapshotInfo)
 
 /** Disk use of a snapshot: what it needs (`durable`) and the full-memory cache of a diff link (`cache`). */
 export async function snapshotBytes(info: SnapshotInfo): Promise<{ durable: number; cache: number }> {
-  const size = async (name: string) =>
-    stat(join(info.dir, name)).then(
-      (s) => s.blocks * 512,
-      () => 0,
-    );
+  const size = (name: string) => physicalBytes(join(info.dir, name)).catch(() => 0);
   const [memory, diff, vmstate, meta] = await Promise.all(
     [MEMORY_FILE, MEMORY_DIFF_FILE, 'vmstate', 'meta.json'].map(size),
   );
