@@ -6,66 +6,18 @@
  *   (c) CREATE DATABASE ... TEMPLATE on one shared host server
  * plus 16 at once for (a) and (c). Host PostgreSQL: apt-get install postgresql-15.
  */
-import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { Engine } from '../src/engine/engine.js';
-import { onProcessExit } from '../src/engine/reaper.js';
 import { findQemu } from '../src/engine/vmm/qemu-binary.js';
+import { HostCluster, firstQuery, hostPostgresVersion, requireHostPostgres } from './host-postgres.js';
 import { median, row } from './stats.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '10' } } });
 const runs = Number(values.runs);
-const PG_BIN = '/usr/lib/postgresql/15/bin';
 const tag = `bench-pg-${process.pid}`;
-
-if (!existsSync(join(PG_BIN, 'initdb'))) {
-  console.error(`bench:postgres compares against the host's PostgreSQL 15: ${PG_BIN}/initdb is missing`);
-  console.error('  hint: apt-get install postgresql-15');
-  process.exit(1);
-}
-
-/** Runs a host PostgreSQL tool as the postgres user (initdb and postgres refuse to run as root). */
-function asPostgres(tool: string, args: string[]): void {
-  execFileSync('runuser', ['-u', 'postgres', '--', join(PG_BIN, tool), ...args], { stdio: 'ignore' });
-}
-
-async function firstQuery(port: number, database: string, user = 'forkd', password = 'forkd'): Promise<void> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user, password, database });
-  await client.connect();
-  await client.query('select 1');
-  await client.end();
-}
-
-/** A host cluster in a scratch dir: initdb, then pg_ctl start on `port`. */
-class HostCluster {
-  readonly dir = mkdtempSync(join(tmpdir(), 'forkd-bench-pg-'));
-  private readonly unregister = onProcessExit(() => this.remove());
-
-  constructor(readonly port: number) {
-    chownSync(this.dir, Number(execFileSync('id', ['-u', 'postgres'])), Number(execFileSync('id', ['-g', 'postgres'])));
-  }
-
-  init(): this {
-    asPostgres('initdb', ['--no-sync', '-D', join(this.dir, 'data'), '-U', 'forkd', '--auth=trust']);
-    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
-    asPostgres('pg_ctl', ['-D', join(this.dir, 'data'), '-o', options, '-l', join(this.dir, 'log'), '-w', 'start']);
-    return this;
-  }
-
-  remove(): void {
-    try {
-      asPostgres('pg_ctl', ['-D', join(this.dir, 'data'), '-m', 'immediate', 'stop']);
-    } catch {
-      // not running
-    }
-    rmSync(this.dir, { recursive: true, force: true });
-    this.unregister();
-  }
-}
+requireHostPostgres('bench:postgres');
 
 async function time(fn: () => Promise<void>): Promise<number> {
   const started = performance.now();
@@ -78,7 +30,7 @@ const base = await engine.buildBase();
 const verdict = await engine.accel(base);
 const qemu = await findQemu();
 console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}; QEMU ${qemu.version}; accel ${verdict.accel}`);
-console.log(`host PostgreSQL: ${execFileSync(join(PG_BIN, 'postgres'), ['--version'], { encoding: 'utf8' }).trim()}`);
+console.log(`host PostgreSQL: ${hostPostgresVersion()}`);
 
 const snap = await engine.snapshot(tag, { recipe: 'postgres' });
 console.log(`postgres snapshot taken in ${(snap.timings.totalMs / 1000).toFixed(1)} s (not counted below)`);

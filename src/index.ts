@@ -14,7 +14,7 @@ export type { AccelVerdict } from './engine/accel.js';
 export type { BaseImage } from './engine/images/base.js';
 export { runDoctor, type DoctorReport, type Check, type CheckStatus } from './engine/doctor.js';
 export { StatePaths, stateDir } from './engine/state-dir.js';
-export { ForkdError, type ErrorCode } from './errors.js';
+export { ForkdError, errorMessage, type ErrorCode } from './errors.js';
 export type { ProgressEvent, OnProgress } from './engine/progress.js';
 export { Daemon, type DaemonOptions, type DaemonEndpoint } from './server/daemon.js';
 export { Controller, Sandbox, type ControllerOptions } from './client/controller.js';

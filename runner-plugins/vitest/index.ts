@@ -8,8 +8,8 @@
  *   test('isolated', async ({ postgres }) => { new pg.Client(postgres.url) ... });
  */
 import { randomBytes } from 'node:crypto';
-import { Controller, ForkdError, type Sandbox } from 'forkd-action';
-import { afterAll, beforeAll, inject, onTestFinished, test as base } from 'vitest';
+import { Controller, ForkdError, errorMessage, type Sandbox } from 'forkd-action';
+import { afterAll, beforeAll, inject, onTestFinished, test as base, type TestContext } from 'vitest';
 import { CHECKPOINT_PREFIX, type ForkdConnection } from './options.js';
 
 // vitest.config.ts imports the plugin from 'forkd-action/vitest/plugin': this module needs a running Vitest
@@ -118,10 +118,31 @@ function postgresOf(sandbox: Sandbox): PostgresConnection {
   };
 }
 
-/** Forks a child of `checkpoint` for the current test, killed when the test ends. */
+const CONSOLE_TAIL_LINES = 30;
+
+/**
+ * When `task` failed, appends the console tails of `sandboxes` to its first error, so the report
+ * shows what the guest said (kernel messages, and the server log for the postgres recipe).
+ */
+async function attachConsole(task: TestContext['task'], sandboxes: Iterable<Sandbox>): Promise<void> {
+  const error = task.result?.state === 'fail' ? task.result.errors?.[0] : undefined;
+  if (!error) return;
+  for (const sandbox of sandboxes) {
+    const text = await sandbox
+      .console(CONSOLE_TAIL_LINES)
+      .then((t) => t || '(the guest printed nothing)')
+      .catch((err: unknown) => `(could not read it: ${errorMessage(err)})`);
+    error.message += `\n\nforkd sandbox ${sandbox.id} (snapshot ${sandbox.info.snapshot}), console tail:\n${text}`;
+  }
+}
+
+/** Forks a child of `checkpoint` for the current test, killed when the test ends (its console attached if it failed). */
 async function forkForTest(checkpoint: Checkpoint | string, what: string): Promise<Sandbox> {
   const { sandbox, release } = await forkChild(typeof checkpoint === 'string' ? checkpoint : checkpoint.tag, what);
-  onTestFinished(release);
+  onTestFinished(async ({ task }) => {
+    await attachConsole(task, [sandbox]);
+    await release();
+  });
   return sandbox;
 }
 
@@ -174,28 +195,55 @@ export async function removeCheckpoint(checkpoint: Checkpoint): Promise<void> {
 }
 
 type Scope = 'test' | 'file' | 'worker';
+type Fixture<T, C> = [(context: C, use: (value: T) => Promise<void>) => Promise<void>, { scope: Scope }];
+
+/** Children of file- and worker-scoped fixtures alive in this worker: a failing test gets their console tails. */
+const sharedChildren = new Set<Sandbox>();
 
 /** `test` with forkd fixtures whose children live for one test (default), one file, or one worker. */
 export function forkdTest(scope: Scope = 'test') {
   /** A fixture that forks a child of the configured snapshot for `what`, and kills it after use. */
-  const child = <T>(
-    what: 'sandbox' | 'postgres',
-    make: (sandbox: Sandbox) => T,
-  ): [(context: object, use: (value: T) => Promise<void>) => Promise<void>, { scope: Scope }] => [
-    // eslint-disable-next-line no-empty-pattern -- Vitest requires the destructuring
-    async ({}, use: (value: T) => Promise<void>) => {
-      const { sandbox, release } = await forkChild(connection()[what], what);
-      try {
-        await use(make(sandbox));
-      } finally {
-        await release();
-      }
-    },
-    { scope },
-  ];
-  return base.extend<{ sandbox: ForkdSandbox; postgres: PostgresConnection }>({
+  const child = <T>(what: 'sandbox' | 'postgres', make: (sandbox: Sandbox) => T): Fixture<T, object> => {
+    if (scope === 'test') {
+      const perTest: Fixture<T, { task: TestContext['task'] }> = [
+        async ({ task }, use) => {
+          const { sandbox, release } = await forkChild(connection()[what], what);
+          try {
+            await use(make(sandbox));
+          } finally {
+            await attachConsole(task, [sandbox]);
+            await release();
+          }
+        },
+        { scope },
+      ];
+      return perTest as Fixture<T, object>;
+    }
+    return [
+      // eslint-disable-next-line no-empty-pattern -- Vitest requires the destructuring
+      async ({}, use) => {
+        const { sandbox, release } = await forkChild(connection()[what], what);
+        sharedChildren.add(sandbox);
+        try {
+          await use(make(sandbox));
+        } finally {
+          sharedChildren.delete(sandbox);
+          await release();
+        }
+      },
+      { scope },
+    ];
+  };
+  return base.extend<{ sandbox: ForkdSandbox; postgres: PostgresConnection; forkdConsole: void }>({
     sandbox: child('sandbox', wrap),
     postgres: child('postgres', postgresOf),
+    forkdConsole: [
+      async ({ task }, use) => {
+        await use();
+        await attachConsole(task, sharedChildren);
+      },
+      { auto: true },
+    ],
   });
 }
 

@@ -61,6 +61,13 @@ export interface SandboxInfo {
 }
 
 /** POST /v1/sandboxes/:id/eval: what the guest's warm interpreter answered (200 even when the code raised). */
+/** GET /v1/sandboxes/:id/console: the end of the guest console (kernel messages, /dev/console writes). */
+export interface ConsoleReply {
+  id: string;
+  lines: number;
+  text: string;
+}
+
 export type EvalReply =
   | { ok: true; value: unknown; repr: string | null; output: string; duration_ms: number }
   | { ok: false; error: { type: string; message: string; stack: string }; output: string; duration_ms: number };

@@ -131,6 +131,20 @@ export function sandboxCommands(program: Command, { action, printJson, positiveI
     );
 
   program
+    .command('logs')
+    .description("print the end of a sandbox's guest console (kernel messages, what the guest writes to /dev/console)")
+    .argument('<id>', 'sandbox id')
+    .option('-n, --lines <count>', 'how many lines (at most 1000)', positiveInt, 50)
+    .option('--json', 'print {id, lines, text} as JSON')
+    .action(
+      action(async (id: string, opts: { lines: number; json?: boolean }) => {
+        const text = await withController((c) => c.console(id, opts.lines));
+        if (opts.json) printJson({ id, lines: opts.lines, text });
+        else if (text) process.stdout.write(`${text}\n`);
+      }),
+    );
+
+  program
     .command('ping')
     .description("check a sandbox's guest agent answers")
     .argument('<id>', 'sandbox id')

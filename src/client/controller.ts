@@ -3,6 +3,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { StatePaths } from '../engine/state-dir.js';
 import type {
   BranchReply,
+  ConsoleReply,
   EvalReply,
   PendingSnapshot,
   SandboxInfo,
@@ -214,6 +215,12 @@ export class Controller {
     await this.call('DELETE', `/v1/sandboxes/${encodeURIComponent(id)}`);
   }
 
+  /** The last `lines` lines (default 50, at most 1000) of a sandbox's guest console. */
+  async console(id: string, lines?: number): Promise<string> {
+    const query = lines === undefined ? '' : `?lines=${lines}`;
+    return (await this.json<ConsoleReply>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/console${query}`)).text;
+  }
+
   ping(id: string): Promise<{ pong: boolean; version: string; uptimeMs: number; jobs: number }> {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/ping`);
   }
@@ -290,6 +297,10 @@ export class Sandbox implements AsyncDisposable {
 
   branch(tag: string, options?: { mode?: BranchMode; wait?: boolean }): Promise<BranchReply> {
     return this.controller.branch(this.id, tag, options);
+  }
+
+  console(lines?: number): Promise<string> {
+    return this.controller.console(this.id, lines);
   }
 
   readFile(path: string): Promise<Buffer> {

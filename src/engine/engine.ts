@@ -11,14 +11,7 @@ import type { OnProgress } from './progress.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
 import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type SnapshotMeta } from './snapshot/meta.js';
 import { WarmPool } from './snapshot/pool.js';
-import {
-  BRANCH_MODES,
-  copyRunningVm,
-  liveCopyEnabled,
-  physicalBytes,
-  type BranchCopy,
-  type BranchMode,
-} from './snapshot/branch.js';
+import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
 import {
   ancestorsOf,
   copySparse,
@@ -384,7 +377,7 @@ export class Engine implements AsyncDisposable {
     const writer = await this.snapshots.beginWrite(tag);
     let copy: ReturnType<typeof copyRunningVm>;
     try {
-      copy = copyRunningVm(vm, writer, mode !== 'full' && liveCopyEnabled(), this.paths, qemu);
+      copy = copyRunningVm(vm, writer, mode !== 'full', this.paths, qemu);
     } catch (err) {
       await writer.abort();
       throw err;

@@ -208,6 +208,13 @@ describe('forkd serve', () => {
       const ran = forkd(['exec', spawned[0]!.id, '--', 'sh', '-c', 'echo out; exit 5']);
       expect([ran.status, ran.stdout]).toEqual([5, 'out\n']);
       expect(JSON.parse(forkd(['ping', spawned[1]!.id]).stdout)).toMatchObject({ pong: true });
+      forkd(['exec', spawned[1]!.id, '--', 'sh', '-c', 'echo one > /dev/console; echo two > /dev/console']);
+      expect(forkd(['logs', spawned[1]!.id, '-n', '2']).stdout).toBe('one\ntwo\n');
+      expect(JSON.parse(forkd(['logs', spawned[1]!.id, '--lines', '1', '--json']).stdout)).toEqual({
+        id: spawned[1]!.id,
+        lines: 1,
+        text: 'two',
+      });
       const killed = forkd(['kill', '--tag', 'served']);
       expect(killed.stdout.trim().split('\n')).toHaveLength(3);
       expect(forkd(['kill', 'sb-000000000000']).stderr).toMatch(/no sandbox sb-000000000000/);
@@ -217,7 +224,8 @@ describe('forkd serve', () => {
       expect(existsSync(info)).toBe(false);
       expect(existsSync(endpoint.slice(5))).toBe(false);
     } finally {
-      child.kill('SIGKILL'); // only does anything when an expectation above failed
+      // only does anything when an expectation above failed: SIGTERM takes the daemon's sandboxes with it
+      if (child.exitCode === null && child.kill('SIGTERM')) await exited;
     }
     expect(forkd(['rmi', 'served']).status).toBe(0);
   });
@@ -272,8 +280,10 @@ describe('forkd serve restarts', () => {
       expect(home.entries('sandboxes')).toEqual([]);
       expect(forkd(['rmi', 'adopt']).status).toBe(0);
     } finally {
-      first.child.kill('SIGKILL');
-      second?.child.kill('SIGKILL');
+      // only does anything when an expectation above failed: SIGTERM takes a daemon's sandboxes with it
+      for (const daemon of [second, first]) {
+        if (daemon && daemon.child.exitCode === null && daemon.child.kill('SIGTERM')) await daemon.exited;
+      }
     }
   });
 });

@@ -168,6 +168,11 @@ describe('sandboxes', () => {
     await expect(b!.readFile('/tmp/bytes')).rejects.toMatchObject({ status: 422, code: 'FORKD_ERR_AGENT' });
     expect(await client.ping(a!.id)).toMatchObject({ pong: true, version: '1' });
 
+    await a!.exec('for i in 1 2 3; do echo console-line-$i > /dev/console; done');
+    expect(await a!.console(2)).toBe('console-line-2\nconsole-line-3');
+    expect(await a!.console()).toContain('console-line-1\nconsole-line-2\nconsole-line-3');
+    expect(await b!.console()).not.toContain('console-line'); // each child has its own console
+
     await a!.kill();
     await expect(client.getSandbox(a!.id)).rejects.toMatchObject({ status: 404 });
     await expect(a!.exec(['true'])).rejects.toMatchObject({ status: 404 });
@@ -217,6 +222,10 @@ describe('sandboxes', () => {
     );
     expect((await raw('POST', `/v1/sandboxes/${sb.id}/exec`, auth(), '{"argv": []}')).status).toBe(400);
     expect((await raw('GET', `/v1/sandboxes/${sb.id}/files?path=relative`, auth())).status).toBe(400);
+    for (const lines of ['0', '1001', 'x', '2.5']) {
+      expect((await raw('GET', `/v1/sandboxes/${sb.id}/console?lines=${lines}`, auth())).status).toBe(400);
+    }
+    expect((await raw('GET', '/v1/sandboxes/sb-000000000000/console', auth())).status).toBe(404);
     await sb.kill();
     expect(await client.listSandboxes()).toEqual(before);
   });

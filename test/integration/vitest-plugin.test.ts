@@ -57,6 +57,23 @@ describe('forkd-action/vitest', () => {
     expect(home.qemuProcesses()).toEqual([]);
   }, 300_000);
 
+  test("a failing test's error carries its sandbox's console tail (the postgres server log, /dev/console writes)", async () => {
+    const r = await vitest('test/fixtures/vitest-failing/vitest.config.ts');
+    expect(r.status).toBe(1);
+    expect(r.output).toMatch(/Tests {2}4 failed \| 2 passed \(6\)/);
+    const failure = (name: string) => r.output.slice(r.output.indexOf(`FAIL  ${name}`)).split('⎯⎯⎯')[0]!;
+    const tail = /forkd sandbox sb-[0-9a-f]{12} \(snapshot pg\), console tail:\n/;
+    const query = failure('per-test.test.ts > a failing query');
+    expect(query).toMatch(tail);
+    expect(query).toContain('ERROR:  relation "table_the_test_forgot" does not exist');
+    expect(query).toContain('STATEMENT:  select * from table_the_test_forgot');
+    expect(failure('per-test.test.ts > a failing assertion')).toContain('marker-from-the-sandbox-fixture');
+    expect(failure('per-test.test.ts > a forkFrom child')).toContain('marker-from-fork-from');
+    expect(failure('file-scope.test.ts > a later failure')).toContain('marker-from-the-file-scoped-sandbox');
+    expect(r.output).not.toContain('marker-of-a-passing-test');
+    expect(home.qemuProcesses()).toEqual([]);
+  }, 300_000);
+
   test('an unreachable engine stops the run at setup with the endpoint and a hint', async () => {
     const r = await vitest('test/fixtures/vitest-misconfigured/vitest.config.ts', {
       FORKD_ENDPOINT: 'unix:/nonexistent/forkd.sock',

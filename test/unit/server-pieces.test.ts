@@ -2,6 +2,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { ForkdError } from '../../src/errors.js';
+import { BranchTracker } from '../../src/server/branches.js';
 import { authFailure, isHealthz, loadOrCreateToken, tokenMatches, validateToken } from '../../src/server/auth.js';
 import { parseListen } from '../../src/server/daemon.js';
 import { Metrics } from '../../src/server/metrics.js';
@@ -115,5 +117,31 @@ describe('Metrics', () => {
     expect(text).toContain('forkd_fork_latency_ms_bucket{le="250"} 2\n');
     expect(text).toContain('forkd_fork_latency_ms_count 2\n');
     expect(text).toContain('forkd_sandboxes_active 2\n');
+  });
+});
+
+describe('BranchTracker (wait: false branches)', () => {
+  test('writing until done; gone once committed, or failed with the reason until the tag is used again', async () => {
+    const tracker = new BranchTracker();
+    let finish!: () => void;
+    let fail!: (err: unknown) => void;
+    tracker.track('ok', 'sb-1', new Promise<void>((resolve) => (finish = resolve)));
+    tracker.track('bad', 'sb-1', new Promise<void>((_, reject) => (fail = reject)));
+    expect(tracker.list()).toEqual([
+      { tag: 'ok', status: 'writing', sandbox: 'sb-1' },
+      { tag: 'bad', status: 'writing', sandbox: 'sb-1' },
+    ]);
+    finish();
+    fail(new ForkdError('FORKD_ERR_QEMU_EXITED', 'the copy died', { hint: 'retry' }));
+    await tracker.settled();
+    expect(tracker.get('ok')).toBeUndefined(); // an ordinary snapshot now
+    expect(tracker.get('bad')).toEqual({
+      tag: 'bad',
+      status: 'failed',
+      sandbox: 'sb-1',
+      error: { code: 'FORKD_ERR_QEMU_EXITED', error: 'the copy died', hint: 'retry' },
+    });
+    tracker.forget('bad');
+    expect(tracker.list()).toEqual([]);
   });
 });

@@ -25,16 +25,6 @@ export interface BranchCopy {
   rewrittenPages: number;
 }
 
-/**
- * Whether `live` and `diff` copy while the source runs (precopy). Off by default: under TCG on
- * QEMU 7.2, about 1 live copy in 3 to 6 restored into a guest that panicked or hung, even with
- * the copied RAM checked exact (README, known issue). Until that is found they copy with the
- * source stopped, like `full`; FORKD_LIVE_COPY=1 turns precopy on to investigate it.
- */
-export function liveCopyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env.FORKD_LIVE_COPY === '1';
-}
-
 const HELPER_START_TIMEOUT_MS = 30_000;
 /** The final pause a live branch aims for (QEMU stops the source when the rest fits in it). */
 const LIVE_DOWNTIME_MS = 20;
@@ -47,6 +37,15 @@ const PAGEMAP_PRESENT = 0x8000_0000;
 const PAGEMAP_FLAGS = PAGEMAP_PRESENT | 0x2000_0000;
 /** Pages compared per read (1 MiB). */
 const RECONCILE_RUN = 256;
+
+/**
+ * Whether a pagemap entry (its high 32-bit word) is a page the process wrote since it mapped the
+ * file: present, and a private copy rather than the file's page.
+ */
+export function isPrivateCopy(pagemapHighWord: number): boolean {
+  // `>>> 0`: JS bitwise results are signed 32-bit, and bit 31 is the present bit
+  return (pagemapHighWord & PAGEMAP_FLAGS) >>> 0 === PAGEMAP_PRESENT;
+}
 
 /**
  * Makes the copy exact. QEMU 7.2 under TCG misses some guest writes in its dirty tracking (about
@@ -71,8 +70,7 @@ function reconcileChangedPages(pid: number, ramFile: string, copy: string): numb
     const [pagemap, mem] = fds as [number, number];
     const entries = Buffer.alloc(pages * 8);
     readSync(pagemap, entries, 0, entries.length, (low / PAGE) * 8);
-    // a private copy (present, not file-backed) is a page written since the fork; the flags are in the high word
-    const changed = (i: number) => (entries.readUInt32LE(i * 8 + 4) & PAGEMAP_FLAGS) === PAGEMAP_PRESENT;
+    const changed = (i: number) => isPrivateCopy(entries.readUInt32LE(i * 8 + 4));
     const source = Buffer.alloc(RECONCILE_RUN * PAGE);
     const copied = Buffer.alloc(RECONCILE_RUN * PAGE);
     let rewritten = 0;

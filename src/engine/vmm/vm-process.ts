@@ -76,8 +76,9 @@ function adopted(pid: number, runDir: string): ProcessHandle {
 const SOCKET_PATH_MAX = 107;
 const SOCKET_POLL_MS = 1;
 
+/** The last lines of `text`; the serial console ends lines with CRLF. */
 function tail(text: string, lines: number): string {
-  return text.trim().split('\n').slice(-lines).join('\n');
+  return text.replace(/\r\n/g, '\n').trim().split('\n').slice(-lines).join('\n');
 }
 
 function readTail(path: string, lines = 20): string {
@@ -221,6 +222,11 @@ export class VmProcess {
         await sleep(SOCKET_POLL_MS);
       }
     }
+  }
+
+  /** The last `lines` lines of the guest console ('' when it printed nothing yet). */
+  consoleTail(lines = 20): string {
+    return readTail(this.sockets.consoleLog, lines);
   }
 
   /** An error that carries QEMU's stderr, the console log path and its tail. */

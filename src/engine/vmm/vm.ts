@@ -93,6 +93,11 @@ export class StartedVm implements AsyncDisposable {
     return this.proc.sockets.consoleLog;
   }
 
+  /** The last `lines` lines of the guest console: kernel messages and what the guest writes to /dev/console. */
+  consoleTail(lines?: number): string {
+    return this.proc.consoleTail(lines);
+  }
+
   get qmp(): QmpClient {
     return this.proc.qmp;
   }
@@ -175,7 +180,8 @@ export class StartedVm implements AsyncDisposable {
   }
 
   private stoppedError(what: string, cause?: unknown): ForkdError {
-    return new ForkdError('FORKD_ERR_VM_STOPPED', `VM ${this.id} ${what}`, {
+    const tail = this.failed ? this.consoleTail() : '';
+    return new ForkdError('FORKD_ERR_VM_STOPPED', `VM ${this.id} ${what}${tail ? `\nconsole tail:\n${tail}` : ''}`, {
       hint: `see the console log ${this.consoleLog}`,
       consoleLog: this.consoleLog,
       cause,

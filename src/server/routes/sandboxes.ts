@@ -1,4 +1,4 @@
-import type { BranchReply, EvalReply } from '../../api/types.js';
+import type { BranchReply, ConsoleReply, EvalReply } from '../../api/types.js';
 import { BRANCH_MODES, type BranchMode } from '../../engine/snapshot/branch.js';
 import { ForkdError } from '../../errors.js';
 import type { ExecOptions } from '../../engine/agent/guest.js';
@@ -14,6 +14,19 @@ import { snapshotSummary } from './snapshots.js';
 const round = (ms: number) => Math.round(ms * 10) / 10;
 
 export const FILE_BODY_LIMIT = 64 * 1024 * 1024;
+export const CONSOLE_MAX_LINES = 1000;
+const CONSOLE_DEFAULT_LINES = 50;
+
+function consoleLines(query: URLSearchParams): number {
+  if (!query.has('lines')) return CONSOLE_DEFAULT_LINES;
+  const lines = Number(query.get('lines'));
+  if (!Number.isInteger(lines) || lines < 1 || lines > CONSOLE_MAX_LINES) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `"lines" must be an integer from 1 to ${CONSOLE_MAX_LINES}`, {
+      hint: '?lines=50',
+    });
+  }
+  return lines;
+}
 
 function guestPath(query: URLSearchParams): string {
   const path = query.get('path');
@@ -66,6 +79,11 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
       status: 200,
       json: sandboxInfo(registry.get(params.id!)),
     }))
+    .on('GET', '/v1/sandboxes/:id/console', async ({ params, query }) => {
+      const lines = consoleLines(query);
+      const json: ConsoleReply = { id: params.id!, lines, text: registry.get(params.id!).vm.consoleTail(lines) };
+      return { status: 200, json };
+    })
     .on('DELETE', '/v1/sandboxes/:id', async ({ params }) => {
       await registry.take(params.id!).vm.kill();
       return { status: 204 };
