@@ -171,7 +171,7 @@ export function seededPostgres(
     try {
       const postgres = postgresOf(sandbox);
       await setup(postgres);
-      // full: the seed setup is done, so the pause does not matter, and a full copy is the dependable one
+      // full: the seed setup is done, so the pause does not matter, and nothing runs on during the copy
       checkpoint = await postgres.sandbox.checkpoint({ mode: options.mode ?? 'full' });
     } finally {
       await release();
