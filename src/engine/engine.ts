@@ -14,6 +14,7 @@ import { WarmPool } from './snapshot/pool.js';
 import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
 import {
   ancestorsOf,
+  contentHash,
   copySparse,
   dependentsOf,
   ensureFullMemory,
@@ -403,8 +404,8 @@ export class Engine implements AsyncDisposable {
           branch: { from: source.tag, mode, pauseMs: Math.round(copied.pauseMs * 10) / 10 },
           vmstateBytes,
         };
-        if (mode === 'diff') meta.parentId = source.meta.id ?? '';
-        else delete meta.parentId;
+        if (mode === 'diff') meta.parentPin = { id: source.meta.id ?? '', sha256: await contentHash(source) };
+        else delete meta.parentPin;
         const info = await writer.commit(meta);
         return {
           ...info,
@@ -491,7 +492,7 @@ export class Engine implements AsyncDisposable {
         parent: null,
         depth: 0,
       };
-      delete meta.parentId;
+      delete meta.parentPin;
       return await writer.commit(meta);
     } catch (err) {
       await writer.abort();

@@ -161,7 +161,7 @@ describe('chains', () => {
     expect((await engine.snapshots.list()).map((s) => s.tag)).not.toContain('p-link');
   });
 
-  test('a link whose parent was removed or taken again is refused with the reason', async () => {
+  test('a link whose parent was removed, taken again or changed in place is refused with the reason', async () => {
     const source = await fork('root');
     await engine.branch(source, 'q', 'full');
     await engine.branch(await fork('q'), 'q-link', 'diff');
@@ -169,15 +169,28 @@ describe('chains', () => {
     // the link still forks from its cache; without the cache it cannot be rebuilt
     await (await fork('q-link')).kill();
     rmSync(join(home.root, 'snapshots', 'q-link', 'memory.bin'));
-    await expect(engine.fork('q-link', 1)).rejects.toMatchObject({
+    await expect(fork('q-link')).rejects.toMatchObject({
       code: 'FORKD_ERR_CORRUPT',
       message: 'snapshot q-link is a diff of q, which is gone',
     });
     await engine.branch(source, 'q', 'full'); // a new q under the same tag
-    await expect(engine.fork('q-link', 1)).rejects.toMatchObject({
+    await expect(fork('q-link')).rejects.toMatchObject({
       code: 'FORKD_ERR_CORRUPT',
       message: 'snapshot q-link is a diff of q, but q has changed since',
     });
+    await engine.removeSnapshot('q-link');
+
+    // the same parent, its memory file changed in place under the link
+    await engine.branch(await fork('q'), 'q-link', 'diff');
+    rmSync(join(home.root, 'snapshots', 'q-link', 'memory.bin'));
+    const parentMemory = join(home.root, 'snapshots', 'q', 'memory.bin');
+    execFileSync('dd', ['if=/dev/urandom', `of=${parentMemory}`, 'bs=4096', 'count=1', 'seek=100', 'conv=notrunc']);
+    const running = home.qemuProcesses().length;
+    await expect(fork('q-link')).rejects.toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+      message: 'snapshot q-link is a diff of q, whose content has changed since (sha256 differs)',
+    });
+    expect(home.qemuProcesses()).toHaveLength(running); // nothing started for the refused fork
     await engine.removeSnapshot('q-link');
   });
 

@@ -1,11 +1,12 @@
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { runTool } from '../host-tools.js';
 import { physicalBytes } from './branch.js';
 import { applyMemoryDiff } from './memory-diff.js';
-import { MEMORY_FILE, type SnapshotInfo, type SnapshotStore } from './store.js';
+import { MEMORY_FILE, VMSTATE_FILE, type SnapshotInfo, type SnapshotStore } from './store.js';
 
 export const MEMORY_DIFF_FILE = 'memory.diff';
 /** Links a chain may have below its root: each fork of a deep link would otherwise assemble a long chain. */
@@ -31,6 +32,26 @@ export async function ancestorsOf(store: SnapshotStore, info: SnapshotInfo): Pro
   return chain;
 }
 
+const HASH_CHUNK = 1 << 20;
+const ZERO_CHUNK = Buffer.alloc(HASH_CHUNK);
+const [ZERO_TAG, DATA_TAG] = [Buffer.from([0]), Buffer.from([1])];
+
+/**
+ * sha256 of what a snapshot's state is made of: its device state, and its memory.bin (a root) or
+ * memory.diff (a link; its memory.bin is a cache). A link pins its parent by it.
+ */
+export async function contentHash(info: SnapshotInfo): Promise<string> {
+  const hash = createHash('sha256');
+  for (const name of [VMSTATE_FILE, info.meta.parent ? MEMORY_DIFF_FILE : MEMORY_FILE]) {
+    for await (const chunk of createReadStream(join(info.dir, name), { highWaterMark: HASH_CHUNK })) {
+      // memory files are mostly zero: a zero chunk is hashed as one tag byte (0), data as 1 + the bytes
+      if (ZERO_CHUNK.equals(chunk as Buffer)) hash.update(ZERO_TAG);
+      else hash.update(DATA_TAG).update(chunk as Buffer);
+    }
+  }
+  return hash.digest('hex');
+}
+
 /** The parent a diff link was made from, checked to be that very snapshot (not one taken again under its tag). */
 async function parentOf(store: SnapshotStore, link: SnapshotInfo): Promise<SnapshotInfo> {
   const tag = link.meta.parent!;
@@ -39,7 +60,7 @@ async function parentOf(store: SnapshotStore, link: SnapshotInfo): Promise<Snaps
       hint: `${link.tag} cannot be restored without it: forkd rmi ${link.tag}${err instanceof ForkdError ? ` (${err.code})` : ''}`,
     });
   });
-  if (parent.meta.id !== link.meta.parentId) {
+  if (parent.meta.id !== link.meta.parentPin?.id) {
     throw new ForkdError(
       'FORKD_ERR_CORRUPT',
       `snapshot ${link.tag} is a diff of ${tag}, but ${tag} has changed since`,
@@ -64,6 +85,13 @@ export async function ensureFullMemory(store: SnapshotStore, info: SnapshotInfo)
   );
   if (size === expected) return;
   const parent = await parentOf(store, info);
+  if ((await contentHash(parent)) !== info.meta.parentPin?.sha256) {
+    throw new ForkdError(
+      'FORKD_ERR_CORRUPT',
+      `snapshot ${info.tag} is a diff of ${parent.tag}, whose content has changed since (sha256 differs)`,
+      { hint: `remove ${info.tag} (forkd rmi ${info.tag}) and branch again` },
+    );
+  }
   await ensureFullMemory(store, parent);
   const diff = join(info.dir, MEMORY_DIFF_FILE);
   if (!existsSync(diff)) {

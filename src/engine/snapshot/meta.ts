@@ -17,8 +17,11 @@ export interface SnapshotMeta {
    * plus `memory.diff`. Null for a root (its memory.bin is all of it).
    */
   parent: string | null;
-  /** The parent's `id` when this link was made. */
-  parentId?: string;
+  /**
+   * The parent as this link was made from it: its `id` (a parent taken again under its tag) and the
+   * sha256 of its content (a parent changed in place), checked when the link's memory is assembled.
+   */
+  parentPin?: { id: string; sha256: string };
   /** Links from the root: 0 for a root. */
   depth?: number;
   /** How a BRANCH made this snapshot. */
