@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, inject, onTestFinished, test as base } from 'vitest';
+import type { PostgresConnection } from '../../runner-plugins/vitest/index.js';
 import { HostCluster, freePort } from '../host-postgres.js';
 import { TEMPLATE } from './host-global-setup.js';
 
@@ -16,14 +17,8 @@ declare module 'vitest' {
   }
 }
 
-export interface HostPostgres {
-  url: string;
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-}
+/** The postgres fixture's connection, without the sandbox a host server does not have. */
+export type HostPostgres = Omit<PostgresConnection, 'sandbox'>;
 
 const initdbPerTest = process.env.FORKD_BENCH_HOST === 'initdb';
 
