@@ -288,6 +288,44 @@ program
   );
 
 program
+  .command('pack')
+  .description(
+    'write a snapshot (its chain, and the images it runs on) to a .forkd.tar.zst that zstd -d | tar x can read',
+  )
+  .requiredOption('--tag <tag>', 'the snapshot')
+  .option('-o, --out <file>', 'the pack to write (default ./<tag>.forkd.tar.zst)')
+  .option('--json', 'print the manifest and size as JSON')
+  .action(
+    action(async (opts: JsonFlag & { tag: string; out?: string }) => {
+      const out = opts.out ?? `${opts.tag}.forkd.tar.zst`;
+      const progress = progressRenderer({ quiet: Boolean(opts.json) });
+      const r = await new Engine().pack(opts.tag, out, progress.onProgress).finally(progress.stop);
+      if (opts.json) return printJson({ file: out, bytes: r.bytes, manifest: r.manifest });
+      const links = r.manifest.chain.length;
+      process.stdout.write(
+        `packed ${opts.tag}${links > 1 ? ` (a chain of ${links})` : ''} into ${out}: ${formatBytes(r.bytes)}\n`,
+      );
+    }),
+  );
+
+program
+  .command('unpack')
+  .description('install a pack: every sha256 is checked before anything becomes visible')
+  .argument('<file>', 'a .forkd.tar.zst written by forkd pack')
+  .option('--tag <tag>', 'install the snapshot under this tag (a pack of one snapshot)')
+  .option('--force', 'replace snapshots that exist under the same tags')
+  .option('--json', 'print the installed tags and manifest as JSON')
+  .action(
+    action(async (file: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
+      const progress = progressRenderer({ quiet: Boolean(opts.json) });
+      const options = { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
+      const r = await new Engine().unpack(file, options, progress.onProgress).finally(progress.stop);
+      if (opts.json) return printJson({ tags: r.tags, manifest: r.manifest });
+      process.stdout.write(`unpacked ${r.tags.join(', ')} from ${file}\n`);
+    }),
+  );
+
+program
   .command('demo')
   .description(
     'the main job: cold boot vs snapshot + fork of N children, with timings and memory; cleans up after itself',

@@ -9,7 +9,10 @@ import type { BuildOptions } from './images/cache.js';
 import type { ExecResult } from './agent/guest.js';
 import type { OnProgress } from './progress.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
-import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type SnapshotMeta } from './snapshot/meta.js';
+import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type HostFacts, type SnapshotMeta } from './snapshot/meta.js';
+import { writePack } from '../hub/pack.js';
+import { byteProgress } from '../hub/progress.js';
+import { unpack, type UnpackOptions, type Unpacked } from '../hub/unpack.js';
 import { WarmPool } from './snapshot/pool.js';
 import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
 import {
@@ -280,11 +283,17 @@ export class Engine implements AsyncDisposable {
     }
   }
 
+  /** What a snapshot must have been taken with to restore here. */
+  private async hostFacts(): Promise<{ host: HostFacts; qemu: QemuBinary }> {
+    const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
+    return { host: { accel: verdict.accel, qemuVersion: qemu.version }, qemu };
+  }
+
   /** A snapshot this host can restore, with whole files, and the QEMU to restore it with. */
   private async restorable(tag: string): Promise<{ info: SnapshotInfo; qemu: QemuBinary }> {
     const info = await this.snapshots.get(tag);
-    const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
-    checkCompatible(info.meta, { accel: verdict.accel, qemuVersion: qemu.version });
+    const { host, qemu } = await this.hostFacts();
+    checkCompatible(info.meta, host);
     await ensureFullMemory(this.snapshots, info);
     await this.snapshots.verify(info);
     return { info, qemu };
@@ -425,6 +434,21 @@ export class Engine implements AsyncDisposable {
     })();
     done.catch(() => {}); // the caller may only await `resumed`; the failure is theirs through `done`
     return { resumed: copy.resumed, done };
+  }
+
+  /** Writes `tag`, its chain and the images it runs on to a `.forkd.tar.zst` (src/hub/pack.ts). */
+  pack(tag: string, out: string, onProgress: OnProgress = () => {}): ReturnType<typeof writePack> {
+    return writePack(this.snapshots, tag, out, byteProgress('pack', 'write', onProgress));
+  }
+
+  /** Installs a pack, checked whole before anything becomes visible; refused if this host cannot restore it. */
+  async unpack(
+    file: string,
+    options: Omit<UnpackOptions, 'onProgress'> = {},
+    onProgress: OnProgress = () => {},
+  ): Promise<Unpacked> {
+    const { host } = await this.hostFacts();
+    return unpack(file, this.paths, host, { ...options, onProgress: byteProgress('unpack', 'read', onProgress) });
   }
 
   /** BRANCH and wait for the snapshot (see startBranch). */

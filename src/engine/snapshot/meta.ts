@@ -88,14 +88,20 @@ export interface HostFacts {
 }
 
 /** Refuses a restore this host cannot do faithfully; the message says what differs. */
-export function checkCompatible(meta: SnapshotMeta, host: HostFacts): void {
+export function checkCompatible(
+  facts: Pick<SnapshotMeta, 'tag' | 'accel' | 'qemuVersion' | 'machine'>,
+  host: HostFacts,
+  what = `snapshot ${facts.tag}`,
+  fix = `take the snapshot again on this host (forkd snapshot --tag ${facts.tag}), or run where it was taken`,
+): void {
   const diffs: string[] = [];
-  if (meta.accel !== host.accel) diffs.push(`accelerator ${meta.accel} (this host runs ${host.accel})`);
-  if (meta.qemuVersion !== host.qemuVersion) diffs.push(`QEMU ${meta.qemuVersion} (this host has ${host.qemuVersion})`);
-  if (meta.machine !== MACHINE_TYPE) diffs.push(`machine ${meta.machine} (forkd runs ${MACHINE_TYPE})`);
+  if (facts.accel !== host.accel) diffs.push(`accelerator ${facts.accel} (this host runs ${host.accel})`);
+  if (facts.qemuVersion !== host.qemuVersion)
+    diffs.push(`QEMU ${facts.qemuVersion} (this host has ${host.qemuVersion})`);
+  if (facts.machine !== MACHINE_TYPE) diffs.push(`machine ${facts.machine} (forkd runs ${MACHINE_TYPE})`);
   if (diffs.length) {
-    throw new ForkdError('FORKD_ERR_INCOMPATIBLE', `snapshot ${meta.tag} was taken with ${diffs.join(', ')}`, {
-      hint: `take the snapshot again on this host (forkd snapshot --tag ${meta.tag}), or run where it was taken${meta.accel !== host.accel ? ` (FORKD_ACCEL=${meta.accel} forces the accelerator)` : ''}`,
+    throw new ForkdError('FORKD_ERR_INCOMPATIBLE', `${what} was taken with ${diffs.join(', ')}`, {
+      hint: `${fix}${facts.accel !== host.accel ? ` (FORKD_ACCEL=${facts.accel} forces the accelerator)` : ''}`,
     });
   }
 }

@@ -1,0 +1,244 @@
+/**
+ * forkd unpack: a pack into the state dir. Everything is written to a staging dir first and every
+ * sha256 checked; only then do the images and snapshots become visible (renames), so a bad,
+ * hostile, truncated or incompatible pack, or a full disk, changes nothing.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { extract as tarExtract, type Header } from 'tar-stream';
+import { ForkdError } from '../errors.js';
+import { onProcessExit } from '../engine/reaper.js';
+import { checkCompatible, parseMeta, type HostFacts, type SnapshotMeta } from '../engine/snapshot/meta.js';
+import { validateTag } from '../engine/snapshot/tag.js';
+import type { StatePaths } from '../engine/state-dir.js';
+import { MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type PackFile, type PackManifest } from './manifest.js';
+import type { PackProgress } from './pack.js';
+import { parseSparseMap, type Extent } from './sparse.js';
+import { decompressFrames } from './zstd-frames.js';
+
+export interface UnpackOptions {
+  /** Install the snapshot under this tag (a pack of one snapshot only). */
+  tag?: string;
+  /** Replace snapshots that exist under the pack's tags. */
+  force?: boolean;
+  onProgress?: PackProgress;
+}
+
+export interface Unpacked {
+  manifest: PackManifest;
+  /** The snapshots installed, root first (the last is the pack's head). */
+  tags: string[];
+}
+
+const ZEROS = Buffer.alloc(1024 * 1024);
+
+function corrupt(message: string): ForkdError {
+  return new ForkdError('FORKD_ERR_CORRUPT', message, {
+    hint: 'the pack is damaged or not a forkd pack; download or pack it again',
+  });
+}
+
+type Entry = AsyncIterable<Buffer> & { header: Header };
+
+/** One file entry written into `target`: the logical bytes hashed, holes left as holes. */
+async function writeEntry(entry: Entry, target: string, file: PackFile): Promise<void> {
+  const header = entry.header;
+  const pax = (header.pax ?? {}) as Record<string, string>;
+  const sparse = pax['GNU.sparse.major'] !== undefined;
+  if (sparse && (pax['GNU.sparse.major'] !== '1' || pax['GNU.sparse.minor'] !== '0'))
+    throw corrupt(`${file.path} uses a sparse format other than GNU 1.0`);
+  if (sparse !== file.sparse) throw corrupt(`${file.path} is ${sparse ? '' : 'not '}sparse, unlike its manifest entry`);
+  const size = sparse ? Number(pax['GNU.sparse.realsize']) : header.size;
+  if (size !== file.size) throw corrupt(`${file.path} holds ${size} bytes; the manifest says ${file.size}`);
+  await mkdir(dirname(target), { recursive: true });
+  const out = await open(target, 'wx', 0o644);
+  const hash = createHash('sha256');
+  try {
+    let extents: Extent[] | undefined = sparse ? undefined : [{ offset: 0, length: size }];
+    let head = Buffer.alloc(0);
+    let skip = 0; // map padding still to come
+    let index = 0;
+    let within = 0;
+    let hashed = 0; // logical bytes hashed so far (holes included)
+    const hashZerosTo = (offset: number) => {
+      for (; hashed < offset; hashed += Math.min(ZEROS.length, offset - hashed)) {
+        hash.update(ZEROS.subarray(0, Math.min(ZEROS.length, offset - hashed)));
+      }
+    };
+    for await (const chunk of entry) {
+      let data = chunk;
+      if (!extents) {
+        head = Buffer.concat([head, data]);
+        const map = parseSparseMap(head, size, header.size);
+        if (!map) continue;
+        extents = map.extents;
+        data = head.subarray(Math.min(map.mapBytes, head.length));
+        skip = Math.max(0, map.mapBytes - head.length);
+      }
+      if (skip) {
+        const dropped = Math.min(skip, data.length);
+        [skip, data] = [skip - dropped, data.subarray(dropped)];
+      }
+      while (data.length) {
+        const extent = extents[index];
+        if (!extent) throw corrupt(`${file.path} has more data than its map describes`);
+        const take = Math.min(extent.length - within, data.length);
+        hashZerosTo(extent.offset + within);
+        hash.update(data.subarray(0, take));
+        hashed += take;
+        await out.write(data, 0, take, extent.offset + within);
+        [within, data] = [within + take, data.subarray(take)];
+        if (within === extent.length) [index, within] = [index + 1, 0];
+      }
+    }
+    if (!extents) throw corrupt(`${file.path} ends inside its sparse map`);
+    hashZerosTo(size);
+    await out.truncate(size);
+  } finally {
+    await out.close();
+  }
+  if (hash.digest('hex') !== file.sha256) throw corrupt(`${file.path} does not match its sha256 in the manifest`);
+}
+
+/** Reads the pack into `staging`, checking each entry against the manifest as it comes. */
+async function extractVerified(
+  file: string,
+  staging: string,
+  host: HostFacts,
+  onProgress: PackProgress,
+): Promise<PackManifest> {
+  const total = (await stat(file)).size;
+  let read = 0;
+  const input = createReadStream(file, { highWaterMark: 1024 * 1024 });
+  input.on('data', (chunk) => onProgress((read += chunk.length), total));
+  const extract = tarExtract();
+  const feeding = pipeline(input, decompressFrames, extract);
+  let manifest: PackManifest | undefined;
+  const expected = new Map<string, PackFile>();
+  try {
+    for await (const raw of extract) {
+      const entry = raw as unknown as Entry;
+      const { header } = entry;
+      if (header.type !== 'file')
+        throw corrupt(`the pack holds a ${header.type} entry (${header.name}); only files are allowed`);
+      if (!manifest) {
+        if (header.name !== MANIFEST_NAME) throw corrupt(`its first entry is ${header.name}, not ${MANIFEST_NAME}`);
+        if (header.size > MAX_MANIFEST_BYTES)
+          throw corrupt(`its manifest is ${header.size} bytes (at most ${MAX_MANIFEST_BYTES})`);
+        const chunks: Buffer[] = [];
+        for await (const chunk of entry) chunks.push(chunk);
+        manifest = parseManifest(Buffer.concat(chunks).toString('utf8'));
+        const c = manifest.compat;
+        checkCompatible(
+          { tag: manifest.tag, accel: c.accel as HostFacts['accel'], qemuVersion: c.qemuVersion, machine: c.machine },
+          host,
+          `the pack ${manifest.tag}`,
+          `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`,
+        );
+        for (const f of [...manifest.chain.flatMap((l) => l.files), ...manifest.images]) expected.set(f.path, f);
+        continue;
+      }
+      const pax = (header.pax ?? {}) as Record<string, string>;
+      const path = pax['GNU.sparse.name'] ?? header.name;
+      const listed = expected.get(path);
+      if (!listed)
+        throw corrupt(`the pack holds ${JSON.stringify(path)}, which its manifest does not list (or lists once)`);
+      expected.delete(path);
+      await writeEntry(entry, join(staging, path), listed);
+    }
+    await feeding;
+  } catch (err) {
+    input.destroy();
+    await feeding.catch(() => {});
+    throw err;
+  }
+  if (!manifest) throw corrupt('it is empty');
+  if (expected.size) throw corrupt(`it lacks ${[...expected.keys()].join(', ')}`);
+  return manifest;
+}
+
+/**
+ * Unpacks a pack into the state dir: images under images/hub/<sha256>/, snapshots under their
+ * tags (or `options.tag`). Refuses tags that exist unless `force`; a replaced snapshot is
+ * removed only after the new one is in place.
+ */
+export async function unpack(
+  file: string,
+  paths: StatePaths,
+  host: HostFacts,
+  options: UnpackOptions = {},
+): Promise<Unpacked> {
+  await mkdir(paths.tmp(), { recursive: true });
+  const staging = await mkdtemp(join(paths.tmp(), 'unpack-'));
+  const unregister = onProcessExit(() => rmSync(staging, { recursive: true, force: true }));
+  const moved: Array<{ from: string; to: string }> = [];
+  const replaced: string[] = [];
+  try {
+    const manifest = await extractVerified(file, staging, host, options.onProgress ?? (() => {}));
+    if (options.tag !== undefined && manifest.chain.length > 1) {
+      throw new ForkdError(
+        'FORKD_ERR_BAD_INPUT',
+        `--tag renames a single snapshot; this pack holds a chain of ${manifest.chain.length}`,
+        {
+          hint: 'unpack it under its own tags',
+        },
+      );
+    }
+    const tagOf = (tag: string) => (options.tag !== undefined ? validateTag(options.tag) : tag);
+    for (const link of manifest.chain) {
+      if (existsSync(join(paths.snapshots(), tagOf(link.tag))) && !options.force) {
+        throw new ForkdError('FORKD_ERR_CONFLICT', `snapshot ${tagOf(link.tag)} already exists`, {
+          hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link.tag)}`,
+        });
+      }
+    }
+    const installed = new Map<string, string>();
+    for (const image of manifest.images) {
+      const target = join(paths.images('hub'), image.path.slice('images/'.length));
+      installed.set(image.sha256, target);
+      if (existsSync(target)) continue; // content-addressed: the same bytes are there
+      await mkdir(dirname(target), { recursive: true });
+      await rename(join(staging, image.path), target);
+    }
+    const imagePath = (sha: string | undefined) => (sha ? installed.get(sha) : undefined);
+    for (const link of manifest.chain) {
+      const metaFile = join(staging, link.tag, 'meta.json');
+      const meta: SnapshotMeta = parseMeta(await readFile(metaFile, 'utf8'), `${link.tag}/meta.json in the pack`);
+      const { kernel, initrd, rootfs } = manifest.compat;
+      meta.tag = tagOf(link.tag);
+      meta.vm = {
+        ...meta.vm,
+        kernel: imagePath(kernel.sha256)!,
+        initrd: imagePath(initrd.sha256)!,
+        ...(rootfs ? { rootfs: imagePath(rootfs.sha256)! } : {}),
+      };
+      await writeFile(metaFile, `${JSON.stringify(meta, null, 2)}\n`);
+    }
+    for (const link of manifest.chain) {
+      const final = join(paths.snapshots(), tagOf(link.tag));
+      if (existsSync(final)) {
+        // the store's sweep removes a trash dir whose process died before it could
+        const aside = join(
+          paths.snapshots(),
+          `.trash-${tagOf(link.tag)}-${process.pid}-${randomBytes(4).toString('hex')}`,
+        );
+        await rename(final, aside);
+        moved.push({ from: final, to: aside });
+        replaced.push(aside);
+      }
+      await rename(join(staging, link.tag), final);
+      moved.push({ from: join(staging, link.tag), to: final });
+    }
+    await Promise.all(replaced.map((dir) => rm(dir, { recursive: true, force: true })));
+    return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
+  } catch (err) {
+    for (const { from, to } of moved.reverse()) await rename(to, from).catch(() => {});
+    throw err;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+    unregister();
+  }
+}
