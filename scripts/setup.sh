@@ -12,6 +12,7 @@ packages=(
   make gcc libc6-dev flex bison bc libelf-dev lz4 xz-utils
   util-linux procps           # setpriv (QEMU dies with its parent), ps (leak checks)
   e2fsprogs debootstrap       # recipe root filesystems: debootstrap, then mke2fs -d (no loop mounts)
+  zstd tar                    # packs are .tar.zst: the tests read them with the standard tools too
 )
 missing=()
 for pkg in "${packages[@]}"; do

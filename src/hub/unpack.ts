@@ -171,6 +171,11 @@ export async function unpack(
   host: HostFacts,
   options: UnpackOptions = {},
 ): Promise<Unpacked> {
+  if (!existsSync(file)) {
+    throw new ForkdError('FORKD_ERR_NOT_FOUND', `no pack at ${file}`, {
+      hint: 'check the path; forkd pack --tag TAG writes one',
+    });
+  }
   await mkdir(paths.tmp(), { recursive: true });
   const staging = await mkdtemp(join(paths.tmp(), 'unpack-'));
   const unregister = onProcessExit(() => rmSync(staging, { recursive: true, force: true }));

@@ -1,0 +1,250 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream, existsSync, mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pack as tarPack, type Header } from 'tar-stream';
+import { afterAll, describe, expect, test } from 'vitest';
+import { StatePaths } from '../../src/engine/state-dir.js';
+import { PACK_FORMAT, type PackManifest } from '../../src/hub/manifest.js';
+import { unpack } from '../../src/hub/unpack.js';
+import { compressFrames } from '../../src/hub/zstd-frames.js';
+
+const root = mkdtempSync(join(tmpdir(), 'forkd-hostile-'));
+const paths = new StatePaths(join(root, 'state'));
+const host = { accel: 'tcg' as const, qemuVersion: '7.2.22' };
+/** Files a hostile pack might try to write: none of them may appear. */
+const outside = join(root, 'outside');
+
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+interface RawEntry {
+  header: Partial<Header> & Pick<Header, 'name'>;
+  data?: Buffer;
+}
+
+/** A pack written entry by entry, exactly as given: the tool for building bad ones. */
+async function rawPack(name: string, entries: RawEntry[]): Promise<string> {
+  const file = join(root, `${name}.forkd.tar.zst`);
+  const pack = tarPack();
+  const writing = pipeline(
+    pack,
+    (bytes: AsyncIterable<unknown>) => compressFrames(bytes as AsyncIterable<Buffer>),
+    createWriteStream(file),
+  );
+  for (const { header, data } of entries) {
+    const body = data ?? Buffer.alloc(0);
+    await pipeline(Readable.from([body]), pack.entry({ mode: 0o644, ...header, size: header.size ?? body.length }));
+  }
+  pack.finalize();
+  await writing;
+  return file;
+}
+
+const FILES = {
+  't/meta.json': Buffer.from('{}'),
+  't/vmstate': Buffer.from('state'),
+  't/memory.bin': Buffer.alloc(8192, 1),
+};
+
+function manifest(overrides: Partial<PackManifest> = {}): PackManifest {
+  const files = Object.entries(FILES).map(([path, data]) => ({
+    path,
+    size: data.length,
+    sha256: sha256(data),
+    sparse: false,
+  }));
+  return {
+    format: PACK_FORMAT,
+    tag: 't',
+    created: new Date().toISOString(),
+    engine: 'test',
+    compat: {
+      accel: 'tcg',
+      qemuVersion: '7.2.22',
+      machine: 'microvm',
+      memoryMiB: 256,
+      image: 'base',
+      kernel: { hash: 'k', sha256: 'a'.repeat(64) },
+      initrd: { hash: 'i', sha256: 'b'.repeat(64) },
+      rootfs: null,
+    },
+    chain: [{ tag: 't', parent: null, files }],
+    images: [],
+    ...overrides,
+  };
+}
+
+const manifestEntry = (m: unknown): RawEntry => ({
+  header: { name: 'manifest.json' },
+  data: Buffer.from(JSON.stringify(m)),
+});
+const fileEntries = (): RawEntry[] => Object.entries(FILES).map(([name, data]) => ({ header: { name }, data }));
+
+/** Unpacks `file` and returns the error; checks that nothing became visible or was left behind. */
+async function refused(file: string): Promise<{ code: string; message: string }> {
+  const err = (await unpack(file, paths, host).then(
+    () => undefined,
+    (e: unknown) => e,
+  )) as { code: string; message: string } | undefined;
+  expect(err, 'the pack was accepted').toBeDefined();
+  expect(readdirSync(paths.snapshots())).toEqual([]);
+  expect(readdirSync(paths.images('hub'))).toEqual([]);
+  expect(readdirSync(paths.tmp())).toEqual([]); // the staging dir is gone
+  expect(existsSync(outside)).toBe(false);
+  expect(existsSync('/tmp/forkd-hostile-abs')).toBe(false);
+  return err!;
+}
+
+describe('a hostile or broken pack is refused with a clear error, and nothing is written', () => {
+  test('an entry that climbs out with ..', async () => {
+    const file = await rawPack('traversal', [
+      manifestEntry(manifest()),
+      { header: { name: '../../outside' }, data: Buffer.from('x') },
+    ]);
+    expect(await refused(file)).toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+      message: expect.stringContaining('"../../outside"'),
+    });
+  });
+
+  test('an absolute path', async () => {
+    const file = await rawPack('absolute', [
+      manifestEntry(manifest()),
+      { header: { name: '/tmp/forkd-hostile-abs' }, data: Buffer.from('x') },
+    ]);
+    expect(await refused(file)).toMatchObject({ code: 'FORKD_ERR_CORRUPT' });
+  });
+
+  test.each([
+    ['symlink', { name: 't/memory.bin', type: 'symlink', linkname: '/etc/passwd' }],
+    ['hardlink', { name: 't/memory.bin', type: 'link', linkname: '../../outside' }],
+    ['directory', { name: 't/', type: 'directory' }],
+  ] as const)('a %s entry', async (kind, header) => {
+    const file = await rawPack(kind, [manifestEntry(manifest()), { header: { ...header } }]);
+    expect(await refused(file)).toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+      message: expect.stringContaining('only files are allowed'),
+    });
+  });
+
+  test('a manifest that lists paths outside the pack layout, or unsafe tags', async () => {
+    const evil = manifest();
+    evil.chain[0]!.files[0]!.path = 't/../../outside';
+    expect(await refused(await rawPack('evil-path', [manifestEntry(evil)]))).toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+    });
+    const badTag = manifest({ tag: '../x' });
+    badTag.chain[0]!.tag = '../x';
+    expect(await refused(await rawPack('evil-tag', [manifestEntry(badTag)]))).toMatchObject({
+      code: 'FORKD_ERR_BAD_INPUT',
+    });
+  });
+
+  test('an oversized manifest', async () => {
+    const big = { ...manifest(), padding: 'x'.repeat(2 * 1024 * 1024) };
+    expect(await refused(await rawPack('big-manifest', [manifestEntry(big)]))).toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+      message: expect.stringContaining('at most'),
+    });
+  });
+
+  test('a manifest that is not the first entry', async () => {
+    const file = await rawPack('late-manifest', [...fileEntries(), manifestEntry(manifest())]);
+    expect(await refused(file)).toMatchObject({ message: expect.stringContaining('not manifest.json') });
+  });
+
+  test('a newer format version', async () => {
+    const file = await rawPack('future', [manifestEntry(manifest({ format: PACK_FORMAT + 1 })), ...fileEntries()]);
+    expect(await refused(file)).toMatchObject({
+      code: 'FORKD_ERR_INCOMPATIBLE',
+      message: expect.stringContaining(`format ${PACK_FORMAT + 1}`),
+    });
+  });
+
+  test('a pack made for another host says what differs and how to rebuild', async () => {
+    const kvm = manifest();
+    kvm.compat.accel = 'kvm';
+    const err = await refused(await rawPack('kvm', [manifestEntry(kvm), ...fileEntries()]));
+    expect(err).toMatchObject({
+      code: 'FORKD_ERR_INCOMPATIBLE',
+      message: expect.stringContaining('accelerator kvm (this host runs tcg)'),
+    });
+    expect((err as { hint?: string }).hint).toContain('forkd snapshot --tag t --recipe base');
+  });
+
+  test('a file whose bytes do not match their sha256', async () => {
+    const entries = fileEntries();
+    entries[2]!.data = Buffer.alloc(8192, 2); // same size, other bytes
+    const file = await rawPack('tampered', [manifestEntry(manifest()), ...entries]);
+    expect(await refused(file)).toMatchObject({
+      message: expect.stringContaining('t/memory.bin does not match its sha256'),
+    });
+  });
+
+  test('the same name twice, and a file the manifest does not list', async () => {
+    const twice = await rawPack('duplicate', [manifestEntry(manifest()), ...fileEntries(), fileEntries()[0]!]);
+    expect(await refused(twice)).toMatchObject({ message: expect.stringContaining('does not list (or lists once)') });
+    const extra = await rawPack('extra', [
+      manifestEntry(manifest()),
+      ...fileEntries(),
+      { header: { name: 't/extra' }, data: Buffer.from('x') },
+    ]);
+    expect(await refused(extra)).toMatchObject({ code: 'FORKD_ERR_CORRUPT' });
+  });
+
+  test('a missing file', async () => {
+    const file = await rawPack('missing', [manifestEntry(manifest()), ...fileEntries().slice(0, 2)]);
+    expect(await refused(file)).toMatchObject({ message: expect.stringContaining('it lacks t/memory.bin') });
+  });
+
+  test('a truncated pack, and bytes that are not zstd at all', async () => {
+    const file = await rawPack('truncated', [manifestEntry(manifest()), ...fileEntries()]);
+    const { size } = await import('node:fs').then((fs) => fs.statSync(file));
+    truncateSync(file, Math.floor(size / 2));
+    expect(await refused(file)).toMatchObject({ code: 'FORKD_ERR_CORRUPT', message: expect.stringContaining('zstd') });
+    const junk = join(root, 'junk.forkd.tar.zst');
+    writeFileSync(junk, 'this is not a pack at all');
+    expect(await refused(junk)).toMatchObject({ message: expect.stringContaining('bad frame magic') });
+  });
+
+  test('a frame that would expand far beyond its size (a decompression bomb)', async () => {
+    // a frame of RLE blocks: 4 bytes of input claim 128 KiB each
+    const header = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58]);
+    const rle = (last: number) => {
+      const h = (last | (1 << 1) | ((128 * 1024) << 3)) >>> 0;
+      return Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff, 0]);
+    };
+    const blocks = Array.from({ length: 200 }, (_, i) => rle(i === 199 ? 1 : 0));
+    const bomb = join(root, 'bomb.forkd.tar.zst');
+    writeFileSync(bomb, Buffer.concat([header, ...blocks]));
+    expect(await refused(bomb)).toMatchObject({ message: expect.stringContaining('a frame over') });
+  });
+
+  test('a sparse map that points past the end of its file', async () => {
+    const m = manifest();
+    m.chain[0]!.files[2]!.sparse = true;
+    const map = Buffer.alloc(512);
+    map.write('1\n99999999\n8192\n');
+    const file = await rawPack('bad-map', [
+      manifestEntry(m),
+      ...fileEntries().slice(0, 2),
+      {
+        header: {
+          name: 't/GNUSparseFile.0/memory.bin',
+          pax: {
+            'GNU.sparse.major': '1',
+            'GNU.sparse.minor': '0',
+            'GNU.sparse.name': 't/memory.bin',
+            'GNU.sparse.realsize': '8192',
+          },
+        },
+        data: Buffer.concat([map, FILES['t/memory.bin']]),
+      },
+    ]);
+    expect(await refused(file)).toMatchObject({ message: expect.stringContaining('bad map') });
+  });
+});
