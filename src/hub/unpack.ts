@@ -241,6 +241,12 @@ export async function unpack(
     return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
   } catch (err) {
     for (const { from, to } of moved.reverse()) await rename(to, from).catch(() => {});
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+      throw new ForkdError('FORKD_ERR_LIMIT', `the disk of ${paths.root} filled up while ${file} was unpacked`, {
+        hint: 'free some space (forkd rmi old snapshots) or point FORKD_HOME at a larger disk; nothing was installed',
+        cause: err,
+      });
+    }
     throw err;
   } finally {
     await rm(staging, { recursive: true, force: true });

@@ -1,8 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { StatePaths } from '../../src/engine/state-dir.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
+import type { PackManifest } from '../../src/hub/manifest.js';
+import { unpack } from '../../src/hub/unpack.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -116,6 +119,30 @@ describe('forkd pack / unpack', () => {
     expect((await engine.unpack(out, { tag: 'hub-copy' })).tags).toEqual(['hub-copy']);
     expect(await childState('hub-copy')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
     await engine.removeSnapshot('hub-copy');
+  });
+
+  test('a disk that fills up during unpack: a clear error, no staging left, the installed version untouched', async () => {
+    const small = join(home.root, 'small');
+    mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', small]);
+    try {
+      const paths = new StatePaths(small);
+      const previous = join(paths.snapshots(), 'hub-root');
+      mkdirSync(previous);
+      writeFileSync(join(previous, 'marker'), 'the version installed before');
+      const pack = join(home.root, 'hub-root.forkd.tar.zst');
+      const { compat } = JSON.parse(
+        execFileSync('sh', ['-c', `zstd -dcq '${pack}' | tar -xO manifest.json`], { encoding: 'utf8' }),
+      ) as PackManifest;
+      const host = { accel: compat.accel as 'tcg' | 'kvm', qemuVersion: compat.qemuVersion }; // this host's, as it packed it
+      const err: unknown = await unpack(pack, paths, host, { force: true }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'FORKD_ERR_LIMIT', message: expect.stringContaining('filled up') });
+      expect(readFileSync(join(previous, 'marker'), 'utf8')).toBe('the version installed before');
+      expect(readdirSync(paths.snapshots())).toEqual(['hub-root']);
+      expect(readdirSync(paths.tmp())).toEqual([]);
+    } finally {
+      execFileSync('umount', [small]);
+    }
   });
 
   test('the CLI: pack and unpack with --json; a missing pack file is a clear error', () => {
