@@ -326,6 +326,38 @@ program
   );
 
 program
+  .command('pull')
+  .description('install a pack from an https:// URL, or owner/name[@version] through the Hub (FORKD_HUB_URL)')
+  .argument('<ref>', 'owner/name, owner/name@version, or a URL of a .forkd.tar.zst')
+  .option('--tag <tag>', 'install the snapshot under this tag (a pack of one snapshot)')
+  .option('--force', 'download again and replace snapshots that exist under the same tags')
+  .option('--json', 'print the installed tags as JSON')
+  .action(
+    action(async (ref: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
+      const progress = progressRenderer({ quiet: Boolean(opts.json) });
+      const options = { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
+      const r = await new Engine().pull(ref, options, progress.onProgress).finally(progress.stop);
+      if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached });
+      process.stdout.write(`${r.cached ? 'already pulled' : 'pulled'} ${r.ref}: ${r.tags.join(', ')}\n`);
+    }),
+  );
+
+program
+  .command('push')
+  .description('pack a snapshot and upload it with a streamed HTTP PUT (e.g. to a presigned URL)')
+  .requiredOption('--tag <tag>', 'the snapshot')
+  .argument('<url>', 'where to PUT the pack')
+  .option('--json', 'print the size and sha256 as JSON (the registry entry needs the sha256)')
+  .action(
+    action(async (url: string, opts: JsonFlag & { tag: string }) => {
+      const progress = progressRenderer({ quiet: Boolean(opts.json) });
+      const r = await new Engine().push(opts.tag, url, progress.onProgress).finally(progress.stop);
+      if (opts.json) return printJson({ tag: opts.tag, url, bytes: r.bytes, sha256: r.sha256 });
+      process.stdout.write(`pushed ${opts.tag} to ${url}: ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n`);
+    }),
+  );
+
+program
   .command('demo')
   .description(
     'the main job: cold boot vs snapshot + fork of N children, with timings and memory; cleans up after itself',

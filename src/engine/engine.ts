@@ -1,18 +1,23 @@
 import { randomUUID } from 'node:crypto';
-import { copyFile, stat } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { ForkdError } from '../errors.js';
 import { resolveAccel, type AccelVerdict } from './accel.js';
+import { onProcessExit } from './reaper.js';
 import { ensureBaseImage, type BaseImage } from './images/base.js';
 import type { BuildOptions } from './images/cache.js';
 import type { ExecResult } from './agent/guest.js';
 import type { OnProgress } from './progress.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
 import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type HostFacts, type SnapshotMeta } from './snapshot/meta.js';
+import type { PackManifest } from '../hub/manifest.js';
 import { writePack } from '../hub/pack.js';
 import { byteProgress } from '../hub/progress.js';
 import { unpack, type UnpackOptions, type Unpacked } from '../hub/unpack.js';
+import { fetchPack, PullCache, resolveRef } from '../hub/pull.js';
+import { sha256File, upload } from '../hub/download.js';
 import { WarmPool } from './snapshot/pool.js';
 import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
 import {
@@ -449,6 +454,46 @@ export class Engine implements AsyncDisposable {
   ): Promise<Unpacked> {
     const { host } = await this.hostFacts();
     return unpack(file, this.paths, host, { ...options, onProgress: byteProgress('unpack', 'read', onProgress) });
+  }
+
+  /**
+   * Installs a pack from a URL or `owner/name[@version]` (FORKD_HUB_URL's registry), checked
+   * against the registry's sha256. A ref pulled before with the same sha256, whose snapshots are
+   * still there, is not downloaded again (`cached: true`).
+   */
+  async pull(
+    ref: string,
+    options: Omit<UnpackOptions, 'onProgress'> = {},
+    onProgress: OnProgress = () => {},
+  ): Promise<Omit<Unpacked, 'manifest'> & { manifest?: PackManifest; ref: string; cached: boolean }> {
+    const source = await resolveRef(ref);
+    const cache = new PullCache(this.paths);
+    const cachedTags = options.force || options.tag ? undefined : cache.lookup(source, this.paths.snapshots());
+    if (cachedTags) return { ref: source.ref, cached: true, tags: cachedTags };
+    const file = await fetchPack(cache, source, byteProgress('pull', 'download', onProgress));
+    try {
+      const unpacked = await this.unpack(file, options, onProgress);
+      await cache.record(source, unpacked.tags);
+      return { ...unpacked, ref: source.ref, cached: false };
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  /** Packs `tag` and PUTs it to `url` as a stream (e.g. a presigned upload URL). */
+  async push(tag: string, url: string, onProgress: OnProgress = () => {}): Promise<{ bytes: number; sha256: string }> {
+    await mkdir(this.paths.tmp(), { recursive: true });
+    const file = join(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
+    const unregister = onProcessExit(() => rmSync(file, { force: true }));
+    try {
+      const { bytes } = await this.pack(tag, file, onProgress);
+      const sha256 = await sha256File(file);
+      await upload(url, file, byteProgress('push', 'upload', onProgress));
+      return { bytes, sha256 };
+    } finally {
+      await rm(file, { force: true });
+      unregister();
+    }
   }
 
   /** BRANCH and wait for the snapshot (see startBranch). */

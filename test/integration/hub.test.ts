@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -168,5 +171,161 @@ describe('forkd pack / unpack', () => {
       failure = String((err as { stderr: string }).stderr);
     }
     expect(failure).toContain('nope.forkd.tar.zst');
+  });
+});
+
+/** A Hub on loopback: registry.json, packs with Range support, a pack that drops its first connection, and PUT. */
+class LocalHub {
+  readonly requests: Array<{ method: string; url: string; range?: string }> = [];
+  readonly uploads = new Map<string, Buffer>();
+  private readonly server: Server;
+  registry: unknown = {};
+  private dropped = false;
+
+  constructor(private readonly packs: Record<string, string>) {
+    this.server = createServer((req, res) => this.serve(req, res));
+  }
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/';
+    this.requests.push({ method: req.method ?? '', url, ...(req.headers.range ? { range: req.headers.range } : {}) });
+    if (req.method === 'PUT') {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        this.uploads.set(url, Buffer.concat(chunks));
+        res.writeHead(201).end();
+      });
+      return;
+    }
+    if (url === '/registry.json')
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.registry));
+    const upload = this.uploads.get(url);
+    const file = this.packs[url];
+    const data = upload ?? (file ? readFileSync(file) : undefined);
+    if (!data) return void res.writeHead(404).end();
+    const from = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+    const body = data.subarray(from);
+    res.writeHead(from ? 206 : 200, {
+      'content-length': body.length,
+      ...(from ? { 'content-range': `bytes ${from}-${data.length - 1}/${data.length}` } : {}),
+    });
+    if (url.startsWith('/flaky/') && !this.dropped) {
+      this.dropped = true; // the first answer stops halfway: the client has to resume
+      res.write(body.subarray(0, body.length >> 1), () => res.destroy());
+      return;
+    }
+    res.end(body);
+  }
+}
+
+describe('forkd pull / push', () => {
+  const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+  let hub: LocalHub;
+  let base = '';
+  let pack = '';
+  const savedHub = process.env.FORKD_HUB_URL;
+
+  beforeAll(async () => {
+    pack = join(home.root, 'pull-root.forkd.tar.zst');
+    await engine.pack('hub-root', pack);
+    const tampered = join(home.root, 'tampered.forkd.tar.zst');
+    writeFileSync(tampered, Buffer.concat([readFileSync(pack).subarray(0, -10), Buffer.alloc(10, 0xff)]));
+    hub = new LocalHub({
+      '/packs/root.forkd.tar.zst': pack,
+      '/flaky/root.forkd.tar.zst': pack,
+      '/packs/tampered.forkd.tar.zst': tampered,
+    });
+    base = await hub.start();
+    const entry = (url: string) => ({ url, sha256: sha(pack), size_bytes: statSync(pack).size });
+    hub.registry = {
+      schema_version: 1,
+      packages: {
+        'acme/root': {
+          versions: {
+            latest: entry('packs/root.forkd.tar.zst'),
+            v1: entry('packs/root.forkd.tar.zst'),
+            flaky: entry(`${base}/flaky/root.forkd.tar.zst`),
+            tampered: entry('packs/tampered.forkd.tar.zst'),
+          },
+        },
+      },
+    };
+    process.env.FORKD_HUB_URL = base;
+  });
+
+  afterAll(async () => {
+    if (savedHub === undefined) delete process.env.FORKD_HUB_URL;
+    else process.env.FORKD_HUB_URL = savedHub;
+    await hub.close();
+  });
+
+  test('pull by name and version; a second pull of the same pack is served from what is installed', async () => {
+    await engine.removeSnapshot('hub-root', { cascade: true });
+    const first = await engine.pull('acme/root@v1');
+    expect(first).toMatchObject({ ref: 'acme/root@v1', tags: ['hub-root'], cached: false });
+    expect(await childState('hub-root')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
+    const fetched = hub.requests.filter((r) => r.url.startsWith('/packs/')).length;
+    expect(await engine.pull('acme/root@v1')).toMatchObject({ tags: ['hub-root'], cached: true });
+    expect(hub.requests.filter((r) => r.url.startsWith('/packs/')).length).toBe(fetched); // not downloaded again
+    expect(home.entries('tmp')).toEqual([]);
+  });
+
+  test('a download whose connection drops resumes with a Range request', async () => {
+    const r = await engine.pull('acme/root@flaky', { tag: 'hub-flaky' });
+    expect(r.tags).toEqual(['hub-flaky']);
+    const flaky = hub.requests.filter((q) => q.url.startsWith('/flaky/'));
+    expect(flaky).toHaveLength(2);
+    expect(flaky[1]!.range).toMatch(/^bytes=\d+-$/);
+    expect(await childState('hub-flaky')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
+    await engine.removeSnapshot('hub-flaky');
+  });
+
+  test('a tampered pack fails its sha256 and leaves nothing behind', async () => {
+    await expect(engine.pull('acme/root@tampered', { tag: 'hub-tampered' })).rejects.toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+      message: expect.stringContaining('does not match its sha256 in the registry'),
+    });
+    expect(await tags()).not.toContain('hub-tampered');
+    expect(readdirSync(join(home.root, 'hub', 'downloads'))).toEqual([]);
+  });
+
+  test('unknown names and versions, bad references and an unreachable Hub are clear errors', async () => {
+    await expect(engine.pull('acme/root@v9')).rejects.toMatchObject({
+      code: 'FORKD_ERR_NOT_FOUND',
+      hint: expect.stringContaining('latest, v1'),
+    });
+    await expect(engine.pull('../etc')).rejects.toMatchObject({ code: 'FORKD_ERR_BAD_INPUT' });
+    process.env.FORKD_HUB_URL = 'http://127.0.0.1:1';
+    try {
+      await expect(engine.pull('acme/root')).rejects.toMatchObject({
+        code: 'FORKD_ERR_UNREACHABLE',
+        message: expect.stringContaining('http://127.0.0.1:1/registry.json'),
+        hint: expect.stringContaining('FORKD_HUB_URL'),
+      });
+    } finally {
+      process.env.FORKD_HUB_URL = base;
+    }
+  });
+
+  test('push uploads the pack with a streamed PUT; pulling it back by URL works', async () => {
+    const pushed = await engine.push('hub-root', `${base}/uploads/root.forkd.tar.zst`);
+    const stored = hub.uploads.get('/uploads/root.forkd.tar.zst')!;
+    expect(stored.length).toBe(pushed.bytes);
+    expect(createHash('sha256').update(stored).digest('hex')).toBe(pushed.sha256);
+    const back = await engine.pull(`${base}/uploads/root.forkd.tar.zst`, { tag: 'hub-pushed' });
+    expect(back.tags).toEqual(['hub-pushed']);
+    await engine.removeSnapshot('hub-pushed');
+    expect(home.entries('tmp')).toEqual([]);
   });
 });

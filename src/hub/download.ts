@@ -1,0 +1,130 @@
+/**
+ * HTTP for the Hub: a resumable download (a dropped connection continues with a Range request)
+ * and a streamed upload. Both name the URL and the fix when the server cannot be reached.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { ForkdError, errorMessage } from '../errors.js';
+import type { PackProgress } from './pack.js';
+
+const ATTEMPTS = 4;
+/** An HTTP client for one transfer (closed after it); release assets are usually redirects to a CDN. */
+async function withClient<T>(fn: (dispatcher: Dispatcher) => Promise<T>): Promise<T> {
+  const agent = new Agent();
+  try {
+    return await fn(agent.compose(interceptors.redirect({ maxRedirections: 5 })));
+  } finally {
+    await agent.close();
+  }
+}
+const RETRY_DELAY_MS = 300;
+
+export function unreachable(url: string, err: unknown): ForkdError {
+  return new ForkdError('FORKD_ERR_UNREACHABLE', `cannot reach ${url}: ${errorMessage(err)}`, {
+    hint: 'check the URL and your network; FORKD_HUB_URL sets the Hub, or unpack a pack file you have',
+    cause: err,
+  });
+}
+
+function httpError(method: string, url: string, status: number): ForkdError {
+  return new ForkdError(
+    status === 404 ? 'FORKD_ERR_NOT_FOUND' : 'FORKD_ERR_UNREACHABLE',
+    `${method} ${url} answered ${status}`,
+    {
+      hint:
+        status === 404
+          ? 'check the name, version or URL'
+          : 'the server refused the request; check the URL and its credentials',
+    },
+  );
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Downloads `url` to `dest`. The bytes go to `dest.partial` first; a dropped connection resumes
+ * from where it stopped (here, up to 4 attempts, or in a later run). With `sha256`, a download
+ * that does not match is removed and refused.
+ */
+export async function download(
+  url: string,
+  dest: string,
+  options: { sha256?: string; size?: number; onProgress?: PackProgress } = {},
+): Promise<void> {
+  return withClient((dispatcher) => downloadWith(dispatcher, url, dest, options));
+}
+
+async function downloadWith(
+  dispatcher: Dispatcher,
+  url: string,
+  dest: string,
+  options: { sha256?: string; size?: number; onProgress?: PackProgress },
+): Promise<void> {
+  const partial = `${dest}.partial`;
+  let lastError: unknown;
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const have = existsSync(partial) ? (await stat(partial)).size : 0;
+    let response;
+    try {
+      response = await request(url, { method: 'GET', headers: have ? { range: `bytes=${have}-` } : {}, dispatcher });
+    } catch (err) {
+      lastError = unreachable(url, err);
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
+      continue;
+    }
+    const { statusCode, headers, body } = response;
+    if (statusCode !== 200 && statusCode !== 206) {
+      await body.dump();
+      if (statusCode === 416 && have) break; // nothing left to fetch: the partial is whole
+      throw httpError('GET', url, statusCode);
+    }
+    const append = statusCode === 206 && have > 0;
+    const length = Number(headers['content-length'] ?? NaN);
+    const total = (append ? have : 0) + (Number.isFinite(length) ? length : 0) || options.size || 0;
+    let done = append ? have : 0;
+    body.on('data', (chunk: Buffer) => options.onProgress?.((done += chunk.length), total || done));
+    try {
+      await pipeline(body, createWriteStream(partial, { flags: append ? 'a' : 'w' }));
+      lastError = undefined;
+      break;
+    } catch (err) {
+      lastError = unreachable(url, err); // the connection dropped: the next attempt resumes
+    }
+  }
+  if (lastError) throw lastError;
+  if (options.sha256) {
+    const actual = await sha256File(partial);
+    if (actual !== options.sha256) {
+      await rm(partial, { force: true });
+      throw new ForkdError('FORKD_ERR_CORRUPT', `${url} does not match its sha256 in the registry (got ${actual})`, {
+        hint: 'the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher',
+      });
+    }
+  }
+  await rename(partial, dest);
+}
+
+/** PUTs `file` to `url` as a stream with its Content-Length (e.g. a presigned upload URL). */
+export async function upload(url: string, file: string, onProgress?: PackProgress): Promise<void> {
+  const { size } = await stat(file);
+  const body = createReadStream(file, { highWaterMark: 1024 * 1024 });
+  let done = 0;
+  body.on('data', (chunk) => onProgress?.((done += chunk.length), size));
+  await withClient(async (dispatcher) => {
+    let response;
+    try {
+      response = await request(url, { method: 'PUT', body, headers: { 'content-length': String(size) }, dispatcher });
+    } catch (err) {
+      throw unreachable(url, err);
+    }
+    await response.body.dump();
+    if (response.statusCode < 200 || response.statusCode >= 300) throw httpError('PUT', url, response.statusCode);
+  });
+}

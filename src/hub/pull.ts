@@ -1,0 +1,139 @@
+/**
+ * forkd pull: a pack from a URL, or `owner/name[@version]` through the Hub's registry.json
+ * (FORKD_HUB_URL), downloaded (resumably), checked against the registry's sha256, and unpacked.
+ * A ref already pulled with the same sha256, whose snapshots are still there, is not fetched again.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { ForkdError } from '../errors.js';
+import type { StatePaths } from '../engine/state-dir.js';
+import { download, unreachable } from './download.js';
+
+export interface PackSource {
+  /** What was asked for, as the cache knows it. */
+  ref: string;
+  url: string;
+  sha256?: string;
+  size?: number;
+}
+
+interface RegistryVersion {
+  url: string;
+  sha256: string;
+  size_bytes?: number;
+}
+
+interface Registry {
+  schema_version: number;
+  packages: Record<string, { description?: string; versions: Record<string, RegistryVersion> }>;
+}
+
+const NAME = /^[A-Za-z0-9_.-]{1,64}\/[A-Za-z0-9_.-]{1,64}$/;
+const VERSION = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** The registry URL: FORKD_HUB_URL itself when it names a .json file, else its registry.json. */
+export function registryUrl(hub: string | undefined = process.env.FORKD_HUB_URL): string {
+  if (!hub) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', 'no Hub is configured to resolve names', {
+      hint: 'set FORKD_HUB_URL to the Hub (the URL that serves registry.json), or pull a pack by its https:// URL',
+    });
+  }
+  return hub.endsWith('.json') ? hub : `${hub.replace(/\/+$/, '')}/registry.json`;
+}
+
+/** Where `ref` is: a URL as it is, or `owner/name[@version]` looked up in the registry. */
+export async function resolveRef(ref: string): Promise<PackSource> {
+  if (/^https?:\/\//.test(ref)) return { ref, url: ref };
+  const [name, version = 'latest'] = ref.split('@') as [string, string?];
+  if (!NAME.test(name) || !VERSION.test(version)) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `${JSON.stringify(ref)} is not a pack reference`, {
+      hint: 'use owner/name, owner/name@version, or an https:// URL of a .forkd.tar.zst',
+    });
+  }
+  const index = registryUrl();
+  let registry: Registry;
+  try {
+    const response = await request(index);
+    if (response.statusCode !== 200) {
+      await response.body.dump();
+      throw new Error(`HTTP ${response.statusCode}`);
+    }
+    registry = (await response.body.json()) as Registry;
+  } catch (err) {
+    throw unreachable(index, err);
+  }
+  const entry = registry.packages?.[name]?.versions?.[version];
+  if (!entry) {
+    const known = Object.keys(registry.packages?.[name]?.versions ?? {});
+    throw new ForkdError('FORKD_ERR_NOT_FOUND', `${name}@${version} is not in the registry ${index}`, {
+      hint: known.length ? `versions of ${name}: ${known.join(', ')}` : `no package ${name} there; check the name`,
+    });
+  }
+  if (typeof entry.url !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256 ?? '')) {
+    throw new ForkdError('FORKD_ERR_CORRUPT', `the registry entry of ${name}@${version} has no valid url and sha256`, {
+      hint: 'tell the Hub publisher; or pull the pack by URL',
+    });
+  }
+  return {
+    ref: `${name}@${version}`,
+    url: new URL(entry.url, index).toString(),
+    sha256: entry.sha256,
+    ...(entry.size_bytes ? { size: entry.size_bytes } : {}),
+  };
+}
+
+/** What pulls have installed: ref -> the pack's sha256 and the tags it became. */
+export class PullCache {
+  constructor(private readonly paths: StatePaths) {}
+
+  private get file(): string {
+    return join(this.paths.root, 'hub', 'pulled.json');
+  }
+
+  private read(): Record<string, { sha256?: string; tags: string[] }> {
+    try {
+      return JSON.parse(readFileSync(this.file, 'utf8')) as Record<string, { sha256?: string; tags: string[] }>;
+    } catch {
+      return {};
+    }
+  }
+
+  /** The tags of an earlier pull of the same pack, if they are all still installed. */
+  lookup(source: PackSource, snapshots: string): string[] | undefined {
+    const hit = this.read()[source.ref];
+    if (!hit || !source.sha256 || hit.sha256 !== source.sha256) return undefined;
+    return hit.tags.every((tag) => existsSync(join(snapshots, tag))) ? hit.tags : undefined;
+  }
+
+  async record(source: PackSource, tags: string[]): Promise<void> {
+    const all = { ...this.read(), [source.ref]: { ...(source.sha256 ? { sha256: source.sha256 } : {}), tags } };
+    await mkdir(join(this.paths.root, 'hub'), { recursive: true });
+    await writeFile(`${this.file}.tmp`, JSON.stringify(all, null, 2));
+    await rename(`${this.file}.tmp`, this.file);
+  }
+
+  /** Where the download of `source` goes (a stable name, so an interrupted one resumes). */
+  packFile(source: PackSource): string {
+    const safe = source.ref.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(-100);
+    return join(this.paths.root, 'hub', 'downloads', `${safe}.forkd.tar.zst`);
+  }
+}
+
+/** Downloads `source` into the cache's download dir; returns the pack file (the caller removes it). */
+export async function fetchPack(
+  cache: PullCache,
+  source: PackSource,
+  onProgress?: (done: number, total: number) => void,
+): Promise<string> {
+  const file = cache.packFile(source);
+  await mkdir(join(file, '..'), { recursive: true });
+  await rm(file, { force: true });
+  await download(source.url, file, {
+    ...(source.sha256 ? { sha256: source.sha256 } : {}),
+    ...(source.size ? { size: source.size } : {}),
+    ...(onProgress ? { onProgress } : {}),
+  });
+  return file;
+}
