@@ -30,8 +30,9 @@ interface Registry {
   packages: Record<string, { description?: string; versions: Record<string, RegistryVersion> }>;
 }
 
-const NAME = /^[A-Za-z0-9_.-]{1,64}\/[A-Za-z0-9_.-]{1,64}$/;
-const VERSION = /^[A-Za-z0-9_.-]{1,64}$/;
+const PART = '[A-Za-z0-9][A-Za-z0-9_.-]{0,63}';
+const NAME = new RegExp(`^${PART}/${PART}$`);
+const VERSION = new RegExp(`^${PART}$`);
 
 /** The registry URL: FORKD_HUB_URL itself when it names a .json file, else its registry.json. */
 export function registryUrl(hub: string | undefined = process.env.FORKD_HUB_URL): string {
