@@ -61,6 +61,13 @@ export interface SandboxInfo {
 }
 
 /** POST /v1/sandboxes/:id/eval: what the guest's warm interpreter answered (200 even when the code raised). */
+/** POST /v1/snapshots/pull: the snapshots a pack installed (`cached`: it was pulled before and is still there). */
+export interface PullReply {
+  ref: string;
+  tags: string[];
+  cached: boolean;
+}
+
 /** GET /v1/sandboxes/:id/console: the end of the guest console (kernel messages, /dev/console writes). */
 export interface ConsoleReply {
   id: string;

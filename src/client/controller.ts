@@ -6,6 +6,7 @@ import type {
   ConsoleReply,
   EvalReply,
   PendingSnapshot,
+  PullReply,
   SandboxInfo,
   SnapshotDetail,
   SnapshotSummary,
@@ -151,6 +152,11 @@ export class Controller {
   }
 
   /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
+  /** Installs a pack on the daemon's host: owner/name[@version] through its FORKD_HUB_URL, or a URL. */
+  pull(ref: string, options: { tag?: string; force?: boolean } = {}): Promise<PullReply> {
+    return this.json('POST', '/v1/snapshots/pull', { ref, ...options });
+  }
+
   async setPool(tag: string, size: number): Promise<{ available: number }> {
     return this.json('PUT', `/v1/snapshots/${encodeURIComponent(tag)}/pool`, { size });
   }

@@ -99,7 +99,7 @@ async function adoptLeftovers(registry: SandboxRegistry, paths: StatePaths): Pro
 }
 
 /** The engine as a daemon: REST over a Unix socket or loopback TCP, bearer auth, audit log, metrics. */
-export class Daemon {
+export class Daemon implements AsyncDisposable {
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -240,6 +240,11 @@ export class Daemon {
 
   get registry(): SandboxRegistry {
     return this.ctx.registry;
+  }
+
+  /** `await using daemon = await Daemon.start()` closes it at scope exit. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /** Stops accepting, kills every sandbox and pool VM, removes the socket and endpoint files. */

@@ -5,7 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Controller } from '../../src/client/controller.js';
 import { StatePaths } from '../../src/engine/state-dir.js';
+import { Daemon } from '../../src/server/daemon.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import type { PackManifest } from '../../src/hub/manifest.js';
 import { unpack } from '../../src/hub/unpack.js';
@@ -316,6 +318,25 @@ describe('forkd pull / push', () => {
     } finally {
       process.env.FORKD_HUB_URL = base;
     }
+  });
+
+  test('the daemon pulls too (POST /v1/snapshots/pull): 201 with the tags, 400 without a ref, 404 for an unknown version', async () => {
+    await using daemon = await Daemon.start({ paths: home.paths });
+    const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+    try {
+      expect(await client.pull('acme/root', { tag: 'hub-daemon' })).toEqual({
+        ref: 'acme/root@latest',
+        tags: ['hub-daemon'],
+        cached: false,
+      });
+      await using sandbox = await client.createSandbox('hub-daemon');
+      expect((await sandbox.exec('cat /tmp/state')).stdout.toString()).toBe('packed\n');
+      await expect(client.pull('')).rejects.toMatchObject({ status: 400 });
+      await expect(client.pull('acme/root@v9')).rejects.toMatchObject({ status: 404, code: 'FORKD_ERR_NOT_FOUND' });
+    } finally {
+      await client.close();
+    }
+    await engine.removeSnapshot('hub-daemon');
   });
 
   test('push uploads the pack with a streamed PUT; pulling it back by URL works', async () => {

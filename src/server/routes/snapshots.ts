@@ -1,4 +1,4 @@
-import type { SnapshotDetail, SnapshotSummary } from '../../api/types.js';
+import type { PullReply, SnapshotDetail, SnapshotSummary } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { SnapshotInfo } from '../../engine/snapshot/store.js';
 import { validateTag } from '../../engine/snapshot/tag.js';
@@ -76,6 +76,25 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
           Object.entries(result.timings).map(([k, v]) => [k.replace(/Ms$/, '_ms'), Math.round(v)]),
         );
         return { status: 201, json: { ...snapshotSummary(result), timings } };
+      } finally {
+        release();
+      }
+    })
+    .on('POST', '/v1/snapshots/pull', async ({ req }) => {
+      const body = await readJsonObject(req, ['ref', 'tag', 'force']);
+      const ref = field<string>(body, 'ref', 'string');
+      if (!ref) {
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', 'pull needs "ref": owner/name[@version] or an https:// URL', {
+          hint: '{"ref": "acme/postgres@v1"}',
+        });
+      }
+      const tag = field<string>(body, 'tag', 'string');
+      const force = field<boolean>(body, 'force', 'boolean') ?? false;
+      const release = slots.acquire(`pull:${ref}`);
+      try {
+        const r = await engine.pull(ref, { ...(tag !== undefined ? { tag: validateTag(tag) } : {}), force });
+        const json: PullReply = { ref: r.ref, tags: r.tags, cached: r.cached };
+        return { status: 201, json };
       } finally {
         release();
       }
