@@ -24,6 +24,11 @@ function formatBytes(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
 
+/** This process's peak resident memory, in bytes (packs promise to stay bounded). */
+function peakRss(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
@@ -300,7 +305,7 @@ program
       const out = opts.out ?? `${opts.tag}.forkd.tar.zst`;
       const progress = progressRenderer({ quiet: Boolean(opts.json) });
       const r = await new Engine().pack(opts.tag, out, progress.onProgress).finally(progress.stop);
-      if (opts.json) return printJson({ file: out, bytes: r.bytes, manifest: r.manifest });
+      if (opts.json) return printJson({ file: out, bytes: r.bytes, peak_rss_bytes: peakRss(), manifest: r.manifest });
       const links = r.manifest.chain.length;
       process.stdout.write(
         `packed ${opts.tag}${links > 1 ? ` (a chain of ${links})` : ''} into ${out}: ${formatBytes(r.bytes)}\n`,
@@ -320,7 +325,7 @@ program
       const progress = progressRenderer({ quiet: Boolean(opts.json) });
       const options = { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
       const r = await new Engine().unpack(file, options, progress.onProgress).finally(progress.stop);
-      if (opts.json) return printJson({ tags: r.tags, manifest: r.manifest });
+      if (opts.json) return printJson({ tags: r.tags, peak_rss_bytes: peakRss(), manifest: r.manifest });
       process.stdout.write(`unpacked ${r.tags.join(', ')} from ${file}\n`);
     }),
   );

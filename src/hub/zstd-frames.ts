@@ -9,7 +9,7 @@ import { compress, decompress } from '@mongodb-js/zstd';
 import { ForkdError } from '../errors.js';
 
 /** Uncompressed bytes per frame: memory use of either side is a small multiple of this. */
-export const FRAME_INPUT_BYTES = 4 * 1024 * 1024;
+export const FRAME_INPUT_BYTES = 2 * 1024 * 1024;
 /** A frame we accept when reading, compressed or not: our writer's are at most FRAME_INPUT_BYTES plus headers. */
 const MAX_FRAME_BYTES = 2 * FRAME_INPUT_BYTES;
 const ZSTD_MAGIC = 0xfd2fb528;
