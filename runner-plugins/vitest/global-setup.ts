@@ -40,7 +40,9 @@ export default async function setup(project: Project): Promise<() => Promise<voi
   try {
     const existing = new Set((await controller.listSnapshots()).map((s) => s.tag));
     for (const [tag, spec] of Object.entries(options.snapshots)) {
-      if (!existing.has(tag)) await controller.createSnapshot(tag, spec);
+      if (existing.has(tag)) continue;
+      if (spec.pull) await controller.pull(spec.pull, { tag });
+      else await controller.createSnapshot(tag, spec);
     }
     const workers = Number(project.config.maxWorkers) || 2;
     const size = options.pool ?? Math.min(workers, 4);

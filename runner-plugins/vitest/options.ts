@@ -2,6 +2,11 @@
 export interface ForkdSnapshotSpec {
   /** A recipe name (recipes/<name>), built and snapshotted if the tag does not exist yet. */
   recipe?: string;
+  /**
+   * A pack to pull instead of building, when the tag does not exist yet: `owner/name[@version]`
+   * through FORKD_HUB_URL, or an https:// URL of a .forkd.tar.zst.
+   */
+  pull?: string;
   /** A warm-up command for a snapshot of the base image. */
   warmup?: string;
   memoryMiB?: number;

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
@@ -71,6 +73,26 @@ describe('forkd-action/vitest', () => {
     expect(failure('per-test.test.ts > a forkFrom child')).toContain('marker-from-fork-from');
     expect(failure('file-scope.test.ts > a later failure')).toContain('marker-from-the-file-scoped-sandbox');
     expect(r.output).not.toContain('marker-of-a-passing-test');
+    expect(home.qemuProcesses()).toEqual([]);
+  }, 300_000);
+
+  test('a snapshot configured with pull: comes from a pack served over HTTP', async () => {
+    await home.engine.snapshot('to-pack', { warmup: 'echo from-a-pack > /tmp/packed' });
+    const pack = join(home.root, 'to-pack.forkd.tar.zst');
+    await home.engine.pack('to-pack', pack);
+    await home.engine.removeSnapshot('to-pack');
+    const server = createServer((_req, res) => res.end(readFileSync(pack)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/to-pack.forkd.tar.zst`;
+      const r = await vitest('test/fixtures/vitest-pull/vitest.config.ts', { FORKD_TEST_PACK_URL: url });
+      expect(r.output).toMatch(/Tests {2}1 passed \(1\)/);
+      expect(r.status).toBe(0);
+    } finally {
+      server.close();
+    }
+    expect(home.entries('snapshots')).toContain('pulled');
+    await home.engine.removeSnapshot('pulled');
     expect(home.qemuProcesses()).toEqual([]);
   }, 300_000);
 
