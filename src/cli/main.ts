@@ -24,6 +24,11 @@ function formatBytes(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
 
+/** --tag and --force of unpack and pull, as the engine takes them. */
+function installOptions(opts: { tag?: string; force?: boolean }): { tag?: string; force?: boolean } {
+  return { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
+}
+
 /** This process's peak resident memory, in bytes (packs promise to stay bounded). */
 function peakRss(): number {
   return process.resourceUsage().maxRSS * 1024;
@@ -323,8 +328,7 @@ program
   .action(
     action(async (file: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
       const progress = progressRenderer({ quiet: Boolean(opts.json) });
-      const options = { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
-      const r = await new Engine().unpack(file, options, progress.onProgress).finally(progress.stop);
+      const r = await new Engine().unpack(file, installOptions(opts), progress.onProgress).finally(progress.stop);
       if (opts.json) return printJson({ tags: r.tags, peak_rss_bytes: peakRss(), manifest: r.manifest });
       process.stdout.write(`unpacked ${r.tags.join(', ')} from ${file}\n`);
     }),
@@ -340,8 +344,7 @@ program
   .action(
     action(async (ref: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
       const progress = progressRenderer({ quiet: Boolean(opts.json) });
-      const options = { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
-      const r = await new Engine().pull(ref, options, progress.onProgress).finally(progress.stop);
+      const r = await new Engine().pull(ref, installOptions(opts), progress.onProgress).finally(progress.stop);
       if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached });
       process.stdout.write(`${r.cached ? 'already pulled' : 'pulled'} ${r.ref}: ${r.tags.join(', ')}\n`);
     }),
