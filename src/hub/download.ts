@@ -68,6 +68,9 @@ async function downloadWith(
   options: { sha256?: string; size?: number; onProgress?: PackProgress },
 ): Promise<void> {
   const partial = `${dest}.partial`;
+  // a .partial left by an earlier run may be of an older version of the pack: if the result does
+  // not match, it is downloaded once more from the start
+  const leftOver = existsSync(partial);
   let lastError: unknown;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const have = existsSync(partial) ? (await stat(partial)).size : 0;
@@ -103,6 +106,7 @@ async function downloadWith(
     const actual = await sha256File(partial);
     if (actual !== options.sha256) {
       await rm(partial, { force: true });
+      if (leftOver) return downloadWith(dispatcher, url, dest, options);
       throw new ForkdError('FORKD_ERR_CORRUPT', `${url} does not match its sha256 in the registry (got ${actual})`, {
         hint: 'the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher',
       });

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -291,6 +291,18 @@ describe('forkd pull / push', () => {
     expect(flaky[1]!.range).toMatch(/^bytes=\d+-$/);
     expect(await childState('hub-flaky')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
     await engine.removeSnapshot('hub-flaky');
+  });
+
+  test('a .partial left by an earlier run of another version is resumed, fails its sha256, and is fetched again whole', async () => {
+    const downloads = join(home.root, 'hub', 'downloads');
+    mkdirSync(downloads, { recursive: true });
+    writeFileSync(join(downloads, 'acme_root_v1.forkd.tar.zst.partial'), randomBytes(4096));
+    const before = hub.requests.length;
+    expect((await engine.pull('acme/root@v1', { tag: 'hub-stale' })).tags).toEqual(['hub-stale']);
+    const packRequests = hub.requests.slice(before).filter((r) => r.url === '/packs/root.forkd.tar.zst');
+    expect(packRequests.map((r) => r.range)).toEqual(['bytes=4096-', undefined]);
+    expect(readdirSync(downloads)).toEqual([]);
+    await engine.removeSnapshot('hub-stale');
   });
 
   test('a tampered pack fails its sha256 and leaves nothing behind', async () => {
