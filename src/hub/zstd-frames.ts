@@ -78,8 +78,11 @@ export async function* decompressFrames(source: AsyncIterable<Buffer>): AsyncGen
   if (pending.length) throw corrupt(`it ends inside a frame (${pending.length} bytes left over)`);
 }
 
-/** Compresses a byte stream into frames of at most FRAME_INPUT_BYTES of input each. */
-export async function* compressFrames(source: AsyncIterable<Buffer>, level = 3): AsyncGenerator<Buffer> {
+/**
+ * Compresses a byte stream into frames of at most FRAME_INPUT_BYTES of input each, at zstd's
+ * default level (3): @mongodb-js/zstd 1.2 does not pass a level on.
+ */
+export async function* compressFrames(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
   for await (const chunk of source) {
@@ -89,11 +92,11 @@ export async function* compressFrames(source: AsyncIterable<Buffer>, level = 3):
       size += take;
       at += take;
       if (size === FRAME_INPUT_BYTES) {
-        yield await compress(Buffer.concat(parts, size), level);
+        yield await compress(Buffer.concat(parts, size));
         parts.length = 0;
         size = 0;
       }
     }
   }
-  if (size) yield await compress(Buffer.concat(parts, size), level);
+  if (size) yield await compress(Buffer.concat(parts, size));
 }

@@ -1,4 +1,4 @@
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { ForkdError } from '../../errors.js';
 
 /**
@@ -11,7 +11,11 @@ const HEADER_BYTES = 16;
 export const PAGE_SIZE = 4096;
 const CHUNK = 1024 * 1024;
 
-/** Writes the pages of `next` that differ from `base` (same size) to `out`; returns its bytes and page count. */
+/**
+ * Writes the pages of `next` that differ from `base` (same size) to `out`; returns its bytes and
+ * page count. Two passes with bounded memory: find the differing pages (only their indices are
+ * kept), then copy them from `next` in runs.
+ */
 export async function writeMemoryDiff(
   base: string,
   next: string,
@@ -19,7 +23,7 @@ export async function writeMemoryDiff(
 ): Promise<{ bytes: number; pages: number }> {
   const [a, b] = await Promise.all([open(base, 'r'), open(next, 'r')]);
   const indices: number[] = [];
-  const pages: Buffer[] = [];
+  let file: FileHandle | undefined;
   try {
     const size = (await b.stat()).size;
     if ((await a.stat()).size !== size) throw new ForkdError('FORKD_ERR_CORRUPT', `${base} and ${next} differ in size`);
@@ -29,28 +33,29 @@ export async function writeMemoryDiff(
       const length = Math.min(CHUNK, size - offset);
       await Promise.all([a.read(bufA, 0, length, offset), b.read(bufB, 0, length, offset)]);
       for (let p = 0; p < length; p += PAGE_SIZE) {
-        if (bufA.compare(bufB, p, p + PAGE_SIZE, p, p + PAGE_SIZE) !== 0) {
-          indices.push((offset + p) / PAGE_SIZE);
-          pages.push(Buffer.from(bufB.subarray(p, p + PAGE_SIZE)));
-        }
+        if (bufA.compare(bufB, p, p + PAGE_SIZE, p, p + PAGE_SIZE) !== 0) indices.push((offset + p) / PAGE_SIZE);
       }
     }
-  } finally {
-    await Promise.all([a.close(), b.close()]);
-  }
-  const header = Buffer.alloc(HEADER_BYTES + indices.length * 4);
-  MAGIC.copy(header, 0);
-  header.writeUInt32LE(PAGE_SIZE, 8);
-  header.writeUInt32LE(indices.length, 12);
-  indices.forEach((index, i) => header.writeUInt32LE(index, HEADER_BYTES + i * 4));
-  const file = await open(out, 'wx', 0o600);
-  try {
-    await file.writev([header, ...pages]);
+    const header = Buffer.alloc(HEADER_BYTES + indices.length * 4);
+    MAGIC.copy(header, 0);
+    header.writeUInt32LE(PAGE_SIZE, 8);
+    header.writeUInt32LE(indices.length, 12);
+    indices.forEach((index, i) => header.writeUInt32LE(index, HEADER_BYTES + i * 4));
+    file = await open(out, 'wx', 0o600);
+    await file.write(header);
+    // runs of consecutive pages, at most a chunk each
+    for (let i = 0; i < indices.length; ) {
+      let run = 1;
+      while (i + run < indices.length && run < CHUNK / PAGE_SIZE && indices[i + run] === indices[i]! + run) run++;
+      await b.read(bufB, 0, run * PAGE_SIZE, indices[i]! * PAGE_SIZE);
+      await file.write(bufB, 0, run * PAGE_SIZE);
+      i += run;
+    }
     await file.sync();
+    return { bytes: header.length + indices.length * PAGE_SIZE, pages: indices.length };
   } finally {
-    await file.close();
+    await Promise.all([a.close(), b.close(), file?.close()]);
   }
-  return { bytes: header.length + pages.length * PAGE_SIZE, pages: indices.length };
 }
 
 /**
