@@ -16,7 +16,7 @@ describe('memory diffs (FORKDIF1)', () => {
     const changed = [0, 1, 2, 255, 256, 257, 400, pages - 1];
     for (let p = 300; p < 560; p++) changed.push(p); // a run longer than a chunk
     const unique = [...new Set(changed)];
-    for (const p of unique) next[p * PAGE_SIZE + 17] ^= 0xff;
+    for (const p of unique) next[p * PAGE_SIZE + 17]! ^= 0xff;
     writeFileSync(join(dir, 'base'), base);
     writeFileSync(join(dir, 'next'), next);
 

@@ -44,7 +44,7 @@ export async function writeMemoryDiff(
     file = await open(out, 'wx', 0o600);
     await file.write(header);
     // runs of consecutive pages, at most a chunk each
-    for (let i = 0; i < indices.length; ) {
+    for (let i = 0; i < indices.length;) {
       let run = 1;
       while (i + run < indices.length && run < CHUNK / PAGE_SIZE && indices[i + run] === indices[i]! + run) run++;
       await b.read(bufB, 0, run * PAGE_SIZE, indices[i]! * PAGE_SIZE);
