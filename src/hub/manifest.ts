@@ -117,6 +117,15 @@ export function parseManifest(text: string): PackManifest {
       throw bad(`image ${JSON.stringify(file?.path)} is not named by its sha256`);
     checkFile(file, IMAGE_FILES, `images/${sha}`);
   }
+  const carried = new Set(m.images.map((i) => i.sha256));
+  for (const [what, image] of Object.entries({
+    kernel: m.compat.kernel,
+    initrd: m.compat.initrd,
+    rootfs: m.compat.rootfs,
+  })) {
+    if (image === null && what === 'rootfs') continue;
+    if (!carried.has(image?.sha256 ?? '')) throw bad(`its ${what} image is not in the pack`);
+  }
   for (const file of [...m.chain.flatMap((l) => l.files), ...m.images]) {
     if (seen.has(file.path)) throw bad(`${file.path} is listed twice`);
     seen.add(file.path);

@@ -49,14 +49,16 @@ const FILES = {
   't/vmstate': Buffer.from('state'),
   't/memory.bin': Buffer.alloc(8192, 1),
 };
+const KERNEL = Buffer.from('a kernel');
+const INITRD = Buffer.from('an initramfs');
+const IMAGES = {
+  [`images/${sha256(KERNEL)}/bzImage`]: KERNEL,
+  [`images/${sha256(INITRD)}/initramfs.cpio`]: INITRD,
+};
+const listed = (files: Record<string, Buffer>) =>
+  Object.entries(files).map(([path, data]) => ({ path, size: data.length, sha256: sha256(data), sparse: false }));
 
 function manifest(overrides: Partial<PackManifest> = {}): PackManifest {
-  const files = Object.entries(FILES).map(([path, data]) => ({
-    path,
-    size: data.length,
-    sha256: sha256(data),
-    sparse: false,
-  }));
   return {
     format: PACK_FORMAT,
     tag: 't',
@@ -68,12 +70,12 @@ function manifest(overrides: Partial<PackManifest> = {}): PackManifest {
       machine: 'microvm',
       memoryMiB: 256,
       image: 'base',
-      kernel: { hash: 'k', sha256: 'a'.repeat(64) },
-      initrd: { hash: 'i', sha256: 'b'.repeat(64) },
+      kernel: { hash: 'k', sha256: sha256(KERNEL) },
+      initrd: { hash: 'i', sha256: sha256(INITRD) },
       rootfs: null,
     },
-    chain: [{ tag: 't', parent: null, files }],
-    images: [],
+    chain: [{ tag: 't', parent: null, files: listed(FILES) }],
+    images: listed(IMAGES),
     ...overrides,
   };
 }
@@ -82,7 +84,8 @@ const manifestEntry = (m: unknown): RawEntry => ({
   header: { name: 'manifest.json' },
   data: Buffer.from(JSON.stringify(m)),
 });
-const fileEntries = (): RawEntry[] => Object.entries(FILES).map(([name, data]) => ({ header: { name }, data }));
+const fileEntries = (): RawEntry[] =>
+  Object.entries({ ...FILES, ...IMAGES }).map(([name, data]) => ({ header: { name }, data }));
 
 /** Unpacks `file` and returns the error; checks that nothing became visible or was left behind. */
 async function refused(file: string): Promise<{ code: string; message: string }> {
@@ -141,6 +144,14 @@ describe('a hostile or broken pack is refused with a clear error, and nothing is
     badTag.chain[0]!.tag = '../x';
     expect(await refused(await rawPack('evil-tag', [manifestEntry(badTag)]))).toMatchObject({
       code: 'FORKD_ERR_BAD_INPUT',
+    });
+  });
+
+  test('a manifest whose kernel is not among the images it carries', async () => {
+    const m = manifest();
+    m.compat.kernel.sha256 = 'f'.repeat(64);
+    expect(await refused(await rawPack('no-kernel', [manifestEntry(m), ...fileEntries()]))).toMatchObject({
+      message: expect.stringContaining('its kernel image is not in the pack'),
     });
   });
 
