@@ -40,6 +40,8 @@ export interface ForkdSandbox {
   exec: Sandbox['exec'];
   readFile: Sandbox['readFile'];
   writeFile: Sandbox['writeFile'];
+  /** The end of its guest console (a failing test gets it attached anyway). */
+  console: Sandbox['console'];
   /** BRANCH this sandbox into a snapshot (live by default); it carries on running. */
   checkpoint(options?: { mode?: 'full' | 'diff' | 'live' }): Promise<Checkpoint>;
 }
@@ -69,6 +71,7 @@ function wrap(sandbox: Sandbox): ForkdSandbox {
     exec: (command, options) => sandbox.exec(command, options),
     readFile: (path) => sandbox.readFile(path),
     writeFile: (path, data, options) => sandbox.writeFile(path, data, options),
+    console: (lines) => sandbox.console(lines),
     async checkpoint(options = {}) {
       const tag = `${CHECKPOINT_PREFIX}${randomBytes(6).toString('hex')}`;
       const r = await sandbox.branch(tag, { mode: options.mode ?? 'live' });
