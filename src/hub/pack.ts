@@ -14,7 +14,14 @@ import { onProcessExit } from '../engine/reaper.js';
 import { ancestorsOf } from '../engine/snapshot/chain.js';
 import type { SnapshotInfo, SnapshotStore } from '../engine/snapshot/store.js';
 import { packageVersion } from '../engine/package-root.js';
-import { MANIFEST_NAME, PACK_FORMAT, type PackFile, type PackLink, type PackManifest } from './manifest.js';
+import {
+  IMAGE_FILES,
+  MANIFEST_NAME,
+  PACK_FORMAT,
+  type PackFile,
+  type PackLink,
+  type PackManifest,
+} from './manifest.js';
 import { encodeSparseMap, scanFile, sparsePax, type Extent } from './sparse.js';
 import { compressFrames } from './zstd-frames.js';
 
@@ -83,16 +90,22 @@ export async function writePack(
   const head = await store.get(tag);
   const { links, sources } = await snapshotSources(store, head);
   const { vm, image } = head.meta;
+  // each image under the name of its role, whatever it is called here (FORKD_KERNEL may be any file)
+  const roles: Array<[path: string | undefined, name: (typeof IMAGE_FILES)[number]]> = [
+    [vm.kernel, 'bzImage'],
+    [vm.initrd, 'initramfs.cpio'],
+    [vm.rootfs, 'rootfs.ext4'],
+  ];
   const images = await Promise.all(
-    [vm.kernel, vm.initrd, vm.rootfs]
-      .filter((p): p is string => !!p)
-      .map(async (path) => {
+    roles
+      .filter((role): role is [string, (typeof IMAGE_FILES)[number]] => !!role[0])
+      .map(async ([path, name]) => {
         const scanned = await source(path, '');
-        scanned.file.path = `images/${scanned.file.sha256}/${basename(path)}`;
+        scanned.file.path = `images/${scanned.file.sha256}/${name}`;
         return scanned;
       }),
   );
-  const sha = (path: string | undefined) => images.find((s) => basename(s.from) === basename(path ?? ''))?.file.sha256;
+  const sha = (path: string | undefined) => images.find((s) => s.from === path)?.file.sha256;
   const manifest: PackManifest = {
     format: PACK_FORMAT,
     tag,

@@ -109,6 +109,8 @@ async function extractVerified(
   staging: string,
   host: HostFacts,
   onProgress: PackProgress,
+  /** Refuses a manifest before any file body is read (tags that exist, a bad --tag). */
+  check: (manifest: PackManifest) => void,
 ): Promise<PackManifest> {
   const total = (await stat(file)).size;
   let read = 0;
@@ -138,6 +140,7 @@ async function extractVerified(
           `the pack ${manifest.tag}`,
           `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`,
         );
+        check(manifest);
         for (const f of [...manifest.chain.flatMap((l) => l.files), ...manifest.images]) expected.set(f.path, f);
         continue;
       }
@@ -182,24 +185,24 @@ export async function unpack(
   const moved: Array<{ from: string; to: string }> = [];
   const replaced: string[] = [];
   try {
-    const manifest = await extractVerified(file, staging, host, options.onProgress ?? (() => {}));
-    if (options.tag !== undefined && manifest.chain.length > 1) {
-      throw new ForkdError(
-        'FORKD_ERR_BAD_INPUT',
-        `--tag renames a single snapshot; this pack holds a chain of ${manifest.chain.length}`,
-        {
-          hint: 'unpack it under its own tags',
-        },
-      );
-    }
     const tagOf = (tag: string) => (options.tag !== undefined ? validateTag(options.tag) : tag);
-    for (const link of manifest.chain) {
-      if (existsSync(join(paths.snapshots(), tagOf(link.tag))) && !options.force) {
-        throw new ForkdError('FORKD_ERR_CONFLICT', `snapshot ${tagOf(link.tag)} already exists`, {
-          hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link.tag)}`,
-        });
+    const check = (manifest: PackManifest) => {
+      if (options.tag !== undefined && manifest.chain.length > 1) {
+        throw new ForkdError(
+          'FORKD_ERR_BAD_INPUT',
+          `--tag renames a single snapshot; this pack holds a chain of ${manifest.chain.length}`,
+          { hint: 'unpack it under its own tags' },
+        );
       }
-    }
+      for (const link of manifest.chain) {
+        if (existsSync(join(paths.snapshots(), tagOf(link.tag))) && !options.force) {
+          throw new ForkdError('FORKD_ERR_CONFLICT', `snapshot ${tagOf(link.tag)} already exists`, {
+            hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link.tag)}`,
+          });
+        }
+      }
+    };
+    const manifest = await extractVerified(file, staging, host, options.onProgress ?? (() => {}), check);
     const installed = new Map<string, string>();
     for (const image of manifest.images) {
       const target = join(paths.images('hub'), image.path.slice('images/'.length));
