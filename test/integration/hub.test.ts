@@ -201,6 +201,11 @@ class LocalHub {
   private serve(req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? '/';
     this.requests.push({ method: req.method ?? '', url, ...(req.headers.range ? { range: req.headers.range } : {}) });
+    if (req.method === 'PUT' && url.startsWith('/forbidden/')) {
+      req.resume();
+      req.on('end', () => res.writeHead(403).end());
+      return;
+    }
     if (req.method === 'PUT') {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -359,6 +364,17 @@ describe('forkd pull / push', () => {
     const back = await engine.pull(`${base}/uploads/root.forkd.tar.zst`, { tag: 'hub-pushed' });
     expect(back.tags).toEqual(['hub-pushed']);
     await engine.removeSnapshot('hub-pushed');
+    expect(home.entries('tmp')).toEqual([]);
+
+    // a server that refuses, and one that is not there: clear errors, and no temporary pack left
+    await expect(engine.push('hub-root', `${base}/forbidden/root.forkd.tar.zst`)).rejects.toMatchObject({
+      code: 'FORKD_ERR_UNREACHABLE',
+      message: expect.stringContaining('answered 403'),
+    });
+    await expect(engine.push('hub-root', 'http://127.0.0.1:1/root.forkd.tar.zst')).rejects.toMatchObject({
+      code: 'FORKD_ERR_UNREACHABLE',
+      message: expect.stringContaining('cannot reach http://127.0.0.1:1/root.forkd.tar.zst'),
+    });
     expect(home.entries('tmp')).toEqual([]);
   });
 });
