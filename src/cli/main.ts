@@ -8,6 +8,7 @@ import { ForkdError, errorMessage } from '../errors.js';
 import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
 import { sandboxCommands } from './sandbox-commands.js';
+import type { OnProgress } from '../engine/progress.js';
 import { progressRenderer } from './progress.js';
 
 interface JsonFlag {
@@ -22,6 +23,12 @@ function positiveInt(value: string): number {
 
 function formatBytes(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
+}
+
+/** Runs long work with progress on stderr (none with --json or --quiet), stopped however it ends. */
+function withProgress<T>(quiet: boolean, work: (onProgress: OnProgress) => Promise<T>): Promise<T> {
+  const progress = progressRenderer({ quiet });
+  return work(progress.onProgress).finally(progress.stop);
 }
 
 /** --tag and --force of unpack and pull, as the engine takes them. */
@@ -133,9 +140,10 @@ program
   .passThroughOptions()
   .action(
     action(async (command: string[], opts: JsonFlag & { memory: number; timeout?: number; quiet?: boolean }) => {
-      const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
       const engine = new Engine();
-      await using vm = await engine.boot({ memoryMiB: opts.memory }, progress.onProgress).finally(progress.stop);
+      await using vm = await withProgress(Boolean(opts.quiet || opts.json), (onProgress) =>
+        engine.boot({ memoryMiB: opts.memory }, onProgress),
+      );
       const result = await vm.exec(command, opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {});
       if (opts.json) {
         printJson({
@@ -308,9 +316,16 @@ program
   .action(
     action(async (opts: JsonFlag & { tag: string; out?: string }) => {
       const out = opts.out ?? `${opts.tag}.forkd.tar.zst`;
-      const progress = progressRenderer({ quiet: Boolean(opts.json) });
-      const r = await new Engine().pack(opts.tag, out, progress.onProgress).finally(progress.stop);
-      if (opts.json) return printJson({ file: out, bytes: r.bytes, peak_rss_bytes: peakRss(), manifest: r.manifest });
+      const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().pack(opts.tag, out, onProgress));
+      if (opts.json) {
+        return printJson({
+          file: out,
+          bytes: r.bytes,
+          sha256: r.sha256,
+          peak_rss_bytes: peakRss(),
+          manifest: r.manifest,
+        });
+      }
       const links = r.manifest.chain.length;
       process.stdout.write(
         `packed ${opts.tag}${links > 1 ? ` (a chain of ${links})` : ''} into ${out}: ${formatBytes(r.bytes)}\n`,
@@ -327,8 +342,9 @@ program
   .option('--json', 'print the installed tags and manifest as JSON')
   .action(
     action(async (file: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
-      const progress = progressRenderer({ quiet: Boolean(opts.json) });
-      const r = await new Engine().unpack(file, installOptions(opts), progress.onProgress).finally(progress.stop);
+      const r = await withProgress(Boolean(opts.json), (onProgress) =>
+        new Engine().unpack(file, installOptions(opts), onProgress),
+      );
       if (opts.json) return printJson({ tags: r.tags, peak_rss_bytes: peakRss(), manifest: r.manifest });
       process.stdout.write(`unpacked ${r.tags.join(', ')} from ${file}\n`);
     }),
@@ -343,8 +359,9 @@ program
   .option('--json', 'print the installed tags as JSON')
   .action(
     action(async (ref: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
-      const progress = progressRenderer({ quiet: Boolean(opts.json) });
-      const r = await new Engine().pull(ref, installOptions(opts), progress.onProgress).finally(progress.stop);
+      const r = await withProgress(Boolean(opts.json), (onProgress) =>
+        new Engine().pull(ref, installOptions(opts), onProgress),
+      );
       if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached });
       process.stdout.write(`${r.cached ? 'already pulled' : 'pulled'} ${r.ref}: ${r.tags.join(', ')}\n`);
     }),
@@ -358,8 +375,7 @@ program
   .option('--json', 'print the size and sha256 as JSON (the registry entry needs the sha256)')
   .action(
     action(async (url: string, opts: JsonFlag & { tag: string }) => {
-      const progress = progressRenderer({ quiet: Boolean(opts.json) });
-      const r = await new Engine().push(opts.tag, url, progress.onProgress).finally(progress.stop);
+      const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().push(opts.tag, url, onProgress));
       if (opts.json) return printJson({ tag: opts.tag, url, bytes: r.bytes, sha256: r.sha256 });
       process.stdout.write(`pushed ${opts.tag} to ${url}: ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n`);
     }),

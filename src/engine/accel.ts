@@ -1,5 +1,6 @@
+import { writeJsonAtomic } from './atomic-file.js';
 import { constants, existsSync, rmSync } from 'node:fs';
-import { access, readFile, rename, writeFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { ForkdError, errorMessage } from '../errors.js';
 import { hashInputs } from './images/cache.js';
@@ -81,11 +82,6 @@ export async function resolveAccel(base: BaseImage, paths: StatePaths, qemu: Qem
     // no cache yet, or unreadable: probe
   }
   const verdict = await probeKvm(base, paths, qemu);
-  const tmp = `${cacheFile}.${process.pid}.tmp`;
-  await writeFile(
-    tmp,
-    JSON.stringify({ key, accel: verdict.accel, reason: verdict.reason, probedAt: new Date().toISOString() }),
-  );
-  await rename(tmp, cacheFile);
+  writeJsonAtomic(cacheFile, { key, accel: verdict.accel, reason: verdict.reason, probedAt: new Date().toISOString() });
   return verdict;
 }

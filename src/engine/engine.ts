@@ -17,7 +17,7 @@ import { writePack } from '../hub/pack.js';
 import { byteProgress } from '../hub/progress.js';
 import { unpack, type UnpackOptions, type Unpacked } from '../hub/unpack.js';
 import { fetchPack, PullCache, resolveRef } from '../hub/pull.js';
-import { sha256File, upload } from '../hub/download.js';
+import { upload } from '../hub/download.js';
 import { WarmPool } from './snapshot/pool.js';
 import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
 import {
@@ -468,7 +468,7 @@ export class Engine implements AsyncDisposable {
   ): Promise<Omit<Unpacked, 'manifest'> & { manifest?: PackManifest; ref: string; cached: boolean }> {
     const source = await resolveRef(ref);
     const cache = new PullCache(this.paths);
-    const cachedTags = options.force || options.tag ? undefined : cache.lookup(source, this.paths.snapshots());
+    const cachedTags = options.force || options.tag ? undefined : cache.lookup(source);
     if (cachedTags) return { ref: source.ref, cached: true, tags: cachedTags };
     const file = await fetchPack(cache, source, byteProgress('pull', 'download', onProgress));
     try {
@@ -486,8 +486,7 @@ export class Engine implements AsyncDisposable {
     const file = join(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
     const unregister = onProcessExit(() => rmSync(file, { force: true }));
     try {
-      const { bytes } = await this.pack(tag, file, onProgress);
-      const sha256 = await sha256File(file);
+      const { bytes, sha256 } = await this.pack(tag, file, onProgress);
       await upload(url, file, byteProgress('push', 'upload', onProgress));
       return { bytes, sha256 };
     } finally {

@@ -3,6 +3,7 @@
  * `zstd -d | tar x` can read. The manifest comes first; memory and disk images are sparse entries;
  * the tar is compressed in independent frames, so memory stays bounded whatever the sizes.
  */
+import { createHash } from 'node:crypto';
 import { createWriteStream, rmSync } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -86,7 +87,7 @@ export async function writePack(
   tag: string,
   out: string,
   onProgress: PackProgress = () => {},
-): Promise<{ manifest: PackManifest; bytes: number }> {
+): Promise<{ manifest: PackManifest; bytes: number; sha256: string }> {
   const head = await store.get(tag);
   const { links, sources } = await snapshotSources(store, head);
   const { vm, image } = head.meta;
@@ -131,9 +132,15 @@ export async function writePack(
   const partial = join(dirname(out), `.${basename(out)}.partial-${process.pid}`);
   const unregister = onProcessExit(() => rmSync(partial, { force: true }));
   const pack = tarPack();
+  const packHash = createHash('sha256'); // of the pack itself, as written (what a registry lists)
   const writing = pipeline(
     pack,
-    (tarBytes: AsyncIterable<unknown>) => compressFrames(tarBytes as AsyncIterable<Buffer>),
+    async function* (tarBytes: AsyncIterable<unknown>) {
+      for await (const frame of compressFrames(tarBytes as AsyncIterable<Buffer>)) {
+        packHash.update(frame);
+        yield frame;
+      }
+    },
     createWriteStream(partial),
   );
   try {
@@ -164,7 +171,7 @@ export async function writePack(
     pack.finalize();
     await writing;
     await rename(partial, out);
-    return { manifest, bytes: (await stat(out)).size };
+    return { manifest, bytes: (await stat(out)).size, sha256: packHash.digest('hex') };
   } catch (err) {
     pack.destroy();
     await writing.catch(() => {});

@@ -3,9 +3,10 @@
  * (FORKD_HUB_URL), downloaded (resumably), checked against the registry's sha256, and unpacked.
  * A ref already pulled with the same sha256, whose snapshots are still there, is not fetched again.
  */
+import { writeJsonAtomic } from '../engine/atomic-file.js';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import { ForkdError } from '../errors.js';
 import type { StatePaths } from '../engine/state-dir.js';
@@ -102,17 +103,16 @@ export class PullCache {
   }
 
   /** The tags of an earlier pull of the same pack, if they are all still installed. */
-  lookup(source: PackSource, snapshots: string): string[] | undefined {
+  lookup(source: PackSource): string[] | undefined {
     const hit = this.read()[source.ref];
     if (!hit || !source.sha256 || hit.sha256 !== source.sha256) return undefined;
-    return hit.tags.every((tag) => existsSync(join(snapshots, tag))) ? hit.tags : undefined;
+    return hit.tags.every((tag) => existsSync(join(this.paths.snapshots(), tag))) ? hit.tags : undefined;
   }
 
   async record(source: PackSource, tags: string[]): Promise<void> {
     const all = { ...this.read(), [source.ref]: { ...(source.sha256 ? { sha256: source.sha256 } : {}), tags } };
     await mkdir(join(this.paths.root, 'hub'), { recursive: true });
-    await writeFile(`${this.file}.tmp`, JSON.stringify(all, null, 2));
-    await rename(`${this.file}.tmp`, this.file);
+    writeJsonAtomic(this.file, all, { pretty: true });
   }
 
   /** Where the download of `source` goes (a stable name, so an interrupted one resumes). */
@@ -129,7 +129,7 @@ export async function fetchPack(
   onProgress?: (done: number, total: number) => void,
 ): Promise<string> {
   const file = cache.packFile(source);
-  await mkdir(join(file, '..'), { recursive: true });
+  await mkdir(dirname(file), { recursive: true });
   await rm(file, { force: true });
   await download(source.url, file, {
     ...(source.sha256 ? { sha256: source.sha256 } : {}),

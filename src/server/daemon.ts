@@ -1,4 +1,5 @@
-import { existsSync, rmSync, writeFileSync, renameSync, chmodSync } from 'node:fs';
+import { writeJsonAtomic } from '../engine/atomic-file.js';
+import { existsSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, isIP } from 'node:net';
 import { Engine } from '../engine/engine.js';
@@ -179,8 +180,7 @@ export class Daemon implements AsyncDisposable {
       started: new Date().toISOString(),
     };
     const file = paths.file('daemon.json');
-    writeFileSync(`${file}.tmp`, JSON.stringify(info, null, 2), { mode: 0o600 });
-    renameSync(`${file}.tmp`, file);
+    writeJsonAtomic(file, info, { mode: 0o600, pretty: true });
     writeFileSync(paths.file('forkd.pid'), `${process.pid}\n`);
     return daemon;
   }

@@ -1,5 +1,6 @@
+import { writeJsonAtomic } from '../engine/atomic-file.js';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxInfo } from '../api/types.js';
 import { ForkdError } from '../errors.js';
@@ -56,8 +57,7 @@ export class SandboxRegistry {
   /** Registers a sandbox under a known record (a new one, or one adopted after a restart). */
   restore(record: SandboxRecord, vm: StartedVm): Sandbox {
     const file = join(this.dir, `${record.id}.json`);
-    writeFileSync(`${file}.tmp`, JSON.stringify(record));
-    renameSync(`${file}.tmp`, file);
+    writeJsonAtomic(file, record);
     const sandbox = { id: record.id, snapshot: record.snapshot, vm, created: new Date(record.created) };
     this.sandboxes.set(sandbox.id, sandbox);
     return sandbox;

@@ -162,7 +162,11 @@ describe('forkd pack / unpack', () => {
       file: string;
       bytes: number;
     };
-    expect(packed).toMatchObject({ file: out, bytes: statSync(out).size });
+    expect(packed).toMatchObject({
+      file: out,
+      bytes: statSync(out).size,
+      sha256: createHash('sha256').update(readFileSync(out)).digest('hex'),
+    });
     const unpacked = JSON.parse(run(['unpack', out, '--tag', 'hub-cli', '--json'])) as { tags: string[] };
     expect(unpacked.tags).toEqual(['hub-cli']);
     expect(run(['rmi', 'hub-cli'])).toBe('removed hub-cli\n');

@@ -44,6 +44,7 @@ describe('forked from a seeded checkpoint', () => {
   test('dropping the table changes only this test', async () => {
     const c = await connect();
     await c.query('drop table accounts');
+    expect((await c.query("select count(*)::int as n from pg_tables where tablename = 'accounts'")).rows[0].n).toBe(0);
     await c.end();
   });
 
