@@ -1,0 +1,29 @@
+import { describe, expect, test } from 'vitest';
+import { parseInputs } from '../../src/action/inputs.js';
+
+const raw = (values: Record<string, string>) => (name: string) => values[name] ?? '';
+
+describe('the Action inputs', () => {
+  // prettier-ignore
+  test.each([
+    [{}, { snapshot: { kind: 'recipe', recipe: 'base' }, tag: 'base', recipes: [], poolSize: 2, accel: 'auto', cache: true }],
+    [{ snapshot: 'postgres', 'pool-size': '4', accel: 'tcg', cache: 'false' }, { snapshot: { kind: 'recipe', recipe: 'postgres' }, tag: 'postgres', poolSize: 4, accel: 'tcg', cache: false }],
+    [{ snapshot: 'acme/postgres@v1' }, { snapshot: { kind: 'hub', ref: 'acme/postgres@v1' }, tag: 'postgres' }],
+    [{ snapshot: 'https://x.example/packs/pg.forkd.tar.zst' }, { snapshot: { kind: 'hub', ref: 'https://x.example/packs/pg.forkd.tar.zst' }, tag: 'pg' }],
+    [{ recipes: 'postgres\npython-numpy, nodejs' }, { recipes: ['postgres', 'python-numpy', 'nodejs'] }],
+  ])('%o gives %o', (values, expected) => {
+    expect(parseInputs(raw(values))).toMatchObject(expected);
+  });
+
+  // prettier-ignore
+  test.each([
+    [{ snapshot: '../etc' }, 'input snapshot'],
+    [{ recipes: 'postgres ../x' }, 'input recipes'],
+    [{ 'pool-size': '-1' }, 'input pool-size'],
+    [{ 'pool-size': 'many' }, 'input pool-size'],
+    [{ accel: 'hvf' }, 'input accel'],
+    [{ cache: 'yes' }, 'input cache'],
+  ])('%o is refused naming the input', (values, message) => {
+    expect(() => parseInputs(raw(values))).toThrow(expect.objectContaining({ code: 'FORKD_ERR_BAD_INPUT', message: expect.stringContaining(message) }));
+  });
+});
