@@ -47591,13 +47591,19 @@ async function post() {
   }
   await exec("pkill", ["-KILL", "-f", `qemu-system.*${state.home}`], { ignoreReturnCode: true, silent: true });
   const value = (name) => new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? "n/a";
+  const ms = (name) => value(name) === "n/a" || value(name) === "NaN" ? "n/a" : `${value(name)} ms`;
   await summary.addHeading("forkd", 3).addTable([
+    ["accelerator", "snapshot", "forks served", "fork latency p50", "fork latency p90", "peak children"].map(
+      (data) => ({ data, header: true })
+    ),
     [
-      { data: "accelerator", header: true },
-      { data: "snapshot", header: true },
-      { data: "forks served", header: true }
-    ],
-    [state.accel, state.tag, value("forkd_forks_total")]
+      state.accel,
+      state.tag,
+      value("forkd_forks_total"),
+      ms("forkd_fork_latency_p50_ms"),
+      ms("forkd_fork_latency_p90_ms"),
+      value("forkd_sandboxes_peak")
+    ]
   ]).write();
   await group("forkd serve log (tail)", async () => {
     if (existsSync2(state.daemonLog)) info(readFileSync3(state.daemonLog, "utf8").slice(-4e3));

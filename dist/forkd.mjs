@@ -37637,8 +37637,15 @@ function httpStatus(code) {
   return STATUS[code] ?? 500;
 }
 
+// src/engine/stats.ts
+function quantile(values, q) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+}
+
 // src/server/metrics.ts
 var FORK_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1e3, 2500, 5e3];
+var RECENT_FORKS = 1e4;
 function metric(name, type, help, samples) {
   return [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples];
 }
@@ -37648,17 +37655,37 @@ var Metrics = class {
   forkSumMs = 0;
   /** Forks observed since start: forkd_forks_total, and the histogram's count. */
   forkCount = 0;
+  recentForksMs = [];
+  /** The most sandboxes alive at once. */
+  peakSandboxes = 0;
+  observeSandboxes(alive) {
+    this.peakSandboxes = Math.max(this.peakSandboxes, alive);
+  }
   observeFork(ms) {
     this.forkCount++;
+    this.recentForksMs.push(ms);
+    if (this.recentForksMs.length > RECENT_FORKS) this.recentForksMs.shift();
     this.forkSumMs += ms;
     FORK_BUCKETS_MS.forEach((le, i) => {
       if (ms <= le) this.buckets[i]++;
     });
   }
+  recentQuantile(q) {
+    return this.recentForksMs.length ? quantile(this.recentForksMs, q).toFixed(1) : "NaN";
+  }
   render(g) {
     const lines = [
       ...metric("forkd_sandboxes_active", "gauge", "Sandboxes (forked children) the daemon is running.", [
         `forkd_sandboxes_active ${g.sandboxesActive}`
+      ]),
+      ...metric("forkd_sandboxes_peak", "gauge", "The most sandboxes alive at once since the daemon started.", [
+        `forkd_sandboxes_peak ${this.peakSandboxes}`
+      ]),
+      ...metric("forkd_fork_latency_p50_ms", "gauge", "Median fork latency over the last 10,000 forks.", [
+        `forkd_fork_latency_p50_ms ${this.recentQuantile(0.5)}`
+      ]),
+      ...metric("forkd_fork_latency_p90_ms", "gauge", "90th percentile fork latency over the last 10,000 forks.", [
+        `forkd_fork_latency_p90_ms ${this.recentQuantile(0.9)}`
       ]),
       ...metric("forkd_forks_total", "counter", "Children forked since the daemon started.", [
         `forkd_forks_total ${this.forkCount}`
@@ -38037,7 +38064,9 @@ function sandboxRoutes(router, ctx) {
     try {
       const children = await engine.fork(tag, n);
       for (const child of children) metrics.observeFork(child.readyMs);
-      return { status: 201, json: children.map((vm) => sandboxInfo(registry.add(tag, vm))) };
+      const json = children.map((vm) => sandboxInfo(registry.add(tag, vm)));
+      metrics.observeSandboxes(registry.size);
+      return { status: 201, json };
     } finally {
       release2();
     }
@@ -38460,12 +38489,6 @@ var Daemon = class _Daemon {
 
 // src/cli/demo.ts
 import { randomBytes as randomBytes9 } from "node:crypto";
-
-// src/engine/stats.ts
-function quantile(values, q) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
-}
 
 // src/engine/vmm/memory.ts
 import { readFile as readFile9 } from "node:fs/promises";

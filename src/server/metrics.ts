@@ -1,5 +1,9 @@
 /** Prometheus text exposition of the daemon's counters, gauges and the fork latency histogram. */
+import { quantile } from '../engine/stats.js';
+
 const FORK_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+/** Fork latencies kept for the exact p50/p90 gauges (the newest ones). */
+const RECENT_FORKS = 10_000;
 
 export interface Gauges {
   sandboxesActive: number;
@@ -19,19 +23,41 @@ export class Metrics {
   private forkSumMs = 0;
   /** Forks observed since start: forkd_forks_total, and the histogram's count. */
   private forkCount = 0;
+  private readonly recentForksMs: number[] = [];
+  /** The most sandboxes alive at once. */
+  private peakSandboxes = 0;
+
+  observeSandboxes(alive: number): void {
+    this.peakSandboxes = Math.max(this.peakSandboxes, alive);
+  }
 
   observeFork(ms: number): void {
     this.forkCount++;
+    this.recentForksMs.push(ms);
+    if (this.recentForksMs.length > RECENT_FORKS) this.recentForksMs.shift();
     this.forkSumMs += ms;
     FORK_BUCKETS_MS.forEach((le, i) => {
       if (ms <= le) this.buckets[i]!++;
     });
   }
 
+  private recentQuantile(q: number): string {
+    return this.recentForksMs.length ? quantile(this.recentForksMs, q).toFixed(1) : 'NaN';
+  }
+
   render(g: Gauges): string {
     const lines = [
       ...metric('forkd_sandboxes_active', 'gauge', 'Sandboxes (forked children) the daemon is running.', [
         `forkd_sandboxes_active ${g.sandboxesActive}`,
+      ]),
+      ...metric('forkd_sandboxes_peak', 'gauge', 'The most sandboxes alive at once since the daemon started.', [
+        `forkd_sandboxes_peak ${this.peakSandboxes}`,
+      ]),
+      ...metric('forkd_fork_latency_p50_ms', 'gauge', 'Median fork latency over the last 10,000 forks.', [
+        `forkd_fork_latency_p50_ms ${this.recentQuantile(0.5)}`,
+      ]),
+      ...metric('forkd_fork_latency_p90_ms', 'gauge', '90th percentile fork latency over the last 10,000 forks.', [
+        `forkd_fork_latency_p90_ms ${this.recentQuantile(0.9)}`,
       ]),
       ...metric('forkd_forks_total', 'counter', 'Children forked since the daemon started.', [
         `forkd_forks_total ${this.forkCount}`,

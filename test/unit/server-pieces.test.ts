@@ -118,6 +118,18 @@ describe('Metrics', () => {
     expect(text).toContain('forkd_fork_latency_ms_count 2\n');
     expect(text).toContain('forkd_sandboxes_active 2\n');
   });
+
+  test('exact p50 and p90 of recent forks, and the peak of live sandboxes', () => {
+    const m = new Metrics();
+    const empty = m.render({ sandboxesActive: 0, snapshots: 0, poolSize: 0, heavyInFlight: 0 });
+    expect(empty).toContain('forkd_fork_latency_p50_ms NaN\n');
+    for (let ms = 1; ms <= 10; ms++) m.observeFork(ms * 10);
+    for (const alive of [1, 4, 2]) m.observeSandboxes(alive);
+    const text = m.render({ sandboxesActive: 2, snapshots: 1, poolSize: 0, heavyInFlight: 0 });
+    expect(text).toContain('forkd_fork_latency_p50_ms 60.0\n');
+    expect(text).toContain('forkd_fork_latency_p90_ms 100.0\n');
+    expect(text).toContain('forkd_sandboxes_peak 4\n');
+  });
 });
 
 describe('BranchTracker (wait: false branches)', () => {

@@ -69,7 +69,9 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
       try {
         const children = await engine.fork(tag, n);
         for (const child of children) metrics.observeFork(child.readyMs);
-        return { status: 201, json: children.map((vm) => sandboxInfo(registry.add(tag, vm))) };
+        const json = children.map((vm) => sandboxInfo(registry.add(tag, vm)));
+        metrics.observeSandboxes(registry.size);
+        return { status: 201, json };
       } finally {
         release();
       }
