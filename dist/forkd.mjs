@@ -1,4 +1,4 @@
-import { createRequire as __forkdRequire } from 'node:module'; import { fileURLToPath as __forkdPath } from 'node:url'; const require = __forkdRequire(import.meta.url); const __filename = __forkdPath(import.meta.url); const __dirname = __forkdPath(new URL('.', import.meta.url));
+import { createRequire as __forkdCreateRequire } from 'node:module'; import { fileURLToPath as __forkdPath } from 'node:url'; const require = __forkdCreateRequire(import.meta.url); const __forkdFilename = __forkdPath(import.meta.url); const __forkdDirname = __forkdPath(new URL('.', import.meta.url));
 var __create = Object.create;
 var __defProp = Object.defineProperty;
 var __getOwnPropDesc = Object.getOwnPropertyDescriptor;
@@ -5957,7 +5957,7 @@ var require_bindings = __commonJS({
       case "win32":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync15(join18(__dirname, "zstd.win32-x64-msvc.node"));
+            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.win32-x64-msvc.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.win32-x64-msvc.node");
@@ -5975,7 +5975,7 @@ var require_bindings = __commonJS({
       case "darwin":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync15(join18(__dirname, "zstd.darwin-x64.node"));
+            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.darwin-x64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-x64.node");
@@ -5987,7 +5987,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm64":
-            localFileExisted = existsSync15(join18(__dirname, "zstd.darwin-arm64.node"));
+            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.darwin-arm64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-arm64.node");
@@ -6006,7 +6006,7 @@ var require_bindings = __commonJS({
         switch (arch2) {
           case "x64":
             if (isMusl()) {
-              localFileExisted = existsSync15(join18(__dirname, "zstd.linux-x64-musl.node"));
+              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-x64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-musl.node");
@@ -6017,7 +6017,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync15(join18(__dirname, "zstd.linux-x64-gnu.node"));
+              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-x64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-gnu.node");
@@ -6031,7 +6031,7 @@ var require_bindings = __commonJS({
             break;
           case "arm64":
             if (isMusl()) {
-              localFileExisted = existsSync15(join18(__dirname, "zstd.linux-arm64-musl.node"));
+              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-arm64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-musl.node");
@@ -6042,7 +6042,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync15(join18(__dirname, "zstd.linux-arm64-gnu.node"));
+              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-arm64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-gnu.node");
@@ -6055,7 +6055,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm":
-            localFileExisted = existsSync15(join18(__dirname, "zstd.linux-arm-gnueabihf.node"));
+            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.linux-arm-gnueabihf.node");
@@ -32652,7 +32652,7 @@ var require_undici = __commonJS({
     module.exports.setGlobalDispatcher = setGlobalDispatcher;
     module.exports.getGlobalDispatcher = getGlobalDispatcher;
     var fetchImpl = require_fetch().fetch;
-    var currentFilename = typeof __filename !== "undefined" ? __filename : void 0;
+    var currentFilename = typeof __forkdFilename !== "undefined" ? __forkdFilename : void 0;
     function appendFetchStackTrace(err, filename) {
       if (!err || typeof err !== "object") {
         return;

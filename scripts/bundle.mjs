@@ -20,12 +20,13 @@ await build({
   // the zstd binding is a native module: copied beside the bundle, loaded by its own loader
   loader: { '.node': 'copy' },
   assetNames: '[name]',
-  // CommonJS dependencies (and the zstd loader) expect these in an ES module
+  // CommonJS dependencies (and the zstd loader) expect require, __dirname and __filename; some
+  // bundled ES modules declare their own __dirname, so the free ones are renamed, not declared
   banner: {
-    js: "import { createRequire as __forkdRequire } from 'node:module'; import { fileURLToPath as __forkdPath } from 'node:url'; const require = __forkdRequire(import.meta.url); const __filename = __forkdPath(import.meta.url); const __dirname = __forkdPath(new URL('.', import.meta.url));",
+    js: "import { createRequire as __forkdCreateRequire } from 'node:module'; import { fileURLToPath as __forkdPath } from 'node:url'; const require = __forkdCreateRequire(import.meta.url); const __forkdFilename = __forkdPath(import.meta.url); const __forkdDirname = __forkdPath(new URL('.', import.meta.url));",
   },
   // dist/ is one level below the package root (src/engine/ is two)
-  define: { FORKD_PACKAGE_ROOT: '"../"' },
+  define: { FORKD_PACKAGE_ROOT: '"../"', __dirname: '__forkdDirname', __filename: '__forkdFilename' },
   legalComments: 'none',
   logLevel: 'warning',
 });

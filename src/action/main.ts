@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Controller } from '../client/controller.js';
 import { packageRoot } from '../engine/package-root.js';
 import { errorMessage } from '../errors.js';
+import { imagesCacheKey, restoreImages, saveImages } from './cache.js';
 import { getInputs, type Inputs } from './inputs.js';
 import { isPost, loadActionState, markMainStarted, saveActionState, type ActionState } from './state.js';
 
@@ -22,7 +23,22 @@ const FORKD = fileURLToPath(new URL('forkd.mjs', import.meta.url));
 const DAEMON_START_TIMEOUT_MS = 60_000;
 const DAEMON_STOP_TIMEOUT_MS = 30_000;
 
-const forkd = (args: string[]) => exec(process.execPath, [FORKD, ...args]);
+/** Runs the bundled CLI, its output in the log; a failure carries its error, hint and console tail. */
+async function forkd(args: string[]): Promise<void> {
+  let stderr = '';
+  const code = await exec(process.execPath, [FORKD, ...args], {
+    ignoreReturnCode: true,
+    listeners: { stderr: (data: Buffer) => (stderr += data.toString()) },
+  });
+  if (code !== 0) {
+    const tail = stderr
+      .trim()
+      .split('\n')
+      .filter((line) => !/^\S+: .*\(\d+s\)$/.test(line))
+      .slice(-30);
+    throw new Error(`forkd ${args.join(' ')} failed (exit ${code}):\n${tail.join('\n')}`);
+  }
+}
 
 /** /dev/kvm for the runner user (GitHub's hosted runners need the udev rule); TCG otherwise. */
 async function prepareKvm(accel: Inputs['accel']): Promise<void> {
@@ -82,8 +98,12 @@ async function main(): Promise<void> {
     await prepareKvm(inputs.accel);
     await exec('bash', [join(packageRoot, 'scripts/host-packages.sh')]);
   });
-  await core.group('Building the guest kernel and base image', () => forkd(['build', 'base']));
   const snapshots = inputs.snapshot.kind === 'recipe' ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes;
+  const recipes = [...new Set(snapshots)].filter((r) => r !== 'base');
+  const cacheKey = inputs.cache ? imagesCacheKey(recipes) : '';
+  const restored = inputs.cache && (await restoreImages(home, cacheKey));
+  await core.group('Building the guest kernel and base image', () => forkd(['build', 'base']));
+  for (const recipe of recipes) await core.group(`Building the ${recipe} image`, () => forkd(['build', recipe]));
   const exists = (tag: string) => existsSync(join(home, 'snapshots', tag));
   for (const recipe of new Set(snapshots)) {
     if (exists(recipe)) {
@@ -108,8 +128,8 @@ async function main(): Promise<void> {
     endpoint: daemon.endpoint,
     tag: inputs.tag,
     accel: process.env.FORKD_ACCEL ?? 'auto',
-    cacheKey: '',
-    cachePaths: [],
+    // saved in the post step, once the images are known good (a hit needs no save)
+    cacheKey: restored ? '' : cacheKey,
   };
   saveActionState(state);
   core.setSecret(daemon.token);
@@ -177,6 +197,7 @@ async function post(): Promise<void> {
       ],
     ])
     .write();
+  if (state.cacheKey) await saveImages(state.home, state.cacheKey);
   await core.group('forkd serve log (tail)', async () => {
     if (existsSync(state.daemonLog)) core.info(readFileSync(state.daemonLog, 'utf8').slice(-4000));
   });

@@ -14,9 +14,8 @@ export interface ActionState {
   endpoint: string;
   tag: string;
   accel: string;
-  /** The cache entry to save at the end (empty when caching is off or the entry was restored). */
+  /** The images cache entry to save at the end (empty when caching is off or it was restored). */
   cacheKey: string;
-  cachePaths: string[];
 }
 
 const KEY = 'forkd';
