@@ -44,10 +44,10 @@ export class FakeCacheService {
         this.entries.push({ key, version, chunks: [] });
         return void res
           .writeHead(201, { 'content-type': 'application/json' })
-          .end(JSON.stringify({ cacheId: this.entries.length - 1 }));
+          .end(JSON.stringify({ cacheId: this.entries.length })); // ids from 1: the client treats 0 as none
       }
       const id = /^\/_apis\/artifactcache\/caches\/(\d+)$/.exec(url.pathname)?.[1];
-      const entry = id === undefined ? undefined : this.entries[Number(id)];
+      const entry = id === undefined ? undefined : this.entries[Number(id) - 1];
       if (entry && req.method === 'PATCH') {
         const start = Number(/bytes (\d+)-/.exec(req.headers['content-range'] ?? '')?.[1] ?? 0);
         entry.chunks.push({ start, data: await body(req) });

@@ -23,11 +23,17 @@ function parseCommandFile(file: string): Record<string, string> {
 class Job {
   readonly dir: string;
   readonly home: string;
+  private readonly groups = new Set<number>();
 
   constructor(name: string) {
+    jobs.push(this);
     this.dir = join(work, name);
-    this.home = join(this.dir, 'forkd');
+    // the same path in every job, as RUNNER_TEMP on a runner (the cache is keyed by its paths);
+    // emptied first: each job starts on a fresh machine
+    this.home = join(work, 'runner-temp', 'forkd');
+    rmSync(this.home, { recursive: true, force: true });
     mkdirSync(this.home, { recursive: true });
+    mkdirSync(this.dir, { recursive: true });
     for (const file of ['output', 'env', 'state', 'summary']) writeFileSync(join(this.dir, file), '');
   }
 
@@ -69,7 +75,10 @@ class Job {
         env[`STATE_${name}`] = value;
     }
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [action], { env, cwd: root });
+      // its own process group, so a test that fails or times out can take the step's children with it
+      const child = spawn(process.execPath, [action], { env, cwd: root, detached: true });
+      this.groups.add(child.pid!);
+      child.on('close', () => this.groups.delete(child.pid!));
       let log = '';
       child.stdout.on('data', (c: Buffer) => (log += c.toString()));
       child.stderr.on('data', (c: Buffer) => (log += c.toString()));
@@ -92,6 +101,24 @@ class Job {
       .filter((cmd) => cmd.includes(this.home));
   }
 
+  /** Kills what a failed test left: the steps' process groups, and whatever runs from this home. */
+  reap(): void {
+    for (const group of this.groups) {
+      try {
+        process.kill(-group, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(this.home)) process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
   /** Copies the built guest (kernel, initramfs, agent) from the shared cache: no kernel build in tests. */
   seedImages(): void {
     const shared = new StatePaths();
@@ -109,7 +136,10 @@ beforeAll(async () => {
   cacheUrl = await cache.start();
 });
 
+const jobs: Job[] = [];
+
 afterAll(async () => {
+  for (const job of jobs) job.reap();
   await cache.close();
   rmSync(work, { recursive: true, force: true });
 });
