@@ -101,8 +101,20 @@ class Job {
       .filter((cmd) => cmd.includes(this.home));
   }
 
-  /** Kills what a failed test left: the steps' process groups, and whatever runs from this home. */
+  /**
+   * Kills what a failed test left: the steps' process groups, the daemon main started (detached,
+   * so in no group; its pid is in the job's state), and whatever runs from this home.
+   */
   reap(): void {
+    const state = parseCommandFile(join(this.dir, 'state')).forkd;
+    const daemon = state ? (JSON.parse(state) as { daemonPid: number }).daemonPid : undefined;
+    if (daemon) {
+      try {
+        process.kill(daemon, 'SIGTERM'); // it takes its VMs with it
+      } catch {
+        // already stopped by post
+      }
+    }
     for (const group of this.groups) {
       try {
         process.kill(-group, 'SIGKILL');
