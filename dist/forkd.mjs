@@ -20028,8 +20028,8 @@ var require_snapshot_utils = __commonJS({
 var require_snapshot_recorder = __commonJS({
   "node_modules/undici/lib/mock/snapshot-recorder.js"(exports, module) {
     "use strict";
-    var { writeFile: writeFile7, readFile: readFile10, mkdir: mkdir7 } = __require("node:fs/promises");
-    var { dirname: dirname3, resolve: resolve4 } = __require("node:path");
+    var { writeFile: writeFile5, readFile: readFile10, mkdir: mkdir7 } = __require("node:fs/promises");
+    var { dirname: dirname4, resolve: resolve4 } = __require("node:path");
     var { setTimeout: setTimeout2, clearTimeout: clearTimeout2 } = __require("node:timers");
     var { InvalidArgumentError: InvalidArgumentError2, UndiciError } = require_errors2();
     var { hashId, isUrlExcludedFactory, normalizeHeaders, createHeaderFilters } = require_snapshot_utils();
@@ -20260,12 +20260,12 @@ var require_snapshot_recorder = __commonJS({
           throw new InvalidArgumentError2("Snapshot path is required");
         }
         const resolvedPath = resolve4(path);
-        await mkdir7(dirname3(resolvedPath), { recursive: true });
+        await mkdir7(dirname4(resolvedPath), { recursive: true });
         const data = Array.from(this.#snapshots.entries()).map(([hash, snapshot]) => ({
           hash,
           snapshot
         }));
-        await writeFile7(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
+        await writeFile5(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
       }
       /**
        * Clears all recorded snapshots
@@ -33673,14 +33673,22 @@ function errorMessage(err) {
   return err instanceof Error ? err.message : String(err);
 }
 
+// src/engine/atomic-file.ts
+import { renameSync, writeFileSync } from "node:fs";
+function writeJsonAtomic(file, value, options = {}) {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, options.pretty ? 2 : void 0), { mode: options.mode ?? 420 });
+  renameSync(tmp, file);
+}
+
 // src/engine/accel.ts
 import { constants as constants3, existsSync as existsSync5, rmSync as rmSync4 } from "node:fs";
-import { access, readFile, rename as rename2, writeFile as writeFile2 } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { release } from "node:os";
 
 // src/engine/images/cache.ts
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync as writeFileSync2 } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -33763,7 +33771,7 @@ async function acquireBuildLock(lock, built, options) {
   let announced = false;
   for (; ; ) {
     try {
-      writeFileSync(lock, String(process.pid), { flag: "wx" });
+      writeFileSync2(lock, String(process.pid), { flag: "wx" });
       const release2 = () => rmSync(lock, { force: true });
       const unregister = onProcessExit(release2);
       return () => {
@@ -34907,12 +34915,7 @@ async function resolveAccel(base, paths, qemu) {
   } catch {
   }
   const verdict = await probeKvm(base, paths, qemu);
-  const tmp = `${cacheFile}.${process.pid}.tmp`;
-  await writeFile2(
-    tmp,
-    JSON.stringify({ key, accel: verdict.accel, reason: verdict.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() })
-  );
-  await rename2(tmp, cacheFile);
+  writeJsonAtomic(cacheFile, { key, accel: verdict.accel, reason: verdict.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() });
   return verdict;
 }
 
@@ -34952,7 +34955,7 @@ async function ensureAgentBinary(paths, options = {}) {
 }
 
 // src/engine/images/initramfs.ts
-import { readFile as readFile3, writeFile as writeFile3 } from "node:fs/promises";
+import { readFile as readFile3, writeFile as writeFile2 } from "node:fs/promises";
 import { join as join7 } from "node:path";
 
 // src/engine/images/cpio.ts
@@ -35060,7 +35063,7 @@ async function ensureInitramfs(paths, agentBinary, options = {}) {
         { type: "file", path: "etc/hosts", data: Buffer.from("127.0.0.1 localhost\n::1 localhost\n") },
         ...applets.filter((applet) => applet !== "bin/busybox" && !DIRS.includes(applet)).map((applet) => ({ type: "symlink", path: applet, target: "/bin/busybox" }))
       ];
-      await writeFile3(join7(staging, "initramfs.cpio"), writeCpio(entries));
+      await writeFile2(join7(staging, "initramfs.cpio"), writeCpio(entries));
     },
     options
   );
@@ -35462,8 +35465,9 @@ function checkCompatible(facts, host, what = `snapshot ${facts.tag}`, fix = `tak
 
 // src/hub/pack.ts
 var import_tar_stream = __toESM(require_tar_stream(), 1);
+import { createHash as createHash4 } from "node:crypto";
 import { createWriteStream, rmSync as rmSync7 } from "node:fs";
-import { open as open4, rename as rename5, rm as rm4, stat as stat5 } from "node:fs/promises";
+import { open as open4, rename as rename4, rm as rm4, stat as stat5 } from "node:fs/promises";
 import { basename as basename3, dirname, join as join12 } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -35593,7 +35597,7 @@ async function physicalBytes(file) {
 }
 
 // src/engine/snapshot/memory-diff.ts
-import { open, rename as rename3, rm as rm2 } from "node:fs/promises";
+import { open, rename as rename2, rm as rm2 } from "node:fs/promises";
 var MAGIC = Buffer.from("FORKDIF1");
 var HEADER_BYTES = 16;
 var PAGE_SIZE = 4096;
@@ -35661,7 +35665,7 @@ async function applyMemoryDiff(base, diff, out, copySparse2) {
     } finally {
       await Promise.all([d.close(), target.close()]);
     }
-    await rename3(staging, out);
+    await rename2(staging, out);
   } finally {
     await rm2(staging, { force: true });
   }
@@ -35670,7 +35674,7 @@ async function applyMemoryDiff(base, diff, out, copySparse2) {
 // src/engine/snapshot/store.ts
 import { randomBytes as randomBytes5 } from "node:crypto";
 import { existsSync as existsSync7, readdirSync as readdirSync2, rmSync as rmSync6 } from "node:fs";
-import { mkdir as mkdir3, open as open2, readFile as readFile6, rename as rename4, rm as rm3, stat as stat3, writeFile as writeFile4 } from "node:fs/promises";
+import { mkdir as mkdir3, open as open2, readFile as readFile6, rename as rename3, rm as rm3, stat as stat3, writeFile as writeFile3 } from "node:fs/promises";
 import { join as join10 } from "node:path";
 var MEMORY_FILE = "memory.bin";
 var VMSTATE_FILE = "vmstate";
@@ -35791,12 +35795,12 @@ var SnapshotStore = class {
       memoryFile,
       vmstateFile,
       commit: async (meta) => {
-        await writeFile4(join10(dir, META_FILE), `${JSON.stringify(meta, null, 2)}
+        await writeFile3(join10(dir, META_FILE), `${JSON.stringify(meta, null, 2)}
 `);
         await Promise.all([memoryFile, vmstateFile, join10(dir, META_FILE)].map(fsyncFile));
         if (existsSync7(final))
           throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} appeared while this one was written`);
-        await rename4(dir, final);
+        await rename3(dir, final);
         unregister();
         return this.get(tag);
       },
@@ -35813,7 +35817,7 @@ var SnapshotStore = class {
     });
     const dir = info?.dir ?? join10(this.root, validateTag(tag));
     const trash = join10(this.root, `.trash-${tag}-${process.pid}-${randomBytes5(4).toString("hex")}`);
-    await rename4(dir, trash);
+    await rename3(dir, trash);
     await rm3(trash, { recursive: true, force: true });
   }
 };
@@ -36216,9 +36220,15 @@ async function writePack(store, tag, out, onProgress = () => {
   const partial = join12(dirname(out), `.${basename3(out)}.partial-${process.pid}`);
   const unregister = onProcessExit(() => rmSync7(partial, { force: true }));
   const pack = (0, import_tar_stream.pack)();
+  const packHash = createHash4("sha256");
   const writing = pipeline(
     pack,
-    (tarBytes) => compressFrames(tarBytes),
+    async function* (tarBytes) {
+      for await (const frame of compressFrames(tarBytes)) {
+        packHash.update(frame);
+        yield frame;
+      }
+    },
     createWriteStream(partial)
   );
   try {
@@ -36247,8 +36257,8 @@ async function writePack(store, tag, out, onProgress = () => {
     }
     pack.finalize();
     await writing;
-    await rename5(partial, out);
-    return { manifest, bytes: (await stat5(out)).size };
+    await rename4(partial, out);
+    return { manifest, bytes: (await stat5(out)).size, sha256: packHash.digest("hex") };
   } catch (err) {
     pack.destroy();
     await writing.catch(() => {
@@ -36280,9 +36290,9 @@ function byteProgress(task, phase, onProgress) {
 
 // src/hub/unpack.ts
 var import_tar_stream2 = __toESM(require_tar_stream(), 1);
-import { createHash as createHash4, randomBytes as randomBytes6 } from "node:crypto";
+import { createHash as createHash5, randomBytes as randomBytes6 } from "node:crypto";
 import { createReadStream as createReadStream2, existsSync as existsSync9, rmSync as rmSync8 } from "node:fs";
-import { mkdir as mkdir4, mkdtemp as mkdtemp2, open as open5, readFile as readFile7, rename as rename6, rm as rm5, stat as stat6, writeFile as writeFile5 } from "node:fs/promises";
+import { mkdir as mkdir4, mkdtemp as mkdtemp2, open as open5, readFile as readFile7, rename as rename5, rm as rm5, stat as stat6, writeFile as writeFile4 } from "node:fs/promises";
 import { dirname as dirname2, join as join13 } from "node:path";
 import { pipeline as pipeline2 } from "node:stream/promises";
 var ZEROS = Buffer.alloc(1024 * 1024);
@@ -36302,7 +36312,7 @@ async function writeEntry(entry, target, file) {
   if (size !== file.size) throw corrupt2(`${file.path} holds ${size} bytes; the manifest says ${file.size}`);
   await mkdir4(dirname2(target), { recursive: true });
   const out = await open5(target, "wx", 420);
-  const hash = createHash4("sha256");
+  const hash = createHash5("sha256");
   try {
     let extents = sparse ? void 0 : [{ offset: 0, length: size }];
     let head = Buffer.alloc(0);
@@ -36438,7 +36448,7 @@ async function unpack(file, paths, host, options = {}) {
       installed2.set(image.sha256, target);
       if (existsSync9(target)) continue;
       await mkdir4(dirname2(target), { recursive: true });
-      await rename6(join13(staging, image.path), target);
+      await rename5(join13(staging, image.path), target);
     }
     const imagePath = (sha) => sha ? installed2.get(sha) : void 0;
     for (const link of manifest.chain) {
@@ -36452,7 +36462,7 @@ async function unpack(file, paths, host, options = {}) {
         initrd: imagePath(initrd.sha256),
         ...rootfs ? { rootfs: imagePath(rootfs.sha256) } : {}
       };
-      await writeFile5(metaFile, `${JSON.stringify(meta, null, 2)}
+      await writeFile4(metaFile, `${JSON.stringify(meta, null, 2)}
 `);
     }
     for (const link of manifest.chain) {
@@ -36462,17 +36472,17 @@ async function unpack(file, paths, host, options = {}) {
           paths.snapshots(),
           `.trash-${tagOf(link.tag)}-${process.pid}-${randomBytes6(4).toString("hex")}`
         );
-        await rename6(final, aside);
+        await rename5(final, aside);
         moved.push({ from: final, to: aside });
         replaced.push(aside);
       }
-      await rename6(join13(staging, link.tag), final);
+      await rename5(join13(staging, link.tag), final);
       moved.push({ from: join13(staging, link.tag), to: final });
     }
     await Promise.all(replaced.map((dir) => rm5(dir, { recursive: true, force: true })));
     return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
   } catch (err) {
-    for (const { from, to } of moved.reverse()) await rename6(to, from).catch(() => {
+    for (const { from, to } of moved.reverse()) await rename5(to, from).catch(() => {
     });
     if (err.code === "ENOSPC") {
       throw new ForkdError("FORKD_ERR_LIMIT", `the disk of ${paths.root} filled up while ${file} was unpacked`, {
@@ -36490,14 +36500,14 @@ async function unpack(file, paths, host, options = {}) {
 // src/hub/pull.ts
 var import_undici2 = __toESM(require_undici(), 1);
 import { existsSync as existsSync11, readFileSync as readFileSync6 } from "node:fs";
-import { mkdir as mkdir5, rename as rename8, rm as rm7, writeFile as writeFile6 } from "node:fs/promises";
-import { join as join14 } from "node:path";
+import { mkdir as mkdir5, rm as rm7 } from "node:fs/promises";
+import { dirname as dirname3, join as join14 } from "node:path";
 
 // src/hub/download.ts
 var import_undici = __toESM(require_undici(), 1);
-import { createHash as createHash5 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import { createReadStream as createReadStream3, createWriteStream as createWriteStream2, existsSync as existsSync10 } from "node:fs";
-import { rename as rename7, rm as rm6, stat as stat7 } from "node:fs/promises";
+import { rename as rename6, rm as rm6, stat as stat7 } from "node:fs/promises";
 import { pipeline as pipeline3 } from "node:stream/promises";
 var ATTEMPTS = 4;
 async function withClient(fn) {
@@ -36525,7 +36535,7 @@ function httpError(method, url, status) {
   );
 }
 async function sha256File(path) {
-  const hash = createHash5("sha256");
+  const hash = createHash6("sha256");
   for await (const chunk of createReadStream3(path)) hash.update(chunk);
   return hash.digest("hex");
 }
@@ -36576,7 +36586,7 @@ async function downloadWith(dispatcher, url, dest, options) {
       });
     }
   }
-  await rename7(partial, dest);
+  await rename6(partial, dest);
 }
 async function upload(url, file, onProgress) {
   const { size } = await stat7(file);
@@ -36662,16 +36672,15 @@ var PullCache = class {
     }
   }
   /** The tags of an earlier pull of the same pack, if they are all still installed. */
-  lookup(source2, snapshots) {
+  lookup(source2) {
     const hit = this.read()[source2.ref];
     if (!hit || !source2.sha256 || hit.sha256 !== source2.sha256) return void 0;
-    return hit.tags.every((tag) => existsSync11(join14(snapshots, tag))) ? hit.tags : void 0;
+    return hit.tags.every((tag) => existsSync11(join14(this.paths.snapshots(), tag))) ? hit.tags : void 0;
   }
   async record(source2, tags) {
     const all = { ...this.read(), [source2.ref]: { ...source2.sha256 ? { sha256: source2.sha256 } : {}, tags } };
     await mkdir5(join14(this.paths.root, "hub"), { recursive: true });
-    await writeFile6(`${this.file}.tmp`, JSON.stringify(all, null, 2));
-    await rename8(`${this.file}.tmp`, this.file);
+    writeJsonAtomic(this.file, all, { pretty: true });
   }
   /** Where the download of `source` goes (a stable name, so an interrupted one resumes). */
   packFile(source2) {
@@ -36681,7 +36690,7 @@ var PullCache = class {
 };
 async function fetchPack(cache, source2, onProgress) {
   const file = cache.packFile(source2);
-  await mkdir5(join14(file, ".."), { recursive: true });
+  await mkdir5(dirname3(file), { recursive: true });
   await rm7(file, { force: true });
   await download(source2.url, file, {
     ...source2.sha256 ? { sha256: source2.sha256 } : {},
@@ -37306,7 +37315,7 @@ var Engine = class {
   }) {
     const source2 = await resolveRef(ref);
     const cache = new PullCache(this.paths);
-    const cachedTags = options.force || options.tag ? void 0 : cache.lookup(source2, this.paths.snapshots());
+    const cachedTags = options.force || options.tag ? void 0 : cache.lookup(source2);
     if (cachedTags) return { ref: source2.ref, cached: true, tags: cachedTags };
     const file = await fetchPack(cache, source2, byteProgress("pull", "download", onProgress));
     try {
@@ -37324,8 +37333,7 @@ var Engine = class {
     const file = join16(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
     const unregister = onProcessExit(() => rmSync10(file, { force: true }));
     try {
-      const { bytes } = await this.pack(tag, file, onProgress);
-      const sha256 = await sha256File(file);
+      const { bytes, sha256 } = await this.pack(tag, file, onProgress);
       await upload(url, file, byteProgress("push", "upload", onProgress));
       return { bytes, sha256 };
     } finally {
@@ -37551,7 +37559,7 @@ async function runDoctor(paths) {
 }
 
 // src/server/daemon.ts
-import { existsSync as existsSync14, rmSync as rmSync12, writeFileSync as writeFileSync4, renameSync as renameSync2, chmodSync as chmodSync2 } from "node:fs";
+import { existsSync as existsSync14, rmSync as rmSync12, writeFileSync as writeFileSync4, chmodSync as chmodSync2 } from "node:fs";
 import { createServer } from "node:http";
 import { connect as connect4, isIP } from "node:net";
 
@@ -37575,7 +37583,7 @@ var AuditLog = class {
 
 // src/server/auth.ts
 import { randomBytes as randomBytes7, timingSafeEqual } from "node:crypto";
-import { readFileSync as readFileSync8, writeFileSync as writeFileSync2 } from "node:fs";
+import { readFileSync as readFileSync8, writeFileSync as writeFileSync3 } from "node:fs";
 var MIN_TOKEN_BYTES = 16;
 var PLACEHOLDER = /^(replace[-_ ]?me|change[-_ ]?me|changeme|token|secret|password|example|test|x+|0+)$/i;
 function validateToken(token, source2) {
@@ -37593,7 +37601,7 @@ function validateToken(token, source2) {
 }
 function loadOrCreateToken(file) {
   try {
-    writeFileSync2(file, `${randomBytes7(32).toString("hex")}
+    writeFileSync3(file, `${randomBytes7(32).toString("hex")}
 `, { mode: 384, flag: "wx" });
   } catch (err) {
     if (err.code !== "EEXIST") throw err;
@@ -37712,7 +37720,7 @@ var Metrics = class {
 
 // src/server/registry.ts
 import { randomBytes as randomBytes8 } from "node:crypto";
-import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync9, renameSync, rmSync as rmSync11, writeFileSync as writeFileSync3 } from "node:fs";
+import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync9, rmSync as rmSync11 } from "node:fs";
 import { join as join17 } from "node:path";
 var ID_PATTERN = /^sb-[0-9a-f]{12}$/;
 var SandboxRegistry = class {
@@ -37742,8 +37750,7 @@ var SandboxRegistry = class {
   /** Registers a sandbox under a known record (a new one, or one adopted after a restart). */
   restore(record2, vm) {
     const file = join17(this.dir, `${record2.id}.json`);
-    writeFileSync3(`${file}.tmp`, JSON.stringify(record2));
-    renameSync(`${file}.tmp`, file);
+    writeJsonAtomic(file, record2);
     const sandbox = { id: record2.id, snapshot: record2.snapshot, vm, created: new Date(record2.created) };
     this.sandboxes.set(sandbox.id, sandbox);
     return sandbox;
@@ -38412,8 +38419,7 @@ var Daemon = class _Daemon {
       started: (/* @__PURE__ */ new Date()).toISOString()
     };
     const file = paths.file("daemon.json");
-    writeFileSync4(`${file}.tmp`, JSON.stringify(info, null, 2), { mode: 384 });
-    renameSync2(`${file}.tmp`, file);
+    writeJsonAtomic(file, info, { mode: 384, pretty: true });
     writeFileSync4(paths.file("forkd.pid"), `${process.pid}
 `);
     return daemon;
@@ -39016,6 +39022,10 @@ function positiveInt(value) {
 function formatBytes(bytes) {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
+function withProgress(quiet, work) {
+  const progress = progressRenderer({ quiet });
+  return work(progress.onProgress).finally(progress.stop);
+}
 function installOptions(opts) {
   return { ...opts.tag ? { tag: opts.tag } : {}, ...opts.force ? { force: true } : {} };
 }
@@ -39105,9 +39115,11 @@ program2.command("run").description("boot a fresh base microVM, run a command in
   action(async (command, opts) => {
     var _stack = [];
     try {
-      const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
       const engine = new Engine();
-      const vm = __using(_stack, await engine.boot({ memoryMiB: opts.memory }, progress.onProgress).finally(progress.stop), true);
+      const vm = __using(_stack, await withProgress(
+        Boolean(opts.quiet || opts.json),
+        (onProgress) => engine.boot({ memoryMiB: opts.memory }, onProgress)
+      ), true);
       const result = await vm.exec(command, opts.timeout ? { timeoutMs: opts.timeout * 1e3 } : {});
       if (opts.json) {
         printJson({
@@ -39238,9 +39250,16 @@ program2.command("pack").description(
 ).requiredOption("--tag <tag>", "the snapshot").option("-o, --out <file>", "the pack to write (default ./<tag>.forkd.tar.zst)").option("--json", "print the manifest and size as JSON").action(
   action(async (opts) => {
     const out = opts.out ?? `${opts.tag}.forkd.tar.zst`;
-    const progress = progressRenderer({ quiet: Boolean(opts.json) });
-    const r = await new Engine().pack(opts.tag, out, progress.onProgress).finally(progress.stop);
-    if (opts.json) return printJson({ file: out, bytes: r.bytes, peak_rss_bytes: peakRss(), manifest: r.manifest });
+    const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().pack(opts.tag, out, onProgress));
+    if (opts.json) {
+      return printJson({
+        file: out,
+        bytes: r.bytes,
+        sha256: r.sha256,
+        peak_rss_bytes: peakRss(),
+        manifest: r.manifest
+      });
+    }
     const links = r.manifest.chain.length;
     process.stdout.write(
       `packed ${opts.tag}${links > 1 ? ` (a chain of ${links})` : ""} into ${out}: ${formatBytes(r.bytes)}
@@ -39250,8 +39269,10 @@ program2.command("pack").description(
 );
 program2.command("unpack").description("install a pack: every sha256 is checked before anything becomes visible").argument("<file>", "a .forkd.tar.zst written by forkd pack").option("--tag <tag>", "install the snapshot under this tag (a pack of one snapshot)").option("--force", "replace snapshots that exist under the same tags").option("--json", "print the installed tags and manifest as JSON").action(
   action(async (file, opts) => {
-    const progress = progressRenderer({ quiet: Boolean(opts.json) });
-    const r = await new Engine().unpack(file, installOptions(opts), progress.onProgress).finally(progress.stop);
+    const r = await withProgress(
+      Boolean(opts.json),
+      (onProgress) => new Engine().unpack(file, installOptions(opts), onProgress)
+    );
     if (opts.json) return printJson({ tags: r.tags, peak_rss_bytes: peakRss(), manifest: r.manifest });
     process.stdout.write(`unpacked ${r.tags.join(", ")} from ${file}
 `);
@@ -39259,8 +39280,10 @@ program2.command("unpack").description("install a pack: every sha256 is checked 
 );
 program2.command("pull").description("install a pack from an https:// URL, or owner/name[@version] through the Hub (FORKD_HUB_URL)").argument("<ref>", "owner/name, owner/name@version, or a URL of a .forkd.tar.zst").option("--tag <tag>", "install the snapshot under this tag (a pack of one snapshot)").option("--force", "download again and replace snapshots that exist under the same tags").option("--json", "print the installed tags as JSON").action(
   action(async (ref, opts) => {
-    const progress = progressRenderer({ quiet: Boolean(opts.json) });
-    const r = await new Engine().pull(ref, installOptions(opts), progress.onProgress).finally(progress.stop);
+    const r = await withProgress(
+      Boolean(opts.json),
+      (onProgress) => new Engine().pull(ref, installOptions(opts), onProgress)
+    );
     if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached });
     process.stdout.write(`${r.cached ? "already pulled" : "pulled"} ${r.ref}: ${r.tags.join(", ")}
 `);
@@ -39268,8 +39291,7 @@ program2.command("pull").description("install a pack from an https:// URL, or ow
 );
 program2.command("push").description("pack a snapshot and upload it with a streamed HTTP PUT (e.g. to a presigned URL)").requiredOption("--tag <tag>", "the snapshot").argument("<url>", "where to PUT the pack").option("--json", "print the size and sha256 as JSON (the registry entry needs the sha256)").action(
   action(async (url, opts) => {
-    const progress = progressRenderer({ quiet: Boolean(opts.json) });
-    const r = await new Engine().push(opts.tag, url, progress.onProgress).finally(progress.stop);
+    const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().push(opts.tag, url, onProgress));
     if (opts.json) return printJson({ tag: opts.tag, url, bytes: r.bytes, sha256: r.sha256 });
     process.stdout.write(`pushed ${opts.tag} to ${url}: ${formatBytes(r.bytes)}, sha256 ${r.sha256}
 `);
