@@ -7,9 +7,9 @@ import { isFeatureAvailable, restoreCache, saveCache } from '@actions/cache';
 import * as core from '@actions/core';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { packageRoot, packageVersion } from '../engine/package-root.js';
+import { basename, join, relative, resolve } from 'node:path';
 import { errorMessage } from '../errors.js';
+import type { Engine } from './engine-release.js';
 
 /** Every file under `dir`, in a stable order. */
 function files(dir: string): string[] {
@@ -22,14 +22,21 @@ function files(dir: string): string[] {
 
 /**
  * The cache key: the engine version and everything the images are built from (the kernel
- * config, the agent's source, the recipes used), and the runner's OS image.
+ * config, the agent's source, the recipes used: by name from the engine, or ./paths in the
+ * workspace), and the runner's OS image.
  */
-export function imagesCacheKey(recipes: string[]): string {
-  const hash = createHash('sha256').update(packageVersion);
-  const inputs = [join(packageRoot, 'native'), ...recipes.map((r) => join(packageRoot, 'recipes', r))];
-  for (const path of inputs.flatMap(files)) hash.update(relative(packageRoot, path)).update(readFileSync(path));
+export function imagesCacheKey(engine: Engine, recipes: string[]): string {
+  const hash = createHash('sha256').update(engine.version);
+  const dirs = [
+    join(engine.root, 'native'),
+    ...recipes.map((r) => (r.startsWith('./') ? resolve(r) : join(engine.root, 'recipes', r))),
+  ];
+  for (const dir of dirs) {
+    hash.update(basename(dir));
+    for (const path of files(dir)) hash.update(relative(dir, path)).update(readFileSync(path));
+  }
   const os = process.env.ImageOS ?? `${process.platform}-${process.arch}`;
-  return `forkd-images-${packageVersion}-${os}-${hash.digest('hex').slice(0, 24)}`;
+  return `forkd-images-${engine.version}-${os}-${hash.digest('hex').slice(0, 24)}`;
 }
 
 export const cachePaths = (home: string): string[] => [join(home, 'images')];

@@ -9,45 +9,38 @@ import { exec } from '@actions/exec';
 import { spawn } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, join } from 'node:path';
 import { Controller } from '../client/controller.js';
 import { packageRoot } from '../engine/package-root.js';
-import { errorMessage } from '../errors.js';
+import { pidAlive } from '../engine/process-alive.js';
+import { ForkdError, errorMessage } from '../errors.js';
 import { imagesCacheKey, restoreImages, saveImages } from './cache.js';
+import { resolveEngine } from './engine-release.js';
+import { ForkdCli } from './forkd-cli.js';
 import { getInputs, type Inputs } from './inputs.js';
-import { isPost, loadActionState, markMainStarted, saveActionState, type ActionState } from './state.js';
+import { reapJobProcesses } from './job-processes.js';
+import {
+  isPost,
+  loadActionState,
+  loadJobEngine,
+  markMainStarted,
+  saveActionState,
+  saveJobEngine,
+  type ActionState,
+} from './state.js';
 
-/** The CLI bundled beside this file. */
-const FORKD = fileURLToPath(new URL('forkd.mjs', import.meta.url));
 const DAEMON_START_TIMEOUT_MS = 60_000;
 const DAEMON_STOP_TIMEOUT_MS = 30_000;
+/** The runner follows a cancel's SIGINT with SIGTERM after 7.5 s: the commands get less than that. */
+const CANCEL_GRACE_MS = 5_000;
+const STRAGGLER_GRACE_MS = 5_000;
 
-/** Runs the bundled CLI, its output in the log; a failure carries its error, hint and console tail. */
-async function forkd(args: string[]): Promise<void> {
-  let stderr = '';
-  const code = await exec(process.execPath, [FORKD, ...args], {
-    ignoreReturnCode: true,
-    listeners: { stderr: (data: Buffer) => (stderr += data.toString()) },
-  });
-  if (code !== 0) {
-    const tail = stderr
-      .trim()
-      .split('\n')
-      .filter((line) => !/^\S+: .*\(\d+s\)$/.test(line))
-      .slice(-30);
-    throw new Error(`forkd ${args.join(' ')} failed (exit ${code}):\n${tail.join('\n')}`);
-  }
-}
+/** The engine's CLI for this job; set once the engine is chosen, stopped if the job is cancelled. */
+let cli: ForkdCli | undefined;
 
 /** /dev/kvm for the runner user (GitHub's hosted runners need the udev rule); TCG otherwise. */
 async function prepareKvm(accel: Inputs['accel']): Promise<void> {
-  if (accel === 'tcg') return;
-  if (!existsSync('/dev/kvm')) {
-    if (accel === 'kvm') throw new Error('accel: kvm was asked for, but this runner has no /dev/kvm');
-    core.warning('no /dev/kvm on this runner: guests run under TCG (software emulation), 10-50x slower than KVM');
-    return;
-  }
+  if (accel === 'tcg' || !existsSync('/dev/kvm')) return;
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
     return;
@@ -60,11 +53,42 @@ async function prepareKvm(accel: Inputs['accel']): Promise<void> {
   await exec('sudo', ['udevadm', 'trigger', '--name-match=kvm']);
 }
 
+/**
+ * The accelerator for the job, from the engine's own probe (`forkd doctor`): `auto` falls back
+ * to TCG with a warning, `kvm` fails unless a guest really boots under KVM.
+ */
+async function chooseAccel(cli: ForkdCli, wanted: Inputs['accel']): Promise<void> {
+  let accel: string = wanted;
+  if (wanted !== 'tcg') {
+    const report = JSON.parse(await cli.run(['doctor', '--json'])) as { accel: string | null; accelReason: string };
+    if (report.accel !== 'kvm') {
+      if (wanted === 'kvm') {
+        throw new ForkdError(
+          'FORKD_ERR_BAD_INPUT',
+          `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
+          {
+            hint: 'use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)',
+          },
+        );
+      }
+      core.warning(
+        `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`,
+      );
+    }
+    accel = report.accel ?? 'tcg';
+  }
+  core.exportVariable('FORKD_ACCEL', accel);
+  process.env.FORKD_ACCEL = accel;
+}
+
 /** Starts `forkd serve` detached from this step (it must outlive it) and waits until it answers. */
-async function startDaemon(home: string): Promise<{ pid: number; log: string; endpoint: string; token: string }> {
+async function startDaemon(
+  script: string,
+  home: string,
+): Promise<{ pid: number; log: string; endpoint: string; token: string }> {
   const log = join(home, 'daemon.log');
   const fd = openSync(log, 'a');
-  const child = spawn(process.execPath, [FORKD, 'serve'], {
+  const child = spawn(process.execPath, [script, 'serve'], {
     detached: true,
     stdio: ['ignore', fd, fd],
     env: process.env,
@@ -90,40 +114,36 @@ async function main(): Promise<void> {
   mkdirSync(home, { recursive: true });
   core.exportVariable('FORKD_HOME', home);
   process.env.FORKD_HOME = home;
-  if (inputs.accel !== 'auto') {
-    core.exportVariable('FORKD_ACCEL', inputs.accel);
-    process.env.FORKD_ACCEL = inputs.accel;
-  }
+  const engine = await resolveEngine(inputs.version);
+  saveJobEngine({ home, script: engine.script });
+  const forkd = (cli = new ForkdCli(engine.script));
+  const run = (title: string, args: string[]) => core.group(title, () => forkd.run(args));
   await core.group('Preparing the runner', async () => {
     await prepareKvm(inputs.accel);
     await exec('bash', [join(packageRoot, 'scripts/host-packages.sh')]);
   });
   const snapshots = inputs.snapshot.kind === 'recipe' ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes;
   const recipes = [...new Set(snapshots)].filter((r) => r !== 'base');
-  const cacheKey = inputs.cache ? imagesCacheKey(recipes) : '';
+  const cacheKey = inputs.cache ? imagesCacheKey(engine, recipes) : '';
   const restored = inputs.cache && (await restoreImages(home, cacheKey));
-  await core.group('Building the guest kernel and base image', () => forkd(['build', 'base']));
-  for (const recipe of recipes) await core.group(`Building the ${recipe} image`, () => forkd(['build', recipe]));
+  await run('Building the guest kernel and base image', ['build', 'base']);
+  await core.group('Choosing the accelerator', () => chooseAccel(forkd, inputs.accel));
+  for (const recipe of recipes) await run(`Building the ${recipe} image`, ['build', recipe]);
   const exists = (tag: string) => existsSync(join(home, 'snapshots', tag));
   for (const recipe of new Set(snapshots)) {
-    if (exists(recipe)) {
-      core.info(`forkd: snapshot ${recipe} is already there`);
-      continue;
-    }
-    if (recipe === 'base') {
-      await core.group('Snapshot base', () => forkd(['snapshot', '--tag', 'base']));
-      continue;
-    }
-    await core.group(`Snapshot ${recipe}`, () => forkd(['snapshot', '--tag', recipe, '--recipe', recipe]));
+    const tag = basename(recipe);
+    if (exists(tag)) core.info(`forkd: snapshot ${tag} is already there`);
+    else if (recipe === 'base') await run('Snapshot base', ['snapshot', '--tag', 'base']);
+    else await run(`Snapshot ${tag}`, ['snapshot', '--tag', tag, '--recipe', recipe]);
   }
   if (inputs.snapshot.kind === 'hub' && !exists(inputs.tag)) {
-    const ref = inputs.snapshot.ref;
-    await core.group(`Pull ${ref}`, () => forkd(['pull', ref, '--tag', inputs.tag]));
+    await run(`Pull ${inputs.snapshot.ref}`, ['pull', inputs.snapshot.ref, '--tag', inputs.tag]);
   }
-  const daemon = await core.group('Starting forkd serve', () => startDaemon(home));
+  const daemon = await core.group('Starting forkd serve', () => startDaemon(engine.script, home));
   const state: ActionState = {
     daemonPid: daemon.pid,
     home,
+    script: engine.script,
     daemonLog: daemon.log,
     endpoint: daemon.endpoint,
     tag: inputs.tag,
@@ -149,36 +169,32 @@ async function main(): Promise<void> {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/** A cancelled job: the runner signals this step; its commands are stopped so they reap their VMs. */
+function onCancel(signal: NodeJS.Signals): void {
+  process.removeAllListeners('SIGINT').removeAllListeners('SIGTERM');
+  core.error(`forkd: ${signal}: the job was cancelled; stopping the engine's commands (the post step reaps the rest)`);
+  void (cli?.stopAll(CANCEL_GRACE_MS) ?? Promise.resolve()).finally(() => process.exit(1));
 }
 
-/** Stops the daemon (it kills its VMs), then anything of this job's that is still running. */
-async function post(): Promise<void> {
-  const state = loadActionState();
-  if (!state) {
-    core.info('forkd: the main step started nothing, so there is nothing to stop');
-    return;
-  }
+/** SIGTERM (the daemon drains and stops its VMs), SIGKILL if it takes too long; returns its last metrics. */
+async function stopDaemon(state: ActionState): Promise<string> {
   const metrics = await new Controller({ endpoint: state.endpoint, token: process.env.FORKD_TOKEN ?? '' })
     .metrics()
     .catch((err: unknown) => {
       core.warning(`forkd: could not read the daemon's metrics: ${errorMessage(err)}`);
       return '';
     });
-  if (alive(state.daemonPid)) process.kill(state.daemonPid, 'SIGTERM');
+  if (pidAlive(state.daemonPid)) process.kill(state.daemonPid, 'SIGTERM');
   const deadline = Date.now() + DAEMON_STOP_TIMEOUT_MS;
-  while (alive(state.daemonPid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
-  if (alive(state.daemonPid)) {
+  while (pidAlive(state.daemonPid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+  if (pidAlive(state.daemonPid)) {
     core.warning('forkd serve did not stop in time: killing it');
     process.kill(state.daemonPid, 'SIGKILL');
   }
-  await exec('pkill', ['-KILL', '-f', `qemu-system.*${state.home}`], { ignoreReturnCode: true, silent: true });
+  return metrics;
+}
+
+async function writeSummary(state: ActionState, metrics: string): Promise<void> {
   const value = (name: string) => new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 'n/a';
   const ms = (name: string) => (value(name) === 'n/a' || value(name) === 'NaN' ? 'n/a' : `${value(name)} ms`);
   await core.summary
@@ -197,14 +213,35 @@ async function post(): Promise<void> {
       ],
     ])
     .write();
+}
+
+/** Stops the daemon (it kills its VMs), then anything of this job's still running, whatever main got to. */
+async function post(): Promise<void> {
+  const engine = loadJobEngine();
+  if (!engine) {
+    core.info('forkd: the main step started nothing, so there is nothing to stop');
+    return;
+  }
+  const state = loadActionState();
+  const metrics = state ? await stopDaemon(state) : '';
+  const left = await reapJobProcesses(engine.home, engine.script, STRAGGLER_GRACE_MS);
+  if (left) core.warning(`forkd: stopped ${left} process(es) the job left running`);
+  if (!state) {
+    core.info('forkd: the main step did not get as far as starting the engine');
+    return;
+  }
+  await writeSummary(state, metrics);
   if (state.cacheKey) await saveImages(state.home, state.cacheKey);
   await core.group('forkd serve log (tail)', async () => {
     if (existsSync(state.daemonLog)) core.info(readFileSync(state.daemonLog, 'utf8').slice(-4000));
   });
 }
 
+const describe = (err: unknown) => (err instanceof ForkdError ? err.describe() : errorMessage(err));
+
 if (isPost()) {
-  await post().catch((err: unknown) => core.warning(`forkd teardown: ${errorMessage(err)}`));
+  await post().catch((err: unknown) => core.warning(`forkd teardown: ${describe(err)}`));
 } else {
-  await main().catch((err: unknown) => core.setFailed(errorMessage(err)));
+  process.once('SIGINT', onCancel).once('SIGTERM', onCancel);
+  await main().catch((err: unknown) => core.setFailed(describe(err)));
 }

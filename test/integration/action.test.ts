@@ -19,6 +19,19 @@ function parseCommandFile(file: string): Record<string, string> {
   return values;
 }
 
+interface StepOptions {
+  env?: Record<string, string>;
+  /** A command the step runs under (as `unshare ...`). */
+  wrap?: string[];
+  /** The workspace (recipes given as ./paths are found from it). */
+  cwd?: string;
+}
+
+interface StepResult {
+  code: number | null;
+  log: string;
+}
+
 /** One job on one runner: the Action's main step, later steps, and its post step, each its own process. */
 class Job {
   readonly dir: string;
@@ -51,11 +64,16 @@ class Job {
   }
 
   /** Runs one phase as the runner does: inputs as INPUT_*, state as STATE_* in post. */
-  run(
+  run(phase: 'main' | 'post', inputs: Record<string, string> = {}, options: StepOptions = {}): Promise<StepResult> {
+    return this.start(phase, inputs, options).done;
+  }
+
+  /** Starts one phase; `pid` is what the runner signals when the job is cancelled. */
+  start(
     phase: 'main' | 'post',
     inputs: Record<string, string> = {},
-    extraEnv: Record<string, string> = {},
-  ): Promise<{ code: number | null; log: string }> {
+    { env: extraEnv = {}, wrap = [], cwd = root }: StepOptions = {},
+  ): { pid: number; log: () => string; done: Promise<StepResult> } {
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       GITHUB_OUTPUT: join(this.dir, 'output'),
@@ -63,6 +81,7 @@ class Job {
       GITHUB_STATE: join(this.dir, 'state'),
       GITHUB_STEP_SUMMARY: join(this.dir, 'summary'),
       RUNNER_TEMP: this.dir,
+      RUNNER_TOOL_CACHE: join(work, 'toolcache'),
       FORKD_HOME: this.home,
       ...extraEnv,
     };
@@ -74,31 +93,38 @@ class Job {
       for (const [name, value] of Object.entries(parseCommandFile(join(this.dir, 'state'))))
         env[`STATE_${name}`] = value;
     }
-    return new Promise((resolve, reject) => {
-      // its own process group, so a test that fails or times out can take the step's children with it
-      const child = spawn(process.execPath, [action], { env, cwd: root, detached: true });
-      this.groups.add(child.pid!);
-      child.on('close', () => this.groups.delete(child.pid!));
-      let log = '';
-      child.stdout.on('data', (c: Buffer) => (log += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (log += c.toString()));
+    // its own process group, so a test that fails or times out can take the step's children with it
+    const [command = process.execPath, ...args] = [...wrap, process.execPath, action];
+    const child = spawn(command, args, { env, cwd, detached: true });
+    this.groups.add(child.pid!);
+    let log = '';
+    child.stdout.on('data', (c: Buffer) => (log += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (log += c.toString()));
+    const done = new Promise<StepResult>((resolve, reject) => {
       child.on('error', reject);
-      child.on('close', (code) => resolve({ code, log }));
+      child.on('close', (code) => {
+        this.groups.delete(child.pid!);
+        resolve({ code, log });
+      });
     });
+    return { pid: child.pid!, log: () => log, done };
   }
 
-  /** QEMU or forkd processes of this job still running. */
+  /** Processes of this job still running: any naming its home, or started with it as FORKD_HOME. */
   leftovers(): string[] {
+    const read = (file: string) => {
+      try {
+        return readFileSync(file, 'utf8');
+      } catch {
+        return '';
+      }
+    };
     return readdirSync('/proc')
       .filter((pid) => /^\d+$/.test(pid))
-      .map((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-        } catch {
-          return '';
-        }
-      })
-      .filter((cmd) => cmd.includes(this.home));
+      .filter((pid) => read(`/proc/${pid}/stat`).split(') ')[1]?.[0] !== 'Z')
+      .map((pid) => ({ cmdline: read(`/proc/${pid}/cmdline`), environ: `\0${read(`/proc/${pid}/environ`)}` }))
+      .filter((p) => p.cmdline.includes(this.home) || p.environ.includes(`\0FORKD_HOME=${this.home}\0`))
+      .map((p) => p.cmdline.replace(/\0/g, ' '));
   }
 
   /**
@@ -139,7 +165,32 @@ class Job {
     }
     cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
   }
+
+  /** A recipe in the job's workspace (booting the embedded initramfs: nothing to build); its ./path. */
+  writeRecipe(name: string, warmup: string): string {
+    mkdirSync(join(this.dir, 'ci', name), { recursive: true });
+    const recipe = { description: `${name}: an action test recipe`, base: 'none', warmup };
+    writeFileSync(join(this.dir, 'ci', name, 'recipe.json'), JSON.stringify(recipe));
+    return `./ci/${name}`;
+  }
 }
+
+async function until(what: string, ready: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const withoutKvm = [
+  'unshare',
+  '--mount',
+  '--propagation',
+  'private',
+  'bash',
+  join(root, 'test/helpers/without-kvm.sh'),
+];
 
 const cache = new FakeCacheService();
 let cacheUrl = '';
@@ -161,7 +212,7 @@ describe('the Action, run as the runner runs it', () => {
     const job = new Job('first');
     job.seedImages();
     const cacheEnv = { ACTIONS_CACHE_URL: cacheUrl, ACTIONS_RUNTIME_TOKEN: 'test-token' };
-    const main = await job.run('main', { snapshot: 'base', 'pool-size': '1' }, cacheEnv);
+    const main = await job.run('main', { snapshot: 'base', 'pool-size': '1' }, { env: cacheEnv });
     expect(main.code, main.log).toBe(0);
     expect(main.log).toContain('no cached images for forkd-images-');
     expect(job.outputs).toMatchObject({ 'snapshot-tag': 'base', accel: 'tcg' });
@@ -176,7 +227,7 @@ describe('the Action, run as the runner runs it', () => {
     }
     await client.close();
 
-    const post = await job.run('post', {}, cacheEnv);
+    const post = await job.run('post', {}, { env: cacheEnv });
     expect(post.code, post.log).toBe(0);
     expect(post.log).toContain('images saved to the cache');
     expect(job.leftovers()).toEqual([]);
@@ -190,11 +241,11 @@ describe('the Action, run as the runner runs it', () => {
   test('a second run restores the images from the cache instead of building them', async () => {
     const job = new Job('second'); // an empty state dir: only the cache can make this fast
     const cacheEnv = { ACTIONS_CACHE_URL: cacheUrl, ACTIONS_RUNTIME_TOKEN: 'test-token' };
-    const main = await job.run('main', { snapshot: 'base', 'pool-size': '0' }, cacheEnv);
+    const main = await job.run('main', { snapshot: 'base', 'pool-size': '0' }, { env: cacheEnv });
     expect(main.code, main.log).toBe(0);
     expect(main.log).toContain('images restored from the cache');
     expect(main.log).not.toContain('kernel: compile');
-    const post = await job.run('post', {}, cacheEnv);
+    const post = await job.run('post', {}, { env: cacheEnv });
     expect(post.code, post.log).toBe(0);
     expect(post.log).not.toContain('images saved to the cache'); // a hit needs no save
     expect(job.leftovers()).toEqual([]);
@@ -208,7 +259,87 @@ describe('the Action, run as the runner runs it', () => {
     expect(main.log).toMatch(/::error::forkd build no-such-recipe failed \(exit 1\):%0A.*no-such-recipe/);
     const post = await job.run('post');
     expect(post.code).toBe(0);
-    expect(post.log).toContain('the main step started nothing');
+    expect(post.log).toContain('the main step did not get as far as starting the engine');
+    expect(job.leftovers()).toEqual([]);
+  }, 300_000);
+
+  test("a build failure fails the step with the command's error and the guest console tail", async () => {
+    const job = new Job('broken');
+    job.seedImages();
+    const recipe = job.writeRecipe(
+      'broken',
+      'echo console-marker-7e1 > /dev/console; echo broken-on-purpose >&2; exit 3',
+    );
+    const main = await job.run('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
+    expect(main.code).toBe(1);
+    const annotation = main.log.split('\n').find((line) => line.startsWith('::error::'));
+    expect(annotation).toContain(`forkd snapshot --tag broken --recipe ${recipe} failed (exit 1)`);
+    expect(annotation).toContain('step warm-up failed: exited 3');
+    expect(annotation).toContain('broken-on-purpose'); // the warm-up's stderr
+    expect(annotation).toContain('%0Aconsole-marker-7e1%0A'); // the guest console tail
+    expect(annotation).toContain('hint: the warm-up must exit 0');
+    expect((await job.run('post')).code).toBe(0);
+    expect(job.leftovers()).toEqual([]);
+  }, 300_000);
+
+  test('no /dev/kvm: accel: kvm fails naming why; auto runs under TCG with a warning annotation', async () => {
+    const strict = new Job('no-kvm-strict');
+    strict.seedImages();
+    const failed = await strict.run('main', { accel: 'kvm', cache: 'false' }, { wrap: withoutKvm });
+    expect(failed.code).toBe(1);
+    expect(failed.log).toContain(
+      '::error::accel: kvm was asked for, but KVM is not usable here: /dev/kvm does not exist',
+    );
+    expect((await strict.run('post')).code).toBe(0);
+    expect(strict.leftovers()).toEqual([]);
+
+    const auto = new Job('no-kvm-auto');
+    auto.seedImages();
+    const main = await auto.run('main', { 'pool-size': '0', cache: 'false' }, { wrap: withoutKvm });
+    expect(main.code, main.log).toBe(0);
+    expect(main.log).toContain('::warning::KVM is not usable here (/dev/kvm does not exist');
+    expect(auto.outputs.accel).toBe('tcg');
+    expect(auto.env.FORKD_ACCEL).toBe('tcg');
+    expect((await auto.run('post')).code).toBe(0);
+    expect(auto.leftovers()).toEqual([]);
+  }, 300_000);
+
+  test("a cancelled job: the step stops its commands and their VMs within the runner's grace period", async () => {
+    const job = new Job('cancelled');
+    job.seedImages();
+    const recipe = job.writeRecipe('slow', 'sleep 600');
+    const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
+    await until(
+      'the warm-up to run in a VM',
+      () =>
+        step.log().includes('snapshot: warm-up sleep 600') && job.leftovers().some((c) => c.includes('qemu-system')),
+      120_000,
+    );
+    process.kill(step.pid, 'SIGINT'); // a cancel: the runner signals the step, then SIGTERM after 7.5 s
+    const signalled = Date.now();
+    const main = await step.done;
+    expect(Date.now() - signalled).toBeLessThan(7_500);
+    expect(main.code).toBe(1);
+    expect(main.log).toContain('::error::forkd: SIGINT: the job was cancelled');
+    await until('the VM to exit', () => job.leftovers().length === 0, 5_000);
+    const post = await job.run('post');
+    expect(post.code).toBe(0);
+    expect(post.log).toContain('the main step did not get as far as starting the engine');
+    expect(post.log).not.toContain('process(es) the job left running');
+  }, 300_000);
+
+  test('a main step killed outright: teardown reaps the commands and VMs it left', async () => {
+    const job = new Job('killed');
+    job.seedImages();
+    const recipe = job.writeRecipe('slow', 'sleep 600');
+    const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
+    await until('the warm-up to run in a VM', () => job.leftovers().some((c) => c.includes('qemu-system')), 120_000);
+    process.kill(step.pid, 'SIGKILL'); // no chance to pass anything on
+    await step.done;
+    expect(job.leftovers().length).toBeGreaterThanOrEqual(2); // the orphaned `forkd snapshot` and its QEMU
+    const post = await job.run('post');
+    expect(post.code).toBe(0);
+    expect(post.log).toMatch(/::warning::forkd: stopped \d+ process\(es\) the job left running/);
     expect(job.leftovers()).toEqual([]);
   }, 300_000);
 

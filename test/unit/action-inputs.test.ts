@@ -11,6 +11,9 @@ describe('the Action inputs', () => {
     [{ snapshot: 'acme/postgres@v1' }, { snapshot: { kind: 'hub', ref: 'acme/postgres@v1' }, tag: 'postgres' }],
     [{ snapshot: 'https://x.example/packs/pg.forkd.tar.zst' }, { snapshot: { kind: 'hub', ref: 'https://x.example/packs/pg.forkd.tar.zst' }, tag: 'pg' }],
     [{ recipes: 'postgres\npython-numpy, nodejs' }, { recipes: ['postgres', 'python-numpy', 'nodejs'] }],
+    [{ snapshot: './ci/my-db', recipes: './ci/other/' }, { snapshot: { kind: 'recipe', recipe: './ci/my-db' }, tag: 'my-db', recipes: ['./ci/other/'] }],
+    [{ version: 'v0.2.1' }, { version: '0.2.1', cache: true }],
+    [{ version: '1.0.0-rc.1' }, { version: '1.0.0-rc.1' }],
   ])('%o gives %o', (values, expected) => {
     expect(parseInputs(raw(values))).toMatchObject(expected);
   });
@@ -23,6 +26,9 @@ describe('the Action inputs', () => {
     [{ 'pool-size': 'many' }, 'input pool-size'],
     [{ accel: 'hvf' }, 'input accel'],
     [{ cache: 'yes' }, 'input cache'],
+    [{ version: 'latest' }, 'input version'],
+    [{ version: '1.0' }, 'input version'],
+    [{ snapshot: './My Recipe' }, 'input snapshot'],
   ])('%o is refused naming the input', (values, message) => {
     expect(() => parseInputs(raw(values))).toThrow(expect.objectContaining({ code: 'FORKD_ERR_BAD_INPUT', message: expect.stringContaining(message) }));
   });

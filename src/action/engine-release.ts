@@ -1,0 +1,91 @@
+/**
+ * Which engine the Action runs: the one bundled beside it, or (input `version`) a release
+ * fetched once per runner through the tool cache. A release is the tarball `npm run release`
+ * writes (dist/, native/, recipes/, scripts/, package.json) with a `.sha256` beside it.
+ */
+import * as core from '@actions/core';
+import * as tc from '@actions/tool-cache';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { packageRoot, packageVersion } from '../engine/package-root.js';
+import { ForkdError } from '../errors.js';
+
+export const RELEASES_URL = 'https://github.com/deeplethe/forkd-action/releases/download';
+const TOOL = 'forkd';
+
+export interface Engine {
+  version: string;
+  /** The package root: native/ and recipes/ the images are built from. */
+  root: string;
+  /** Its CLI bundle. */
+  script: string;
+}
+
+export const releaseAssetName = (version: string) => `forkd-${version}-linux-x64.tar.gz`;
+
+const bundled = (): Engine => ({
+  version: packageVersion,
+  root: packageRoot,
+  script: fileURLToPath(new URL('forkd.mjs', import.meta.url)),
+});
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function download(url: string, version: string): Promise<string> {
+  try {
+    return await tc.downloadTool(url);
+  } catch (err) {
+    const status = err instanceof tc.HTTPError ? ` (HTTP ${err.httpStatusCode})` : '';
+    throw new ForkdError('FORKD_ERR_UNREACHABLE', `could not download forkd ${version} from ${url}${status}`, {
+      hint: 'check the version input against the published releases, or leave it empty for the bundled engine',
+      cause: err,
+    });
+  }
+}
+
+/** Downloads, checks and installs a release into the tool cache; the runner keeps it for later jobs. */
+async function install(version: string): Promise<string> {
+  const base = process.env.FORKD_RELEASES_URL || RELEASES_URL;
+  const url = `${base}/v${version}/${releaseAssetName(version)}`;
+  core.info(`forkd: downloading engine ${version} from ${url}`);
+  const archive = await download(url, version);
+  const expected = readFileSync(await download(`${url}.sha256`, version), 'utf8')
+    .trim()
+    .split(/\s+/)[0];
+  const actual = await sha256(archive);
+  if (actual !== expected) {
+    throw new ForkdError('FORKD_ERR_CORRUPT', `forkd ${version}: the download's sha256 is ${actual}, not ${expected}`, {
+      hint: 're-run the job; if it persists, the release asset or a proxy is at fault',
+    });
+  }
+  const extracted = await tc.extractTar(archive);
+  return tc.cacheDir(extracted, TOOL, version);
+}
+
+export async function resolveEngine(version: string): Promise<Engine> {
+  if (!version || version === packageVersion) return bundled();
+  const found = tc.find(TOOL, version);
+  if (found) core.info(`forkd: engine ${version} from the tool cache (${found})`);
+  const root = found || (await install(version));
+  const script = join(root, 'dist/forkd.mjs');
+  const manifest = join(root, 'package.json');
+  const actual = existsSync(manifest)
+    ? (JSON.parse(readFileSync(manifest, 'utf8')) as { version?: string }).version
+    : '';
+  if (!existsSync(script) || actual !== version) {
+    throw new ForkdError(
+      'FORKD_ERR_CORRUPT',
+      `the forkd ${version} release in ${root} is not a forkd engine ${version}`,
+      {
+        hint: `delete ${root} from the tool cache and re-run the job`,
+      },
+    );
+  }
+  return { version, root, script };
+}
