@@ -55781,7 +55781,17 @@ function saveState(name, value) {
 
 // src/action/main.ts
 import { spawn as spawn3 } from "node:child_process";
-import { accessSync, closeSync as closeSync3, constants as constants4, existsSync as existsSync7, mkdirSync as mkdirSync2, openSync as openSync3, readFileSync as readFileSync6 } from "node:fs";
+import { randomUUID as randomUUID6 } from "node:crypto";
+import {
+  accessSync,
+  closeSync as closeSync3,
+  constants as constants4,
+  existsSync as existsSync7,
+  mkdirSync as mkdirSync2,
+  openSync as openSync3,
+  readFileSync as readFileSync6,
+  writeFileSync as writeFileSync4
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { basename as basename7, join as join11 } from "node:path";
 
@@ -95813,17 +95823,17 @@ function saveCacheV1(paths_1, key_1, options_1) {
     var _a2, _b, _c, _d, _e, _f;
     const compressionMethod = yield getCompressionMethod();
     let cacheId = -1;
-    const cachePaths2 = yield resolvePaths(paths);
+    const cachePaths = yield resolvePaths(paths);
     debug("Cache Paths:");
-    debug(`${JSON.stringify(cachePaths2)}`);
-    if (cachePaths2.length === 0) {
+    debug(`${JSON.stringify(cachePaths)}`);
+    if (cachePaths.length === 0) {
       throw new Error(`Path Validation Error: Path(s) specified in the action for caching do(es) not exist, hence no cache is being saved.`);
     }
     const archiveFolder = yield createTempDirectory();
     const archivePath = path11.join(archiveFolder, getCacheFileName(compressionMethod));
     debug(`Archive Path: ${archivePath}`);
     try {
-      yield createTar(archiveFolder, cachePaths2, compressionMethod);
+      yield createTar(archiveFolder, cachePaths, compressionMethod);
       if (isDebug()) {
         yield listTar(archivePath, compressionMethod);
       }
@@ -95882,17 +95892,17 @@ function saveCacheV2(paths_1, key_1, options_1) {
     const compressionMethod = yield getCompressionMethod();
     const twirpClient = internalCacheTwirpClient();
     let cacheId = -1;
-    const cachePaths2 = yield resolvePaths(paths);
+    const cachePaths = yield resolvePaths(paths);
     debug("Cache Paths:");
-    debug(`${JSON.stringify(cachePaths2)}`);
-    if (cachePaths2.length === 0) {
+    debug(`${JSON.stringify(cachePaths)}`);
+    if (cachePaths.length === 0) {
       throw new Error(`Path Validation Error: Path(s) specified in the action for caching do(es) not exist, hence no cache is being saved.`);
     }
     const archiveFolder = yield createTempDirectory();
     const archivePath = path11.join(archiveFolder, getCacheFileName(compressionMethod));
     debug(`Archive Path: ${archivePath}`);
     try {
-      yield createTar(archiveFolder, cachePaths2, compressionMethod);
+      yield createTar(archiveFolder, cachePaths, compressionMethod);
       if (isDebug()) {
         yield listTar(archivePath, compressionMethod);
       }
@@ -95973,7 +95983,8 @@ function files(dir) {
   if (!existsSync4(dir)) return [];
   return readdirSync(dir, { recursive: true, encoding: "utf8" }).map((name) => join8(dir, name)).filter((path13) => statSync2(path13).isFile()).sort();
 }
-function imagesCacheKey(engine, recipes) {
+var runnerOs = () => process.env.ImageOS ?? `${process.platform}-${process.arch}`;
+function imagesEntry(home, engine, recipes) {
   const hash = createHash2("sha256").update(engine.version);
   const dirs = [
     join8(engine.root, "native"),
@@ -95983,31 +95994,40 @@ function imagesCacheKey(engine, recipes) {
     hash.update(basename5(dir));
     for (const path13 of files(dir)) hash.update(relative3(dir, path13)).update(readFileSync3(path13));
   }
-  const os9 = process.env.ImageOS ?? `${process.platform}-${process.arch}`;
-  return `forkd-images-${engine.version}-${os9}-${hash.digest("hex").slice(0, 24)}`;
+  const key = `forkd-images-${engine.version}-${runnerOs()}-${hash.digest("hex").slice(0, 24)}`;
+  return { what: "images", key, paths: [join8(home, "images")] };
 }
-var cachePaths = (home) => [join8(home, "images")];
-async function restoreImages(home, key) {
-  if (!isFeatureAvailable()) {
-    info("forkd: no Actions cache service here: building the images");
-    return false;
-  }
+function snapshotsEntry(home, imagesBuildId2, tags2, host) {
+  const cpuFlags = /^flags\s*:(.*)$/m.exec(readFileSync3("/proc/cpuinfo", "utf8"))?.[1] ?? "";
+  const hash = createHash2("sha256").update(JSON.stringify([imagesBuildId2, tags2, host.qemu, host.accel === "kvm" ? cpuFlags : ""])).digest("hex");
+  const key = `forkd-snapshots-${host.accel}-${runnerOs()}-${hash.slice(0, 24)}`;
+  return { what: "snapshots", key, paths: tags2.map((tag) => join8(home, "snapshots", tag)) };
+}
+function cacheServiceAvailable() {
+  if (isFeatureAvailable()) return true;
+  info("forkd: no Actions cache service here: images and snapshots are made afresh");
+  return false;
+}
+async function restoreEntry(entry) {
   try {
-    const hit = await restoreCache(cachePaths(home), key);
-    info(hit ? `forkd: images restored from the cache (${key})` : `forkd: no cached images for ${key} yet`);
+    const hit = await restoreCache(entry.paths, entry.key);
+    info(
+      hit ? `forkd: ${entry.what} restored from the cache (${entry.key})` : `forkd: no cached ${entry.what} for ${entry.key} yet`
+    );
     return hit !== void 0;
   } catch (err) {
-    warning(`forkd: the cache could not be restored (${errorMessage(err)}); building the images`);
+    warning(
+      `forkd: the ${entry.what} could not be restored from the cache (${errorMessage(err)}); making them afresh`
+    );
     return false;
   }
 }
-async function saveImages(home, key) {
-  if (!isFeatureAvailable()) return;
+async function saveEntry(entry) {
   try {
-    await saveCache2(cachePaths(home), key);
-    info(`forkd: images saved to the cache (${key})`);
+    await saveCache2(entry.paths, entry.key);
+    info(`forkd: ${entry.what} saved to the cache (${entry.key})`);
   } catch (err) {
-    warning(`forkd: the images could not be saved to the cache: ${errorMessage(err)}`);
+    warning(`forkd: the ${entry.what} could not be saved to the cache: ${errorMessage(err)}`);
   }
 }
 
@@ -96608,27 +96628,34 @@ async function prepareKvm(accel) {
   await exec("sudo", ["udevadm", "trigger", "--name-match=kvm"]);
 }
 async function chooseAccel(cli2, wanted) {
-  let accel = wanted;
-  if (wanted !== "tcg") {
-    const report = JSON.parse(await cli2.run(["doctor", "--json"]));
-    if (report.accel !== "kvm") {
-      if (wanted === "kvm") {
-        throw new ForkdError(
-          "FORKD_ERR_BAD_INPUT",
-          `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
-          {
-            hint: "use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)"
-          }
-        );
-      }
-      warning(
-        `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`
+  if (wanted === "tcg") process.env.FORKD_ACCEL = "tcg";
+  const report = JSON.parse(await cli2.run(["doctor", "--json"]));
+  if (wanted !== "tcg" && report.accel !== "kvm") {
+    if (wanted === "kvm") {
+      throw new ForkdError(
+        "FORKD_ERR_BAD_INPUT",
+        `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
+        {
+          hint: "use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)"
+        }
       );
     }
-    accel = report.accel ?? "tcg";
+    warning(
+      `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`
+    );
   }
+  const accel = report.accel ?? "tcg";
   exportVariable("FORKD_ACCEL", accel);
   process.env.FORKD_ACCEL = accel;
+  return { accel, qemu: report.checks.find((c) => c.name === "qemu")?.detail ?? "" };
+}
+function imagesBuildId(home, restored) {
+  const file = join11(home, "images", "forkd-build-id");
+  if (restored) return existsSync7(file) ? readFileSync6(file, "utf8").trim() : void 0;
+  const id = randomUUID6();
+  writeFileSync4(file, `${id}
+`);
+  return id;
 }
 async function startDaemon(script, home) {
   const log2 = join11(home, "daemon.log");
@@ -96669,11 +96696,19 @@ async function main() {
   });
   const snapshots = inputs.snapshot.kind === "recipe" ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes;
   const recipes = [...new Set(snapshots)].filter((r) => r !== "base");
-  const cacheKey = inputs.cache ? imagesCacheKey(engine, recipes) : "";
-  const restored = inputs.cache && await restoreImages(home, cacheKey);
+  const toSave = [];
+  const images = inputs.cache && cacheServiceAvailable() ? imagesEntry(home, engine, recipes) : void 0;
+  const imagesRestored = images ? await restoreEntry(images) : false;
+  if (images && !imagesRestored) toSave.push(images);
   await run("Building the guest kernel and base image", ["build", "base"]);
-  await group("Choosing the accelerator", () => chooseAccel(forkd, inputs.accel));
+  const host = await group("Choosing the accelerator", () => chooseAccel(forkd, inputs.accel));
   for (const recipe of recipes) await run(`Building the ${recipe} image`, ["build", recipe]);
+  const tags2 = [...new Set(snapshots.map((recipe) => basename7(recipe)))];
+  const buildId = images && tags2.length ? imagesBuildId(home, imagesRestored) : void 0;
+  if (buildId) {
+    const entry = snapshotsEntry(home, buildId, tags2, host);
+    if (!await restoreEntry(entry)) toSave.push(entry);
+  }
   const exists2 = (tag) => existsSync7(join11(home, "snapshots", tag));
   for (const recipe of new Set(snapshots)) {
     const tag = basename7(recipe);
@@ -96692,9 +96727,8 @@ async function main() {
     daemonLog: daemon.log,
     endpoint: daemon.endpoint,
     tag: inputs.tag,
-    accel: process.env.FORKD_ACCEL ?? "auto",
-    // saved in the post step, once the images are known good (a hit needs no save)
-    cacheKey: restored ? "" : cacheKey
+    accel: host.accel,
+    toSave
   };
   saveActionState(state3);
   setSecret(daemon.token);
@@ -96764,7 +96798,7 @@ async function post() {
     return;
   }
   await writeSummary(state3, metrics);
-  if (state3.cacheKey) await saveImages(state3.home, state3.cacheKey);
+  for (const entry of state3.toSave) await saveEntry(entry);
   await group("forkd serve log (tail)", async () => {
     if (existsSync7(state3.daemonLog)) info(readFileSync6(state3.daemonLog, "utf8").slice(-4e3));
   });

@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   plugins: [
     // the postgres recipe's snapshot, built and taken on first use, reused after
-    forkd({ snapshots: { pg: { recipe: 'postgres' } } }),
+    forkd({ snapshots: { postgres: { recipe: 'postgres' } } }),
   ],
   test: {
     root: import.meta.dirname,

@@ -1,7 +1,11 @@
 /**
- * The Actions cache for the job's built images (guest kernel, initramfs, recipe root filesystems):
- * the slow part of a cold start (a kernel build alone takes minutes). Snapshots are taken again
- * each run: a few seconds, and always valid for the runner's accelerator.
+ * The Actions cache for the slow parts of a cold start, as two entries: the built images (guest
+ * kernel, initramfs, recipe root filesystems; a kernel build alone takes minutes) and the recipe
+ * snapshots taken from them (booting and warming a parent: seconds under KVM, a minute under
+ * TCG). A snapshot restores only where it was taken and over the very images it was taken with,
+ * so its key names the images' build, the accelerator, the QEMU binary and, under KVM (`-cpu
+ * host`), the host CPU's flags. Snapshots refer to the images by path: FORKD_HOME must be the
+ * same path each run (RUNNER_TEMP/forkd is).
  */
 import { isFeatureAvailable, restoreCache, saveCache } from '@actions/cache';
 import * as core from '@actions/core';
@@ -10,6 +14,12 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { Engine } from './engine-release.js';
+
+export interface CacheEntry {
+  what: 'images' | 'snapshots';
+  key: string;
+  paths: string[];
+}
 
 /** Every file under `dir`, in a stable order. */
 function files(dir: string): string[] {
@@ -20,12 +30,14 @@ function files(dir: string): string[] {
     .sort();
 }
 
+const runnerOs = () => process.env.ImageOS ?? `${process.platform}-${process.arch}`;
+
 /**
- * The cache key: the engine version and everything the images are built from (the kernel
- * config, the agent's source, the recipes used: by name from the engine, or ./paths in the
- * workspace), and the runner's OS image.
+ * The images: keyed by the engine version, everything they are built from (the kernel config,
+ * the agent's source, the recipes used: by name from the engine, or ./paths in the workspace)
+ * and the runner's OS image.
  */
-export function imagesCacheKey(engine: Engine, recipes: string[]): string {
+export function imagesEntry(home: string, engine: Engine, recipes: string[]): CacheEntry {
   const hash = createHash('sha256').update(engine.version);
   const dirs = [
     join(engine.root, 'native'),
@@ -35,35 +47,56 @@ export function imagesCacheKey(engine: Engine, recipes: string[]): string {
     hash.update(basename(dir));
     for (const path of files(dir)) hash.update(relative(dir, path)).update(readFileSync(path));
   }
-  const os = process.env.ImageOS ?? `${process.platform}-${process.arch}`;
-  return `forkd-images-${engine.version}-${os}-${hash.digest('hex').slice(0, 24)}`;
+  const key = `forkd-images-${engine.version}-${runnerOs()}-${hash.digest('hex').slice(0, 24)}`;
+  return { what: 'images', key, paths: [join(home, 'images')] };
 }
 
-export const cachePaths = (home: string): string[] => [join(home, 'images')];
+/** The snapshots of `tags`, taken from one build of the images on this accelerator, QEMU and (KVM) CPU. */
+export function snapshotsEntry(
+  home: string,
+  imagesBuildId: string,
+  tags: string[],
+  host: { accel: string; qemu: string },
+): CacheEntry {
+  const cpuFlags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+  const hash = createHash('sha256')
+    .update(JSON.stringify([imagesBuildId, tags, host.qemu, host.accel === 'kvm' ? cpuFlags : '']))
+    .digest('hex');
+  const key = `forkd-snapshots-${host.accel}-${runnerOs()}-${hash.slice(0, 24)}`;
+  return { what: 'snapshots', key, paths: tags.map((tag) => join(home, 'snapshots', tag)) };
+}
 
-/** Restores the images; true on a hit. No cache service (not on GitHub, or disabled) is a miss. */
-export async function restoreImages(home: string, key: string): Promise<boolean> {
-  if (!isFeatureAvailable()) {
-    core.info('forkd: no Actions cache service here: building the images');
-    return false;
-  }
+/** Whether this runner has a cache service (not so off GitHub, or on GHES without one). */
+export function cacheServiceAvailable(): boolean {
+  if (isFeatureAvailable()) return true;
+  core.info('forkd: no Actions cache service here: images and snapshots are made afresh');
+  return false;
+}
+
+/** Restores an entry; true on a hit. */
+export async function restoreEntry(entry: CacheEntry): Promise<boolean> {
   try {
-    const hit = await restoreCache(cachePaths(home), key);
-    core.info(hit ? `forkd: images restored from the cache (${key})` : `forkd: no cached images for ${key} yet`);
+    const hit = await restoreCache(entry.paths, entry.key);
+    core.info(
+      hit
+        ? `forkd: ${entry.what} restored from the cache (${entry.key})`
+        : `forkd: no cached ${entry.what} for ${entry.key} yet`,
+    );
     return hit !== undefined;
   } catch (err) {
-    core.warning(`forkd: the cache could not be restored (${errorMessage(err)}); building the images`);
+    core.warning(
+      `forkd: the ${entry.what} could not be restored from the cache (${errorMessage(err)}); making them afresh`,
+    );
     return false;
   }
 }
 
-/** Saves the images for the next run; never throws (the job's result does not depend on it). */
-export async function saveImages(home: string, key: string): Promise<void> {
-  if (!isFeatureAvailable()) return;
+/** Saves an entry for the next run; never throws (the job's result does not depend on it). */
+export async function saveEntry(entry: CacheEntry): Promise<void> {
   try {
-    await saveCache(cachePaths(home), key);
-    core.info(`forkd: images saved to the cache (${key})`);
+    await saveCache(entry.paths, entry.key);
+    core.info(`forkd: ${entry.what} saved to the cache (${entry.key})`);
   } catch (err) {
-    core.warning(`forkd: the images could not be saved to the cache: ${errorMessage(err)}`);
+    core.warning(`forkd: the ${entry.what} could not be saved to the cache: ${errorMessage(err)}`);
   }
 }

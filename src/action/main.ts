@@ -7,14 +7,31 @@
 import * as core from '@actions/core';
 import { exec } from '@actions/exec';
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Controller } from '../client/controller.js';
 import { packageRoot } from '../engine/package-root.js';
 import { pidAlive } from '../engine/process-alive.js';
 import { ForkdError, errorMessage } from '../errors.js';
-import { imagesCacheKey, restoreImages, saveImages } from './cache.js';
+import {
+  cacheServiceAvailable,
+  imagesEntry,
+  restoreEntry,
+  saveEntry,
+  snapshotsEntry,
+  type CacheEntry,
+} from './cache.js';
 import { resolveEngine } from './engine-release.js';
 import { ForkdCli } from './forkd-cli.js';
 import { getInputs, type Inputs } from './inputs.js';
@@ -55,30 +72,47 @@ async function prepareKvm(accel: Inputs['accel']): Promise<void> {
 
 /**
  * The accelerator for the job, from the engine's own probe (`forkd doctor`): `auto` falls back
- * to TCG with a warning, `kvm` fails unless a guest really boots under KVM.
+ * to TCG with a warning, `kvm` fails unless a guest really boots under KVM. Also names the QEMU
+ * binary, for the snapshots' cache key.
  */
-async function chooseAccel(cli: ForkdCli, wanted: Inputs['accel']): Promise<void> {
-  let accel: string = wanted;
-  if (wanted !== 'tcg') {
-    const report = JSON.parse(await cli.run(['doctor', '--json'])) as { accel: string | null; accelReason: string };
-    if (report.accel !== 'kvm') {
-      if (wanted === 'kvm') {
-        throw new ForkdError(
-          'FORKD_ERR_BAD_INPUT',
-          `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
-          {
-            hint: 'use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)',
-          },
-        );
-      }
-      core.warning(
-        `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`,
+async function chooseAccel(cli: ForkdCli, wanted: Inputs['accel']): Promise<{ accel: string; qemu: string }> {
+  if (wanted === 'tcg') process.env.FORKD_ACCEL = 'tcg'; // no probe boot
+  const report = JSON.parse(await cli.run(['doctor', '--json'])) as {
+    accel: string | null;
+    accelReason: string;
+    checks: Array<{ name: string; detail: string }>;
+  };
+  if (wanted !== 'tcg' && report.accel !== 'kvm') {
+    if (wanted === 'kvm') {
+      throw new ForkdError(
+        'FORKD_ERR_BAD_INPUT',
+        `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
+        {
+          hint: 'use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)',
+        },
       );
     }
-    accel = report.accel ?? 'tcg';
+    core.warning(
+      `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`,
+    );
   }
+  const accel = report.accel ?? 'tcg';
   core.exportVariable('FORKD_ACCEL', accel);
   process.env.FORKD_ACCEL = accel;
+  return { accel, qemu: report.checks.find((c) => c.name === 'qemu')?.detail ?? '' };
+}
+
+/**
+ * Which build of the images this is: read from restored images, a new one for images built
+ * here. The snapshots' cache key includes it: a snapshot must restore over the very disk images
+ * it was taken with, and a rebuilt root filesystem differs byte for byte.
+ */
+function imagesBuildId(home: string, restored: boolean): string | undefined {
+  const file = join(home, 'images', 'forkd-build-id');
+  if (restored) return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+  const id = randomUUID();
+  writeFileSync(file, `${id}\n`);
+  return id;
 }
 
 /** Starts `forkd serve` detached from this step (it must outlive it) and waits until it answers. */
@@ -124,11 +158,20 @@ async function main(): Promise<void> {
   });
   const snapshots = inputs.snapshot.kind === 'recipe' ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes;
   const recipes = [...new Set(snapshots)].filter((r) => r !== 'base');
-  const cacheKey = inputs.cache ? imagesCacheKey(engine, recipes) : '';
-  const restored = inputs.cache && (await restoreImages(home, cacheKey));
+  /** Cache entries that missed: saved by the post step, once the job has used them. */
+  const toSave: CacheEntry[] = [];
+  const images = inputs.cache && cacheServiceAvailable() ? imagesEntry(home, engine, recipes) : undefined;
+  const imagesRestored = images ? await restoreEntry(images) : false;
+  if (images && !imagesRestored) toSave.push(images);
   await run('Building the guest kernel and base image', ['build', 'base']);
-  await core.group('Choosing the accelerator', () => chooseAccel(forkd, inputs.accel));
+  const host = await core.group('Choosing the accelerator', () => chooseAccel(forkd, inputs.accel));
   for (const recipe of recipes) await run(`Building the ${recipe} image`, ['build', recipe]);
+  const tags = [...new Set(snapshots.map((recipe) => basename(recipe)))];
+  const buildId = images && tags.length ? imagesBuildId(home, imagesRestored) : undefined;
+  if (buildId) {
+    const entry = snapshotsEntry(home, buildId, tags, host);
+    if (!(await restoreEntry(entry))) toSave.push(entry);
+  }
   const exists = (tag: string) => existsSync(join(home, 'snapshots', tag));
   for (const recipe of new Set(snapshots)) {
     const tag = basename(recipe);
@@ -147,9 +190,8 @@ async function main(): Promise<void> {
     daemonLog: daemon.log,
     endpoint: daemon.endpoint,
     tag: inputs.tag,
-    accel: process.env.FORKD_ACCEL ?? 'auto',
-    // saved in the post step, once the images are known good (a hit needs no save)
-    cacheKey: restored ? '' : cacheKey,
+    accel: host.accel,
+    toSave,
   };
   saveActionState(state);
   core.setSecret(daemon.token);
@@ -231,7 +273,7 @@ async function post(): Promise<void> {
     return;
   }
   await writeSummary(state, metrics);
-  if (state.cacheKey) await saveImages(state.home, state.cacheKey);
+  for (const entry of state.toSave) await saveEntry(entry);
   await core.group('forkd serve log (tail)', async () => {
     if (existsSync(state.daemonLog)) core.info(readFileSync(state.daemonLog, 'utf8').slice(-4000));
   });

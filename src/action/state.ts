@@ -3,6 +3,7 @@
  * names of all cross-phase state are here.
  */
 import { saveState } from '@actions/core';
+import type { CacheEntry } from './cache.js';
 
 /** Known as soon as the main step has chosen them: enough for post to find what main started. */
 export interface JobEngine {
@@ -20,8 +21,8 @@ export interface ActionState extends JobEngine {
   endpoint: string;
   tag: string;
   accel: string;
-  /** The images cache entry to save at the end (empty when caching is off or it was restored). */
-  cacheKey: string;
+  /** The cache entries to save at the end (none when caching is off or they were restored). */
+  toSave: CacheEntry[];
 }
 
 const KEY = 'forkd';

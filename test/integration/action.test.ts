@@ -1,8 +1,22 @@
-import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  cpSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { Controller } from '../../src/client/controller.js';
 import { StatePaths } from '../../src/engine/state-dir.js';
 import { FakeCacheService } from '../helpers/fake-cache-service.js';
@@ -30,6 +44,13 @@ interface StepOptions {
 interface StepResult {
   code: number | null;
   log: string;
+}
+
+interface RunningStep {
+  /** What the runner signals when the job is cancelled. */
+  pid: number;
+  log: () => string;
+  done: Promise<StepResult>;
 }
 
 /** One job on one runner: the Action's main step, later steps, and its post step, each its own process. */
@@ -68,12 +89,12 @@ class Job {
     return this.start(phase, inputs, options).done;
   }
 
-  /** Starts one phase; `pid` is what the runner signals when the job is cancelled. */
+  /** Starts one phase. */
   start(
     phase: 'main' | 'post',
     inputs: Record<string, string> = {},
     { env: extraEnv = {}, wrap = [], cwd = root }: StepOptions = {},
-  ): { pid: number; log: () => string; done: Promise<StepResult> } {
+  ): RunningStep {
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       GITHUB_OUTPUT: join(this.dir, 'output'),
@@ -93,8 +114,12 @@ class Job {
       for (const [name, value] of Object.entries(parseCommandFile(join(this.dir, 'state'))))
         env[`STATE_${name}`] = value;
     }
-    // its own process group, so a test that fails or times out can take the step's children with it
     const [command = process.execPath, ...args] = [...wrap, process.execPath, action];
+    return this.spawnStep(command, args, env, cwd);
+  }
+
+  /** Each step in its own process group, so a test that fails or times out can take the step's children with it. */
+  private spawnStep(command: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): RunningStep {
     const child = spawn(command, args, { env, cwd, detached: true });
     this.groups.add(child.pid!);
     let log = '';
@@ -166,6 +191,21 @@ class Job {
     cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
   }
 
+  /** The runner's images are the shared cache's (a symlink, as the tests' isolated homes): recipes build once. */
+  linkImages(): void {
+    const shared = new StatePaths();
+    mkdirSync(shared.images(''), { recursive: true });
+    symlinkSync(shared.images(''), join(this.home, 'images'));
+    cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
+  }
+
+  /** A later `run:` step: a shell in the workspace with the variables the Action exported. */
+  shell(command: string): Promise<StepResult> {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...this.env, NO_COLOR: '1' };
+    for (const name of ['VITEST', 'VITEST_POOL_ID', 'VITEST_WORKER_ID']) delete env[name]; // a run of its own
+    return this.spawnStep('bash', ['-c', command], env, root).done;
+  }
+
   /** A recipe in the job's workspace (booting the embedded initramfs: nothing to build); its ./path. */
   writeRecipe(name: string, warmup: string): string {
     mkdirSync(join(this.dir, 'ci', name), { recursive: true });
@@ -215,6 +255,7 @@ describe('the Action, run as the runner runs it', () => {
     const main = await job.run('main', { snapshot: 'base', 'pool-size': '1' }, { env: cacheEnv });
     expect(main.code, main.log).toBe(0);
     expect(main.log).toContain('no cached images for forkd-images-');
+    expect(main.log).toContain('no cached snapshots for forkd-snapshots-tcg-');
     expect(job.outputs).toMatchObject({ 'snapshot-tag': 'base', accel: 'tcg' });
     expect(job.outputs.endpoint).toBe(`unix:${join(job.home, 'forkd.sock')}`);
     expect(main.log).toContain(`::add-mask::${job.env.FORKD_TOKEN}`);
@@ -230,21 +271,31 @@ describe('the Action, run as the runner runs it', () => {
     const post = await job.run('post', {}, { env: cacheEnv });
     expect(post.code, post.log).toBe(0);
     expect(post.log).toContain('images saved to the cache');
+    expect(post.log).toContain('snapshots saved to the cache');
     expect(job.leftovers()).toEqual([]);
     expect(job.summary).toContain('<th>accelerator</th><th>snapshot</th><th>forks served</th>');
     expect(job.summary).toMatch(
       /<td>tcg<\/td><td>base<\/td><td>3<\/td><td>[\d.]+ ms<\/td><td>[\d.]+ ms<\/td><td>\d+<\/td>/,
     );
-    expect(cache.entries.filter((e) => e.archive)).toHaveLength(1);
+    expect(cache.entries.filter((e) => e.archive)).toHaveLength(2);
   }, 300_000);
 
-  test('a second run restores the images from the cache instead of building them', async () => {
+  test('a second run restores the images and the snapshot from the cache instead of making them', async () => {
     const job = new Job('second'); // an empty state dir: only the cache can make this fast
     const cacheEnv = { ACTIONS_CACHE_URL: cacheUrl, ACTIONS_RUNTIME_TOKEN: 'test-token' };
     const main = await job.run('main', { snapshot: 'base', 'pool-size': '0' }, { env: cacheEnv });
     expect(main.code, main.log).toBe(0);
     expect(main.log).toContain('images restored from the cache');
     expect(main.log).not.toContain('kernel: compile');
+    expect(main.log).toContain('snapshots restored from the cache');
+    expect(main.log).toContain('forkd: snapshot base is already there');
+    expect(main.log).not.toContain('::group::Snapshot base');
+    const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
+    {
+      await using child = await client.createSandbox('base'); // the restored snapshot forks
+      expect((await child.exec(['cat', '/proc/uptime'])).exitCode).toBe(0);
+    }
+    await client.close();
     const post = await job.run('post', {}, { env: cacheEnv });
     expect(post.code, post.log).toBe(0);
     expect(post.log).not.toContain('images saved to the cache'); // a hit needs no save
@@ -342,6 +393,98 @@ describe('the Action, run as the runner runs it', () => {
     expect(post.log).toMatch(/::warning::forkd: stopped \d+ process\(es\) the job left running/);
     expect(job.leftovers()).toEqual([]);
   }, 300_000);
+
+  test('version: a release is downloaded once into the tool cache, checked, and its engine runs the job', async () => {
+    const releases = join(work, 'releases');
+    const release = (version: string) =>
+      execFileSync(
+        process.execPath,
+        ['scripts/release.mjs', '--version', version, '--out', join(releases, `v${version}`)],
+        {
+          cwd: root,
+        },
+      );
+    release('0.1.0-test.1');
+    release('0.1.0-test.2');
+    const asset = join(releases, 'v0.1.0-test.2/forkd-0.1.0-test.2-linux-x64.tar.gz.sha256');
+    writeFileSync(asset, `${'0'.repeat(64)}  forkd-0.1.0-test.2-linux-x64.tar.gz\n`);
+    const requests: string[] = [];
+    const server = createServer((req, res) => {
+      requests.push(req.url!);
+      const file = join(releases, decodeURIComponent(req.url!));
+      if (!file.startsWith(`${releases}/`) || !existsSync(file)) return void res.writeHead(404).end();
+      createReadStream(file).pipe(res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const env = { FORKD_RELEASES_URL: base };
+    try {
+      const job = new Job('release');
+      job.seedImages();
+      const main = await job.run('main', { version: 'v0.1.0-test.1', 'pool-size': '0', cache: 'false' }, { env });
+      expect(main.code, main.log).toBe(0);
+      expect(main.log).toContain(`downloading engine 0.1.0-test.1 from ${base}/v0.1.0-test.1/`);
+      const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
+      expect((await client.version()).version).toBe('0.1.0-test.1'); // the release's engine, not the bundled one
+      {
+        await using child = await client.createSandbox('base');
+        expect((await child.exec(['echo', 'released'])).stdout.toString()).toBe('released\n');
+      }
+      await client.close();
+      expect((await job.run('post')).code).toBe(0);
+      expect(job.leftovers()).toEqual([]);
+      expect(requests).toHaveLength(2); // the tarball and its .sha256
+
+      const again = new Job('release-again');
+      again.seedImages();
+      const second = await again.run('main', { version: '0.1.0-test.1', 'pool-size': '0', cache: 'false' }, { env });
+      expect(second.code, second.log).toBe(0);
+      expect(second.log).toContain('forkd: engine 0.1.0-test.1 from the tool cache');
+      expect(requests).toHaveLength(2);
+      expect((await again.run('post')).code).toBe(0);
+      expect(again.leftovers()).toEqual([]);
+
+      const missing = await new Job('release-missing').run('main', { version: '9.9.9' }, { env });
+      expect(missing.code).toBe(1);
+      expect(missing.log).toContain(
+        `::error::could not download forkd 9.9.9 from ${base}/v9.9.9/forkd-9.9.9-linux-x64.tar.gz (HTTP 404)`,
+      );
+      const tampered = await new Job('release-tampered').run('main', { version: '0.1.0-test.2' }, { env });
+      expect(tampered.code).toBe(1);
+      expect(tampered.log).toMatch(/::error::forkd 0.1.0-test.2: the download's sha256 is [0-9a-f]{64}, not 0{64}/);
+      expect(existsSync(join(work, 'toolcache/forkd/0.1.0-test.2'))).toBe(false);
+    } finally {
+      server.close();
+    }
+  }, 300_000);
+
+  test('the example workflow: the Action with the postgres recipe, then the Vitest example against its engine', async () => {
+    const workflow = parseYaml(readFileSync(join(root, 'examples/workflows/vitest-postgres.yml'), 'utf8')) as {
+      jobs: Record<string, { steps: Array<{ uses?: string; with?: Record<string, unknown>; run?: string }> }>;
+    };
+    const steps = Object.values(workflow.jobs)[0]!.steps;
+    const at = steps.findIndex((step) => step.uses?.startsWith('deeplethe/forkd-action@'));
+    expect(at).toBeGreaterThan(0);
+    const inputs = Object.fromEntries(Object.entries(steps[at]!.with ?? {}).map(([k, v]) => [k, String(v)]));
+    const later = steps.slice(at + 1).flatMap((step) => (step.run ? [step.run] : []));
+    expect(later.join('\n')).toContain('vitest run');
+
+    const job = new Job('workflow');
+    job.linkImages();
+    const main = await job.run('main', inputs);
+    expect(main.code, main.log).toBe(0);
+    expect(job.outputs['snapshot-tag']).toBe('postgres');
+    for (const command of later) {
+      const step = await job.shell(command);
+      expect(step.code, step.log).toBe(0);
+      expect(step.log).toMatch(/Tests {2}23 passed \(23\)/);
+    }
+    const post = await job.run('post');
+    expect(post.code, post.log).toBe(0);
+    expect(job.leftovers()).toEqual([]);
+    const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);
+    expect(forks).toBeGreaterThanOrEqual(20); // the suite forked from the Action's engine, not one of its own
+  }, 1_200_000);
 
   test('bad inputs fail the step naming the input', async () => {
     const job = new Job('bad-input');

@@ -48,7 +48,7 @@ describe('forkd-action/vitest', () => {
     expect(home.qemuProcesses()).toEqual([]);
     expect(existsSync(join(home.root, 'daemon.json'))).toBe(false);
     expect(home.entries('sandboxes')).toEqual([]);
-    expect(home.entries('snapshots')).toEqual(['pg']); // kept for the next run
+    expect(home.entries('snapshots')).toEqual(['postgres']); // kept for the next run
   }, 900_000);
 
   test('a fixture pointed at a missing snapshot fails its test with the reason and a hint; the rest runs', async () => {
