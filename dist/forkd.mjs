@@ -37410,6 +37410,10 @@ var Engine = class {
       throw err;
     }
   }
+  /** The size `tag`'s warm pool was given (0: none). */
+  poolSize(tag) {
+    return this.pools.get(tag)?.size ?? 0;
+  }
   /** Restore shells waiting in all warm pools. */
   get pooledChildren() {
     return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);
@@ -37946,7 +37950,8 @@ function snapshotRoutes(router, ctx) {
       vmstate_bytes: d.info.meta.vmstateBytes,
       ancestors: d.ancestors,
       dependents: d.dependents,
-      sandboxes: registry.list().filter((s) => s.snapshot === d.info.tag).length
+      sandboxes: registry.list().filter((s) => s.snapshot === d.info.tag).length,
+      pool_size: engine.poolSize(d.info.tag)
     };
     return { status: 200, json: detail };
   }).on("POST", "/v1/snapshots", async ({ req }) => {

@@ -36,7 +36,8 @@ export default async function setup(project: Project): Promise<() => Promise<voi
   const tags = Object.keys(options.snapshots);
   if (!tags.length) throw new ForkdError('FORKD_ERR_BAD_INPUT', 'forkd({ snapshots }) names no snapshot');
   const { controller, daemon } = await connect();
-  const pooled: string[] = [];
+  /** Pool sizes to put back on teardown: on someone else's daemon (the Action's), the size it had. */
+  const pooled = new Map<string, number>();
   try {
     const existing = new Set((await controller.listSnapshots()).map((s) => s.tag));
     for (const [tag, spec] of Object.entries(options.snapshots)) {
@@ -47,9 +48,11 @@ export default async function setup(project: Project): Promise<() => Promise<voi
     const workers = Number(project.config.maxWorkers) || 2;
     const size = options.pool ?? Math.min(workers, 4);
     for (const tag of tags) {
-      if (size > 0) {
+      const detail = await controller.getSnapshot(tag);
+      const before = detail.status === 'ready' ? detail.pool_size : 0;
+      if (size > before) {
         await controller.setPool(tag, size);
-        pooled.push(tag);
+        pooled.set(tag, before);
       }
     }
     const postgres =
@@ -69,7 +72,7 @@ export default async function setup(project: Project): Promise<() => Promise<voi
     const left = (await controller.listSnapshots().catch(() => [])).filter((s) => s.tag.startsWith(CHECKPOINT_PREFIX));
     for (const { tag } of left) await controller.deleteSnapshot(tag, { cascade: true }).catch(() => {});
     // a daemon we started takes its sandboxes and pools with it; on someone else's, put the pools back
-    if (!daemon) for (const tag of pooled) await controller.setPool(tag, 0).catch(() => {});
+    if (!daemon) for (const [tag, before] of pooled) await controller.setPool(tag, before).catch(() => {});
     await controller.close();
     await daemon?.close();
   };

@@ -47,6 +47,8 @@ export interface SnapshotDetail extends SnapshotSummary {
   ancestors: string[];
   dependents: string[];
   sandboxes: number;
+  /** Restored children the warm pool keeps ready (0: no pool). */
+  pool_size: number;
 }
 
 export interface SandboxInfo {

@@ -568,6 +568,11 @@ export class Engine implements AsyncDisposable {
     }
   }
 
+  /** The size `tag`'s warm pool was given (0: none). */
+  poolSize(tag: string): number {
+    return this.pools.get(tag)?.size ?? 0;
+  }
+
   /** Restore shells waiting in all warm pools. */
   get pooledChildren(): number {
     return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);

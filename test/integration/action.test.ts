@@ -474,11 +474,16 @@ describe('the Action, run as the runner runs it', () => {
     const main = await job.run('main', inputs);
     expect(main.code, main.log).toBe(0);
     expect(job.outputs['snapshot-tag']).toBe('postgres');
+    const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
+    expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
     for (const command of later) {
       const step = await job.shell(command);
       expect(step.code, step.log).toBe(0);
       expect(step.log).toMatch(/Tests {2}23 passed \(23\)/);
     }
+    // the suite found the Action's pool big enough and left it as it was, for the job's next steps
+    expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
+    await client.close();
     const post = await job.run('post');
     expect(post.code, post.log).toBe(0);
     expect(job.leftovers()).toEqual([]);

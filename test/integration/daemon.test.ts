@@ -113,6 +113,7 @@ describe('snapshots', () => {
       memory_logical_bytes: 256 * 1024 * 1024,
       ancestors: [],
       dependents: [],
+      pool_size: 0,
     });
     expect(info.memory_physical_bytes).toBeLessThan(info.memory_logical_bytes);
     await expect(client.createSnapshot('base')).rejects.toMatchObject({ status: 409 });

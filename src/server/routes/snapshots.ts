@@ -44,6 +44,7 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
         ancestors: d.ancestors,
         dependents: d.dependents,
         sandboxes: registry.list().filter((s) => s.snapshot === d.info.tag).length,
+        pool_size: engine.poolSize(d.info.tag),
       };
       return { status: 200, json: detail };
     })
