@@ -10,6 +10,8 @@ interface Entry {
   version: string;
   chunks: Array<{ start: number; data: Buffer }>;
   archive?: Buffer;
+  /** Evicted: no longer found, and its key can be saved again. */
+  dropped?: boolean;
 }
 
 const body = (req: IncomingMessage): Promise<Buffer> =>
@@ -31,7 +33,7 @@ export class FakeCacheService {
       if (req.method === 'GET' && url.pathname === `${api}cache`) {
         const keys = (url.searchParams.get('keys') ?? '').split(',');
         const version = url.searchParams.get('version');
-        const hit = this.entries.find((e) => e.archive && e.version === version && keys.includes(e.key));
+        const hit = this.entries.find((e) => e.archive && !e.dropped && e.version === version && keys.includes(e.key));
         if (!hit) return void res.writeHead(204).end();
         const archiveLocation = `${this.base}archive/${this.entries.indexOf(hit)}`;
         return void res
@@ -40,7 +42,9 @@ export class FakeCacheService {
       }
       if (req.method === 'POST' && url.pathname === `${api}caches`) {
         const { key, version } = JSON.parse((await body(req)).toString()) as { key: string; version: string };
-        if (this.entries.some((e) => e.key === key && e.version === version)) return void res.writeHead(409).end();
+        if (this.entries.some((e) => !e.dropped && e.key === key && e.version === version)) {
+          return void res.writeHead(409).end();
+        }
         this.entries.push({ key, version, chunks: [] });
         return void res
           .writeHead(201, { 'content-type': 'application/json' })
@@ -65,6 +69,11 @@ export class FakeCacheService {
       }
       res.writeHead(404).end();
     });
+  }
+
+  /** Evicts the entries whose key starts with `prefix`, as GitHub evicts old entries. */
+  drop(prefix: string): void {
+    for (const entry of this.entries) if (entry.key.startsWith(prefix)) entry.dropped = true;
   }
 
   /** Starts it; returns the ACTIONS_CACHE_URL (with its trailing slash). */

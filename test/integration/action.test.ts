@@ -1,236 +1,13 @@
-import { execFileSync, spawn } from 'node:child_process';
-import {
-  cpSync,
-  createReadStream,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Controller } from '../../src/client/controller.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { ActionRunner, root, until, withoutKvm } from '../helpers/action-runner.js';
 import { FakeCacheService } from '../helpers/fake-cache-service.js';
-
-const root = join(import.meta.dirname, '../..');
-const action = join(root, 'dist/action.mjs');
-const work = mkdtempSync(join(tmpdir(), 'forkd-action-test-'));
-
-/** A `name<<delimiter ... delimiter` file, as the runner reads GITHUB_OUTPUT, GITHUB_ENV and GITHUB_STATE. */
-function parseCommandFile(file: string): Record<string, string> {
-  const values: Record<string, string> = {};
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  for (const m of text.matchAll(/^([^<\n]+)<<(\S+)\n([\s\S]*?)\n\2$/gm)) values[m[1]!] = m[3]!;
-  return values;
-}
-
-interface StepOptions {
-  env?: Record<string, string>;
-  /** A command the step runs under (as `unshare ...`). */
-  wrap?: string[];
-  /** The workspace (recipes given as ./paths are found from it). */
-  cwd?: string;
-}
-
-interface StepResult {
-  code: number | null;
-  log: string;
-}
-
-interface RunningStep {
-  /** What the runner signals when the job is cancelled. */
-  pid: number;
-  log: () => string;
-  done: Promise<StepResult>;
-}
-
-/** One job on one runner: the Action's main step, later steps, and its post step, each its own process. */
-class Job {
-  readonly dir: string;
-  readonly home: string;
-  private readonly groups = new Set<number>();
-
-  constructor(name: string) {
-    jobs.push(this);
-    this.dir = join(work, name);
-    // the same path in every job, as RUNNER_TEMP on a runner (the cache is keyed by its paths);
-    // emptied first: each job starts on a fresh machine
-    this.home = join(work, 'runner-temp', 'forkd');
-    rmSync(this.home, { recursive: true, force: true });
-    mkdirSync(this.home, { recursive: true });
-    mkdirSync(this.dir, { recursive: true });
-    for (const file of ['output', 'env', 'state', 'summary']) writeFileSync(join(this.dir, file), '');
-  }
-
-  get outputs() {
-    return parseCommandFile(join(this.dir, 'output'));
-  }
-
-  /** What later steps see: the variables the Action exported. */
-  get env() {
-    return parseCommandFile(join(this.dir, 'env'));
-  }
-
-  get summary() {
-    return readFileSync(join(this.dir, 'summary'), 'utf8');
-  }
-
-  /** Runs one phase as the runner does: inputs as INPUT_*, state as STATE_* in post. */
-  run(phase: 'main' | 'post', inputs: Record<string, string> = {}, options: StepOptions = {}): Promise<StepResult> {
-    return this.start(phase, inputs, options).done;
-  }
-
-  /** Starts one phase. */
-  start(
-    phase: 'main' | 'post',
-    inputs: Record<string, string> = {},
-    { env: extraEnv = {}, wrap = [], cwd = root }: StepOptions = {},
-  ): RunningStep {
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      GITHUB_OUTPUT: join(this.dir, 'output'),
-      GITHUB_ENV: join(this.dir, 'env'),
-      GITHUB_STATE: join(this.dir, 'state'),
-      GITHUB_STEP_SUMMARY: join(this.dir, 'summary'),
-      RUNNER_TEMP: this.dir,
-      RUNNER_TOOL_CACHE: join(work, 'toolcache'),
-      FORKD_HOME: this.home,
-      ...extraEnv,
-    };
-    delete env.FORKD_ENDPOINT;
-    delete env.FORKD_TOKEN;
-    for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
-    if (phase === 'post') {
-      Object.assign(env, this.env);
-      for (const [name, value] of Object.entries(parseCommandFile(join(this.dir, 'state'))))
-        env[`STATE_${name}`] = value;
-    }
-    const [command = process.execPath, ...args] = [...wrap, process.execPath, action];
-    return this.spawnStep(command, args, env, cwd);
-  }
-
-  /** Each step in its own process group, so a test that fails or times out can take the step's children with it. */
-  private spawnStep(command: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): RunningStep {
-    const child = spawn(command, args, { env, cwd, detached: true });
-    this.groups.add(child.pid!);
-    let log = '';
-    child.stdout.on('data', (c: Buffer) => (log += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (log += c.toString()));
-    const done = new Promise<StepResult>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => {
-        this.groups.delete(child.pid!);
-        resolve({ code, log });
-      });
-    });
-    return { pid: child.pid!, log: () => log, done };
-  }
-
-  /** Processes of this job still running: any naming its home, or started with it as FORKD_HOME. */
-  leftovers(): string[] {
-    const read = (file: string) => {
-      try {
-        return readFileSync(file, 'utf8');
-      } catch {
-        return '';
-      }
-    };
-    return readdirSync('/proc')
-      .filter((pid) => /^\d+$/.test(pid))
-      .filter((pid) => read(`/proc/${pid}/stat`).split(') ')[1]?.[0] !== 'Z')
-      .map((pid) => ({ cmdline: read(`/proc/${pid}/cmdline`), environ: `\0${read(`/proc/${pid}/environ`)}` }))
-      .filter((p) => p.cmdline.includes(this.home) || p.environ.includes(`\0FORKD_HOME=${this.home}\0`))
-      .map((p) => p.cmdline.replace(/\0/g, ' '));
-  }
-
-  /**
-   * Kills what a failed test left: the steps' process groups, the daemon main started (detached,
-   * so in no group; its pid is in the job's state), and whatever runs from this home.
-   */
-  reap(): void {
-    const state = parseCommandFile(join(this.dir, 'state')).forkd;
-    const daemon = state ? (JSON.parse(state) as { daemonPid: number }).daemonPid : undefined;
-    if (daemon) {
-      try {
-        process.kill(daemon, 'SIGTERM'); // it takes its VMs with it
-      } catch {
-        // already stopped by post
-      }
-    }
-    for (const group of this.groups) {
-      try {
-        process.kill(-group, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-      try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(this.home)) process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
-  }
-
-  /** Copies the built guest (kernel, initramfs, agent) from the shared cache: no kernel build in tests. */
-  seedImages(): void {
-    const shared = new StatePaths();
-    for (const kind of ['kernel', 'initramfs', 'agent']) {
-      cpSync(shared.images(kind), join(this.home, 'images', kind), { recursive: true });
-    }
-    cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
-  }
-
-  /** The runner's images are the shared cache's (a symlink, as the tests' isolated homes): recipes build once. */
-  linkImages(): void {
-    const shared = new StatePaths();
-    mkdirSync(shared.images(''), { recursive: true });
-    symlinkSync(shared.images(''), join(this.home, 'images'));
-    cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
-  }
-
-  /** A later `run:` step: a shell in the workspace with the variables the Action exported. */
-  shell(command: string): Promise<StepResult> {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...this.env, NO_COLOR: '1' };
-    for (const name of ['VITEST', 'VITEST_POOL_ID', 'VITEST_WORKER_ID']) delete env[name]; // a run of its own
-    return this.spawnStep('bash', ['-c', command], env, root).done;
-  }
-
-  /** A recipe in the job's workspace (booting the embedded initramfs: nothing to build); its ./path. */
-  writeRecipe(name: string, warmup: string): string {
-    mkdirSync(join(this.dir, 'ci', name), { recursive: true });
-    const recipe = { description: `${name}: an action test recipe`, base: 'none', warmup };
-    writeFileSync(join(this.dir, 'ci', name, 'recipe.json'), JSON.stringify(recipe));
-    return `./ci/${name}`;
-  }
-}
-
-async function until(what: string, ready: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-const withoutKvm = [
-  'unshare',
-  '--mount',
-  '--propagation',
-  'private',
-  'bash',
-  join(root, 'test/helpers/without-kvm.sh'),
-];
 
 const cache = new FakeCacheService();
 let cacheUrl = '';
@@ -239,17 +16,17 @@ beforeAll(async () => {
   cacheUrl = await cache.start();
 });
 
-const jobs: Job[] = [];
+const runner = new ActionRunner();
+const work = runner.work;
 
 afterAll(async () => {
-  for (const job of jobs) job.reap();
+  runner.dispose();
   await cache.close();
-  rmSync(work, { recursive: true, force: true });
 });
 
 describe('the Action, run as the runner runs it', () => {
   test('setup leaves an engine later steps fork from; teardown stops everything and writes the summary', async () => {
-    const job = new Job('first');
+    const job = runner.job('first');
     job.seedImages();
     const cacheEnv = { ACTIONS_CACHE_URL: cacheUrl, ACTIONS_RUNTIME_TOKEN: 'test-token' };
     const main = await job.run('main', { snapshot: 'base', 'pool-size': '1' }, { env: cacheEnv });
@@ -281,7 +58,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 300_000);
 
   test('a second run restores the images and the snapshot from the cache instead of making them', async () => {
-    const job = new Job('second'); // an empty state dir: only the cache can make this fast
+    const job = runner.job('second'); // an empty state dir: only the cache can make this fast
     const cacheEnv = { ACTIONS_CACHE_URL: cacheUrl, ACTIONS_RUNTIME_TOKEN: 'test-token' };
     const main = await job.run('main', { snapshot: 'base', 'pool-size': '0' }, { env: cacheEnv });
     expect(main.code, main.log).toBe(0);
@@ -303,7 +80,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 600_000);
 
   test('an unknown recipe fails the step with the reason; teardown still runs and finds nothing to stop', async () => {
-    const job = new Job('unknown');
+    const job = runner.job('unknown');
     job.seedImages();
     const main = await job.run('main', { snapshot: 'no-such-recipe', cache: 'false' });
     expect(main.code).toBe(1);
@@ -315,7 +92,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 300_000);
 
   test("a build failure fails the step with the command's error and the guest console tail", async () => {
-    const job = new Job('broken');
+    const job = runner.job('broken');
     job.seedImages();
     const recipe = job.writeRecipe(
       'broken',
@@ -334,7 +111,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 300_000);
 
   test('no /dev/kvm: accel: kvm fails naming why; auto runs under TCG with a warning annotation', async () => {
-    const strict = new Job('no-kvm-strict');
+    const strict = runner.job('no-kvm-strict');
     strict.seedImages();
     const failed = await strict.run('main', { accel: 'kvm', cache: 'false' }, { wrap: withoutKvm });
     expect(failed.code).toBe(1);
@@ -344,7 +121,7 @@ describe('the Action, run as the runner runs it', () => {
     expect((await strict.run('post')).code).toBe(0);
     expect(strict.leftovers()).toEqual([]);
 
-    const auto = new Job('no-kvm-auto');
+    const auto = runner.job('no-kvm-auto');
     auto.seedImages();
     const main = await auto.run('main', { 'pool-size': '0', cache: 'false' }, { wrap: withoutKvm });
     expect(main.code, main.log).toBe(0);
@@ -356,7 +133,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 300_000);
 
   test("a cancelled job: the step stops its commands and their VMs within the runner's grace period", async () => {
-    const job = new Job('cancelled');
+    const job = runner.job('cancelled');
     job.seedImages();
     const recipe = job.writeRecipe('slow', 'sleep 600');
     const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
@@ -380,7 +157,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 300_000);
 
   test('a main step killed outright: teardown reaps the commands and VMs it left', async () => {
-    const job = new Job('killed');
+    const job = runner.job('killed');
     job.seedImages();
     const recipe = job.writeRecipe('slow', 'sleep 600');
     const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
@@ -419,7 +196,7 @@ describe('the Action, run as the runner runs it', () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const env = { FORKD_RELEASES_URL: base };
     try {
-      const job = new Job('release');
+      const job = runner.job('release');
       job.seedImages();
       const main = await job.run('main', { version: 'v0.1.0-test.1', 'pool-size': '0', cache: 'false' }, { env });
       expect(main.code, main.log).toBe(0);
@@ -435,7 +212,7 @@ describe('the Action, run as the runner runs it', () => {
       expect(job.leftovers()).toEqual([]);
       expect(requests).toHaveLength(2); // the tarball and its .sha256
 
-      const again = new Job('release-again');
+      const again = runner.job('release-again');
       again.seedImages();
       const second = await again.run('main', { version: '0.1.0-test.1', 'pool-size': '0', cache: 'false' }, { env });
       expect(second.code, second.log).toBe(0);
@@ -444,12 +221,12 @@ describe('the Action, run as the runner runs it', () => {
       expect((await again.run('post')).code).toBe(0);
       expect(again.leftovers()).toEqual([]);
 
-      const missing = await new Job('release-missing').run('main', { version: '9.9.9' }, { env });
+      const missing = await runner.job('release-missing').run('main', { version: '9.9.9' }, { env });
       expect(missing.code).toBe(1);
       expect(missing.log).toContain(
         `::error::could not download forkd 9.9.9 from ${base}/v9.9.9/forkd-9.9.9-linux-x64.tar.gz (HTTP 404)`,
       );
-      const tampered = await new Job('release-tampered').run('main', { version: '0.1.0-test.2' }, { env });
+      const tampered = await runner.job('release-tampered').run('main', { version: '0.1.0-test.2' }, { env });
       expect(tampered.code).toBe(1);
       expect(tampered.log).toMatch(/::error::forkd 0.1.0-test.2: the download's sha256 is [0-9a-f]{64}, not 0{64}/);
       expect(existsSync(join(work, 'toolcache/forkd/0.1.0-test.2'))).toBe(false);
@@ -469,7 +246,7 @@ describe('the Action, run as the runner runs it', () => {
     const later = steps.slice(at + 1).flatMap((step) => (step.run ? [step.run] : []));
     expect(later.join('\n')).toContain('vitest run');
 
-    const job = new Job('workflow');
+    const job = runner.job('workflow');
     job.linkImages();
     const main = await job.run('main', inputs);
     expect(main.code, main.log).toBe(0);
@@ -492,7 +269,7 @@ describe('the Action, run as the runner runs it', () => {
   }, 1_200_000);
 
   test('bad inputs fail the step naming the input', async () => {
-    const job = new Job('bad-input');
+    const job = runner.job('bad-input');
     const main = await job.run('main', { 'pool-size': 'lots' });
     expect(main.code).toBe(1);
     expect(main.log).toContain('::error::input pool-size: "lots" is not a whole number from 0 to 99');
