@@ -55780,20 +55780,9 @@ function saveState(name, value) {
 }
 
 // src/action/main.ts
-import { spawn as spawn3 } from "node:child_process";
-import { randomUUID as randomUUID6 } from "node:crypto";
-import {
-  accessSync,
-  closeSync as closeSync3,
-  constants as constants4,
-  existsSync as existsSync7,
-  mkdirSync as mkdirSync2,
-  openSync as openSync3,
-  readFileSync as readFileSync6,
-  writeFileSync as writeFileSync4
-} from "node:fs";
+import { existsSync as existsSync9, mkdirSync as mkdirSync2, readFileSync as readFileSync7 } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename as basename7, join as join11 } from "node:path";
+import { basename as basename7, join as join12 } from "node:path";
 
 // src/client/controller.ts
 var import_undici2 = __toESM(require_undici2(), 1);
@@ -56139,16 +56128,6 @@ import { fileURLToPath } from "node:url";
 var fromHere = true ? "../" : "../../";
 var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
 var packageVersion = JSON.parse(readFileSync2(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
-
-// src/engine/process-alive.ts
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === "EPERM";
-  }
-}
 
 // node_modules/@actions/cache/lib/cache.js
 import * as path11 from "path";
@@ -95976,8 +95955,8 @@ function saveCacheV2(paths_1, key_1, options_1) {
 }
 
 // src/action/cache.ts
-import { createHash as createHash2 } from "node:crypto";
-import { existsSync as existsSync4, readdirSync, readFileSync as readFileSync3, statSync as statSync2 } from "node:fs";
+import { createHash as createHash2, randomUUID as randomUUID5 } from "node:crypto";
+import { existsSync as existsSync4, readdirSync, readFileSync as readFileSync3, statSync as statSync2, writeFileSync as writeFileSync3 } from "node:fs";
 import { basename as basename5, join as join8, relative as relative3, resolve as resolve4 } from "node:path";
 function files(dir) {
   if (!existsSync4(dir)) return [];
@@ -95996,6 +95975,14 @@ function imagesEntry(home, engine, recipes) {
   }
   const key = `forkd-images-${engine.version}-${runnerOs()}-${hash.digest("hex").slice(0, 24)}`;
   return { what: "images", key, paths: [join8(home, "images")] };
+}
+function imagesBuildId(home, restored) {
+  const file = join8(home, "images", "forkd-build-id");
+  if (restored) return existsSync4(file) ? readFileSync3(file, "utf8").trim() : void 0;
+  const id = randomUUID5();
+  writeFileSync3(file, `${id}
+`);
+  return id;
 }
 function snapshotsEntry(home, imagesBuildId2, tags2, host) {
   const cpuFlags = /^flags\s*:(.*)$/m.exec(readFileSync3("/proc/cpuinfo", "utf8"))?.[1] ?? "";
@@ -96029,6 +96016,67 @@ async function saveEntry(entry) {
   } catch (err) {
     warning(`forkd: the ${entry.what} could not be saved to the cache: ${errorMessage(err)}`);
   }
+}
+
+// src/action/daemon.ts
+import { spawn as spawn2 } from "node:child_process";
+import { closeSync as closeSync3, existsSync as existsSync5, openSync as openSync3, readFileSync as readFileSync4 } from "node:fs";
+import { join as join9 } from "node:path";
+
+// src/engine/process-alive.ts
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === "EPERM";
+  }
+}
+
+// src/action/daemon.ts
+var DAEMON_START_TIMEOUT_MS = 6e4;
+var DAEMON_STOP_TIMEOUT_MS = 3e4;
+async function startDaemon(script, home) {
+  const log2 = join9(home, "daemon.log");
+  const fd = openSync3(log2, "a");
+  const child2 = spawn2(process.execPath, [script, "serve"], {
+    detached: true,
+    stdio: ["ignore", fd, fd],
+    env: process.env
+  });
+  closeSync3(fd);
+  child2.unref();
+  const info2 = join9(home, "daemon.json");
+  const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+  while (!existsSync5(info2)) {
+    if (child2.exitCode !== null || Date.now() > deadline) {
+      throw new ForkdError(
+        "FORKD_ERR_INTERNAL",
+        `forkd serve did not start:
+${readFileSync4(log2, "utf8").slice(-2e3)}`,
+        {
+          hint: `its log is ${log2}`
+        }
+      );
+    }
+    await new Promise((resolve5) => setTimeout(resolve5, 100));
+  }
+  const { endpoint, token_file } = JSON.parse(readFileSync4(info2, "utf8"));
+  return { pid: child2.pid, log: log2, endpoint, token: readFileSync4(token_file, "utf8").trim() };
+}
+async function stopDaemon(state3) {
+  const metrics = await new Controller({ endpoint: state3.endpoint, token: process.env.FORKD_TOKEN ?? "" }).metrics().catch((err) => {
+    warning(`forkd: could not read the daemon's metrics: ${errorMessage(err)}`);
+    return "";
+  });
+  if (pidAlive(state3.daemonPid)) process.kill(state3.daemonPid, "SIGTERM");
+  const deadline = Date.now() + DAEMON_STOP_TIMEOUT_MS;
+  while (pidAlive(state3.daemonPid) && Date.now() < deadline) await new Promise((resolve5) => setTimeout(resolve5, 200));
+  if (pidAlive(state3.daemonPid)) {
+    warning("forkd serve did not stop in time: killing it");
+    process.kill(state3.daemonPid, "SIGKILL");
+  }
+  return metrics;
 }
 
 // node_modules/@actions/tool-cache/lib/tool-cache.js
@@ -96397,8 +96445,8 @@ function _getGlobal(key, defaultValue) {
 
 // src/action/engine-release.ts
 import { createHash as createHash3 } from "node:crypto";
-import { createReadStream as createReadStream2, existsSync as existsSync6, readFileSync as readFileSync4 } from "node:fs";
-import { join as join10 } from "node:path";
+import { createReadStream as createReadStream2, existsSync as existsSync7, readFileSync as readFileSync5 } from "node:fs";
+import { join as join11 } from "node:path";
 import { fileURLToPath as fileURLToPath3 } from "node:url";
 var RELEASES_URL = "https://github.com/deeplethe/forkd-action/releases/download";
 var TOOL = "forkd";
@@ -96429,7 +96477,7 @@ async function install(version3) {
   const url2 = `${base}/v${version3}/${releaseAssetName(version3)}`;
   info(`forkd: downloading engine ${version3} from ${url2}`);
   const archive = await download(url2, version3);
-  const expected = readFileSync4(await download(`${url2}.sha256`, version3), "utf8").trim().split(/\s+/)[0];
+  const expected = readFileSync5(await download(`${url2}.sha256`, version3), "utf8").trim().split(/\s+/)[0];
   const actual = await sha256(archive);
   if (actual !== expected) {
     throw new ForkdError("FORKD_ERR_CORRUPT", `forkd ${version3}: the download's sha256 is ${actual}, not ${expected}`, {
@@ -96444,10 +96492,10 @@ async function resolveEngine(version3) {
   const found = find(TOOL, version3);
   if (found) info(`forkd: engine ${version3} from the tool cache (${found})`);
   const root = found || await install(version3);
-  const script = join10(root, "dist/forkd.mjs");
-  const manifest = join10(root, "package.json");
-  const actual = existsSync6(manifest) ? JSON.parse(readFileSync4(manifest, "utf8")).version : "";
-  if (!existsSync6(script) || actual !== version3) {
+  const script = join11(root, "dist/forkd.mjs");
+  const manifest = join11(root, "package.json");
+  const actual = existsSync7(manifest) ? JSON.parse(readFileSync5(manifest, "utf8")).version : "";
+  if (!existsSync7(script) || actual !== version3) {
     throw new ForkdError(
       "FORKD_ERR_CORRUPT",
       `the forkd ${version3} release in ${root} is not a forkd engine ${version3}`,
@@ -96460,7 +96508,7 @@ async function resolveEngine(version3) {
 }
 
 // src/action/forkd-cli.ts
-import { spawn as spawn2 } from "node:child_process";
+import { spawn as spawn3 } from "node:child_process";
 var STDERR_TAIL_LINES = 30;
 var PROGRESS_LINE = /^\S+: .*\(\d+s\)$/;
 var ForkdCli = class {
@@ -96469,16 +96517,16 @@ var ForkdCli = class {
   }
   script;
   running = /* @__PURE__ */ new Set();
-  /** Runs `forkd ...args`; resolves with its stdout, rejects with its stderr tail. */
-  run(args) {
+  /** Runs `forkd ...args`; resolves with its stdout (echoed to the log unless `echo` is false), rejects with its stderr tail. */
+  run(args, { echo = true } = {}) {
     info(`[command]forkd ${args.join(" ")}`);
-    const child2 = spawn2(process.execPath, [this.script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child2 = spawn3(process.execPath, [this.script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     this.running.add(child2);
     let stdout = "";
     let stderr = "";
     child2.stdout.on("data", (chunk) => {
       stdout += chunk.toString();
-      process.stdout.write(chunk);
+      if (echo) process.stdout.write(chunk);
     });
     child2.stderr.on("data", (chunk) => {
       stderr += chunk.toString();
@@ -96550,10 +96598,10 @@ function getInputs() {
 }
 
 // src/action/job-processes.ts
-import { readdirSync as readdirSync3, readFileSync as readFileSync5 } from "node:fs";
+import { readdirSync as readdirSync3, readFileSync as readFileSync6 } from "node:fs";
 function read2(path13) {
   try {
-    return readFileSync5(path13, "utf8");
+    return readFileSync6(path13, "utf8");
   } catch {
     return "";
   }
@@ -96579,6 +96627,44 @@ async function reapJobProcesses(home, engineScript, graceMs) {
   while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((resolve5) => setTimeout(resolve5, 100));
   for (const pid of pids.filter(pidAlive)) signal(pid, "SIGKILL");
   return pids.length;
+}
+
+// src/action/runner-host.ts
+import { accessSync, constants as constants4, existsSync as existsSync8 } from "node:fs";
+async function prepareKvm(accel) {
+  if (accel === "tcg" || !existsSync8("/dev/kvm")) return;
+  try {
+    accessSync("/dev/kvm", constants4.R_OK | constants4.W_OK);
+    return;
+  } catch {
+  }
+  const rule = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"';
+  await exec("sudo", ["sh", "-c", `echo '${rule}' > /etc/udev/rules.d/99-kvm4all.rules`]);
+  await exec("sudo", ["udevadm", "control", "--reload-rules"]);
+  await exec("sudo", ["udevadm", "trigger", "--name-match=kvm"]);
+}
+async function chooseAccel(cli2, wanted) {
+  if (wanted === "tcg") process.env.FORKD_ACCEL = "tcg";
+  const report = JSON.parse(await cli2.run(["doctor", "--json"], { echo: false }));
+  if (wanted !== "tcg" && report.accel !== "kvm") {
+    if (wanted === "kvm") {
+      throw new ForkdError(
+        "FORKD_ERR_BAD_INPUT",
+        `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
+        {
+          hint: "use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)"
+        }
+      );
+    }
+    warning(
+      `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`
+    );
+  }
+  const accel = report.accel ?? "tcg";
+  info(`forkd: accelerator ${accel} (${report.accelReason})`);
+  exportVariable("FORKD_ACCEL", accel);
+  process.env.FORKD_ACCEL = accel;
+  return { accel, qemu: report.checks.find((c) => c.name === "qemu")?.detail ?? "" };
 }
 
 // src/action/state.ts
@@ -96609,80 +96695,33 @@ function load(key) {
 var loadJobEngine = () => load(ENGINE);
 var loadActionState = () => load(KEY);
 
+// src/action/summary.ts
+async function writeSummary(state3, metrics) {
+  const value = (name) => new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? "n/a";
+  const ms = (name) => value(name) === "n/a" || value(name) === "NaN" ? "n/a" : `${value(name)} ms`;
+  await summary.addHeading("forkd", 3).addTable([
+    ["accelerator", "snapshot", "forks served", "fork latency p50", "fork latency p90", "peak children"].map(
+      (data) => ({ data, header: true })
+    ),
+    [
+      state3.accel,
+      state3.tag,
+      value("forkd_forks_total"),
+      ms("forkd_fork_latency_p50_ms"),
+      ms("forkd_fork_latency_p90_ms"),
+      value("forkd_sandboxes_peak")
+    ]
+  ]).write();
+}
+
 // src/action/main.ts
-var DAEMON_START_TIMEOUT_MS = 6e4;
-var DAEMON_STOP_TIMEOUT_MS = 3e4;
 var CANCEL_GRACE_MS = 5e3;
 var STRAGGLER_GRACE_MS = 5e3;
 var cli;
-async function prepareKvm(accel) {
-  if (accel === "tcg" || !existsSync7("/dev/kvm")) return;
-  try {
-    accessSync("/dev/kvm", constants4.R_OK | constants4.W_OK);
-    return;
-  } catch {
-  }
-  const rule = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"';
-  await exec("sudo", ["sh", "-c", `echo '${rule}' > /etc/udev/rules.d/99-kvm4all.rules`]);
-  await exec("sudo", ["udevadm", "control", "--reload-rules"]);
-  await exec("sudo", ["udevadm", "trigger", "--name-match=kvm"]);
-}
-async function chooseAccel(cli2, wanted) {
-  if (wanted === "tcg") process.env.FORKD_ACCEL = "tcg";
-  const report = JSON.parse(await cli2.run(["doctor", "--json"]));
-  if (wanted !== "tcg" && report.accel !== "kvm") {
-    if (wanted === "kvm") {
-      throw new ForkdError(
-        "FORKD_ERR_BAD_INPUT",
-        `accel: kvm was asked for, but KVM is not usable here: ${report.accelReason}`,
-        {
-          hint: "use accel: auto to run under TCG on such runners, or a runner with KVM (GitHub-hosted ubuntu x64)"
-        }
-      );
-    }
-    warning(
-      `KVM is not usable here (${report.accelReason}): guests run under TCG, software emulation, 10-50x slower`
-    );
-  }
-  const accel = report.accel ?? "tcg";
-  exportVariable("FORKD_ACCEL", accel);
-  process.env.FORKD_ACCEL = accel;
-  return { accel, qemu: report.checks.find((c) => c.name === "qemu")?.detail ?? "" };
-}
-function imagesBuildId(home, restored) {
-  const file = join11(home, "images", "forkd-build-id");
-  if (restored) return existsSync7(file) ? readFileSync6(file, "utf8").trim() : void 0;
-  const id = randomUUID6();
-  writeFileSync4(file, `${id}
-`);
-  return id;
-}
-async function startDaemon(script, home) {
-  const log2 = join11(home, "daemon.log");
-  const fd = openSync3(log2, "a");
-  const child2 = spawn3(process.execPath, [script, "serve"], {
-    detached: true,
-    stdio: ["ignore", fd, fd],
-    env: process.env
-  });
-  closeSync3(fd);
-  child2.unref();
-  const info2 = join11(home, "daemon.json");
-  const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
-  while (!existsSync7(info2)) {
-    if (child2.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`forkd serve did not start (see ${log2}):
-${readFileSync6(log2, "utf8").slice(-2e3)}`);
-    }
-    await new Promise((resolve5) => setTimeout(resolve5, 100));
-  }
-  const { endpoint, token_file } = JSON.parse(readFileSync6(info2, "utf8"));
-  return { pid: child2.pid, log: log2, endpoint, token: readFileSync6(token_file, "utf8").trim() };
-}
 async function main() {
   markMainStarted();
   const inputs = getInputs();
-  const home = process.env.FORKD_HOME || join11(process.env.RUNNER_TEMP || tmpdir(), "forkd");
+  const home = process.env.FORKD_HOME || join12(process.env.RUNNER_TEMP || tmpdir(), "forkd");
   mkdirSync2(home, { recursive: true });
   exportVariable("FORKD_HOME", home);
   process.env.FORKD_HOME = home;
@@ -96692,7 +96731,7 @@ async function main() {
   const run = (title, args) => group(title, () => forkd.run(args));
   await group("Preparing the runner", async () => {
     await prepareKvm(inputs.accel);
-    await exec("bash", [join11(packageRoot, "scripts/host-packages.sh")]);
+    await exec("bash", [join12(packageRoot, "scripts/host-packages.sh")]);
   });
   const snapshots = inputs.snapshot.kind === "recipe" ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes;
   const recipes = [...new Set(snapshots)].filter((r) => r !== "base");
@@ -96709,7 +96748,7 @@ async function main() {
     const entry = snapshotsEntry(home, buildId, tags2, host);
     if (!await restoreEntry(entry)) toSave.push(entry);
   }
-  const exists2 = (tag) => existsSync7(join11(home, "snapshots", tag));
+  const exists2 = (tag) => existsSync9(join12(home, "snapshots", tag));
   for (const recipe of new Set(snapshots)) {
     const tag = basename7(recipe);
     if (exists2(tag)) info(`forkd: snapshot ${tag} is already there`);
@@ -96752,37 +96791,6 @@ function onCancel(signal) {
   error(`forkd: ${signal}: the job was cancelled; stopping the engine's commands (the post step reaps the rest)`);
   void (cli?.stopAll(CANCEL_GRACE_MS) ?? Promise.resolve()).finally(() => process.exit(1));
 }
-async function stopDaemon(state3) {
-  const metrics = await new Controller({ endpoint: state3.endpoint, token: process.env.FORKD_TOKEN ?? "" }).metrics().catch((err) => {
-    warning(`forkd: could not read the daemon's metrics: ${errorMessage(err)}`);
-    return "";
-  });
-  if (pidAlive(state3.daemonPid)) process.kill(state3.daemonPid, "SIGTERM");
-  const deadline = Date.now() + DAEMON_STOP_TIMEOUT_MS;
-  while (pidAlive(state3.daemonPid) && Date.now() < deadline) await new Promise((resolve5) => setTimeout(resolve5, 200));
-  if (pidAlive(state3.daemonPid)) {
-    warning("forkd serve did not stop in time: killing it");
-    process.kill(state3.daemonPid, "SIGKILL");
-  }
-  return metrics;
-}
-async function writeSummary(state3, metrics) {
-  const value = (name) => new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? "n/a";
-  const ms = (name) => value(name) === "n/a" || value(name) === "NaN" ? "n/a" : `${value(name)} ms`;
-  await summary.addHeading("forkd", 3).addTable([
-    ["accelerator", "snapshot", "forks served", "fork latency p50", "fork latency p90", "peak children"].map(
-      (data) => ({ data, header: true })
-    ),
-    [
-      state3.accel,
-      state3.tag,
-      value("forkd_forks_total"),
-      ms("forkd_fork_latency_p50_ms"),
-      ms("forkd_fork_latency_p90_ms"),
-      value("forkd_sandboxes_peak")
-    ]
-  ]).write();
-}
 async function post() {
   const engine = loadJobEngine();
   if (!engine) {
@@ -96800,7 +96808,7 @@ async function post() {
   await writeSummary(state3, metrics);
   for (const entry of state3.toSave) await saveEntry(entry);
   await group("forkd serve log (tail)", async () => {
-    if (existsSync7(state3.daemonLog)) info(readFileSync6(state3.daemonLog, "utf8").slice(-4e3));
+    if (existsSync9(state3.daemonLog)) info(readFileSync7(state3.daemonLog, "utf8").slice(-4e3));
   });
 }
 var describe = (err) => err instanceof ForkdError ? err.describe() : errorMessage(err);

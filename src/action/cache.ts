@@ -9,8 +9,8 @@
  */
 import { isFeatureAvailable, restoreCache, saveCache } from '@actions/cache';
 import * as core from '@actions/core';
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { Engine } from './engine-release.js';
@@ -49,6 +49,19 @@ export function imagesEntry(home: string, engine: Engine, recipes: string[]): Ca
   }
   const key = `forkd-images-${engine.version}-${runnerOs()}-${hash.digest('hex').slice(0, 24)}`;
   return { what: 'images', key, paths: [join(home, 'images')] };
+}
+
+/**
+ * Which build of the images this is: read from restored images, a new one for images built
+ * here. The snapshots' cache key includes it: a snapshot must restore over the very disk images
+ * it was taken with, and a rebuilt root filesystem differs byte for byte.
+ */
+export function imagesBuildId(home: string, restored: boolean): string | undefined {
+  const file = join(home, 'images', 'forkd-build-id');
+  if (restored) return existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined;
+  const id = randomUUID();
+  writeFileSync(file, `${id}\n`);
+  return id;
 }
 
 /** The snapshots of `tags`, taken from one build of the images on this accelerator, QEMU and (KVM) CPU. */

@@ -17,8 +17,8 @@ export class ForkdCli {
 
   constructor(readonly script: string) {}
 
-  /** Runs `forkd ...args`; resolves with its stdout, rejects with its stderr tail. */
-  run(args: string[]): Promise<string> {
+  /** Runs `forkd ...args`; resolves with its stdout (echoed to the log unless `echo` is false), rejects with its stderr tail. */
+  run(args: string[], { echo = true } = {}): Promise<string> {
     core.info(`[command]forkd ${args.join(' ')}`);
     const child = spawn(process.execPath, [this.script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.running.add(child);
@@ -26,7 +26,7 @@ export class ForkdCli {
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
-      process.stdout.write(chunk);
+      if (echo) process.stdout.write(chunk);
     });
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
