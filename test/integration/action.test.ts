@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Controller } from '../../src/client/controller.js';
-import { ActionRunner, root, until, withoutKvm } from '../helpers/action-runner.js';
+import { ActionRunner, root, until, withoutKvm, type Job, type RunningStep } from '../helpers/action-runner.js';
 import { FakeCacheService } from '../helpers/fake-cache-service.js';
 
 const cache = new FakeCacheService();
@@ -17,6 +17,28 @@ beforeAll(async () => {
 });
 
 const runner = new ActionRunner();
+
+/** A job whose main step is in a snapshot's warm-up (`sleep 600`), with its VM running. */
+async function mainInWarmup(name: string): Promise<{ job: Job; step: RunningStep }> {
+  const job = runner.job(name);
+  job.seedImages();
+  const recipe = job.writeRecipe('slow', 'sleep 600');
+  const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
+  await until(
+    'the warm-up to run in a VM',
+    () => step.log().includes('snapshot: warm-up sleep 600') && job.leftovers().some((c) => c.includes('qemu-system')),
+    120_000,
+  );
+  return { job, step };
+}
+
+/** The post step: it succeeds, and nothing of the job runs after it. */
+async function teardown(job: Job, env: Record<string, string> = {}): Promise<string> {
+  const post = await job.run('post', {}, { env });
+  expect(post.code, post.log).toBe(0);
+  expect(job.leftovers()).toEqual([]);
+  return post.log;
+}
 const work = runner.work;
 
 afterAll(async () => {
@@ -45,11 +67,9 @@ describe('the Action, run as the runner runs it', () => {
     }
     await client.close();
 
-    const post = await job.run('post', {}, { env: cacheEnv });
-    expect(post.code, post.log).toBe(0);
-    expect(post.log).toContain('images saved to the cache');
-    expect(post.log).toContain('snapshots saved to the cache');
-    expect(job.leftovers()).toEqual([]);
+    const post = await teardown(job, cacheEnv);
+    expect(post).toContain('images saved to the cache');
+    expect(post).toContain('snapshots saved to the cache');
     expect(job.summary).toContain('<th>accelerator</th><th>snapshot</th><th>forks served</th>');
     expect(job.summary).toMatch(
       /<td>tcg<\/td><td>base<\/td><td>3<\/td><td>[\d.]+ ms<\/td><td>[\d.]+ ms<\/td><td>\d+<\/td>/,
@@ -73,10 +93,7 @@ describe('the Action, run as the runner runs it', () => {
       expect((await child.exec(['cat', '/proc/uptime'])).exitCode).toBe(0);
     }
     await client.close();
-    const post = await job.run('post', {}, { env: cacheEnv });
-    expect(post.code, post.log).toBe(0);
-    expect(post.log).not.toContain('images saved to the cache'); // a hit needs no save
-    expect(job.leftovers()).toEqual([]);
+    expect(await teardown(job, cacheEnv)).not.toContain('saved to the cache'); // a hit needs no save
   }, 600_000);
 
   test('an unknown recipe fails the step with the reason; teardown still runs and finds nothing to stop', async () => {
@@ -85,10 +102,7 @@ describe('the Action, run as the runner runs it', () => {
     const main = await job.run('main', { snapshot: 'no-such-recipe', cache: 'false' });
     expect(main.code).toBe(1);
     expect(main.log).toMatch(/::error::forkd build no-such-recipe failed \(exit 1\):%0A.*no-such-recipe/);
-    const post = await job.run('post');
-    expect(post.code).toBe(0);
-    expect(post.log).toContain('the main step did not get as far as starting the engine');
-    expect(job.leftovers()).toEqual([]);
+    expect(await teardown(job)).toContain('the main step did not get as far as starting the engine');
   }, 300_000);
 
   test("a build failure fails the step with the command's error and the guest console tail", async () => {
@@ -106,8 +120,7 @@ describe('the Action, run as the runner runs it', () => {
     expect(annotation).toContain('broken-on-purpose'); // the warm-up's stderr
     expect(annotation).toContain('%0Aconsole-marker-7e1%0A'); // the guest console tail
     expect(annotation).toContain('hint: the warm-up must exit 0');
-    expect((await job.run('post')).code).toBe(0);
-    expect(job.leftovers()).toEqual([]);
+    await teardown(job);
   }, 300_000);
 
   test('no /dev/kvm: accel: kvm fails naming why; auto runs under TCG with a warning annotation', async () => {
@@ -118,8 +131,7 @@ describe('the Action, run as the runner runs it', () => {
     expect(failed.log).toContain(
       '::error::accel: kvm was asked for, but KVM is not usable here: /dev/kvm does not exist',
     );
-    expect((await strict.run('post')).code).toBe(0);
-    expect(strict.leftovers()).toEqual([]);
+    await teardown(strict);
 
     const auto = runner.job('no-kvm-auto');
     auto.seedImages();
@@ -128,21 +140,11 @@ describe('the Action, run as the runner runs it', () => {
     expect(main.log).toContain('::warning::KVM is not usable here (/dev/kvm does not exist');
     expect(auto.outputs.accel).toBe('tcg');
     expect(auto.env.FORKD_ACCEL).toBe('tcg');
-    expect((await auto.run('post')).code).toBe(0);
-    expect(auto.leftovers()).toEqual([]);
+    await teardown(auto);
   }, 300_000);
 
   test("a cancelled job: the step stops its commands and their VMs within the runner's grace period", async () => {
-    const job = runner.job('cancelled');
-    job.seedImages();
-    const recipe = job.writeRecipe('slow', 'sleep 600');
-    const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
-    await until(
-      'the warm-up to run in a VM',
-      () =>
-        step.log().includes('snapshot: warm-up sleep 600') && job.leftovers().some((c) => c.includes('qemu-system')),
-      120_000,
-    );
+    const { job, step } = await mainInWarmup('cancelled');
     process.kill(step.pid, 'SIGINT'); // a cancel: the runner signals the step, then SIGTERM after 7.5 s
     const signalled = Date.now();
     const main = await step.done;
@@ -150,25 +152,17 @@ describe('the Action, run as the runner runs it', () => {
     expect(main.code).toBe(1);
     expect(main.log).toContain('::error::forkd: SIGINT: the job was cancelled');
     await until('the VM to exit', () => job.leftovers().length === 0, 5_000);
-    const post = await job.run('post');
-    expect(post.code).toBe(0);
-    expect(post.log).toContain('the main step did not get as far as starting the engine');
-    expect(post.log).not.toContain('process(es) the job left running');
+    const post = await teardown(job);
+    expect(post).toContain('the main step did not get as far as starting the engine');
+    expect(post).not.toContain('process(es) the job left running');
   }, 300_000);
 
   test('a main step killed outright: teardown reaps the commands and VMs it left', async () => {
-    const job = runner.job('killed');
-    job.seedImages();
-    const recipe = job.writeRecipe('slow', 'sleep 600');
-    const step = job.start('main', { snapshot: recipe, cache: 'false' }, { cwd: job.dir });
-    await until('the warm-up to run in a VM', () => job.leftovers().some((c) => c.includes('qemu-system')), 120_000);
+    const { job, step } = await mainInWarmup('killed');
     process.kill(step.pid, 'SIGKILL'); // no chance to pass anything on
     await step.done;
     expect(job.leftovers().length).toBeGreaterThanOrEqual(2); // the orphaned `forkd snapshot` and its QEMU
-    const post = await job.run('post');
-    expect(post.code).toBe(0);
-    expect(post.log).toMatch(/::warning::forkd: stopped \d+ process\(es\) the job left running/);
-    expect(job.leftovers()).toEqual([]);
+    expect(await teardown(job)).toMatch(/::warning::forkd: stopped \d+ process\(es\) the job left running/);
   }, 300_000);
 
   test('version: a release is downloaded once into the tool cache, checked, and its engine runs the job', async () => {
@@ -208,8 +202,7 @@ describe('the Action, run as the runner runs it', () => {
         expect((await child.exec(['echo', 'released'])).stdout.toString()).toBe('released\n');
       }
       await client.close();
-      expect((await job.run('post')).code).toBe(0);
-      expect(job.leftovers()).toEqual([]);
+      await teardown(job);
       expect(requests).toHaveLength(2); // the tarball and its .sha256
 
       const again = runner.job('release-again');
@@ -218,8 +211,7 @@ describe('the Action, run as the runner runs it', () => {
       expect(second.code, second.log).toBe(0);
       expect(second.log).toContain('forkd: engine 0.1.0-test.1 from the tool cache');
       expect(requests).toHaveLength(2);
-      expect((await again.run('post')).code).toBe(0);
-      expect(again.leftovers()).toEqual([]);
+      await teardown(again);
 
       const missing = await runner.job('release-missing').run('main', { version: '9.9.9' }, { env });
       expect(missing.code).toBe(1);
@@ -261,9 +253,7 @@ describe('the Action, run as the runner runs it', () => {
     // the suite found the Action's pool big enough and left it as it was, for the job's next steps
     expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
     await client.close();
-    const post = await job.run('post');
-    expect(post.code, post.log).toBe(0);
-    expect(job.leftovers()).toEqual([]);
+    await teardown(job);
     const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);
     expect(forks).toBeGreaterThanOrEqual(20); // the suite forked from the Action's engine, not one of its own
   }, 1_200_000);
