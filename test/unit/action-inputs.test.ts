@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { parseInputs } from '../../src/action/inputs.js';
 
 const raw = (values: Record<string, string>) => (name: string) => values[name] ?? '';
@@ -31,5 +34,30 @@ describe('the Action inputs', () => {
     [{ snapshot: './My Recipe' }, 'input snapshot'],
   ])('%o is refused naming the input', (values, message) => {
     expect(() => parseInputs(raw(values))).toThrow(expect.objectContaining({ code: 'FORKD_ERR_BAD_INPUT', message: expect.stringContaining(message) }));
+  });
+
+  test('action.yml is valid YAML and declares exactly the inputs the Action reads, with defaults it accepts', () => {
+    const action = parseYaml(readFileSync(join(import.meta.dirname, '../../action.yml'), 'utf8')) as {
+      inputs: Record<string, { description: string; default: string }>;
+      outputs: Record<string, { description: string }>;
+      runs: Record<string, string>;
+    };
+    const asked = new Set<string>();
+    const parsed = parseInputs((name) => {
+      asked.add(name);
+      return action.inputs[name]?.default ?? '';
+    });
+    expect([...asked].sort()).toEqual(Object.keys(action.inputs).sort());
+    expect(parsed).toEqual({
+      snapshot: { kind: 'recipe', recipe: 'base' },
+      tag: 'base',
+      recipes: [],
+      poolSize: 2,
+      accel: 'auto',
+      cache: true,
+      version: '',
+    });
+    expect(Object.keys(action.outputs).sort()).toEqual(['accel', 'endpoint', 'snapshot-tag']);
+    expect(action.runs).toEqual({ using: 'node24', main: 'dist/action.mjs', post: 'dist/action.mjs' });
   });
 });
