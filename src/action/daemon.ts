@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Controller } from '../client/controller.js';
-import { pidAlive } from '../engine/process-alive.js';
 import { ForkdError, errorMessage } from '../errors.js';
+import { terminate } from './job-processes.js';
 import type { ActionState } from './state.js';
 
 const DAEMON_START_TIMEOUT_MS = 60_000;
@@ -45,18 +45,16 @@ export async function startDaemon(
 
 /** SIGTERM (the daemon drains and stops its VMs), SIGKILL if it takes too long; returns its last metrics. */
 export async function stopDaemon(state: ActionState): Promise<string> {
-  const metrics = await new Controller({ endpoint: state.endpoint, token: process.env.FORKD_TOKEN ?? '' })
+  const client = new Controller({ endpoint: state.endpoint, token: process.env.FORKD_TOKEN ?? '' });
+  const metrics = await client
     .metrics()
     .catch((err: unknown) => {
       core.warning(`forkd: could not read the daemon's metrics: ${errorMessage(err)}`);
       return '';
-    });
-  if (pidAlive(state.daemonPid)) process.kill(state.daemonPid, 'SIGTERM');
-  const deadline = Date.now() + DAEMON_STOP_TIMEOUT_MS;
-  while (pidAlive(state.daemonPid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
-  if (pidAlive(state.daemonPid)) {
-    core.warning('forkd serve did not stop in time: killing it');
-    process.kill(state.daemonPid, 'SIGKILL');
+    })
+    .finally(() => client.close());
+  if ((await terminate([state.daemonPid], DAEMON_STOP_TIMEOUT_MS)).length) {
+    core.warning('forkd serve did not stop in time: it was killed');
   }
   return metrics;
 }

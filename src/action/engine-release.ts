@@ -5,12 +5,12 @@
  */
 import * as core from '@actions/core';
 import * as tc from '@actions/tool-cache';
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { packageRoot, packageVersion } from '../engine/package-root.js';
 import { ForkdError } from '../errors.js';
+import { sha256File } from '../hub/download.js';
 
 export const RELEASES_URL = 'https://github.com/deeplethe/forkd-action/releases/download';
 const TOOL = 'forkd';
@@ -30,12 +30,6 @@ const bundled = (): Engine => ({
   root: packageRoot,
   script: fileURLToPath(new URL('forkd.mjs', import.meta.url)),
 });
-
-async function sha256(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 async function download(url: string, version: string): Promise<string> {
   try {
@@ -58,7 +52,7 @@ async function install(version: string): Promise<string> {
   const expected = readFileSync(await download(`${url}.sha256`, version), 'utf8')
     .trim()
     .split(/\s+/)[0];
-  const actual = await sha256(archive);
+  const actual = await sha256File(archive);
   if (actual !== expected) {
     throw new ForkdError('FORKD_ERR_CORRUPT', `forkd ${version}: the download's sha256 is ${actual}, not ${expected}`, {
       hint: 're-run the job; if it persists, the release asset or a proxy is at fault',

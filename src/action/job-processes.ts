@@ -27,19 +27,27 @@ export function jobProcesses(home: string, engineScript: string): number[] {
     .map(Number);
 }
 
-/** SIGTERM, a grace period for their own cleanup, then SIGKILL; returns how many there were. */
-export async function reapJobProcesses(home: string, engineScript: string, graceMs: number): Promise<number> {
-  const pids = jobProcesses(home, engineScript);
-  const signal = (pid: number, name: NodeJS.Signals) => {
-    try {
-      process.kill(pid, name);
-    } catch {
-      // already gone
-    }
-  };
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // already gone
+  }
+}
+
+/** SIGTERM, a grace period for their own cleanup, then SIGKILL; returns the pids that needed it. */
+export async function terminate(pids: number[], graceMs: number): Promise<number[]> {
   for (const pid of pids) signal(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (pids.some(pidAlive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-  for (const pid of pids.filter(pidAlive)) signal(pid, 'SIGKILL');
+  const stubborn = pids.filter(pidAlive);
+  for (const pid of stubborn) signal(pid, 'SIGKILL');
+  return stubborn;
+}
+
+/** Stops whatever of the job is still running; returns how many there were. */
+export async function reapJobProcesses(home: string, engineScript: string, graceMs: number): Promise<number> {
+  const pids = jobProcesses(home, engineScript);
+  await terminate(pids, graceMs);
   return pids.length;
 }

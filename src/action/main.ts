@@ -27,15 +27,7 @@ import { ForkdCli } from './forkd-cli.js';
 import { getInputs } from './inputs.js';
 import { reapJobProcesses } from './job-processes.js';
 import { chooseAccel, prepareKvm } from './runner-host.js';
-import {
-  isPost,
-  loadActionState,
-  loadJobEngine,
-  markMainStarted,
-  saveActionState,
-  saveJobEngine,
-  type ActionState,
-} from './state.js';
+import { isPost, loadActionState, loadJobEngine, markMainStarted, saveActionState, saveJobEngine } from './state.js';
 import { writeSummary } from './summary.js';
 
 /** The runner follows a cancel's SIGINT with SIGTERM after 7.5 s: the commands get less than that. */
@@ -60,8 +52,11 @@ async function main(): Promise<void> {
     await prepareKvm(inputs.accel);
     await exec('bash', [join(packageRoot, 'scripts/host-packages.sh')]);
   });
-  const snapshots = inputs.snapshot.kind === 'recipe' ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes;
-  const recipes = [...new Set(snapshots)].filter((r) => r !== 'base');
+  /** The recipes to snapshot, each under its own name; `base` needs no image of its own. */
+  const snapshots = [
+    ...new Set(inputs.snapshot.kind === 'recipe' ? [inputs.snapshot.recipe, ...inputs.recipes] : inputs.recipes),
+  ];
+  const recipes = snapshots.filter((r) => r !== 'base');
   /** Cache entries that missed: saved by the post step, once the job has used them. */
   const toSave: CacheEntry[] = [];
   const images = inputs.cache && cacheServiceAvailable() ? imagesEntry(home, engine, recipes) : undefined;
@@ -77,7 +72,7 @@ async function main(): Promise<void> {
     if (!(await restoreEntry(entry))) toSave.push(entry);
   }
   const exists = (tag: string) => existsSync(join(home, 'snapshots', tag));
-  for (const recipe of new Set(snapshots)) {
+  for (const recipe of snapshots) {
     const tag = basename(recipe);
     if (exists(tag)) core.info(`forkd: snapshot ${tag} is already there`);
     else if (recipe === 'base') await run('Snapshot base', ['snapshot', '--tag', 'base']);
@@ -87,7 +82,7 @@ async function main(): Promise<void> {
     await run(`Pull ${inputs.snapshot.ref}`, ['pull', inputs.snapshot.ref, '--tag', inputs.tag]);
   }
   const daemon = await core.group('Starting forkd serve', () => startDaemon(engine.script, home));
-  const state: ActionState = {
+  saveActionState({
     daemonPid: daemon.pid,
     home,
     script: engine.script,
@@ -96,20 +91,17 @@ async function main(): Promise<void> {
     tag: inputs.tag,
     accel: host.accel,
     toSave,
-  };
-  saveActionState(state);
+  });
   core.setSecret(daemon.token);
   core.exportVariable('FORKD_ENDPOINT', daemon.endpoint);
   core.exportVariable('FORKD_TOKEN', daemon.token);
+  // a snapshot restores only on the accelerator it was taken with (a pack from another is refused)
+  core.setOutput('endpoint', daemon.endpoint);
+  core.setOutput('snapshot-tag', inputs.tag);
+  core.setOutput('accel', host.accel);
   const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
   try {
     if (inputs.poolSize > 0) await client.setPool(inputs.tag, inputs.poolSize);
-    const snapshot = (await client.listSnapshots()).find((s) => s.tag === inputs.tag);
-    const accel = snapshot && 'accel' in snapshot ? snapshot.accel : 'unknown';
-    core.setOutput('endpoint', daemon.endpoint);
-    core.setOutput('snapshot-tag', inputs.tag);
-    core.setOutput('accel', accel);
-    saveActionState({ ...state, accel });
   } finally {
     await client.close();
   }
