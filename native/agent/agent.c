@@ -662,6 +662,15 @@ static void flush_output(void)
 
 static void service_port(short revents)
 {
+	/*
+	 * revents predates the read: the host may have reconnected since and sent a request. A hang-up
+	 * ends the old connection before anything is read, or it would drop that request's reply; the
+	 * new connection's data is read once check_connected() sees the host back.
+	 */
+	if (revents & POLLHUP) {
+		set_disconnected();
+		return;
+	}
 	if (revents & POLLIN) {
 		char tmp[65536];
 		ssize_t n = read(port_fd, tmp, sizeof tmp);
@@ -670,11 +679,8 @@ static void service_port(short revents)
 			parse_frames();
 		} else if (n == 0) {
 			set_disconnected();
-			return;
 		}
 	}
-	if (revents & POLLHUP)
-		set_disconnected();
 }
 
 static void reap_children(void)

@@ -65,11 +65,13 @@ describe('agent protocol', () => {
     });
   });
 
-  test('survives the host disconnecting and reconnecting', async () => {
+  // A request sent right after reconnecting once lost its reply (about 1 in 200 rounds) when the guest
+  // woke for the hang-up only after the new connection's data had arrived: many rounds catch it.
+  test('survives the host disconnecting and reconnecting, each time answering at once', async () => {
     await vm().exec(['sh', '-c', 'echo kept > /tmp/marker']);
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 1000; i++) {
       await vm().reconnectAgent();
-      expect((await vm().guest.ping()).version).toBe('1');
+      expect((await vm().guest.ping(5000)).version).toBe('1');
     }
     expect((await vm().readFile('/tmp/marker')).toString()).toBe('kept\n');
   });
