@@ -95955,25 +95955,52 @@ function saveCacheV2(paths_1, key_1, options_1) {
 }
 
 // src/action/cache.ts
-import { createHash as createHash2, randomUUID as randomUUID5 } from "node:crypto";
+import { randomUUID as randomUUID5 } from "node:crypto";
 import { existsSync as existsSync4, readdirSync, readFileSync as readFileSync3, statSync as statSync2, writeFileSync as writeFileSync3 } from "node:fs";
 import { basename as basename5, join as join8, relative as relative3, resolve as resolve4 } from "node:path";
+
+// src/engine/images/cache.ts
+import { createHash as createHash2, randomBytes } from "node:crypto";
+
+// src/engine/process-alive.ts
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === "EPERM";
+  }
+}
+
+// src/engine/images/cache.ts
+function hashInputs(parts) {
+  const hash = createHash2("sha256");
+  for (const part of parts) {
+    const bytes = typeof part === "string" ? Buffer.from(part, "utf8") : part;
+    hash.update(`${bytes.length}:`).update(bytes);
+  }
+  return hash.digest("hex").slice(0, 24);
+}
+
+// src/action/cache.ts
 function files(dir) {
   if (!existsSync4(dir)) return [];
   return readdirSync(dir, { recursive: true, encoding: "utf8" }).map((name) => join8(dir, name)).filter((path13) => statSync2(path13).isFile()).sort();
 }
 var runnerOs = () => process.env.ImageOS ?? `${process.platform}-${process.arch}`;
 function imagesEntry(home, engine, recipes) {
-  const hash = createHash2("sha256").update(engine.version);
   const dirs = [
     join8(engine.root, "native"),
     ...recipes.map((r) => r.startsWith("./") ? resolve4(r) : join8(engine.root, "recipes", r))
   ];
-  for (const dir of dirs) {
-    hash.update(basename5(dir));
-    for (const path13 of files(dir)) hash.update(relative3(dir, path13)).update(readFileSync3(path13));
-  }
-  const key = `forkd-images-${engine.version}-${runnerOs()}-${hash.digest("hex").slice(0, 24)}`;
+  const hash = hashInputs([
+    engine.version,
+    ...dirs.flatMap((dir) => [
+      basename5(dir),
+      ...files(dir).flatMap((path13) => [relative3(dir, path13), readFileSync3(path13)])
+    ])
+  ]);
+  const key = `forkd-images-${engine.version}-${runnerOs()}-${hash}`;
   return { what: "images", key, paths: [join8(home, "images")] };
 }
 function imagesBuildId(home, restored) {
@@ -95986,8 +96013,8 @@ function imagesBuildId(home, restored) {
 }
 function snapshotsEntry(home, imagesBuildId2, tags2, host) {
   const cpuFlags = /^flags\s*:(.*)$/m.exec(readFileSync3("/proc/cpuinfo", "utf8"))?.[1] ?? "";
-  const hash = createHash2("sha256").update(JSON.stringify([imagesBuildId2, tags2, host.qemu, host.accel === "kvm" ? cpuFlags : ""])).digest("hex");
-  const key = `forkd-snapshots-${host.accel}-${runnerOs()}-${hash.slice(0, 24)}`;
+  const hash = hashInputs([imagesBuildId2, ...tags2, host.qemu, host.accel === "kvm" ? cpuFlags : ""]);
+  const key = `forkd-snapshots-${host.accel}-${runnerOs()}-${hash}`;
   return { what: "snapshots", key, paths: tags2.map((tag) => join8(home, "snapshots", tag)) };
 }
 function cacheServiceAvailable() {
@@ -96025,18 +96052,6 @@ import { join as join9 } from "node:path";
 
 // src/action/job-processes.ts
 import { readdirSync as readdirSync2, readFileSync as readFileSync4 } from "node:fs";
-
-// src/engine/process-alive.ts
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === "EPERM";
-  }
-}
-
-// src/action/job-processes.ts
 function read2(path13) {
   try {
     return readFileSync4(path13, "utf8");
@@ -96708,7 +96723,10 @@ var loadActionState = () => load(KEY);
 // src/action/summary.ts
 async function writeSummary(state3, metrics) {
   const value = (name) => new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? "n/a";
-  const ms = (name) => value(name) === "n/a" || value(name) === "NaN" ? "n/a" : `${value(name)} ms`;
+  const ms = (name) => {
+    const v = value(name);
+    return v === "n/a" || v === "NaN" ? "n/a" : `${v} ms`;
+  };
   await summary.addHeading("forkd", 3).addTable([
     ["accelerator", "snapshot", "forks served", "fork latency p50", "fork latency p90", "peak children"].map(
       (data) => ({ data, header: true })

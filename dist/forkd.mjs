@@ -37674,9 +37674,8 @@ var Metrics = class {
     this.peakSandboxes = Math.max(this.peakSandboxes, alive);
   }
   observeFork(ms) {
+    this.recentForksMs[this.forkCount % RECENT_FORKS] = ms;
     this.forkCount++;
-    this.recentForksMs.push(ms);
-    if (this.recentForksMs.length > RECENT_FORKS) this.recentForksMs.shift();
     this.forkSumMs += ms;
     FORK_BUCKETS_MS.forEach((le, i) => {
       if (ms <= le) this.buckets[i]++;

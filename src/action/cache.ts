@@ -9,9 +9,10 @@
  */
 import { isFeatureAvailable, restoreCache, saveCache } from '@actions/cache';
 import * as core from '@actions/core';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
+import { hashInputs } from '../engine/images/cache.js';
 import { errorMessage } from '../errors.js';
 import type { Engine } from './engine-release.js';
 
@@ -38,16 +39,18 @@ const runnerOs = () => process.env.ImageOS ?? `${process.platform}-${process.arc
  * and the runner's OS image.
  */
 export function imagesEntry(home: string, engine: Engine, recipes: string[]): CacheEntry {
-  const hash = createHash('sha256').update(engine.version);
   const dirs = [
     join(engine.root, 'native'),
     ...recipes.map((r) => (r.startsWith('./') ? resolve(r) : join(engine.root, 'recipes', r))),
   ];
-  for (const dir of dirs) {
-    hash.update(basename(dir));
-    for (const path of files(dir)) hash.update(relative(dir, path)).update(readFileSync(path));
-  }
-  const key = `forkd-images-${engine.version}-${runnerOs()}-${hash.digest('hex').slice(0, 24)}`;
+  const hash = hashInputs([
+    engine.version,
+    ...dirs.flatMap((dir) => [
+      basename(dir),
+      ...files(dir).flatMap((path) => [relative(dir, path), readFileSync(path)]),
+    ]),
+  ]);
+  const key = `forkd-images-${engine.version}-${runnerOs()}-${hash}`;
   return { what: 'images', key, paths: [join(home, 'images')] };
 }
 
@@ -72,10 +75,8 @@ export function snapshotsEntry(
   host: { accel: string; qemu: string },
 ): CacheEntry {
   const cpuFlags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
-  const hash = createHash('sha256')
-    .update(JSON.stringify([imagesBuildId, tags, host.qemu, host.accel === 'kvm' ? cpuFlags : '']))
-    .digest('hex');
-  const key = `forkd-snapshots-${host.accel}-${runnerOs()}-${hash.slice(0, 24)}`;
+  const hash = hashInputs([imagesBuildId, ...tags, host.qemu, host.accel === 'kvm' ? cpuFlags : '']);
+  const key = `forkd-snapshots-${host.accel}-${runnerOs()}-${hash}`;
   return { what: 'snapshots', key, paths: tags.map((tag) => join(home, 'snapshots', tag)) };
 }
 

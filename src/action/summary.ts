@@ -4,7 +4,10 @@ import type { ActionState } from './state.js';
 
 export async function writeSummary(state: ActionState, metrics: string): Promise<void> {
   const value = (name: string) => new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 'n/a';
-  const ms = (name: string) => (value(name) === 'n/a' || value(name) === 'NaN' ? 'n/a' : `${value(name)} ms`);
+  const ms = (name: string) => {
+    const v = value(name);
+    return v === 'n/a' || v === 'NaN' ? 'n/a' : `${v} ms`;
+  };
   await core.summary
     .addHeading('forkd', 3)
     .addTable([

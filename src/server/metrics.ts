@@ -32,9 +32,8 @@ export class Metrics {
   }
 
   observeFork(ms: number): void {
+    this.recentForksMs[this.forkCount % RECENT_FORKS] = ms; // a ring: quantiles need no order
     this.forkCount++;
-    this.recentForksMs.push(ms);
-    if (this.recentForksMs.length > RECENT_FORKS) this.recentForksMs.shift();
     this.forkSumMs += ms;
     FORK_BUCKETS_MS.forEach((le, i) => {
       if (ms <= le) this.buckets[i]!++;

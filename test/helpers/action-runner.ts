@@ -41,6 +41,8 @@ export interface StepOptions {
 export interface StepResult {
   code: number | null;
   log: string;
+  /** Each line of the log with when it arrived, in ms since the step started (the benchmark's phases). */
+  lines: Array<{ ms: number; text: string }>;
 }
 
 export interface RunningStep {
@@ -119,16 +121,24 @@ export class Job {
 
   /** Each step in its own process group, so a test that fails or times out can take the step's children with it. */
   private spawnStep(command: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): RunningStep {
+    const started = performance.now();
     const child = spawn(command, args, { env, cwd, detached: true });
     this.groups.add(child.pid!);
     let log = '';
-    child.stdout.on('data', (c: Buffer) => (log += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (log += c.toString()));
+    const lines: StepResult['lines'] = [];
+    const collect = (chunk: Buffer) => {
+      const ms = performance.now() - started;
+      const complete = (log.slice(log.lastIndexOf('\n') + 1) + chunk.toString()).split('\n').slice(0, -1);
+      for (const text of complete) lines.push({ ms, text });
+      log += chunk.toString();
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
     const done = new Promise<StepResult>((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (code) => {
         this.groups.delete(child.pid!);
-        resolve({ code, log });
+        resolve({ code, log, lines });
       });
     });
     return { pid: child.pid!, log: () => log, done };

@@ -130,6 +130,15 @@ describe('Metrics', () => {
     expect(text).toContain('forkd_fork_latency_p90_ms 100.0\n');
     expect(text).toContain('forkd_sandboxes_peak 4\n');
   });
+
+  test('p50 and p90 cover the newest 10,000 forks only', () => {
+    const m = new Metrics();
+    for (let i = 0; i < 10_000; i++) m.observeFork(1000);
+    for (let i = 0; i < 10_000; i++) m.observeFork(i % 2 ? 5 : 7);
+    const text = m.render({ sandboxesActive: 0, snapshots: 0, poolSize: 0, heavyInFlight: 0 });
+    expect(text).toContain('forkd_fork_latency_p90_ms 7.0\n');
+    expect(text).toContain('forkd_forks_total 20000\n');
+  });
 });
 
 describe('BranchTracker (wait: false branches)', () => {
