@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The host packages forkd needs on Debian/Ubuntu, installed when missing (sudo when not root).
-# Used by scripts/setup.sh and by the GitHub Action.
+# Used by `forkd install-deps`, scripts/setup.sh and the GitHub Action. Extra package names given
+# as arguments are installed too (setup adds what the tests need).
 set -euo pipefail
 
 packages=(
@@ -9,8 +10,9 @@ packages=(
   linux-source-6.1            # the guest kernel is built from the distribution's source
   make gcc libc6-dev flex bison bc libelf-dev lz4 xz-utils
   util-linux procps           # setpriv (QEMU dies with its parent), ps (leak checks)
-  e2fsprogs debootstrap       # recipe root filesystems: debootstrap, then mke2fs -d (no loop mounts)
+  mmdebstrap uidmap e2fsprogs # recipe root filesystems: mmdebstrap in a user namespace, mke2fs -d
   zstd tar                    # packs are .tar.zst: the tests read them with the standard tools too
+  "$@"                        # extra packages named by the caller
 )
 missing=()
 for pkg in "${packages[@]}"; do
@@ -25,5 +27,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "forkd: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "forkd: host packages already installed"
 fi
-

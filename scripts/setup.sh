@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # One command from a clean clone to a working forkd: host packages, npm dependencies, the guest
 # kernel + base image (cached in the state dir), a doctor report, and the main job (forkd demo) on
-# the default image. Runs as root or with sudo on Debian 12 (bookworm); no KVM needed (TCG fallback).
+# the default image. Only the host packages need root (sudo is used when not root); no KVM needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/host-packages.sh
+# sudo: the tests build a recipe image through it, as a user the test makes (CI runs as root)
+bash scripts/host-packages.sh sudo
 
-echo "setup: npm dependencies"
+echo "setup: npm dependencies (npm ci builds lib/ through the prepare script)"
 npm ci --no-audit --no-fund
-npm run build --silent
 
 echo "setup: guest kernel and base image (first time: ~5-7 min on 2 cores; cached after)"
 node bin/forkd.js build base

@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
-import { packageVersion } from '../engine/package-root.js';
+import { packageRoot, packageVersion } from '../engine/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
 import { ensureRecipeImage, loadRecipe } from '../engine/images/recipe.js';
 import { ForkdError, errorMessage } from '../errors.js';
@@ -93,6 +96,20 @@ program
       if (opts.json) printJson(report);
       else printDoctor(report);
       return report.ok ? 0 : 1;
+    }),
+  );
+
+program
+  .command('install-deps')
+  .description(
+    'install the host packages forkd needs with apt-get, using sudo when not root (the one step that needs root)',
+  )
+  .action(
+    action(async () => {
+      const script = join(packageRoot, 'scripts', 'host-packages.sh');
+      const child = spawn('bash', [script], { stdio: 'inherit' });
+      const [code] = (await once(child, 'close')) as [number | null];
+      return code ?? 1;
     }),
   );
 

@@ -45,18 +45,25 @@ export async function runTool(file: string, args: string[], options: { cwd?: str
 export function runToolStreaming(
   file: string,
   args: string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void },
+  options: {
+    cwd?: string;
+    env?: NodeJS.ProcessEnv;
+    onLine?: (line: string) => void;
+    /** An open file the command gets as fd 3. */
+    fd3?: number;
+  },
 ): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const stdio = ['ignore', 'pipe', 'pipe', ...(options.fd3 === undefined ? [] : [options.fd3])] as const;
+    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: [...stdio] });
     const tail: string[] = [];
     const onLine = (line: string) => {
       tail.push(line);
       if (tail.length > 30) tail.shift();
       options.onLine?.(line);
     };
-    createInterface({ input: child.stdout }).on('line', onLine);
-    createInterface({ input: child.stderr }).on('line', onLine);
+    createInterface({ input: child.stdout! }).on('line', onLine);
+    createInterface({ input: child.stderr! }).on('line', onLine);
     child.on('error', (err) =>
       reject(new ForkdError('FORKD_ERR_BUILD', `cannot run ${file}: ${err.message}`, { cause: err })),
     );

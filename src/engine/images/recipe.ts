@@ -1,17 +1,15 @@
-import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { ForkdError } from '../../errors.js';
-import { requireTool, runTool, runToolStreaming } from '../host-tools.js';
 import { packageRoot } from '../package-root.js';
-import { onProcessExit } from '../reaper.js';
 import type { StatePaths } from '../state-dir.js';
 import { validatePorts } from '../vmm/ports.js';
 import { ensureArtifact, hashInputs, type Artifact, type BuildOptions } from './cache.js';
+import { buildRootfs, debianMirror, SUITE } from './rootfs.js';
 
-const BUILDER_VERSION = 'rootfs-v1';
-const SUITE = 'bookworm';
+/** rootfs-v2: built by mmdebstrap (rootless), no longer debootstrap + chroot as root. */
+const BUILDER_VERSION = 'rootfs-v2';
 const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
 const DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
 const FIELDS = [
@@ -44,7 +42,7 @@ export interface Recipe {
   packages: string[];
   /** Image path -> file in the recipe dir, copied into the tree before the build command. */
   files: Record<string, string>;
-  /** Run in a chroot of the tree at build time (as root, on the host). */
+  /** Run in a chroot of the tree at build time (as root of the build's namespace). */
   build: string | null;
   /** Run in the parent VM before the snapshot. */
   warmup: string | null;
@@ -138,13 +136,9 @@ export function loadRecipe(ref: string): Recipe {
   };
 }
 
-function mirror(): string {
-  return process.env.FORKD_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
-}
-
 /**
- * The recipe's ext4 root filesystem: debootstrap (minbase + packages), the recipe's files, its
- * build command in a chroot, then `mke2fs -d` (no loop mount). Cached by the hash of the recipe.
+ * The recipe's ext4 root filesystem (src/engine/images/rootfs.ts builds it, without root where
+ * user namespaces allow). Cached by the hash of what goes into the image.
  */
 export async function ensureRecipeImage(
   paths: StatePaths,
@@ -157,7 +151,7 @@ export async function ensureRecipeImage(
   const key = hashInputs([
     BUILDER_VERSION,
     SUITE,
-    mirror(),
+    debianMirror(),
     JSON.stringify({ packages, files, build, imageMiB }),
     ...sources,
   ]);
@@ -165,114 +159,7 @@ export async function ensureRecipeImage(
     paths,
     `rootfs-${recipe.name}`,
     key,
-    async (staging) => {
-      if (process.getuid?.() !== 0) {
-        throw new ForkdError(
-          'FORKD_ERR_BUILD',
-          `building the ${recipe.name} root filesystem needs root (debootstrap, chroot)`,
-          {
-            hint: `run it once as root: sudo npx forkd build ${recipe.name} (the image is cached after)`,
-          },
-        );
-      }
-      const debootstrap = requireTool('debootstrap', 'debootstrap');
-      const mke2fs = requireTool('mke2fs', 'e2fsprogs');
-      const tree = await mkdtemp(
-        join(existsSync('/dev/shm') ? '/dev/shm' : paths.tmp(), `forkd-rootfs-${recipe.name}-`),
-      );
-      chmodSync(tree, 0o755); // it becomes the guest's "/": mkdtemp's 0700 would lock out non-root users
-      const proc = join(tree, 'proc');
-      const cleanup = () => {
-        try {
-          execFileSync('umount', [proc], { stdio: 'ignore' }); // only mounted if the build was interrupted
-        } catch {
-          // not mounted
-        }
-        rmSync(tree, { recursive: true, force: true });
-      };
-      const unregister = onProcessExit(cleanup);
-      const task = `rootfs ${recipe.name}`;
-      /** Runs one build step; a failure names the step, keeps the tool's output tail and says what to check. */
-      const step = async (phase: string, hint: string, run: () => Promise<unknown>, detail?: string) => {
-        options.onProgress?.({ task, phase, ...(detail ? { detail } : {}) });
-        try {
-          await run();
-        } catch (err) {
-          const message = err instanceof Error ? err.message : String(err);
-          throw new ForkdError('FORKD_ERR_BUILD', `recipe ${recipe.name}: step ${phase} failed: ${message}`, {
-            hint,
-            cause: err,
-          });
-        }
-      };
-      try {
-        let lines = 0;
-        await step(
-          'debootstrap',
-          `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${mirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
-          () =>
-            runToolStreaming(
-              debootstrap,
-              [
-                '--variant=minbase',
-                ...(recipe.packages.length ? [`--include=${recipe.packages.join(',')}`] : []),
-                SUITE,
-                tree,
-                mirror(),
-              ],
-              {
-                onLine: (line) =>
-                  options.onProgress?.({
-                    task,
-                    phase: 'debootstrap',
-                    done: ++lines,
-                    total: Math.max(400, lines + 40), // line counts vary with the package set
-                    detail: line.slice(0, 60),
-                  }),
-              },
-            ),
-          `${SUITE} + ${recipe.packages.join(' ') || 'nothing'}`,
-        );
-        await step('files', `the files named in ${recipe.dir}/recipe.json must exist next to it`, async () => {
-          for (const [target, source] of Object.entries(recipe.files))
-            cpSync(join(recipe.dir, source), join(tree, target));
-        });
-        const build = recipe.build;
-        if (build) {
-          await step('build', `the recipe's build command failed in a chroot; its output is above`, async () => {
-            await runTool('mount', ['-t', 'proc', 'proc', proc]);
-            try {
-              await runToolStreaming('chroot', [tree, '/bin/sh', '-c', build], {});
-            } finally {
-              await runTool('umount', [proc]); // before mke2fs copies the tree
-            }
-          });
-        }
-        rmSync(join(tree, 'var/cache/apt/archives'), { recursive: true, force: true });
-        rmSync(join(tree, 'var/lib/apt/lists'), { recursive: true, force: true });
-        await step(
-          'mke2fs',
-          `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`,
-          () =>
-            runTool(mke2fs, [
-              '-q',
-              '-F',
-              '-t',
-              'ext4',
-              '-L',
-              'forkd',
-              '-d',
-              tree,
-              join(staging, 'rootfs.ext4'),
-              `${recipe.imageMiB}M`,
-            ]),
-          `${recipe.imageMiB} MiB`,
-        );
-      } finally {
-        cleanup();
-        unregister();
-      }
-    },
+    (staging) => buildRootfs(recipe, join(staging, 'rootfs.ext4'), options),
     options,
   );
   return { ...artifact, image: join(artifact.dir, 'rootfs.ext4') };
