@@ -1,10 +1,10 @@
+import { createHash } from 'node:crypto';
 import { writeJsonAtomic } from './atomic-file.js';
 import { constants, existsSync, rmSync } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { ForkdError, errorMessage } from '../errors.js';
 import { hashInputs } from './images/cache.js';
-import type { BaseImage } from './images/base.js';
 import type { StatePaths } from './state-dir.js';
 import type { Accel } from './vmm/qemu-args.js';
 import type { QemuBinary } from './vmm/qemu-binary.js';
@@ -38,13 +38,24 @@ async function kvmPrecheck(): Promise<string | undefined> {
   return undefined;
 }
 
-/** Boots the base image under KVM; KVM is used only if the guest agent really answers. */
-async function probeKvm(base: BaseImage, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
-  const precheck = await kvmPrecheck();
-  if (precheck) return { accel: 'tcg', reason: precheck, source: 'probe' };
+/** A guest to probe KVM with: any kernel + initramfs that runs our agent. */
+export interface AccelGuest {
+  kernel: string;
+  initrd: string;
+}
+
+/** Boots `guest` under KVM; KVM is used only if the guest agent really answers. */
+async function probeKvm(guest: AccelGuest, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
   const pvm = existsSync('/sys/module/kvm_pvm');
   try {
-    const vm = await StartedVm.start({ ...base, accel: 'kvm', paths, qemu, bootTimeoutMs: KVM_PROBE_TIMEOUT_MS });
+    const vm = await StartedVm.start({
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      accel: 'kvm',
+      paths,
+      qemu,
+      bootTimeoutMs: KVM_PROBE_TIMEOUT_MS,
+    });
     const bootMs = vm.readyMs;
     await vm.kill();
     return {
@@ -66,22 +77,65 @@ async function probeKvm(base: BaseImage, paths: StatePaths, qemu: QemuBinary): P
   }
 }
 
-/**
- * The accelerator to run guests with: FORKD_ACCEL when set, else a cached verdict, else a probe
- * boot under KVM (falling back to TCG). The cache is keyed by host kernel, QEMU and guest kernel.
- */
-export async function resolveAccel(base: BaseImage, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
+type VerdictCache = Record<string, { accel: Accel; reason: string; probedAt: string }>;
+
+/** Probe verdicts by host kernel, QEMU and guest kernel (its sha256): accel.json's `verdicts`. */
+async function readVerdicts(paths: StatePaths): Promise<VerdictCache> {
+  try {
+    const cached = JSON.parse(await readFile(paths.file('accel.json'), 'utf8')) as { verdicts?: VerdictCache };
+    return typeof cached.verdicts === 'object' && cached.verdicts !== null ? cached.verdicts : {};
+  } catch {
+    return {}; // no cache yet, or unreadable: probe
+  }
+}
+
+const verdictKey = (qemu: QemuBinary, kernelSha256: string) => hashInputs([release(), qemu.version, kernelSha256]);
+
+/** FORKD_ACCEL, or TCG on a host without a usable /dev/kvm: the verdicts that need no guest at all. */
+async function hostVerdict(): Promise<AccelVerdict | undefined> {
   const forced = parseAccelEnv(process.env.FORKD_ACCEL);
   if (forced) return { accel: forced, reason: `forced by FORKD_ACCEL=${forced}`, source: 'env' };
-  const key = hashInputs([release(), qemu.version, base.kernelHash, String(existsSync('/dev/kvm'))]);
-  const cacheFile = paths.file('accel.json');
-  try {
-    const cached = JSON.parse(await readFile(cacheFile, 'utf8')) as { key: string; accel: Accel; reason: string };
-    if (cached.key === key) return { accel: cached.accel, reason: cached.reason, source: 'cache' };
-  } catch {
-    // no cache yet, or unreadable: probe
-  }
-  const verdict = await probeKvm(base, paths, qemu);
-  writeJsonAtomic(cacheFile, { key, accel: verdict.accel, reason: verdict.reason, probedAt: new Date().toISOString() });
-  return verdict;
+  const precheck = await kvmPrecheck();
+  return precheck ? { accel: 'tcg', reason: precheck, source: 'probe' } : undefined;
+}
+
+async function cachedVerdict(paths: StatePaths, key: string): Promise<AccelVerdict | undefined> {
+  const cached = (await readVerdicts(paths))[key];
+  return cached ? { accel: cached.accel, reason: cached.reason, source: 'cache' } : undefined;
+}
+
+/**
+ * The verdict when it needs no probe boot: FORKD_ACCEL, a host without a usable /dev/kvm (TCG),
+ * or an earlier probe of the guest kernel with this sha256. Undefined when only a probe can tell.
+ */
+export async function knownAccel(
+  kernelSha256: string,
+  paths: StatePaths,
+  qemu: QemuBinary,
+): Promise<AccelVerdict | undefined> {
+  return (await hostVerdict()) ?? cachedVerdict(paths, verdictKey(qemu, kernelSha256));
+}
+
+/**
+ * The accelerator to run `guest` with: FORKD_ACCEL when set, TCG without a usable /dev/kvm, else
+ * a probe boot of `guest` under KVM (falling back to TCG), cached by host kernel, QEMU and the
+ * guest kernel's sha256.
+ */
+export async function resolveAccel(guest: AccelGuest, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
+  const verdict = await hostVerdict();
+  if (verdict) return verdict;
+  const kernel = await readFile(guest.kernel).catch((err: unknown) => {
+    throw new ForkdError('FORKD_ERR_NOT_FOUND', `the guest kernel ${guest.kernel} cannot be read`, {
+      hint: 'build it again (forkd build base), or unpack the snapshot that uses it again',
+      cause: err,
+    });
+  });
+  const key = verdictKey(qemu, createHash('sha256').update(kernel).digest('hex'));
+  const cached = await cachedVerdict(paths, key);
+  if (cached) return cached;
+  const probed = await probeKvm(guest, paths, qemu);
+  const verdicts = await readVerdicts(paths);
+  verdicts[key] = { accel: probed.accel, reason: probed.reason, probedAt: new Date().toISOString() };
+  writeJsonAtomic(paths.file('accel.json'), { verdicts });
+  return probed;
 }

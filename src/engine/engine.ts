@@ -4,7 +4,7 @@ import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { ForkdError } from '../errors.js';
-import { resolveAccel, type AccelVerdict } from './accel.js';
+import { knownAccel, resolveAccel, type AccelGuest, type AccelVerdict } from './accel.js';
 import { onProcessExit } from './reaper.js';
 import { ensureBaseImage, type BaseImage } from './images/base.js';
 import type { BuildOptions } from './images/cache.js';
@@ -15,7 +15,7 @@ import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type HostFacts, type Sn
 import type { PackManifest } from '../hub/manifest.js';
 import { writePack } from '../hub/pack.js';
 import { byteProgress } from '../hub/progress.js';
-import { unpack, type UnpackOptions, type Unpacked } from '../hub/unpack.js';
+import { unpack, type PackHost, type UnpackOptions, type Unpacked } from '../hub/unpack.js';
 import { fetchPack, PullCache, resolveRef } from '../hub/pull.js';
 import { upload } from '../hub/download.js';
 import { WarmPool } from './snapshot/pool.js';
@@ -147,7 +147,8 @@ async function mapLimited<T, R>(
 
 /** The embedded engine: images, accelerator choice, snapshots, forks and warm pools under one state dir. */
 export class Engine implements AsyncDisposable {
-  private verdict: Promise<AccelVerdict> | undefined;
+  /** Accelerator verdicts by guest kernel path. */
+  private readonly verdicts = new Map<string, Promise<AccelVerdict>>();
   private base: Promise<BaseImage> | undefined;
   private readonly pools = new Map<string, WarmPool>();
   readonly snapshots: SnapshotStore;
@@ -174,10 +175,19 @@ export class Engine implements AsyncDisposable {
     return this.base;
   }
 
-  /** The accelerator verdict for this host (memoised per engine, cached on disk). */
-  async accel(base?: BaseImage): Promise<AccelVerdict> {
-    this.verdict ??= (async () => resolveAccel(base ?? (await this.buildBase()), this.paths, await findQemu()))();
-    return this.verdict;
+  /**
+   * The accelerator this host runs `guest` with (default: the base image, built if needed);
+   * memoised per engine, cached on disk.
+   */
+  async accel(guest?: AccelGuest): Promise<AccelVerdict> {
+    const image = guest ?? (await this.buildBase());
+    let verdict = this.verdicts.get(image.kernel);
+    if (!verdict) {
+      verdict = findQemu().then((qemu) => resolveAccel(image, this.paths, qemu));
+      this.verdicts.set(image.kernel, verdict);
+      verdict.catch(() => this.verdicts.delete(image.kernel)); // a failure is retried by the next caller
+    }
+    return verdict;
   }
 
   /** Boots a fresh microVM from the base image (building it if needed). */
@@ -288,16 +298,19 @@ export class Engine implements AsyncDisposable {
     }
   }
 
-  /** What a snapshot must have been taken with to restore here. */
-  private async hostFacts(): Promise<{ host: HostFacts; qemu: QemuBinary }> {
-    const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
+  /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
+  private async hostFacts(guest: AccelGuest): Promise<{ host: HostFacts; qemu: QemuBinary }> {
+    const [verdict, qemu] = await Promise.all([this.accel(guest), findQemu()]);
     return { host: { accel: verdict.accel, qemuVersion: qemu.version }, qemu };
   }
 
-  /** A snapshot this host can restore, with whole files, and the QEMU to restore it with. */
+  /**
+   * A snapshot this host can restore, with whole files, and the QEMU to restore it with. The
+   * verdict is for the snapshot's own images, so an unpacked snapshot restores without a build.
+   */
   private async restorable(tag: string): Promise<{ info: SnapshotInfo; qemu: QemuBinary }> {
     const info = await this.snapshots.get(tag);
-    const { host, qemu } = await this.hostFacts();
+    const { host, qemu } = await this.hostFacts(info.meta.vm);
     checkCompatible(info.meta, host);
     await ensureFullMemory(this.snapshots, info);
     await this.snapshots.verify(info);
@@ -446,13 +459,27 @@ export class Engine implements AsyncDisposable {
     return writePack(this.snapshots, tag, out, byteProgress('pack', 'write', onProgress));
   }
 
-  /** Installs a pack, checked whole before anything becomes visible; refused if this host cannot restore it. */
+  /**
+   * Installs a pack, checked whole before anything becomes visible; refused if this host cannot
+   * restore it. Builds nothing: where the accelerator needs a probe boot, the pack's images boot.
+   */
   async unpack(
     file: string,
     options: Omit<UnpackOptions, 'onProgress'> = {},
     onProgress: OnProgress = () => {},
   ): Promise<Unpacked> {
-    const { host } = await this.hostFacts();
+    const host: PackHost = {
+      known: async (kernelSha256) => {
+        const qemu = await findQemu();
+        const verdict = await knownAccel(kernelSha256, this.paths, qemu);
+        return verdict && { accel: verdict.accel, qemuVersion: qemu.version };
+      },
+      // not memoised: the staged images go away with the staging dir; the verdict is cached on disk
+      probe: async (guest) => {
+        const qemu = await findQemu();
+        return { accel: (await resolveAccel(guest, this.paths, qemu)).accel, qemuVersion: qemu.version };
+      },
+    };
     return unpack(file, this.paths, host, { ...options, onProgress: byteProgress('unpack', 'read', onProgress) });
   }
 

@@ -4,12 +4,12 @@
  * hostile, truncated or incompatible pack, or a full disk, changes nothing.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header } from 'tar-stream';
-import { ForkdError } from '../errors.js';
+import { ForkdError, errorMessage } from '../errors.js';
 import { onProcessExit } from '../engine/reaper.js';
 import { checkCompatible, parseMeta, type HostFacts, type SnapshotMeta } from '../engine/snapshot/meta.js';
 import { validateTag } from '../engine/snapshot/tag.js';
@@ -103,22 +103,35 @@ async function writeEntry(entry: Entry, target: string, file: PackFile): Promise
   if (hash.digest('hex') !== file.sha256) throw corrupt(`${file.path} does not match its sha256 in the manifest`);
 }
 
-/** Reads the pack into `staging`, checking each entry against the manifest as it comes. */
+/** The part of an extraction error that says what is wrong with the pack (a tar parse error is one). */
+function packError(err: unknown): unknown {
+  if (err instanceof ForkdError || (err as NodeJS.ErrnoException).syscall) return err; // ours, or the disk's
+  return corrupt(`it is not a valid tar stream: ${errorMessage(err)}`);
+}
+
+/**
+ * Reads the pack into a staging dir, checking each entry against the manifest as it comes. The
+ * manifest is read first and handed to `accept`, which refuses it (tags that exist, a bad --tag,
+ * another host) or returns the staging dir for the files, so input that is not a pack, or a pack
+ * refused by its manifest, creates nothing.
+ */
 async function extractVerified(
   file: string,
-  staging: string,
-  host: HostFacts,
   onProgress: PackProgress,
-  /** Refuses a manifest before any file body is read (tags that exist, a bad --tag). */
-  check: (manifest: PackManifest) => void,
-): Promise<PackManifest> {
-  const total = (await stat(file)).size;
+  accept: (manifest: PackManifest) => Promise<string>,
+): Promise<{ manifest: PackManifest; staging: string }> {
+  const handle = await openPack(file);
+  const total = (await handle.stat()).size;
   let read = 0;
-  const input = createReadStream(file, { highWaterMark: 1024 * 1024 });
-  input.on('data', (chunk) => onProgress((read += chunk.length), total));
+  let manifest: PackManifest | undefined;
+  let staging = '';
+  const input = handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
+  input.on('data', (chunk) => {
+    read += chunk.length;
+    if (staging) onProgress(read, total); // from the manifest's acceptance on: a refusal reports no progress
+  });
   const extract = tarExtract();
   const feeding = pipeline(input, decompressFrames, extract);
-  let manifest: PackManifest | undefined;
   const expected = new Map<string, PackFile>();
   try {
     for await (const raw of extract) {
@@ -133,14 +146,7 @@ async function extractVerified(
         const chunks: Buffer[] = [];
         for await (const chunk of entry) chunks.push(chunk);
         manifest = parseManifest(Buffer.concat(chunks).toString('utf8'));
-        const c = manifest.compat;
-        checkCompatible(
-          { tag: manifest.tag, accel: c.accel as HostFacts['accel'], qemuVersion: c.qemuVersion, machine: c.machine },
-          host,
-          `the pack ${manifest.tag}`,
-          `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`,
-        );
-        check(manifest);
+        staging = await accept(manifest);
         for (const f of [...manifest.chain.flatMap((l) => l.files), ...manifest.images]) expected.set(f.path, f);
         continue;
       }
@@ -153,40 +159,92 @@ async function extractVerified(
       await writeEntry(entry, join(staging, path), listed);
     }
     await feeding;
-  } catch (err) {
+    if (!manifest) throw corrupt('it is empty');
+    if (expected.size) throw corrupt(`it lacks ${[...expected.keys()].join(', ')}`);
+    return { manifest, staging };
+  } catch (caught) {
     input.destroy();
     await feeding.catch(() => {});
+    const err = packError(caught);
+    if (!manifest && err instanceof ForkdError && err.code === 'FORKD_ERR_CORRUPT') {
+      throw new ForkdError('FORKD_ERR_CORRUPT', `${file} is not a forkd pack (${err.message})`, {
+        hint: 'a pack is the .forkd.tar.zst that forkd pack writes; download or pack it again',
+        cause: err,
+      });
+    }
     throw err;
+  } finally {
+    await handle.close();
   }
-  if (!manifest) throw corrupt('it is empty');
-  if (expected.size) throw corrupt(`it lacks ${[...expected.keys()].join(', ')}`);
-  return manifest;
+}
+
+/** The pack opened for reading: a missing path, anything but a regular file, or an unreadable one is refused. */
+async function openPack(file: string): Promise<FileHandle> {
+  const unreadable = (err: NodeJS.ErrnoException): never => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
+      throw new ForkdError('FORKD_ERR_NOT_FOUND', `no pack at ${file}`, {
+        hint: 'check the path; forkd pack --tag TAG writes one',
+      });
+    }
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `cannot read the pack ${file} (${err.code})`, {
+      hint: 'check its permissions: the user that runs forkd must be able to read it',
+      cause: err,
+    });
+  };
+  const stats = await stat(file).catch(unreadable);
+  if (!stats.isFile()) {
+    throw new ForkdError(
+      'FORKD_ERR_BAD_INPUT',
+      `${file} is ${stats.isDirectory() ? 'a directory' : 'not a regular file'}, not a pack`,
+      { hint: 'give the path of a .forkd.tar.zst that forkd pack wrote (a URL goes to forkd pull)' },
+    );
+  }
+  return open(file, 'r').catch(unreadable);
+}
+
+/**
+ * This host's facts that a pack's snapshots must match, found without building anything: from
+ * what needs no guest (FORKD_ACCEL, no usable KVM) or an earlier probe of the pack's kernel, else
+ * by a probe boot of the pack's own kernel and initramfs once they are staged and verified.
+ */
+export interface PackHost {
+  /** The facts, when they need no boot of the kernel with this sha256 (undefined: they do). */
+  known(kernelSha256: string): Promise<HostFacts | undefined>;
+  /** The facts, from a probe boot of these images. */
+  probe(guest: { kernel: string; initrd: string }): Promise<HostFacts>;
+}
+
+/** Refuses a pack whose snapshots this host cannot restore, naming what differs and how to rebuild. */
+function checkHost(manifest: PackManifest, host: HostFacts): void {
+  const c = manifest.compat;
+  checkCompatible(
+    { tag: manifest.tag, accel: c.accel as HostFacts['accel'], qemuVersion: c.qemuVersion, machine: c.machine },
+    host,
+    `the pack ${manifest.tag}`,
+    `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`,
+  );
 }
 
 /**
  * Unpacks a pack into the state dir: images under images/hub/<sha256>/, snapshots under their
  * tags (or `options.tag`). Refuses tags that exist unless `force`; a replaced snapshot is
- * removed only after the new one is in place.
+ * removed only after the new one is in place. Input that is not a pack is refused before
+ * anything is written, and before `host` is asked.
  */
 export async function unpack(
   file: string,
   paths: StatePaths,
-  host: HostFacts,
+  host: PackHost,
   options: UnpackOptions = {},
 ): Promise<Unpacked> {
-  if (!existsSync(file)) {
-    throw new ForkdError('FORKD_ERR_NOT_FOUND', `no pack at ${file}`, {
-      hint: 'check the path; forkd pack --tag TAG writes one',
-    });
-  }
-  await mkdir(paths.tmp(), { recursive: true });
-  const staging = await mkdtemp(join(paths.tmp(), 'unpack-'));
-  const unregister = onProcessExit(() => rmSync(staging, { recursive: true, force: true }));
+  let staging: string | undefined;
+  const unregister = onProcessExit(() => staging && rmSync(staging, { recursive: true, force: true }));
   const moved: Array<{ from: string; to: string }> = [];
   const replaced: string[] = [];
   try {
     const tagOf = (tag: string) => (options.tag !== undefined ? validateTag(options.tag) : tag);
-    const check = (manifest: PackManifest) => {
+    let checked = false; // against this host, before extraction
+    const accept = async (manifest: PackManifest): Promise<string> => {
       if (options.tag !== undefined && manifest.chain.length > 1) {
         throw new ForkdError(
           'FORKD_ERR_BAD_INPUT',
@@ -201,21 +259,29 @@ export async function unpack(
           });
         }
       }
+      const known = await host.known(manifest.compat.kernel.sha256);
+      if (known) checkHost(manifest, known);
+      checked = known !== undefined;
+      staging = await mkdtemp(join(paths.tmp(), 'unpack-'));
+      return staging;
     };
-    const manifest = await extractVerified(file, staging, host, options.onProgress ?? (() => {}), check);
+    const { manifest, staging: dir } = await extractVerified(file, options.onProgress ?? (() => {}), accept);
+    const staged = (sha: string) => join(dir, manifest.images.find((i) => i.sha256 === sha)!.path);
+    const { kernel, initrd, rootfs } = manifest.compat;
+    if (!checked)
+      checkHost(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
     const installed = new Map<string, string>();
     for (const image of manifest.images) {
       const target = join(paths.images('hub'), image.path.slice('images/'.length));
       installed.set(image.sha256, target);
       if (existsSync(target)) continue; // content-addressed: the same bytes are there
       await mkdir(dirname(target), { recursive: true });
-      await rename(join(staging, image.path), target);
+      await rename(join(dir, image.path), target);
     }
     const imagePath = (sha: string | undefined) => (sha ? installed.get(sha) : undefined);
     for (const link of manifest.chain) {
-      const metaFile = join(staging, link.tag, 'meta.json');
+      const metaFile = join(dir, link.tag, 'meta.json');
       const meta: SnapshotMeta = parseMeta(await readFile(metaFile, 'utf8'), `${link.tag}/meta.json in the pack`);
-      const { kernel, initrd, rootfs } = manifest.compat;
       meta.tag = tagOf(link.tag);
       meta.vm = {
         ...meta.vm,
@@ -237,10 +303,10 @@ export async function unpack(
         moved.push({ from: final, to: aside });
         replaced.push(aside);
       }
-      await rename(join(staging, link.tag), final);
-      moved.push({ from: join(staging, link.tag), to: final });
+      await rename(join(dir, link.tag), final);
+      moved.push({ from: join(dir, link.tag), to: final });
     }
-    await Promise.all(replaced.map((dir) => rm(dir, { recursive: true, force: true })));
+    await Promise.all(replaced.map((aside) => rm(aside, { recursive: true, force: true })));
     return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
   } catch (err) {
     for (const { from, to } of moved.reverse()) await rename(to, from).catch(() => {});
@@ -252,7 +318,7 @@ export async function unpack(
     }
     throw err;
   } finally {
-    await rm(staging, { recursive: true, force: true });
+    if (staging) await rm(staging, { recursive: true, force: true });
     unregister();
   }
 }

@@ -2,10 +2,12 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Controller } from '../../src/client/controller.js';
+import { Engine } from '../../src/engine/engine.js';
 import { StatePaths } from '../../src/engine/state-dir.js';
 import { Daemon } from '../../src/server/daemon.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
@@ -139,7 +141,8 @@ describe('forkd pack / unpack', () => {
       const { compat } = JSON.parse(
         execFileSync('sh', ['-c', `zstd -dcq '${pack}' | tar -xO manifest.json`], { encoding: 'utf8' }),
       ) as PackManifest;
-      const host = { accel: compat.accel as 'tcg' | 'kvm', qemuVersion: compat.qemuVersion }; // this host's, as it packed it
+      const facts = { accel: compat.accel as 'tcg' | 'kvm', qemuVersion: compat.qemuVersion }; // this host's, as it packed it
+      const host = { known: () => Promise.resolve(facts), probe: () => Promise.resolve(facts) };
       const err: unknown = await unpack(pack, paths, host, { force: true }).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: 'FORKD_ERR_LIMIT', message: expect.stringContaining('filled up') });
       expect(readFileSync(join(previous, 'marker'), 'utf8')).toBe('the version installed before');
@@ -147,6 +150,26 @@ describe('forkd pack / unpack', () => {
       expect(readdirSync(paths.tmp())).toEqual([]);
     } finally {
       execFileSync('umount', [small]);
+    }
+  });
+
+  test("on a state dir that never built anything, the pack's own images serve: unpack and fork build nothing", async () => {
+    const fresh = new StatePaths(mkdtempSync(join(tmpdir(), 'forkd-fresh-'))); // no images, no accelerator verdict
+    const freshEngine = new Engine(fresh);
+    try {
+      expect((await freshEngine.unpack(join(home.root, 'hub-root.forkd.tar.zst'))).tags).toEqual(['hub-root']);
+      const [vm] = await freshEngine.fork('hub-root', 1);
+      try {
+        expect((await vm!.exec('cat /tmp/state')).stdout.toString()).toBe('packed\n');
+      } finally {
+        await vm!.kill();
+      }
+      expect(readdirSync(join(fresh.root, 'images'))).toEqual(['hub']); // no kernel, agent or initramfs built
+      expect(readdirSync(fresh.tmp())).toEqual([]);
+      expect(readdirSync(fresh.run())).toEqual([]);
+    } finally {
+      await freshEngine.close();
+      rmSync(fresh.root, { recursive: true, force: true });
     }
   });
 

@@ -1,19 +1,32 @@
-import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  createWriteStream,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { compress } from '@mongodb-js/zstd';
 import { pack as tarPack, type Header } from 'tar-stream';
 import { afterAll, describe, expect, test } from 'vitest';
 import { StatePaths } from '../../src/engine/state-dir.js';
 import { PACK_FORMAT, type PackManifest } from '../../src/hub/manifest.js';
-import { unpack } from '../../src/hub/unpack.js';
+import { unpack, type PackHost } from '../../src/hub/unpack.js';
 import { compressFrames } from '../../src/hub/zstd-frames.js';
 
 const root = mkdtempSync(join(tmpdir(), 'forkd-hostile-'));
 const paths = new StatePaths(join(root, 'state'));
-const host = { accel: 'tcg' as const, qemuVersion: '7.2.22' };
+const facts = { accel: 'tcg' as const, qemuVersion: '7.2.22' };
+/** A host whose facts are known without a probe boot (as on one without KVM). */
+const host: PackHost = { known: () => Promise.resolve(facts), probe: () => Promise.reject(new Error('no probe')) };
 /** Files a hostile pack might try to write: none of them may appear. */
 const outside = join(root, 'outside');
 
@@ -44,8 +57,24 @@ async function rawPack(name: string, entries: RawEntry[]): Promise<string> {
   return file;
 }
 
+const META = {
+  format: 1,
+  tag: 't',
+  created: new Date().toISOString(),
+  parent: null,
+  image: { name: 'base', kernelHash: 'k', initrdHash: 'i' },
+  memoryMiB: 256,
+  vcpus: 1,
+  accel: 'tcg',
+  qemuVersion: '7.2.22',
+  machine: 'microvm',
+  vm: { kernel: '/where/it/was/packed/bzImage', initrd: '/where/it/was/packed/initramfs.cpio' },
+  ports: [],
+  warmup: null,
+  vmstateBytes: 5,
+};
 const FILES = {
-  't/meta.json': Buffer.from('{}'),
+  't/meta.json': Buffer.from(JSON.stringify(META)),
   't/vmstate': Buffer.from('state'),
   't/memory.bin': Buffer.alloc(8192, 1),
 };
@@ -88,8 +117,8 @@ const fileEntries = (): RawEntry[] =>
   Object.entries({ ...FILES, ...IMAGES }).map(([name, data]) => ({ header: { name }, data }));
 
 /** Unpacks `file` and returns the error; checks that nothing became visible or was left behind. */
-async function refused(file: string): Promise<{ code: string; message: string }> {
-  const err = (await unpack(file, paths, host).then(
+async function refused(file: string, on: PackHost = host): Promise<{ code: string; message: string }> {
+  const err = (await unpack(file, paths, on).then(
     () => undefined,
     (e: unknown) => e,
   )) as { code: string; message: string } | undefined;
@@ -257,5 +286,122 @@ describe('a hostile or broken pack is refused with a clear error, and nothing is
       },
     ]);
     expect(await refused(file)).toMatchObject({ message: expect.stringContaining('bad map') });
+  });
+});
+
+describe('input that is not a pack is refused before the host is asked, and nothing is created', () => {
+  /** A state dir that does not exist yet, and a host that records whether it was asked. */
+  function fresh(): { paths: StatePaths; asked: string[]; on: PackHost } {
+    const asked: string[] = [];
+    const on: PackHost = {
+      known: (sha) => (asked.push(`known ${sha}`), Promise.resolve(facts)),
+      probe: () => (asked.push('probe'), Promise.resolve(facts)),
+    };
+    return { paths: new StatePaths(join(root, `fresh-${Math.random().toString(36).slice(2)}`)), asked, on };
+  }
+
+  async function notAPack(file: string): Promise<{ code: string; message: string; hint?: string }> {
+    const { paths: state, asked, on } = fresh();
+    const err = (await unpack(file, state, on).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code: string; message: string; hint?: string } | undefined;
+    expect(err, 'the input was accepted').toBeDefined();
+    expect(asked).toEqual([]);
+    expect(existsSync(state.root)).toBe(false);
+    return err!;
+  }
+
+  test('a path that does not exist, a directory, and a FIFO (refused without waiting for a writer)', async () => {
+    expect(await notAPack(join(root, 'nope', 'x.forkd.tar.zst'))).toMatchObject({
+      code: 'FORKD_ERR_NOT_FOUND',
+      message: `no pack at ${join(root, 'nope', 'x.forkd.tar.zst')}`,
+      hint: expect.stringContaining('forkd pack'),
+    });
+    expect(await notAPack(root)).toMatchObject({
+      code: 'FORKD_ERR_BAD_INPUT',
+      message: `${root} is a directory, not a pack`,
+    });
+    const fifo = join(root, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(await notAPack(fifo)).toMatchObject({
+      code: 'FORKD_ERR_BAD_INPUT',
+      message: expect.stringContaining('not a regular file'),
+    });
+  });
+
+  test('an empty file, garbage, a truncated header, zstd that is not tar, and a manifest that is not JSON', async () => {
+    const write = (name: string, data: Buffer | string) => {
+      const file = join(root, name);
+      writeFileSync(file, data);
+      return file;
+    };
+    const valid = await rawPack('valid', [manifestEntry(manifest()), ...fileEntries()]);
+    const cases: Array<[string, string]> = [
+      [write('empty.forkd.tar.zst', ''), 'it is empty'],
+      [write('garbage.forkd.tar.zst', randomBytes(64 * 1024)), 'bad frame magic'],
+      [write('head.forkd.tar.zst', readFileSync(valid).subarray(0, 20)), 'ends inside a frame'],
+      [write('not-tar.forkd.tar.zst', await compress(Buffer.alloc(4096, 'x'))), 'not a valid tar stream'],
+      [
+        await rawPack('not-json', [{ header: { name: 'manifest.json' }, data: Buffer.from('{"format": 1,') }]),
+        'not JSON',
+      ],
+    ];
+    for (const [file, why] of cases) {
+      const err = await notAPack(file);
+      expect(err, file).toMatchObject({
+        code: 'FORKD_ERR_CORRUPT',
+        message: expect.stringMatching(new RegExp(`^${file} is not a forkd pack \\(.*${why}`)),
+        hint: expect.stringContaining('forkd pack writes'),
+      });
+    }
+  });
+});
+
+describe('the host facts a pack needs cost no build', () => {
+  test('a refusal by the known facts comes before anything is staged', async () => {
+    const kvm = manifest();
+    kvm.compat.accel = 'kvm';
+    const probed: string[] = [];
+    const on: PackHost = {
+      known: () => Promise.resolve(facts),
+      probe: () => (probed.push('probe'), Promise.resolve(facts)),
+    };
+    const file = await rawPack('kvm-early', [manifestEntry(kvm), ...fileEntries()]);
+    expect(await refused(file, on)).toMatchObject({ code: 'FORKD_ERR_INCOMPATIBLE' });
+    expect(probed).toEqual([]);
+  });
+
+  test("where only a probe boot can tell, it boots the pack's own images, staged and verified", async () => {
+    const seen: Array<{ kernel: Buffer; initrd: Buffer }> = [];
+    const probing = (answer: typeof facts): PackHost => ({
+      known: () => Promise.resolve(undefined),
+      probe: (guest) => {
+        seen.push({ kernel: readFileSync(guest.kernel), initrd: readFileSync(guest.initrd) });
+        return Promise.resolve(answer);
+      },
+    });
+    const kvm = manifest();
+    kvm.compat.accel = 'kvm';
+    const refusedByProbe = await refused(
+      await rawPack('kvm-probed', [manifestEntry(kvm), ...fileEntries()]),
+      probing(facts),
+    );
+    expect(refusedByProbe).toMatchObject({
+      code: 'FORKD_ERR_INCOMPATIBLE',
+      message: expect.stringContaining('accelerator kvm'),
+    });
+    expect(seen).toEqual([{ kernel: KERNEL, initrd: INITRD }]);
+
+    const state = new StatePaths(join(root, 'probed-install'));
+    const file = await rawPack('probed', [manifestEntry(manifest()), ...fileEntries()]);
+    expect((await unpack(file, state, probing(facts))).tags).toEqual(['t']);
+    const meta = JSON.parse(readFileSync(join(state.snapshots(), 't', 'meta.json'), 'utf8')) as typeof META;
+    expect(meta.vm).toEqual({
+      kernel: join(state.images('hub'), sha256(KERNEL), 'bzImage'),
+      initrd: join(state.images('hub'), sha256(INITRD), 'initramfs.cpio'),
+    });
+    expect(readFileSync(meta.vm.kernel)).toEqual(KERNEL);
+    expect(readdirSync(state.tmp())).toEqual([]);
   });
 });
