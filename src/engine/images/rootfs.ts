@@ -142,6 +142,7 @@ export async function buildRootfs(recipe: Recipe, image: string, options: BuildO
       detail: `${SUITE} + ${recipe.packages.join(' ') || 'nothing'} (${mode})`,
     });
     await runToolStreaming(bin!, argv, {
+      cwd: '/', // the namespace's root may not enter the caller's directory (a user's 0700 project)
       env,
       fd3: file.fd,
       onLine: (line) => {

@@ -1,0 +1,135 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { StatePaths } from '../../src/engine/state-dir.js';
+import { OrdinaryUser, type RunResult } from '../helpers/ordinary-user.js';
+import { packFromCleanCopy, type PackedPackage } from '../helpers/packed-package.js';
+import { readmeSnippets, repoRoot } from '../helpers/readme-snippets.js';
+
+/**
+ * Where a user stands: a project of its own outside this repository installs the packed package,
+ * and an ordinary user (made here; CI runs as root) runs the README's snippets in it, verbatim.
+ */
+const ours = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
+  version: string;
+  devDependencies: Record<string, string>;
+};
+let pkg: PackedPackage;
+let user: OrdinaryUser;
+let project: string;
+
+function ok(r: RunResult): string {
+  expect(r.status, `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  pkg = packFromCleanCopy();
+  user = new OrdinaryUser();
+  project = user.makeDir(mkdtempSync(join(tmpdir(), 'forkd-consumer-')));
+  // the guest kernel takes minutes to compile and needs no privilege: copied, not built again
+  user.seedKernel(join(user.home, '.cache', 'forkd'), new StatePaths().root);
+  writeFileSync(
+    join(project, 'package.json'),
+    JSON.stringify(
+      {
+        name: 'consumer',
+        private: true,
+        type: 'module',
+        devDependencies: {
+          'forkd-action': `file:${pkg.tarball}`,
+          vitest: ours.devDependencies.vitest,
+          pg: ours.devDependencies.pg,
+        },
+      },
+      null,
+      2,
+    ),
+  );
+  for (const [name, body] of readmeSnippets()) {
+    if (!name.startsWith('consumer/')) continue;
+    const file = join(project, name.slice('consumer/'.length));
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, body);
+  }
+  execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, project]);
+  ok(await user.run('npm', ['install', '--no-audit', '--no-fund'], { cwd: project }));
+}, 600_000);
+
+afterAll(() => {
+  try {
+    // nothing the user's runs started is left: no daemon, no QEMU, no mmdebstrap
+    expect(user?.processes() ?? []).toEqual([]);
+    const leftovers = execFileSync('find', ['/dev/shm', tmpdir(), '-maxdepth', '1', '-user', user.name], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter((p) => p && p !== project);
+    expect(leftovers).toEqual([]);
+  } finally {
+    user?.remove();
+    pkg?.remove();
+    if (project) rmSync(project, { recursive: true, force: true });
+  }
+});
+
+describe('a project that installs the packed package, run by an ordinary user', () => {
+  test('the package ships what its exports and bin need, built, and nothing else', () => {
+    for (const file of [
+      'LICENSE',
+      'bin/forkd.js',
+      'lib/index.js',
+      'lib/index.d.ts',
+      'lib/cli/main.js',
+      'lib/runner-plugins/vitest/index.js',
+      'lib/runner-plugins/vitest/index.d.ts',
+      'lib/runner-plugins/vitest/plugin.js',
+      'lib/runner-plugins/vitest/plugin.d.ts',
+      'lib/runner-plugins/vitest/global-setup.js',
+      'native/agent/agent.c',
+      'native/agent/Makefile',
+      'native/kernel/forkd-x86_64.config',
+      'recipes/postgres/recipe.json',
+      'scripts/host-packages.sh',
+    ])
+      expect(pkg.files).toContain(file);
+    const unwanted = pkg.files.filter(
+      (f) =>
+        f.endsWith('.map') ||
+        f.startsWith('lib/action/') ||
+        (f.endsWith('.ts') && !f.endsWith('.d.ts')) ||
+        /^(src|test|dist|bench|runner-plugins|examples|docs)\//.test(f),
+    );
+    expect(unwanted).toEqual([]);
+  });
+
+  test('npx forkd and import("forkd-action") work from the installed package', async () => {
+    expect(ok(await user.run('npx', ['forkd', '--version'], { cwd: project })).trim()).toBe(ours.version);
+    const imported = ok(
+      await user.run(
+        'node',
+        ['--input-type=module', '-e', "const m = await import('forkd-action'); console.log(typeof m.Controller)"],
+        { cwd: project },
+      ),
+    );
+    expect(imported.trim()).toBe('function');
+  });
+
+  test("the README's CLI quick start runs as written", async () => {
+    const out = ok(await user.run('bash', ['-euo', 'pipefail', 'cli.sh'], { cwd: project, timeoutMs: 600_000 }));
+    expect(out).toContain('warm'); // the forked child read the parent's state
+  }, 900_000);
+
+  test("the README's Vitest quick start passes: the postgres image built without root, a server per test", async () => {
+    const r = await user.run('npx', ['vitest', 'run'], { cwd: project, timeoutMs: 1_200_000 });
+    expect(stripVTControlCharacters(ok(r))).toMatch(/Tests\s+2 passed/);
+    // the recipe image was built by the user, inside its own user namespace
+    const images = join(user.home, '.cache', 'forkd', 'images', 'rootfs-postgres');
+    const owners = execFileSync('find', [images, '-name', 'rootfs.ext4', '-printf', '%u\n'], { encoding: 'utf8' });
+    expect(owners.trim()).toBe(user.name);
+    expect(user.sudoCommands()).toEqual([]);
+  }, 1_500_000);
+});
