@@ -3,8 +3,9 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   plugins: [
-    // the postgres recipe's snapshot, built and taken on first use, reused after
-    forkd({ snapshots: { postgres: { recipe: 'postgres' } } }),
+    // the postgres recipe's snapshot, built and taken on first use, reused after; after the forkd
+    // Action (snapshot: postgres) the suite forks the Action's snapshot instead of taking its own
+    forkd({ snapshots: { pg: { recipe: 'postgres' } } }),
   ],
   test: {
     root: import.meta.dirname,

@@ -1,5 +1,6 @@
 import { Controller, Daemon, ForkdError } from 'forkd-action';
 import { CHECKPOINT_PREFIX, OPTIONS_ENV, type ForkdConnection, type ForkdVitestOptions } from './options.js';
+import { planSnapshots } from './snapshot-plan.js';
 
 interface Project {
   provide(key: 'forkd', value: ForkdConnection): void;
@@ -15,13 +16,30 @@ declare module 'vitest' {
 /** An engine the run can use: FORKD_ENDPOINT, else a local `forkd serve`, else one started for the run. */
 async function connect(): Promise<{ controller: Controller; daemon?: Daemon }> {
   if (process.env.FORKD_ENDPOINT) return { controller: new Controller() };
+  let local: Controller | undefined;
   try {
-    const controller = new Controller();
-    await controller.health();
-    return { controller };
+    local = new Controller();
+    await local.health();
+    return { controller: local };
   } catch {
+    await local?.close();
     const daemon = await Daemon.start();
     return { controller: new Controller({ endpoint: daemon.endpoint, token: daemon.token }), daemon };
+  }
+}
+
+/** Fails when a tag the run forks is not on the engine, listing the ones that are. */
+function requireTags(
+  wanted: Array<[tag: string | null | undefined, from: string]>,
+  existing: Set<string>,
+  endpoint: string,
+) {
+  for (const [tag, from] of wanted) {
+    if (!tag || existing.has(tag)) continue;
+    const known = [...existing].filter((t) => !t.startsWith(CHECKPOINT_PREFIX));
+    throw new ForkdError('FORKD_ERR_NOT_FOUND', `${from}: no snapshot tagged ${tag} on the engine at ${endpoint}`, {
+      hint: `${known.length ? `the snapshots there: ${known.join(', ')}` : 'the engine has no snapshots'}; name one of them, or configure it in forkd({ snapshots })`,
+    });
   }
 }
 
@@ -29,25 +47,39 @@ export default async function setup(project: Project): Promise<() => Promise<voi
   const raw = process.env[OPTIONS_ENV];
   if (!raw) {
     throw new ForkdError('FORKD_ERR_BAD_INPUT', 'forkd global setup has no options', {
-      hint: "add the plugin to vitest.config.ts: plugins: [forkd({ snapshots: { pg: { recipe: 'postgres' } } })]",
+      hint: "add the plugin to vitest.config.ts: plugins: [forkd({ snapshots: { postgres: { recipe: 'postgres' } } })]",
     });
   }
   const options = JSON.parse(raw) as ForkdVitestOptions;
-  const tags = Object.keys(options.snapshots);
-  if (!tags.length) throw new ForkdError('FORKD_ERR_BAD_INPUT', 'forkd({ snapshots }) names no snapshot');
+  const plan = planSnapshots(options);
   const { controller, daemon } = await connect();
   /** Pool sizes to put back on teardown: on someone else's daemon (the Action's), the size it had. */
   const pooled = new Map<string, number>();
   try {
+    await controller.ensureCompatible();
     const existing = new Set((await controller.listSnapshots()).map((s) => s.tag));
-    for (const [tag, spec] of Object.entries(options.snapshots)) {
+    requireTags(
+      [[plan.action, `FORKD_SNAPSHOT=${plan.action} (the forkd Action's snapshot)`]],
+      existing,
+      controller.endpoint,
+    );
+    for (const [tag, spec] of Object.entries(plan.make)) {
       if (existing.has(tag)) continue;
       if (spec.pull) await controller.pull(spec.pull, { tag });
       else await controller.createSnapshot(tag, spec);
+      existing.add(tag);
     }
+    requireTags(
+      [
+        [options.sandbox && plan.sandbox, `forkd({ sandbox: '${options.sandbox}' })`],
+        [options.postgres && plan.postgres, `forkd({ postgres: '${options.postgres}' })`],
+      ],
+      existing,
+      controller.endpoint,
+    );
     const workers = Number(project.config.maxWorkers) || 2;
     const size = options.pool ?? Math.min(workers, 4);
-    for (const tag of tags) {
+    for (const tag of new Set(Object.values(plan.tags))) {
       const detail = await controller.getSnapshot(tag);
       const before = detail.status === 'ready' ? detail.pool_size : 0;
       if (size > before) {
@@ -55,13 +87,12 @@ export default async function setup(project: Project): Promise<() => Promise<voi
         pooled.set(tag, before);
       }
     }
-    const postgres =
-      options.postgres ?? Object.entries(options.snapshots).find(([, s]) => s.recipe === 'postgres')?.[0] ?? null;
     project.provide('forkd', {
       endpoint: controller.endpoint,
       token: controller.token,
-      sandbox: options.sandbox ?? tags[0]!,
-      postgres,
+      sandbox: plan.sandbox,
+      postgres: plan.postgres,
+      tags: plan.tags,
     });
   } catch (err) {
     await controller.close();

@@ -141,7 +141,9 @@ async function attachConsole(task: TestContext['task'], sandboxes: Iterable<Sand
 
 /** Forks a child of `checkpoint` for the current test, killed when the test ends (its console attached if it failed). */
 async function forkForTest(checkpoint: Checkpoint | string, what: string): Promise<Sandbox> {
-  const { sandbox, release } = await forkChild(typeof checkpoint === 'string' ? checkpoint : checkpoint.tag, what);
+  // a name from forkd({ snapshots }) forks its tag on the engine (the Action's, when it stands for it)
+  const tag = typeof checkpoint === 'string' ? (connection().tags[checkpoint] ?? checkpoint) : checkpoint.tag;
+  const { sandbox, release } = await forkChild(tag, what);
   onTestFinished(async ({ task }) => {
     await attachConsole(task, [sandbox]);
     await release();

@@ -14,11 +14,24 @@ export interface ForkdSnapshotSpec {
 }
 
 export interface ForkdVitestOptions {
-  /** Snapshot tag -> how to make it when missing. Tags that exist are reused as they are. */
-  snapshots: Record<string, ForkdSnapshotSpec>;
+  /**
+   * Snapshot name -> how to make it when missing. Names that exist on the engine are reused as
+   * they are.
+   *
+   * After the forkd GitHub Action (it exports FORKD_SNAPSHOT, the tag it made, and
+   * FORKD_SNAPSHOT_SOURCE, the recipe or pack it made it from), a spec that is only that recipe
+   * or pack (`{ pg: { recipe: 'postgres' } }` after `snapshot: postgres`) stands for the Action's
+   * snapshot: `pg` forks it, and no second snapshot is taken. Left out (or empty), the run forks
+   * the Action's snapshot. So one config serves both: locally the plugin makes the snapshot, in
+   * CI it forks the Action's.
+   */
+  snapshots?: Record<string, ForkdSnapshotSpec>;
   /** The snapshot the `sandbox` fixture forks (default: the first one). */
   sandbox?: string;
-  /** The snapshot the `postgres` fixture forks (default: the first one made from the postgres recipe). */
+  /**
+   * The snapshot the `postgres` fixture forks (default: the first one made from the postgres
+   * recipe, the Action's included).
+   */
   postgres?: string;
   /** Warm children kept per snapshot while the run lasts (default: Vitest's worker count, at most 4; 0: none). */
   pool?: number;
@@ -28,8 +41,11 @@ export interface ForkdVitestOptions {
 export interface ForkdConnection {
   endpoint: string;
   token: string;
+  /** Tags on the engine. */
   sandbox: string | null;
   postgres: string | null;
+  /** Each name in `snapshots` -> its tag on the engine (the Action's tag for a name it stands for). */
+  tags: Record<string, string>;
 }
 
 export const OPTIONS_ENV = 'FORKD_VITEST_OPTIONS';

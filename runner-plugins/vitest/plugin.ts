@@ -2,11 +2,12 @@ import { fileURLToPath } from 'node:url';
 import { OPTIONS_ENV, type ForkdVitestOptions } from './options.js';
 
 /**
- * The Vitest (Vite) plugin: `plugins: [forkd({ snapshots: { pg: { recipe: 'postgres' } } })]`
- * adds forkd's global setup, which finds or starts the engine, makes the snapshots and hands the
- * workers the connection (`inject('forkd')`).
+ * The Vitest (Vite) plugin: `plugins: [forkd({ snapshots: { postgres: { recipe: 'postgres' } } })]`
+ * adds forkd's global setup, which finds or starts the engine, checks that it is this package's
+ * version, makes the snapshots (or uses the forkd Action's, see `snapshots`) and hands the workers
+ * the connection (`inject('forkd')`). `forkd()` alone forks the Action's snapshot.
  */
-export function forkd(options: ForkdVitestOptions): { name: string; config: () => object } {
+export function forkd(options: ForkdVitestOptions = {}): { name: string; config: () => object } {
   return {
     name: 'forkd',
     config() {

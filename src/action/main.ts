@@ -62,9 +62,10 @@ async function main(): Promise<void> {
   const images = inputs.cache && cacheServiceAvailable() ? imagesEntry(home, engine, recipes) : undefined;
   const imagesRestored = images ? await restoreEntry(images) : false;
   if (images && !imagesRestored) toSave.push(images);
+  // recipes first: a name that does not exist fails here (listing the recipes), not after the kernel build
+  for (const recipe of recipes) await run(`Building the ${recipe} image`, ['build', recipe]);
   await run('Building the guest kernel and base image', ['build', 'base']);
   const host = await core.group('Choosing the accelerator', () => chooseAccel(forkd, inputs.accel));
-  for (const recipe of recipes) await run(`Building the ${recipe} image`, ['build', recipe]);
   const tags = [...new Set(snapshots.map((recipe) => basename(recipe)))];
   const buildId = images && tags.length ? imagesBuildId(home, imagesRestored) : undefined;
   if (buildId) {
@@ -93,14 +94,21 @@ async function main(): Promise<void> {
     toSave,
   });
   core.setSecret(daemon.token);
-  core.exportVariable('FORKD_ENDPOINT', daemon.endpoint);
-  core.exportVariable('FORKD_TOKEN', daemon.token);
-  // a snapshot restores only on the accelerator it was taken with (a pack from another is refused)
-  core.setOutput('endpoint', daemon.endpoint);
-  core.setOutput('snapshot-tag', inputs.tag);
-  core.setOutput('accel', host.accel);
-  const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+  const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token, clientVersion: engine.version });
   try {
+    await client.ensureCompatible(); // the engine later steps reach is the one chosen above
+    core.exportVariable('FORKD_ENDPOINT', daemon.endpoint);
+    core.exportVariable('FORKD_TOKEN', daemon.token);
+    // the Vitest plugin forks this snapshot instead of taking its own of the same recipe or pack
+    core.exportVariable('FORKD_SNAPSHOT', inputs.tag);
+    core.exportVariable(
+      'FORKD_SNAPSHOT_SOURCE',
+      inputs.snapshot.kind === 'recipe' ? inputs.snapshot.recipe : inputs.snapshot.ref,
+    );
+    // a snapshot restores only on the accelerator it was taken with (a pack from another is refused)
+    core.setOutput('endpoint', daemon.endpoint);
+    core.setOutput('snapshot-tag', inputs.tag);
+    core.setOutput('accel', host.accel);
     if (inputs.poolSize > 0) await client.setPool(inputs.tag, inputs.poolSize);
   } finally {
     await client.close();

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
+import { packageVersion } from '../engine/package-root.js';
 import { StatePaths } from '../engine/state-dir.js';
 import type {
   BranchReply,
@@ -24,6 +25,8 @@ export interface ControllerOptions {
   token?: string;
   /** Per-request timeout (ms); forks and snapshots of big images may need more. */
   timeoutMs?: number;
+  /** The engine version this client works with (ensureCompatible()); default this package's version. */
+  clientVersion?: string;
 }
 
 function resolveEndpoint(options: ControllerOptions): { endpoint: string; token: string } {
@@ -61,12 +64,14 @@ export class Controller {
   readonly token: string;
   private readonly timeoutMs: number;
   readonly endpoint: string;
+  readonly clientVersion: string;
 
   constructor(options: ControllerOptions = {}) {
     const { endpoint, token } = resolveEndpoint(options);
     this.endpoint = endpoint;
     this.token = token;
     this.timeoutMs = options.timeoutMs ?? 300_000;
+    this.clientVersion = options.clientVersion ?? packageVersion;
     if (endpoint.startsWith('unix:')) {
       this.dispatcher = new Agent({ connect: { socketPath: endpoint.slice('unix:'.length) } });
       this.origin = 'http://forkd';
@@ -138,6 +143,24 @@ export class Controller {
     return this.json('GET', '/version');
   }
 
+  /**
+   * Fails unless the engine runs this client's version: a client and an engine of different
+   * versions may disagree on the API, the snapshot format and the recipes. Call it once at setup.
+   */
+  async ensureCompatible(): Promise<void> {
+    const engine = (await this.version()).version;
+    if (engine === this.clientVersion) return;
+    throw new ForkdError(
+      'FORKD_ERR_INCOMPATIBLE',
+      `version mismatch: this client is forkd-action ${this.clientVersion}, the engine at ${this.endpoint} is forkd-action ${engine}`,
+      {
+        hint:
+          `use the engine that ships with this package (npx forkd serve; in a workflow, the Action's input ` +
+          `"version: ${this.clientVersion}"), or upgrade one of them so both are the same version`,
+      },
+    );
+  }
+
   async metrics(): Promise<string> {
     return (await this.call('GET', '/metrics')).data.toString('utf8');
   }
@@ -151,12 +174,12 @@ export class Controller {
     return this.json('GET', `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
 
-  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   /** Installs a pack on the daemon's host: owner/name[@version] through its FORKD_HUB_URL, or a URL. */
   pull(ref: string, options: { tag?: string; force?: boolean } = {}): Promise<PullReply> {
     return this.json('POST', '/v1/snapshots/pull', { ref, ...options });
   }
 
+  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   async setPool(tag: string, size: number): Promise<{ available: number }> {
     return this.json('PUT', `/v1/snapshots/${encodeURIComponent(tag)}/pool`, { size });
   }

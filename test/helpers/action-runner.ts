@@ -107,8 +107,7 @@ export class Job {
       FORKD_HOME: this.home,
       ...extraEnv,
     };
-    delete env.FORKD_ENDPOINT;
-    delete env.FORKD_TOKEN;
+    for (const name of ['FORKD_ENDPOINT', 'FORKD_TOKEN', 'FORKD_SNAPSHOT', 'FORKD_SNAPSHOT_SOURCE']) delete env[name];
     for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
     if (phase === 'post') {
       Object.assign(env, this.env);
@@ -197,7 +196,7 @@ export class Job {
     for (const kind of ['kernel', 'initramfs', 'agent']) {
       cpSync(shared.images(kind), join(this.home, 'images', kind), { recursive: true });
     }
-    cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
+    this.copyAccelVerdicts(shared);
   }
 
   /** The runner's images are the shared cache's (a symlink, as the tests' isolated homes): recipes build once. */
@@ -205,7 +204,12 @@ export class Job {
     const shared = new StatePaths();
     mkdirSync(shared.images(''), { recursive: true });
     symlinkSync(shared.images(''), join(this.home, 'images'));
-    cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
+    this.copyAccelVerdicts(shared);
+  }
+
+  /** The shared cache's KVM probe verdicts, when it has any (a host without /dev/kvm needs no probe, so has none). */
+  private copyAccelVerdicts(shared: StatePaths): void {
+    if (existsSync(shared.file('accel.json'))) cpSync(shared.file('accel.json'), join(this.home, 'accel.json'));
   }
 
   /** A later `run:` step: a shell in the workspace with the variables the Action exported. */

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -102,6 +102,9 @@ describe('the Action, run as the runner runs it', () => {
     const main = await job.run('main', { snapshot: 'no-such-recipe', cache: 'false' });
     expect(main.code).toBe(1);
     expect(main.log).toMatch(/::error::forkd build no-such-recipe failed \(exit 1\):%0A.*no-such-recipe/);
+    const recipes = readdirSync(join(root, 'recipes'), { withFileTypes: true }).filter((e) => e.isDirectory());
+    expect(main.log).toContain(`hint: name one of ${recipes.map((e) => e.name).join(', ')}, or give the path`);
+    expect(main.log).not.toContain('::group::Building the guest kernel'); // refused before anything is built
     expect(await teardown(job)).toContain('the main step did not get as far as starting the engine');
   }, 300_000);
 
@@ -243,6 +246,7 @@ describe('the Action, run as the runner runs it', () => {
     const main = await job.run('main', inputs);
     expect(main.code, main.log).toBe(0);
     expect(job.outputs['snapshot-tag']).toBe('postgres');
+    expect(job.env).toMatchObject({ FORKD_SNAPSHOT: 'postgres', FORKD_SNAPSHOT_SOURCE: 'postgres' });
     const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
     expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
     for (const command of later) {
@@ -252,6 +256,10 @@ describe('the Action, run as the runner runs it', () => {
     }
     // the suite found the Action's pool big enough and left it as it was, for the job's next steps
     expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
+    // its `pg: { recipe: 'postgres' }` forked the Action's snapshot: it took none of its own
+    expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['postgres']);
+    const audit = readFileSync(join(job.home, 'audit.log'), 'utf8');
+    expect(audit).not.toMatch(/"method":"POST","path":"\/v1\/snapshots"/);
     await client.close();
     await teardown(job);
     const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);

@@ -1,9 +1,20 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
+import { packageVersion } from '../../src/engine/package-root.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -16,7 +27,7 @@ function vitest(
 ): Promise<{ status: number | null; output: string }> {
   return new Promise((resolve, reject) => {
     const env = home.env({ NO_COLOR: '1' });
-    delete env.FORKD_ENDPOINT;
+    for (const name of ['FORKD_ENDPOINT', 'FORKD_TOKEN', 'FORKD_SNAPSHOT', 'FORKD_SNAPSHOT_SOURCE']) delete env[name];
     Object.assign(env, extraEnv);
     delete env.VITEST; // the inner run is a run of its own, not a worker of this one
     delete env.VITEST_POOL_ID;
@@ -31,6 +42,44 @@ function vitest(
     child.on('error', reject);
     child.on('close', (status) => resolve({ status, output }));
   });
+}
+
+const misconfigured = 'test/fixtures/vitest-misconfigured/vitest.config.ts';
+
+/**
+ * `forkd serve` of this file's state dir from a copy of the engine bundle whose package.json says
+ * `version`: a real engine of another release, as a stale global install or another Action would be.
+ */
+async function startEngineOfVersion(
+  version: string,
+): Promise<{ endpoint: string; token: string; stop: () => Promise<void> }> {
+  const copy = mkdtempSync(join(tmpdir(), 'forkd-engine-'));
+  cpSync(join(root, 'dist'), join(copy, 'dist'), { recursive: true });
+  for (const dir of ['native', 'recipes']) symlinkSync(join(root, dir), join(copy, dir));
+  writeFileSync(join(copy, 'package.json'), JSON.stringify({ name: 'forkd-action', version, type: 'module' }));
+  const child = spawn(process.execPath, [join(copy, 'dist/forkd.mjs'), 'serve'], {
+    env: home.env(),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await exited;
+    rmSync(copy, { recursive: true, force: true });
+  };
+  const info = join(home.root, 'daemon.json');
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(info)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`the ${version} engine did not start: ${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const { endpoint, token_file } = JSON.parse(readFileSync(info, 'utf8')) as { endpoint: string; token_file: string };
+  return { endpoint, token: readFileSync(token_file, 'utf8').trim(), stop };
 }
 
 afterAll(() => {
@@ -48,16 +97,57 @@ describe('forkd-action/vitest', () => {
     expect(home.qemuProcesses()).toEqual([]);
     expect(existsSync(join(home.root, 'daemon.json'))).toBe(false);
     expect(home.entries('sandboxes')).toEqual([]);
-    expect(home.entries('snapshots')).toEqual(['postgres']); // kept for the next run
+    expect(home.entries('snapshots')).toEqual(['pg']); // kept for the next run
   }, 900_000);
 
-  test('a fixture pointed at a missing snapshot fails its test with the reason and a hint; the rest runs', async () => {
-    const r = await vitest('test/fixtures/vitest-misconfigured/vitest.config.ts');
+  test('forking a snapshot that does not exist fails that test, listing the tags there; the rest runs', async () => {
+    const r = await vitest(misconfigured);
     expect(r.status).toBe(1);
-    expect(r.output).toContain('forking missing for the sandbox fixture failed: no snapshot tagged missing');
+    expect(r.output).toContain('forking missing for the forkFrom fixture failed: no snapshot tagged missing');
+    expect(r.output).toMatch(/hint: 'known tags: [^']*\bplain\b/); // with the others this file's runs left
     expect(r.output).toMatch(/Tests {2}1 failed \| 1 passed \(2\)/);
     expect(home.qemuProcesses()).toEqual([]);
   }, 300_000);
+
+  test('a fixture option naming no snapshot, or a recipe that does not exist, stops the run at setup naming the ones there are', async () => {
+    const tag = await vitest(misconfigured, { FORKD_TEST_SANDBOX: 'missing' });
+    expect(tag.status).toBe(1);
+    expect(tag.output).toContain(
+      `ForkdError: forkd({ sandbox: 'missing' }): no snapshot tagged missing on the engine at unix:${home.root}/forkd.sock`,
+    );
+    expect(tag.output).toMatch(
+      /hint: 'the snapshots there: [^']*\bplain\b[^']*; name one of them, or configure it in forkd\(\{ snapshots \}\)'/,
+    );
+
+    const recipe = await vitest(misconfigured, { FORKD_TEST_RECIPE: 'no-such-recipe' });
+    expect(recipe.status).toBe(1);
+    expect(recipe.output).toContain('ForkdError: no recipe no-such-recipe');
+    const recipes = readdirSync(join(root, 'recipes'), { withFileTypes: true }).filter((e) => e.isDirectory());
+    expect(recipes.map((e) => e.name)).toContain('postgres');
+    expect(recipe.output).toContain(`hint: 'name one of ${recipes.map((e) => e.name).join(', ')}, or give the path`);
+    expect(home.qemuProcesses()).toEqual([]);
+    expect(existsSync(join(home.root, 'daemon.json'))).toBe(false); // the daemon the failed setup started is gone
+  }, 300_000);
+
+  test('an engine of another version stops the run at setup, naming both versions', async () => {
+    const engine = await startEngineOfVersion('0.0.1-other');
+    try {
+      const mismatch = `version mismatch: this client is forkd-action ${packageVersion}, the engine at ${engine.endpoint} is forkd-action 0.0.1-other`;
+      const local = await vitest(misconfigured); // found through the state dir's daemon.json
+      expect(local.status).toBe(1);
+      expect(local.output).toContain(`ForkdError: ${mismatch}`);
+      expect(local.output).toContain("code: 'FORKD_ERR_INCOMPATIBLE'");
+      expect(local.output).toContain(`"version: ${packageVersion}"), or upgrade one of them`);
+      const named = await vitest(misconfigured, { FORKD_ENDPOINT: engine.endpoint, FORKD_TOKEN: engine.token });
+      expect(named.status).toBe(1);
+      expect(named.output).toContain(`ForkdError: ${mismatch}`);
+      expect(named.output).not.toContain('Tests '); // no test ran
+    } finally {
+      await engine.stop();
+    }
+    expect(existsSync(join(home.root, 'daemon.json'))).toBe(false);
+    expect(home.qemuProcesses()).toEqual([]);
+  }, 120_000);
 
   test("a failing test's error carries its sandbox's console tail (the postgres server log, /dev/console writes)", async () => {
     const r = await vitest('test/fixtures/vitest-failing/vitest.config.ts');
@@ -97,7 +187,7 @@ describe('forkd-action/vitest', () => {
   }, 300_000);
 
   test('an unreachable engine stops the run at setup with the endpoint and a hint', async () => {
-    const r = await vitest('test/fixtures/vitest-misconfigured/vitest.config.ts', {
+    const r = await vitest(misconfigured, {
       FORKD_ENDPOINT: 'unix:/nonexistent/forkd.sock',
       FORKD_TOKEN: 'x'.repeat(32),
     });

@@ -60,4 +60,24 @@ describe('the Action inputs', () => {
     expect(Object.keys(action.outputs).sort()).toEqual(['accel', 'endpoint', 'snapshot-tag']);
     expect(action.runs).toEqual({ using: 'node24', main: 'dist/action.mjs', post: 'dist/action.mjs' });
   });
+
+  test("the example workflow for a user's project: npm ci, the Action with inputs it accepts, npx vitest run", () => {
+    const workflow = parseYaml(
+      readFileSync(join(import.meta.dirname, '../../examples/workflows/user-project.yml'), 'utf8'),
+    ) as { jobs: Record<string, { steps: Array<{ uses?: string; with?: Record<string, string>; run?: string }> }> };
+    const steps = Object.values(workflow.jobs)[0]!.steps;
+    const what = steps.map((step) => step.uses?.replace(/@.*/, '') ?? step.run?.replace(/\s*#.*/, ''));
+    // no build of forkd-action: the project installs it built
+    expect(what).toEqual([
+      'actions/checkout',
+      'actions/setup-node',
+      'npm ci',
+      'deeplethe/forkd-action',
+      'npx vitest run',
+    ]);
+    const inputs = steps[3]!.with ?? {};
+    expect(parseInputs((name) => inputs[name] ?? '')).toMatchObject({
+      snapshot: { kind: 'recipe', recipe: 'postgres' },
+    });
+  });
 });

@@ -1,0 +1,68 @@
+/** Which snapshots a Vitest run forks, which it makes, and which the forkd GitHub Action made for it. */
+import { ForkdError } from 'forkd-action';
+import type { ForkdSnapshotSpec, ForkdVitestOptions } from './options.js';
+
+/** The snapshot the Action made for this job: FORKD_SNAPSHOT (its tag) and FORKD_SNAPSHOT_SOURCE (recipe or pack). */
+export interface ActionSnapshot {
+  tag: string;
+  source: string;
+}
+
+export function actionSnapshot(env: NodeJS.ProcessEnv = process.env): ActionSnapshot | undefined {
+  return env.FORKD_SNAPSHOT ? { tag: env.FORKD_SNAPSHOT, source: env.FORKD_SNAPSHOT_SOURCE ?? '' } : undefined;
+}
+
+export interface SnapshotPlan {
+  /** Each configured name -> its tag on the engine. */
+  tags: Record<string, string>;
+  /** Tags to make when they are missing, and how. */
+  make: Record<string, ForkdSnapshotSpec>;
+  /** The Action's tag, when the run forks it (never made here: it must be on the engine). */
+  action: string | undefined;
+  /** The tags the fixtures fork. */
+  sandbox: string;
+  postgres: string | null;
+}
+
+/** A spec that says no more than "the recipe (or pack) the Action made its snapshot from". */
+function standsForAction(spec: ForkdSnapshotSpec, action: ActionSnapshot): boolean {
+  const fields = Object.entries(spec).filter(([, value]) => value !== undefined);
+  return (
+    fields.length === 1 && (fields[0]![0] === 'recipe' || fields[0]![0] === 'pull') && fields[0]![1] === action.source
+  );
+}
+
+export function planSnapshots(options: ForkdVitestOptions, action = actionSnapshot()): SnapshotPlan {
+  const specs = Object.entries(options.snapshots ?? {});
+  const tags: Record<string, string> = {};
+  const make: Record<string, ForkdSnapshotSpec> = {};
+  let postgres: string | null = null;
+  let forksAction = false;
+  if (!specs.length) {
+    if (!action) {
+      throw new ForkdError('FORKD_ERR_BAD_INPUT', 'forkd() names no snapshot, and no forkd Action ran before', {
+        hint: "name one: forkd({ snapshots: { postgres: { recipe: 'postgres' } } }), or run after the forkd Action (it exports FORKD_SNAPSHOT)",
+      });
+    }
+    tags[action.tag] = action.tag;
+    if (action.source === 'postgres') postgres = action.tag;
+    forksAction = true;
+  }
+  for (const [name, spec] of specs) {
+    const fromAction = action !== undefined && standsForAction(spec, action);
+    const tag = fromAction ? action.tag : name;
+    tags[name] = tag;
+    if (fromAction) forksAction = true;
+    else make[name] = spec;
+    if (spec.recipe === 'postgres') postgres ??= tag;
+  }
+  // a fixture may name a configured snapshot, or any tag on the engine (checked once connected)
+  const tagOf = (name: string) => tags[name] ?? name;
+  return {
+    tags,
+    make,
+    action: forksAction ? action!.tag : undefined,
+    sandbox: tagOf(options.sandbox ?? Object.keys(tags)[0]!),
+    postgres: options.postgres ? tagOf(options.postgres) : postgres,
+  };
+}
