@@ -55786,7 +55786,14 @@ import { basename as basename7, join as join12 } from "node:path";
 
 // src/client/controller.ts
 var import_undici2 = __toESM(require_undici2(), 1);
+import { readFileSync as readFileSync2 } from "node:fs";
+
+// src/engine/package-root.ts
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+var fromHere = true ? "../" : "../../";
+var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
+var packageVersion = JSON.parse(readFileSync(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
 
 // src/engine/state-dir.ts
 import { mkdirSync } from "node:fs";
@@ -55883,9 +55890,9 @@ function resolveEndpoint(options) {
   if (!endpoint || !token) {
     const paths = new StatePaths();
     try {
-      const info2 = JSON.parse(readFileSync(paths.file("daemon.json"), "utf8"));
+      const info2 = JSON.parse(readFileSync2(paths.file("daemon.json"), "utf8"));
       endpoint ??= info2.endpoint;
-      token ??= readFileSync(info2.token_file, "utf8").trim();
+      token ??= readFileSync2(info2.token_file, "utf8").trim();
     } catch {
       throw new ForkdError(
         "FORKD_ERR_UNREACHABLE",
@@ -55898,17 +55905,20 @@ function resolveEndpoint(options) {
   }
   return { endpoint, token };
 }
+var UNLIMITED = 0;
 var Controller = class {
   dispatcher;
   origin;
   token;
   timeoutMs;
   endpoint;
+  clientVersion;
   constructor(options = {}) {
     const { endpoint, token } = resolveEndpoint(options);
     this.endpoint = endpoint;
     this.token = token;
     this.timeoutMs = options.timeoutMs ?? 3e5;
+    this.clientVersion = options.clientVersion ?? packageVersion;
     if (endpoint.startsWith("unix:")) {
       this.dispatcher = new import_undici2.Agent({ connect: { socketPath: endpoint.slice("unix:".length) } });
       this.origin = "http://forkd";
@@ -55917,7 +55927,7 @@ var Controller = class {
       this.origin = endpoint.replace(/\/$/, "");
     }
   }
-  async call(method, path13, body2, raw) {
+  async call(method, path13, body2, raw, timeoutMs = this.timeoutMs) {
     let response;
     try {
       response = await (0, import_undici2.request)(`${this.origin}${path13}`, {
@@ -55928,8 +55938,8 @@ var Controller = class {
           ...body2 !== void 0 ? { "content-type": "application/json" } : raw ? { "content-type": "application/octet-stream" } : {}
         },
         body: raw ?? (body2 !== void 0 ? JSON.stringify(body2) : void 0),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs
       });
     } catch (err) {
       throw new ForkdError(
@@ -55955,8 +55965,8 @@ var Controller = class {
     }
     return { status: response.statusCode, data };
   }
-  async json(method, path13, body2) {
-    const { data } = await this.call(method, path13, body2);
+  async json(method, path13, body2, timeoutMs) {
+    const { data } = await this.call(method, path13, body2, void 0, timeoutMs);
     return data.length ? JSON.parse(data.toString("utf8")) : void 0;
   }
   health() {
@@ -55964,6 +55974,21 @@ var Controller = class {
   }
   version() {
     return this.json("GET", "/version");
+  }
+  /**
+   * Fails unless the engine runs this client's version: a client and an engine of different
+   * versions may disagree on the API, the snapshot format and the recipes. Call it once at setup.
+   */
+  async ensureCompatible() {
+    const engine = (await this.version()).version;
+    if (engine === this.clientVersion) return;
+    throw new ForkdError(
+      "FORKD_ERR_INCOMPATIBLE",
+      `version mismatch: this client is forkd-action ${this.clientVersion}, the engine at ${this.endpoint} is forkd-action ${engine}`,
+      {
+        hint: `use the engine that ships with this package (npx forkd serve; in a workflow, the Action's input "version: ${this.clientVersion}"), or upgrade one of them so both are the same version`
+      }
+    );
   }
   async metrics() {
     return (await this.call("GET", "/metrics")).data.toString("utf8");
@@ -55975,11 +56000,11 @@ var Controller = class {
   getSnapshot(tag) {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
-  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   /** Installs a pack on the daemon's host: owner/name[@version] through its FORKD_HUB_URL, or a URL. */
   pull(ref, options = {}) {
-    return this.json("POST", "/v1/snapshots/pull", { ref, ...options });
+    return this.json("POST", "/v1/snapshots/pull", { ref, ...options }, UNLIMITED);
   }
+  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   async setPool(tag, size) {
     return this.json("PUT", `/v1/snapshots/${encodeURIComponent(tag)}/pool`, { size });
   }
@@ -55998,13 +56023,18 @@ var Controller = class {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
   createSnapshot(tag, options = {}) {
-    return this.json("POST", "/v1/snapshots", {
-      tag,
-      ...options.recipe ? { recipe: options.recipe } : {},
-      ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
-      ...options.warmup ? { warmup: options.warmup } : {},
-      ...options.ports ? { ports: options.ports } : {}
-    });
+    return this.json(
+      "POST",
+      "/v1/snapshots",
+      {
+        tag,
+        ...options.recipe ? { recipe: options.recipe } : {},
+        ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
+        ...options.warmup ? { warmup: options.warmup } : {},
+        ...options.ports ? { ports: options.ports } : {}
+      },
+      UNLIMITED
+    );
   }
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
   async deleteSnapshot(tag, options = {}) {
@@ -56121,13 +56151,6 @@ var Sandbox = class {
     });
   }
 };
-
-// src/engine/package-root.ts
-import { readFileSync as readFileSync2 } from "node:fs";
-import { fileURLToPath } from "node:url";
-var fromHere = true ? "../" : "../../";
-var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
-var packageVersion = JSON.parse(readFileSync2(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
 
 // node_modules/@actions/cache/lib/cache.js
 import * as path11 from "path";
@@ -96544,7 +96567,27 @@ async function install(version3) {
   const extracted = await extractTar2(archive);
   return cacheDir(extracted, TOOL, version3);
 }
+function projectEngine() {
+  const root = join11(process.env.GITHUB_WORKSPACE || process.cwd(), "node_modules", "forkd-action");
+  const manifest = join11(root, "package.json");
+  if (!existsSync8(manifest)) return void 0;
+  const { version: version3 } = JSON.parse(readFileSync6(manifest, "utf8"));
+  if (!existsSync8(join11(root, "lib", "cli", "main.js"))) {
+    warning(`forkd: ${root} (${version3}) has no lib/: it is not built, so the Action's own engine runs`);
+    return void 0;
+  }
+  return { version: version3, root, script: join11(root, "bin", "forkd.js") };
+}
 async function resolveEngine(version3) {
+  if (!version3) {
+    const project = projectEngine();
+    if (project && project.version !== packageVersion) {
+      info(
+        `forkd: engine ${project.version} from the project's node_modules/forkd-action (the Action bundles ${packageVersion})`
+      );
+      return project;
+    }
+  }
   if (!version3 || version3 === packageVersion) return bundled();
   const found = find(TOOL, version3);
   if (found) info(`forkd: engine ${version3} from the tool cache (${found})`);
@@ -96769,9 +96812,9 @@ async function main() {
   const images = inputs.cache && cacheServiceAvailable() ? imagesEntry(home, engine, recipes) : void 0;
   const imagesRestored = images ? await restoreEntry(images) : false;
   if (images && !imagesRestored) toSave.push(images);
+  for (const recipe of recipes) await run(`Building the ${recipe} image`, ["build", recipe]);
   await run("Building the guest kernel and base image", ["build", "base"]);
   const host = await group("Choosing the accelerator", () => chooseAccel(forkd, inputs.accel));
-  for (const recipe of recipes) await run(`Building the ${recipe} image`, ["build", recipe]);
   const tags2 = [...new Set(snapshots.map((recipe) => basename7(recipe)))];
   const buildId = images && tags2.length ? imagesBuildId(home, imagesRestored) : void 0;
   if (buildId) {
@@ -96800,13 +96843,19 @@ async function main() {
     toSave
   });
   setSecret(daemon.token);
-  exportVariable("FORKD_ENDPOINT", daemon.endpoint);
-  exportVariable("FORKD_TOKEN", daemon.token);
-  setOutput("endpoint", daemon.endpoint);
-  setOutput("snapshot-tag", inputs.tag);
-  setOutput("accel", host.accel);
-  const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+  const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token, clientVersion: engine.version });
   try {
+    await client.ensureCompatible();
+    exportVariable("FORKD_ENDPOINT", daemon.endpoint);
+    exportVariable("FORKD_TOKEN", daemon.token);
+    exportVariable("FORKD_SNAPSHOT", inputs.tag);
+    exportVariable(
+      "FORKD_SNAPSHOT_SOURCE",
+      inputs.snapshot.kind === "recipe" ? inputs.snapshot.recipe : inputs.snapshot.ref
+    );
+    setOutput("endpoint", daemon.endpoint);
+    setOutput("snapshot-tag", inputs.tag);
+    setOutput("accel", host.accel);
     if (inputs.poolSize > 0) await client.setPool(inputs.tag, inputs.poolSize);
   } finally {
     await client.close();

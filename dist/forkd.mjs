@@ -4652,7 +4652,7 @@ var require_streamx = __commonJS({
         fn().then((src) => {
           if (src === null) return out.end();
           if (out.destroying) return;
-          pipeline4(src, out, noop);
+          pipeline5(src, out, noop);
         }).catch((err) => out.destroy(err));
         return out;
       }
@@ -4939,13 +4939,13 @@ var require_streamx = __commonJS({
     }
     function pipelinePromise(...streams) {
       return new Promise((resolve4, reject) => {
-        return pipeline4(...streams, (err) => {
+        return pipeline5(...streams, (err) => {
           if (err) return reject(err);
           resolve4();
         });
       });
     }
-    function pipeline4(stream, ...streams) {
+    function pipeline5(stream, ...streams) {
       const all = Array.isArray(stream) ? [...stream, ...streams] : [stream, ...streams];
       const done = all.length && typeof all[all.length - 1] === "function" ? all.pop() : null;
       if (all.length < 2) throw StreamError.BAD_ARGUMENT("Pipeline requires at least 2 streams");
@@ -5043,7 +5043,7 @@ var require_streamx = __commonJS({
       return s._writev !== Writable.prototype._writev && s._writev !== Duplex.prototype._writev;
     }
     module.exports = {
-      pipeline: pipeline4,
+      pipeline: pipeline5,
       pipelinePromise,
       isStream,
       isStreamx,
@@ -5936,7 +5936,7 @@ var require_tar_stream = __commonJS({
 var require_bindings = __commonJS({
   "node_modules/@mongodb-js/zstd/bindings.js"(exports, module) {
     var { existsSync: existsSync15, readFileSync: readFileSync11 } = __require("fs");
-    var { join: join18 } = __require("path");
+    var { join: join20 } = __require("path");
     var { platform: platform2, arch: arch2 } = process;
     var nativeBinding = null;
     var localFileExisted = false;
@@ -5957,7 +5957,7 @@ var require_bindings = __commonJS({
       case "win32":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.win32-x64-msvc.node"));
+            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.win32-x64-msvc.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.win32-x64-msvc.node");
@@ -5975,7 +5975,7 @@ var require_bindings = __commonJS({
       case "darwin":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.darwin-x64.node"));
+            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.darwin-x64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-x64.node");
@@ -5987,7 +5987,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm64":
-            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.darwin-arm64.node"));
+            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.darwin-arm64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-arm64.node");
@@ -6006,7 +6006,7 @@ var require_bindings = __commonJS({
         switch (arch2) {
           case "x64":
             if (isMusl()) {
-              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-x64-musl.node"));
+              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-x64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-musl.node");
@@ -6017,7 +6017,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-x64-gnu.node"));
+              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-x64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-gnu.node");
@@ -6031,7 +6031,7 @@ var require_bindings = __commonJS({
             break;
           case "arm64":
             if (isMusl()) {
-              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-arm64-musl.node"));
+              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-arm64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-musl.node");
@@ -6042,7 +6042,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-arm64-gnu.node"));
+              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-arm64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-gnu.node");
@@ -6055,7 +6055,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm":
-            localFileExisted = existsSync15(join18(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
+            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.linux-arm-gnueabihf.node");
@@ -13991,7 +13991,7 @@ var require_client_h2 = __commonJS({
   "node_modules/undici/lib/dispatcher/client-h2.js"(exports, module) {
     "use strict";
     var assert = __require("node:assert");
-    var { pipeline: pipeline4 } = __require("node:stream");
+    var { pipeline: pipeline5 } = __require("node:stream");
     var util = require_util();
     var {
       RequestContentLengthMismatchError,
@@ -14663,7 +14663,7 @@ var require_client_h2 = __commonJS({
     }
     function writeStream(abort, socket, expectsPayload, h2stream, body, client, request4, contentLength) {
       assert(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
-      const pipe = pipeline4(
+      const pipe = pipeline5(
         body,
         h2stream,
         (err) => {
@@ -18577,7 +18577,7 @@ var require_api_pipeline = __commonJS({
         util.destroy(ret, err);
       }
     };
-    function pipeline4(opts, handler) {
+    function pipeline5(opts, handler) {
       try {
         const pipelineHandler = new PipelineHandler(opts, handler);
         this.dispatch({ ...opts, body: pipelineHandler.req }, pipelineHandler);
@@ -18586,7 +18586,7 @@ var require_api_pipeline = __commonJS({
         return new PassThrough().destroy(err);
       }
     }
-    module.exports = pipeline4;
+    module.exports = pipeline5;
   }
 });
 
@@ -19395,7 +19395,7 @@ var require_mock_interceptor = __commonJS({
 var require_mock_client = __commonJS({
   "node_modules/undici/lib/mock/mock-client.js"(exports, module) {
     "use strict";
-    var { promisify: promisify2 } = __require("node:util");
+    var { promisify: promisify3 } = __require("node:util");
     var Client = require_client();
     var { buildMockDispatch } = require_mock_utils();
     var {
@@ -19443,7 +19443,7 @@ var require_mock_client = __commonJS({
         this[kDispatches] = [];
       }
       async [kClose]() {
-        await promisify2(this[kOriginalClose])();
+        await promisify3(this[kOriginalClose])();
         this[kConnected] = 0;
         this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
       }
@@ -19656,7 +19656,7 @@ var require_mock_call_history = __commonJS({
 var require_mock_pool = __commonJS({
   "node_modules/undici/lib/mock/mock-pool.js"(exports, module) {
     "use strict";
-    var { promisify: promisify2 } = __require("node:util");
+    var { promisify: promisify3 } = __require("node:util");
     var Pool = require_pool();
     var { buildMockDispatch } = require_mock_utils();
     var {
@@ -19704,7 +19704,7 @@ var require_mock_pool = __commonJS({
         this[kDispatches] = [];
       }
       async [kClose]() {
-        await promisify2(this[kOriginalClose])();
+        await promisify3(this[kOriginalClose])();
         this[kConnected] = 0;
         this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
       }
@@ -20028,7 +20028,7 @@ var require_snapshot_utils = __commonJS({
 var require_snapshot_recorder = __commonJS({
   "node_modules/undici/lib/mock/snapshot-recorder.js"(exports, module) {
     "use strict";
-    var { writeFile: writeFile5, readFile: readFile10, mkdir: mkdir7 } = __require("node:fs/promises");
+    var { writeFile: writeFile6, readFile: readFile12, mkdir: mkdir7 } = __require("node:fs/promises");
     var { dirname: dirname4, resolve: resolve4 } = __require("node:path");
     var { setTimeout: setTimeout2, clearTimeout: clearTimeout2 } = __require("node:timers");
     var { InvalidArgumentError: InvalidArgumentError2, UndiciError } = require_errors2();
@@ -20230,7 +20230,7 @@ var require_snapshot_recorder = __commonJS({
           throw new InvalidArgumentError2("Snapshot path is required");
         }
         try {
-          const data = await readFile10(resolve4(path), "utf8");
+          const data = await readFile12(resolve4(path), "utf8");
           const parsed = JSON.parse(data);
           if (Array.isArray(parsed)) {
             this.#snapshots.clear();
@@ -20265,7 +20265,7 @@ var require_snapshot_recorder = __commonJS({
           hash,
           snapshot
         }));
-        await writeFile5(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
+        await writeFile6(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
       }
       /**
        * Clears all recorded snapshots
@@ -24192,7 +24192,7 @@ var require_decompress = __commonJS({
   "node_modules/undici/lib/interceptor/decompress.js"(exports, module) {
     "use strict";
     var { createInflate, createGunzip, createBrotliDecompress, createZstdDecompress } = __require("node:zlib");
-    var { pipeline: pipeline4, Transform: TransformStream2 } = __require("node:stream");
+    var { pipeline: pipeline5, Transform: TransformStream2 } = __require("node:stream");
     var { InvalidArgumentError: InvalidArgumentError2, ResponseExceededMaxSizeError } = require_errors2();
     var DecoratorHandler = require_decorator_handler();
     var { runtimeFeatures } = require_runtime_features();
@@ -24509,7 +24509,7 @@ var require_decompress = __commonJS({
       #setupMultipleDecompressors() {
         const lastDecompressor = this.#decompressors[this.#decompressors.length - 1];
         this.#setupDecompressorEvents(lastDecompressor);
-        pipeline4(this.#decompressors, (err) => {
+        pipeline5(this.#decompressors, (err) => {
           if (this.#terminated) {
             return;
           }
@@ -27340,7 +27340,7 @@ var require_fetch = __commonJS({
       subresourceSet
     } = require_constants4();
     var EE = __require("node:events");
-    var { Readable: Readable2, pipeline: pipeline4, finished, isErrored, isReadable } = __require("node:stream");
+    var { Readable: Readable2, pipeline: pipeline5, finished, isErrored, isReadable } = __require("node:stream");
     var { addAbortListener, bufferToLowerCasedHeaderName } = require_util();
     var { dataURLProcessor, serializeAMimeType, minimizeSupportedMimeType } = require_data_url();
     var { getGlobalDispatcher } = require_global2();
@@ -28331,7 +28331,7 @@ var require_fetch = __commonJS({
                 status,
                 statusText,
                 headersList,
-                body: decoders.length ? pipeline4(this.body, ...decoders, (err) => {
+                body: decoders.length ? pipeline5(this.body, ...decoders, (err) => {
                   if (err) {
                     this.onError(err);
                   }
@@ -32228,7 +32228,7 @@ ${value}`;
 var require_eventsource = __commonJS({
   "node_modules/undici/lib/web/eventsource/eventsource.js"(exports, module) {
     "use strict";
-    var { pipeline: pipeline4 } = __require("node:stream");
+    var { pipeline: pipeline5 } = __require("node:stream");
     var { fetching } = require_fetch();
     var { makeRequest } = require_request2();
     var { webidl } = require_webidl();
@@ -32388,7 +32388,7 @@ var require_eventsource = __commonJS({
               ));
             }
           });
-          pipeline4(
+          pipeline5(
             response.body.stream,
             eventSourceStream,
             (error) => {
@@ -33610,6 +33610,11 @@ var require_cli_progress = __commonJS({
   }
 });
 
+// src/cli/main.ts
+import { spawn as spawn3 } from "node:child_process";
+import { once } from "node:events";
+import { join as join19 } from "node:path";
+
 // node_modules/commander/esm.mjs
 var import_index = __toESM(require_commander(), 1);
 var {
@@ -33630,8 +33635,8 @@ var {
 // src/engine/engine.ts
 import { randomUUID } from "node:crypto";
 import { rmSync as rmSync10 } from "node:fs";
-import { copyFile as copyFile2, mkdir as mkdir6, rm as rm8, stat as stat8 } from "node:fs/promises";
-import { join as join16 } from "node:path";
+import { copyFile as copyFile2, mkdir as mkdir6, rm as rm9, stat as stat9 } from "node:fs/promises";
+import { join as join17 } from "node:path";
 import { availableParallelism as availableParallelism2 } from "node:os";
 
 // src/errors.ts
@@ -33672,6 +33677,9 @@ var ForkdError = class extends Error {
 function errorMessage(err) {
   return err instanceof Error ? err.message : String(err);
 }
+
+// src/engine/accel.ts
+import { createHash as createHash2 } from "node:crypto";
 
 // src/engine/atomic-file.ts
 import { renameSync, writeFileSync } from "node:fs";
@@ -34143,7 +34151,8 @@ ${tail2 || e.message}`,
 }
 function runToolStreaming(file, args, options) {
   return new Promise((resolve4, reject) => {
-    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: ["ignore", "pipe", "pipe"] });
+    const stdio = ["ignore", "pipe", "pipe", ...options.fd3 === void 0 ? [] : [options.fd3]];
+    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: [...stdio] });
     const tail2 = [];
     const onLine = (line) => {
       tail2.push(line);
@@ -34881,12 +34890,17 @@ async function kvmPrecheck() {
   }
   return void 0;
 }
-async function probeKvm(base, paths, qemu) {
-  const precheck = await kvmPrecheck();
-  if (precheck) return { accel: "tcg", reason: precheck, source: "probe" };
+async function probeKvm(guest, paths, qemu) {
   const pvm = existsSync5("/sys/module/kvm_pvm");
   try {
-    const vm = await StartedVm.start({ ...base, accel: "kvm", paths, qemu, bootTimeoutMs: KVM_PROBE_TIMEOUT_MS });
+    const vm = await StartedVm.start({
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      accel: "kvm",
+      paths,
+      qemu,
+      bootTimeoutMs: KVM_PROBE_TIMEOUT_MS
+    });
     const bootMs = vm.readyMs;
     await vm.kill();
     return {
@@ -34904,19 +34918,45 @@ async function probeKvm(base, paths, qemu) {
     };
   }
 }
-async function resolveAccel(base, paths, qemu) {
+async function readVerdicts(paths) {
+  try {
+    const cached = JSON.parse(await readFile(paths.file("accel.json"), "utf8"));
+    return typeof cached.verdicts === "object" && cached.verdicts !== null ? cached.verdicts : {};
+  } catch {
+    return {};
+  }
+}
+var verdictKey = (qemu, kernelSha256) => hashInputs([release(), qemu.version, kernelSha256]);
+async function hostVerdict() {
   const forced = parseAccelEnv(process.env.FORKD_ACCEL);
   if (forced) return { accel: forced, reason: `forced by FORKD_ACCEL=${forced}`, source: "env" };
-  const key = hashInputs([release(), qemu.version, base.kernelHash, String(existsSync5("/dev/kvm"))]);
-  const cacheFile = paths.file("accel.json");
-  try {
-    const cached = JSON.parse(await readFile(cacheFile, "utf8"));
-    if (cached.key === key) return { accel: cached.accel, reason: cached.reason, source: "cache" };
-  } catch {
-  }
-  const verdict = await probeKvm(base, paths, qemu);
-  writeJsonAtomic(cacheFile, { key, accel: verdict.accel, reason: verdict.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() });
-  return verdict;
+  const precheck = await kvmPrecheck();
+  return precheck ? { accel: "tcg", reason: precheck, source: "probe" } : void 0;
+}
+async function cachedVerdict(paths, key) {
+  const cached = (await readVerdicts(paths))[key];
+  return cached ? { accel: cached.accel, reason: cached.reason, source: "cache" } : void 0;
+}
+async function knownAccel(kernelSha256, paths, qemu) {
+  return await hostVerdict() ?? cachedVerdict(paths, verdictKey(qemu, kernelSha256));
+}
+async function resolveAccel(guest, paths, qemu) {
+  const verdict = await hostVerdict();
+  if (verdict) return verdict;
+  const kernel = await readFile(guest.kernel).catch((err) => {
+    throw new ForkdError("FORKD_ERR_NOT_FOUND", `the guest kernel ${guest.kernel} cannot be read`, {
+      hint: "build it again (forkd build base), or unpack the snapshot that uses it again",
+      cause: err
+    });
+  });
+  const key = verdictKey(qemu, createHash2("sha256").update(kernel).digest("hex"));
+  const cached = await cachedVerdict(paths, key);
+  if (cached) return cached;
+  const probed = await probeKvm(guest, paths, qemu);
+  const verdicts = await readVerdicts(paths);
+  verdicts[key] = { accel: probed.accel, reason: probed.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() };
+  writeJsonAtomic(paths.file("accel.json"), { verdicts });
+  return probed;
 }
 
 // src/engine/images/base.ts
@@ -35465,7 +35505,7 @@ function checkCompatible(facts, host, what = `snapshot ${facts.tag}`, fix = `tak
 
 // src/hub/pack.ts
 var import_tar_stream = __toESM(require_tar_stream(), 1);
-import { createHash as createHash4 } from "node:crypto";
+import { createHash as createHash5 } from "node:crypto";
 import { createWriteStream, rmSync as rmSync7 } from "node:fs";
 import { open as open4, rename as rename4, rm as rm4, stat as stat5 } from "node:fs/promises";
 import { basename as basename3, dirname, join as join12 } from "node:path";
@@ -35473,7 +35513,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 // src/engine/snapshot/chain.ts
-import { createHash as createHash2 } from "node:crypto";
+import { createHash as createHash3 } from "node:crypto";
 import { createReadStream, existsSync as existsSync8 } from "node:fs";
 import { stat as stat4 } from "node:fs/promises";
 import { join as join11 } from "node:path";
@@ -35843,7 +35883,7 @@ var HASH_CHUNK = 1 << 20;
 var ZERO_CHUNK = Buffer.alloc(HASH_CHUNK);
 var [ZERO_TAG, DATA_TAG] = [Buffer.from([0]), Buffer.from([1])];
 async function contentHash(info) {
-  const hash = createHash2("sha256");
+  const hash = createHash3("sha256");
   for (const name of [VMSTATE_FILE, info.meta.parent ? MEMORY_DIFF_FILE : MEMORY_FILE]) {
     for await (const chunk of createReadStream(join11(info.dir, name), { highWaterMark: HASH_CHUNK })) {
       if (ZERO_CHUNK.equals(chunk)) hash.update(ZERO_TAG);
@@ -35980,7 +36020,7 @@ function parseManifest(text) {
 }
 
 // src/hub/sparse.ts
-import { createHash as createHash3 } from "node:crypto";
+import { createHash as createHash4 } from "node:crypto";
 import { open as open3 } from "node:fs/promises";
 var PAGE2 = 4096;
 var SCAN_BYTES = 1024 * 1024;
@@ -35992,7 +36032,7 @@ async function scanFile(path) {
   try {
     const { size } = await file.stat();
     const extents = [];
-    const hash = createHash3("sha256");
+    const hash = createHash4("sha256");
     const buf = Buffer.alloc(SCAN_BYTES);
     for (let base = 0; base < size; base += SCAN_BYTES) {
       const { bytesRead } = await file.read(buf, 0, Math.min(SCAN_BYTES, size - base), base);
@@ -36220,7 +36260,7 @@ async function writePack(store, tag, out, onProgress = () => {
   const partial = join12(dirname(out), `.${basename3(out)}.partial-${process.pid}`);
   const unregister = onProcessExit(() => rmSync7(partial, { force: true }));
   const pack = (0, import_tar_stream.pack)();
-  const packHash = createHash4("sha256");
+  const packHash = createHash5("sha256");
   const writing = pipeline(
     pack,
     async function* (tarBytes) {
@@ -36290,8 +36330,8 @@ function byteProgress(task, phase, onProgress) {
 
 // src/hub/unpack.ts
 var import_tar_stream2 = __toESM(require_tar_stream(), 1);
-import { createHash as createHash5, randomBytes as randomBytes6 } from "node:crypto";
-import { createReadStream as createReadStream2, existsSync as existsSync9, rmSync as rmSync8 } from "node:fs";
+import { createHash as createHash6, randomBytes as randomBytes6 } from "node:crypto";
+import { existsSync as existsSync9, rmSync as rmSync8 } from "node:fs";
 import { mkdir as mkdir4, mkdtemp as mkdtemp2, open as open5, readFile as readFile7, rename as rename5, rm as rm5, stat as stat6, writeFile as writeFile4 } from "node:fs/promises";
 import { dirname as dirname2, join as join13 } from "node:path";
 import { pipeline as pipeline2 } from "node:stream/promises";
@@ -36312,7 +36352,7 @@ async function writeEntry(entry, target, file) {
   if (size !== file.size) throw corrupt2(`${file.path} holds ${size} bytes; the manifest says ${file.size}`);
   await mkdir4(dirname2(target), { recursive: true });
   const out = await open5(target, "wx", 420);
-  const hash = createHash5("sha256");
+  const hash = createHash6("sha256");
   try {
     let extents = sparse ? void 0 : [{ offset: 0, length: size }];
     let head = Buffer.alloc(0);
@@ -36359,14 +36399,23 @@ async function writeEntry(entry, target, file) {
   }
   if (hash.digest("hex") !== file.sha256) throw corrupt2(`${file.path} does not match its sha256 in the manifest`);
 }
-async function extractVerified(file, staging, host, onProgress, check2) {
-  const total = (await stat6(file)).size;
+function packError(err) {
+  if (err instanceof ForkdError || err.syscall) return err;
+  return corrupt2(`it is not a valid tar stream: ${errorMessage(err)}`);
+}
+async function extractVerified(file, onProgress, accept) {
+  const handle = await openPack(file);
+  const total = (await handle.stat()).size;
   let read = 0;
-  const input = createReadStream2(file, { highWaterMark: 1024 * 1024 });
-  input.on("data", (chunk) => onProgress(read += chunk.length, total));
+  let manifest;
+  let staging = "";
+  const input = handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
+  input.on("data", (chunk) => {
+    read += chunk.length;
+    if (staging) onProgress(read, total);
+  });
   const extract = (0, import_tar_stream2.extract)();
   const feeding = pipeline2(input, decompressFrames, extract);
-  let manifest;
   const expected = /* @__PURE__ */ new Map();
   try {
     for await (const raw of extract) {
@@ -36381,14 +36430,7 @@ async function extractVerified(file, staging, host, onProgress, check2) {
         const chunks = [];
         for await (const chunk of entry) chunks.push(chunk);
         manifest = parseManifest(Buffer.concat(chunks).toString("utf8"));
-        const c = manifest.compat;
-        checkCompatible(
-          { tag: manifest.tag, accel: c.accel, qemuVersion: c.qemuVersion, machine: c.machine },
-          host,
-          `the pack ${manifest.tag}`,
-          `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`
-        );
-        check2(manifest);
+        staging = await accept(manifest);
         for (const f of [...manifest.chain.flatMap((l) => l.files), ...manifest.images]) expected.set(f.path, f);
         continue;
       }
@@ -36401,30 +36443,65 @@ async function extractVerified(file, staging, host, onProgress, check2) {
       await writeEntry(entry, join13(staging, path), listed);
     }
     await feeding;
-  } catch (err) {
+    if (!manifest) throw corrupt2("it is empty");
+    if (expected.size) throw corrupt2(`it lacks ${[...expected.keys()].join(", ")}`);
+    return { manifest, staging };
+  } catch (caught) {
     input.destroy();
     await feeding.catch(() => {
     });
+    const err = packError(caught);
+    if (!manifest && err instanceof ForkdError && err.code === "FORKD_ERR_CORRUPT") {
+      throw new ForkdError("FORKD_ERR_CORRUPT", `${file} is not a forkd pack (${err.message})`, {
+        hint: "a pack is the .forkd.tar.zst that forkd pack writes; download or pack it again",
+        cause: err
+      });
+    }
     throw err;
+  } finally {
+    await handle.close();
   }
-  if (!manifest) throw corrupt2("it is empty");
-  if (expected.size) throw corrupt2(`it lacks ${[...expected.keys()].join(", ")}`);
-  return manifest;
+}
+async function openPack(file) {
+  const unreadable = (err) => {
+    if (err.code === "ENOENT" || err.code === "ENOTDIR") {
+      throw new ForkdError("FORKD_ERR_NOT_FOUND", `no pack at ${file}`, {
+        hint: "check the path; forkd pack --tag TAG writes one"
+      });
+    }
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `cannot read the pack ${file} (${err.code})`, {
+      hint: "check its permissions: the user that runs forkd must be able to read it",
+      cause: err
+    });
+  };
+  const stats = await stat6(file).catch(unreadable);
+  if (!stats.isFile()) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `${file} is ${stats.isDirectory() ? "a directory" : "not a regular file"}, not a pack`,
+      { hint: "give the path of a .forkd.tar.zst that forkd pack wrote (a URL goes to forkd pull)" }
+    );
+  }
+  return open5(file, "r").catch(unreadable);
+}
+function checkHost(manifest, host) {
+  const c = manifest.compat;
+  checkCompatible(
+    { tag: manifest.tag, accel: c.accel, qemuVersion: c.qemuVersion, machine: c.machine },
+    host,
+    `the pack ${manifest.tag}`,
+    `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`
+  );
 }
 async function unpack(file, paths, host, options = {}) {
-  if (!existsSync9(file)) {
-    throw new ForkdError("FORKD_ERR_NOT_FOUND", `no pack at ${file}`, {
-      hint: "check the path; forkd pack --tag TAG writes one"
-    });
-  }
-  await mkdir4(paths.tmp(), { recursive: true });
-  const staging = await mkdtemp2(join13(paths.tmp(), "unpack-"));
-  const unregister = onProcessExit(() => rmSync8(staging, { recursive: true, force: true }));
+  let staging;
+  const unregister = onProcessExit(() => staging && rmSync8(staging, { recursive: true, force: true }));
   const moved = [];
   const replaced = [];
   try {
     const tagOf = (tag) => options.tag !== void 0 ? validateTag(options.tag) : tag;
-    const check2 = (manifest2) => {
+    let checked = false;
+    const accept = async (manifest2) => {
       if (options.tag !== void 0 && manifest2.chain.length > 1) {
         throw new ForkdError(
           "FORKD_ERR_BAD_INPUT",
@@ -36439,22 +36516,30 @@ async function unpack(file, paths, host, options = {}) {
           });
         }
       }
+      const known = await host.known(manifest2.compat.kernel.sha256);
+      if (known) checkHost(manifest2, known);
+      checked = known !== void 0;
+      staging = await mkdtemp2(join13(paths.tmp(), "unpack-"));
+      return staging;
     };
-    const manifest = await extractVerified(file, staging, host, options.onProgress ?? (() => {
-    }), check2);
+    const { manifest, staging: dir } = await extractVerified(file, options.onProgress ?? (() => {
+    }), accept);
+    const staged = (sha) => join13(dir, manifest.images.find((i) => i.sha256 === sha).path);
+    const { kernel, initrd, rootfs } = manifest.compat;
+    if (!checked)
+      checkHost(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
     const installed2 = /* @__PURE__ */ new Map();
     for (const image of manifest.images) {
       const target = join13(paths.images("hub"), image.path.slice("images/".length));
       installed2.set(image.sha256, target);
       if (existsSync9(target)) continue;
       await mkdir4(dirname2(target), { recursive: true });
-      await rename5(join13(staging, image.path), target);
+      await rename5(join13(dir, image.path), target);
     }
     const imagePath = (sha) => sha ? installed2.get(sha) : void 0;
     for (const link of manifest.chain) {
-      const metaFile = join13(staging, link.tag, "meta.json");
+      const metaFile = join13(dir, link.tag, "meta.json");
       const meta = parseMeta(await readFile7(metaFile, "utf8"), `${link.tag}/meta.json in the pack`);
-      const { kernel, initrd, rootfs } = manifest.compat;
       meta.tag = tagOf(link.tag);
       meta.vm = {
         ...meta.vm,
@@ -36476,10 +36561,10 @@ async function unpack(file, paths, host, options = {}) {
         moved.push({ from: final, to: aside });
         replaced.push(aside);
       }
-      await rename5(join13(staging, link.tag), final);
-      moved.push({ from: join13(staging, link.tag), to: final });
+      await rename5(join13(dir, link.tag), final);
+      moved.push({ from: join13(dir, link.tag), to: final });
     }
-    await Promise.all(replaced.map((dir) => rm5(dir, { recursive: true, force: true })));
+    await Promise.all(replaced.map((aside) => rm5(aside, { recursive: true, force: true })));
     return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
   } catch (err) {
     for (const { from, to } of moved.reverse()) await rename5(to, from).catch(() => {
@@ -36492,7 +36577,7 @@ async function unpack(file, paths, host, options = {}) {
     }
     throw err;
   } finally {
-    await rm5(staging, { recursive: true, force: true });
+    if (staging) await rm5(staging, { recursive: true, force: true });
     unregister();
   }
 }
@@ -36505,8 +36590,8 @@ import { dirname as dirname3, join as join14 } from "node:path";
 
 // src/hub/download.ts
 var import_undici = __toESM(require_undici(), 1);
-import { createHash as createHash6 } from "node:crypto";
-import { createReadStream as createReadStream3, createWriteStream as createWriteStream2, existsSync as existsSync10 } from "node:fs";
+import { createHash as createHash7 } from "node:crypto";
+import { createReadStream as createReadStream2, createWriteStream as createWriteStream2, existsSync as existsSync10 } from "node:fs";
 import { rename as rename6, rm as rm6, stat as stat7 } from "node:fs/promises";
 import { pipeline as pipeline3 } from "node:stream/promises";
 var ATTEMPTS = 4;
@@ -36535,8 +36620,8 @@ function httpError(method, url, status) {
   );
 }
 async function sha256File(path) {
-  const hash = createHash6("sha256");
-  for await (const chunk of createReadStream3(path)) hash.update(chunk);
+  const hash = createHash7("sha256");
+  for await (const chunk of createReadStream2(path)) hash.update(chunk);
   return hash.digest("hex");
 }
 async function download(url, dest, options = {}) {
@@ -36590,7 +36675,7 @@ async function downloadWith(dispatcher, url, dest, options) {
 }
 async function upload(url, file, onProgress) {
   const { size } = await stat7(file);
-  const body = createReadStream3(file, { highWaterMark: 1024 * 1024 });
+  const body = createReadStream2(file, { highWaterMark: 1024 * 1024 });
   let done = 0;
   body.on("data", (chunk) => onProgress?.(done += chunk.length, size));
   await withClient(async (dispatcher) => {
@@ -36753,12 +36838,231 @@ var WarmPool = class {
 };
 
 // src/engine/images/recipe.ts
-import { execFileSync } from "node:child_process";
-import { chmodSync, cpSync, existsSync as existsSync12, readdirSync as readdirSync3, readFileSync as readFileSync7, rmSync as rmSync9 } from "node:fs";
-import { mkdtemp as mkdtemp3, readFile as readFile8 } from "node:fs/promises";
-import { basename as basename4, join as join15, resolve as resolve3 } from "node:path";
-var BUILDER_VERSION = "rootfs-v1";
+import { existsSync as existsSync12, readdirSync as readdirSync3, readFileSync as readFileSync7 } from "node:fs";
+import { readFile as readFile10 } from "node:fs/promises";
+import { basename as basename4, join as join16, resolve as resolve3 } from "node:path";
+
+// src/engine/images/rootfs.ts
+var import_tar_stream3 = __toESM(require_tar_stream(), 1);
+import { createWriteStream as createWriteStream3, rmSync as rmSync9, statfsSync } from "node:fs";
+import { chmod, mkdtemp as mkdtemp3, open as open6, readFile as readFile9, rm as rm8, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join as join15 } from "node:path";
+import { pipeline as pipeline4 } from "node:stream/promises";
+
+// src/engine/images/rootfs-privilege.ts
+import { execFile as execFile2 } from "node:child_process";
+import { readFile as readFile8 } from "node:fs/promises";
+import { userInfo } from "node:os";
+import { promisify as promisify2 } from "node:util";
+var execFileAsync2 = promisify2(execFile2);
+var ROOTFS_MODES = ["root", "unshare", "sudo"];
+var SUBID_COUNT = 65536;
+async function subidRange(file, user) {
+  let text;
+  try {
+    text = await readFile8(file, "utf8");
+  } catch {
+    return `${file} does not exist`;
+  }
+  const ok = text.split("\n").some((line) => {
+    const [owner, , count] = line.trim().split(":");
+    return (owner === user.username || owner === String(user.uid)) && Number(count) >= SUBID_COUNT;
+  });
+  return ok ? void 0 : `${file} gives ${user.username} no range of ${SUBID_COUNT} ids`;
+}
+async function whyNotUnshare() {
+  const user = userInfo();
+  if (!which("newuidmap") || !which("newgidmap")) return "newuidmap/newgidmap are missing (package uidmap)";
+  const missing = (await Promise.all([subidRange("/etc/subuid", user), subidRange("/etc/subgid", user)])).filter(
+    Boolean
+  );
+  if (missing.length) return missing.join("; ");
+  const unshare = which("unshare");
+  if (!unshare) return "unshare is missing (package util-linux)";
+  try {
+    await execFileAsync2(unshare, ["--user", "--map-root-user", "--mount", "--pid", "--fork", "true"], {
+      timeout: 1e4
+    });
+    return void 0;
+  } catch (err) {
+    const stderr = err.stderr?.trim();
+    return `unprivileged user namespaces are not allowed here (${stderr || err.message})`;
+  }
+}
+async function whyNotSudo() {
+  const sudo = which("sudo");
+  if (!sudo) return "sudo is not installed";
+  try {
+    await execFileAsync2(sudo, ["-n", "true"], { timeout: 1e4 });
+    return void 0;
+  } catch {
+    return "sudo asks for a password";
+  }
+}
+function parseMode(value) {
+  if (value === void 0 || value === "" || value === "auto") return void 0;
+  if (ROOTFS_MODES.includes(value)) return value;
+  throw new ForkdError(
+    "FORKD_ERR_BAD_INPUT",
+    `FORKD_ROOTFS_MODE=${value} is not one of auto, ${ROOTFS_MODES.join(", ")}`,
+    {
+      hint: "unset it to let forkd choose"
+    }
+  );
+}
+async function resolveRootfsMode(env = process.env) {
+  const forced = parseMode(env.FORKD_ROOTFS_MODE);
+  const isRoot = process.getuid?.() === 0;
+  if (forced === "root" && !isRoot)
+    throw new ForkdError("FORKD_ERR_BUILD", "FORKD_ROOTFS_MODE=root, but this process is not root", {
+      hint: "unset FORKD_ROOTFS_MODE to build through user namespaces or sudo"
+    });
+  if (forced) {
+    const why = forced === "unshare" ? await whyNotUnshare() : forced === "sudo" ? await whyNotSudo() : void 0;
+    if (why) throw new ForkdError("FORKD_ERR_BUILD", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`);
+    return forced;
+  }
+  if (isRoot) return "root";
+  const noUnshare = await whyNotUnshare();
+  if (!noUnshare) return "unshare";
+  const noSudo = await whyNotSudo();
+  if (!noSudo) return "sudo";
+  const { username } = userInfo();
+  throw new ForkdError(
+    "FORKD_ERR_BUILD",
+    `cannot build a root filesystem as ${username}: no user namespaces (${noUnshare}) and no passwordless sudo (${noSudo})`,
+    {
+      hint: `either let ${username} use user namespaces: sudo apt-get install uidmap && sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${username} (on Ubuntu 24.04 also: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0); or give ${username} passwordless sudo`
+    }
+  );
+}
+
+// src/engine/images/rootfs.ts
 var SUITE = "bookworm";
+function debianMirror() {
+  return process.env.FORKD_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
+}
+var TMPFS_NEEDED_BYTES = 3 * 1024 ** 3;
+function scratchParent() {
+  try {
+    const fs = statfsSync("/dev/shm");
+    if (fs.bavail * fs.bsize >= TMPFS_NEEDED_BYTES) return "/dev/shm";
+  } catch {
+  }
+  return tmpdir();
+}
+var quote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
+function hints(recipe) {
+  return {
+    bootstrap: `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${debianMirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
+    files: `the files named in ${recipe.dir}/recipe.json must exist next to it`,
+    build: "the recipe's build command failed in a chroot of the new tree; its output is above",
+    mke2fs: `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`
+  };
+}
+async function writeFilesTar(recipe, out) {
+  const tar = (0, import_tar_stream3.pack)();
+  const written = pipeline4(tar, createWriteStream3(out));
+  for (const [target, source2] of Object.entries(recipe.files)) {
+    const path = join15(recipe.dir, source2);
+    const [data, info] = await Promise.all([readFile9(path), stat8(path)]);
+    tar.entry({ name: target.slice(1), mode: info.mode & 4095, uid: 0, gid: 0, size: data.length }, data);
+  }
+  tar.finalize();
+  await written;
+}
+function stepOf(line) {
+  if (!line.startsWith("I: running")) return void 0;
+  if (line.includes("tar-in")) return "files";
+  if (line.includes("forkd-build.sh")) return "build";
+  if (line.includes("mke2fs")) return "mke2fs";
+  return void 0;
+}
+async function buildRootfs(recipe, image, options = {}) {
+  const mode = await resolveRootfsMode();
+  const mmdebstrap = requireTool("mmdebstrap", "mmdebstrap");
+  const mke2fs = requireTool("mke2fs", "e2fsprogs");
+  const parent = scratchParent();
+  const stage = await mkdtemp3(join15(parent, `forkd-recipe-${recipe.name}-`));
+  const unregister = onProcessExit(() => rmSync9(stage, { recursive: true, force: true }));
+  const task = `rootfs ${recipe.name}`;
+  let step = "files";
+  const fail = (err) => {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new ForkdError("FORKD_ERR_BUILD", `recipe ${recipe.name}: step ${step} failed: ${message}`, {
+      hint: hints(recipe)[step],
+      cause: err
+    });
+  };
+  const file = await open6(image, "w", 420);
+  try {
+    if (/\s/.test(stage)) throw new Error(`the scratch dir ${stage} has a blank in its path: set TMPDIR`);
+    const hooks = [];
+    if (Object.keys(recipe.files).length) {
+      options.onProgress?.({ task, phase: "files" });
+      await writeFilesTar(recipe, join15(stage, "files.tar")).catch(fail);
+      hooks.push(`tar-in ${join15(stage, "files.tar")} /`);
+    }
+    if (recipe.build) {
+      await writeFile5(join15(stage, "forkd-build.sh"), recipe.build);
+      hooks.push(`upload ${join15(stage, "forkd-build.sh")} /forkd-build.sh`);
+      hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
+    }
+    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
+    if (mode === "unshare") await file.chmod(438);
+    const makeImage = `mount --bind "$1" "$1/mnt" && exec ${quote(mke2fs)} -q -F -t ext4 -L forkd -d "$1/mnt" ${quote(target)} ${recipe.imageMiB}M`;
+    hooks.push(
+      `find "$1/var/cache/apt/archives" "$1/var/lib/apt/lists" -type f -delete && mkdir -p "$1/mnt" && ${quote(requireTool("unshare", "util-linux"))} --mount sh -c ${quote(makeImage)} sh "$1"`
+    );
+    const args = [
+      `--mode=${mode === "sudo" ? "root" : mode}`,
+      "--variant=minbase",
+      "--format=null",
+      ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
+      ...hooks.map((hook) => `--customize-hook=${hook}`),
+      SUITE,
+      "/dev/null",
+      debianMirror()
+    ];
+    const env = { ...process.env, TMPDIR: parent };
+    const command = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n", "env", `TMPDIR=${parent}`, mmdebstrap, ...args] : [mmdebstrap, ...args];
+    const setpriv = which("setpriv");
+    const [bin, ...argv] = setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...command] : command;
+    step = "bootstrap";
+    let lines = 0;
+    options.onProgress?.({
+      task,
+      phase: step,
+      detail: `${SUITE} + ${recipe.packages.join(" ") || "nothing"} (${mode})`
+    });
+    await runToolStreaming(bin, argv, {
+      cwd: "/",
+      // the namespace's root may not enter the caller's directory (a user's 0700 project)
+      env,
+      fd3: file.fd,
+      onLine: (line) => {
+        step = stepOf(line) ?? step;
+        options.onProgress?.({
+          task,
+          phase: step,
+          done: ++lines,
+          total: Math.max(400, lines + 40),
+          // line counts vary with the package set
+          detail: line.slice(0, 60)
+        });
+      }
+    }).catch(fail);
+    await chmod(image, 420);
+  } finally {
+    await file.close();
+    await rm8(stage, { recursive: true, force: true });
+    unregister();
+  }
+}
+
+// src/engine/images/recipe.ts
+var BUILDER_VERSION = "rootfs-v2";
 var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
 var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
 var FIELDS = [
@@ -36776,11 +37080,11 @@ var FIELDS = [
   "image_mib"
 ];
 function recipesDir() {
-  return join15(packageRoot, "recipes");
+  return join16(packageRoot, "recipes");
 }
 function loadRecipe(ref) {
   if (!ref) throw new ForkdError("FORKD_ERR_BAD_INPUT", "name a recipe", { hint: "for example: postgres" });
-  const dir = ref.includes("/") ? resolve3(ref) : join15(recipesDir(), ref);
+  const dir = ref.includes("/") ? resolve3(ref) : join16(recipesDir(), ref);
   const name = basename4(dir);
   const bad2 = (what) => new ForkdError("FORKD_ERR_BAD_INPUT", `recipe ${name}: ${what}`, {
     hint: "the recipe format is in recipes/README.md"
@@ -36789,7 +37093,7 @@ function loadRecipe(ref) {
     throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid recipe name ${JSON.stringify(name)}`, {
       hint: "recipe names are lowercase letters, digits and dashes"
     });
-  const file = join15(dir, "recipe.json");
+  const file = join16(dir, "recipe.json");
   if (!existsSync12(file)) {
     throw new ForkdError("FORKD_ERR_NOT_FOUND", `no recipe ${ref} (no ${file})`, {
       hint: `name one of ${readdirSync3(recipesDir(), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).join(", ")}, or give the path of a directory with a recipe.json`
@@ -36848,16 +37152,13 @@ function loadRecipe(ref) {
     imageMiB: mib("image_mib", 1024, 64, 65536)
   };
 }
-function mirror() {
-  return process.env.FORKD_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
-}
 async function ensureRecipeImage(paths, recipe, options = {}) {
-  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile8(join15(recipe.dir, f))));
+  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile10(join16(recipe.dir, f))));
   const { packages, files, build, imageMiB } = recipe;
   const key = hashInputs([
     BUILDER_VERSION,
     SUITE,
-    mirror(),
+    debianMirror(),
     JSON.stringify({ packages, files, build, imageMiB }),
     ...sources
   ]);
@@ -36865,113 +37166,10 @@ async function ensureRecipeImage(paths, recipe, options = {}) {
     paths,
     `rootfs-${recipe.name}`,
     key,
-    async (staging) => {
-      if (process.getuid?.() !== 0) {
-        throw new ForkdError(
-          "FORKD_ERR_BUILD",
-          `building the ${recipe.name} root filesystem needs root (debootstrap, chroot)`,
-          {
-            hint: `run it once as root: sudo npx forkd build ${recipe.name} (the image is cached after)`
-          }
-        );
-      }
-      const debootstrap = requireTool("debootstrap", "debootstrap");
-      const mke2fs = requireTool("mke2fs", "e2fsprogs");
-      const tree = await mkdtemp3(
-        join15(existsSync12("/dev/shm") ? "/dev/shm" : paths.tmp(), `forkd-rootfs-${recipe.name}-`)
-      );
-      chmodSync(tree, 493);
-      const proc = join15(tree, "proc");
-      const cleanup = () => {
-        try {
-          execFileSync("umount", [proc], { stdio: "ignore" });
-        } catch {
-        }
-        rmSync9(tree, { recursive: true, force: true });
-      };
-      const unregister = onProcessExit(cleanup);
-      const task = `rootfs ${recipe.name}`;
-      const step = async (phase, hint, run, detail) => {
-        options.onProgress?.({ task, phase, ...detail ? { detail } : {} });
-        try {
-          await run();
-        } catch (err) {
-          const message = err instanceof Error ? err.message : String(err);
-          throw new ForkdError("FORKD_ERR_BUILD", `recipe ${recipe.name}: step ${phase} failed: ${message}`, {
-            hint,
-            cause: err
-          });
-        }
-      };
-      try {
-        let lines = 0;
-        await step(
-          "debootstrap",
-          `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${mirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
-          () => runToolStreaming(
-            debootstrap,
-            [
-              "--variant=minbase",
-              ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
-              SUITE,
-              tree,
-              mirror()
-            ],
-            {
-              onLine: (line) => options.onProgress?.({
-                task,
-                phase: "debootstrap",
-                done: ++lines,
-                total: Math.max(400, lines + 40),
-                // line counts vary with the package set
-                detail: line.slice(0, 60)
-              })
-            }
-          ),
-          `${SUITE} + ${recipe.packages.join(" ") || "nothing"}`
-        );
-        await step("files", `the files named in ${recipe.dir}/recipe.json must exist next to it`, async () => {
-          for (const [target, source2] of Object.entries(recipe.files))
-            cpSync(join15(recipe.dir, source2), join15(tree, target));
-        });
-        const build2 = recipe.build;
-        if (build2) {
-          await step("build", `the recipe's build command failed in a chroot; its output is above`, async () => {
-            await runTool("mount", ["-t", "proc", "proc", proc]);
-            try {
-              await runToolStreaming("chroot", [tree, "/bin/sh", "-c", build2], {});
-            } finally {
-              await runTool("umount", [proc]);
-            }
-          });
-        }
-        rmSync9(join15(tree, "var/cache/apt/archives"), { recursive: true, force: true });
-        rmSync9(join15(tree, "var/lib/apt/lists"), { recursive: true, force: true });
-        await step(
-          "mke2fs",
-          `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`,
-          () => runTool(mke2fs, [
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-L",
-            "forkd",
-            "-d",
-            tree,
-            join15(staging, "rootfs.ext4"),
-            `${recipe.imageMiB}M`
-          ]),
-          `${recipe.imageMiB} MiB`
-        );
-      } finally {
-        cleanup();
-        unregister();
-      }
-    },
+    (staging) => buildRootfs(recipe, join16(staging, "rootfs.ext4"), options),
     options
   );
-  return { ...artifact, image: join15(artifact.dir, "rootfs.ext4") };
+  return { ...artifact, image: join16(artifact.dir, "rootfs.ext4") };
 }
 
 // src/engine/engine.ts
@@ -37022,7 +37220,8 @@ var Engine = class {
   }
   paths;
   launch;
-  verdict;
+  /** Accelerator verdicts by guest kernel path. */
+  verdicts = /* @__PURE__ */ new Map();
   base;
   pools = /* @__PURE__ */ new Map();
   snapshots;
@@ -37039,10 +37238,19 @@ var Engine = class {
     });
     return this.base;
   }
-  /** The accelerator verdict for this host (memoised per engine, cached on disk). */
-  async accel(base) {
-    this.verdict ??= (async () => resolveAccel(base ?? await this.buildBase(), this.paths, await findQemu()))();
-    return this.verdict;
+  /**
+   * The accelerator this host runs `guest` with (default: the base image, built if needed);
+   * memoised per engine, cached on disk.
+   */
+  async accel(guest) {
+    const image = guest ?? await this.buildBase();
+    let verdict = this.verdicts.get(image.kernel);
+    if (!verdict) {
+      verdict = findQemu().then((qemu) => resolveAccel(image, this.paths, qemu));
+      this.verdicts.set(image.kernel, verdict);
+      verdict.catch(() => this.verdicts.delete(image.kernel));
+    }
+    return verdict;
   }
   /** Boots a fresh microVM from the base image (building it if needed). */
   async boot(options = {}, onProgress) {
@@ -37112,7 +37320,7 @@ var Engine = class {
       } finally {
         await parent.kill();
       }
-      const { size: vmstateBytes } = await stat8(writer.vmstateFile);
+      const { size: vmstateBytes } = await stat9(writer.vmstateFile);
       const meta = {
         format: SNAPSHOT_FORMAT,
         tag,
@@ -37150,15 +37358,18 @@ var Engine = class {
       throw err;
     }
   }
-  /** What a snapshot must have been taken with to restore here. */
-  async hostFacts() {
-    const [verdict, qemu] = await Promise.all([this.accel(), findQemu()]);
+  /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
+  async hostFacts(guest) {
+    const [verdict, qemu] = await Promise.all([this.accel(guest), findQemu()]);
     return { host: { accel: verdict.accel, qemuVersion: qemu.version }, qemu };
   }
-  /** A snapshot this host can restore, with whole files, and the QEMU to restore it with. */
+  /**
+   * A snapshot this host can restore, with whole files, and the QEMU to restore it with. The
+   * verdict is for the snapshot's own images, so an unpacked snapshot restores without a build.
+   */
   async restorable(tag) {
     const info = await this.snapshots.get(tag);
-    const { host, qemu } = await this.hostFacts();
+    const { host, qemu } = await this.hostFacts(info.meta.vm);
     checkCompatible(info.meta, host);
     await ensureFullMemory(this.snapshots, info);
     await this.snapshots.verify(info);
@@ -37254,12 +37465,12 @@ var Engine = class {
     const done = (async () => {
       try {
         const copied = await copy.done;
-        const vmstateBytes = (await stat8(writer.vmstateFile)).size;
+        const vmstateBytes = (await stat9(writer.vmstateFile)).size;
         let diffPages;
         let memoryBytes = await physicalBytes(writer.memoryFile);
         if (mode === "diff") {
           await ensureFullMemory(this.snapshots, source2);
-          const diff = await writeMemoryDiff(source2.memoryFile, writer.memoryFile, join16(writer.dir, MEMORY_DIFF_FILE));
+          const diff = await writeMemoryDiff(source2.memoryFile, writer.memoryFile, join17(writer.dir, MEMORY_DIFF_FILE));
           [diffPages, memoryBytes] = [diff.pages, diff.bytes];
         }
         const meta = {
@@ -37300,10 +37511,24 @@ var Engine = class {
   }) {
     return writePack(this.snapshots, tag, out, byteProgress("pack", "write", onProgress));
   }
-  /** Installs a pack, checked whole before anything becomes visible; refused if this host cannot restore it. */
+  /**
+   * Installs a pack, checked whole before anything becomes visible; refused if this host cannot
+   * restore it. Builds nothing: where the accelerator needs a probe boot, the pack's images boot.
+   */
   async unpack(file, options = {}, onProgress = () => {
   }) {
-    const { host } = await this.hostFacts();
+    const host = {
+      known: async (kernelSha256) => {
+        const qemu = await findQemu();
+        const verdict = await knownAccel(kernelSha256, this.paths, qemu);
+        return verdict && { accel: verdict.accel, qemuVersion: qemu.version };
+      },
+      // not memoised: the staged images go away with the staging dir; the verdict is cached on disk
+      probe: async (guest) => {
+        const qemu = await findQemu();
+        return { accel: (await resolveAccel(guest, this.paths, qemu)).accel, qemuVersion: qemu.version };
+      }
+    };
     return unpack(file, this.paths, host, { ...options, onProgress: byteProgress("unpack", "read", onProgress) });
   }
   /**
@@ -37323,21 +37548,21 @@ var Engine = class {
       await cache.record(source2, unpacked.tags);
       return { ...unpacked, ref: source2.ref, cached: false };
     } finally {
-      await rm8(file, { force: true });
+      await rm9(file, { force: true });
     }
   }
   /** Packs `tag` and PUTs it to `url` as a stream (e.g. a presigned upload URL). */
   async push(tag, url, onProgress = () => {
   }) {
     await mkdir6(this.paths.tmp(), { recursive: true });
-    const file = join16(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
+    const file = join17(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
     const unregister = onProcessExit(() => rmSync10(file, { force: true }));
     try {
       const { bytes, sha256 } = await this.pack(tag, file, onProgress);
       await upload(url, file, byteProgress("push", "upload", onProgress));
       return { bytes, sha256 };
     } finally {
-      await rm8(file, { force: true });
+      await rm9(file, { force: true });
       unregister();
     }
   }
@@ -37563,7 +37788,7 @@ async function runDoctor(paths) {
 }
 
 // src/server/daemon.ts
-import { existsSync as existsSync14, rmSync as rmSync12, writeFileSync as writeFileSync4, chmodSync as chmodSync2 } from "node:fs";
+import { existsSync as existsSync14, rmSync as rmSync12, writeFileSync as writeFileSync4, chmodSync } from "node:fs";
 import { createServer } from "node:http";
 import { connect as connect4, isIP } from "node:net";
 
@@ -37724,7 +37949,7 @@ var Metrics = class {
 // src/server/registry.ts
 import { randomBytes as randomBytes8 } from "node:crypto";
 import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync9, rmSync as rmSync11 } from "node:fs";
-import { join as join17 } from "node:path";
+import { join as join18 } from "node:path";
 var ID_PATTERN = /^sb-[0-9a-f]{12}$/;
 var SandboxRegistry = class {
   constructor(dir) {
@@ -37752,7 +37977,7 @@ var SandboxRegistry = class {
   }
   /** Registers a sandbox under a known record (a new one, or one adopted after a restart). */
   restore(record2, vm) {
-    const file = join17(this.dir, `${record2.id}.json`);
+    const file = join18(this.dir, `${record2.id}.json`);
     writeJsonAtomic(file, record2);
     const sandbox = { id: record2.id, snapshot: record2.snapshot, vm, created: new Date(record2.created) };
     this.sandboxes.set(sandbox.id, sandbox);
@@ -37762,7 +37987,7 @@ var SandboxRegistry = class {
   leftovers() {
     const records = [];
     for (const name of readdirSync4(this.dir)) {
-      const file = join17(this.dir, name);
+      const file = join18(this.dir, name);
       try {
         const record2 = JSON.parse(readFileSync9(file, "utf8"));
         if (!ID_PATTERN.test(record2.id) || typeof record2.runDir !== "string") throw new Error("not a sandbox record");
@@ -37774,7 +37999,7 @@ var SandboxRegistry = class {
     return records;
   }
   forget(id) {
-    rmSync11(join17(this.dir, `${id}.json`), { force: true });
+    rmSync11(join18(this.dir, `${id}.json`), { force: true });
   }
   get(id) {
     if (!ID_PATTERN.test(id)) {
@@ -38400,7 +38625,7 @@ var Daemon = class _Daemon {
     });
     let endpoint;
     if (listen.kind === "unix") {
-      chmodSync2(listen.path, 384);
+      chmodSync(listen.path, 384);
       endpoint = `unix:${listen.path}`;
     } else {
       const address = server.address();
@@ -38501,9 +38726,9 @@ var Daemon = class _Daemon {
 import { randomBytes as randomBytes9 } from "node:crypto";
 
 // src/engine/vmm/memory.ts
-import { readFile as readFile9 } from "node:fs/promises";
+import { readFile as readFile11 } from "node:fs/promises";
 async function pssBytes(pid) {
-  const rollup = await readFile9(`/proc/${pid}/smaps_rollup`, "utf8");
+  const rollup = await readFile11(`/proc/${pid}/smaps_rollup`, "utf8");
   const kb = /^Pss:\s+(\d+) kB/m.exec(rollup)?.[1];
   if (kb === void 0) throw new Error(`no Pss in /proc/${pid}/smaps_rollup`);
   return Number(kb) * 1024;
@@ -38620,17 +38845,20 @@ function resolveEndpoint(options) {
   }
   return { endpoint, token };
 }
+var UNLIMITED = 0;
 var Controller = class {
   dispatcher;
   origin;
   token;
   timeoutMs;
   endpoint;
+  clientVersion;
   constructor(options = {}) {
     const { endpoint, token } = resolveEndpoint(options);
     this.endpoint = endpoint;
     this.token = token;
     this.timeoutMs = options.timeoutMs ?? 3e5;
+    this.clientVersion = options.clientVersion ?? packageVersion;
     if (endpoint.startsWith("unix:")) {
       this.dispatcher = new import_undici3.Agent({ connect: { socketPath: endpoint.slice("unix:".length) } });
       this.origin = "http://forkd";
@@ -38639,7 +38867,7 @@ var Controller = class {
       this.origin = endpoint.replace(/\/$/, "");
     }
   }
-  async call(method, path, body, raw) {
+  async call(method, path, body, raw, timeoutMs = this.timeoutMs) {
     let response;
     try {
       response = await (0, import_undici3.request)(`${this.origin}${path}`, {
@@ -38650,8 +38878,8 @@ var Controller = class {
           ...body !== void 0 ? { "content-type": "application/json" } : raw ? { "content-type": "application/octet-stream" } : {}
         },
         body: raw ?? (body !== void 0 ? JSON.stringify(body) : void 0),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs
       });
     } catch (err) {
       throw new ForkdError(
@@ -38677,8 +38905,8 @@ var Controller = class {
     }
     return { status: response.statusCode, data };
   }
-  async json(method, path, body) {
-    const { data } = await this.call(method, path, body);
+  async json(method, path, body, timeoutMs) {
+    const { data } = await this.call(method, path, body, void 0, timeoutMs);
     return data.length ? JSON.parse(data.toString("utf8")) : void 0;
   }
   health() {
@@ -38686,6 +38914,21 @@ var Controller = class {
   }
   version() {
     return this.json("GET", "/version");
+  }
+  /**
+   * Fails unless the engine runs this client's version: a client and an engine of different
+   * versions may disagree on the API, the snapshot format and the recipes. Call it once at setup.
+   */
+  async ensureCompatible() {
+    const engine = (await this.version()).version;
+    if (engine === this.clientVersion) return;
+    throw new ForkdError(
+      "FORKD_ERR_INCOMPATIBLE",
+      `version mismatch: this client is forkd-action ${this.clientVersion}, the engine at ${this.endpoint} is forkd-action ${engine}`,
+      {
+        hint: `use the engine that ships with this package (npx forkd serve; in a workflow, the Action's input "version: ${this.clientVersion}"), or upgrade one of them so both are the same version`
+      }
+    );
   }
   async metrics() {
     return (await this.call("GET", "/metrics")).data.toString("utf8");
@@ -38697,11 +38940,11 @@ var Controller = class {
   getSnapshot(tag) {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
-  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   /** Installs a pack on the daemon's host: owner/name[@version] through its FORKD_HUB_URL, or a URL. */
   pull(ref, options = {}) {
-    return this.json("POST", "/v1/snapshots/pull", { ref, ...options });
+    return this.json("POST", "/v1/snapshots/pull", { ref, ...options }, UNLIMITED);
   }
+  /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   async setPool(tag, size) {
     return this.json("PUT", `/v1/snapshots/${encodeURIComponent(tag)}/pool`, { size });
   }
@@ -38720,13 +38963,18 @@ var Controller = class {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
   createSnapshot(tag, options = {}) {
-    return this.json("POST", "/v1/snapshots", {
-      tag,
-      ...options.recipe ? { recipe: options.recipe } : {},
-      ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
-      ...options.warmup ? { warmup: options.warmup } : {},
-      ...options.ports ? { ports: options.ports } : {}
-    });
+    return this.json(
+      "POST",
+      "/v1/snapshots",
+      {
+        tag,
+        ...options.recipe ? { recipe: options.recipe } : {},
+        ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
+        ...options.warmup ? { warmup: options.warmup } : {},
+        ...options.ports ? { ports: options.ports } : {}
+      },
+      UNLIMITED
+    );
   }
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
   async deleteSnapshot(tag, options = {}) {
@@ -39081,6 +39329,16 @@ program2.command("doctor").description("check this host: QEMU, accelerator (KVM 
     if (opts.json) printJson(report);
     else printDoctor(report);
     return report.ok ? 0 : 1;
+  })
+);
+program2.command("install-deps").description(
+  "install the host packages forkd needs with apt-get, using sudo when not root (the one step that needs root)"
+).action(
+  action(async () => {
+    const script = join19(packageRoot, "scripts", "host-packages.sh");
+    const child = spawn3("bash", [script], { stdio: "inherit" });
+    const [code] = await once(child, "close");
+    return code ?? 1;
   })
 );
 program2.command("build").description("build a guest image: `base` (kernel + initramfs with the agent) or a recipe's root filesystem; cached").argument("<target>", "base, a recipe name (see recipes/) or the path of a recipe directory").option("--json", "print the result as JSON").option("-q, --quiet", "no progress output").action(

@@ -7,12 +7,6 @@ interface Project {
   config: { maxWorkers?: number | string };
 }
 
-declare module 'vitest' {
-  export interface ProvidedContext {
-    forkd: ForkdConnection;
-  }
-}
-
 /** An engine the run can use: FORKD_ENDPOINT, else a local `forkd serve`, else one started for the run. */
 async function connect(): Promise<{ controller: Controller; daemon?: Daemon }> {
   if (process.env.FORKD_ENDPOINT) return { controller: new Controller() };

@@ -48,6 +48,13 @@ export interface ForkdConnection {
   tags: Record<string, string>;
 }
 
+// inject('forkd') is typed wherever forkd-action/vitest (or its plugin) is imported
+declare module 'vitest' {
+  export interface ProvidedContext {
+    forkd: ForkdConnection;
+  }
+}
+
 export const OPTIONS_ENV = 'FORKD_VITEST_OPTIONS';
 /** Tags of checkpoints taken in tests; the run's teardown removes those left. */
 export const CHECKPOINT_PREFIX = 'vitest-ckpt-';

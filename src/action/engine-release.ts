@@ -1,6 +1,7 @@
 /**
- * Which engine the Action runs: the one bundled beside it, or (input `version`) a release
- * fetched once per runner through the tool cache. A release is the tarball `npm run release`
+ * Which engine the Action runs: the one bundled beside it, the project's installed forkd-action
+ * when its version differs, or (input `version`) a release fetched once per runner through the
+ * tool cache. A release is the tarball `npm run release`
  * writes (dist/, native/, recipes/, scripts/, package.json) with a `.sha256` beside it.
  */
 import * as core from '@actions/core';
@@ -62,7 +63,36 @@ async function install(version: string): Promise<string> {
   return tc.cacheDir(extracted, TOOL, version);
 }
 
+/**
+ * The forkd-action the job's project installed (`npm ci` before the Action), when it is built:
+ * its tests' client is that version, and a client only works with an engine of its own version.
+ */
+function projectEngine(): Engine | undefined {
+  const root = join(process.env.GITHUB_WORKSPACE || process.cwd(), 'node_modules', 'forkd-action');
+  const manifest = join(root, 'package.json');
+  if (!existsSync(manifest)) return undefined;
+  const { version } = JSON.parse(readFileSync(manifest, 'utf8')) as { version: string };
+  if (!existsSync(join(root, 'lib', 'cli', 'main.js'))) {
+    core.warning(`forkd: ${root} (${version}) has no lib/: it is not built, so the Action's own engine runs`);
+    return undefined;
+  }
+  return { version, root, script: join(root, 'bin', 'forkd.js') };
+}
+
+/**
+ * The engine for the job: the release `version` names; else the project's installed forkd-action
+ * when it is another version than the Action's, so that it and its client agree; else the bundled one.
+ */
 export async function resolveEngine(version: string): Promise<Engine> {
+  if (!version) {
+    const project = projectEngine();
+    if (project && project.version !== packageVersion) {
+      core.info(
+        `forkd: engine ${project.version} from the project's node_modules/forkd-action (the Action bundles ${packageVersion})`,
+      );
+      return project;
+    }
+  }
   if (!version || version === packageVersion) return bundled();
   const found = tc.find(TOOL, version);
   if (found) core.info(`forkd: engine ${version} from the tool cache (${found})`);

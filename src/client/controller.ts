@@ -23,7 +23,7 @@ export interface ControllerOptions {
   endpoint?: string;
   /** Default `$FORKD_TOKEN`, else the local daemon's token file. */
   token?: string;
-  /** Per-request timeout (ms); forks and snapshots of big images may need more. */
+  /** Per-request timeout (ms; default 300 s). Snapshots and pulls, which may build or download for minutes, have none. */
   timeoutMs?: number;
   /** The engine version this client works with (ensureCompatible()); default this package's version. */
   clientVersion?: string;
@@ -57,6 +57,12 @@ function resolveEndpoint(options: ControllerOptions): { endpoint: string; token:
   return { endpoint, token };
 }
 
+/**
+ * undici's "no timeout": for requests that build (a first run compiles the guest kernel, 5-15
+ * minutes on 2 cores, and a recipe's image) or download, which the caller waits out.
+ */
+const UNLIMITED = 0;
+
 /** A typed client for the daemon's REST API, over a Unix socket or TCP (undici). */
 export class Controller {
   private readonly dispatcher: Dispatcher;
@@ -86,6 +92,7 @@ export class Controller {
     path: string,
     body?: unknown,
     raw?: Buffer,
+    timeoutMs = this.timeoutMs,
   ): Promise<{ status: number; data: Buffer }> {
     let response: Dispatcher.ResponseData;
     try {
@@ -101,8 +108,8 @@ export class Controller {
               : {}),
         },
         body: raw ?? (body !== undefined ? JSON.stringify(body) : undefined),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
       });
     } catch (err) {
       throw new ForkdError(
@@ -130,8 +137,8 @@ export class Controller {
     return { status: response.statusCode, data };
   }
 
-  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
-    const { data } = await this.call(method, path, body);
+  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const { data } = await this.call(method, path, body, undefined, timeoutMs);
     return (data.length ? JSON.parse(data.toString('utf8')) : undefined) as T;
   }
 
@@ -176,7 +183,7 @@ export class Controller {
 
   /** Installs a pack on the daemon's host: owner/name[@version] through its FORKD_HUB_URL, or a URL. */
   pull(ref: string, options: { tag?: string; force?: boolean } = {}): Promise<PullReply> {
-    return this.json('POST', '/v1/snapshots/pull', { ref, ...options });
+    return this.json('POST', '/v1/snapshots/pull', { ref, ...options }, UNLIMITED);
   }
 
   /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
@@ -204,13 +211,18 @@ export class Controller {
     tag: string,
     options: { recipe?: string; memoryMiB?: number; warmup?: string; ports?: number[] } = {},
   ): Promise<SnapshotSummary & { timings: Record<string, number> }> {
-    return this.json('POST', '/v1/snapshots', {
-      tag,
-      ...(options.recipe ? { recipe: options.recipe } : {}),
-      ...(options.memoryMiB ? { memory_mib: options.memoryMiB } : {}),
-      ...(options.warmup ? { warmup: options.warmup } : {}),
-      ...(options.ports ? { ports: options.ports } : {}),
-    });
+    return this.json(
+      'POST',
+      '/v1/snapshots',
+      {
+        tag,
+        ...(options.recipe ? { recipe: options.recipe } : {}),
+        ...(options.memoryMiB ? { memory_mib: options.memoryMiB } : {}),
+        ...(options.warmup ? { warmup: options.warmup } : {}),
+        ...(options.ports ? { ports: options.ports } : {}),
+      },
+      UNLIMITED,
+    );
   }
 
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */

@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { createReadStream, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Controller } from '../../src/client/controller.js';
+import { packageVersion } from '../../src/engine/package-root.js';
 import { ActionRunner, root, until, withoutKvm, type Job, type RunningStep } from '../helpers/action-runner.js';
 import { FakeCacheService } from '../helpers/fake-cache-service.js';
 
@@ -265,6 +266,37 @@ describe('the Action, run as the runner runs it', () => {
     const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);
     expect(forks).toBeGreaterThanOrEqual(20); // the suite forked from the Action's engine, not one of its own
   }, 1_200_000);
+
+  test("the project's own forkd-action, of another version than the Action's, runs the job: its tests' client matches", async () => {
+    const job = runner.job('project-engine');
+    job.seedImages();
+    // what `npm ci` leaves in the workspace; lib/ is copied: its package root (and version) is where it really lies
+    const installed = join(job.dir, 'node_modules', 'forkd-action');
+    for (const dir of ['bin', 'lib']) cpSync(join(root, dir), join(installed, dir), { recursive: true });
+    for (const dir of ['native', 'recipes', 'scripts']) symlinkSync(join(root, dir), join(installed, dir));
+    for (const dep of readdirSync(join(root, 'node_modules')))
+      // its dependencies, hoisted beside it
+      if (!dep.startsWith('.')) symlinkSync(join(root, 'node_modules', dep), join(job.dir, 'node_modules', dep));
+    const version = '0.0.1-other';
+    writeFileSync(join(installed, 'package.json'), JSON.stringify({ name: 'forkd-action', version, type: 'module' }));
+    const main = await job.run(
+      'main',
+      { snapshot: 'base', cache: 'false', 'pool-size': '0' },
+      { env: { GITHUB_WORKSPACE: job.dir } },
+    );
+    expect(main.code, main.log).toBe(0);
+    expect(main.log).toContain(
+      `forkd: engine ${version} from the project's node_modules/forkd-action (the Action bundles ${packageVersion})`,
+    );
+    const client = new Controller({
+      endpoint: job.env.FORKD_ENDPOINT!,
+      token: job.env.FORKD_TOKEN!,
+      clientVersion: version,
+    });
+    await client.ensureCompatible();
+    await client.close();
+    await teardown(job);
+  }, 300_000);
 
   test('bad inputs fail the step naming the input', async () => {
     const job = runner.job('bad-input');

@@ -43,6 +43,9 @@ beforeAll(async () => {
           'forkd-action': `file:${pkg.tarball}`,
           vitest: ours.devDependencies.vitest,
           pg: ours.devDependencies.pg,
+          // to type-check the snippets as a TypeScript user's editor does
+          typescript: ours.devDependencies.typescript,
+          '@types/pg': ours.devDependencies['@types/pg'],
         },
       },
       null,
@@ -55,6 +58,24 @@ beforeAll(async () => {
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, body);
   }
+  writeFileSync(
+    join(project, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: {
+        strict: true,
+        module: 'NodeNext',
+        moduleResolution: 'NodeNext',
+        target: 'ES2023',
+        noEmit: true,
+        skipLibCheck: true,
+      },
+    }),
+  );
+  // what a test that reads the connection itself writes: inject('forkd') must be typed
+  writeFileSync(
+    join(project, 'tests', 'inject.ts'),
+    "import { inject } from 'vitest';\nimport type {} from 'forkd-action/vitest';\n\nexport const endpoint: string = inject('forkd').endpoint;\nexport const postgres: string | null = inject('forkd').postgres;\n",
+  );
   execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, project]);
   ok(await user.run('npm', ['install', '--no-audit', '--no-fund'], { cwd: project }));
 }, 600_000);
@@ -116,6 +137,10 @@ describe('a project that installs the packed package, run by an ordinary user', 
       ),
     );
     expect(imported.trim()).toBe('function');
+  });
+
+  test("the README's snippets type-check in the user's project, inject('forkd') included", async () => {
+    ok(await user.run('npx', ['tsc', '-p', '.'], { cwd: project }));
   });
 
   test("the README's CLI quick start runs as written", async () => {
