@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import {
+  chmodSync,
   cpSync,
   existsSync,
   mkdirSync,
@@ -18,9 +19,11 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StatePaths } from '../../src/engine/state-dir.js';
+import type { OrdinaryUser } from './ordinary-user.js';
 
 export const root = join(import.meta.dirname, '../..');
-const action = join(root, 'dist/action.mjs');
+/** What a runner downloads of this Action: its definition, its bundle and what the bundle reads. */
+const ACTION_FILES = ['action.yml', 'package.json', 'dist', 'native', 'recipes', 'scripts'];
 
 /** A `name<<delimiter ... delimiter` file, as the runner reads GITHUB_OUTPUT, GITHUB_ENV and GITHUB_STATE. */
 function parseCommandFile(file: string): Record<string, string> {
@@ -61,6 +64,10 @@ export class Job {
   constructor(
     private readonly work: string,
     name: string,
+    /** The Action's checkout (the runner's `_actions/...`). */
+    private readonly actionDir: string = root,
+    /** The runner user the steps run as (default: this process's). */
+    private readonly user?: OrdinaryUser,
   ) {
     this.dir = join(work, name);
     // the same path in every job, as RUNNER_TEMP on a runner (the cache is keyed by its paths);
@@ -70,6 +77,12 @@ export class Job {
     mkdirSync(this.home, { recursive: true });
     mkdirSync(this.dir, { recursive: true });
     for (const file of ['output', 'env', 'state', 'summary']) writeFileSync(join(this.dir, file), '');
+    this.giveToUser();
+  }
+
+  /** Everything the job wrote so far belongs to its runner user, as on a runner. */
+  private giveToUser(): void {
+    if (this.user) for (const dir of [this.dir, join(this.work, 'runner-temp')]) this.user.own(dir);
   }
 
   get outputs() {
@@ -97,7 +110,7 @@ export class Job {
     { env: extraEnv = {}, wrap = [], cwd = root }: StepOptions = {},
   ): RunningStep {
     const env: NodeJS.ProcessEnv = {
-      ...process.env,
+      ...(this.user ? this.user.env() : process.env),
       GITHUB_OUTPUT: join(this.dir, 'output'),
       GITHUB_ENV: join(this.dir, 'env'),
       GITHUB_STATE: join(this.dir, 'state'),
@@ -114,7 +127,9 @@ export class Job {
       for (const [name, value] of Object.entries(parseCommandFile(join(this.dir, 'state'))))
         env[`STATE_${name}`] = value;
     }
-    const [command = process.execPath, ...args] = [...wrap, process.execPath, action];
+    const asUser = this.user ? this.user.command() : [];
+    const action = join(this.actionDir, 'dist/action.mjs');
+    const [command = process.execPath, ...args] = [...wrap, ...asUser, process.execPath, action];
     return this.spawnStep(command, args, env, cwd);
   }
 
@@ -197,6 +212,7 @@ export class Job {
       cpSync(shared.images(kind), join(this.home, 'images', kind), { recursive: true });
     }
     this.copyAccelVerdicts(shared);
+    this.giveToUser();
   }
 
   /** The runner's images are the shared cache's (a symlink, as the tests' isolated homes): recipes build once. */
@@ -245,13 +261,24 @@ export const withoutKvm = [
   join(root, 'test/helpers/without-kvm.sh'),
 ];
 
-/** The runners' shared scratch (jobs, tool cache); `dispose` reaps what any job left and removes it. */
+/**
+ * The runners' shared scratch (jobs, tool cache); `dispose` reaps what any job left and removes it.
+ * With a user, the steps run as that user, from a copy of the Action as a runner downloads it.
+ */
 export class ActionRunner {
   readonly work = mkdtempSync(join(tmpdir(), 'forkd-action-'));
   private readonly jobs: Job[] = [];
+  private readonly actionDir: string = root;
+
+  constructor(private readonly user?: OrdinaryUser) {
+    if (!user) return;
+    chmodSync(this.work, 0o755);
+    this.actionDir = join(this.work, '_actions', 'forkd-action');
+    for (const file of ACTION_FILES) cpSync(join(root, file), join(this.actionDir, file), { recursive: true });
+  }
 
   job(name: string): Job {
-    const job = new Job(this.work, name);
+    const job = new Job(this.work, name, this.actionDir, this.user);
     this.jobs.push(job);
     return job;
   }

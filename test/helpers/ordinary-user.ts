@@ -46,10 +46,14 @@ export class OrdinaryUser {
     return path;
   }
 
-  /** Copies a tree into the user's space, owned by the user. */
-  give(from: string, to: string): void {
-    cpSync(from, to, { recursive: true });
-    execFileSync('chown', ['-R', `${this.uid}:${this.gid}`, to]);
+  /** Makes a tree the user's. */
+  own(path: string): void {
+    execFileSync('chown', ['-R', `${this.uid}:${this.gid}`, path]);
+  }
+
+  /** The prefix that runs a command as the user (the caller's environment goes with it). */
+  command(): string[] {
+    return ['setpriv', '--reuid', this.name, '--regid', String(this.gid), '--init-groups', '--'];
   }
 
   /** The environment a login of this user has: nothing of ours (no FORKD_*, no root HOME). */
@@ -72,27 +76,12 @@ export class OrdinaryUser {
   ): Promise<RunResult> {
     const env = Object.entries(this.env(options.env)).map(([k, v]) => `${k}=${v}`);
     return new Promise((resolve, reject) => {
-      const child = spawn(
-        'setpriv',
-        [
-          '--reuid',
-          this.name,
-          '--regid',
-          String(this.gid),
-          '--init-groups',
-          '--',
-          'env',
-          '-i',
-          ...env,
-          command,
-          ...args,
-        ],
-        {
-          cwd: options.cwd,
-          stdio: ['ignore', 'pipe', 'pipe'],
-          detached: true, // its own process group: a timeout takes everything it started
-        },
-      );
+      const [setpriv, ...prefix] = this.command();
+      const child = spawn(setpriv!, [...prefix, 'env', '-i', ...env, command, ...args], {
+        cwd: options.cwd,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true, // its own process group: a timeout takes everything it started
+      });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -148,6 +137,6 @@ export class OrdinaryUser {
   seedKernel(stateDir: string, rootStateDir: string): void {
     mkdirSync(join(stateDir, 'images'), { recursive: true });
     cpSync(join(rootStateDir, 'images', 'kernel'), join(stateDir, 'images', 'kernel'), { recursive: true });
-    execFileSync('chown', ['-R', `${this.uid}:${this.gid}`, stateDir]);
+    this.own(join(this.home, '.cache'));
   }
 }
