@@ -36838,12 +36838,13 @@ var WarmPool = class {
 };
 
 // src/engine/images/recipe.ts
-import { existsSync as existsSync12, readdirSync as readdirSync3, readFileSync as readFileSync7 } from "node:fs";
+import { existsSync as existsSync12, lstatSync, readdirSync as readdirSync3, readFileSync as readFileSync7 } from "node:fs";
 import { readFile as readFile10 } from "node:fs/promises";
 import { basename as basename4, join as join16, resolve as resolve3 } from "node:path";
 
 // src/engine/images/rootfs.ts
 var import_tar_stream3 = __toESM(require_tar_stream(), 1);
+import { spawnSync } from "node:child_process";
 import { createWriteStream as createWriteStream3, rmSync as rmSync9, statfsSync } from "node:fs";
 import { chmod, mkdtemp as mkdtemp3, open as open6, readFile as readFile9, rm as rm8, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -36878,15 +36879,13 @@ async function whyNotUnshare() {
     Boolean
   );
   if (missing.length) return missing.join("; ");
-  const unshare = which("unshare");
-  if (!unshare) return "unshare is missing (package util-linux)";
+  const mmdebstrap = which("mmdebstrap");
+  if (!mmdebstrap) return "mmdebstrap is missing (package mmdebstrap)";
   try {
-    await execFileAsync2(unshare, ["--user", "--map-root-user", "--mount", "--pid", "--fork", "true"], {
-      timeout: 1e4
-    });
+    await execFileAsync2(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
     return void 0;
   } catch (err) {
-    const stderr = err.stderr?.trim();
+    const stderr = err.stderr?.trim().split("\n").slice(-2).join(" ");
     return `unprivileged user namespaces are not allowed here (${stderr || err.message})`;
   }
 }
@@ -36914,13 +36913,12 @@ function parseMode(value) {
 async function resolveRootfsMode(env = process.env) {
   const forced = parseMode(env.FORKD_ROOTFS_MODE);
   const isRoot = process.getuid?.() === 0;
-  if (forced === "root" && !isRoot)
-    throw new ForkdError("FORKD_ERR_BUILD", "FORKD_ROOTFS_MODE=root, but this process is not root", {
-      hint: "unset FORKD_ROOTFS_MODE to build through user namespaces or sudo"
-    });
   if (forced) {
-    const why = forced === "unshare" ? await whyNotUnshare() : forced === "sudo" ? await whyNotSudo() : void 0;
-    if (why) throw new ForkdError("FORKD_ERR_BUILD", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`);
+    const why = forced === "root" ? isRoot ? void 0 : "this process is not root" : forced === "unshare" ? await whyNotUnshare() : await whyNotSudo();
+    if (why)
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`, {
+        hint: "unset FORKD_ROOTFS_MODE to let forkd choose"
+      });
     return forced;
   }
   if (isRoot) return "root";
@@ -36952,7 +36950,6 @@ function scratchParent() {
   }
   return tmpdir();
 }
-var quote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
 function hints(recipe) {
   return {
     bootstrap: `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${debianMirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
@@ -36974,18 +36971,40 @@ async function writeFilesTar(recipe, out) {
 }
 function stepOf(line) {
   if (!line.startsWith("I: running")) return void 0;
-  if (line.includes("tar-in")) return "files";
+  if (line.includes("forkd-files.tar")) return "files";
   if (line.includes("forkd-build.sh")) return "build";
-  if (line.includes("mke2fs")) return "mke2fs";
   return void 0;
+}
+var SYSTEM_PATH = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+function privileged(mode) {
+  const tool = (name, pkg) => mode === "sudo" ? which(name, SYSTEM_PATH) ?? requireTool(name, pkg) : requireTool(name, pkg);
+  const mmdebstrap = tool("mmdebstrap", "mmdebstrap");
+  const prefix = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n"] : mode === "unshare" ? [mmdebstrap, "--unshare-helper"] : [];
+  return {
+    mmdebstrap,
+    tool,
+    /** argv for a command in the namespace (unshare), as root (sudo) or as it is (root). */
+    argv: (command) => [...prefix, ...command]
+  };
 }
 async function buildRootfs(recipe, image, options = {}) {
   const mode = await resolveRootfsMode();
-  const mmdebstrap = requireTool("mmdebstrap", "mmdebstrap");
-  const mke2fs = requireTool("mke2fs", "e2fsprogs");
+  const run = privileged(mode);
+  const mke2fs = run.tool("mke2fs", "e2fsprogs");
   const parent = scratchParent();
+  if (/[\s'"\\]/.test(parent))
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `the scratch dir ${parent} has a blank or a quote in its path`, {
+      hint: "set TMPDIR to a path without blanks or quotes"
+    });
   const stage = await mkdtemp3(join15(parent, `forkd-recipe-${recipe.name}-`));
-  const unregister = onProcessExit(() => rmSync9(stage, { recursive: true, force: true }));
+  await chmod(stage, 457);
+  const tree = join15(stage, "tree");
+  const [rmBin, ...rmArgs] = run.argv(["rm", "-rf", tree]);
+  const removeTree = () => void spawnSync(rmBin, rmArgs, { stdio: "ignore" });
+  const unregister = onProcessExit(() => {
+    removeTree();
+    rmSync9(stage, { recursive: true, force: true });
+  });
   const task = `rootfs ${recipe.name}`;
   let step = "files";
   const fail = (err) => {
@@ -36995,40 +37014,36 @@ async function buildRootfs(recipe, image, options = {}) {
       cause: err
     });
   };
-  const file = await open6(image, "w", 420);
+  let file;
   try {
-    if (/\s/.test(stage)) throw new Error(`the scratch dir ${stage} has a blank in its path: set TMPDIR`);
     const hooks = [];
     if (Object.keys(recipe.files).length) {
       options.onProgress?.({ task, phase: "files" });
-      await writeFilesTar(recipe, join15(stage, "files.tar")).catch(fail);
-      hooks.push(`tar-in ${join15(stage, "files.tar")} /`);
+      await writeFilesTar(recipe, join15(stage, "forkd-files.tar")).catch(fail);
+      hooks.push(`upload ${join15(stage, "forkd-files.tar")} /forkd-files.tar`);
+      hooks.push('chroot "$1" tar -xpf /forkd-files.tar -C / && rm -f "$1/forkd-files.tar"');
     }
     if (recipe.build) {
-      await writeFile5(join15(stage, "forkd-build.sh"), recipe.build);
+      await writeFile5(join15(stage, "forkd-build.sh"), recipe.build, { mode: 384 });
       hooks.push(`upload ${join15(stage, "forkd-build.sh")} /forkd-build.sh`);
       hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
     }
-    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
-    if (mode === "unshare") await file.chmod(438);
-    const makeImage = `mount --bind "$1" "$1/mnt" && exec ${quote(mke2fs)} -q -F -t ext4 -L forkd -d "$1/mnt" ${quote(target)} ${recipe.imageMiB}M`;
-    hooks.push(
-      `find "$1/var/cache/apt/archives" "$1/var/lib/apt/lists" -type f -delete && mkdir -p "$1/mnt" && ${quote(requireTool("unshare", "util-linux"))} --mount sh -c ${quote(makeImage)} sh "$1"`
-    );
-    const args = [
+    hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
+    const bootstrap = [
+      ...mode === "sudo" ? ["env", `TMPDIR=${parent}`] : [],
+      run.mmdebstrap,
       `--mode=${mode === "sudo" ? "root" : mode}`,
       "--variant=minbase",
-      "--format=null",
+      "--format=directory",
       ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
       ...hooks.map((hook) => `--customize-hook=${hook}`),
       SUITE,
-      "/dev/null",
+      tree,
       debianMirror()
     ];
-    const env = { ...process.env, TMPDIR: parent };
-    const command = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n", "env", `TMPDIR=${parent}`, mmdebstrap, ...args] : [mmdebstrap, ...args];
+    const spawnOptions = { cwd: "/", env: { ...process.env, TMPDIR: parent } };
     const setpriv = which("setpriv");
-    const [bin, ...argv] = setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...command] : command;
+    const dieWithUs = (argv) => setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...argv] : argv;
     step = "bootstrap";
     let lines = 0;
     options.onProgress?.({
@@ -37036,11 +37051,9 @@ async function buildRootfs(recipe, image, options = {}) {
       phase: step,
       detail: `${SUITE} + ${recipe.packages.join(" ") || "nothing"} (${mode})`
     });
-    await runToolStreaming(bin, argv, {
-      cwd: "/",
-      // the namespace's root may not enter the caller's directory (a user's 0700 project)
-      env,
-      fd3: file.fd,
+    const [bin, ...args] = dieWithUs(mode === "sudo" ? run.argv(bootstrap) : bootstrap);
+    await runToolStreaming(bin, args, {
+      ...spawnOptions,
       onLine: (line) => {
         step = stepOf(line) ?? step;
         options.onProgress?.({
@@ -37053,16 +37066,36 @@ async function buildRootfs(recipe, image, options = {}) {
         });
       }
     }).catch(fail);
-    await chmod(image, 420);
+    step = "mke2fs";
+    options.onProgress?.({ task, phase: step, detail: `${recipe.imageMiB} MiB` });
+    file = await open6(image, "w", 420);
+    if (mode === "unshare") await file.chmod(438);
+    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
+    const [mkfs, ...mkfsArgs] = run.argv([
+      mke2fs,
+      "-q",
+      "-F",
+      "-t",
+      "ext4",
+      "-L",
+      "forkd",
+      "-d",
+      tree,
+      target,
+      `${recipe.imageMiB}M`
+    ]);
+    await runToolStreaming(mkfs, mkfsArgs, { ...spawnOptions, fd3: file.fd }).catch(fail);
+    await file.chmod(420);
   } finally {
-    await file.close();
+    await file?.close();
+    removeTree();
     await rm8(stage, { recursive: true, force: true });
     unregister();
   }
 }
 
 // src/engine/images/recipe.ts
-var BUILDER_VERSION = "rootfs-v2";
+var BUILDER_VERSION = "rootfs-v3";
 var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
 var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
 var FIELDS = [
@@ -37131,6 +37164,10 @@ function loadRecipe(ref) {
       throw bad2(`file ${target}: absolute image path -> file name`);
     if (target.split("/").includes("..") || source2.split("/").includes("..") || source2.startsWith("/"))
       throw bad2(`file ${target} <- ${source2} leaves its directory`);
+    const real = join16(dir, source2);
+    if (!existsSync12(real)) throw bad2(`file ${target} <- ${source2}: ${real} does not exist`);
+    if (!lstatSync(real).isFile())
+      throw bad2(`file ${target} <- ${source2}: ${real} is not a regular file (links are refused)`);
   }
   const build = str("build");
   if (base === "none" && (packages.length || Object.keys(files).length || build))
@@ -37275,8 +37312,8 @@ var Engine = class {
     const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
     const started = performance.now();
     const build = options.onProgress ? { onProgress: options.onProgress } : {};
-    const base = await this.buildBase(build);
     const rootfs = recipe?.base === "debian-bookworm" ? await ensureRecipeImage(this.paths, recipe, build) : void 0;
+    const base = await this.buildBase(build);
     const warmup = [recipe?.warmup, options.warmup].filter(Boolean).join(" && ") || void 0;
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
     const writer = await this.snapshots.beginWrite(tag);

@@ -214,8 +214,10 @@ export class Engine implements AsyncDisposable {
     const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
     const started = performance.now();
     const build = options.onProgress ? { onProgress: options.onProgress } : {};
-    const base = await this.buildBase(build);
+    // the recipe's image first: one that cannot be built (no privilege for it, a bad package)
+    // fails before minutes of kernel build
     const rootfs = recipe?.base === 'debian-bookworm' ? await ensureRecipeImage(this.paths, recipe, build) : undefined;
+    const base = await this.buildBase(build);
     const warmup = [recipe?.warmup, options.warmup].filter(Boolean).join(' && ') || undefined;
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
     const writer = await this.snapshots.beginWrite(tag);

@@ -98,15 +98,50 @@ export class OrdinaryUser {
     });
   }
 
-  /** Processes of this user still running (pid and command line). */
-  processes(): string[] {
-    try {
-      return execFileSync('ps', ['-u', this.name, '-o', 'pid=,args='], { encoding: 'utf8' })
-        .split('\n')
-        .filter((l) => l.trim());
-    } catch {
-      return []; // ps exits 1 when there are none
+  /** Whether a uid is this user's: its own, or one of its /etc/subuid range (user namespaces map onto it). */
+  private owns(uid: number): boolean {
+    if (uid === this.uid) return true;
+    for (const line of readFileSync('/etc/subuid', 'utf8').split('\n')) {
+      const [owner, start, count] = line.split(':');
+      if (owner === this.name && uid >= Number(start) && uid < Number(start) + Number(count)) return true;
     }
+    return false;
+  }
+
+  /** Processes of this user still running, in its user namespaces too (pid and command line). */
+  processes(): string[] {
+    return execFileSync('ps', ['-eo', 'uid=,pid=,args='], { encoding: 'utf8' })
+      .split('\n')
+      .map((line) => /^\s*(\d+)\s+(.*)$/.exec(line))
+      .flatMap((m) => (m && this.owns(Number(m[1])) ? [m[2]!] : []));
+  }
+
+  /** Entries of `dirs` (not below them) that belong to the user or its namespaces, but for `except`. */
+  files(dirs: string[], except: string[] = []): string[] {
+    return execFileSync('find', [...dirs, '-mindepth', '1', '-maxdepth', '1', '-printf', '%U %p\n'], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .map((line) => /^(\d+) (.*)$/.exec(line))
+      .flatMap((m) => (m && this.owns(Number(m[1])) && !except.includes(m[2]!) ? [m[2]!] : []));
+  }
+
+  /** Takes the user's /etc/subuid and /etc/subgid ranges away: user namespaces cannot map a Debian tree for it. */
+  dropSubids(): void {
+    const range = (file: string) => {
+      const line = readFileSync(file, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith(`${this.name}:`));
+      if (!line) return undefined;
+      const [, start, count] = line.split(':').map(Number);
+      return `${start}-${start! + count! - 1}`;
+    };
+    const [uids, gids] = [range('/etc/subuid'), range('/etc/subgid')];
+    execFileSync('usermod', [
+      ...(uids ? ['--del-subuids', uids] : []),
+      ...(gids ? ['--del-subgids', gids] : []),
+      this.name,
+    ]);
   }
 
   /** What the user ran through sudo, one command a line (empty without passwordless sudo). */

@@ -84,11 +84,8 @@ afterAll(() => {
   try {
     // nothing the user's runs started is left: no daemon, no QEMU, no mmdebstrap
     expect(user?.processes() ?? []).toEqual([]);
-    const leftovers = execFileSync('find', ['/dev/shm', tmpdir(), '-maxdepth', '1', '-user', user.name], {
-      encoding: 'utf8',
-    })
-      .split('\n')
-      .filter((p) => p && p !== project);
+    // nor files in the shared scratch dirs, its namespaces' included (mmdebstrap's trees)
+    const leftovers = user.files(['/dev/shm', tmpdir()], [project]);
     expect(leftovers).toEqual([]);
   } finally {
     user?.remove();

@@ -21,7 +21,7 @@ async function interpreters(vm: StartedVm, name: string): Promise<number> {
 beforeAll(async () => {
   daemon = await Daemon.start({ paths: home.paths });
   client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
-  // The images are built once and cached (about a minute each: debootstrap of python3-numpy / nodejs).
+  // The images are built once and cached (mmdebstrap of python3-numpy / nodejs).
   await Promise.all([
     engine.snapshot('py', { recipe: 'python-numpy' }),
     client.createSnapshot('js', { recipe: 'nodejs' }),

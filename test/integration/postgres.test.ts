@@ -28,7 +28,7 @@ async function fork(n: number): Promise<StartedVm[]> {
 }
 
 beforeAll(async () => {
-  // The recipe's image is built once and cached (about a minute: debootstrap + initdb in a chroot).
+  // The recipe's image is built once and cached (mmdebstrap, with initdb in a chroot of the tree).
   await engine.snapshot('pg', { recipe: 'postgres' });
 }, 600_000);
 

@@ -54,6 +54,24 @@ describe('a recipe that cannot become a snapshot fails at its step and leaves no
     expect(existsSync(images) ? readdirSync(images) : []).toEqual([]);
   }, 300_000);
 
+  test('a failing build command stops the build at its build step, with its output', async () => {
+    const err = await snapshotError('failing-build');
+    expect(err.code).toBe('FORKD_ERR_BUILD');
+    expect(err.message).toMatch(/^recipe failing-build: step build failed: /);
+    expect(err.message).toContain('build-broke');
+    expect(err.hint).toMatch(/build command failed/);
+    expect(home.entries('tmp')).toEqual([]);
+  }, 300_000);
+
+  test('an image too small for its tree stops the build at its mke2fs step', async () => {
+    const err = await snapshotError('too-small');
+    expect(err.code).toBe('FORKD_ERR_BUILD');
+    expect(err.message).toMatch(/^recipe too-small: step mke2fs failed: /);
+    expect(err.hint).toMatch(/raise "image_mib"/);
+    const images = join(home.root, 'images', 'rootfs-too-small');
+    expect(existsSync(images) ? readdirSync(images) : []).toEqual([]);
+  }, 300_000);
+
   test('a failing warm-up: its exit code, its output and the guest console tail', async () => {
     const err = await snapshotError('failing-warmup');
     expect(err.code).toBe('FORKD_ERR_SNAPSHOT');

@@ -19,7 +19,7 @@ let work: string | undefined;
 /** An ordinary user with no /etc/subuid or /etc/subgid range: user namespaces cannot map a Debian tree. */
 function userWithoutSubids(options: { passwordlessSudo?: boolean } = {}): OrdinaryUser {
   const made = new OrdinaryUser(options);
-  for (const file of ['/etc/subuid', '/etc/subgid']) execFileSync('sed', ['-i', `/^${made.name}:/d`, file]);
+  made.dropSubids();
   return made;
 }
 
@@ -59,7 +59,7 @@ describe('building a recipe image as an ordinary user without user namespaces', 
     expect(err.hint).toContain('passwordless sudo');
     const images = join(home, 'images', 'rootfs-tiny-rootfs');
     expect(existsSync(images) ? readdirSync(images) : []).toEqual([]); // no staging dir, no lock
-    expect(execFileSync('find', ['/dev/shm', '-maxdepth', '1', '-user', user.name], { encoding: 'utf8' })).toBe('');
+    expect(user.files(['/dev/shm', tmpdir()], [work])).toEqual([]);
   });
 
   test("with passwordless sudo: built through sudo, the image is the user's, owners inside are right", async () => {
@@ -75,11 +75,14 @@ describe('building a recipe image as an ordinary user without user namespaces', 
     expect(stat('/etc/forkd/built')).toMatch(/User:\s+100\s+Group:\s+101/);
     expect(stat('/etc/forkd/marker')).toMatch(/User:\s+0\s+Group:\s+0/);
     expect(stat('/etc')).toMatch(/User:\s+0\s+Group:\s+0/); // the recipe's files changed no directory's owner
-    // sudo ran forkd's probe (`sudo -n true`) and the bootstrap, nothing else
-    const [probe, ...rest] = user.sudoCommands();
-    expect(probe).toBe('/usr/bin/true');
-    expect(rest).toHaveLength(1);
-    expect(rest[0]).toMatch(/^\/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap --mode=root /);
+    // sudo ran forkd's probe (`sudo -n true`), the bootstrap, the image and the tree's removal: nothing else
+    const commands = user.sudoCommands();
+    expect(commands).toHaveLength(4);
+    expect(commands[0]).toBe('/usr/bin/true');
+    expect(commands[1]).toMatch(/^\/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap --mode=root /);
+    expect(commands[2]).toMatch(/^\/usr\/sbin\/mke2fs -q -F -t ext4 -L forkd -d \S+\/tree \S+\/rootfs\.ext4 512M$/);
+    expect(commands[3]).toMatch(/^\/usr\/bin\/rm -rf \S+\/tree$/);
+    expect(user.files(['/dev/shm', tmpdir()], [work])).toEqual([]);
   }, 900_000);
 
   test('FORKD_ROOTFS_MODE that is not a mode is refused, naming the modes', async () => {

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -12,6 +12,7 @@ function recipeDir(name: string, content: unknown): string {
   const dir = join(scratch, name);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'recipe.json'), typeof content === 'string' ? content : JSON.stringify(content));
+  if (!existsSync(join(dir, 'link'))) symlinkSync('/etc/hostname', join(dir, 'link')); // a file outside the recipe
   return dir;
 }
 
@@ -59,6 +60,8 @@ describe('loadRecipe', () => {
     ['packages that are not a list', { packages: 'curl' }, /Debian package names/],
     ['a file that leaves the recipe dir', { files: { '/etc/x': '../../secret' } }, /leaves its directory/],
     ['a relative image path', { files: { 'etc/x': 'x' } }, /absolute image path/],
+    ['a file that is not there', { files: { '/etc/x': 'missing.txt' } }, /missing.txt does not exist/],
+    ['a file that is a link', { files: { '/etc/x': 'link' } }, /is not a regular file \(links are refused\)/],
     ['base none with packages', { base: 'none', packages: ['curl'] }, /takes no packages/],
     ['an unknown base', { base: 'alpine' }, /"base" must be/],
     ['memory that is not a number', { memory_mib: '512' }, /"memory_mib" must be an integer/],

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { ForkdError } from '../../errors.js';
@@ -8,8 +8,8 @@ import { validatePorts } from '../vmm/ports.js';
 import { ensureArtifact, hashInputs, type Artifact, type BuildOptions } from './cache.js';
 import { buildRootfs, debianMirror, SUITE } from './rootfs.js';
 
-/** rootfs-v2: built by mmdebstrap (rootless), no longer debootstrap + chroot as root. */
-const BUILDER_VERSION = 'rootfs-v2';
+/** rootfs-v3: built by mmdebstrap (rootless), no longer debootstrap + chroot as root. */
+const BUILDER_VERSION = 'rootfs-v3';
 const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
 const DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
 const FIELDS = [
@@ -114,6 +114,11 @@ export function loadRecipe(ref: string): Recipe {
       throw bad(`file ${target}: absolute image path -> file name`);
     if (target.split('/').includes('..') || source.split('/').includes('..') || source.startsWith('/'))
       throw bad(`file ${target} <- ${source} leaves its directory`);
+    // a link could carry anything the user can read (a key, a token) into the image and its packs
+    const real = join(dir, source);
+    if (!existsSync(real)) throw bad(`file ${target} <- ${source}: ${real} does not exist`);
+    if (!lstatSync(real).isFile())
+      throw bad(`file ${target} <- ${source}: ${real} is not a regular file (links are refused)`);
   }
   const build = str('build');
   if (base === 'none' && (packages.length || Object.keys(files).length || build))

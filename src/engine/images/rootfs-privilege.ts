@@ -43,16 +43,14 @@ async function whyNotUnshare(): Promise<string | undefined> {
     Boolean,
   );
   if (missing.length) return missing.join('; ');
-  const unshare = which('unshare');
-  if (!unshare) return 'unshare is missing (package util-linux)';
+  const mmdebstrap = which('mmdebstrap');
+  if (!mmdebstrap) return 'mmdebstrap is missing (package mmdebstrap)';
   try {
-    // what mmdebstrap needs: a user namespace where we are root, with mount and pid namespaces
-    await execFileAsync(unshare, ['--user', '--map-root-user', '--mount', '--pid', '--fork', 'true'], {
-      timeout: 10_000,
-    });
+    // the namespace the build will use, mapped onto the subuid range as the build maps it
+    await execFileAsync(mmdebstrap, ['--unshare-helper', 'true'], { timeout: 10_000 });
     return undefined;
   } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr?.trim();
+    const stderr = (err as { stderr?: string }).stderr?.trim().split('\n').slice(-2).join(' ');
     return `unprivileged user namespaces are not allowed here (${stderr || (err as Error).message})`;
   }
 }
@@ -87,13 +85,19 @@ function parseMode(value: string | undefined): RootfsMode | undefined {
 export async function resolveRootfsMode(env: NodeJS.ProcessEnv = process.env): Promise<RootfsMode> {
   const forced = parseMode(env.FORKD_ROOTFS_MODE);
   const isRoot = process.getuid?.() === 0;
-  if (forced === 'root' && !isRoot)
-    throw new ForkdError('FORKD_ERR_BUILD', 'FORKD_ROOTFS_MODE=root, but this process is not root', {
-      hint: 'unset FORKD_ROOTFS_MODE to build through user namespaces or sudo',
-    });
   if (forced) {
-    const why = forced === 'unshare' ? await whyNotUnshare() : forced === 'sudo' ? await whyNotSudo() : undefined;
-    if (why) throw new ForkdError('FORKD_ERR_BUILD', `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`);
+    const why =
+      forced === 'root'
+        ? isRoot
+          ? undefined
+          : 'this process is not root'
+        : forced === 'unshare'
+          ? await whyNotUnshare()
+          : await whyNotSudo();
+    if (why)
+      throw new ForkdError('FORKD_ERR_BAD_INPUT', `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`, {
+        hint: 'unset FORKD_ROOTFS_MODE to let forkd choose',
+      });
     return forced;
   }
   if (isRoot) return 'root';

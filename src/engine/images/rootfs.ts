@@ -1,5 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { createWriteStream, rmSync, statfsSync } from 'node:fs';
-import { chmod, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -29,8 +30,6 @@ function scratchParent(): string {
   }
   return tmpdir();
 }
-
-const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 type Step = 'bootstrap' | 'files' | 'build' | 'mke2fs';
 
@@ -62,26 +61,61 @@ async function writeFilesTar(recipe: Recipe, out: string): Promise<void> {
 /** The step a line of mmdebstrap's output starts (it announces each hook before running it). */
 function stepOf(line: string): Step | undefined {
   if (!line.startsWith('I: running')) return undefined;
-  if (line.includes('tar-in')) return 'files';
+  if (line.includes('forkd-files.tar')) return 'files';
   if (line.includes('forkd-build.sh')) return 'build';
-  if (line.includes('mke2fs')) return 'mke2fs';
   return undefined;
 }
 
+/** Tools that run as root through sudo come from the system's directories, not the caller's PATH. */
+const SYSTEM_PATH = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
+
 /**
- * Builds a recipe's ext4 root filesystem into `image` with one mmdebstrap run: Debian minbase
- * plus the recipe's packages, its files, its build command in a chroot of the tree, then
- * `mke2fs -d` of the tree, all inside mmdebstrap's namespace so the image keeps the tree's owners.
- * As an ordinary user this runs in a user namespace (no root, no loop mounts); the image file is
- * opened here and handed in as fd 3, so it stays ours.
+ * Runs commands in the build's privilege: as root, through `sudo -n`, or (unshare) inside
+ * mmdebstrap's user namespace, where the tree's owners are the ones it was built with.
+ */
+function privileged(mode: RootfsMode) {
+  const tool = (name: string, pkg: string) =>
+    mode === 'sudo' ? (which(name, SYSTEM_PATH) ?? requireTool(name, pkg)) : requireTool(name, pkg);
+  const mmdebstrap = tool('mmdebstrap', 'mmdebstrap');
+  const prefix =
+    mode === 'sudo' ? [requireTool('sudo', 'sudo'), '-n'] : mode === 'unshare' ? [mmdebstrap, '--unshare-helper'] : [];
+  return {
+    mmdebstrap,
+    tool,
+    /** argv for a command in the namespace (unshare), as root (sudo) or as it is (root). */
+    argv: (command: string[]) => [...prefix, ...command],
+  };
+}
+
+/**
+ * Builds a recipe's ext4 root filesystem into `image`: mmdebstrap makes a Debian minbase tree
+ * with the recipe's packages, unpacks its files and runs its build command in a chroot of it,
+ * and cleans it up; then `mke2fs -d` makes the image of the tree and the tree is removed, both
+ * with the privilege the tree was made with, so the image keeps its owners. As an ordinary user
+ * all of it runs in a user namespace (no root, no loop mounts), and the image file, opened here,
+ * reaches mke2fs as fd 3, so it stays ours.
  */
 export async function buildRootfs(recipe: Recipe, image: string, options: BuildOptions = {}): Promise<void> {
-  const mode: RootfsMode = await resolveRootfsMode();
-  const mmdebstrap = requireTool('mmdebstrap', 'mmdebstrap');
-  const mke2fs = requireTool('mke2fs', 'e2fsprogs');
+  const mode = await resolveRootfsMode();
+  const run = privileged(mode);
+  const mke2fs = run.tool('mke2fs', 'e2fsprogs');
   const parent = scratchParent();
+  // mmdebstrap's special hooks split their arguments as a shell would
+  if (/[\s'"\\]/.test(parent))
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `the scratch dir ${parent} has a blank or a quote in its path`, {
+      hint: 'set TMPDIR to a path without blanks or quotes',
+    });
   const stage = await mkdtemp(join(parent, `forkd-recipe-${recipe.name}-`));
-  const unregister = onProcessExit(() => rmSync(stage, { recursive: true, force: true }));
+  // the namespace's root (not us) makes the tree in here: it may pass through, not list
+  await chmod(stage, 0o711);
+  const tree = join(stage, 'tree');
+  const [rmBin, ...rmArgs] = run.argv(['rm', '-rf', tree]);
+  // synchronous: it also runs from the exit handler
+  const removeTree = () => void spawnSync(rmBin!, rmArgs, { stdio: 'ignore' });
+  const unregister = onProcessExit(() => {
+    removeTree();
+    rmSync(stage, { recursive: true, force: true });
+  });
   const task = `rootfs ${recipe.name}`;
   let step: Step = 'files';
   const fail = (err: unknown): never => {
@@ -91,49 +125,42 @@ export async function buildRootfs(recipe: Recipe, image: string, options: BuildO
       cause: err,
     });
   };
-  const file = await open(image, 'w', 0o644);
+  let file: FileHandle | undefined;
   try {
-    // mmdebstrap's special hooks split their arguments on blanks
-    if (/\s/.test(stage)) throw new Error(`the scratch dir ${stage} has a blank in its path: set TMPDIR`);
     const hooks: string[] = [];
     if (Object.keys(recipe.files).length) {
       options.onProgress?.({ task, phase: 'files' });
-      await writeFilesTar(recipe, join(stage, 'files.tar')).catch(fail);
-      hooks.push(`tar-in ${join(stage, 'files.tar')} /`);
+      await writeFilesTar(recipe, join(stage, 'forkd-files.tar')).catch(fail);
+      // unpacked by the tree's own tar in a chroot, so a symlink in the tree (/var/run -> /run)
+      // leads into the tree, never to the host
+      hooks.push(`upload ${join(stage, 'forkd-files.tar')} /forkd-files.tar`);
+      hooks.push('chroot "$1" tar -xpf /forkd-files.tar -C / && rm -f "$1/forkd-files.tar"');
     }
     if (recipe.build) {
-      await writeFile(join(stage, 'forkd-build.sh'), recipe.build);
+      await writeFile(join(stage, 'forkd-build.sh'), recipe.build, { mode: 0o600 });
       hooks.push(`upload ${join(stage, 'forkd-build.sh')} /forkd-build.sh`);
       hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
     }
-    // inside an unshared namespace our own uid is not mapped: the image is reached through the fd
-    const target = mode === 'unshare' ? '/proc/self/fd/3' : image;
-    if (mode === 'unshare') await file.chmod(0o666);
-    // mmdebstrap has /proc, /sys and /dev mounted in the tree: a non-recursive bind of it, in a
-    // mount namespace of the hook's own, shows mke2fs the tree without them
-    const makeImage = `mount --bind "$1" "$1/mnt" && exec ${quote(mke2fs)} -q -F -t ext4 -L forkd -d "$1/mnt" ${quote(target)} ${recipe.imageMiB}M`;
-    hooks.push(
-      'find "$1/var/cache/apt/archives" "$1/var/lib/apt/lists" -type f -delete && mkdir -p "$1/mnt" && ' +
-        `${quote(requireTool('unshare', 'util-linux'))} --mount sh -c ${quote(makeImage)} sh "$1"`,
-    );
-    const args = [
+    // the host's resolver and name mean nothing in a guest (slirp's DNS is 10.0.2.3), and would
+    // make the image differ from host to host
+    hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
+    const bootstrap = [
+      ...(mode === 'sudo' ? ['env', `TMPDIR=${parent}`] : []),
+      run.mmdebstrap,
       `--mode=${mode === 'sudo' ? 'root' : mode}`,
       '--variant=minbase',
-      '--format=null',
+      '--format=directory',
       ...(recipe.packages.length ? [`--include=${recipe.packages.join(',')}`] : []),
       ...hooks.map((hook) => `--customize-hook=${hook}`),
       SUITE,
-      '/dev/null',
+      tree,
       debianMirror(),
     ];
-    const env = { ...process.env, TMPDIR: parent };
-    const command =
-      mode === 'sudo'
-        ? [requireTool('sudo', 'sudo'), '-n', 'env', `TMPDIR=${parent}`, mmdebstrap, ...args]
-        : [mmdebstrap, ...args];
+    // the namespace's root may not enter the caller's directory (a user's 0700 project): run from /
+    const spawnOptions = { cwd: '/', env: { ...process.env, TMPDIR: parent } };
     // mmdebstrap removes its tree when told to stop: make sure it is told if we die first
     const setpriv = which('setpriv');
-    const [bin, ...argv] = setpriv ? [setpriv, '--pdeathsig', 'TERM', '--', ...command] : command;
+    const dieWithUs = (argv: string[]) => (setpriv ? [setpriv, '--pdeathsig', 'TERM', '--', ...argv] : argv);
     step = 'bootstrap';
     let lines = 0;
     options.onProgress?.({
@@ -141,10 +168,9 @@ export async function buildRootfs(recipe: Recipe, image: string, options: BuildO
       phase: step,
       detail: `${SUITE} + ${recipe.packages.join(' ') || 'nothing'} (${mode})`,
     });
-    await runToolStreaming(bin!, argv, {
-      cwd: '/', // the namespace's root may not enter the caller's directory (a user's 0700 project)
-      env,
-      fd3: file.fd,
+    const [bin, ...args] = dieWithUs(mode === 'sudo' ? run.argv(bootstrap) : bootstrap);
+    await runToolStreaming(bin!, args, {
+      ...spawnOptions,
       onLine: (line) => {
         step = stepOf(line) ?? step;
         options.onProgress?.({
@@ -156,9 +182,31 @@ export async function buildRootfs(recipe: Recipe, image: string, options: BuildO
         });
       },
     }).catch(fail);
-    await chmod(image, 0o644);
+
+    step = 'mke2fs';
+    options.onProgress?.({ task, phase: step, detail: `${recipe.imageMiB} MiB` });
+    file = await open(image, 'w', 0o644);
+    // inside the namespace our own uid is not mapped: the image is reached through the fd
+    if (mode === 'unshare') await file.chmod(0o666);
+    const target = mode === 'unshare' ? '/proc/self/fd/3' : image;
+    const [mkfs, ...mkfsArgs] = run.argv([
+      mke2fs,
+      '-q',
+      '-F',
+      '-t',
+      'ext4',
+      '-L',
+      'forkd',
+      '-d',
+      tree,
+      target,
+      `${recipe.imageMiB}M`,
+    ]);
+    await runToolStreaming(mkfs!, mkfsArgs, { ...spawnOptions, fd3: file.fd }).catch(fail);
+    await file.chmod(0o644);
   } finally {
-    await file.close();
+    await file?.close();
+    removeTree();
     await rm(stage, { recursive: true, force: true });
     unregister();
   }
