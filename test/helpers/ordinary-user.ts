@@ -99,31 +99,33 @@ export class OrdinaryUser {
   }
 
   /** Whether a uid is this user's: its own, or one of its /etc/subuid range (user namespaces map onto it). */
-  private owns(uid: number): boolean {
-    if (uid === this.uid) return true;
-    for (const line of readFileSync('/etc/subuid', 'utf8').split('\n')) {
-      const [owner, start, count] = line.split(':');
-      if (owner === this.name && uid >= Number(start) && uid < Number(start) + Number(count)) return true;
-    }
-    return false;
+  private ownership(): (uid: number) => boolean {
+    const ranges = readFileSync('/etc/subuid', 'utf8')
+      .split('\n')
+      .map((line) => line.split(':'))
+      .filter(([owner]) => owner === this.name)
+      .map(([, start, count]) => [Number(start), Number(start) + Number(count)] as const);
+    return (uid) => uid === this.uid || ranges.some(([from, to]) => uid >= from && uid < to);
   }
 
   /** Processes of this user still running, in its user namespaces too (pid and command line). */
   processes(): string[] {
+    const owns = this.ownership();
     return execFileSync('ps', ['-eo', 'uid=,pid=,args='], { encoding: 'utf8' })
       .split('\n')
       .map((line) => /^\s*(\d+)\s+(.*)$/.exec(line))
-      .flatMap((m) => (m && this.owns(Number(m[1])) ? [m[2]!] : []));
+      .flatMap((m) => (m && owns(Number(m[1])) ? [m[2]!] : []));
   }
 
   /** Entries of `dirs` (not below them) that belong to the user or its namespaces, but for `except`. */
   files(dirs: string[], except: string[] = []): string[] {
+    const owns = this.ownership();
     return execFileSync('find', [...dirs, '-mindepth', '1', '-maxdepth', '1', '-printf', '%U %p\n'], {
       encoding: 'utf8',
     })
       .split('\n')
       .map((line) => /^(\d+) (.*)$/.exec(line))
-      .flatMap((m) => (m && this.owns(Number(m[1])) && !except.includes(m[2]!) ? [m[2]!] : []));
+      .flatMap((m) => (m && owns(Number(m[1])) && !except.includes(m[2]!) ? [m[2]!] : []));
   }
 
   /** Takes the user's /etc/subuid and /etc/subgid ranges away: user namespaces cannot map a Debian tree for it. */

@@ -124,8 +124,12 @@ describe('a project that installs the packed package, run by an ordinary user', 
     expect(unwanted).toEqual([]);
   });
 
-  test('npx forkd and import("forkd-action") work from the installed package', async () => {
+  test('npx forkd (--version, install-deps) and import("forkd-action") work from the installed package', async () => {
     expect(ok(await user.run('npx', ['forkd', '--version'], { cwd: project })).trim()).toBe(ours.version);
+    // the README's install step: the host already has the packages, so no sudo is asked for
+    expect(ok(await user.run('npx', ['forkd', 'install-deps'], { cwd: project }))).toContain(
+      'forkd: host packages already installed',
+    );
     const imported = ok(
       await user.run(
         'node',

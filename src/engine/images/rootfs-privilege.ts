@@ -16,7 +16,7 @@ const execFileAsync = promisify(execFile);
  */
 export type RootfsMode = 'root' | 'unshare' | 'sudo';
 
-export const ROOTFS_MODES: readonly RootfsMode[] = ['root', 'unshare', 'sudo'];
+const ROOTFS_MODES: readonly RootfsMode[] = ['root', 'unshare', 'sudo'];
 
 /** Ids mmdebstrap maps into the namespace: the whole range a Debian root filesystem uses. */
 const SUBID_COUNT = 65536;
