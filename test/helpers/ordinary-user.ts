@@ -1,7 +1,11 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+/** Where a user's runs leave scratch files. */
+export const SCRATCH_DIRS = ['/dev/shm', tmpdir()];
 
 export interface RunResult {
   status: number | null;
@@ -22,6 +26,7 @@ export class OrdinaryUser {
   private readonly sudoers = `/etc/sudoers.d/${this.name}`;
   /** Where sudo logs what this user ran through it (only with passwordless sudo). */
   readonly sudoLog = `/var/log/${this.name}-sudo.log`;
+  private readonly before: Set<string> = new Set();
 
   constructor(options: { passwordlessSudo?: boolean } = {}) {
     if (process.getuid?.() !== 0)
@@ -30,6 +35,8 @@ export class OrdinaryUser {
     this.home = `/home/${this.name}`;
     this.uid = Number(execFileSync('id', ['-u', this.name], { encoding: 'utf8' }));
     this.gid = Number(execFileSync('id', ['-g', this.name], { encoding: 'utf8' }));
+    // a uid is reused once its user is gone: what an earlier owner of these ids left is not ours
+    this.before = new Set(this.files(SCRATCH_DIRS));
     if (options.passwordlessSudo) {
       writeFileSync(
         this.sudoers,
@@ -117,7 +124,10 @@ export class OrdinaryUser {
       .flatMap((m) => (m && owns(Number(m[1])) ? [m[2]!] : []));
   }
 
-  /** Entries of `dirs` (not below them) that belong to the user or its namespaces, but for `except`. */
+  /**
+   * Entries of `dirs` (not below them) that belong to the user or its namespaces, but for `except`
+   * and for those there before the user was made.
+   */
   files(dirs: string[], except: string[] = []): string[] {
     const owns = this.ownership();
     return execFileSync('find', [...dirs, '-mindepth', '1', '-maxdepth', '1', '-printf', '%U %p\n'], {
@@ -125,7 +135,7 @@ export class OrdinaryUser {
     })
       .split('\n')
       .map((line) => /^(\d+) (.*)$/.exec(line))
-      .flatMap((m) => (m && owns(Number(m[1])) && !except.includes(m[2]!) ? [m[2]!] : []));
+      .flatMap((m) => (m && owns(Number(m[1])) && !except.includes(m[2]!) && !this.before.has(m[2]!) ? [m[2]!] : []));
   }
 
   /** Takes the user's /etc/subuid and /etc/subgid ranges away: user namespaces cannot map a Debian tree for it. */

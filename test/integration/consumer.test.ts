@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { StatePaths } from '../../src/engine/state-dir.js';
-import { OrdinaryUser, type RunResult } from '../helpers/ordinary-user.js';
+import { OrdinaryUser, SCRATCH_DIRS, type RunResult } from '../helpers/ordinary-user.js';
 import { packFromCleanCopy, type PackedPackage } from '../helpers/packed-package.js';
 import { readmeSnippets, repoRoot } from '../helpers/readme-snippets.js';
 
@@ -85,7 +85,7 @@ afterAll(() => {
     // nothing the user's runs started is left: no daemon, no QEMU, no mmdebstrap
     expect(user?.processes() ?? []).toEqual([]);
     // nor files in the shared scratch dirs, its namespaces' included (mmdebstrap's trees)
-    const leftovers = user.files(['/dev/shm', tmpdir()], [project]);
+    const leftovers = user.files(SCRATCH_DIRS, [project]);
     expect(leftovers).toEqual([]);
   } finally {
     user?.remove();

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { OrdinaryUser } from '../helpers/ordinary-user.js';
+import { OrdinaryUser, SCRATCH_DIRS } from '../helpers/ordinary-user.js';
 import { repoRoot } from '../helpers/readme-snippets.js';
 
 /**
@@ -59,7 +59,7 @@ describe('building a recipe image as an ordinary user without user namespaces', 
     expect(err.hint).toContain('passwordless sudo');
     const images = join(home, 'images', 'rootfs-tiny-rootfs');
     expect(existsSync(images) ? readdirSync(images) : []).toEqual([]); // no staging dir, no lock
-    expect(user.files(['/dev/shm', tmpdir()], [work])).toEqual([]);
+    expect(user.files(SCRATCH_DIRS, [work])).toEqual([]);
   });
 
   test("with passwordless sudo: built through sudo, the image is the user's, owners inside are right", async () => {
@@ -82,7 +82,7 @@ describe('building a recipe image as an ordinary user without user namespaces', 
     expect(commands[1]).toMatch(/^\/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap --mode=root /);
     expect(commands[2]).toMatch(/^\/usr\/sbin\/mke2fs -q -F -t ext4 -L forkd -d \S+\/tree \S+\/rootfs\.ext4 512M$/);
     expect(commands[3]).toMatch(/^\/usr\/bin\/rm -rf \S+\/tree$/);
-    expect(user.files(['/dev/shm', tmpdir()], [work])).toEqual([]);
+    expect(user.files(SCRATCH_DIRS, [work])).toEqual([]);
   }, 900_000);
 
   test('FORKD_ROOTFS_MODE that is not a mode is refused, naming the modes', async () => {
