@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -9,7 +9,9 @@ import { repoRoot } from '../helpers/readme-snippets.js';
 /**
  * How an ordinary user builds a recipe's root filesystem when user namespaces are not available
  * to it: through passwordless sudo, or not at all, with one error that names both fixes. (The
- * user-namespace path is the consumer test's: its postgres image is built that way.)
+ * user-namespace path is the consumer test's: its postgres image is built that way.) And how
+ * builds keep out of each other's way: a root build's mounts are its own, and a mount under
+ * /dev/shm, which stops a user-namespace build, is named before anything is downloaded.
  */
 const cli = join(repoRoot, 'bin', 'forkd.js');
 const recipe = join(repoRoot, 'test', 'fixtures', 'recipes', 'tiny-rootfs');
@@ -79,7 +81,9 @@ describe('building a recipe image as an ordinary user without user namespaces', 
     const commands = user.sudoCommands();
     expect(commands).toHaveLength(4);
     expect(commands[0]).toBe('/usr/bin/true');
-    expect(commands[1]).toMatch(/^\/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap --mode=root /);
+    expect(commands[1]).toMatch(
+      /^\/usr\/bin\/unshare --mount --propagation private -- \/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap --mode=root /,
+    );
     expect(commands[2]).toMatch(/^\/usr\/sbin\/mke2fs -q -F -t ext4 -L forkd -d \S+\/tree \S+\/rootfs\.ext4 512M$/);
     expect(commands[3]).toMatch(/^\/usr\/bin\/rm -rf \S+\/tree$/);
     expect(user.files(SCRATCH_DIRS, [work])).toEqual([]);
@@ -93,5 +97,52 @@ describe('building a recipe image as an ordinary user without user namespaces', 
     const err = JSON.parse(r.stdout) as { code: string; error: string };
     expect(err.code).toBe('FORKD_ERR_BAD_INPUT');
     expect(err.error).toBe('FORKD_ROOTFS_MODE=fakeroot is not one of auto, root, unshare, sudo');
+  });
+});
+
+describe('builds side by side', () => {
+  test("a root build's proc, sys and dev mounts are never seen outside it", async () => {
+    const home = mkdtempSync(join(tmpdir(), 'forkd-rootbuild-'));
+    work = home;
+    const seen = new Set<string>();
+    const watch = setInterval(() => {
+      for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n'))
+        if (line.includes('forkd-recipe-tiny-rootfs')) seen.add(line.split(' ')[4]!);
+    }, 50);
+    try {
+      const r = execFileSync(process.execPath, [cli, 'build', recipe, '--json'], {
+        env: { ...process.env, FORKD_HOME: home, FORKD_ROOTFS_MODE: 'root' },
+        encoding: 'utf8',
+        timeout: 900_000,
+      });
+      expect(JSON.parse(r)).toMatchObject({ image: expect.stringContaining('rootfs.ext4') });
+    } finally {
+      clearInterval(watch);
+    }
+    expect([...seen]).toEqual([]);
+  }, 900_000);
+
+  test('in a user namespace while something is mounted under /dev/shm: an error naming it, nothing built', async () => {
+    user = new OrdinaryUser();
+    work = user.makeDir(mkdtempSync(join(tmpdir(), 'forkd-rootless-')));
+    const home = join(work, 'home');
+    const mounted = mkdtempSync('/dev/shm/forkd-test-mount-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mounted]);
+    try {
+      const started = performance.now();
+      const r = await build(user, home);
+      expect(performance.now() - started).toBeLessThan(10_000);
+      expect(r.status).toBe(1);
+      const err = JSON.parse(r.stdout) as { code: string; error: string; hint: string };
+      expect(err.code).toBe('FORKD_ERR_BUILD');
+      expect(err.error).toBe(`a build without root cannot bind /dev/shm while ${mounted} is mounted under it`);
+      expect(err.hint).toContain(`unmount ${mounted}`);
+      const images = join(home, 'images', 'rootfs-tiny-rootfs');
+      expect(existsSync(images) ? readdirSync(images) : []).toEqual([]);
+      expect(user.files(SCRATCH_DIRS, [work])).toEqual([]);
+    } finally {
+      execFileSync('umount', [mounted]);
+      rmdirSync(mounted);
+    }
   });
 });

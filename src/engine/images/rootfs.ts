@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { createWriteStream, rmSync, statfsSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { chmod, mkdtemp, open, readFile, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +66,25 @@ function stepOf(line: string): Step | undefined {
   return undefined;
 }
 
+/**
+ * In its user namespace mmdebstrap binds /dev/shm into the tree without its submounts, which the
+ * kernel refuses while anything is mounted below /dev/shm (EINVAL, "wrong fs type"): say so first.
+ */
+function refuseMountsUnderDevShm(): void {
+  const below = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((point) => point.startsWith('/dev/shm/'));
+  if (below.length)
+    throw new ForkdError(
+      'FORKD_ERR_BUILD',
+      `a build without root cannot bind /dev/shm while ${below[0]} is mounted under it`,
+      {
+        hint: `unmount ${below.join(', ')}, or build as root (FORKD_ROOTFS_MODE=sudo)`,
+      },
+    );
+}
+
 /** Tools that run as root through sudo come from the system's directories, not the caller's PATH. */
 const SYSTEM_PATH = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
 
@@ -97,6 +116,7 @@ function privileged(mode: RootfsMode) {
  */
 export async function buildRootfs(recipe: Recipe, image: string, options: BuildOptions = {}): Promise<void> {
   const mode = await resolveRootfsMode();
+  if (mode === 'unshare') refuseMountsUnderDevShm();
   const run = privileged(mode);
   const mke2fs = run.tool('mke2fs', 'e2fsprogs');
   const parent = scratchParent();
@@ -145,7 +165,11 @@ export async function buildRootfs(recipe: Recipe, image: string, options: BuildO
     // make the image differ from host to host
     hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
     const bootstrap = [
-      ...(mode === 'sudo' ? ['env', `TMPDIR=${parent}`] : []),
+      // as root, the tree's mounts (proc, sys, dev) stay in a mount namespace of their own: seen
+      // from outside, a mount under /dev/shm stops unprivileged builds binding /dev/shm, and a
+      // killed build cannot leave them behind
+      ...(mode === 'unshare' ? [] : [run.tool('unshare', 'util-linux'), '--mount', '--propagation', 'private', '--']),
+      ...(mode === 'sudo' ? [run.tool('env', 'coreutils'), `TMPDIR=${parent}`] : []),
       run.mmdebstrap,
       `--mode=${mode === 'sudo' ? 'root' : mode}`,
       '--variant=minbase',
