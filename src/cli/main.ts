@@ -6,12 +6,13 @@ import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
 import { packageRoot, packageVersion } from '../engine/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
-import { ensureRecipeImage, loadRecipe } from '../engine/images/recipe.js';
+import { loadRecipe } from '../engine/images/recipe.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
 import { sandboxCommands } from './sandbox-commands.js';
 import type { OnProgress } from '../engine/progress.js';
+import type { Unpacked } from '../hub/unpack.js';
 import { progressRenderer } from './progress.js';
 
 interface JsonFlag {
@@ -37,6 +38,17 @@ function withProgress<T>(quiet: boolean, work: (onProgress: OnProgress) => Promi
 /** --tag and --force of unpack and pull, as the engine takes them. */
 function installOptions(opts: { tag?: string; force?: boolean }): { tag?: string; force?: boolean } {
   return { ...(opts.tag ? { tag: opts.tag } : {}), ...(opts.force ? { force: true } : {}) };
+}
+
+/** Where an image came from: an official pack, the cache, or a build that took `seconds`. */
+function provenance(image: { reused: boolean; official?: string }, seconds: number): string {
+  if (image.official) return `from the official pack ${image.official}`;
+  return image.reused ? 'reused from cache' : `built in ${seconds}s`;
+}
+
+/** The one line that says a pack's snapshot was taken again here, why, and how long it took. */
+function retakenNote(retaken: Unpacked['retaken']): string {
+  return retaken ? ` (snapshot taken again here in ${(retaken.ms / 1000).toFixed(1)} s: ${retaken.reason})` : '';
 }
 
 /** This process's peak resident memory, in bytes (packs promise to stay bounded). */
@@ -129,7 +141,7 @@ program
         const base = await engine.buildBase({ onProgress: progress.onProgress }).finally(progress.stop);
         if (opts.json) return printJson({ ...base, seconds: seconds() });
         return void process.stdout.write(
-          `kernel    ${base.kernel}\ninitramfs ${base.initrd}\n${base.reused ? 'reused from cache' : `built in ${seconds()}s`}\n`,
+          `kernel    ${base.kernel}\ninitramfs ${base.initrd}\n${provenance(base, seconds())}\n`,
         );
       }
       const recipe = loadRecipe(target);
@@ -137,12 +149,16 @@ program
         if (opts.json) return printJson({ recipe: recipe.name, image: null, reused: true, seconds: seconds() });
         return void process.stdout.write(`recipe ${recipe.name} boots the embedded initramfs: no image to build\n`);
       }
-      const image = await ensureRecipeImage(engine.paths, recipe, { onProgress: progress.onProgress }).finally(
-        progress.stop,
-      );
+      const image = await engine.recipeImage(recipe, { onProgress: progress.onProgress }).finally(progress.stop);
       if (opts.json)
-        return printJson({ recipe: recipe.name, image: image.image, reused: image.reused, seconds: seconds() });
-      process.stdout.write(`rootfs ${image.image}\n${image.reused ? 'reused from cache' : `built in ${seconds()}s`}\n`);
+        return printJson({
+          recipe: recipe.name,
+          image: image.image,
+          reused: image.reused,
+          official: image.official ?? null,
+          seconds: seconds(),
+        });
+      process.stdout.write(`rootfs ${image.image}\n${provenance(image, seconds())}\n`);
     }),
   );
 
@@ -216,7 +232,16 @@ program
           .finally(progress.stop);
         const timings = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, Math.round(v)]));
         if (opts.json)
-          printJson({ tag: result.tag, dir: result.dir, diskBytes: result.diskBytes, meta: result.meta, timings });
+          printJson({
+            tag: result.tag,
+            dir: result.dir,
+            diskBytes: result.diskBytes,
+            meta: result.meta,
+            timings,
+            official: result.official ?? null,
+          });
+        else if (result.official)
+          process.stdout.write(`snapshot ${result.tag}: the official ${result.official}, in ${timings.totalMs} ms\n`);
         else
           process.stdout.write(
             `snapshot ${result.tag}: boot ${timings.bootMs} ms, warm-up ${timings.warmupMs} ms, save ${timings.saveMs} ms; ${formatBytes(result.diskBytes)} on disk\n`,
@@ -362,8 +387,9 @@ program
       const r = await withProgress(Boolean(opts.json), (onProgress) =>
         new Engine().unpack(file, installOptions(opts), onProgress),
       );
-      if (opts.json) return printJson({ tags: r.tags, peak_rss_bytes: peakRss(), manifest: r.manifest });
-      process.stdout.write(`unpacked ${r.tags.join(', ')} from ${file}\n`);
+      if (opts.json)
+        return printJson({ tags: r.tags, retaken: r.retaken ?? null, peak_rss_bytes: peakRss(), manifest: r.manifest });
+      process.stdout.write(`unpacked ${r.tags.join(', ')} from ${file}${retakenNote(r.retaken)}\n`);
     }),
   );
 
@@ -379,8 +405,10 @@ program
       const r = await withProgress(Boolean(opts.json), (onProgress) =>
         new Engine().pull(ref, installOptions(opts), onProgress),
       );
-      if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached });
-      process.stdout.write(`${r.cached ? 'already pulled' : 'pulled'} ${r.ref}: ${r.tags.join(', ')}\n`);
+      if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached, retaken: r.retaken ?? null });
+      process.stdout.write(
+        `${r.cached ? 'already pulled' : 'pulled'} ${r.ref}: ${r.tags.join(', ')}${retakenNote(r.retaken)}\n`,
+      );
     }),
   );
 

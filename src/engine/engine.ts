@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
+import { copyFile, link, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { ForkdError } from '../errors.js';
 import { knownAccel, resolveAccel, type AccelGuest, type AccelVerdict } from './accel.js';
 import { onProcessExit } from './reaper.js';
-import { ensureBaseImage, type BaseImage } from './images/base.js';
+import { ensureBaseImage } from './images/base.js';
 import type { BuildOptions } from './images/cache.js';
 import type { ExecResult } from './agent/guest.js';
 import type { OnProgress } from './progress.js';
@@ -16,7 +16,7 @@ import type { PackManifest } from '../hub/manifest.js';
 import { writePack } from '../hub/pack.js';
 import { byteProgress } from '../hub/progress.js';
 import { unpack, type PackHost, type UnpackOptions, type Unpacked } from '../hub/unpack.js';
-import { fetchPack, PullCache, resolveRef } from '../hub/pull.js';
+import { fetchPack, PullCache, resolveRef, type PackSource } from '../hub/pull.js';
 import { upload } from '../hub/download.js';
 import { WarmPool } from './snapshot/pool.js';
 import { BRANCH_MODES, copyRunningVm, physicalBytes, type BranchCopy, type BranchMode } from './snapshot/branch.js';
@@ -36,7 +36,8 @@ import { validateTag } from './snapshot/tag.js';
 import { StatePaths } from './state-dir.js';
 import { saveDeviceState } from './vmm/device-state.js';
 import { validatePorts } from './vmm/ports.js';
-import { ensureRecipeImage, loadRecipe } from './images/recipe.js';
+import { ensureRecipeImage, isPackagedRecipe, loadRecipe, recipeImageKey, type Recipe } from './images/recipe.js';
+import { imagesOf, officialGuest, type GuestImages, type OfficialGuest } from './images/official.js';
 import type { LaunchOptions } from './vmm/vm-process.js';
 import { findQemu, type QemuBinary } from './vmm/qemu-binary.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
@@ -90,6 +91,20 @@ export interface SnapshotDescription {
 
 export interface SnapshotResult extends SnapshotInfo {
   timings: { bootMs: number; warmupMs: number; saveMs: number; totalMs: number };
+  /** Set when the snapshot is the official pack's, installed rather than taken (`forkd/postgres@0.1.0`). */
+  official?: string;
+}
+
+/** Everything a snapshot is taken from: what SnapshotOptions and a recipe resolve to, or what a pack records. */
+interface SnapshotPlan {
+  images: GuestImages;
+  imageName: string;
+  warmup: string | undefined;
+  ready: SnapshotMeta['ready'];
+  ports: number[];
+  memoryMiB: number;
+  vcpus: number;
+  prime: string | undefined;
 }
 
 const READY_POLL_MS = 200;
@@ -115,6 +130,36 @@ async function waitReady(vm: StartedVm, ready: string, timeoutMs: number): Promi
     }
     await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
   }
+}
+
+/** The plan a snapshot was taken from, as its meta records it: how a pack's snapshot is taken again. */
+function planOf(meta: SnapshotMeta): SnapshotPlan {
+  return {
+    images: imagesOf(meta),
+    imageName: meta.image.name,
+    warmup: meta.warmup ?? undefined,
+    ready: meta.ready,
+    ports: meta.ports,
+    memoryMiB: meta.memoryMiB,
+    vcpus: meta.vcpus,
+    prime: meta.prime,
+  };
+}
+
+/** True when `meta` is what taking `plan` would make (an official snapshot serves the request as it is). */
+function sameSnapshot(meta: SnapshotMeta, plan: SnapshotPlan): boolean {
+  const made = planOf(meta);
+  return (
+    meta.parent === null &&
+    made.images.kernel === plan.images.kernel &&
+    made.images.rootfs?.image === plan.images.rootfs?.image &&
+    made.warmup === plan.warmup &&
+    made.ready?.command === plan.ready?.command &&
+    made.memoryMiB === plan.memoryMiB &&
+    made.vcpus === plan.vcpus &&
+    made.prime === plan.prime &&
+    made.ports.join(',') === plan.ports.join(',')
+  );
 }
 
 /** Children one fork() call may ask for: beyond this a typo (n=100000) would exhaust the host. */
@@ -149,7 +194,8 @@ async function mapLimited<T, R>(
 export class Engine implements AsyncDisposable {
   /** Accelerator verdicts by guest kernel path. */
   private readonly verdicts = new Map<string, Promise<AccelVerdict>>();
-  private base: Promise<BaseImage> | undefined;
+  private base: Promise<GuestImages> | undefined;
+  private readonly officials = new Map<string, Promise<OfficialGuest | undefined>>();
   private readonly pools = new Map<string, WarmPool>();
   readonly snapshots: SnapshotStore;
 
@@ -166,13 +212,35 @@ export class Engine implements AsyncDisposable {
    * engine: checking the cache hashes the agent sources, busybox and asks gcc its version, which
    * every boot and snapshot would otherwise repeat.
    */
-  buildBase(options: BuildOptions = {}): Promise<BaseImage> {
-    if (options.lookupOnly) return ensureBaseImage(this.paths, options);
-    this.base ??= ensureBaseImage(this.paths, options).catch((err: unknown) => {
+  buildBase(options: BuildOptions = {}): Promise<GuestImages> {
+    if (options.lookupOnly) return this.resolveBase(options);
+    this.base ??= this.resolveBase(options).catch((err: unknown) => {
       this.base = undefined; // a failed build is retried by the next caller
       throw err;
     });
     return this.base;
+  }
+
+  /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
+  private async resolveBase(options: BuildOptions): Promise<GuestImages> {
+    const official = process.env.FORKD_KERNEL ? undefined : await this.official('base', options);
+    return official?.images ?? ensureBaseImage(this.paths, options);
+  }
+
+  /** The official images of `name`, pulled on first use (see images/official.ts); memoised per engine. */
+  private official(name: string, options: BuildOptions = {}): Promise<OfficialGuest | undefined> {
+    const install = async (source: PackSource, tag: string, head: string) => {
+      const r = await this.pullSource(source, { tag, force: true, head }, options.onProgress);
+      return (await this.snapshots.get(r.tags.at(-1)!)).meta;
+    };
+    if (options.lookupOnly) return officialGuest(this.paths, name, install, options);
+    let guest = this.officials.get(name);
+    if (!guest) {
+      guest = officialGuest(this.paths, name, install, options);
+      this.officials.set(name, guest);
+      guest.catch(() => this.officials.delete(name));
+    }
+    return guest;
   }
 
   /**
@@ -214,17 +282,87 @@ export class Engine implements AsyncDisposable {
     const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
     const started = performance.now();
     const build = options.onProgress ? { onProgress: options.onProgress } : {};
+    const official = recipe ? await this.officialRecipe(recipe, build) : undefined;
     // the recipe's image first: one that cannot be built (no privilege for it, a bad package)
     // fails before minutes of kernel build
-    const rootfs = recipe?.base === 'debian-bookworm' ? await ensureRecipeImage(this.paths, recipe, build) : undefined;
-    const base = await this.buildBase(build);
-    const warmup = [recipe?.warmup, options.warmup].filter(Boolean).join(' && ') || undefined;
+    const rootfs =
+      official?.images.rootfs ??
+      (recipe?.base === 'debian-bookworm'
+        ? await ensureRecipeImage(this.paths, recipe, build).then((r) => ({ image: r.image, hash: r.key }))
+        : undefined);
+    const base = official?.images ?? (await this.buildBase(build));
+    const plan: SnapshotPlan = {
+      images: { ...base, ...(rootfs ? { rootfs } : {}) },
+      imageName: recipe?.name ?? 'base',
+      warmup: [recipe?.warmup, options.warmup].filter(Boolean).join(' && ') || undefined,
+      ready: recipe?.ready ? { command: recipe.ready, timeoutMs: recipe.readyTimeoutMs } : undefined,
+      ports,
+      memoryMiB: options.memoryMiB ?? recipe?.memoryMiB ?? 256,
+      vcpus: options.vcpus ?? 1,
+      prime: recipe?.prime ?? undefined,
+    };
+    const installed = official && (await this.snapshots.get(official.tag).catch(() => undefined));
+    if (official && installed && sameSnapshot(installed.meta, plan)) {
+      const info = await this.copySnapshot(installed, tag);
+      const totalMs = performance.now() - started;
+      return { ...info, official: official.ref, timings: { bootMs: 0, warmupMs: 0, saveMs: 0, totalMs } };
+    }
+    return this.take(tag, plan, started, options.onProgress);
+  }
+
+  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
+  async recipeImage(
+    recipe: Recipe,
+    build: BuildOptions = {},
+  ): Promise<{ image: string; reused: boolean; official?: string }> {
+    const official = await this.officialRecipe(recipe, build);
+    if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
+    const built = await ensureRecipeImage(this.paths, recipe, build);
+    return { image: built.image, reused: built.reused };
+  }
+
+  /**
+   * The official images of a packaged recipe, when its pack's root filesystem is the one this
+   * recipe builds (a recipe changed since the release, or another Debian mirror, builds locally).
+   */
+  private async officialRecipe(recipe: Recipe, build: BuildOptions): Promise<OfficialGuest | undefined> {
+    if (!isPackagedRecipe(recipe) || recipe.base !== 'debian-bookworm') return undefined;
+    const official = await this.official(recipe.name, build);
+    if (!official || official.images.rootfs?.hash === (await recipeImageKey(recipe))) return official;
+    build.onProgress?.({
+      task: 'official pack',
+      phase: recipe.name,
+      detail: `${official.ref} holds another build of the recipe: building locally`,
+    });
+    return undefined;
+  }
+
+  /** A root snapshot under a new tag, its memory hard-linked (snapshots are never written after commit). */
+  private async copySnapshot(from: SnapshotInfo, tag: string): Promise<SnapshotInfo> {
+    const writer = await this.snapshots.beginWrite(tag);
+    try {
+      await link(join(from.dir, 'memory.bin'), writer.memoryFile);
+      await copyFile(join(from.dir, 'vmstate'), writer.vmstateFile);
+      return await writer.commit({ ...from.meta, tag, id: randomUUID(), created: new Date().toISOString() });
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  }
+
+  /** Boots a parent from `plan`, warms it, and saves it as `tag` (see snapshot). */
+  private async take(
+    tag: string,
+    plan: SnapshotPlan,
+    started = performance.now(),
+    onProgress?: OnProgress,
+  ): Promise<SnapshotResult> {
+    const { images: base, warmup, ports, memoryMiB, vcpus } = plan;
+    const rootfs = base.rootfs;
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
     const writer = await this.snapshots.beginWrite(tag);
     try {
-      const memoryMiB = options.memoryMiB ?? recipe?.memoryMiB ?? 256;
-      const vcpus = options.vcpus ?? 1;
-      options.onProgress?.({ task: 'snapshot', phase: 'boot', detail: tag });
+      onProgress?.({ task: 'snapshot', phase: 'boot', detail: tag });
       const parent = await StartedVm.start({
         kernel: base.kernel,
         initrd: base.initrd,
@@ -242,7 +380,7 @@ export class Engine implements AsyncDisposable {
       try {
         const warmStarted = performance.now();
         if (warmup) {
-          options.onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: warmup });
+          onProgress?.({ task: 'snapshot', phase: 'warm-up', detail: warmup });
           const r = await parent.exec(warmup);
           if (r.exitCode !== 0) {
             throw parent.failure(
@@ -252,9 +390,9 @@ export class Engine implements AsyncDisposable {
             );
           }
         }
-        if (recipe?.ready) await waitReady(parent, recipe.ready, recipe.readyTimeoutMs);
+        if (plan.ready) await waitReady(parent, plan.ready.command, plan.ready.timeoutMs);
         warmupMs = performance.now() - warmStarted;
-        options.onProgress?.({ task: 'snapshot', phase: 'save' });
+        onProgress?.({ task: 'snapshot', phase: 'save' });
         const saveStarted = performance.now();
         await saveDeviceState(parent.qmp, writer.vmstateFile);
         saveMs = performance.now() - saveStarted;
@@ -270,10 +408,10 @@ export class Engine implements AsyncDisposable {
         parent: null,
         depth: 0,
         image: {
-          name: recipe?.name ?? 'base',
+          name: plan.imageName,
           kernelHash: base.kernelHash,
           initrdHash: base.initrdHash,
-          ...(rootfs ? { rootfsHash: rootfs.key } : {}),
+          ...(rootfs ? { rootfsHash: rootfs.hash } : {}),
         },
         memoryMiB,
         vcpus,
@@ -289,7 +427,8 @@ export class Engine implements AsyncDisposable {
         },
         ports,
         warmup: warmup ?? null,
-        ...(recipe?.prime ? { prime: recipe.prime } : {}),
+        ...(plan.ready ? { ready: plan.ready } : {}),
+        ...(plan.prime ? { prime: plan.prime } : {}),
         vmstateBytes,
       };
       const info = await writer.commit(meta);
@@ -481,6 +620,10 @@ export class Engine implements AsyncDisposable {
         const qemu = await findQemu();
         return { accel: (await resolveAccel(guest, this.paths, qemu)).accel, qemuVersion: qemu.version };
       },
+      retake: async (tag, meta) => {
+        onProgress({ task: 'unpack', phase: 'snapshot', detail: `${tag}: taking it again on this host` });
+        await this.take(tag, planOf(meta), performance.now(), onProgress);
+      },
     };
     return unpack(file, this.paths, host, { ...options, onProgress: byteProgress('unpack', 'read', onProgress) });
   }
@@ -495,7 +638,15 @@ export class Engine implements AsyncDisposable {
     options: Omit<UnpackOptions, 'onProgress'> = {},
     onProgress: OnProgress = () => {},
   ): Promise<Omit<Unpacked, 'manifest'> & { manifest?: PackManifest; ref: string; cached: boolean }> {
-    const source = await resolveRef(ref);
+    return this.pullSource(await resolveRef(ref), options, onProgress);
+  }
+
+  /** pull, of a pack already located (a registry entry, an official pin). */
+  private async pullSource(
+    source: PackSource,
+    options: Omit<UnpackOptions, 'onProgress'> = {},
+    onProgress: OnProgress = () => {},
+  ): Promise<Omit<Unpacked, 'manifest'> & { manifest?: PackManifest; ref: string; cached: boolean }> {
     const cache = new PullCache(this.paths);
     const cachedTags = options.force || options.tag ? undefined : cache.lookup(source);
     if (cachedTags) return { ref: source.ref, cached: true, tags: cachedTags };

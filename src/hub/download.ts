@@ -42,6 +42,14 @@ function httpError(method: string, url: string, status: number): ForkdError {
   );
 }
 
+function sizeMismatch(url: string, got: number, options: DownloadOptions): ForkdError {
+  return new ForkdError(
+    'FORKD_ERR_CORRUPT',
+    `${url} is ${got} bytes; ${options.vouchedBy ?? 'the registry'} says ${options.size}`,
+    { hint: 'the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher' },
+  );
+}
+
 /** The sha256 of a file, streamed. */
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
@@ -49,16 +57,21 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+export interface DownloadOptions {
+  sha256?: string;
+  /** Bytes the file must have: a server that sends more is cut off, and another size refused. */
+  size?: number;
+  /** Who vouches for sha256 and size, for the error: "the registry" (default), "its pin in ...". */
+  vouchedBy?: string;
+  onProgress?: PackProgress;
+}
+
 /**
  * Downloads `url` to `dest`. The bytes go to `dest.partial` first; a dropped connection resumes
  * from where it stopped (here, up to 4 attempts, or in a later run). With `sha256`, a download
  * that does not match is removed and refused.
  */
-export async function download(
-  url: string,
-  dest: string,
-  options: { sha256?: string; size?: number; onProgress?: PackProgress } = {},
-): Promise<void> {
+export async function download(url: string, dest: string, options: DownloadOptions = {}): Promise<void> {
   return withClient((dispatcher) => downloadWith(dispatcher, url, dest, options));
 }
 
@@ -66,7 +79,7 @@ async function downloadWith(
   dispatcher: Dispatcher,
   url: string,
   dest: string,
-  options: { sha256?: string; size?: number; onProgress?: PackProgress },
+  options: DownloadOptions,
 ): Promise<void> {
   const partial = `${dest}.partial`;
   // a .partial left by an earlier run may be of an older version of the pack: if the result does
@@ -92,6 +105,11 @@ async function downloadWith(
     const append = statusCode === 206 && have > 0;
     const length = Number(headers['content-length'] ?? NaN);
     const total = (append ? have : 0) + (Number.isFinite(length) ? length : 0) || options.size || 0;
+    if (options.size !== undefined && total > options.size) {
+      body.destroy();
+      await rm(partial, { force: true });
+      throw sizeMismatch(url, total, options);
+    }
     let done = append ? have : 0;
     body.on('data', (chunk: Buffer) => options.onProgress?.((done += chunk.length), total || done));
     try {
@@ -103,14 +121,23 @@ async function downloadWith(
     }
   }
   if (lastError) throw lastError;
+  const got = (await stat(partial)).size;
+  if (options.size !== undefined && got !== options.size) {
+    await rm(partial, { force: true });
+    throw sizeMismatch(url, got, options);
+  }
   if (options.sha256) {
     const actual = await sha256File(partial);
     if (actual !== options.sha256) {
       await rm(partial, { force: true });
       if (leftOver) return downloadWith(dispatcher, url, dest, options);
-      throw new ForkdError('FORKD_ERR_CORRUPT', `${url} does not match its sha256 in the registry (got ${actual})`, {
-        hint: 'the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher',
-      });
+      throw new ForkdError(
+        'FORKD_ERR_CORRUPT',
+        `${url} does not match its sha256 in ${options.vouchedBy ?? 'the registry'} (got ${actual})`,
+        {
+          hint: 'the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher',
+        },
+      );
     }
   }
   await rename(partial, dest);

@@ -32,6 +32,8 @@ export interface PackLink {
 
 /** The restore-time facts of the pack's snapshots; a host that differs is refused. */
 export interface PackCompat {
+  /** The guests' architecture (absent in packs from before it was recorded: x86_64). */
+  arch?: string;
   accel: string;
   qemuVersion: string;
   machine: string;

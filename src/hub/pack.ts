@@ -113,6 +113,7 @@ export async function writePack(
     created: new Date().toISOString(),
     engine: `forkd-action ${packageVersion}`,
     compat: {
+      arch: 'x86_64',
       accel: head.meta.accel,
       qemuVersion: head.meta.qemuVersion,
       machine: head.meta.machine,

@@ -18,6 +18,8 @@ export interface PackSource {
   url: string;
   sha256?: string;
   size?: number;
+  /** Who vouches for sha256 and size (default: the registry), named when they do not match. */
+  vouchedBy?: string;
 }
 
 interface RegistryVersion {
@@ -134,6 +136,7 @@ export async function fetchPack(
   await download(source.url, file, {
     ...(source.sha256 ? { sha256: source.sha256 } : {}),
     ...(source.size ? { size: source.size } : {}),
+    ...(source.vouchedBy ? { vouchedBy: source.vouchedBy } : {}),
     ...(onProgress ? { onProgress } : {}),
   });
   return file;

@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header } from 'tar-stream';
 import { ForkdError, errorMessage } from '../errors.js';
 import { onProcessExit } from '../engine/reaper.js';
-import { checkCompatible, parseMeta, type HostFacts, type SnapshotMeta } from '../engine/snapshot/meta.js';
+import { incompatibilities, parseMeta, type HostFacts, type SnapshotMeta } from '../engine/snapshot/meta.js';
 import { validateTag } from '../engine/snapshot/tag.js';
 import type { StatePaths } from '../engine/state-dir.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type PackFile, type PackManifest } from './manifest.js';
@@ -24,6 +24,8 @@ export interface UnpackOptions {
   tag?: string;
   /** Replace snapshots that exist under the pack's tags. */
   force?: boolean;
+  /** The head tag the pack must have (an official pack is pinned by its name): another is refused. */
+  head?: string;
   onProgress?: PackProgress;
 }
 
@@ -31,6 +33,8 @@ export interface Unpacked {
   manifest: PackManifest;
   /** The snapshots installed, root first (the last is the pack's head). */
   tags: string[];
+  /** Set when the pack's snapshot did not fit this host and was taken again here from its images. */
+  retaken?: { reason: string; ms: number };
 }
 
 const ZEROS = Buffer.alloc(1024 * 1024);
@@ -205,24 +209,44 @@ async function openPack(file: string): Promise<FileHandle> {
 /**
  * This host's facts that a pack's snapshots must match, found without building anything: from
  * what needs no guest (FORKD_ACCEL, no usable KVM) or an earlier probe of the pack's kernel, else
- * by a probe boot of the pack's own kernel and initramfs once they are staged and verified.
+ * by a probe boot of the pack's own kernel and initramfs once they are staged and verified. And
+ * how to take a snapshot again here when the pack's does not fit.
  */
 export interface PackHost {
   /** The facts, when they need no boot of the kernel with this sha256 (undefined: they do). */
   known(kernelSha256: string): Promise<HostFacts | undefined>;
   /** The facts, from a probe boot of these images. */
   probe(guest: { kernel: string; initrd: string }): Promise<HostFacts>;
+  /** Takes snapshot `tag` here as `meta` records it (its installed images, warm-up, ready check, ports, memory). */
+  retake(tag: string, meta: SnapshotMeta): Promise<void>;
 }
 
-/** Refuses a pack whose snapshots this host cannot restore, naming what differs and how to rebuild. */
-function checkHost(manifest: PackManifest, host: HostFacts): void {
+/** The guests forkd runs; a pack records the architecture of its images. */
+const ARCH = 'x86_64';
+
+/**
+ * Why this host cannot restore the pack's snapshots as they are (undefined: it can). A single
+ * snapshot is then taken again here from the pack's images; a chain cannot be (its diff links
+ * record BRANCH points inside running tests, not a recipe), so it is refused.
+ */
+function misfit(manifest: PackManifest, host: HostFacts): string | undefined {
   const c = manifest.compat;
-  checkCompatible(
-    { tag: manifest.tag, accel: c.accel as HostFacts['accel'], qemuVersion: c.qemuVersion, machine: c.machine },
+  const diffs = incompatibilities(
+    { accel: c.accel as HostFacts['accel'], qemuVersion: c.qemuVersion, machine: c.machine },
     host,
-    `the pack ${manifest.tag}`,
-    `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`,
   );
+  if (!diffs.length) return undefined;
+  const reason = `the pack's snapshot was taken with ${diffs.join(', ')}`;
+  if (manifest.chain.length > 1) {
+    throw new ForkdError(
+      'FORKD_ERR_INCOMPATIBLE',
+      `the pack ${manifest.tag} is a chain of ${manifest.chain.length} snapshots and ${reason}: its diff links cannot be taken again here`,
+      {
+        hint: `take the chain again on this host, or pack its head alone there (a full snapshot: forkd branch --mode full), which installs anywhere`,
+      },
+    );
+  }
+  return reason;
 }
 
 /**
@@ -241,9 +265,11 @@ export async function unpack(
   const unregister = onProcessExit(() => staging && rmSync(staging, { recursive: true, force: true }));
   const moved: Array<{ from: string; to: string }> = [];
   const replaced: string[] = [];
+  let retaken: Unpacked['retaken'];
   try {
     const tagOf = (tag: string) => (options.tag !== undefined ? validateTag(options.tag) : tag);
     let checked = false; // against this host, before extraction
+    let retake: string | undefined; // why the pack's snapshot is taken again here
     const accept = async (manifest: PackManifest): Promise<string> => {
       if (options.tag !== undefined && manifest.chain.length > 1) {
         throw new ForkdError(
@@ -259,8 +285,25 @@ export async function unpack(
           });
         }
       }
+      if (options.head !== undefined && (manifest.tag !== options.head || manifest.compat.image !== options.head)) {
+        throw new ForkdError(
+          'FORKD_ERR_CORRUPT',
+          `the pack pinned as ${options.head} holds ${manifest.tag} (made from ${manifest.compat.image})`,
+          { hint: 'the Hub serves another pack under the pinned name; nothing was installed. Tell the publisher' },
+        );
+      }
+      const arch = manifest.compat.arch ?? ARCH;
+      if (arch !== ARCH) {
+        throw new ForkdError(
+          'FORKD_ERR_INCOMPATIBLE',
+          `the pack ${manifest.tag} holds ${arch} guests; forkd runs ${ARCH}`,
+          {
+            hint: 'pull the pack made for x86_64, or take the snapshot here from its recipe',
+          },
+        );
+      }
       const known = await host.known(manifest.compat.kernel.sha256);
-      if (known) checkHost(manifest, known);
+      if (known) retake = misfit(manifest, known);
       checked = known !== undefined;
       staging = await mkdtemp(join(paths.tmp(), 'unpack-'));
       return staging;
@@ -269,7 +312,7 @@ export async function unpack(
     const staged = (sha: string) => join(dir, manifest.images.find((i) => i.sha256 === sha)!.path);
     const { kernel, initrd, rootfs } = manifest.compat;
     if (!checked)
-      checkHost(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
+      retake = misfit(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
     const installed = new Map<string, string>();
     for (const image of manifest.images) {
       const target = join(paths.images('hub'), image.path.slice('images/'.length));
@@ -303,11 +346,18 @@ export async function unpack(
         moved.push({ from: final, to: aside });
         replaced.push(aside);
       }
-      await rename(join(dir, link.tag), final);
-      moved.push({ from: join(dir, link.tag), to: final });
+      if (retake === undefined) {
+        await rename(join(dir, link.tag), final);
+        moved.push({ from: join(dir, link.tag), to: final });
+        continue;
+      }
+      const meta = parseMeta(await readFile(join(dir, link.tag, 'meta.json'), 'utf8'), `${link.tag}/meta.json`);
+      const started = performance.now();
+      await host.retake(meta.tag, meta);
+      retaken = { reason: retake, ms: Math.round(performance.now() - started) };
     }
     await Promise.all(replaced.map((aside) => rm(aside, { recursive: true, force: true })));
-    return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
+    return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)), ...(retaken ? { retaken } : {}) };
   } catch (err) {
     for (const { from, to } of moved.reverse()) await rename(to, from).catch(() => {});
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {

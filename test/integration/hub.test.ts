@@ -142,7 +142,11 @@ describe('forkd pack / unpack', () => {
         execFileSync('sh', ['-c', `zstd -dcq '${pack}' | tar -xO manifest.json`], { encoding: 'utf8' }),
       ) as PackManifest;
       const facts = { accel: compat.accel as 'tcg' | 'kvm', qemuVersion: compat.qemuVersion }; // this host's, as it packed it
-      const host = { known: () => Promise.resolve(facts), probe: () => Promise.resolve(facts) };
+      const host = {
+        known: () => Promise.resolve(facts),
+        probe: () => Promise.resolve(facts),
+        retake: () => Promise.reject(new Error('fits')),
+      };
       const err: unknown = await unpack(pack, paths, host, { force: true }).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: 'FORKD_ERR_LIMIT', message: expect.stringContaining('filled up') });
       expect(readFileSync(join(previous, 'marker'), 'utf8')).toBe('the version installed before');

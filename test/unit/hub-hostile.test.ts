@@ -26,7 +26,11 @@ const root = mkdtempSync(join(tmpdir(), 'forkd-hostile-'));
 const paths = new StatePaths(join(root, 'state'));
 const facts = { accel: 'tcg' as const, qemuVersion: '7.2.22' };
 /** A host whose facts are known without a probe boot (as on one without KVM). */
-const host: PackHost = { known: () => Promise.resolve(facts), probe: () => Promise.reject(new Error('no probe')) };
+const host: PackHost = {
+  known: () => Promise.resolve(facts),
+  probe: () => Promise.reject(new Error('no probe')),
+  retake: () => Promise.reject(new Error('no retake')),
+};
 /** Files a hostile pack might try to write: none of them may appear. */
 const outside = join(root, 'outside');
 
@@ -113,6 +117,31 @@ const manifestEntry = (m: unknown): RawEntry => ({
   header: { name: 'manifest.json' },
   data: Buffer.from(JSON.stringify(m)),
 });
+/** A chain of two links taken under KVM (only its manifest is ever read). */
+function kvmChain(): PackManifest {
+  const m = manifest();
+  m.compat.accel = 'kvm';
+  const root = {
+    tag: 't0',
+    parent: null,
+    files: listed({
+      't0/meta.json': FILES['t/meta.json'],
+      't0/vmstate': FILES['t/vmstate'],
+      't0/memory.bin': FILES['t/memory.bin'],
+    }),
+  };
+  const head = {
+    tag: 't',
+    parent: 't0',
+    files: listed({
+      't/meta.json': FILES['t/meta.json'],
+      't/vmstate': FILES['t/vmstate'],
+      't/memory.diff': Buffer.from('diff'),
+    }),
+  };
+  m.chain = [root, head];
+  return m;
+}
 const fileEntries = (): RawEntry[] =>
   Object.entries({ ...FILES, ...IMAGES }).map(([name, data]) => ({ header: { name }, data }));
 
@@ -205,15 +234,22 @@ describe('a hostile or broken pack is refused with a clear error, and nothing is
     });
   });
 
-  test('a pack made for another host says what differs and how to rebuild', async () => {
-    const kvm = manifest();
-    kvm.compat.accel = 'kvm';
-    const err = await refused(await rawPack('kvm', [manifestEntry(kvm), ...fileEntries()]));
+  test('a pack for another architecture is refused, naming it', async () => {
+    const arm = manifest();
+    arm.compat.arch = 'aarch64';
+    expect(await refused(await rawPack('arm', [manifestEntry(arm), ...fileEntries()]))).toMatchObject({
+      code: 'FORKD_ERR_INCOMPATIBLE',
+      message: 'the pack t holds aarch64 guests; forkd runs x86_64',
+    });
+  });
+
+  test('a chain made for another host is refused: what differs, and why it cannot be taken again', async () => {
+    const err = await refused(await rawPack('kvm-chain', [manifestEntry(kvmChain()), ...fileEntries()]));
     expect(err).toMatchObject({
       code: 'FORKD_ERR_INCOMPATIBLE',
-      message: expect.stringContaining('accelerator kvm (this host runs tcg)'),
+      message:
+        "the pack t is a chain of 2 snapshots and the pack's snapshot was taken with accelerator kvm (this host runs tcg): its diff links cannot be taken again here",
     });
-    expect((err as { hint?: string }).hint).toContain('forkd snapshot --tag t --recipe base');
   });
 
   test('a file whose bytes do not match their sha256', async () => {
@@ -296,6 +332,7 @@ describe('input that is not a pack is refused before the host is asked, and noth
     const on: PackHost = {
       known: (sha) => (asked.push(`known ${sha}`), Promise.resolve(facts)),
       probe: () => (asked.push('probe'), Promise.resolve(facts)),
+      retake: (tag) => (asked.push(`retake ${tag}`), Promise.resolve()),
     };
     return { paths: new StatePaths(join(root, `fresh-${Math.random().toString(36).slice(2)}`)), asked, on };
   }
@@ -360,38 +397,37 @@ describe('input that is not a pack is refused before the host is asked, and noth
 
 describe('the host facts a pack needs cost no build', () => {
   test('a refusal by the known facts comes before anything is staged', async () => {
-    const kvm = manifest();
-    kvm.compat.accel = 'kvm';
     const probed: string[] = [];
-    const on: PackHost = {
-      known: () => Promise.resolve(facts),
-      probe: () => (probed.push('probe'), Promise.resolve(facts)),
-    };
-    const file = await rawPack('kvm-early', [manifestEntry(kvm), ...fileEntries()]);
+    const on: PackHost = { ...host, probe: () => (probed.push('probe'), Promise.resolve(facts)) };
+    const file = await rawPack('kvm-early', [manifestEntry(kvmChain()), ...fileEntries()]);
     expect(await refused(file, on)).toMatchObject({ code: 'FORKD_ERR_INCOMPATIBLE' });
     expect(probed).toEqual([]);
   });
 
   test("where only a probe boot can tell, it boots the pack's own images, staged and verified", async () => {
     const seen: Array<{ kernel: Buffer; initrd: Buffer }> = [];
+    const retaken: Array<{ tag: string; kernel: string }> = [];
     const probing = (answer: typeof facts): PackHost => ({
       known: () => Promise.resolve(undefined),
       probe: (guest) => {
         seen.push({ kernel: readFileSync(guest.kernel), initrd: readFileSync(guest.initrd) });
         return Promise.resolve(answer);
       },
+      retake: (tag, meta) => (retaken.push({ tag, kernel: meta.vm.kernel }), Promise.resolve()),
     });
     const kvm = manifest();
     kvm.compat.accel = 'kvm';
-    const refusedByProbe = await refused(
+    const elsewhere = new StatePaths(join(root, 'probed-retaken'));
+    const r = await unpack(
       await rawPack('kvm-probed', [manifestEntry(kvm), ...fileEntries()]),
+      elsewhere,
       probing(facts),
     );
-    expect(refusedByProbe).toMatchObject({
-      code: 'FORKD_ERR_INCOMPATIBLE',
-      message: expect.stringContaining('accelerator kvm'),
-    });
+    expect(r.retaken?.reason).toBe("the pack's snapshot was taken with accelerator kvm (this host runs tcg)");
     expect(seen).toEqual([{ kernel: KERNEL, initrd: INITRD }]);
+    expect(retaken).toEqual([{ tag: 't', kernel: join(elsewhere.images('hub'), sha256(KERNEL), 'bzImage') }]);
+    expect(readdirSync(elsewhere.tmp())).toEqual([]);
+    seen.length = 0;
 
     const state = new StatePaths(join(root, 'probed-install'));
     const file = await rawPack('probed', [manifestEntry(manifest()), ...fileEntries()]);

@@ -141,6 +141,25 @@ export function loadRecipe(ref: string): Recipe {
   };
 }
 
+/** The hash of what goes into a recipe's image: its cache key, and what an official pack's image is checked by. */
+export async function recipeImageKey(recipe: Recipe): Promise<string> {
+  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile(join(recipe.dir, f))));
+  // only what goes into the image: a new warm-up, ready check or memory size reuses it
+  const { packages, files, build, imageMiB } = recipe;
+  return hashInputs([
+    BUILDER_VERSION,
+    SUITE,
+    debianMirror(),
+    JSON.stringify({ packages, files, build, imageMiB }),
+    ...sources,
+  ]);
+}
+
+/** True for a recipe shipped in recipes/ (one an official pack may exist for), not a directory of the user's. */
+export function isPackagedRecipe(recipe: Recipe): boolean {
+  return recipe.dir === join(recipesDir(), recipe.name);
+}
+
 /**
  * The recipe's ext4 root filesystem (src/engine/images/rootfs.ts builds it, without root where
  * user namespaces allow). Cached by the hash of what goes into the image.
@@ -150,16 +169,7 @@ export async function ensureRecipeImage(
   recipe: Recipe,
   options: BuildOptions = {},
 ): Promise<Artifact & { image: string }> {
-  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile(join(recipe.dir, f))));
-  // only what goes into the image: a new warm-up, ready check or memory size reuses it
-  const { packages, files, build, imageMiB } = recipe;
-  const key = hashInputs([
-    BUILDER_VERSION,
-    SUITE,
-    debianMirror(),
-    JSON.stringify({ packages, files, build, imageMiB }),
-    ...sources,
-  ]);
+  const key = await recipeImageKey(recipe);
   const artifact = await ensureArtifact(
     paths,
     `rootfs-${recipe.name}`,

@@ -37,6 +37,8 @@ export interface SnapshotMeta {
   /** Guest TCP ports each child exposes on 127.0.0.1 (a host port of its own per child). */
   ports: number[];
   warmup: string | null;
+  /** The recipe's readiness check, polled after the warm-up: with the rest, how to take it again. */
+  ready?: { command: string; timeoutMs: number };
   /**
    * Run once in every warm-pool spare after its restore, to warm the code paths a first request
    * takes (under TCG each new QEMU process translates the guest's code afresh). Absent: none.
@@ -87,6 +89,19 @@ export interface HostFacts {
   qemuVersion: string;
 }
 
+/** What keeps this host from restoring a snapshot faithfully, one phrase each; empty when nothing does. */
+export function incompatibilities(
+  facts: Pick<SnapshotMeta, 'accel' | 'qemuVersion' | 'machine'>,
+  host: HostFacts,
+): string[] {
+  const diffs: string[] = [];
+  if (facts.accel !== host.accel) diffs.push(`accelerator ${facts.accel} (this host runs ${host.accel})`);
+  if (facts.qemuVersion !== host.qemuVersion)
+    diffs.push(`QEMU ${facts.qemuVersion} (this host has ${host.qemuVersion})`);
+  if (facts.machine !== MACHINE_TYPE) diffs.push(`machine ${facts.machine} (forkd runs ${MACHINE_TYPE})`);
+  return diffs;
+}
+
 /** Refuses a restore this host cannot do faithfully; the message says what differs. */
 export function checkCompatible(
   facts: Pick<SnapshotMeta, 'tag' | 'accel' | 'qemuVersion' | 'machine'>,
@@ -94,11 +109,7 @@ export function checkCompatible(
   what = `snapshot ${facts.tag}`,
   fix = `take the snapshot again on this host (forkd snapshot --tag ${facts.tag}), or run where it was taken`,
 ): void {
-  const diffs: string[] = [];
-  if (facts.accel !== host.accel) diffs.push(`accelerator ${facts.accel} (this host runs ${host.accel})`);
-  if (facts.qemuVersion !== host.qemuVersion)
-    diffs.push(`QEMU ${facts.qemuVersion} (this host has ${host.qemuVersion})`);
-  if (facts.machine !== MACHINE_TYPE) diffs.push(`machine ${facts.machine} (forkd runs ${MACHINE_TYPE})`);
+  const diffs = incompatibilities(facts, host);
   if (diffs.length) {
     throw new ForkdError('FORKD_ERR_INCOMPATIBLE', `${what} was taken with ${diffs.join(', ')}`, {
       hint: `${fix}${facts.accel !== host.accel ? ` (FORKD_ACCEL=${facts.accel} forces the accelerator)` : ''}`,
