@@ -6,13 +6,12 @@
  * The packs are made first by the release script (not timed); the package copy that pulls them
  * ships their pins, as a released forkd-action does.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { findQemu } from '../src/engine/vmm/qemu-binary.js';
-import { LoopbackHub, makeOfficialPacks, packageWithPins } from '../test/helpers/official-hub.js';
+import { LoopbackHub, makeOfficialPacks, packageWithPins, run } from '../test/helpers/official-hub.js';
 import { median, row } from './stats.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '1' } } });
@@ -26,13 +25,15 @@ const hub = await LoopbackHub.serve(join(work, 'release'));
 const pkg = packageWithPins(pins);
 
 /** Seconds from an empty state dir to `forkd demo` done, and the accelerator it ran with. */
-function firstRun(env: NodeJS.ProcessEnv): { s: number; accel: string } {
+async function firstRun(env: NodeJS.ProcessEnv): Promise<{ s: number; accel: string }> {
   const home = mkdtempSync(join(work, 'home-'));
   try {
     const started = performance.now();
-    const r = spawnSync(process.execPath, [pkg.cli, 'demo', '--json'], {
-      encoding: 'utf8',
-      env: { ...process.env, FORKD_HOME: home, FORKD_HUB_URL: hub.url, ...env },
+    const r = await run(process.execPath, [pkg.cli, 'demo', '--json'], {
+      ...process.env,
+      FORKD_HOME: home,
+      FORKD_HUB_URL: hub.url,
+      ...env,
     });
     if (r.status !== 0) throw new Error(`forkd demo failed: ${r.stderr}`);
     return { s: (performance.now() - started) / 1000, accel: (JSON.parse(r.stdout) as { accel: string }).accel };
@@ -46,10 +47,10 @@ try {
   const built: number[] = [];
   let accel = '';
   for (let i = 0; i < runs; i++) {
-    const p = firstRun({});
+    const p = await firstRun({});
     pulled.push(p.s);
     accel = p.accel;
-    built.push(firstRun({ FORKD_BUILD: 'local' }).s);
+    built.push((await firstRun({ FORKD_BUILD: 'local' })).s);
   }
   console.log(`accelerator: ${accel}; base pack ${(pins.packs.base!.size / 1024 ** 2).toFixed(1)} MiB`);
   console.log(row('first forkd demo, official packs pulled', pulled, 's'));

@@ -242,7 +242,7 @@ function misfit(manifest: PackManifest, host: HostFacts): string | undefined {
       'FORKD_ERR_INCOMPATIBLE',
       `the pack ${manifest.tag} is a chain of ${manifest.chain.length} snapshots and ${reason}: its diff links cannot be taken again here`,
       {
-        hint: `take the chain again on this host, or pack its head alone there (a full snapshot: forkd branch --mode full), which installs anywhere`,
+        hint: `take the chain again on this host, or where it was made flatten its head (forkd compact --from ${manifest.tag} --to NEW) and pack that: a single snapshot installs anywhere`,
       },
     );
   }

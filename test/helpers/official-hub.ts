@@ -2,9 +2,20 @@
  * Official packs as a release makes them (scripts/release.mjs --packs), served by a Hub on
  * loopback, and a copy of the package that ships their pins: what a user's forkd-action is.
  */
-import { execFileSync } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { cpSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  cpSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -21,6 +32,28 @@ export function makeOfficialPacks(out: string, recipes: string[]): OfficialPins 
     { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] },
   );
   return JSON.parse(readFileSync(join(out, PINS_FILE), 'utf8')) as OfficialPins;
+}
+
+export interface Ran {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command without blocking this process: the Hub answers from this process's event loop,
+ * so a spawnSync of a client that downloads from it would wait forever.
+ */
+export function run(command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 900_000): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
 }
 
 /** How the Hub answers for one file: as it is, 404, or with one byte changed. */
@@ -86,6 +119,10 @@ export function buildToolTraps(): { dir: string; log: string; ran(): string[]; r
   const dir = mkdtempSync(join(tmpdir(), 'forkd-traps-'));
   const log = join(dir, 'ran.log');
   mkdirSync(join(dir, 'bin'));
+  // an ordinary user's run goes through them too
+  chmodSync(dir, 0o755);
+  writeFileSync(log, '', { mode: 0o666 });
+  chmodSync(log, 0o666);
   for (const tool of ['gcc', 'cc', 'make', 'mmdebstrap', 'debootstrap']) {
     const trap = join(dir, 'bin', tool);
     writeFileSync(trap, `#!/bin/sh\necho "${tool} $*" >> '${log}'\nexit 1\n`, { mode: 0o755 });
@@ -93,7 +130,7 @@ export function buildToolTraps(): { dir: string; log: string; ran(): string[]; r
   return {
     dir: join(dir, 'bin'),
     log,
-    ran: () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []),
+    ran: () => readFileSync(log, 'utf8').split('\n').filter(Boolean),
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

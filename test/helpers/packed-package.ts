@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { repoRoot } from './readme-snippets.js';
@@ -16,9 +16,10 @@ export interface PackedPackage {
 /**
  * `npm pack` of a clean copy of this repository: the files git tracks, as the work tree has them,
  * and nothing built (no lib/, no dist/ leftovers), so the package's prepare script must build what it
- * ships. Dependencies come from this checkout's node_modules (linked, read only).
+ * ships. Dependencies come from this checkout's node_modules (linked, read only). `extra` files are
+ * written into the copy first, as a release adds its official-packs.json.
  */
-export function packFromCleanCopy(): PackedPackage {
+export function packFromCleanCopy(extra: Record<string, string> = {}): PackedPackage {
   const dir = mkdtempSync(join(tmpdir(), 'forkd-pack-'));
   chmodSync(dir, 0o755); // the tarball is installed by another user
   const copy = join(dir, 'forkd-action');
@@ -36,6 +37,7 @@ export function packFromCleanCopy(): PackedPackage {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // deleted in the work tree
     }
   }
+  for (const [file, body] of Object.entries(extra)) writeFileSync(join(copy, file), body);
   symlinkSync(join(repoRoot, 'node_modules'), join(copy, 'node_modules'));
   const out = join(dir, 'out');
   mkdirSync(out);

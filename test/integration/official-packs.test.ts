@@ -1,14 +1,16 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { StatePaths } from '../../src/engine/state-dir.js';
-import { officialFile, type OfficialPins } from '../../src/hub/official.js';
+import { officialFile, PINS_FILE, type OfficialPins } from '../../src/hub/official.js';
 import { packageVersion } from '../../src/engine/package-root.js';
-import { buildToolTraps, LoopbackHub, makeOfficialPacks, packageWithPins } from '../helpers/official-hub.js';
+import { buildToolTraps, LoopbackHub, makeOfficialPacks, packageWithPins, run } from '../helpers/official-hub.js';
+import { OrdinaryUser } from '../helpers/ordinary-user.js';
+import { packFromCleanCopy } from '../helpers/packed-package.js';
 
 /**
  * Official packs end to end: a release's packs (scripts/release.mjs --packs) on a Hub on loopback,
@@ -29,17 +31,13 @@ function emptyHome(): string {
   return home;
 }
 
-function forkd(home: string, args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [pkg.cli, ...args], {
-    encoding: 'utf8',
-    timeout: 600_000,
-    env: {
-      ...process.env,
-      FORKD_HOME: home,
-      FORKD_HUB_URL: hub.url,
-      PATH: `${traps.dir}:${process.env.PATH}`,
-      ...env,
-    },
+function forkd(home: string, args: string[], env: Record<string, string> = {}, cli = pkg.cli) {
+  return run(process.execPath, [cli, ...args], {
+    ...process.env,
+    FORKD_HOME: home,
+    FORKD_HUB_URL: hub.url,
+    PATH: `${traps.dir}:${process.env.PATH}`,
+    ...env,
   });
 }
 
@@ -68,13 +66,13 @@ afterAll(async () => {
 describe('official packs from a Hub on loopback', () => {
   test('an empty state dir: forkd demo and a postgres snapshot come from the pinned packs; nothing compiled or bootstrapped', async () => {
     const home = emptyHome();
-    const demo = forkd(home, ['demo', '--json']);
+    const demo = await forkd(home, ['demo', '--json']);
     expect(demo.status, demo.stderr).toBe(0);
     expect(JSON.parse(demo.stdout)).toMatchObject({ children_ok: expect.any(Number) });
     const report = JSON.parse(demo.stdout) as { children_ok: number; fork: { n: number; pooled_n: number } };
     expect(report.children_ok).toBe(report.fork.n + report.fork.pooled_n);
 
-    const snap = forkd(home, ['snapshot', '--tag', 'pg', '--recipe', 'postgres', '--json']);
+    const snap = await forkd(home, ['snapshot', '--tag', 'pg', '--recipe', 'postgres', '--json']);
     expect(snap.status, snap.stderr).toBe(0);
     expect(JSON.parse(snap.stdout)).toMatchObject({ tag: 'pg', official: `forkd/postgres@${packageVersion}` });
     expect(traps.ran()).toEqual([]);
@@ -102,21 +100,22 @@ describe('official packs from a Hub on loopback', () => {
     }
 
     // a second snapshot of the recipe needs no download: the pack is installed once
-    const again = forkd(home, ['snapshot', '--tag', 'pg2', '--recipe', 'postgres', '--json']);
+    const again = await forkd(home, ['snapshot', '--tag', 'pg2', '--recipe', 'postgres', '--json']);
     expect(again.status, again.stderr).toBe(0);
     expect(hub.requests).toHaveLength(2);
   }, 900_000);
 
-  test('a tampered pack is refused, naming its pin, and nothing is installed', () => {
+  test('a tampered pack is refused, naming its pin, and nothing is installed', async () => {
     const home = emptyHome();
     hub.answer(pins.packs.base!.file, 'tampered');
     try {
-      const r = forkd(home, ['build', 'base', '--json']);
+      const r = await forkd(home, ['build', 'base', '--json']);
       expect(r.status).toBe(1);
       const err = JSON.parse(r.stdout) as { code: string; error: string };
       expect(err.code).toBe('FORKD_ERR_CORRUPT');
       expect(err.error).toContain(`does not match its sha256 in the pin of forkd-action ${packageVersion}`);
-      expect(readdirSync(join(home, 'snapshots'))).toEqual([]);
+      const listed = (dir: string) => (existsSync(join(home, dir)) ? readdirSync(join(home, dir)) : []);
+      expect(listed('snapshots')).toEqual([]);
       expect(existsSync(join(home, 'images', 'hub')) ? readdirSync(join(home, 'images', 'hub')) : []).toEqual([]);
       expect(readdirSync(join(home, 'images', 'official'))).toEqual([]);
       expect(traps.ran()).toEqual([]);
@@ -125,36 +124,33 @@ describe('official packs from a Hub on loopback', () => {
     }
   });
 
-  test('a pack that is not the one pinned under its name is refused before anything is installed', () => {
+  test('a pack that is not the one pinned under its name is refused before anything is installed', async () => {
     const home = emptyHome();
     const swapped = packageWithPins({ ...pins, packs: { ...pins.packs, postgres: pins.packs.base! } });
     try {
-      const r = spawnSync(process.execPath, [swapped.cli, 'build', 'postgres', '--json'], {
-        encoding: 'utf8',
-        env: { ...process.env, FORKD_HOME: home, FORKD_HUB_URL: hub.url },
-      });
+      const r = await forkd(home, ['build', 'postgres', '--json'], {}, swapped.cli);
       expect(r.status).toBe(1);
       const err = JSON.parse(r.stdout) as { code: string; error: string };
       expect(err).toMatchObject({
         code: 'FORKD_ERR_CORRUPT',
         error: 'the pack pinned as postgres holds base (made from base)',
       });
-      expect(readdirSync(join(home, 'snapshots'))).toEqual([]);
+      expect(existsSync(join(home, 'snapshots')) ? readdirSync(join(home, 'snapshots')) : []).toEqual([]);
     } finally {
       swapped.remove();
     }
   });
 
-  test('a pack the Hub does not have (404): one notice, then the local build', () => {
+  test('a pack the Hub does not have (404): one notice, then the local build', async () => {
     const home = emptyHome();
     // the local build path, with this machine's built images (a fresh kernel build takes minutes)
     const shared = join(new StatePaths().root, 'images');
     execFileSync('ln', ['-s', shared, join(home, 'images')]);
     hub.answer(pins.packs.base!.file, 'missing');
     try {
-      const r = forkd(home, ['build', 'base'], { PATH: process.env.PATH! });
+      const r = await forkd(home, ['build', 'base'], { PATH: process.env.PATH! });
       expect(r.status, r.stderr).toBe(0);
-      const notices = r.stderr.split('\n').filter((line) => line.includes('official pack'));
+      const notices = r.stderr.split('\n').filter((line) => line.includes('building locally'));
       expect(notices).toHaveLength(1);
       expect(notices[0]).toMatch(
         new RegExp(`forkd/base@${packageVersion} could not be fetched \\(GET \\S+ answered 404\\): building locally`),
@@ -165,14 +161,49 @@ describe('official packs from a Hub on loopback', () => {
     }
   });
 
-  test('FORKD_BUILD=local builds here without asking the Hub', () => {
+  test('FORKD_BUILD=local builds here without asking the Hub', async () => {
     const home = emptyHome();
     execFileSync('ln', ['-s', join(new StatePaths().root, 'images'), join(home, 'images')]);
     const before = hub.requests.length;
-    const r = forkd(home, ['build', 'base'], { PATH: process.env.PATH!, FORKD_BUILD: 'local' });
+    const r = await forkd(home, ['build', 'base'], { PATH: process.env.PATH!, FORKD_BUILD: 'local' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toContain('official pack');
     expect(hub.requests).toHaveLength(before);
     expect(officialFile('base', packageVersion)).toBe(pins.packs.base!.file);
   });
+});
+
+describe('where a user stands', () => {
+  test("an ordinary user's project installs the released package: npx forkd demo pulls, compiles nothing, leaves nothing", async () => {
+    const released = packFromCleanCopy({ [PINS_FILE]: `${JSON.stringify(pins, null, 2)}\n` });
+    const user = new OrdinaryUser();
+    try {
+      expect(released.files).toContain(PINS_FILE);
+      const project = user.makeDir(mkdtempSync(join(tmpdir(), 'forkd-official-user-')));
+      writeFileSync(
+        join(project, 'package.json'),
+        JSON.stringify({
+          name: 'first-run',
+          private: true,
+          devDependencies: { 'forkd-action': `file:${released.tarball}` },
+        }),
+      );
+      user.own(project);
+      const installed = await user.run('npm', ['install', '--no-audit', '--no-fund'], { cwd: project });
+      expect(installed.status, installed.stderr).toBe(0);
+      const before = hub.requests.length;
+      const demo = await user.run('npx', ['forkd', 'demo'], {
+        cwd: project,
+        env: { FORKD_HUB_URL: hub.url, PATH: `${traps.dir}:${user.env().PATH}` },
+      });
+      expect(demo.status, demo.stderr).toBe(0);
+      expect(demo.stdout).toMatch(/children that saw the parent state\s+12 of 12/);
+      expect(hub.requests.slice(before)).toEqual([pins.packs.base!.file]);
+      expect(traps.ran()).toEqual([]);
+      expect(user.processes()).toEqual([]);
+    } finally {
+      user.remove();
+      released.remove();
+    }
+  }, 900_000);
 });
