@@ -49,7 +49,8 @@ function officialPacks() {
   const allRecipes = readdirSync('recipes', { withFileTypes: true })
     .filter((e) => e.isDirectory())
     .map((e) => e.name);
-  const recipes = values.recipes ? values.recipes.split(',') : allRecipes;
+  // --recipes '' makes the base pack alone
+  const recipes = values.recipes === undefined ? allRecipes : values.recipes.split(',').filter(Boolean);
   const unknown = recipes.filter((r) => !allRecipes.includes(r));
   if (unknown.length) throw new Error(`no recipe ${unknown.join(', ')} in recipes/`);
   const home = mkdtempSync(join(tmpdir(), 'forkd-release-home-'));
