@@ -1,5 +1,5 @@
 import { existsSync, rmSync } from 'node:fs';
-import { copyFile, mkdtemp, readFile, statfs, stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, statfs, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
@@ -11,7 +11,9 @@ import type { StatePaths } from '../state-dir.js';
 import { ensureArtifact, hashInputs, type Artifact, type BuildOptions } from './cache.js';
 
 const BUILD_VERSION = 'kernel-v1';
-const DEFAULT_SOURCE = '/usr/src/linux-source-6.1.tar.xz';
+/** Where the distribution's linux-source-<version> packages put their tarball. */
+const SOURCE_DIR = '/usr/src';
+const SOURCE_TARBALL = /^linux-source-(\d+(?:\.\d+)*)\.tar\.(xz|bz2)$/;
 /** Objects compiled for our config (measured); only drives the progress bar. */
 const EXPECTED_OBJECTS = 1040;
 const SCRATCH_BYTES_NEEDED = 3 * 1024 ** 3;
@@ -23,18 +25,56 @@ export interface KernelSource {
   version: string;
 }
 
-export async function findKernelSource(env: NodeJS.ProcessEnv = process.env): Promise<KernelSource> {
-  const tarball = env.FORKD_LINUX_SOURCE ?? DEFAULT_SOURCE;
-  if (!existsSync(tarball)) {
-    throw new ForkdError('FORKD_ERR_BUILD', `Linux source not found at ${tarball}`, {
-      hint: 'run the setup command (npm run setup) or: sudo apt-get install linux-source-6.1 (or set FORKD_KERNEL to your own bzImage)',
-    });
+function compareVersions(a: number[], b: number[]): number {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const diff = (a[i] ?? 0) - (b[i] ?? 0);
+    if (diff) return diff;
   }
+  return 0;
+}
+
+/** The newest `linux-source-<version>.tar.{xz,bz2}` among file names, by version (6.12 after 6.1). */
+export function newestSourceTarball(names: string[]): string | undefined {
+  return names
+    .flatMap((name) => {
+      const m = SOURCE_TARBALL.exec(name);
+      return m ? [{ name, version: m[1]!.split('.').map(Number) }] : [];
+    })
+    .sort((a, b) => compareVersions(a.version, b.version))
+    .at(-1)?.name;
+}
+
+/** The version of the package that installed `file` (dpkg), or '' when no package owns it. */
+async function packageVersion(file: string): Promise<string> {
   const dpkg = which('dpkg-query');
-  const version =
-    (tarball === DEFAULT_SOURCE && dpkg
-      ? (await runTool(dpkg, ['-W', '-f', '${Version}', 'linux-source-6.1']).catch(() => '')).trim()
-      : '') || `size:${(await stat(tarball)).size}`;
+  if (!dpkg) return '';
+  const owner = await runTool(dpkg, ['-S', file]).catch(() => '');
+  const pkg = /^([^:\s]+)(?::\S+)?: /.exec(owner)?.[1];
+  return pkg ? (await runTool(dpkg, ['-W', '-f', '${Version}', pkg]).catch(() => '')).trim() : '';
+}
+
+/**
+ * The Linux source to build the guest kernel from: FORKD_LINUX_SOURCE, else the newest tarball
+ * a linux-source-<version> package installed. Its version (for the cache key) is the package's.
+ */
+export async function findKernelSource(
+  env: NodeJS.ProcessEnv = process.env,
+  sourceDir = SOURCE_DIR,
+): Promise<KernelSource> {
+  const newest = newestSourceTarball(existsSync(sourceDir) ? await readdir(sourceDir) : []);
+  const tarball = env.FORKD_LINUX_SOURCE ?? (newest && join(sourceDir, newest));
+  if (!tarball || !existsSync(tarball)) {
+    throw new ForkdError(
+      'FORKD_ERR_BUILD',
+      tarball
+        ? `Linux source not found at ${tarball}`
+        : `no Linux source: ${sourceDir} has no linux-source-<version>.tar.xz or .tar.bz2`,
+      {
+        hint: "run forkd install-deps, or sudo apt-get install linux-source-<version> with the newest version that apt-cache search --names-only '^linux-source-[0-9]' lists (e.g. linux-source-6.12); or set FORKD_LINUX_SOURCE to a Linux source tarball, or FORKD_KERNEL to your own bzImage",
+      },
+    );
+  }
+  const version = (await packageVersion(tarball)) || `size:${(await stat(tarball)).size}`;
   return { tarball, version };
 }
 
@@ -70,6 +110,18 @@ async function scratchDir(paths: StatePaths): Promise<string> {
   return mkdtemp(join(paths.tmp(), 'forkd-kernel-'));
 }
 
+/** The one top-level directory a source tarball unpacked into (linux-source-6.12, linux-source-6.8.0, ...). */
+async function unpackedTree(work: string, tarball: string): Promise<string> {
+  const entries = await readdir(work, { withFileTypes: true });
+  const [top] = entries;
+  if (entries.length !== 1 || !top?.isDirectory()) {
+    throw new ForkdError('FORKD_ERR_BUILD', `${tarball} is not a Linux source tarball with one top-level directory`, {
+      hint: 'point FORKD_LINUX_SOURCE at a linux-source-<version> tarball',
+    });
+  }
+  return join(work, top.name);
+}
+
 /** Compiles the guest kernel from the distribution's Linux source; cached by config + source version. */
 export async function ensureKernel(
   paths: StatePaths,
@@ -91,7 +143,7 @@ export async function ensureKernel(
         ['bison', 'bison'],
         ['bc', 'bc'],
         ['tar', 'tar'],
-        ['xz', 'xz-utils'],
+        source.tarball.endsWith('.bz2') ? ['bzip2', 'bzip2'] : ['xz', 'xz-utils'],
         ['lz4', 'lz4'],
       ] as const) {
         requireTool(tool, pkg);
@@ -101,8 +153,8 @@ export async function ensureKernel(
       try {
         const task = 'kernel';
         onProgress({ task, phase: 'unpack', detail: source.tarball });
-        await runTool('tar', ['-xJf', source.tarball, '-C', work]);
-        const tree = join(work, 'linux-source-6.1');
+        await runTool('tar', ['-xf', source.tarball, '-C', work]); // tar picks the decompressor
+        const tree = await unpackedTree(work, source.tarball);
         const make = (args: string[], onLine?: (line: string) => void) =>
           runToolStreaming('make', ['ARCH=x86_64', ...args], { cwd: tree, ...(onLine ? { onLine } : {}) });
         onProgress({ task, phase: 'configure' });
