@@ -24,13 +24,15 @@ describe('ports', () => {
 
   test('a VM with ports gets a NIC on restricted user networking', () => {
     const sockets = { qmp: '/q', agent: '/a', pidFile: '/p', stderrFile: '/e', consoleLog: '/l' };
+    const features = { microvmOptionRoms: true, tcgTbSize: true };
     const args = buildQemuArgs(
       { kernel: '/k', initrd: '/i', memoryMiB: 256, vcpus: 1, accel: 'tcg', net: true },
       sockets,
+      features,
     );
     expect(args.join(' ')).toContain('-netdev user,id=n0,restrict=on -device virtio-net-device,netdev=n0');
     expect(
-      buildQemuArgs({ kernel: '/k', initrd: '/i', memoryMiB: 256, vcpus: 1, accel: 'tcg' }, sockets),
+      buildQemuArgs({ kernel: '/k', initrd: '/i', memoryMiB: 256, vcpus: 1, accel: 'tcg' }, sockets, features),
     ).not.toContain('-netdev');
   });
 });

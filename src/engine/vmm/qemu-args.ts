@@ -1,3 +1,5 @@
+import type { QemuFeatures } from './qemu-binary.js';
+
 export type Accel = 'kvm' | 'tcg';
 
 export interface VmSpec {
@@ -52,9 +54,9 @@ export function kernelCommandLine(spec: VmSpec): string {
   ].join(' ');
 }
 
-/** The QEMU command line for one microVM (pure; no I/O). */
-export function buildQemuArgs(spec: VmSpec, sockets: VmSockets): string[] {
-  const accel = spec.accel === 'kvm' ? 'kvm' : `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}`;
+/** The QEMU command line for one microVM on a QEMU with `features` (pure; no I/O). */
+export function buildQemuArgs(spec: VmSpec, sockets: VmSockets, features: QemuFeatures): string[] {
+  const accel = spec.accel === 'kvm' ? 'kvm' : features.tcgTbSize ? `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}` : 'tcg';
   const args = [
     '-nodefaults',
     '-no-user-config',
@@ -62,7 +64,7 @@ export function buildQemuArgs(spec: VmSpec, sockets: VmSockets): string[] {
     'none',
     // ACPI off: with ACPI, microvm under TCG never gets timer ticks (no IRQ0 override, no kvmclock).
     '-M',
-    'microvm,acpi=off,x-option-roms=off',
+    `microvm,acpi=off${features.microvmOptionRoms ? ',x-option-roms=off' : ''}`,
     '-accel',
     accel,
     '-cpu',

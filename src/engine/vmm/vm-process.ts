@@ -158,7 +158,7 @@ export class VmProcess {
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     await writeFile(join(runDir, 'owner.pid'), String(process.pid));
 
-    const args = buildQemuArgs(spec, sockets);
+    const args = buildQemuArgs(spec, sockets, qemu.features);
     // setpriv ties QEMU's life to ours: if this process dies without cleaning up, the kernel kills QEMU.
     const setpriv = options.dieWithParent === false ? undefined : which('setpriv');
     const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', qemu.path, ...args]] : [qemu.path, args];
