@@ -26,7 +26,7 @@ import { resolveEngine } from './engine-release.js';
 import { ForkdCli } from './forkd-cli.js';
 import { getInputs } from './inputs.js';
 import { reapJobProcesses } from './job-processes.js';
-import { chooseAccel, prepareKvm } from './runner-host.js';
+import { chooseAccel, prepareKvm, refuseUnsupportedRunner } from './runner-host.js';
 import { isPost, loadActionState, loadJobEngine, markMainStarted, saveActionState, saveJobEngine } from './state.js';
 import { writeSummary } from './summary.js';
 
@@ -38,6 +38,7 @@ const STRAGGLER_GRACE_MS = 5_000;
 let cli: ForkdCli | undefined;
 
 async function main(): Promise<void> {
+  refuseUnsupportedRunner();
   markMainStarted();
   const inputs = getInputs();
   const home = process.env.FORKD_HOME || join(process.env.RUNNER_TEMP || tmpdir(), 'forkd');

@@ -2,9 +2,15 @@
 import * as core from '@actions/core';
 import { exec } from '@actions/exec';
 import { accessSync, constants, existsSync } from 'node:fs';
+import { assertSupportedHost, thisHost, type HostPlatform } from '../engine/host-platform.js';
 import { ForkdError } from '../errors.js';
 import type { ForkdCli } from './forkd-cli.js';
 import type { Inputs } from './inputs.js';
+
+/** Stops the job on a runner forkd cannot run on, before anything is installed there. */
+export function refuseUnsupportedRunner(runner: HostPlatform = thisHost()): void {
+  assertSupportedHost(runner, 'forkd needs an x86_64 Linux runner (runs-on: ubuntu-latest or ubuntu-24.04)');
+}
 
 /** /dev/kvm for the runner user (GitHub's hosted runners need the udev rule); TCG otherwise. */
 export async function prepareKvm(accel: Inputs['accel']): Promise<void> {

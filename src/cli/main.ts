@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
+import { assertSupportedHost } from '../engine/host-platform.js';
 import { packageRoot, packageVersion } from '../engine/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
 import { loadRecipe } from '../engine/images/recipe.js';
@@ -118,6 +119,7 @@ program
   )
   .action(
     action(async () => {
+      assertSupportedHost();
       const script = join(packageRoot, 'scripts', 'host-packages.sh');
       const child = spawn('bash', [script], { stdio: 'inherit' });
       const [code] = (await once(child, 'close')) as [number | null];

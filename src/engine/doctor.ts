@@ -1,8 +1,8 @@
 import { constants, existsSync } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';
-import { arch, platform } from 'node:os';
 import { errorMessage } from '../errors.js';
 import { resolveAccel } from './accel.js';
+import { thisHost, unsupportedHost, type HostPlatform } from './host-platform.js';
 import { which } from './host-tools.js';
 import { ensureBaseImage, type BaseImage } from './images/base.js';
 import { busyboxPath } from './images/initramfs.js';
@@ -37,17 +37,24 @@ const check = (name: string, status: CheckStatus, detail: string, hint?: string)
   ...(hint && status !== 'pass' ? { hint } : {}),
 });
 
-export async function runDoctor(paths: StatePaths): Promise<DoctorReport> {
-  const checks: Check[] = [];
-  const isLinuxX64 = platform() === 'linux' && arch() === 'x64';
-  checks.push(
+const summarize = (checks: Check[]): Record<CheckStatus, number> => {
+  const summary: Record<CheckStatus, number> = { pass: 0, warn: 0, fail: 0, skip: 0 };
+  for (const c of checks) summary[c.status]++;
+  return summary;
+};
+
+export async function runDoctor(paths: StatePaths, host: HostPlatform = thisHost()): Promise<DoctorReport> {
+  const unsupported = unsupportedHost(host);
+  const checks: Check[] = [
     check(
       'platform',
-      isLinuxX64 ? 'pass' : 'fail',
-      `${platform()}/${arch()}`,
-      'forkd runs x86_64 Linux guests on x86_64 Linux hosts',
+      unsupported ? 'fail' : 'pass',
+      unsupported ?? `${host.platform}/${host.arch}`,
+      'use an x86_64 Linux host',
     ),
-  );
+  ];
+  // nothing else applies on such a host: no QEMU probe, no build
+  if (unsupported) return { ok: false, accel: null, accelReason: null, checks, summary: summarize(checks) };
 
   let qemu: QemuBinary | undefined;
   try {
@@ -161,7 +168,6 @@ export async function runDoctor(paths: StatePaths): Promise<DoctorReport> {
     checks.push(check('state dir', 'fail', errorMessage(err), 'set FORKD_HOME to a writable directory'));
   }
 
-  const summary: Record<CheckStatus, number> = { pass: 0, warn: 0, fail: 0, skip: 0 };
-  for (const c of checks) summary[c.status]++;
+  const summary = summarize(checks);
   return { ok: summary.fail === 0, accel, accelReason, checks, summary };
 }
