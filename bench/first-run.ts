@@ -47,7 +47,9 @@ try {
   const built: number[] = [];
   let accel = '';
   for (let i = 0; i < runs; i++) {
+    const asked = hub.requests.length;
     const p = await firstRun({});
+    if (!hub.requests.slice(asked).includes(pins.packs.base!.file)) throw new Error('the pulled run did not pull');
     pulled.push(p.s);
     accel = p.accel;
     built.push((await firstRun({ FORKD_BUILD: 'local' })).s);

@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { packageRoot, packageVersion } from '../engine/package-root.js';
 import { ForkdError } from '../errors.js';
 import { sha256File } from '../hub/download.js';
+import { RELEASES_URL } from '../hub/official.js';
 
-export const RELEASES_URL = 'https://github.com/deeplethe/forkd-action/releases/download';
 const TOOL = 'forkd';
 
 export interface Engine {

@@ -5,13 +5,21 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { ForkdError } from '../errors.js';
 import { knownAccel, resolveAccel, type AccelGuest, type AccelVerdict } from './accel.js';
+import { hostCpu } from './host-cpu.js';
 import { onProcessExit } from './reaper.js';
 import { ensureBaseImage } from './images/base.js';
 import type { BuildOptions } from './images/cache.js';
 import type { ExecResult } from './agent/guest.js';
 import type { OnProgress } from './progress.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './snapshot/fork.js';
-import { checkCompatible, MACHINE_TYPE, SNAPSHOT_FORMAT, type HostFacts, type SnapshotMeta } from './snapshot/meta.js';
+import {
+  checkCompatible,
+  incompatibilities,
+  MACHINE_TYPE,
+  SNAPSHOT_FORMAT,
+  type HostFacts,
+  type SnapshotMeta,
+} from './snapshot/meta.js';
 import type { PackManifest } from '../hub/manifest.js';
 import { writePack } from '../hub/pack.js';
 import { byteProgress } from '../hub/progress.js';
@@ -132,8 +140,28 @@ async function waitReady(vm: StartedVm, ready: string, timeoutMs: number): Promi
   }
 }
 
-/** The plan a snapshot was taken from, as its meta records it: how a pack's snapshot is taken again. */
+/**
+ * The plan a snapshot was taken from, as its meta records it: how a pack's snapshot is taken again.
+ * The meta comes from a pack: what it asks of this host is checked as a request would be.
+ */
 function planOf(meta: SnapshotMeta): SnapshotPlan {
+  if (meta.branch) {
+    throw new ForkdError(
+      'FORKD_ERR_INCOMPATIBLE',
+      `snapshot ${meta.tag} is a checkpoint of a running VM (${meta.branch.mode} branch of ${meta.branch.from}): it cannot be taken again on another host`,
+      { hint: 'take it on this host (run what made it here), or unpack it on a host like the one it was taken on' },
+    );
+  }
+  const bounded = (n: number, max: number) => Number.isInteger(n) && n >= 1 && n <= max;
+  if (!bounded(meta.memoryMiB, 65536) || !bounded(meta.vcpus, 64))
+    throw new ForkdError(
+      'FORKD_ERR_CORRUPT',
+      `snapshot ${meta.tag} records ${meta.memoryMiB} MiB and ${meta.vcpus} vCPUs`,
+      {
+        hint: 'the pack is damaged; download or pack it again',
+      },
+    );
+  validatePorts(meta.ports);
   return {
     images: imagesOf(meta),
     imageName: meta.image.name,
@@ -230,8 +258,11 @@ export class Engine implements AsyncDisposable {
   /** The official images of `name`, pulled on first use (see images/official.ts); memoised per engine. */
   private official(name: string, options: BuildOptions = {}): Promise<OfficialGuest | undefined> {
     const install = async (source: PackSource, tag: string, head: string) => {
-      const r = await this.pullSource(source, { tag, force: true, head }, options.onProgress);
-      return (await this.snapshots.get(r.tags.at(-1)!)).meta;
+      // a pull cache entry and a download of its own: `forkd pull forkd/NAME@V` installs the same
+      // pack under its own tag, and must neither find this install nor share its download
+      const own = { ...source, ref: `official-${source.ref}` };
+      const r = await this.pullSource(own, { tag, force: true, head }, options.onProgress);
+      return { meta: (await this.snapshots.get(r.tags.at(-1)!)).meta, ...(r.retaken ? { retaken: r.retaken } : {}) };
     };
     if (options.lookupOnly) return officialGuest(this.paths, name, install, options);
     let guest = this.officials.get(name);
@@ -290,7 +321,9 @@ export class Engine implements AsyncDisposable {
       (recipe?.base === 'debian-bookworm'
         ? await ensureRecipeImage(this.paths, recipe, build).then((r) => ({ image: r.image, hash: r.key }))
         : undefined);
-    const base = official?.images ?? (await this.buildBase(build));
+    // FORKD_KERNEL names the kernel every guest boots: only the official root filesystem is used then
+    const officialBase = process.env.FORKD_KERNEL ? undefined : official?.images;
+    const base = officialBase ?? (await this.buildBase(build));
     const plan: SnapshotPlan = {
       images: { ...base, ...(rootfs ? { rootfs } : {}) },
       imageName: recipe?.name ?? 'base',
@@ -302,7 +335,9 @@ export class Engine implements AsyncDisposable {
       prime: recipe?.prime ?? undefined,
     };
     const installed = official && (await this.snapshots.get(official.tag).catch(() => undefined));
-    if (official && installed && sameSnapshot(installed.meta, plan)) {
+    // the installed one may predate a QEMU upgrade or another FORKD_ACCEL: then it is taken here
+    const fits = installed && !incompatibilities(installed.meta, (await this.hostFacts(installed.meta.vm)).host).length;
+    if (official && installed && fits && sameSnapshot(installed.meta, plan)) {
       const info = await this.copySnapshot(installed, tag);
       const totalMs = performance.now() - started;
       return { ...info, official: official.ref, timings: { bootMs: 0, warmupMs: 0, saveMs: 0, totalMs } };
@@ -418,6 +453,7 @@ export class Engine implements AsyncDisposable {
         accel: verdict.accel,
         qemuVersion: qemu.version,
         machine: MACHINE_TYPE,
+        ...(verdict.accel === 'kvm' ? { cpu: hostCpu() } : {}),
         vm: {
           kernel: parent.spec.kernel,
           initrd: parent.spec.initrd,
@@ -442,7 +478,7 @@ export class Engine implements AsyncDisposable {
   /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
   private async hostFacts(guest: AccelGuest): Promise<{ host: HostFacts; qemu: QemuBinary }> {
     const [verdict, qemu] = await Promise.all([this.accel(guest), findQemu()]);
-    return { host: { accel: verdict.accel, qemuVersion: qemu.version }, qemu };
+    return { host: { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() }, qemu };
   }
 
   /**
@@ -613,12 +649,13 @@ export class Engine implements AsyncDisposable {
       known: async (kernelSha256) => {
         const qemu = await findQemu();
         const verdict = await knownAccel(kernelSha256, this.paths, qemu);
-        return verdict && { accel: verdict.accel, qemuVersion: qemu.version };
+        return verdict && { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() };
       },
       // not memoised: the staged images go away with the staging dir; the verdict is cached on disk
       probe: async (guest) => {
         const qemu = await findQemu();
-        return { accel: (await resolveAccel(guest, this.paths, qemu)).accel, qemuVersion: qemu.version };
+        const { accel } = await resolveAccel(guest, this.paths, qemu);
+        return { accel, qemuVersion: qemu.version, cpu: hostCpu() };
       },
       retake: async (tag, meta) => {
         onProgress({ task: 'unpack', phase: 'snapshot', detail: `${tag}: taking it again on this host` });

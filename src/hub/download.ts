@@ -111,12 +111,24 @@ async function downloadWith(
       throw sizeMismatch(url, total, options);
     }
     let done = append ? have : 0;
-    body.on('data', (chunk: Buffer) => options.onProgress?.((done += chunk.length), total || done));
+    let tooLong = false;
+    body.on('data', (chunk: Buffer) => {
+      options.onProgress?.((done += chunk.length), total || done);
+      // a server that sends no length (or lies about it) is cut off at the size vouched for
+      if (options.size !== undefined && done > options.size && !tooLong) {
+        tooLong = true;
+        body.destroy(sizeMismatch(url, done, options));
+      }
+    });
     try {
       await pipeline(body, createWriteStream(partial, { flags: append ? 'a' : 'w' }));
       lastError = undefined;
       break;
     } catch (err) {
+      if (tooLong) {
+        await rm(partial, { force: true });
+        throw err;
+      }
       lastError = unreachable(url, err); // the connection dropped: the next attempt resumes
     }
   }

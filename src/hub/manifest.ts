@@ -37,6 +37,8 @@ export interface PackCompat {
   accel: string;
   qemuVersion: string;
   machine: string;
+  /** The host CPU of a KVM snapshot (absent under TCG). */
+  cpu?: string;
   memoryMiB: number;
   /** The recipe (or `base`) the snapshot was made from: the way to rebuild it locally. */
   image: string;

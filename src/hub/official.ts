@@ -11,6 +11,7 @@ import { packageRoot, packageVersion } from '../engine/package-root.js';
 import type { PackSource } from './pull.js';
 
 export const PINS_FILE = 'official-packs.json';
+/** Where releases are: the engine tarball the Action's `version` input fetches, and the official packs. */
 export const RELEASES_URL = 'https://github.com/deeplethe/forkd-action/releases/download';
 
 export interface OfficialPin {
@@ -64,10 +65,10 @@ export function readPins(root: string = packageRoot): OfficialPins | undefined {
   }
 }
 
-/** The Hub that serves the release's packs: FORKD_HUB_URL (or the dir of its registry.json), else the release. */
+/** The Hub that serves the release's packs: FORKD_HUB_URL (or the dir of its registry.json), else the release (FORKD_RELEASES_URL mirrors it). */
 function hubBase(env: NodeJS.ProcessEnv, version: string): string {
   const hub = env.FORKD_HUB_URL;
-  if (!hub) return `${RELEASES_URL}/v${version}/`;
+  if (!hub) return `${env.FORKD_RELEASES_URL || RELEASES_URL}/v${version}/`;
   return hub.endsWith('.json') ? new URL('.', hub).toString() : `${hub.replace(/\/+$/, '')}/`;
 }
 
@@ -87,7 +88,11 @@ export function officialSource(
     return { reason: `no official packs are pinned for forkd-action ${packageVersion}` };
   const pin = pins.packs[name];
   if (!pin) return { reason: `no official pack of ${name} is pinned for forkd-action ${packageVersion}` };
-  if (!/^[0-9a-f]{64}$/.test(pin.sha256 ?? '') || !Number.isSafeInteger(pin.size) || !/^[\w.-]+$/.test(pin.file))
+  if (
+    !/^[0-9a-f]{64}$/.test(pin.sha256 ?? '') ||
+    !Number.isSafeInteger(pin.size) ||
+    pin.file !== officialFile(name, pins.version)
+  )
     throw new ForkdError('FORKD_ERR_CORRUPT', `the pin of the official pack ${name} is malformed`, {
       hint: 'reinstall forkd-action',
     });

@@ -117,6 +117,7 @@ export async function writePack(
       accel: head.meta.accel,
       qemuVersion: head.meta.qemuVersion,
       machine: head.meta.machine,
+      ...(head.meta.cpu ? { cpu: head.meta.cpu } : {}),
       memoryMiB: head.meta.memoryMiB,
       image: image.name,
       kernel: { hash: image.kernelHash, sha256: sha(vm.kernel)! },

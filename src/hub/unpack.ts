@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rename, rm, rmdir, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header } from 'tar-stream';
@@ -232,7 +232,12 @@ const ARCH = 'x86_64';
 function misfit(manifest: PackManifest, host: HostFacts): string | undefined {
   const c = manifest.compat;
   const diffs = incompatibilities(
-    { accel: c.accel as HostFacts['accel'], qemuVersion: c.qemuVersion, machine: c.machine },
+    {
+      accel: c.accel as HostFacts['accel'],
+      qemuVersion: c.qemuVersion,
+      machine: c.machine,
+      ...(c.cpu ? { cpu: c.cpu } : {}),
+    },
     host,
   );
   if (!diffs.length) return undefined;
@@ -242,7 +247,7 @@ function misfit(manifest: PackManifest, host: HostFacts): string | undefined {
       'FORKD_ERR_INCOMPATIBLE',
       `the pack ${manifest.tag} is a chain of ${manifest.chain.length} snapshots and ${reason}: its diff links cannot be taken again here`,
       {
-        hint: `take the chain again on this host, or where it was made flatten its head (forkd compact --from ${manifest.tag} --to NEW) and pack that: a single snapshot installs anywhere`,
+        hint: 'make the chain again on this host, or unpack it on a host with the QEMU and accelerator it was taken with',
       },
     );
   }
@@ -265,6 +270,7 @@ export async function unpack(
   const unregister = onProcessExit(() => staging && rmSync(staging, { recursive: true, force: true }));
   const moved: Array<{ from: string; to: string }> = [];
   const replaced: string[] = [];
+  const made: string[] = [];
   let retaken: Unpacked['retaken'];
   try {
     const tagOf = (tag: string) => (options.tag !== undefined ? validateTag(options.tag) : tag);
@@ -318,10 +324,13 @@ export async function unpack(
       const target = join(paths.images('hub'), image.path.slice('images/'.length));
       installed.set(image.sha256, target);
       if (existsSync(target)) continue; // content-addressed: the same bytes are there
-      await mkdir(dirname(target), { recursive: true });
+      // a failure below takes it back out, and its dir when it made it
+      if (await mkdir(dirname(target), { recursive: true })) made.push(dirname(target));
       await rename(join(dir, image.path), target);
+      moved.push({ from: join(dir, image.path), to: target });
     }
     const imagePath = (sha: string | undefined) => (sha ? installed.get(sha) : undefined);
+    const metas = new Map<string, SnapshotMeta>();
     for (const link of manifest.chain) {
       const metaFile = join(dir, link.tag, 'meta.json');
       const meta: SnapshotMeta = parseMeta(await readFile(metaFile, 'utf8'), `${link.tag}/meta.json in the pack`);
@@ -333,6 +342,7 @@ export async function unpack(
         ...(rootfs ? { rootfs: imagePath(rootfs.sha256)! } : {}),
       };
       await writeFile(metaFile, `${JSON.stringify(meta, null, 2)}\n`);
+      metas.set(link.tag, meta);
     }
     for (const link of manifest.chain) {
       const final = join(paths.snapshots(), tagOf(link.tag));
@@ -351,7 +361,7 @@ export async function unpack(
         moved.push({ from: join(dir, link.tag), to: final });
         continue;
       }
-      const meta = parseMeta(await readFile(join(dir, link.tag, 'meta.json'), 'utf8'), `${link.tag}/meta.json`);
+      const meta = metas.get(link.tag)!;
       const started = performance.now();
       await host.retake(meta.tag, meta);
       retaken = { reason: retake, ms: Math.round(performance.now() - started) };
@@ -360,6 +370,7 @@ export async function unpack(
     return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)), ...(retaken ? { retaken } : {}) };
   } catch (err) {
     for (const { from, to } of moved.reverse()) await rename(to, from).catch(() => {});
+    for (const path of made) await rmdir(path).catch(() => {});
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new ForkdError('FORKD_ERR_LIMIT', `the disk of ${paths.root} filled up while ${file} was unpacked`, {
         hint: 'free some space (forkd rmi old snapshots) or point FORKD_HOME at a larger disk; nothing was installed',

@@ -56,8 +56,8 @@ export function run(command: string, args: string[], env: NodeJS.ProcessEnv, tim
   });
 }
 
-/** How the Hub answers for one file: as it is, 404, or with one byte changed. */
-export type Answer = 'as-is' | 'missing' | 'tampered';
+/** How the Hub answers for one file: as it is, 404, with one byte changed, or with bytes added and no length. */
+export type Answer = 'as-is' | 'missing' | 'tampered' | 'grown';
 
 /** A Hub on 127.0.0.1 serving the files of a release dir, answering as told per file name. */
 export class LoopbackHub {
@@ -82,6 +82,10 @@ export class LoopbackHub {
         const bytes = readFileSync(file);
         bytes[bytes.length >> 1]! ^= 0xff;
         return void res.writeHead(200, { 'content-length': bytes.length }).end(bytes);
+      }
+      if (answer === 'grown') {
+        res.writeHead(200); // chunked: no length to refuse it by
+        return void res.end(Buffer.concat([readFileSync(file), Buffer.alloc(4096, 1)]));
       }
       res.writeHead(200, { 'content-length': statSync(file).size });
       createReadStream(file).pipe(res);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -40,6 +40,8 @@ function forkd(home: string, args: string[], env: Record<string, string> = {}, c
     ...env,
   });
 }
+
+const listed = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
 
 const qemuOf = (home: string) =>
   execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
@@ -105,19 +107,22 @@ describe('official packs from a Hub on loopback', () => {
     expect(hub.requests).toHaveLength(2);
   }, 900_000);
 
-  test('a tampered pack is refused, naming its pin, and nothing is installed', async () => {
+  test.each([
+    ['tampered', `does not match its sha256 in the pin of forkd-action ${packageVersion}`],
+    ['grown', `bytes; the pin of forkd-action ${packageVersion} (official-packs.json) says`],
+  ] as const)('a pack that lies (%s) is refused, naming its pin, and nothing is installed', async (answer, says) => {
     const home = emptyHome();
-    hub.answer(pins.packs.base!.file, 'tampered');
+    hub.answer(pins.packs.base!.file, answer);
     try {
       const r = await forkd(home, ['build', 'base', '--json']);
       expect(r.status).toBe(1);
       const err = JSON.parse(r.stdout) as { code: string; error: string };
       expect(err.code).toBe('FORKD_ERR_CORRUPT');
-      expect(err.error).toContain(`does not match its sha256 in the pin of forkd-action ${packageVersion}`);
-      const listed = (dir: string) => (existsSync(join(home, dir)) ? readdirSync(join(home, dir)) : []);
-      expect(listed('snapshots')).toEqual([]);
-      expect(existsSync(join(home, 'images', 'hub')) ? readdirSync(join(home, 'images', 'hub')) : []).toEqual([]);
-      expect(readdirSync(join(home, 'images', 'official'))).toEqual([]);
+      expect(err.error).toContain(says);
+      expect(listed(join(home, 'hub', 'downloads'))).toEqual([]);
+      expect(listed(join(home, 'snapshots'))).toEqual([]);
+      expect(listed(join(home, 'images', 'hub'))).toEqual([]);
+      expect(listed(join(home, 'images', 'official'))).toEqual([]);
       expect(traps.ran()).toEqual([]);
     } finally {
       hub.answer(pins.packs.base!.file, 'as-is');
@@ -126,17 +131,24 @@ describe('official packs from a Hub on loopback', () => {
 
   test('a pack that is not the one pinned under its name is refused before anything is installed', async () => {
     const home = emptyHome();
-    const swapped = packageWithPins({ ...pins, packs: { ...pins.packs, postgres: pins.packs.base! } });
+    // a Hub whose postgres pack is the base pack, and pins that vouch for those bytes
+    const served = mkdtempSync(join(work, 'swapped-'));
+    const file = officialFile('postgres', packageVersion);
+    copyFileSync(join(release, pins.packs.base!.file), join(served, file));
+    const other = await LoopbackHub.serve(served);
+    const swapped = packageWithPins({ ...pins, packs: { ...pins.packs, postgres: { ...pins.packs.base!, file } } });
     try {
-      const r = await forkd(home, ['build', 'postgres', '--json'], {}, swapped.cli);
+      const r = await forkd(home, ['build', 'postgres', '--json'], { FORKD_HUB_URL: other.url }, swapped.cli);
       expect(r.status).toBe(1);
       const err = JSON.parse(r.stdout) as { code: string; error: string };
       expect(err).toMatchObject({
         code: 'FORKD_ERR_CORRUPT',
         error: 'the pack pinned as postgres holds base (made from base)',
       });
-      expect(existsSync(join(home, 'snapshots')) ? readdirSync(join(home, 'snapshots')) : []).toEqual([]);
+      expect(listed(join(home, 'snapshots'))).toEqual([]);
+      expect(listed(join(home, 'images', 'hub'))).toEqual([]);
     } finally {
+      await other.close();
       swapped.remove();
     }
   });
@@ -169,7 +181,7 @@ describe('official packs from a Hub on loopback', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toContain('official pack');
     expect(hub.requests).toHaveLength(before);
-    expect(officialFile('base', packageVersion)).toBe(pins.packs.base!.file);
+    expect(listed(join(home, 'images', 'official'))).toEqual([]);
   });
 });
 

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,8 @@ const cli = join(repoRoot, 'bin', 'forkd.js');
 const work = mkdtempSync(join(tmpdir(), 'forkd-portable-'));
 const maker = new IsolatedHome();
 const traps = buildToolTraps();
-const WARMUP = 'echo warmed-elsewhere > /tmp/warm';
+/** Its warm-up finishes in the background: a retake that skipped its ready check would miss it. */
+const recipe = join(repoRoot, 'test', 'fixtures', 'recipes', 'slow-ready');
 
 afterAll(() => {
   try {
@@ -37,15 +38,21 @@ function forkd(args: string[], env: NodeJS.ProcessEnv) {
 
 describe('a pack taken with another QEMU', () => {
   test('installs its images, takes its snapshot again here, and its children fork and answer', async () => {
-    // the same QEMU, calling itself 9.9.9: what a pack from a host with another QEMU records
+    // the same QEMU, calling itself 9.9.9 in its QMP greeting (where forkd reads the version):
+    // what a pack from a host with another QEMU records
     const qemu = await findQemu();
     const other = join(work, 'qemu-9.9.9');
     writeFileSync(
       other,
-      `#!/bin/sh\n[ "$1" = --version ] && { echo 'QEMU emulator version 9.9.9'; exit 0; }\nexec '${qemu.path}' "$@"\n`,
+      [
+        '#!/bin/sh',
+        `if [ "$1 $2" = "-machine none" ]; then '${qemu.path}' "$@" | sed 's/"qemu": {[^}]*}/"qemu": {"micro": 9, "minor": 9, "major": 9}/'; exit 0; fi`,
+        `exec '${qemu.path}' "$@"`,
+        '',
+      ].join('\n'),
       { mode: 0o755 },
     );
-    const taken = forkd(['snapshot', '--tag', 'elsewhere', '--warmup', WARMUP, '--port', '8080', '--mem-mib', '192'], {
+    const taken = forkd(['snapshot', '--tag', 'elsewhere', '--recipe', recipe], {
       ...maker.env(),
       FORKD_QEMU: other,
     });
@@ -66,7 +73,12 @@ describe('a pack taken with another QEMU', () => {
     expect(traps.ran()).toEqual([]);
     const paths = new StatePaths(home);
     const meta = JSON.parse(readFileSync(join(paths.snapshots(), 'elsewhere', 'meta.json'), 'utf8')) as SnapshotMeta;
-    expect(meta).toMatchObject({ qemuVersion: qemu.version, warmup: WARMUP, ports: [8080], memoryMiB: 192 });
+    expect(meta).toMatchObject({
+      qemuVersion: qemu.version,
+      ready: { command: 'test -s /tmp/warm' },
+      ports: [8080],
+      memoryMiB: 192,
+    });
     expect(meta.vm.kernel.startsWith(paths.images('hub'))).toBe(true);
 
     await using engine = new Engine(paths);
@@ -80,5 +92,9 @@ describe('a pack taken with another QEMU', () => {
     }
     await engine.snapshots.remove('elsewhere');
     await maker.engine.snapshots.remove('elsewhere');
+    const qemuLeft = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.includes('qemu-system') && line.includes(home));
+    expect(qemuLeft).toEqual([]);
   }, 600_000);
 });

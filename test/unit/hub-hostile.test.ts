@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   createWriteStream,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -322,6 +323,34 @@ describe('a hostile or broken pack is refused with a clear error, and nothing is
       },
     ]);
     expect(await refused(file)).toMatchObject({ message: expect.stringContaining('bad map') });
+  });
+});
+
+describe('taking a snapshot again, and pinned names', () => {
+  test('a retake that fails takes back the images it installed and restores the snapshot it replaced', async () => {
+    const state = new StatePaths(join(root, 'retake-fails'));
+    const previous = join(state.snapshots(), 't');
+    mkdirSync(previous, { recursive: true });
+    writeFileSync(join(previous, 'marker'), 'the version installed before');
+    const kvm = manifest();
+    kvm.compat.accel = 'kvm';
+    const failing: PackHost = { ...host, retake: () => Promise.reject(new Error('the warm-up failed')) };
+    const file = await rawPack('kvm-retake-fails', [manifestEntry(kvm), ...fileEntries()]);
+    await expect(unpack(file, state, failing, { force: true })).rejects.toThrow('the warm-up failed');
+    expect(readFileSync(join(previous, 'marker'), 'utf8')).toBe('the version installed before');
+    expect(readdirSync(state.snapshots())).toEqual(['t']);
+    expect(readdirSync(state.images('hub'))).toEqual([]);
+    expect(readdirSync(state.tmp())).toEqual([]);
+  });
+
+  test('a pack served under a pinned name that holds another snapshot is refused', async () => {
+    const file = await rawPack('not-the-pinned', [manifestEntry(manifest()), ...fileEntries()]);
+    const err = await unpack(file, paths, host, { head: 'postgres' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'FORKD_ERR_CORRUPT',
+      message: 'the pack pinned as postgres holds t (made from base)',
+    });
+    expect(readdirSync(paths.snapshots())).toEqual([]);
   });
 });
 

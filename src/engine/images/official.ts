@@ -31,7 +31,11 @@ export interface OfficialGuest {
 }
 
 /** How the engine installs a pack (pull, and unpack or take its snapshot again here). */
-export type InstallPack = (source: PackSource, tag: string, head: string) => Promise<SnapshotMeta>;
+export type InstallPack = (
+  source: PackSource,
+  tag: string,
+  head: string,
+) => Promise<{ meta: SnapshotMeta; retaken?: { reason: string; ms: number } }>;
 
 const RECORD = 'guest.json';
 
@@ -40,15 +44,17 @@ const FALLBACK_CODES = new Set(['FORKD_ERR_UNREACHABLE', 'FORKD_ERR_NOT_FOUND'])
 
 /** The images a snapshot was taken with, as its meta records them. */
 export function imagesOf(meta: SnapshotMeta): GuestImages {
+  if (meta.vm.rootfs && !meta.image.rootfsHash)
+    throw new ForkdError('FORKD_ERR_CORRUPT', `snapshot ${meta.tag} boots a root filesystem it records no hash of`, {
+      hint: 'remove the snapshot (forkd rmi) and take it again, or download its pack again',
+    });
   return {
     kernel: meta.vm.kernel,
     initrd: meta.vm.initrd,
     kernelHash: meta.image.kernelHash,
     initrdHash: meta.image.initrdHash,
     reused: true,
-    ...(meta.vm.rootfs && meta.image.rootfsHash
-      ? { rootfs: { image: meta.vm.rootfs, hash: meta.image.rootfsHash } }
-      : {}),
+    ...(meta.vm.rootfs ? { rootfs: { image: meta.vm.rootfs, hash: meta.image.rootfsHash! } } : {}),
   };
 }
 
@@ -87,7 +93,9 @@ export async function officialGuest(
       key,
       async (staging) => {
         notice(`pulling ${source.ref} (${(pin.size / 1024 ** 2).toFixed(0)} MiB) instead of building`);
-        const meta = await install(source, tag, name);
+        const { meta, retaken } = await install(source, tag, name);
+        if (retaken)
+          notice(`${source.ref}: snapshot taken again here in ${(retaken.ms / 1000).toFixed(1)} s: ${retaken.reason}`);
         const guest: OfficialGuest = { ref: source.ref, tag, images: { ...imagesOf(meta), official: source.ref } };
         await writeFile(join(staging, RECORD), `${JSON.stringify(guest, null, 2)}\n`);
       },

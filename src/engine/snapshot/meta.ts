@@ -32,6 +32,8 @@ export interface SnapshotMeta {
   accel: Accel;
   qemuVersion: string;
   machine: string;
+  /** The host CPU a KVM snapshot was taken on (host-cpu.ts); absent under TCG, where it does not matter. */
+  cpu?: string;
   /** The VM's hardware exactly as the parent had it: a child's command line must match it. */
   vm: Pick<VmSpec, 'kernel' | 'initrd' | 'rootfs' | 'append' | 'tcgTbSizeMiB' | 'net'>;
   /** Guest TCP ports each child exposes on 127.0.0.1 (a host port of its own per child). */
@@ -87,11 +89,13 @@ export function parseMeta(text: string, where: string): SnapshotMeta {
 export interface HostFacts {
   accel: Accel;
   qemuVersion: string;
+  /** The host CPU (host-cpu.ts): it matters under KVM, where guests run with `-cpu host`. */
+  cpu?: string;
 }
 
 /** What keeps this host from restoring a snapshot faithfully, one phrase each; empty when nothing does. */
 export function incompatibilities(
-  facts: Pick<SnapshotMeta, 'accel' | 'qemuVersion' | 'machine'>,
+  facts: Pick<SnapshotMeta, 'accel' | 'qemuVersion' | 'machine' | 'cpu'>,
   host: HostFacts,
 ): string[] {
   const diffs: string[] = [];
@@ -99,12 +103,14 @@ export function incompatibilities(
   if (facts.qemuVersion !== host.qemuVersion)
     diffs.push(`QEMU ${facts.qemuVersion} (this host has ${host.qemuVersion})`);
   if (facts.machine !== MACHINE_TYPE) diffs.push(`machine ${facts.machine} (forkd runs ${MACHINE_TYPE})`);
+  if (facts.accel === 'kvm' && host.accel === 'kvm' && facts.cpu && host.cpu && facts.cpu !== host.cpu)
+    diffs.push(`CPU ${facts.cpu} under KVM (this host has ${host.cpu})`);
   return diffs;
 }
 
 /** Refuses a restore this host cannot do faithfully; the message says what differs. */
 export function checkCompatible(
-  facts: Pick<SnapshotMeta, 'tag' | 'accel' | 'qemuVersion' | 'machine'>,
+  facts: Pick<SnapshotMeta, 'tag' | 'accel' | 'qemuVersion' | 'machine' | 'cpu'>,
   host: HostFacts,
   what = `snapshot ${facts.tag}`,
   fix = `take the snapshot again on this host (forkd snapshot --tag ${facts.tag}), or run where it was taken`,
