@@ -96383,44 +96383,44 @@ function extractTar2(file_1, dest_1) {
     return dest;
   });
 }
-function cacheDir(sourceDir, tool, version3, arch3) {
+function cacheDir(sourceDir, tool, version3, arch4) {
   return __awaiter20(this, void 0, void 0, function* () {
     version3 = semver3.clean(version3) || version3;
-    arch3 = arch3 || os8.arch();
-    debug(`Caching tool ${tool} ${version3} ${arch3}`);
+    arch4 = arch4 || os8.arch();
+    debug(`Caching tool ${tool} ${version3} ${arch4}`);
     debug(`source dir: ${sourceDir}`);
     if (!fs8.statSync(sourceDir).isDirectory()) {
       throw new Error("sourceDir is not a directory");
     }
-    const destPath = yield _createToolPath(tool, version3, arch3);
+    const destPath = yield _createToolPath(tool, version3, arch4);
     for (const itemName of fs8.readdirSync(sourceDir)) {
       const s = path12.join(sourceDir, itemName);
       yield cp(s, destPath, { recursive: true });
     }
-    _completeToolPath(tool, version3, arch3);
+    _completeToolPath(tool, version3, arch4);
     return destPath;
   });
 }
-function find(toolName, versionSpec, arch3) {
+function find(toolName, versionSpec, arch4) {
   if (!toolName) {
     throw new Error("toolName parameter is required");
   }
   if (!versionSpec) {
     throw new Error("versionSpec parameter is required");
   }
-  arch3 = arch3 || os8.arch();
+  arch4 = arch4 || os8.arch();
   if (!isExplicitVersion(versionSpec)) {
-    const localVersions = findAllVersions(toolName, arch3);
+    const localVersions = findAllVersions(toolName, arch4);
     const match3 = evaluateVersions(localVersions, versionSpec);
     versionSpec = match3;
   }
   let toolPath = "";
   if (versionSpec) {
     versionSpec = semver3.clean(versionSpec) || "";
-    const cachePath = path12.join(_getCacheDirectory(), toolName, versionSpec, arch3);
+    const cachePath = path12.join(_getCacheDirectory(), toolName, versionSpec, arch4);
     debug(`checking cache: ${cachePath}`);
     if (fs8.existsSync(cachePath) && fs8.existsSync(`${cachePath}.complete`)) {
-      debug(`Found tool in cache ${toolName} ${versionSpec} ${arch3}`);
+      debug(`Found tool in cache ${toolName} ${versionSpec} ${arch4}`);
       toolPath = cachePath;
     } else {
       debug("not found");
@@ -96428,15 +96428,15 @@ function find(toolName, versionSpec, arch3) {
   }
   return toolPath;
 }
-function findAllVersions(toolName, arch3) {
+function findAllVersions(toolName, arch4) {
   const versions = [];
-  arch3 = arch3 || os8.arch();
+  arch4 = arch4 || os8.arch();
   const toolPath = path12.join(_getCacheDirectory(), toolName);
   if (fs8.existsSync(toolPath)) {
     const children = fs8.readdirSync(toolPath);
     for (const child2 of children) {
       if (isExplicitVersion(child2)) {
-        const fullPath = path12.join(toolPath, child2, arch3 || "");
+        const fullPath = path12.join(toolPath, child2, arch4 || "");
         if (fs8.existsSync(fullPath) && fs8.existsSync(`${fullPath}.complete`)) {
           versions.push(child2);
         }
@@ -96454,9 +96454,9 @@ function _createExtractFolder(dest) {
     return dest;
   });
 }
-function _createToolPath(tool, version3, arch3) {
+function _createToolPath(tool, version3, arch4) {
   return __awaiter20(this, void 0, void 0, function* () {
-    const folderPath = path12.join(_getCacheDirectory(), tool, semver3.clean(version3) || version3, arch3 || "");
+    const folderPath = path12.join(_getCacheDirectory(), tool, semver3.clean(version3) || version3, arch4 || "");
     debug(`destination ${folderPath}`);
     const markerPath = `${folderPath}.complete`;
     yield rmRF(folderPath);
@@ -96465,8 +96465,8 @@ function _createToolPath(tool, version3, arch3) {
     return folderPath;
   });
 }
-function _completeToolPath(tool, version3, arch3) {
-  const folderPath = path12.join(_getCacheDirectory(), tool, semver3.clean(version3) || version3, arch3 || "");
+function _completeToolPath(tool, version3, arch4) {
+  const folderPath = path12.join(_getCacheDirectory(), tool, semver3.clean(version3) || version3, arch4 || "");
   const markerPath = `${folderPath}.complete`;
   fs8.writeFileSync(markerPath, "");
   debug("finished caching tool");
@@ -96532,8 +96532,10 @@ async function sha256File(path13) {
   return hash.digest("hex");
 }
 
-// src/action/engine-release.ts
+// src/hub/official.ts
 var RELEASES_URL = "https://github.com/deeplethe/forkd-action/releases/download";
+
+// src/action/engine-release.ts
 var TOOL = "forkd";
 var releaseAssetName = (version3) => `forkd-${version3}-linux-x64.tar.gz`;
 var bundled = () => ({
@@ -96699,6 +96701,23 @@ function getInputs() {
 
 // src/action/runner-host.ts
 import { accessSync, constants as constants4, existsSync as existsSync9 } from "node:fs";
+
+// src/engine/host-platform.ts
+import { arch as arch3, platform as platform2 } from "node:os";
+var thisHost = () => ({ platform: platform2(), arch: arch3() });
+function unsupportedHost(host = thisHost()) {
+  if (host.platform === "linux" && host.arch === "x64") return void 0;
+  return `forkd runs x86_64 Linux guests on x86_64 Linux hosts only; this host is ${host.platform}/${host.arch}`;
+}
+function assertSupportedHost(host = thisHost(), hint = "use an x86_64 Linux host") {
+  const why = unsupportedHost(host);
+  if (why) throw new ForkdError("FORKD_ERR_INCOMPATIBLE", why, { hint });
+}
+
+// src/action/runner-host.ts
+function refuseUnsupportedRunner(runner = thisHost()) {
+  assertSupportedHost(runner, "forkd needs an x86_64 Linux runner (runs-on: ubuntu-latest or ubuntu-24.04)");
+}
 async function prepareKvm(accel) {
   if (accel === "tcg" || !existsSync9("/dev/kvm")) return;
   try {
@@ -96790,6 +96809,7 @@ var CANCEL_GRACE_MS = 5e3;
 var STRAGGLER_GRACE_MS = 5e3;
 var cli;
 async function main() {
+  refuseUnsupportedRunner();
   markMainStarted();
   const inputs = getInputs();
   const home = process.env.FORKD_HOME || join12(process.env.RUNNER_TEMP || tmpdir(), "forkd");

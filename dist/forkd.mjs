@@ -5935,8 +5935,8 @@ var require_tar_stream = __commonJS({
 // node_modules/@mongodb-js/zstd/bindings.js
 var require_bindings = __commonJS({
   "node_modules/@mongodb-js/zstd/bindings.js"(exports, module) {
-    var { existsSync: existsSync15, readFileSync: readFileSync11 } = __require("fs");
-    var { join: join20 } = __require("path");
+    var { existsSync: existsSync17, readFileSync: readFileSync14 } = __require("fs");
+    var { join: join22 } = __require("path");
     var { platform: platform2, arch: arch2 } = process;
     var nativeBinding = null;
     var localFileExisted = false;
@@ -5944,7 +5944,7 @@ var require_bindings = __commonJS({
     function isMusl() {
       if (!process.report || typeof process.report.getReport !== "function") {
         try {
-          return readFileSync11("/usr/bin/ldd", "utf8").includes("musl");
+          return readFileSync14("/usr/bin/ldd", "utf8").includes("musl");
         } catch (e) {
           return true;
         }
@@ -5957,7 +5957,7 @@ var require_bindings = __commonJS({
       case "win32":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.win32-x64-msvc.node"));
+            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.win32-x64-msvc.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.win32-x64-msvc.node");
@@ -5975,7 +5975,7 @@ var require_bindings = __commonJS({
       case "darwin":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.darwin-x64.node"));
+            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.darwin-x64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-x64.node");
@@ -5987,7 +5987,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm64":
-            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.darwin-arm64.node"));
+            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.darwin-arm64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-arm64.node");
@@ -6006,7 +6006,7 @@ var require_bindings = __commonJS({
         switch (arch2) {
           case "x64":
             if (isMusl()) {
-              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-x64-musl.node"));
+              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-x64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-musl.node");
@@ -6017,7 +6017,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-x64-gnu.node"));
+              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-x64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-gnu.node");
@@ -6031,7 +6031,7 @@ var require_bindings = __commonJS({
             break;
           case "arm64":
             if (isMusl()) {
-              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-arm64-musl.node"));
+              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-arm64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-musl.node");
@@ -6042,7 +6042,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-arm64-gnu.node"));
+              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-arm64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-gnu.node");
@@ -6055,7 +6055,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm":
-            localFileExisted = existsSync15(join20(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
+            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.linux-arm-gnueabihf.node");
@@ -19395,7 +19395,7 @@ var require_mock_interceptor = __commonJS({
 var require_mock_client = __commonJS({
   "node_modules/undici/lib/mock/mock-client.js"(exports, module) {
     "use strict";
-    var { promisify: promisify3 } = __require("node:util");
+    var { promisify: promisify4 } = __require("node:util");
     var Client = require_client();
     var { buildMockDispatch } = require_mock_utils();
     var {
@@ -19443,7 +19443,7 @@ var require_mock_client = __commonJS({
         this[kDispatches] = [];
       }
       async [kClose]() {
-        await promisify3(this[kOriginalClose])();
+        await promisify4(this[kOriginalClose])();
         this[kConnected] = 0;
         this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
       }
@@ -19656,7 +19656,7 @@ var require_mock_call_history = __commonJS({
 var require_mock_pool = __commonJS({
   "node_modules/undici/lib/mock/mock-pool.js"(exports, module) {
     "use strict";
-    var { promisify: promisify3 } = __require("node:util");
+    var { promisify: promisify4 } = __require("node:util");
     var Pool = require_pool();
     var { buildMockDispatch } = require_mock_utils();
     var {
@@ -19704,7 +19704,7 @@ var require_mock_pool = __commonJS({
         this[kDispatches] = [];
       }
       async [kClose]() {
-        await promisify3(this[kOriginalClose])();
+        await promisify4(this[kOriginalClose])();
         this[kConnected] = 0;
         this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
       }
@@ -20028,7 +20028,7 @@ var require_snapshot_utils = __commonJS({
 var require_snapshot_recorder = __commonJS({
   "node_modules/undici/lib/mock/snapshot-recorder.js"(exports, module) {
     "use strict";
-    var { writeFile: writeFile6, readFile: readFile12, mkdir: mkdir7 } = __require("node:fs/promises");
+    var { writeFile: writeFile7, readFile: readFile13, mkdir: mkdir7 } = __require("node:fs/promises");
     var { dirname: dirname4, resolve: resolve4 } = __require("node:path");
     var { setTimeout: setTimeout2, clearTimeout: clearTimeout2 } = __require("node:timers");
     var { InvalidArgumentError: InvalidArgumentError2, UndiciError } = require_errors2();
@@ -20230,7 +20230,7 @@ var require_snapshot_recorder = __commonJS({
           throw new InvalidArgumentError2("Snapshot path is required");
         }
         try {
-          const data = await readFile12(resolve4(path), "utf8");
+          const data = await readFile13(resolve4(path), "utf8");
           const parsed = JSON.parse(data);
           if (Array.isArray(parsed)) {
             this.#snapshots.clear();
@@ -20265,7 +20265,7 @@ var require_snapshot_recorder = __commonJS({
           hash,
           snapshot
         }));
-        await writeFile6(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
+        await writeFile7(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
       }
       /**
        * Clears all recorded snapshots
@@ -33613,7 +33613,7 @@ var require_cli_progress = __commonJS({
 // src/cli/main.ts
 import { spawn as spawn3 } from "node:child_process";
 import { once } from "node:events";
-import { join as join19 } from "node:path";
+import { join as join21 } from "node:path";
 
 // node_modules/commander/esm.mjs
 var import_index = __toESM(require_commander(), 1);
@@ -33635,8 +33635,8 @@ var {
 // src/engine/engine.ts
 import { randomUUID } from "node:crypto";
 import { rmSync as rmSync10 } from "node:fs";
-import { copyFile as copyFile2, mkdir as mkdir6, rm as rm9, stat as stat9 } from "node:fs/promises";
-import { join as join17 } from "node:path";
+import { copyFile as copyFile2, link, mkdir as mkdir6, rm as rm10, stat as stat9 } from "node:fs/promises";
+import { join as join19 } from "node:path";
 import { availableParallelism as availableParallelism2 } from "node:os";
 
 // src/errors.ts
@@ -34250,10 +34250,89 @@ var StatePaths = class {
 };
 
 // src/engine/vmm/qemu-binary.ts
-var versions = /* @__PURE__ */ new Map();
-function parseQemuVersion(output) {
-  return /QEMU emulator version (\d+\.\d+(?:\.\d+)?)/.exec(output)?.[1];
+import { execFile as execFile2 } from "node:child_process";
+import { promisify as promisify2 } from "node:util";
+var REQUIRED = {
+  "microvm machine property": ["acpi", "memory-backend"],
+  "memory-backend-file property": ["mem-path", "share"],
+  "migration capability": ["x-ignore-shared"]
+};
+var QMP_PROBE_ARGS = ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"];
+var QMP_PROBE = [
+  { execute: "qmp_capabilities" },
+  { execute: "qom-list-properties", arguments: { typename: "tcg-accel" }, id: "tcg" },
+  { execute: "qom-list-properties", arguments: { typename: "memory-backend-file" }, id: "memfile" },
+  { execute: "query-migrate-capabilities", id: "migration" },
+  { execute: "quit" }
+].map((command) => JSON.stringify(command)).join("\n");
+var PROBE_TIMEOUT_MS = 15e3;
+function parseHelpProperties(output) {
+  return new Set([...output.matchAll(/^\s+([\w-]+)=</gm)].map((m) => m[1]));
 }
+function parseQmpProbe(output) {
+  const answers = /* @__PURE__ */ new Map();
+  let version = "unknown";
+  for (const line of output.split("\n")) {
+    if (!line.trim()) continue;
+    const message = JSON.parse(line);
+    if (message.QMP) {
+      const v = message.QMP.version.qemu;
+      version = `${v.major}.${v.minor}.${v.micro}`;
+    }
+    if (message.id) answers.set(message.id, message.return);
+  }
+  const names = (id, key) => new Set((answers.get(id) ?? []).map((entry) => entry[key]));
+  return {
+    version,
+    tcg: names("tcg", "name"),
+    memfile: names("memfile", "name"),
+    migration: names("migration", "capability")
+  };
+}
+function qemuFeatures(path, probe) {
+  const have = {
+    "microvm machine property": probe.microvm,
+    "memory-backend-file property": probe.memfile,
+    "migration capability": probe.migration
+  };
+  const missing = Object.entries(REQUIRED).flatMap(
+    ([what, names]) => names.filter((name) => !have[what].has(name)).map((name) => `${what} ${name}`)
+  );
+  if (missing.length) {
+    throw new ForkdError(
+      "FORKD_ERR_QEMU_MISSING",
+      `QEMU ${probe.version} at ${path} lacks what forkd needs: ${missing.join(", ")}`,
+      { hint: "forkd needs qemu-system-x86 6.2 or newer with the microvm machine (the distribution's package has it)" }
+    );
+  }
+  return { microvmOptionRoms: probe.microvm.has("x-option-roms"), tcgTbSize: probe.tcg.has("tb-size") };
+}
+var execFileAsync2 = promisify2(execFile2);
+async function probeQemu(path) {
+  const run = (args, input) => {
+    const pending = execFileAsync2(path, args, { timeout: PROBE_TIMEOUT_MS });
+    pending.child.stdin?.end(input);
+    return pending.then(
+      ({ stdout }) => stdout,
+      (err) => {
+        throw new ForkdError(
+          "FORKD_ERR_QEMU_MISSING",
+          `${path} ${args.join(" ")} failed: ${err.stderr || err.message}`,
+          {
+            hint: "sudo apt-get install --no-install-recommends qemu-system-x86"
+          }
+        );
+      }
+    );
+  };
+  const [machineHelp, qmp] = await Promise.all([
+    run(["-machine", "microvm,help"]),
+    run(QMP_PROBE_ARGS, `${QMP_PROBE}
+`)
+  ]);
+  return { ...parseQmpProbe(qmp), microvm: parseHelpProperties(machineHelp) };
+}
+var probed = /* @__PURE__ */ new Map();
 async function findQemu(env = process.env) {
   const wanted = env.FORKD_QEMU ?? "qemu-system-x86_64";
   const path = which(wanted, env);
@@ -34262,12 +34341,13 @@ async function findQemu(env = process.env) {
       hint: "run the setup command (npm run setup) or: sudo apt-get install --no-install-recommends qemu-system-x86"
     });
   }
-  let version = versions.get(path);
-  if (!version) {
-    version = parseQemuVersion(await runTool(path, ["--version"])) ?? "unknown";
-    versions.set(path, version);
+  let facts = probed.get(path);
+  if (!facts) {
+    facts = probeQemu(path).then((probe) => ({ version: probe.version, features: qemuFeatures(path, probe) }));
+    probed.set(path, facts);
+    facts.catch(() => probed.delete(path));
   }
-  return { path, version };
+  return { path, ...await facts };
 }
 
 // src/engine/vmm/vm-process.ts
@@ -34296,8 +34376,8 @@ function kernelCommandLine(spec) {
     ...spec.append ?? []
   ].join(" ");
 }
-function buildQemuArgs(spec, sockets) {
-  const accel = spec.accel === "kvm" ? "kvm" : `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}`;
+function buildQemuArgs(spec, sockets, features) {
+  const accel = spec.accel === "kvm" ? "kvm" : features.tcgTbSize ? `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}` : "tcg";
   const args = [
     "-nodefaults",
     "-no-user-config",
@@ -34305,7 +34385,7 @@ function buildQemuArgs(spec, sockets) {
     "none",
     // ACPI off: with ACPI, microvm under TCG never gets timer ticks (no IRQ0 override, no kvmclock).
     "-M",
-    "microvm,acpi=off,x-option-roms=off",
+    `microvm,acpi=off${features.microvmOptionRoms ? ",x-option-roms=off" : ""}`,
     "-accel",
     accel,
     "-cpu",
@@ -34586,7 +34666,7 @@ var VmProcess = class _VmProcess {
     sweepStaleRunDirs(paths.run());
     await mkdir2(runDir, { recursive: true, mode: 448 });
     await writeFile(join5(runDir, "owner.pid"), String(process.pid));
-    const args = buildQemuArgs(spec, sockets);
+    const args = buildQemuArgs(spec, sockets, qemu.features);
     const setpriv = options.dieWithParent === false ? void 0 : which("setpriv");
     const [file, argv] = setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", qemu.path, ...args]] : [qemu.path, args];
     const spawnedAt = performance.now();
@@ -34952,11 +35032,23 @@ async function resolveAccel(guest, paths, qemu) {
   const key = verdictKey(qemu, createHash2("sha256").update(kernel).digest("hex"));
   const cached = await cachedVerdict(paths, key);
   if (cached) return cached;
-  const probed = await probeKvm(guest, paths, qemu);
+  const probed2 = await probeKvm(guest, paths, qemu);
   const verdicts = await readVerdicts(paths);
-  verdicts[key] = { accel: probed.accel, reason: probed.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() };
+  verdicts[key] = { accel: probed2.accel, reason: probed2.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() };
   writeJsonAtomic(paths.file("accel.json"), { verdicts });
-  return probed;
+  return probed2;
+}
+
+// src/engine/host-cpu.ts
+import { readFileSync as readFileSync4 } from "node:fs";
+var model;
+function hostCpu() {
+  if (model === void 0) {
+    const info = readFileSync4("/proc/cpuinfo", "utf8");
+    const field2 = (name) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(info)?.[1]?.trim() ?? "";
+    model = [field2("vendor_id"), field2("model name")].filter(Boolean).join(" ") || "unknown";
+  }
+  return model;
 }
 
 // src/engine/images/base.ts
@@ -34967,11 +35059,11 @@ import { readFile as readFile2 } from "node:fs/promises";
 import { join as join6 } from "node:path";
 
 // src/engine/package-root.ts
-import { readFileSync as readFileSync4 } from "node:fs";
+import { readFileSync as readFileSync5 } from "node:fs";
 import { fileURLToPath } from "node:url";
 var fromHere = true ? "../" : "../../";
 var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
-var packageVersion = JSON.parse(readFileSync4(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
+var packageVersion = JSON.parse(readFileSync5(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
 
 // src/engine/images/agent-binary.ts
 var SOURCES = ["agent.c", "json.c", "json.h", "Makefile"];
@@ -35112,23 +35204,48 @@ async function ensureInitramfs(paths, agentBinary, options = {}) {
 
 // src/engine/images/kernel.ts
 import { existsSync as existsSync6, rmSync as rmSync5 } from "node:fs";
-import { copyFile, mkdtemp, readFile as readFile4, statfs, stat } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, readFile as readFile4, statfs, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join as join8 } from "node:path";
 var BUILD_VERSION = "kernel-v1";
-var DEFAULT_SOURCE = "/usr/src/linux-source-6.1.tar.xz";
+var SOURCE_DIR = "/usr/src";
+var SOURCE_TARBALL = /^linux-source-(\d+(?:\.\d+)*)\.tar\.(xz|bz2)$/;
 var EXPECTED_OBJECTS = 1040;
 var SCRATCH_BYTES_NEEDED = 3 * 1024 ** 3;
 var kernelFragmentPath = join8(packageRoot, "native", "kernel", "forkd-x86_64.config");
-async function findKernelSource(env = process.env) {
-  const tarball = env.FORKD_LINUX_SOURCE ?? DEFAULT_SOURCE;
-  if (!existsSync6(tarball)) {
-    throw new ForkdError("FORKD_ERR_BUILD", `Linux source not found at ${tarball}`, {
-      hint: "run the setup command (npm run setup) or: sudo apt-get install linux-source-6.1 (or set FORKD_KERNEL to your own bzImage)"
-    });
+function compareVersions(a, b) {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const diff = (a[i] ?? 0) - (b[i] ?? 0);
+    if (diff) return diff;
   }
+  return 0;
+}
+function newestSourceTarball(names) {
+  return names.flatMap((name) => {
+    const m = SOURCE_TARBALL.exec(name);
+    return m ? [{ name, version: m[1].split(".").map(Number) }] : [];
+  }).sort((a, b) => compareVersions(a.version, b.version)).at(-1)?.name;
+}
+async function packageVersion2(file) {
   const dpkg = which("dpkg-query");
-  const version = (tarball === DEFAULT_SOURCE && dpkg ? (await runTool(dpkg, ["-W", "-f", "${Version}", "linux-source-6.1"]).catch(() => "")).trim() : "") || `size:${(await stat(tarball)).size}`;
+  if (!dpkg) return "";
+  const owner = await runTool(dpkg, ["-S", file]).catch(() => "");
+  const pkg = /^([^:\s]+)(?::\S+)?: /.exec(owner)?.[1];
+  return pkg ? (await runTool(dpkg, ["-W", "-f", "${Version}", pkg]).catch(() => "")).trim() : "";
+}
+async function findKernelSource(env = process.env, sourceDir = SOURCE_DIR) {
+  const newest = newestSourceTarball(existsSync6(sourceDir) ? await readdir(sourceDir) : []);
+  const tarball = env.FORKD_LINUX_SOURCE ?? (newest && join8(sourceDir, newest));
+  if (!tarball || !existsSync6(tarball)) {
+    throw new ForkdError(
+      "FORKD_ERR_BUILD",
+      tarball ? `Linux source not found at ${tarball}` : `no Linux source: ${sourceDir} has no linux-source-<version>.tar.xz or .tar.bz2`,
+      {
+        hint: "run forkd install-deps, or sudo apt-get install linux-source-<version> with the newest version that apt-cache search --names-only '^linux-source-[0-9]' lists (e.g. linux-source-6.12); or set FORKD_LINUX_SOURCE to a Linux source tarball, or FORKD_KERNEL to your own bzImage"
+      }
+    );
+  }
+  const version = await packageVersion2(tarball) || `size:${(await stat(tarball)).size}`;
   return { tarball, version };
 }
 function fragmentSettings(fragment) {
@@ -35153,6 +35270,16 @@ async function scratchDir(paths) {
   }
   return mkdtemp(join8(paths.tmp(), "forkd-kernel-"));
 }
+async function unpackedTree(work, tarball) {
+  const entries = await readdir(work, { withFileTypes: true });
+  const [top] = entries;
+  if (entries.length !== 1 || !top?.isDirectory()) {
+    throw new ForkdError("FORKD_ERR_BUILD", `${tarball} is not a Linux source tarball with one top-level directory`, {
+      hint: "point FORKD_LINUX_SOURCE at a linux-source-<version> tarball"
+    });
+  }
+  return join8(work, top.name);
+}
 async function ensureKernel(paths, options = {}) {
   const onProgress = options.onProgress ?? (() => {
   });
@@ -35171,7 +35298,7 @@ async function ensureKernel(paths, options = {}) {
         ["bison", "bison"],
         ["bc", "bc"],
         ["tar", "tar"],
-        ["xz", "xz-utils"],
+        source2.tarball.endsWith(".bz2") ? ["bzip2", "bzip2"] : ["xz", "xz-utils"],
         ["lz4", "lz4"]
       ]) {
         requireTool(tool, pkg);
@@ -35181,8 +35308,8 @@ async function ensureKernel(paths, options = {}) {
       try {
         const task = "kernel";
         onProgress({ task, phase: "unpack", detail: source2.tarball });
-        await runTool("tar", ["-xJf", source2.tarball, "-C", work]);
-        const tree = join8(work, "linux-source-6.1");
+        await runTool("tar", ["-xf", source2.tarball, "-C", work]);
+        const tree = await unpackedTree(work, source2.tarball);
         const make = (args, onLine) => runToolStreaming("make", ["ARCH=x86_64", ...args], { cwd: tree, ...onLine ? { onLine } : {} });
         onProgress({ task, phase: "configure" });
         await make(["tinyconfig"]);
@@ -35490,12 +35617,18 @@ function parseMeta(text, where) {
   validateTag(meta.tag);
   return { ...meta, ports: Array.isArray(meta.ports) ? meta.ports : [] };
 }
-function checkCompatible(facts, host, what = `snapshot ${facts.tag}`, fix = `take the snapshot again on this host (forkd snapshot --tag ${facts.tag}), or run where it was taken`) {
+function incompatibilities(facts, host) {
   const diffs = [];
   if (facts.accel !== host.accel) diffs.push(`accelerator ${facts.accel} (this host runs ${host.accel})`);
   if (facts.qemuVersion !== host.qemuVersion)
     diffs.push(`QEMU ${facts.qemuVersion} (this host has ${host.qemuVersion})`);
   if (facts.machine !== MACHINE_TYPE) diffs.push(`machine ${facts.machine} (forkd runs ${MACHINE_TYPE})`);
+  if (facts.accel === "kvm" && host.accel === "kvm" && facts.cpu && host.cpu && facts.cpu !== host.cpu)
+    diffs.push(`CPU ${facts.cpu} under KVM (this host has ${host.cpu})`);
+  return diffs;
+}
+function checkCompatible(facts, host, what = `snapshot ${facts.tag}`, fix = `take the snapshot again on this host (forkd snapshot --tag ${facts.tag}), or run where it was taken`) {
+  const diffs = incompatibilities(facts, host);
   if (diffs.length) {
     throw new ForkdError("FORKD_ERR_INCOMPATIBLE", `${what} was taken with ${diffs.join(", ")}`, {
       hint: `${fix}${facts.accel !== host.accel ? ` (FORKD_ACCEL=${facts.accel} forces the accelerator)` : ""}`
@@ -35519,7 +35652,7 @@ import { stat as stat4 } from "node:fs/promises";
 import { join as join11 } from "node:path";
 
 // src/engine/snapshot/branch.ts
-import { closeSync as closeSync3, openSync as openSync3, readFileSync as readFileSync5, readSync, writeSync } from "node:fs";
+import { closeSync as closeSync3, openSync as openSync3, readFileSync as readFileSync6, readSync, writeSync } from "node:fs";
 import { stat as stat2 } from "node:fs/promises";
 import { join as join9 } from "node:path";
 var BRANCH_MODES = ["full", "diff", "live"];
@@ -35534,7 +35667,7 @@ function isPrivateCopy(pagemapHighWord) {
   return (pagemapHighWord & PAGEMAP_FLAGS) >>> 0 === PAGEMAP_PRESENT;
 }
 function reconcileChangedPages(pid, ramFile, copy) {
-  const mapping = readFileSync5(`/proc/${pid}/maps`, "utf8").split("\n").find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
+  const mapping = readFileSync6(`/proc/${pid}/maps`, "utf8").split("\n").find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
   if (!mapping) throw new ForkdError("FORKD_ERR_INTERNAL", `QEMU ${pid} has no mapping of ${ramFile}`);
   const [low, high] = mapping.split(" ")[0].split("-").map((hex) => Number.parseInt(hex, 16));
   const pages = (high - low) / PAGE;
@@ -35892,19 +36025,19 @@ async function contentHash(info) {
   }
   return hash.digest("hex");
 }
-async function parentOf(store, link) {
-  const tag = link.meta.parent;
+async function parentOf(store, link2) {
+  const tag = link2.meta.parent;
   const parent = await store.get(tag).catch((err) => {
-    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${link.tag} is a diff of ${tag}, which is gone`, {
-      hint: `${link.tag} cannot be restored without it: forkd rmi ${link.tag}${err instanceof ForkdError ? ` (${err.code})` : ""}`
+    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${link2.tag} is a diff of ${tag}, which is gone`, {
+      hint: `${link2.tag} cannot be restored without it: forkd rmi ${link2.tag}${err instanceof ForkdError ? ` (${err.code})` : ""}`
     });
   });
-  if (parent.meta.id !== link.meta.parentPin?.id) {
+  if (parent.meta.id !== link2.meta.parentPin?.id) {
     throw new ForkdError(
       "FORKD_ERR_CORRUPT",
-      `snapshot ${link.tag} is a diff of ${tag}, but ${tag} has changed since`,
+      `snapshot ${link2.tag} is a diff of ${tag}, but ${tag} has changed since`,
       {
-        hint: `${tag} was removed and taken again; remove ${link.tag} (forkd rmi ${link.tag}) and branch again`
+        hint: `${tag} was removed and taken again; remove ${link2.tag} (forkd rmi ${link2.tag}) and branch again`
       }
     );
   }
@@ -35984,16 +36117,16 @@ function parseManifest(text) {
     throw bad("chain, images or compat is missing");
   validateTag(m.tag);
   const seen = /* @__PURE__ */ new Set();
-  m.chain.forEach((link, i) => {
-    validateTag(link?.tag);
+  m.chain.forEach((link2, i) => {
+    validateTag(link2?.tag);
     const parent = i === 0 ? null : m.chain[i - 1].tag;
-    if (link.parent !== parent) throw bad(`link ${link.tag} names parent ${link.parent}, expected ${parent}`);
-    if (!Array.isArray(link.files)) throw bad(`link ${link.tag} lists no files`);
-    for (const file of link.files) checkFile(file, SNAPSHOT_FILES, link.tag);
-    const names = link.files.map((f) => f.path.slice(link.tag.length + 1));
+    if (link2.parent !== parent) throw bad(`link ${link2.tag} names parent ${link2.parent}, expected ${parent}`);
+    if (!Array.isArray(link2.files)) throw bad(`link ${link2.tag} lists no files`);
+    for (const file of link2.files) checkFile(file, SNAPSHOT_FILES, link2.tag);
+    const names = link2.files.map((f) => f.path.slice(link2.tag.length + 1));
     const memory = i === 0 ? "memory.bin" : "memory.diff";
     for (const needed of ["meta.json", "vmstate", memory]) {
-      if (!names.includes(needed)) throw bad(`link ${link.tag} lacks ${needed}`);
+      if (!names.includes(needed)) throw bad(`link ${link2.tag} lacks ${needed}`);
     }
   });
   if (m.chain.at(-1).tag !== m.tag) throw bad(`the chain ends at ${m.chain.at(-1).tag}, not ${m.tag}`);
@@ -36242,9 +36375,11 @@ async function writePack(store, tag, out, onProgress = () => {
     created: (/* @__PURE__ */ new Date()).toISOString(),
     engine: `forkd-action ${packageVersion}`,
     compat: {
+      arch: "x86_64",
       accel: head.meta.accel,
       qemuVersion: head.meta.qemuVersion,
       machine: head.meta.machine,
+      ...head.meta.cpu ? { cpu: head.meta.cpu } : {},
       memoryMiB: head.meta.memoryMiB,
       image: image.name,
       kernel: { hash: image.kernelHash, sha256: sha(vm.kernel) },
@@ -36332,7 +36467,7 @@ function byteProgress(task, phase, onProgress) {
 var import_tar_stream2 = __toESM(require_tar_stream(), 1);
 import { createHash as createHash6, randomBytes as randomBytes6 } from "node:crypto";
 import { existsSync as existsSync9, rmSync as rmSync8 } from "node:fs";
-import { mkdir as mkdir4, mkdtemp as mkdtemp2, open as open5, readFile as readFile7, rename as rename5, rm as rm5, stat as stat6, writeFile as writeFile4 } from "node:fs/promises";
+import { mkdir as mkdir4, mkdtemp as mkdtemp2, open as open5, readFile as readFile7, rename as rename5, rm as rm5, rmdir, stat as stat6, writeFile as writeFile4 } from "node:fs/promises";
 import { dirname as dirname2, join as join13 } from "node:path";
 import { pipeline as pipeline2 } from "node:stream/promises";
 var ZEROS = Buffer.alloc(1024 * 1024);
@@ -36484,23 +36619,42 @@ async function openPack(file) {
   }
   return open5(file, "r").catch(unreadable);
 }
-function checkHost(manifest, host) {
+var ARCH = "x86_64";
+function misfit(manifest, host) {
   const c = manifest.compat;
-  checkCompatible(
-    { tag: manifest.tag, accel: c.accel, qemuVersion: c.qemuVersion, machine: c.machine },
-    host,
-    `the pack ${manifest.tag}`,
-    `rebuild it locally from its recipe instead: forkd snapshot --tag ${manifest.tag} --recipe ${c.image}`
+  const diffs = incompatibilities(
+    {
+      accel: c.accel,
+      qemuVersion: c.qemuVersion,
+      machine: c.machine,
+      ...c.cpu ? { cpu: c.cpu } : {}
+    },
+    host
   );
+  if (!diffs.length) return void 0;
+  const reason = `the pack's snapshot was taken with ${diffs.join(", ")}`;
+  if (manifest.chain.length > 1) {
+    throw new ForkdError(
+      "FORKD_ERR_INCOMPATIBLE",
+      `the pack ${manifest.tag} is a chain of ${manifest.chain.length} snapshots and ${reason}: its diff links cannot be taken again here`,
+      {
+        hint: "make the chain again on this host, or unpack it on a host with the QEMU and accelerator it was taken with"
+      }
+    );
+  }
+  return reason;
 }
 async function unpack(file, paths, host, options = {}) {
   let staging;
   const unregister = onProcessExit(() => staging && rmSync8(staging, { recursive: true, force: true }));
   const moved = [];
   const replaced = [];
+  const made = [];
+  let retaken;
   try {
     const tagOf = (tag) => options.tag !== void 0 ? validateTag(options.tag) : tag;
     let checked = false;
+    let retake;
     const accept = async (manifest2) => {
       if (options.tag !== void 0 && manifest2.chain.length > 1) {
         throw new ForkdError(
@@ -36509,15 +36663,32 @@ async function unpack(file, paths, host, options = {}) {
           { hint: "unpack it under its own tags" }
         );
       }
-      for (const link of manifest2.chain) {
-        if (existsSync9(join13(paths.snapshots(), tagOf(link.tag))) && !options.force) {
-          throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tagOf(link.tag)} already exists`, {
-            hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link.tag)}`
+      for (const link2 of manifest2.chain) {
+        if (existsSync9(join13(paths.snapshots(), tagOf(link2.tag))) && !options.force) {
+          throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tagOf(link2.tag)} already exists`, {
+            hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link2.tag)}`
           });
         }
       }
+      if (options.head !== void 0 && (manifest2.tag !== options.head || manifest2.compat.image !== options.head)) {
+        throw new ForkdError(
+          "FORKD_ERR_CORRUPT",
+          `the pack pinned as ${options.head} holds ${manifest2.tag} (made from ${manifest2.compat.image})`,
+          { hint: "the Hub serves another pack under the pinned name; nothing was installed. Tell the publisher" }
+        );
+      }
+      const arch2 = manifest2.compat.arch ?? ARCH;
+      if (arch2 !== ARCH) {
+        throw new ForkdError(
+          "FORKD_ERR_INCOMPATIBLE",
+          `the pack ${manifest2.tag} holds ${arch2} guests; forkd runs ${ARCH}`,
+          {
+            hint: "pull the pack made for x86_64, or take the snapshot here from its recipe"
+          }
+        );
+      }
       const known = await host.known(manifest2.compat.kernel.sha256);
-      if (known) checkHost(manifest2, known);
+      if (known) retake = misfit(manifest2, known);
       checked = known !== void 0;
       staging = await mkdtemp2(join13(paths.tmp(), "unpack-"));
       return staging;
@@ -36527,20 +36698,22 @@ async function unpack(file, paths, host, options = {}) {
     const staged = (sha) => join13(dir, manifest.images.find((i) => i.sha256 === sha).path);
     const { kernel, initrd, rootfs } = manifest.compat;
     if (!checked)
-      checkHost(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
+      retake = misfit(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
     const installed2 = /* @__PURE__ */ new Map();
     for (const image of manifest.images) {
       const target = join13(paths.images("hub"), image.path.slice("images/".length));
       installed2.set(image.sha256, target);
       if (existsSync9(target)) continue;
-      await mkdir4(dirname2(target), { recursive: true });
+      if (await mkdir4(dirname2(target), { recursive: true })) made.push(dirname2(target));
       await rename5(join13(dir, image.path), target);
+      moved.push({ from: join13(dir, image.path), to: target });
     }
     const imagePath = (sha) => sha ? installed2.get(sha) : void 0;
-    for (const link of manifest.chain) {
-      const metaFile = join13(dir, link.tag, "meta.json");
-      const meta = parseMeta(await readFile7(metaFile, "utf8"), `${link.tag}/meta.json in the pack`);
-      meta.tag = tagOf(link.tag);
+    const metas = /* @__PURE__ */ new Map();
+    for (const link2 of manifest.chain) {
+      const metaFile = join13(dir, link2.tag, "meta.json");
+      const meta = parseMeta(await readFile7(metaFile, "utf8"), `${link2.tag}/meta.json in the pack`);
+      meta.tag = tagOf(link2.tag);
       meta.vm = {
         ...meta.vm,
         kernel: imagePath(kernel.sha256),
@@ -36549,25 +36722,35 @@ async function unpack(file, paths, host, options = {}) {
       };
       await writeFile4(metaFile, `${JSON.stringify(meta, null, 2)}
 `);
+      metas.set(link2.tag, meta);
     }
-    for (const link of manifest.chain) {
-      const final = join13(paths.snapshots(), tagOf(link.tag));
+    for (const link2 of manifest.chain) {
+      const final = join13(paths.snapshots(), tagOf(link2.tag));
       if (existsSync9(final)) {
         const aside = join13(
           paths.snapshots(),
-          `.trash-${tagOf(link.tag)}-${process.pid}-${randomBytes6(4).toString("hex")}`
+          `.trash-${tagOf(link2.tag)}-${process.pid}-${randomBytes6(4).toString("hex")}`
         );
         await rename5(final, aside);
         moved.push({ from: final, to: aside });
         replaced.push(aside);
       }
-      await rename5(join13(dir, link.tag), final);
-      moved.push({ from: join13(dir, link.tag), to: final });
+      if (retake === void 0) {
+        await rename5(join13(dir, link2.tag), final);
+        moved.push({ from: join13(dir, link2.tag), to: final });
+        continue;
+      }
+      const meta = metas.get(link2.tag);
+      const started = performance.now();
+      await host.retake(meta.tag, meta);
+      retaken = { reason: retake, ms: Math.round(performance.now() - started) };
     }
     await Promise.all(replaced.map((aside) => rm5(aside, { recursive: true, force: true })));
-    return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)) };
+    return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)), ...retaken ? { retaken } : {} };
   } catch (err) {
     for (const { from, to } of moved.reverse()) await rename5(to, from).catch(() => {
+    });
+    for (const path of made) await rmdir(path).catch(() => {
     });
     if (err.code === "ENOSPC") {
       throw new ForkdError("FORKD_ERR_LIMIT", `the disk of ${paths.root} filled up while ${file} was unpacked`, {
@@ -36584,7 +36767,7 @@ async function unpack(file, paths, host, options = {}) {
 
 // src/hub/pull.ts
 var import_undici2 = __toESM(require_undici(), 1);
-import { existsSync as existsSync11, readFileSync as readFileSync6 } from "node:fs";
+import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
 import { mkdir as mkdir5, rm as rm7 } from "node:fs/promises";
 import { dirname as dirname3, join as join14 } from "node:path";
 
@@ -36619,6 +36802,13 @@ function httpError(method, url, status) {
     }
   );
 }
+function sizeMismatch(url, got, options) {
+  return new ForkdError(
+    "FORKD_ERR_CORRUPT",
+    `${url} is ${got} bytes; ${options.vouchedBy ?? "the registry"} says ${options.size}`,
+    { hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher" }
+  );
+}
 async function sha256File(path) {
   const hash = createHash7("sha256");
   for await (const chunk of createReadStream2(path)) hash.update(chunk);
@@ -36650,25 +36840,50 @@ async function downloadWith(dispatcher, url, dest, options) {
     const append = statusCode === 206 && have > 0;
     const length = Number(headers["content-length"] ?? NaN);
     const total = (append ? have : 0) + (Number.isFinite(length) ? length : 0) || options.size || 0;
+    if (options.size !== void 0 && total > options.size) {
+      body.destroy();
+      await rm6(partial, { force: true });
+      throw sizeMismatch(url, total, options);
+    }
     let done = append ? have : 0;
-    body.on("data", (chunk) => options.onProgress?.(done += chunk.length, total || done));
+    let tooLong = false;
+    body.on("data", (chunk) => {
+      options.onProgress?.(done += chunk.length, total || done);
+      if (options.size !== void 0 && done > options.size && !tooLong) {
+        tooLong = true;
+        body.destroy(sizeMismatch(url, done, options));
+      }
+    });
     try {
       await pipeline3(body, createWriteStream2(partial, { flags: append ? "a" : "w" }));
       lastError = void 0;
       break;
     } catch (err) {
+      if (tooLong) {
+        await rm6(partial, { force: true });
+        throw err;
+      }
       lastError = unreachable(url, err);
     }
   }
   if (lastError) throw lastError;
+  const got = (await stat7(partial)).size;
+  if (options.size !== void 0 && got !== options.size) {
+    await rm6(partial, { force: true });
+    throw sizeMismatch(url, got, options);
+  }
   if (options.sha256) {
     const actual = await sha256File(partial);
     if (actual !== options.sha256) {
       await rm6(partial, { force: true });
       if (leftOver) return downloadWith(dispatcher, url, dest, options);
-      throw new ForkdError("FORKD_ERR_CORRUPT", `${url} does not match its sha256 in the registry (got ${actual})`, {
-        hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher"
-      });
+      throw new ForkdError(
+        "FORKD_ERR_CORRUPT",
+        `${url} does not match its sha256 in ${options.vouchedBy ?? "the registry"} (got ${actual})`,
+        {
+          hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher"
+        }
+      );
     }
   }
   await rename6(partial, dest);
@@ -36751,7 +36966,7 @@ var PullCache = class {
   }
   read() {
     try {
-      return JSON.parse(readFileSync6(this.file, "utf8"));
+      return JSON.parse(readFileSync7(this.file, "utf8"));
     } catch {
       return {};
     }
@@ -36780,6 +36995,7 @@ async function fetchPack(cache, source2, onProgress) {
   await download(source2.url, file, {
     ...source2.sha256 ? { sha256: source2.sha256 } : {},
     ...source2.size ? { size: source2.size } : {},
+    ...source2.vouchedBy ? { vouchedBy: source2.vouchedBy } : {},
     ...onProgress ? { onProgress } : {}
   });
   return file;
@@ -36838,25 +37054,25 @@ var WarmPool = class {
 };
 
 // src/engine/images/recipe.ts
-import { existsSync as existsSync12, lstatSync, readdirSync as readdirSync3, readFileSync as readFileSync7 } from "node:fs";
+import { existsSync as existsSync12, lstatSync, readdirSync as readdirSync3, readFileSync as readFileSync9 } from "node:fs";
 import { readFile as readFile10 } from "node:fs/promises";
 import { basename as basename4, join as join16, resolve as resolve3 } from "node:path";
 
 // src/engine/images/rootfs.ts
 var import_tar_stream3 = __toESM(require_tar_stream(), 1);
 import { spawnSync } from "node:child_process";
-import { createWriteStream as createWriteStream3, rmSync as rmSync9, statfsSync } from "node:fs";
+import { createWriteStream as createWriteStream3, readFileSync as readFileSync8, rmSync as rmSync9, statfsSync } from "node:fs";
 import { chmod, mkdtemp as mkdtemp3, open as open6, readFile as readFile9, rm as rm8, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join as join15 } from "node:path";
 import { pipeline as pipeline4 } from "node:stream/promises";
 
 // src/engine/images/rootfs-privilege.ts
-import { execFile as execFile2 } from "node:child_process";
+import { execFile as execFile3 } from "node:child_process";
 import { readFile as readFile8 } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { promisify as promisify2 } from "node:util";
-var execFileAsync2 = promisify2(execFile2);
+import { promisify as promisify3 } from "node:util";
+var execFileAsync3 = promisify3(execFile3);
 var ROOTFS_MODES = ["root", "unshare", "sudo"];
 var SUBID_COUNT = 65536;
 async function subidRange(file, user) {
@@ -36882,7 +37098,7 @@ async function whyNotUnshare() {
   const mmdebstrap = which("mmdebstrap");
   if (!mmdebstrap) return "mmdebstrap is missing (package mmdebstrap)";
   try {
-    await execFileAsync2(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
+    await execFileAsync3(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
     return void 0;
   } catch (err) {
     const stderr = err.stderr?.trim().split("\n").slice(-2).join(" ");
@@ -36893,7 +37109,7 @@ async function whyNotSudo() {
   const sudo = which("sudo");
   if (!sudo) return "sudo is not installed";
   try {
-    await execFileAsync2(sudo, ["-n", "true"], { timeout: 1e4 });
+    await execFileAsync3(sudo, ["-n", "true"], { timeout: 1e4 });
     return void 0;
   } catch {
     return "sudo asks for a password";
@@ -36975,6 +37191,17 @@ function stepOf(line) {
   if (line.includes("forkd-build.sh")) return "build";
   return void 0;
 }
+function refuseMountsUnderDevShm() {
+  const below = readFileSync8("/proc/self/mountinfo", "utf8").split("\n").map((line) => line.split(" ")[4] ?? "").filter((point) => point.startsWith("/dev/shm/"));
+  if (below.length)
+    throw new ForkdError(
+      "FORKD_ERR_BUILD",
+      `a build without root cannot bind /dev/shm while ${below[0]} is mounted under it`,
+      {
+        hint: `unmount ${below.join(", ")}, or build as root (FORKD_ROOTFS_MODE=sudo)`
+      }
+    );
+}
 var SYSTEM_PATH = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
 function privileged(mode) {
   const tool = (name, pkg) => mode === "sudo" ? which(name, SYSTEM_PATH) ?? requireTool(name, pkg) : requireTool(name, pkg);
@@ -36989,6 +37216,7 @@ function privileged(mode) {
 }
 async function buildRootfs(recipe, image, options = {}) {
   const mode = await resolveRootfsMode();
+  if (mode === "unshare") refuseMountsUnderDevShm();
   const run = privileged(mode);
   const mke2fs = run.tool("mke2fs", "e2fsprogs");
   const parent = scratchParent();
@@ -37030,7 +37258,11 @@ async function buildRootfs(recipe, image, options = {}) {
     }
     hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
     const bootstrap = [
-      ...mode === "sudo" ? ["env", `TMPDIR=${parent}`] : [],
+      // as root, the tree's mounts (proc, sys, dev) stay in a mount namespace of their own: seen
+      // from outside, a mount under /dev/shm stops unprivileged builds binding /dev/shm, and a
+      // killed build cannot leave them behind
+      ...mode === "unshare" ? [] : [run.tool("unshare", "util-linux"), "--mount", "--propagation", "private", "--"],
+      ...mode === "sudo" ? [run.tool("env", "coreutils"), `TMPDIR=${parent}`] : [],
       run.mmdebstrap,
       `--mode=${mode === "sudo" ? "root" : mode}`,
       "--variant=minbase",
@@ -37134,7 +37366,7 @@ function loadRecipe(ref) {
   }
   let raw;
   try {
-    raw = JSON.parse(readFileSync7(file, "utf8"));
+    raw = JSON.parse(readFileSync9(file, "utf8"));
   } catch (err) {
     throw bad2(`${file} is not valid JSON: ${err.message}`);
   }
@@ -37189,16 +37421,22 @@ function loadRecipe(ref) {
     imageMiB: mib("image_mib", 1024, 64, 65536)
   };
 }
-async function ensureRecipeImage(paths, recipe, options = {}) {
+async function recipeImageKey(recipe) {
   const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile10(join16(recipe.dir, f))));
   const { packages, files, build, imageMiB } = recipe;
-  const key = hashInputs([
+  return hashInputs([
     BUILDER_VERSION,
     SUITE,
     debianMirror(),
     JSON.stringify({ packages, files, build, imageMiB }),
     ...sources
   ]);
+}
+function isPackagedRecipe(recipe) {
+  return recipe.dir === join16(recipesDir(), recipe.name);
+}
+async function ensureRecipeImage(paths, recipe, options = {}) {
+  const key = await recipeImageKey(recipe);
   const artifact = await ensureArtifact(
     paths,
     `rootfs-${recipe.name}`,
@@ -37207,6 +37445,134 @@ async function ensureRecipeImage(paths, recipe, options = {}) {
     options
   );
   return { ...artifact, image: join16(artifact.dir, "rootfs.ext4") };
+}
+
+// src/engine/images/official.ts
+import { existsSync as existsSync14 } from "node:fs";
+import { readFile as readFile11, rm as rm9, writeFile as writeFile6 } from "node:fs/promises";
+import { join as join18 } from "node:path";
+
+// src/hub/official.ts
+import { existsSync as existsSync13, readFileSync as readFileSync10 } from "node:fs";
+import { join as join17 } from "node:path";
+var PINS_FILE = "official-packs.json";
+var RELEASES_URL = "https://github.com/deeplethe/forkd-action/releases/download";
+var officialName = (name) => `forkd/${name}`;
+var officialTag = (name) => `official-${name}`;
+var officialFile = (name, version) => `forkd-${name}-${version}.forkd.tar.zst`;
+function buildMode(env) {
+  const mode = env.FORKD_BUILD ?? "auto";
+  if (mode !== "auto" && mode !== "local") {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_BUILD=${mode} is not one of auto, local`, {
+      hint: "unset it to pull pinned official packs where they exist, or set FORKD_BUILD=local to build everything here"
+    });
+  }
+  return mode;
+}
+function readPins(root = packageRoot) {
+  const file = join17(root, PINS_FILE);
+  if (!existsSync13(file)) return void 0;
+  try {
+    const pins = JSON.parse(readFileSync10(file, "utf8"));
+    if (typeof pins.version !== "string" || typeof pins.packs !== "object" || pins.packs === null)
+      throw new Error("no version or packs");
+    return pins;
+  } catch (err) {
+    throw new ForkdError(
+      "FORKD_ERR_CORRUPT",
+      `${file} is not a list of official pack pins: ${err.message}`,
+      {
+        hint: "reinstall forkd-action"
+      }
+    );
+  }
+}
+function hubBase(env, version) {
+  const hub = env.FORKD_HUB_URL;
+  if (!hub) return `${env.FORKD_RELEASES_URL || RELEASES_URL}/v${version}/`;
+  return hub.endsWith(".json") ? new URL(".", hub).toString() : `${hub.replace(/\/+$/, "")}/`;
+}
+function officialSource(name, env = process.env, pins = readPins()) {
+  if (buildMode(env) === "local") return { reason: "FORKD_BUILD=local" };
+  if (!pins || pins.version !== packageVersion)
+    return { reason: `no official packs are pinned for forkd-action ${packageVersion}` };
+  const pin = pins.packs[name];
+  if (!pin) return { reason: `no official pack of ${name} is pinned for forkd-action ${packageVersion}` };
+  if (!/^[0-9a-f]{64}$/.test(pin.sha256 ?? "") || !Number.isSafeInteger(pin.size) || pin.file !== officialFile(name, pins.version))
+    throw new ForkdError("FORKD_ERR_CORRUPT", `the pin of the official pack ${name} is malformed`, {
+      hint: "reinstall forkd-action"
+    });
+  return {
+    pin,
+    source: {
+      ref: `${officialName(name)}@${pins.version}`,
+      url: new URL(pin.file, hubBase(env, pins.version)).toString(),
+      sha256: pin.sha256,
+      size: pin.size,
+      vouchedBy: `the pin of forkd-action ${pins.version} (${PINS_FILE})`
+    }
+  };
+}
+
+// src/engine/images/official.ts
+var RECORD = "guest.json";
+var FALLBACK_CODES = /* @__PURE__ */ new Set(["FORKD_ERR_UNREACHABLE", "FORKD_ERR_NOT_FOUND"]);
+function imagesOf(meta) {
+  if (meta.vm.rootfs && !meta.image.rootfsHash)
+    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${meta.tag} boots a root filesystem it records no hash of`, {
+      hint: "remove the snapshot (forkd rmi) and take it again, or download its pack again"
+    });
+  return {
+    kernel: meta.vm.kernel,
+    initrd: meta.vm.initrd,
+    kernelHash: meta.image.kernelHash,
+    initrdHash: meta.image.initrdHash,
+    reused: true,
+    ...meta.vm.rootfs ? { rootfs: { image: meta.vm.rootfs, hash: meta.image.rootfsHash } } : {}
+  };
+}
+async function officialGuest(paths, name, install, options = {}) {
+  const notice = (detail) => options.onProgress?.({ task: "official pack", phase: name, detail });
+  const found = officialSource(name);
+  if ("reason" in found) {
+    if (!options.lookupOnly && found.reason !== "FORKD_BUILD=local") notice(`${found.reason}: building locally`);
+    return void 0;
+  }
+  const { source: source2, pin } = found;
+  const key = `${name}-${pin.sha256.slice(0, 24)}`;
+  const record2 = join18(artifactDir(paths, "official", key), RECORD);
+  if (existsSync14(record2)) {
+    const guest = JSON.parse(await readFile11(record2, "utf8"));
+    const { kernel, initrd, rootfs } = guest.images;
+    if ([kernel, initrd, rootfs?.image].every((file) => file === void 0 || existsSync14(file))) return guest;
+    await rm9(artifactDir(paths, "official", key), { recursive: true, force: true });
+  }
+  if (options.lookupOnly) return void 0;
+  try {
+    const tag = officialTag(name);
+    const artifact = await ensureArtifact(
+      paths,
+      "official",
+      key,
+      async (staging) => {
+        notice(`pulling ${source2.ref} (${(pin.size / 1024 ** 2).toFixed(0)} MiB) instead of building`);
+        const { meta, retaken } = await install(source2, tag, name);
+        if (retaken)
+          notice(`${source2.ref}: snapshot taken again here in ${(retaken.ms / 1e3).toFixed(1)} s: ${retaken.reason}`);
+        const guest = { ref: source2.ref, tag, images: { ...imagesOf(meta), official: source2.ref } };
+        await writeFile6(join18(staging, RECORD), `${JSON.stringify(guest, null, 2)}
+`);
+      },
+      options.onProgress ? { onProgress: options.onProgress } : {}
+    );
+    return JSON.parse(await readFile11(join18(artifact.dir, RECORD), "utf8"));
+  } catch (err) {
+    if (err instanceof ForkdError && FALLBACK_CODES.has(err.code)) {
+      notice(`${source2.ref} could not be fetched (${errorMessage(err)}): building locally`);
+      return void 0;
+    }
+    throw err;
+  }
 }
 
 // src/engine/engine.ts
@@ -37231,6 +37597,39 @@ async function waitReady(vm, ready, timeoutMs) {
     }
     await new Promise((resolve4) => setTimeout(resolve4, READY_POLL_MS));
   }
+}
+function planOf(meta) {
+  if (meta.branch) {
+    throw new ForkdError(
+      "FORKD_ERR_INCOMPATIBLE",
+      `snapshot ${meta.tag} is a checkpoint of a running VM (${meta.branch.mode} branch of ${meta.branch.from}): it cannot be taken again on another host`,
+      { hint: "take it on this host (run what made it here), or unpack it on a host like the one it was taken on" }
+    );
+  }
+  const bounded = (n, max) => Number.isInteger(n) && n >= 1 && n <= max;
+  if (!bounded(meta.memoryMiB, 65536) || !bounded(meta.vcpus, 64))
+    throw new ForkdError(
+      "FORKD_ERR_CORRUPT",
+      `snapshot ${meta.tag} records ${meta.memoryMiB} MiB and ${meta.vcpus} vCPUs`,
+      {
+        hint: "the pack is damaged; download or pack it again"
+      }
+    );
+  validatePorts(meta.ports);
+  return {
+    images: imagesOf(meta),
+    imageName: meta.image.name,
+    warmup: meta.warmup ?? void 0,
+    ready: meta.ready,
+    ports: meta.ports,
+    memoryMiB: meta.memoryMiB,
+    vcpus: meta.vcpus,
+    prime: meta.prime
+  };
+}
+function sameSnapshot(meta, plan) {
+  const made = planOf(meta);
+  return meta.parent === null && made.images.kernel === plan.images.kernel && made.images.rootfs?.image === plan.images.rootfs?.image && made.warmup === plan.warmup && made.ready?.command === plan.ready?.command && made.memoryMiB === plan.memoryMiB && made.vcpus === plan.vcpus && made.prime === plan.prime && made.ports.join(",") === plan.ports.join(",");
 }
 var MAX_FORK = 256;
 var FORK_CONCURRENCY = Math.max(2, availableParallelism2());
@@ -37260,6 +37659,7 @@ var Engine = class {
   /** Accelerator verdicts by guest kernel path. */
   verdicts = /* @__PURE__ */ new Map();
   base;
+  officials = /* @__PURE__ */ new Map();
   pools = /* @__PURE__ */ new Map();
   snapshots;
   /**
@@ -37268,12 +37668,33 @@ var Engine = class {
    * every boot and snapshot would otherwise repeat.
    */
   buildBase(options = {}) {
-    if (options.lookupOnly) return ensureBaseImage(this.paths, options);
-    this.base ??= ensureBaseImage(this.paths, options).catch((err) => {
+    if (options.lookupOnly) return this.resolveBase(options);
+    this.base ??= this.resolveBase(options).catch((err) => {
       this.base = void 0;
       throw err;
     });
     return this.base;
+  }
+  /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
+  async resolveBase(options) {
+    const official = process.env.FORKD_KERNEL ? void 0 : await this.official("base", options);
+    return official?.images ?? ensureBaseImage(this.paths, options);
+  }
+  /** The official images of `name`, pulled on first use (see images/official.ts); memoised per engine. */
+  official(name, options = {}) {
+    const install = async (source2, tag, head) => {
+      const own = { ...source2, ref: `official-${source2.ref}` };
+      const r = await this.pullSource(own, { tag, force: true, head }, options.onProgress);
+      return { meta: (await this.snapshots.get(r.tags.at(-1))).meta, ...r.retaken ? { retaken: r.retaken } : {} };
+    };
+    if (options.lookupOnly) return officialGuest(this.paths, name, install, options);
+    let guest = this.officials.get(name);
+    if (!guest) {
+      guest = officialGuest(this.paths, name, install, options);
+      this.officials.set(name, guest);
+      guest.catch(() => this.officials.delete(name));
+    }
+    return guest;
   }
   /**
    * The accelerator this host runs `guest` with (default: the base image, built if needed);
@@ -37312,15 +37733,71 @@ var Engine = class {
     const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
     const started = performance.now();
     const build = options.onProgress ? { onProgress: options.onProgress } : {};
-    const rootfs = recipe?.base === "debian-bookworm" ? await ensureRecipeImage(this.paths, recipe, build) : void 0;
-    const base = await this.buildBase(build);
-    const warmup = [recipe?.warmup, options.warmup].filter(Boolean).join(" && ") || void 0;
+    const official = recipe ? await this.officialRecipe(recipe, build) : void 0;
+    const rootfs = official?.images.rootfs ?? (recipe?.base === "debian-bookworm" ? await ensureRecipeImage(this.paths, recipe, build).then((r) => ({ image: r.image, hash: r.key })) : void 0);
+    const officialBase = process.env.FORKD_KERNEL ? void 0 : official?.images;
+    const base = officialBase ?? await this.buildBase(build);
+    const plan = {
+      images: { ...base, ...rootfs ? { rootfs } : {} },
+      imageName: recipe?.name ?? "base",
+      warmup: [recipe?.warmup, options.warmup].filter(Boolean).join(" && ") || void 0,
+      ready: recipe?.ready ? { command: recipe.ready, timeoutMs: recipe.readyTimeoutMs } : void 0,
+      ports,
+      memoryMiB: options.memoryMiB ?? recipe?.memoryMiB ?? 256,
+      vcpus: options.vcpus ?? 1,
+      prime: recipe?.prime ?? void 0
+    };
+    const installed2 = official && await this.snapshots.get(official.tag).catch(() => void 0);
+    const fits = installed2 && !incompatibilities(installed2.meta, (await this.hostFacts(installed2.meta.vm)).host).length;
+    if (official && installed2 && fits && sameSnapshot(installed2.meta, plan)) {
+      const info = await this.copySnapshot(installed2, tag);
+      const totalMs = performance.now() - started;
+      return { ...info, official: official.ref, timings: { bootMs: 0, warmupMs: 0, saveMs: 0, totalMs } };
+    }
+    return this.take(tag, plan, started, options.onProgress);
+  }
+  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
+  async recipeImage(recipe, build = {}) {
+    const official = await this.officialRecipe(recipe, build);
+    if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
+    const built = await ensureRecipeImage(this.paths, recipe, build);
+    return { image: built.image, reused: built.reused };
+  }
+  /**
+   * The official images of a packaged recipe, when its pack's root filesystem is the one this
+   * recipe builds (a recipe changed since the release, or another Debian mirror, builds locally).
+   */
+  async officialRecipe(recipe, build) {
+    if (!isPackagedRecipe(recipe) || recipe.base !== "debian-bookworm") return void 0;
+    const official = await this.official(recipe.name, build);
+    if (!official || official.images.rootfs?.hash === await recipeImageKey(recipe)) return official;
+    build.onProgress?.({
+      task: "official pack",
+      phase: recipe.name,
+      detail: `${official.ref} holds another build of the recipe: building locally`
+    });
+    return void 0;
+  }
+  /** A root snapshot under a new tag, its memory hard-linked (snapshots are never written after commit). */
+  async copySnapshot(from, tag) {
+    const writer = await this.snapshots.beginWrite(tag);
+    try {
+      await link(join19(from.dir, "memory.bin"), writer.memoryFile);
+      await copyFile2(join19(from.dir, "vmstate"), writer.vmstateFile);
+      return await writer.commit({ ...from.meta, tag, id: randomUUID(), created: (/* @__PURE__ */ new Date()).toISOString() });
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  }
+  /** Boots a parent from `plan`, warms it, and saves it as `tag` (see snapshot). */
+  async take(tag, plan, started = performance.now(), onProgress) {
+    const { images: base, warmup, ports, memoryMiB, vcpus } = plan;
+    const rootfs = base.rootfs;
     const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
     const writer = await this.snapshots.beginWrite(tag);
     try {
-      const memoryMiB = options.memoryMiB ?? recipe?.memoryMiB ?? 256;
-      const vcpus = options.vcpus ?? 1;
-      options.onProgress?.({ task: "snapshot", phase: "boot", detail: tag });
+      onProgress?.({ task: "snapshot", phase: "boot", detail: tag });
       const parent = await StartedVm.start({
         kernel: base.kernel,
         initrd: base.initrd,
@@ -37338,7 +37815,7 @@ var Engine = class {
       try {
         const warmStarted = performance.now();
         if (warmup) {
-          options.onProgress?.({ task: "snapshot", phase: "warm-up", detail: warmup });
+          onProgress?.({ task: "snapshot", phase: "warm-up", detail: warmup });
           const r = await parent.exec(warmup);
           if (r.exitCode !== 0) {
             throw parent.failure(
@@ -37348,9 +37825,9 @@ var Engine = class {
             );
           }
         }
-        if (recipe?.ready) await waitReady(parent, recipe.ready, recipe.readyTimeoutMs);
+        if (plan.ready) await waitReady(parent, plan.ready.command, plan.ready.timeoutMs);
         warmupMs = performance.now() - warmStarted;
-        options.onProgress?.({ task: "snapshot", phase: "save" });
+        onProgress?.({ task: "snapshot", phase: "save" });
         const saveStarted = performance.now();
         await saveDeviceState(parent.qmp, writer.vmstateFile);
         saveMs = performance.now() - saveStarted;
@@ -37366,16 +37843,17 @@ var Engine = class {
         parent: null,
         depth: 0,
         image: {
-          name: recipe?.name ?? "base",
+          name: plan.imageName,
           kernelHash: base.kernelHash,
           initrdHash: base.initrdHash,
-          ...rootfs ? { rootfsHash: rootfs.key } : {}
+          ...rootfs ? { rootfsHash: rootfs.hash } : {}
         },
         memoryMiB,
         vcpus,
         accel: verdict.accel,
         qemuVersion: qemu.version,
         machine: MACHINE_TYPE,
+        ...verdict.accel === "kvm" ? { cpu: hostCpu() } : {},
         vm: {
           kernel: parent.spec.kernel,
           initrd: parent.spec.initrd,
@@ -37385,7 +37863,8 @@ var Engine = class {
         },
         ports,
         warmup: warmup ?? null,
-        ...recipe?.prime ? { prime: recipe.prime } : {},
+        ...plan.ready ? { ready: plan.ready } : {},
+        ...plan.prime ? { prime: plan.prime } : {},
         vmstateBytes
       };
       const info = await writer.commit(meta);
@@ -37398,7 +37877,7 @@ var Engine = class {
   /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
   async hostFacts(guest) {
     const [verdict, qemu] = await Promise.all([this.accel(guest), findQemu()]);
-    return { host: { accel: verdict.accel, qemuVersion: qemu.version }, qemu };
+    return { host: { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() }, qemu };
   }
   /**
    * A snapshot this host can restore, with whole files, and the QEMU to restore it with. The
@@ -37507,7 +37986,7 @@ var Engine = class {
         let memoryBytes = await physicalBytes(writer.memoryFile);
         if (mode === "diff") {
           await ensureFullMemory(this.snapshots, source2);
-          const diff = await writeMemoryDiff(source2.memoryFile, writer.memoryFile, join17(writer.dir, MEMORY_DIFF_FILE));
+          const diff = await writeMemoryDiff(source2.memoryFile, writer.memoryFile, join19(writer.dir, MEMORY_DIFF_FILE));
           [diffPages, memoryBytes] = [diff.pages, diff.bytes];
         }
         const meta = {
@@ -37558,12 +38037,17 @@ var Engine = class {
       known: async (kernelSha256) => {
         const qemu = await findQemu();
         const verdict = await knownAccel(kernelSha256, this.paths, qemu);
-        return verdict && { accel: verdict.accel, qemuVersion: qemu.version };
+        return verdict && { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() };
       },
       // not memoised: the staged images go away with the staging dir; the verdict is cached on disk
       probe: async (guest) => {
         const qemu = await findQemu();
-        return { accel: (await resolveAccel(guest, this.paths, qemu)).accel, qemuVersion: qemu.version };
+        const { accel } = await resolveAccel(guest, this.paths, qemu);
+        return { accel, qemuVersion: qemu.version, cpu: hostCpu() };
+      },
+      retake: async (tag, meta) => {
+        onProgress({ task: "unpack", phase: "snapshot", detail: `${tag}: taking it again on this host` });
+        await this.take(tag, planOf(meta), performance.now(), onProgress);
       }
     };
     return unpack(file, this.paths, host, { ...options, onProgress: byteProgress("unpack", "read", onProgress) });
@@ -37575,7 +38059,11 @@ var Engine = class {
    */
   async pull(ref, options = {}, onProgress = () => {
   }) {
-    const source2 = await resolveRef(ref);
+    return this.pullSource(await resolveRef(ref), options, onProgress);
+  }
+  /** pull, of a pack already located (a registry entry, an official pin). */
+  async pullSource(source2, options = {}, onProgress = () => {
+  }) {
     const cache = new PullCache(this.paths);
     const cachedTags = options.force || options.tag ? void 0 : cache.lookup(source2);
     if (cachedTags) return { ref: source2.ref, cached: true, tags: cachedTags };
@@ -37585,21 +38073,21 @@ var Engine = class {
       await cache.record(source2, unpacked.tags);
       return { ...unpacked, ref: source2.ref, cached: false };
     } finally {
-      await rm9(file, { force: true });
+      await rm10(file, { force: true });
     }
   }
   /** Packs `tag` and PUTs it to `url` as a stream (e.g. a presigned upload URL). */
   async push(tag, url, onProgress = () => {
   }) {
     await mkdir6(this.paths.tmp(), { recursive: true });
-    const file = join17(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
+    const file = join19(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
     const unregister = onProcessExit(() => rmSync10(file, { force: true }));
     try {
       const { bytes, sha256 } = await this.pack(tag, file, onProgress);
       await upload(url, file, byteProgress("push", "upload", onProgress));
       return { bytes, sha256 };
     } finally {
-      await rm9(file, { force: true });
+      await rm10(file, { force: true });
       unregister();
     }
   }
@@ -37691,9 +38179,22 @@ var Engine = class {
 };
 
 // src/engine/doctor.ts
-import { constants as constants4, existsSync as existsSync13 } from "node:fs";
+import { constants as constants4, existsSync as existsSync15 } from "node:fs";
 import { access as access2, statfs as statfs2 } from "node:fs/promises";
+
+// src/engine/host-platform.ts
 import { arch, platform } from "node:os";
+var thisHost = () => ({ platform: platform(), arch: arch() });
+function unsupportedHost(host = thisHost()) {
+  if (host.platform === "linux" && host.arch === "x64") return void 0;
+  return `forkd runs x86_64 Linux guests on x86_64 Linux hosts only; this host is ${host.platform}/${host.arch}`;
+}
+function assertSupportedHost(host = thisHost(), hint = "use an x86_64 Linux host") {
+  const why = unsupportedHost(host);
+  if (why) throw new ForkdError("FORKD_ERR_INCOMPATIBLE", why, { hint });
+}
+
+// src/engine/doctor.ts
 var GiB = 1024 ** 3;
 var SETUP_HINT = "run the setup command: npm run setup";
 var check = (name, status, detail, hint) => ({
@@ -37702,17 +38203,22 @@ var check = (name, status, detail, hint) => ({
   detail,
   ...hint && status !== "pass" ? { hint } : {}
 });
-async function runDoctor(paths) {
-  const checks = [];
-  const isLinuxX64 = platform() === "linux" && arch() === "x64";
-  checks.push(
+var summarize = (checks) => {
+  const summary = { pass: 0, warn: 0, fail: 0, skip: 0 };
+  for (const c of checks) summary[c.status]++;
+  return summary;
+};
+async function runDoctor(paths, host = thisHost()) {
+  const unsupported = unsupportedHost(host);
+  const checks = [
     check(
       "platform",
-      isLinuxX64 ? "pass" : "fail",
-      `${platform()}/${arch()}`,
-      "forkd runs x86_64 Linux guests on x86_64 Linux hosts"
+      unsupported ? "fail" : "pass",
+      unsupported ?? `${host.platform}/${host.arch}`,
+      "use an x86_64 Linux host"
     )
-  );
+  ];
+  if (unsupported) return { ok: false, accel: null, accelReason: null, checks, summary: summarize(checks) };
   let qemu;
   try {
     qemu = await findQemu();
@@ -37722,7 +38228,7 @@ async function runDoctor(paths) {
       check("qemu", "fail", errorMessage(err), "sudo apt-get install --no-install-recommends qemu-system-x86")
     );
   }
-  if (!existsSync13("/dev/kvm")) {
+  if (!existsSync15("/dev/kvm")) {
     checks.push(
       check(
         "/dev/kvm",
@@ -37736,7 +38242,7 @@ async function runDoctor(paths) {
       () => true,
       () => false
     );
-    const pvm = existsSync13("/sys/module/kvm_pvm") ? " (kvm_pvm loaded: PVM host)" : "";
+    const pvm = existsSync15("/sys/module/kvm_pvm") ? " (kvm_pvm loaded: PVM host)" : "";
     checks.push(
       check(
         "/dev/kvm",
@@ -37777,7 +38283,7 @@ async function runDoctor(paths) {
     }
   }
   checks.push(
-    check("busybox", existsSync13(busyboxPath()) ? "pass" : "warn", busyboxPath(), "sudo apt-get install busybox-static")
+    check("busybox", existsSync15(busyboxPath()) ? "pass" : "warn", busyboxPath(), "sudo apt-get install busybox-static")
   );
   checks.push(
     check(
@@ -37819,13 +38325,12 @@ async function runDoctor(paths) {
   } catch (err) {
     checks.push(check("state dir", "fail", errorMessage(err), "set FORKD_HOME to a writable directory"));
   }
-  const summary = { pass: 0, warn: 0, fail: 0, skip: 0 };
-  for (const c of checks) summary[c.status]++;
+  const summary = summarize(checks);
   return { ok: summary.fail === 0, accel, accelReason, checks, summary };
 }
 
 // src/server/daemon.ts
-import { existsSync as existsSync14, rmSync as rmSync12, writeFileSync as writeFileSync4, chmodSync } from "node:fs";
+import { existsSync as existsSync16, rmSync as rmSync12, writeFileSync as writeFileSync4, chmodSync } from "node:fs";
 import { createServer } from "node:http";
 import { connect as connect4, isIP } from "node:net";
 
@@ -37849,7 +38354,7 @@ var AuditLog = class {
 
 // src/server/auth.ts
 import { randomBytes as randomBytes7, timingSafeEqual } from "node:crypto";
-import { readFileSync as readFileSync8, writeFileSync as writeFileSync3 } from "node:fs";
+import { readFileSync as readFileSync11, writeFileSync as writeFileSync3 } from "node:fs";
 var MIN_TOKEN_BYTES = 16;
 var PLACEHOLDER = /^(replace[-_ ]?me|change[-_ ]?me|changeme|token|secret|password|example|test|x+|0+)$/i;
 function validateToken(token, source2) {
@@ -37872,7 +38377,7 @@ function loadOrCreateToken(file) {
   } catch (err) {
     if (err.code !== "EEXIST") throw err;
   }
-  return validateToken(readFileSync8(file, "utf8"), file);
+  return validateToken(readFileSync11(file, "utf8"), file);
 }
 function tokenMatches(presented, expected) {
   const want = Buffer.from(expected);
@@ -37985,8 +38490,8 @@ var Metrics = class {
 
 // src/server/registry.ts
 import { randomBytes as randomBytes8 } from "node:crypto";
-import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync9, rmSync as rmSync11 } from "node:fs";
-import { join as join18 } from "node:path";
+import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync12, rmSync as rmSync11 } from "node:fs";
+import { join as join20 } from "node:path";
 var ID_PATTERN = /^sb-[0-9a-f]{12}$/;
 var SandboxRegistry = class {
   constructor(dir) {
@@ -38014,7 +38519,7 @@ var SandboxRegistry = class {
   }
   /** Registers a sandbox under a known record (a new one, or one adopted after a restart). */
   restore(record2, vm) {
-    const file = join18(this.dir, `${record2.id}.json`);
+    const file = join20(this.dir, `${record2.id}.json`);
     writeJsonAtomic(file, record2);
     const sandbox = { id: record2.id, snapshot: record2.snapshot, vm, created: new Date(record2.created) };
     this.sandboxes.set(sandbox.id, sandbox);
@@ -38024,9 +38529,9 @@ var SandboxRegistry = class {
   leftovers() {
     const records = [];
     for (const name of readdirSync4(this.dir)) {
-      const file = join18(this.dir, name);
+      const file = join20(this.dir, name);
       try {
-        const record2 = JSON.parse(readFileSync9(file, "utf8"));
+        const record2 = JSON.parse(readFileSync12(file, "utf8"));
         if (!ID_PATTERN.test(record2.id) || typeof record2.runDir !== "string") throw new Error("not a sandbox record");
         records.push(record2);
       } catch {
@@ -38036,7 +38541,7 @@ var SandboxRegistry = class {
     return records;
   }
   forget(id) {
-    rmSync11(join18(this.dir, `${id}.json`), { force: true });
+    rmSync11(join20(this.dir, `${id}.json`), { force: true });
   }
   get(id) {
     if (!ID_PATTERN.test(id)) {
@@ -38632,7 +39137,7 @@ var Daemon = class _Daemon {
     }
     const tokenFile = options.tokenFile ?? paths.file("token");
     const token = loadOrCreateToken(tokenFile);
-    if (listen.kind === "unix" && existsSync14(listen.path)) {
+    if (listen.kind === "unix" && existsSync16(listen.path)) {
       if (await socketAnswers(listen.path)) {
         throw new ForkdError("FORKD_ERR_CONFLICT", `a daemon is already listening on ${listen.path}`, {
           hint: "stop it first, or use --listen"
@@ -38763,9 +39268,9 @@ var Daemon = class _Daemon {
 import { randomBytes as randomBytes9 } from "node:crypto";
 
 // src/engine/vmm/memory.ts
-import { readFile as readFile11 } from "node:fs/promises";
+import { readFile as readFile12 } from "node:fs/promises";
 async function pssBytes(pid) {
-  const rollup = await readFile11(`/proc/${pid}/smaps_rollup`, "utf8");
+  const rollup = await readFile12(`/proc/${pid}/smaps_rollup`, "utf8");
   const kb = /^Pss:\s+(\d+) kB/m.exec(rollup)?.[1];
   if (kb === void 0) throw new Error(`no Pss in /proc/${pid}/smaps_rollup`);
   return Number(kb) * 1024;
@@ -38859,7 +39364,7 @@ function formatDemo(r) {
 
 // src/client/controller.ts
 var import_undici3 = __toESM(require_undici(), 1);
-import { readFileSync as readFileSync10 } from "node:fs";
+import { readFileSync as readFileSync13 } from "node:fs";
 function resolveEndpoint(options) {
   const env = process.env;
   let endpoint = options.endpoint ?? env.FORKD_ENDPOINT;
@@ -38867,9 +39372,9 @@ function resolveEndpoint(options) {
   if (!endpoint || !token) {
     const paths = new StatePaths();
     try {
-      const info = JSON.parse(readFileSync10(paths.file("daemon.json"), "utf8"));
+      const info = JSON.parse(readFileSync13(paths.file("daemon.json"), "utf8"));
       endpoint ??= info.endpoint;
-      token ??= readFileSync10(info.token_file, "utf8").trim();
+      token ??= readFileSync13(info.token_file, "utf8").trim();
     } catch {
       throw new ForkdError(
         "FORKD_ERR_UNREACHABLE",
@@ -39318,6 +39823,13 @@ function withProgress(quiet, work) {
 function installOptions(opts) {
   return { ...opts.tag ? { tag: opts.tag } : {}, ...opts.force ? { force: true } : {} };
 }
+function provenance(image, seconds) {
+  if (image.official) return `from the official pack ${image.official}`;
+  return image.reused ? "reused from cache" : `built in ${seconds}s`;
+}
+function retakenNote(retaken) {
+  return retaken ? ` (snapshot taken again here in ${(retaken.ms / 1e3).toFixed(1)} s: ${retaken.reason})` : "";
+}
 function peakRss() {
   return process.resourceUsage().maxRSS * 1024;
 }
@@ -39372,7 +39884,8 @@ program2.command("install-deps").description(
   "install the host packages forkd needs with apt-get, using sudo when not root (the one step that needs root)"
 ).action(
   action(async () => {
-    const script = join19(packageRoot, "scripts", "host-packages.sh");
+    assertSupportedHost();
+    const script = join21(packageRoot, "scripts", "host-packages.sh");
     const child = spawn3("bash", [script], { stdio: "inherit" });
     const [code] = await once(child, "close");
     return code ?? 1;
@@ -39390,7 +39903,7 @@ program2.command("build").description("build a guest image: `base` (kernel + ini
       return void process.stdout.write(
         `kernel    ${base.kernel}
 initramfs ${base.initrd}
-${base.reused ? "reused from cache" : `built in ${seconds()}s`}
+${provenance(base, seconds())}
 `
       );
     }
@@ -39400,13 +39913,17 @@ ${base.reused ? "reused from cache" : `built in ${seconds()}s`}
       return void process.stdout.write(`recipe ${recipe.name} boots the embedded initramfs: no image to build
 `);
     }
-    const image = await ensureRecipeImage(engine.paths, recipe, { onProgress: progress.onProgress }).finally(
-      progress.stop
-    );
+    const image = await engine.recipeImage(recipe, { onProgress: progress.onProgress }).finally(progress.stop);
     if (opts.json)
-      return printJson({ recipe: recipe.name, image: image.image, reused: image.reused, seconds: seconds() });
+      return printJson({
+        recipe: recipe.name,
+        image: image.image,
+        reused: image.reused,
+        official: image.official ?? null,
+        seconds: seconds()
+      });
     process.stdout.write(`rootfs ${image.image}
-${image.reused ? "reused from cache" : `built in ${seconds()}s`}
+${provenance(image, seconds())}
 `);
   })
 );
@@ -39459,7 +39976,17 @@ program2.command("snapshot").description("boot a parent, run an optional warm-up
       }).finally(progress.stop);
       const timings = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, Math.round(v)]));
       if (opts.json)
-        printJson({ tag: result.tag, dir: result.dir, diskBytes: result.diskBytes, meta: result.meta, timings });
+        printJson({
+          tag: result.tag,
+          dir: result.dir,
+          diskBytes: result.diskBytes,
+          meta: result.meta,
+          timings,
+          official: result.official ?? null
+        });
+      else if (result.official)
+        process.stdout.write(`snapshot ${result.tag}: the official ${result.official}, in ${timings.totalMs} ms
+`);
       else
         process.stdout.write(
           `snapshot ${result.tag}: boot ${timings.bootMs} ms, warm-up ${timings.warmupMs} ms, save ${timings.saveMs} ms; ${formatBytes(result.diskBytes)} on disk
@@ -39572,8 +40099,9 @@ program2.command("unpack").description("install a pack: every sha256 is checked 
       Boolean(opts.json),
       (onProgress) => new Engine().unpack(file, installOptions(opts), onProgress)
     );
-    if (opts.json) return printJson({ tags: r.tags, peak_rss_bytes: peakRss(), manifest: r.manifest });
-    process.stdout.write(`unpacked ${r.tags.join(", ")} from ${file}
+    if (opts.json)
+      return printJson({ tags: r.tags, retaken: r.retaken ?? null, peak_rss_bytes: peakRss(), manifest: r.manifest });
+    process.stdout.write(`unpacked ${r.tags.join(", ")} from ${file}${retakenNote(r.retaken)}
 `);
   })
 );
@@ -39583,9 +40111,11 @@ program2.command("pull").description("install a pack from an https:// URL, or ow
       Boolean(opts.json),
       (onProgress) => new Engine().pull(ref, installOptions(opts), onProgress)
     );
-    if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached });
-    process.stdout.write(`${r.cached ? "already pulled" : "pulled"} ${r.ref}: ${r.tags.join(", ")}
-`);
+    if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached, retaken: r.retaken ?? null });
+    process.stdout.write(
+      `${r.cached ? "already pulled" : "pulled"} ${r.ref}: ${r.tags.join(", ")}${retakenNote(r.retaken)}
+`
+    );
   })
 );
 program2.command("push").description("pack a snapshot and upload it with a streamed HTTP PUT (e.g. to a presigned URL)").requiredOption("--tag <tag>", "the snapshot").argument("<url>", "where to PUT the pack").option("--json", "print the size and sha256 as JSON (the registry entry needs the sha256)").action(
