@@ -37535,7 +37535,7 @@ async function officialGuest(paths, name, install, options = {}) {
   const notice = (detail) => options.onProgress?.({ task: "official pack", phase: name, detail });
   const found = officialSource(name);
   if ("reason" in found) {
-    if (!options.lookupOnly && found.reason !== "FORKD_BUILD=local") notice(`${found.reason}: building locally`);
+    if (found.reason !== "FORKD_BUILD=local") options.onFallback?.(`${found.reason}: building locally`);
     return void 0;
   }
   const { source: source2, pin } = found;
@@ -37660,6 +37660,8 @@ var Engine = class {
   verdicts = /* @__PURE__ */ new Map();
   base;
   officials = /* @__PURE__ */ new Map();
+  /** Why an official pack is not used, by name: told when the local build starts. */
+  fallbacks = /* @__PURE__ */ new Map();
   pools = /* @__PURE__ */ new Map();
   snapshots;
   /**
@@ -37678,7 +37680,22 @@ var Engine = class {
   /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
   async resolveBase(options) {
     const official = process.env.FORKD_KERNEL ? void 0 : await this.official("base", options);
-    return official?.images ?? ensureBaseImage(this.paths, options);
+    return official?.images ?? ensureBaseImage(this.paths, this.announcing("base", options));
+  }
+  /** `options`, telling first why `name` is built here (see official) once a build really reports progress. */
+  announcing(name, options) {
+    const why = this.fallbacks.get(name);
+    const { onProgress } = options;
+    if (!why || !onProgress) return options;
+    let told = false;
+    return {
+      ...options,
+      onProgress: (event) => {
+        if (!told) onProgress({ task: "official pack", phase: name, detail: why });
+        told = true;
+        onProgress(event);
+      }
+    };
   }
   /** The official images of `name`, pulled on first use (see images/official.ts); memoised per engine. */
   official(name, options = {}) {
@@ -37687,10 +37704,11 @@ var Engine = class {
       const r = await this.pullSource(own, { tag, force: true, head }, options.onProgress);
       return { meta: (await this.snapshots.get(r.tags.at(-1))).meta, ...r.retaken ? { retaken: r.retaken } : {} };
     };
-    if (options.lookupOnly) return officialGuest(this.paths, name, install, options);
+    const onFallback = (notice) => this.fallbacks.set(name, notice);
+    if (options.lookupOnly) return officialGuest(this.paths, name, install, { ...options, onFallback });
     let guest = this.officials.get(name);
     if (!guest) {
-      guest = officialGuest(this.paths, name, install, options);
+      guest = officialGuest(this.paths, name, install, { ...options, onFallback });
       this.officials.set(name, guest);
       guest.catch(() => this.officials.delete(name));
     }
@@ -37734,7 +37752,10 @@ var Engine = class {
     const started = performance.now();
     const build = options.onProgress ? { onProgress: options.onProgress } : {};
     const official = recipe ? await this.officialRecipe(recipe, build) : void 0;
-    const rootfs = official?.images.rootfs ?? (recipe?.base === "debian-bookworm" ? await ensureRecipeImage(this.paths, recipe, build).then((r) => ({ image: r.image, hash: r.key })) : void 0);
+    const rootfs = official?.images.rootfs ?? (recipe?.base === "debian-bookworm" ? await ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build)).then((r) => ({
+      image: r.image,
+      hash: r.key
+    })) : void 0);
     const officialBase = process.env.FORKD_KERNEL ? void 0 : official?.images;
     const base = officialBase ?? await this.buildBase(build);
     const plan = {
@@ -37760,7 +37781,7 @@ var Engine = class {
   async recipeImage(recipe, build = {}) {
     const official = await this.officialRecipe(recipe, build);
     if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
-    const built = await ensureRecipeImage(this.paths, recipe, build);
+    const built = await ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build));
     return { image: built.image, reused: built.reused };
   }
   /**
@@ -37771,11 +37792,7 @@ var Engine = class {
     if (!isPackagedRecipe(recipe) || recipe.base !== "debian-bookworm") return void 0;
     const official = await this.official(recipe.name, build);
     if (!official || official.images.rootfs?.hash === await recipeImageKey(recipe)) return official;
-    build.onProgress?.({
-      task: "official pack",
-      phase: recipe.name,
-      detail: `${official.ref} holds another build of the recipe: building locally`
-    });
+    this.fallbacks.set(recipe.name, `${official.ref} holds another build of the recipe: building locally`);
     return void 0;
   }
   /** A root snapshot under a new tag, its memory hard-linked (snapshots are never written after commit). */

@@ -224,6 +224,8 @@ export class Engine implements AsyncDisposable {
   private readonly verdicts = new Map<string, Promise<AccelVerdict>>();
   private base: Promise<GuestImages> | undefined;
   private readonly officials = new Map<string, Promise<OfficialGuest | undefined>>();
+  /** Why an official pack is not used, by name: told when the local build starts. */
+  private readonly fallbacks = new Map<string, string>();
   private readonly pools = new Map<string, WarmPool>();
   readonly snapshots: SnapshotStore;
 
@@ -252,7 +254,23 @@ export class Engine implements AsyncDisposable {
   /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
   private async resolveBase(options: BuildOptions): Promise<GuestImages> {
     const official = process.env.FORKD_KERNEL ? undefined : await this.official('base', options);
-    return official?.images ?? ensureBaseImage(this.paths, options);
+    return official?.images ?? ensureBaseImage(this.paths, this.announcing('base', options));
+  }
+
+  /** `options`, telling first why `name` is built here (see official) once a build really reports progress. */
+  private announcing(name: string, options: BuildOptions): BuildOptions {
+    const why = this.fallbacks.get(name);
+    const { onProgress } = options;
+    if (!why || !onProgress) return options;
+    let told = false;
+    return {
+      ...options,
+      onProgress: (event) => {
+        if (!told) onProgress({ task: 'official pack', phase: name, detail: why });
+        told = true;
+        onProgress(event);
+      },
+    };
   }
 
   /** The official images of `name`, pulled on first use (see images/official.ts); memoised per engine. */
@@ -264,10 +282,11 @@ export class Engine implements AsyncDisposable {
       const r = await this.pullSource(own, { tag, force: true, head }, options.onProgress);
       return { meta: (await this.snapshots.get(r.tags.at(-1)!)).meta, ...(r.retaken ? { retaken: r.retaken } : {}) };
     };
-    if (options.lookupOnly) return officialGuest(this.paths, name, install, options);
+    const onFallback = (notice: string) => this.fallbacks.set(name, notice);
+    if (options.lookupOnly) return officialGuest(this.paths, name, install, { ...options, onFallback });
     let guest = this.officials.get(name);
     if (!guest) {
-      guest = officialGuest(this.paths, name, install, options);
+      guest = officialGuest(this.paths, name, install, { ...options, onFallback });
       this.officials.set(name, guest);
       guest.catch(() => this.officials.delete(name));
     }
@@ -319,7 +338,10 @@ export class Engine implements AsyncDisposable {
     const rootfs =
       official?.images.rootfs ??
       (recipe?.base === 'debian-bookworm'
-        ? await ensureRecipeImage(this.paths, recipe, build).then((r) => ({ image: r.image, hash: r.key }))
+        ? await ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build)).then((r) => ({
+            image: r.image,
+            hash: r.key,
+          }))
         : undefined);
     // FORKD_KERNEL names the kernel every guest boots: only the official root filesystem is used then
     const officialBase = process.env.FORKD_KERNEL ? undefined : official?.images;
@@ -352,7 +374,7 @@ export class Engine implements AsyncDisposable {
   ): Promise<{ image: string; reused: boolean; official?: string }> {
     const official = await this.officialRecipe(recipe, build);
     if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
-    const built = await ensureRecipeImage(this.paths, recipe, build);
+    const built = await ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build));
     return { image: built.image, reused: built.reused };
   }
 
@@ -364,11 +386,7 @@ export class Engine implements AsyncDisposable {
     if (!isPackagedRecipe(recipe) || recipe.base !== 'debian-bookworm') return undefined;
     const official = await this.official(recipe.name, build);
     if (!official || official.images.rootfs?.hash === (await recipeImageKey(recipe))) return official;
-    build.onProgress?.({
-      task: 'official pack',
-      phase: recipe.name,
-      detail: `${official.ref} holds another build of the recipe: building locally`,
-    });
+    this.fallbacks.set(recipe.name, `${official.ref} holds another build of the recipe: building locally`);
     return undefined;
   }
 

@@ -59,20 +59,22 @@ export function imagesOf(meta: SnapshotMeta): GuestImages {
 }
 
 /**
- * The official images of `name` (base or a packaged recipe), pulled on first use; undefined, after
- * a one-line notice, when there is no pin for it or its pack cannot be fetched (the caller builds
- * locally). With `lookupOnly`, only an earlier pull counts.
+ * The official images of `name` (base or a packaged recipe), pulled on first use; undefined when
+ * there is no pin for it or its pack cannot be fetched, and the caller builds locally. A pack that
+ * cannot be fetched says so at once; no pin is routine (a development checkout), so `onFallback`
+ * gets that notice, for the caller to show once a build really starts. With `lookupOnly`, only an
+ * earlier pull counts.
  */
 export async function officialGuest(
   paths: StatePaths,
   name: string,
   install: InstallPack,
-  options: { onProgress?: OnProgress; lookupOnly?: boolean } = {},
+  options: { onProgress?: OnProgress; lookupOnly?: boolean; onFallback?: (notice: string) => void } = {},
 ): Promise<OfficialGuest | undefined> {
   const notice = (detail: string) => options.onProgress?.({ task: 'official pack', phase: name, detail });
   const found = officialSource(name);
   if ('reason' in found) {
-    if (!options.lookupOnly && found.reason !== 'FORKD_BUILD=local') notice(`${found.reason}: building locally`);
+    if (found.reason !== 'FORKD_BUILD=local') options.onFallback?.(`${found.reason}: building locally`);
     return undefined;
   }
   const { source, pin } = found;
