@@ -14,7 +14,7 @@ import { OrdinaryUser } from '../helpers/ordinary-user.js';
  */
 const RUNNER_PREPARATION = /^\/usr\/bin\/(apt-get |udevadm |sh -c echo '[^']*' > \/etc\/udev\/rules\.d\/)/;
 const IMAGE_BUILD =
-  /^\/usr\/bin\/true$|^\/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap |^\/usr\/sbin\/mke2fs |^\/usr\/bin\/rm -rf /;
+  /^\/usr\/bin\/true$|^\/usr\/bin\/unshare --mount --propagation private -- \/usr\/bin\/env TMPDIR=\S+ \/usr\/bin\/mmdebstrap |^\/usr\/sbin\/mke2fs |^\/usr\/bin\/rm -rf /;
 
 describe.each([
   { sudo: true, userns: true },

@@ -99,6 +99,6 @@ describe('exec', () => {
 
   test('the guest runs our kernel with busybox userland', async () => {
     const r = await vm().exec(['uname', '-srm']);
-    expect(r.stdout.toString()).toMatch(/^Linux 6\.1\.\d+ x86_64\n$/);
+    expect(r.stdout.toString()).toMatch(/^Linux \d+\.\d+\.\d+ x86_64\n$/); // the newest linux-source the host has
   });
 });

@@ -57,7 +57,7 @@ describe('forkd run', () => {
   test('prints the guest kernel uname and exits 0', () => {
     const r = forkd(['run', '--', 'uname', '-a']);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/^Linux forkd 6\.1\.\d+ .* x86_64 GNU\/Linux\n$/);
+    expect(r.stdout).toMatch(/^Linux forkd \d+\.\d+\.\d+ .* x86_64 GNU\/Linux\n$/);
     expect(r.status).toBe(0);
   });
 
