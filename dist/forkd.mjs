@@ -38269,10 +38269,20 @@ async function runDoctor(paths, host = thisHost()) {
       )
     );
   }
+  const pins = readPins();
+  const pinned = pins?.version === packageVersion ? Object.keys(pins.packs) : [];
+  checks.push(
+    check(
+      "official packs",
+      pinned.length ? "pass" : "skip",
+      pinned.length ? `pinned for forkd-action ${packageVersion}: ${pinned.join(", ")}${process.env.FORKD_BUILD === "local" ? " (FORKD_BUILD=local: not used)" : ""}` : `none pinned for forkd-action ${packageVersion}: images are built here`
+    )
+  );
   let base;
   try {
-    base = await ensureBaseImage(paths, { lookupOnly: true });
-    checks.push(check("base image", "pass", `kernel ${base.kernel}, initramfs ${base.initrd}`));
+    base = await new Engine(paths).buildBase({ lookupOnly: true });
+    const from = base.official ? ` (from the official pack ${base.official})` : "";
+    checks.push(check("base image", "pass", `kernel ${base.kernel}, initramfs ${base.initrd}${from}`));
   } catch (err) {
     checks.push(
       check(

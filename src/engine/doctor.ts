@@ -4,7 +4,10 @@ import { errorMessage } from '../errors.js';
 import { resolveAccel } from './accel.js';
 import { thisHost, unsupportedHost, type HostPlatform } from './host-platform.js';
 import { which } from './host-tools.js';
-import { ensureBaseImage, type BaseImage } from './images/base.js';
+import { Engine } from './engine.js';
+import type { GuestImages } from './images/official.js';
+import { packageVersion } from './package-root.js';
+import { readPins } from '../hub/official.js';
 import { busyboxPath } from './images/initramfs.js';
 import { findKernelSource } from './images/kernel.js';
 import type { StatePaths } from './state-dir.js';
@@ -91,10 +94,24 @@ export async function runDoctor(paths: StatePaths, host: HostPlatform = thisHost
     );
   }
 
-  let base: BaseImage | undefined;
+  const pins = readPins();
+  const pinned = pins?.version === packageVersion ? Object.keys(pins.packs) : [];
+  checks.push(
+    check(
+      'official packs',
+      pinned.length ? 'pass' : 'skip',
+      pinned.length
+        ? `pinned for forkd-action ${packageVersion}: ${pinned.join(', ')}${process.env.FORKD_BUILD === 'local' ? ' (FORKD_BUILD=local: not used)' : ''}`
+        : `none pinned for forkd-action ${packageVersion}: images are built here`,
+    ),
+  );
+
+  let base: GuestImages | undefined;
   try {
-    base = await ensureBaseImage(paths, { lookupOnly: true });
-    checks.push(check('base image', 'pass', `kernel ${base.kernel}, initramfs ${base.initrd}`));
+    // an official pack pulled earlier counts; nothing is fetched here
+    base = await new Engine(paths).buildBase({ lookupOnly: true });
+    const from = base.official ? ` (from the official pack ${base.official})` : '';
+    checks.push(check('base image', 'pass', `kernel ${base.kernel}, initramfs ${base.initrd}${from}`));
   } catch (err) {
     checks.push(
       check(

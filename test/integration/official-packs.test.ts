@@ -79,6 +79,17 @@ describe('official packs from a Hub on loopback', () => {
     expect(JSON.parse(snap.stdout)).toMatchObject({ tag: 'pg', official: `forkd/postgres@${packageVersion}` });
     expect(traps.ran()).toEqual([]);
     expect(hub.requests).toEqual([pins.packs.base!.file, pins.packs.postgres!.file]);
+    const doctor = await forkd(home, ['doctor', '--json']);
+    const checks = (JSON.parse(doctor.stdout) as { checks: Array<{ name: string; status: string; detail: string }> })
+      .checks;
+    expect(checks.find((c) => c.name === 'official packs')).toMatchObject({
+      status: 'pass',
+      detail: `pinned for forkd-action ${packageVersion}: base, postgres`,
+    });
+    expect(checks.find((c) => c.name === 'base image')).toMatchObject({
+      status: 'pass',
+      detail: expect.stringContaining(`(from the official pack forkd/base@${packageVersion})`),
+    });
 
     // children of the official snapshot are ready servers
     await using engine = new Engine(new StatePaths(home));
