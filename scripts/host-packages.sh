@@ -31,19 +31,27 @@ linux_sources() {
   apt-cache --no-all-versions show $names 2>/dev/null | sed -n 's/^Package: //p' | sort -uV
 }
 
+# The distribution's own series: what its `linux-source` metapackage depends on (Debian 12: 6.1,
+# although bookworm-security also has 6.12; Debian 13: 6.12; Ubuntu 24.04: 6.8.0), else the newest.
+distribution_source() {
+  local default
+  default=$(apt-cache depends linux-source 2>/dev/null | sed -n 's/^ *Depends: \(linux-source-[0-9][0-9.]*\)$/\1/p' | head -n1)
+  if [ -n "$default" ]; then echo "$default"; else linux_sources | tail -n1; fi
+}
+
 # The guest kernel is built from the distribution's Linux source: one already installed will do
-# (no download, the kernel cache stays valid), else the newest the distribution has.
+# (no download, the kernel cache stays valid), else the distribution's own series.
 linux_source=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 'linux-source-*' 2>/dev/null |
   sed -n 's/^ii  *//p' | grep -E '^linux-source-[0-9][0-9.]*$' | sort -V | tail -n1 || true)
 updated=""
 if [ -z "$linux_source" ]; then
-  linux_source=$(linux_sources | tail -n1)
+  linux_source=$(distribution_source)
   if [ -z "$linux_source" ]; then
     need_root "linux-source"
     echo "forkd: reading the package lists (apt-get update)"
     $sudo apt-get update -qq
     updated=1
-    linux_source=$(linux_sources | tail -n1)
+    linux_source=$(distribution_source)
   fi
   [ -n "$linux_source" ] || fail "no linux-source-<version> package in this host's apt sources"
 fi
