@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
-import { StatePaths } from '../src/engine/state-dir.js';
+import { StatePaths } from '../src/common/state-dir.js';
 import { ActionRunner, root, type Job, type StepResult } from '../test/helpers/action-runner.js';
 import { FakeCacheService } from '../test/helpers/fake-cache-service.js';
 import { median, row } from './stats.js';

@@ -22,7 +22,7 @@ import {
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { stateDir } from '../lib/engine/state-dir.js';
+import { stateDir } from '../lib/common/state-dir.js';
 import { officialFile, officialName, PINS_FILE } from '../lib/hub/official.js';
 
 const { values } = parseArgs({

@@ -13,7 +13,7 @@ export { AgentError } from './engine/agent/client.js';
 export type { AccelVerdict } from './engine/accel.js';
 export type { BaseImage } from './engine/images/base.js';
 export { runDoctor, type DoctorReport, type Check, type CheckStatus } from './engine/doctor.js';
-export { StatePaths, stateDir } from './engine/state-dir.js';
+export { StatePaths, stateDir } from './common/state-dir.js';
 export { ForkdError, errorMessage, type ErrorCode } from './errors.js';
 export type { ProgressEvent, OnProgress } from './engine/progress.js';
 export { Daemon, type DaemonOptions, type DaemonEndpoint } from './server/daemon.js';

@@ -9,7 +9,7 @@ import * as tc from '@actions/tool-cache';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { packageRoot, packageVersion } from '../engine/package-root.js';
+import { packageRoot, packageVersion } from '../common/package-root.js';
 import { ForkdError } from '../errors.js';
 import { sha256File } from '../hub/download.js';
 import { RELEASES_URL } from '../hub/official.js';

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Controller } from '../client/controller.js';
-import { packageRoot } from '../engine/package-root.js';
+import { packageRoot } from '../common/package-root.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import {
   cacheServiceAvailable,

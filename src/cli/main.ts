@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { runDoctor, type DoctorReport } from '../engine/doctor.js';
 import { assertSupportedHost } from '../engine/host-platform.js';
-import { packageRoot, packageVersion } from '../engine/package-root.js';
+import { packageRoot, packageVersion } from '../common/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
 import { loadRecipe } from '../engine/images/recipe.js';
 import { ForkdError, errorMessage } from '../errors.js';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
-import { packageVersion } from '../engine/package-root.js';
-import { StatePaths } from '../engine/state-dir.js';
+import { packageVersion } from '../common/package-root.js';
+import { StatePaths } from '../common/state-dir.js';
 import type {
   BranchReply,
   ConsoleReply,

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import { writeJsonAtomic } from './atomic-file.js';
+import { writeJsonAtomic } from '../common/atomic-file.js';
 import { constants, existsSync, rmSync } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { ForkdError, errorMessage } from '../errors.js';
 import { hashInputs } from './images/cache.js';
-import type { StatePaths } from './state-dir.js';
+import type { StatePaths } from '../common/state-dir.js';
 import type { Accel } from './vmm/qemu-args.js';
 import type { QemuBinary } from './vmm/qemu-binary.js';
 import { StartedVm } from './vmm/vm.js';

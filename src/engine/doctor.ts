@@ -6,11 +6,11 @@ import { thisHost, unsupportedHost, type HostPlatform } from './host-platform.js
 import { which } from './host-tools.js';
 import { Engine } from './engine.js';
 import type { GuestImages } from './images/official.js';
-import { packageVersion } from './package-root.js';
+import { packageVersion } from '../common/package-root.js';
 import { readPins } from '../hub/official.js';
 import { busyboxPath } from './images/initramfs.js';
 import { findKernelSource } from './images/kernel.js';
-import type { StatePaths } from './state-dir.js';
+import type { StatePaths } from '../common/state-dir.js';
 import { findQemu, type QemuBinary } from './vmm/qemu-binary.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';

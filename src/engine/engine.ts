@@ -41,7 +41,7 @@ import {
 import { writeMemoryDiff } from './snapshot/memory-diff.js';
 import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import { validateTag } from './snapshot/tag.js';
-import { StatePaths } from './state-dir.js';
+import { StatePaths } from '../common/state-dir.js';
 import { saveDeviceState } from './vmm/device-state.js';
 import { validatePorts } from './vmm/ports.js';
 import { ensureRecipeImage, isPackagedRecipe, loadRecipe, recipeImageKey, type Recipe } from './images/recipe.js';

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ForkdError } from '../errors.js';
-import { packageRoot, packageVersion } from '../engine/package-root.js';
+import { packageRoot, packageVersion } from '../common/package-root.js';
 import type { PackSource } from './pull.js';
 
 export const PINS_FILE = 'official-packs.json';

@@ -14,7 +14,7 @@ import { ForkdError } from '../errors.js';
 import { onProcessExit } from '../engine/reaper.js';
 import { ancestorsOf } from '../engine/snapshot/chain.js';
 import type { SnapshotInfo, SnapshotStore } from '../engine/snapshot/store.js';
-import { packageVersion } from '../engine/package-root.js';
+import { packageVersion } from '../common/package-root.js';
 import {
   IMAGE_FILES,
   MANIFEST_NAME,

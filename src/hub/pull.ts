@@ -3,13 +3,13 @@
  * (FORKD_HUB_URL), downloaded (resumably), checked against the registry's sha256, and unpacked.
  * A ref already pulled with the same sha256, whose snapshots are still there, is not fetched again.
  */
-import { writeJsonAtomic } from '../engine/atomic-file.js';
+import { writeJsonAtomic } from '../common/atomic-file.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import { ForkdError } from '../errors.js';
-import type { StatePaths } from '../engine/state-dir.js';
+import type { StatePaths } from '../common/state-dir.js';
 import { download, unreachable } from './download.js';
 
 export interface PackSource {

@@ -13,7 +13,7 @@ import { ForkdError, errorMessage } from '../errors.js';
 import { onProcessExit } from '../engine/reaper.js';
 import { incompatibilities, parseMeta, type HostFacts, type SnapshotMeta } from '../engine/snapshot/meta.js';
 import { validateTag } from '../engine/snapshot/tag.js';
-import type { StatePaths } from '../engine/state-dir.js';
+import type { StatePaths } from '../common/state-dir.js';
 import { MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type PackFile, type PackManifest } from './manifest.js';
 import type { PackProgress } from './pack.js';
 import { parseSparseMap, type Extent } from './sparse.js';

@@ -1,9 +1,9 @@
-import { writeJsonAtomic } from '../engine/atomic-file.js';
+import { writeJsonAtomic } from '../common/atomic-file.js';
 import { existsSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, isIP } from 'node:net';
 import { Engine } from '../engine/engine.js';
-import { StatePaths } from '../engine/state-dir.js';
+import { StatePaths } from '../common/state-dir.js';
 import { VmProcess } from '../engine/vmm/vm-process.js';
 import { StartedVm } from '../engine/vmm/vm.js';
 import { ForkdError, errorMessage } from '../errors.js';

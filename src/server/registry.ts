@@ -1,4 +1,4 @@
-import { writeJsonAtomic } from '../engine/atomic-file.js';
+import { writeJsonAtomic } from '../common/atomic-file.js';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';

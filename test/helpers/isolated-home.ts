@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 
 /**
  * A state dir of its own for one test file: built images are shared with the real cache (symlink),

@@ -20,7 +20,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { packageVersion } from '../../src/engine/package-root.js';
+import { packageVersion } from '../../src/common/package-root.js';
 import { PINS_FILE, type OfficialPins } from '../../src/hub/official.js';
 import { repoRoot } from './readme-snippets.js';
 

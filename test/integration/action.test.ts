@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Controller } from '../../src/client/controller.js';
-import { packageVersion } from '../../src/engine/package-root.js';
+import { packageVersion } from '../../src/common/package-root.js';
 import { ActionRunner, root, until, withoutKvm, type Job, type RunningStep } from '../helpers/action-runner.js';
 import { FakeCacheService } from '../helpers/fake-cache-service.js';
 

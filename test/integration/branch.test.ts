@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vite
 import type { BranchMode } from '../../src/engine/snapshot/branch.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import { Engine } from '../../src/engine/engine.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Controller } from '../../src/client/controller.js';
-import { packageVersion } from '../../src/engine/package-root.js';
+import { packageVersion } from '../../src/common/package-root.js';
 import { Daemon } from '../../src/server/daemon.js';
 import { IsolatedHome } from '../helpers/isolated-home.js';
 

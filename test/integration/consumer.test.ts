@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 import { OrdinaryUser, SCRATCH_DIRS, type RunResult } from '../helpers/ordinary-user.js';
 import { packFromCleanCopy, type PackedPackage } from '../helpers/packed-package.js';
 import { readmeSnippets, repoRoot } from '../helpers/readme-snippets.js';

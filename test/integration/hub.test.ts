@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Controller } from '../../src/client/controller.js';
 import { Engine } from '../../src/engine/engine.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 import { Daemon } from '../../src/server/daemon.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import type { PackManifest } from '../../src/hub/manifest.js';

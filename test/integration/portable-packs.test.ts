@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 import type { SnapshotMeta } from '../../src/engine/snapshot/meta.js';
 import { findQemu } from '../../src/engine/vmm/qemu-binary.js';
 import { buildToolTraps } from '../helpers/official-hub.js';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 
 const cli = join(import.meta.dirname, '../../bin/forkd.js');
 const scratch = mkdtempSync(join(tmpdir(), 'forkd-unpack-input-'));

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { packageVersion } from '../../src/engine/package-root.js';
+import { packageVersion } from '../../src/common/package-root.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();

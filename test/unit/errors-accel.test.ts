@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { parseAccelEnv } from '../../src/engine/accel.js';
 import { parseExecReply } from '../../src/engine/agent/guest.js';
-import { stateDir } from '../../src/engine/state-dir.js';
+import { stateDir } from '../../src/common/state-dir.js';
 import { ForkdError } from '../../src/errors.js';
 
 describe('ForkdError', () => {

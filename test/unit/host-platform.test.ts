@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { refuseUnsupportedRunner } from '../../src/action/runner-host.js';
 import { runDoctor } from '../../src/engine/doctor.js';
 import { unsupportedHost } from '../../src/engine/host-platform.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 
 const elsewhere = [
   { platform: 'darwin', arch: 'arm64' },

@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { compress } from '@mongodb-js/zstd';
 import { pack as tarPack, type Header } from 'tar-stream';
 import { afterAll, describe, expect, test } from 'vitest';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 import { PACK_FORMAT, type PackManifest } from '../../src/hub/manifest.js';
 import { unpack, type PackHost } from '../../src/hub/unpack.js';
 import { compressFrames } from '../../src/hub/zstd-frames.js';

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { ensureArtifact, hashInputs } from '../../src/engine/images/cache.js';
 import { isStaticElf } from '../../src/engine/images/initramfs.js';
 import { fragmentSettings, kernelFragmentPath, missingSettings } from '../../src/engine/images/kernel.js';
-import { StatePaths } from '../../src/engine/state-dir.js';
+import { StatePaths } from '../../src/common/state-dir.js';
 
 const roots: string[] = [];
 function tempPaths(): StatePaths {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { packageVersion } from '../../src/engine/package-root.js';
+import { packageVersion } from '../../src/common/package-root.js';
 import { incompatibilities } from '../../src/engine/snapshot/meta.js';
 import { officialFile, officialSource, RELEASES_URL, type OfficialPins } from '../../src/hub/official.js';
 

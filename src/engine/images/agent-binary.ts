@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireTool, runTool } from '../host-tools.js';
-import { packageRoot } from '../package-root.js';
-import type { StatePaths } from '../state-dir.js';
+import { packageRoot } from '../../common/package-root.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { ensureArtifact, hashInputs, type Artifact, type BuildOptions } from './cache.js';
 
 const SOURCES = ['agent.c', 'json.c', 'json.h', 'Makefile'];

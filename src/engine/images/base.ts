@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { requireReadableFile } from '../host-tools.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { ensureAgentBinary } from './agent-binary.js';
 import { hashInputs, type BuildOptions } from './cache.js';
 import { ensureInitramfs } from './initramfs.js';

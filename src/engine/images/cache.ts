@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ForkdError } from '../../errors.js';
 import type { OnProgress } from '../progress.js';
 import { onProcessExit } from '../reaper.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { pidAlive } from '../process-alive.js';
 
 const LOCK_POLL_MS = 500;

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { runTool } from '../host-tools.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { ensureArtifact, hashInputs, type Artifact, type BuildOptions } from './cache.js';
 import { writeCpio, type CpioEntry } from './cpio.js';
 

@@ -4,10 +4,10 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { requireTool, runTool, runToolStreaming, which } from '../host-tools.js';
-import { packageRoot } from '../package-root.js';
+import { packageRoot } from '../../common/package-root.js';
 import type { OnProgress } from '../progress.js';
 import { onProcessExit } from '../reaper.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { ensureArtifact, hashInputs, type Artifact, type BuildOptions } from './cache.js';
 
 const BUILD_VERSION = 'kernel-v1';

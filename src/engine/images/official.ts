@@ -11,7 +11,7 @@ import { officialSource, officialTag } from '../../hub/official.js';
 import type { PackSource } from '../../hub/pull.js';
 import type { OnProgress } from '../progress.js';
 import type { SnapshotMeta } from '../snapshot/meta.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import type { BaseImage } from './base.js';
 import { artifactDir, ensureArtifact } from './cache.js';
 

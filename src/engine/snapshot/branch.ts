@@ -2,7 +2,7 @@ import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { saveDeviceState, waitMigration } from '../vmm/device-state.js';
 import type { QemuBinary } from '../vmm/qemu-binary.js';
 import type { QmpClient } from '../vmm/qmp.js';

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { errorMessage, ForkdError } from '../../errors.js';
 import { Guest } from '../agent/guest.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { loadDeviceState } from '../vmm/device-state.js';
 import { exposePorts, type PortMap } from '../vmm/ports.js';
 import type { VmSpec } from '../vmm/qemu-args.js';

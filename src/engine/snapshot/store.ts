@@ -4,7 +4,7 @@ import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { onProcessExit } from '../reaper.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { parseMeta, type SnapshotMeta } from './meta.js';
 import { validateTag } from './tag.js';
 import { pidAlive } from '../process-alive.js';

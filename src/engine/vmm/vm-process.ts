@@ -8,7 +8,7 @@ import { ForkdError, type ErrorCode } from '../../errors.js';
 import { AgentClient } from '../agent/client.js';
 import { which } from '../host-tools.js';
 import { onProcessExit } from '../reaper.js';
-import type { StatePaths } from '../state-dir.js';
+import type { StatePaths } from '../../common/state-dir.js';
 import { buildQemuArgs, type VmSockets, type VmSpec } from './qemu-args.js';
 import type { QemuBinary } from './qemu-binary.js';
 import { QmpClient } from './qmp.js';

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { ForkdError, type ErrorCode } from '../../errors.js';
 import { Guest, type EvalResult, type ExecOptions, type ExecResult, type RestoredInfo } from '../agent/guest.js';
 import { requireReadableFile } from '../host-tools.js';
-import { StatePaths } from '../state-dir.js';
+import { StatePaths } from '../../common/state-dir.js';
 import type { Accel, VmSockets, VmSpec } from './qemu-args.js';
 import { findQemu, type QemuBinary } from './qemu-binary.js';
 import type { QmpClient } from './qmp.js';

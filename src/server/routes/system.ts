@@ -1,4 +1,4 @@
-import { packageVersion } from '../../engine/package-root.js';
+import { packageVersion } from '../../common/package-root.js';
 import type { DaemonContext } from '../context.js';
 import type { Router } from '../router.js';
 
