@@ -1,82 +1,77 @@
 /**
- * The REST API's wire shapes (v1), shared by the daemon that sends them and the client that reads
- * them. Field names are snake_case as on the wire.
+ * The API's types: the wire shapes (snake_case) are the schemas' Static<> types; the in-process
+ * shapes (camelCase) are what the engine and the client hand their callers. src/api is the bottom
+ * layer: the engine, the daemon and the client import from it, it imports from none of them.
  */
-export interface SnapshotSummary {
-  tag: string;
-  created: string;
-  parent: string | null;
-  memory_mib: number;
-  disk_bytes: number;
-  accel: string;
-  warmup: string | null;
-  /** Guest TCP ports each sandbox exposes on 127.0.0.1. */
-  ports: number[];
-  /** `ready` for every snapshot listed as such; see PendingSnapshot for branches still being written. */
-  status: 'ready';
-  depth: number;
+import type { Static } from 'typebox';
+import type * as S from './schemas.js';
+
+export type ErrorReply = Static<typeof S.ErrorReply>;
+export type VersionReply = Static<typeof S.VersionReply>;
+export type SnapshotSummary = Static<typeof S.SnapshotSummary>;
+export type PoolState = Static<typeof S.PoolState>;
+export type SnapshotDetail = Static<typeof S.SnapshotDetail>;
+export type PendingSnapshot = Static<typeof S.PendingSnapshot>;
+export type CreateSnapshotRequest = Static<typeof S.CreateSnapshotRequest>;
+export type SnapshotCreatedReply = Static<typeof S.SnapshotCreatedReply>;
+export type PullRequest = Static<typeof S.PullRequest>;
+export type PullReply = Static<typeof S.PullReply>;
+export type PoolRequest = Static<typeof S.PoolRequest>;
+export type PoolReply = Static<typeof S.PoolReply>;
+export type Owner = Static<typeof S.Owner>;
+export type Lease = Static<typeof S.Lease>;
+export type SandboxInfo = Static<typeof S.SandboxInfo>;
+export type CreateSandboxesRequest = Static<typeof S.CreateSandboxesRequest>;
+export type ConsoleReply = Static<typeof S.ConsoleReply>;
+export type PingReply = Static<typeof S.PingReply>;
+export type ExecRequest = Static<typeof S.ExecRequest>;
+export type ExecReply = Static<typeof S.ExecReply>;
+export type EvalRequest = Static<typeof S.EvalRequest>;
+export type EvalReply = Static<typeof S.EvalReply>;
+export type BranchRequest = Static<typeof S.BranchRequest>;
+export type BranchReply = Static<typeof S.BranchReply>;
+export type HeartbeatReply = Static<typeof S.HeartbeatReply>;
+export type OwnerRemovedReply = Static<typeof S.OwnerRemovedReply>;
+
+export type BranchMode = (typeof S.BRANCH_MODES)[number];
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: string | Buffer;
+  /** Kill the command's process group after this long (the agent enforces it). */
+  timeoutMs?: number;
+  /** Cap per output stream; the rest is dropped and `*Truncated` is set. Default 1 MiB, max 4 MiB. */
+  maxOutputBytes?: number;
 }
 
-/** POST /v1/sandboxes/:id/branch: 201 with the new snapshot (wait: true), 202 while it is written (wait: false). */
-export interface BranchReply extends Partial<Omit<SnapshotSummary, 'status'>> {
-  tag: string;
-  status: 'ready' | 'writing';
-  mode: 'full' | 'diff' | 'live';
-  pause_ms: number;
-  bytes_written?: number;
-  transferred_bytes?: number;
-  passes?: number;
-  diff_pages?: number;
-  total_ms?: number;
+export interface ExecResult {
+  /** The exit status, or 128 + signal number when a signal killed it. */
+  exitCode: number;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  durationMs: number;
 }
 
-/** A branch answered early (wait: false) that is still being written, or that failed. */
-export interface PendingSnapshot {
-  tag: string;
-  status: 'writing' | 'failed';
-  sandbox: string;
-  error?: { code: string; error: string; hint?: string };
-}
-
-export interface SnapshotDetail extends SnapshotSummary {
-  memory_logical_bytes: number;
-  memory_physical_bytes: number;
-  /** A diff link's assembled full memory (a cache, rebuilt when missing). */
-  cache_bytes: number;
-  vmstate_bytes: number;
-  ancestors: string[];
-  dependents: string[];
-  sandboxes: number;
-  /** Restored children the warm pool keeps ready (0: no pool). */
-  pool_size: number;
-}
-
-export interface SandboxInfo {
-  id: string;
-  snapshot: string;
-  pid: number;
-  accel: string;
-  created: string;
-  ready_ms: number;
-  /** Guest port -> host port on 127.0.0.1, e.g. `{ "5432": 41234 }`. */
-  ports: Record<string, number>;
-}
-
-/** POST /v1/sandboxes/:id/eval: what the guest's warm interpreter answered (200 even when the code raised). */
-/** POST /v1/snapshots/pull: the snapshots a pack installed (`cached`: it was pulled before and is still there). */
-export interface PullReply {
-  ref: string;
-  tags: string[];
-  cached: boolean;
-}
-
-/** GET /v1/sandboxes/:id/console: the end of the guest console (kernel messages, /dev/console writes). */
-export interface ConsoleReply {
-  id: string;
-  lines: number;
-  text: string;
-}
-
-export type EvalReply =
-  | { ok: true; value: unknown; repr: string | null; output: string; duration_ms: number }
-  | { ok: false; error: { type: string; message: string; stack: string }; output: string; duration_ms: number };
+/** What a guest's warm interpreter answered: a value, or the error it raised with the guest's traceback/stack. */
+export type EvalResult =
+  | {
+      ok: true;
+      /** The value as JSON, when it has a JSON form (numpy arrays become lists); else null. */
+      value: unknown;
+      /** The interpreter's own rendering: Python's repr(), Node's util.inspect(); null for statements. */
+      repr: string | null;
+      /** What the code printed. */
+      output: string;
+      durationMs: number;
+    }
+  | {
+      ok: false;
+      error: { type: string; message: string; stack: string };
+      output: string;
+      durationMs: number;
+    };
