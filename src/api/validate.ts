@@ -42,7 +42,7 @@ export function describeSchema(node: SchemaNode, typeOnly = false): string {
   if (node.anyOf) {
     const consts = node.anyOf.filter((n) => n.const !== undefined);
     if (consts.length === node.anyOf.length) return `one of ${consts.map((n) => JSON.stringify(n.const)).join(', ')}`;
-    return node.anyOf.map(describeSchema).join(' or ');
+    return node.anyOf.map((n) => describeSchema(n, typeOnly)).join(' or ');
   }
   switch (node.type) {
     case 'integer':

@@ -47,6 +47,18 @@ export function registryUrl(hub: string | undefined = process.env.FORKD_HUB_URL)
   return hub.endsWith('.json') ? hub : `${hub.replace(/\/+$/, '')}/registry.json`;
 }
 
+/**
+ * Refuses a pack over plain http (the daemon's pulls: a token holder must not point the daemon at
+ * internal plain-HTTP services), whether the ref is the URL or a registry entry names it.
+ */
+export function requireHttps(source: PackSource): void {
+  if (new URL(source.url).protocol === 'https:') return;
+  const via = source.url === source.ref ? '' : ` (the registry's URL of ${source.ref})`;
+  throw new ForkdError('FORKD_ERR_BAD_INPUT', `refusing to pull ${source.url}${via}: only https:// URLs are pulled`, {
+    hint: 'serve the pack over https://, or start the daemon with `forkd serve --allow-http-pull` (trusted networks only)',
+  });
+}
+
 /** Where `ref` is: a URL as it is, or `owner/name[@version]` looked up in the registry. */
 export async function resolveRef(ref: string): Promise<PackSource> {
   if (/^https?:\/\//.test(ref)) return { ref, url: ref };

@@ -1,49 +1,89 @@
 import type { IncomingMessage } from 'node:http';
+import type { Static, TSchema } from 'typebox';
+import type { RawBody, RouteSpec } from '../api/routes.js';
+import { parseWith, validatorOf } from '../api/validate.js';
+import { readJsonBody } from './body.js';
 
 export type Reply = { status: number; json?: unknown } | { status: number; body: Buffer | string; contentType: string };
 
-export interface RouteContext {
+type Parsed<S> = S extends TSchema ? Static<S> : undefined;
+
+export interface RouteContext<R extends RouteSpec = RouteSpec> {
   req: IncomingMessage;
-  params: Record<string, string>;
-  query: URLSearchParams;
+  spec: R;
+  params: Parsed<R['params']>;
+  query: Parsed<R['query']>;
+  /** The validated JSON body; a raw body is left in `req` for the handler. */
+  body: R['body'] extends RawBody ? undefined : Parsed<R['body']>;
 }
 
-export type Handler = (ctx: RouteContext) => Promise<Reply>;
+export type Handler<R extends RouteSpec = RouteSpec> = (ctx: RouteContext<R>) => Promise<Reply>;
 
 interface Route {
-  method: string;
+  spec: RouteSpec;
   pattern: RegExp;
   names: string[];
   handler: Handler;
 }
 
-/** Method + path patterns like `/v1/sandboxes/:id/exec`; a parameter is one path segment. */
-export class Router {
-  private readonly routes: Route[] = [];
+/** The query string as an object, its values converted to the types the route's query schema declares. */
+function queryObject(schema: TSchema, query: URLSearchParams): unknown {
+  return validatorOf(schema).Convert(Object.fromEntries(query));
+}
 
-  on(method: string, path: string, handler: Handler): this {
+/**
+ * The routes of the API table (src/api/routes.ts) with their handlers. A request reaches its
+ * handler only once its path parameters, query and JSON body match the route's schemas.
+ */
+export class Router {
+  private readonly table: Route[] = [];
+
+  on<R extends RouteSpec>(spec: R, handler: Handler<R>): this {
     const names: string[] = [];
     const pattern = new RegExp(
-      `^${path.replace(/:(\w+)/g, (_m, name: string) => {
+      `^${spec.path.replace(/:(\w+)/g, (_m, name: string) => {
         names.push(name);
         return '([^/]+)';
       })}$`,
     );
-    this.routes.push({ method, pattern, names, handler });
+    this.table.push({ spec, pattern, names, handler: handler as unknown as Handler });
     return this;
   }
 
-  /** The handler for a request, 'method' when the path exists under another method, or undefined. */
-  match(method: string, path: string): { handler: Handler; params: Record<string, string> } | 'method' | undefined {
+  /** The specs of every registered route. */
+  get routes(): RouteSpec[] {
+    return this.table.map((route) => route.spec);
+  }
+
+  /** The route of a request and its raw path parameters, 'method' when the path exists under another method, or undefined. */
+  match(method: string, path: string): { route: Route; params: Record<string, string> } | 'method' | undefined {
     let pathKnown = false;
-    for (const route of this.routes) {
+    for (const route of this.table) {
       const m = route.pattern.exec(path);
       if (!m) continue;
       pathKnown = true;
-      if (route.method !== method) continue;
+      if (route.spec.method !== method) continue;
       const params = Object.fromEntries(route.names.map((name, i) => [name, decodeURIComponent(m[i + 1]!)]));
-      return { handler: route.handler, params };
+      return { route, params };
     }
     return pathKnown ? 'method' : undefined;
+  }
+
+  /** Validates a matched request against its route's schemas and runs the handler. */
+  async dispatch(
+    { route, params }: { route: Route; params: Record<string, string> },
+    req: IncomingMessage,
+    query: URLSearchParams,
+  ): Promise<Reply> {
+    const { spec } = route;
+    const ctx: RouteContext = {
+      req,
+      spec,
+      params: spec.params ? parseWith(spec.params, params, 'the path') : undefined,
+      query: spec.query ? parseWith(spec.query, queryObject(spec.query, query), 'the query') : undefined,
+      body: undefined,
+    };
+    if (spec.body && !('raw' in spec.body)) ctx.body = await readJsonBody(req, spec.body);
+    return route.handler(ctx);
   }
 }
