@@ -9,13 +9,26 @@ export interface AuditEntry {
   outcome: 'ok' | 'rejected' | 'error';
 }
 
-/** One JSON line per request, accepted or not. Never records headers (so never the token). */
+/** Something the daemon did on its own, not asked by a request: a reap, an adoption. */
+export interface AuditEvent {
+  event: 'reap' | 'adopt' | 'adopt-failed';
+  [field: string]: unknown;
+}
+
+/** One JSON line per request, accepted or not, and per event. Never records headers (so never the token). */
 export class AuditLog {
   constructor(readonly file: string) {}
 
   write(entry: Omit<AuditEntry, 'time' | 'outcome'>): void {
     const outcome = entry.status < 400 ? 'ok' : entry.status < 500 ? 'rejected' : 'error';
-    const line: AuditEntry = { time: new Date().toISOString(), ...entry, outcome };
+    this.append({ time: new Date().toISOString(), ...entry, outcome });
+  }
+
+  event(event: AuditEvent): void {
+    this.append({ time: new Date().toISOString(), ...event });
+  }
+
+  private append(line: object): void {
     try {
       appendFileSync(this.file, `${JSON.stringify(line)}\n`, { mode: 0o600 });
     } catch {

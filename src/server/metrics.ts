@@ -5,8 +5,12 @@ const FORK_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
 /** Fork latencies kept for the exact p50/p90 gauges (the newest ones). */
 const RECENT_FORKS = 10_000;
 
+export type ReapKind = 'lease' | 'owner' | 'exited';
+
 export interface Gauges {
   sandboxesActive: number;
+  /** QEMU processes in the daemon's ledger, by role. */
+  vms: Record<string, number>;
   snapshots: number;
   poolSize: number;
   heavyInFlight: number;
@@ -26,6 +30,11 @@ export class Metrics {
   private readonly recentForksMs: number[] = [];
   /** The most sandboxes alive at once. */
   private peakSandboxes = 0;
+  private readonly reaped: Record<ReapKind, number> = { lease: 0, owner: 0, exited: 0 };
+
+  observeReap(kind: ReapKind): void {
+    this.reaped[kind]++;
+  }
 
   observeSandboxes(alive: number): void {
     this.peakSandboxes = Math.max(this.peakSandboxes, alive);
@@ -49,6 +58,18 @@ export class Metrics {
       ...metric('forkd_sandboxes_active', 'gauge', 'Sandboxes (forked children) the daemon is running.', [
         `forkd_sandboxes_active ${g.sandboxesActive}`,
       ]),
+      ...metric(
+        'forkd_sandboxes_reaped_total',
+        'counter',
+        'Sandboxes the daemon removed on its own: lease run out, owner process gone, QEMU exited.',
+        Object.entries(this.reaped).map(([reason, n]) => `forkd_sandboxes_reaped_total{reason="${reason}"} ${n}`),
+      ),
+      ...metric(
+        'forkd_vms',
+        'gauge',
+        'QEMU processes the daemon runs, by role.',
+        Object.entries(g.vms).map(([role, n]) => `forkd_vms{role="${role}"} ${n}`),
+      ),
       ...metric('forkd_sandboxes_peak', 'gauge', 'The most sandboxes alive at once since the daemon started.', [
         `forkd_sandboxes_peak ${this.peakSandboxes}`,
       ]),

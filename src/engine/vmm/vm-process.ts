@@ -26,6 +26,16 @@ interface ProcessHandle {
   kill(): void;
 }
 
+/** What a QEMU is for, as the daemon's ledger records it. */
+export type VmRole = 'child' | 'spare' | 'branch-helper';
+
+/** Told of every QEMU launched (or adopted) with it, and of its end: the daemon's ledger of VMs. */
+export interface VmLedgerHook {
+  /** Called right after the spawn, before anything is awaited: a record exists before the QEMU can outlive us. */
+  launched(proc: VmProcess, role: VmRole, snapshot: string | undefined): void;
+  ended(proc: VmProcess): void;
+}
+
 export interface LaunchOptions {
   /** Open file descriptors QEMU inherits as fd 3, 4, ... (e.g. device state for `fd:3`). */
   inheritFds?: number[];
@@ -34,6 +44,10 @@ export interface LaunchOptions {
    * daemon turns it off so its sandboxes survive a daemon restart and are adopted (adopt()).
    */
   dieWithParent?: boolean;
+  ledger?: VmLedgerHook;
+  /** What this QEMU is for (default `child`), and the snapshot it restores or copies. */
+  role?: VmRole;
+  snapshot?: string;
 }
 
 const ADOPTED_EXIT_POLL_MS = 250;
@@ -49,15 +63,18 @@ function spawned(child: ChildProcess): ProcessHandle {
   };
 }
 
+/** True while `pid` is a QEMU running from `runDir` (pids get reused). */
+function runsFrom(pid: number, runDir: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(runDir);
+  } catch {
+    return false;
+  }
+}
+
 /** A process we did not spawn: its exit is noticed by polling (Node has no pidfd). */
 function adopted(pid: number, runDir: string): ProcessHandle {
-  const isOurs = () => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(runDir);
-    } catch {
-      return false;
-    }
-  };
+  const isOurs = () => runsFrom(pid, runDir);
   return {
     pid,
     exited: new Promise<ExitInfo>((resolve) => {
@@ -111,6 +128,7 @@ export class VmProcess {
     private readonly unregisterReaper: () => void,
     /** performance.now() when QEMU was spawned (or adopted). */
     readonly spawnedAt: number,
+    private readonly ledger: VmLedgerHook | undefined,
   ) {
     void handle.exited.then((info) => (this.exitInfo = info));
   }
@@ -176,8 +194,9 @@ export class VmProcess {
       handle.kill();
       rmSync(runDir, { recursive: true, force: true });
     });
-    const proc = new VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt);
+    const proc = new VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt, options.ledger);
     try {
+      options.ledger?.launched(proc, options.role ?? 'child', options.snapshot);
       [proc.agent, proc.qmp] = await Promise.all([
         proc.connectWhenListening(() => AgentClient.connect(sockets.agent), deadline),
         proc.connectWhenListening(() => QmpClient.connect(sockets.qmp), deadline),
@@ -193,7 +212,7 @@ export class VmProcess {
    * Takes over a QEMU that a previous forkd process started (and that is still running from
    * `runDir`): reconnects to its QMP and agent sockets. Throws if it is gone.
    */
-  static async adopt(runDir: string, spec: VmSpec, paths: StatePaths): Promise<VmProcess> {
+  static async adopt(runDir: string, spec: VmSpec, paths: StatePaths, ledger?: VmLedgerHook): Promise<VmProcess> {
     const sockets = VmProcess.socketsIn(runDir, paths);
     const pid = Number(readFileSync(sockets.pidFile, 'utf8').trim());
     const handle = adopted(pid, runDir);
@@ -201,7 +220,7 @@ export class VmProcess {
       handle.kill();
       rmSync(runDir, { recursive: true, force: true });
     });
-    const proc = new VmProcess(basename(runDir), spec, runDir, sockets, handle, unregister, performance.now());
+    const proc = new VmProcess(basename(runDir), spec, runDir, sockets, handle, unregister, performance.now(), ledger);
     try {
       [proc.agent, proc.qmp] = await Promise.all([AgentClient.connect(sockets.agent), QmpClient.connect(sockets.qmp)]);
     } catch (err) {
@@ -209,6 +228,35 @@ export class VmProcess {
       throw err;
     }
     return proc;
+  }
+
+  /** The pid of the QEMU a previous forkd process started from `runDir`, while it runs. */
+  private static leftoverPid(runDir: string): number | undefined {
+    try {
+      const pid = Number(readFileSync(join(runDir, 'qemu.pid'), 'utf8').trim());
+      return pid > 0 && runsFrom(pid, runDir) ? pid : undefined;
+    } catch {
+      return undefined; // no pid file: QEMU died starting, or the run dir is gone
+    }
+  }
+
+  static leftoverRunning(runDir: string): boolean {
+    return VmProcess.leftoverPid(runDir) !== undefined;
+  }
+
+  /**
+   * Kills the QEMU a previous forkd process started from `runDir` (if it still runs) without
+   * connecting to it, and removes its run dir and console log.
+   */
+  static async reapLeftover(runDir: string, paths: StatePaths): Promise<void> {
+    const pid = VmProcess.leftoverPid(runDir);
+    if (pid !== undefined) {
+      const handle = adopted(pid, runDir);
+      handle.kill();
+      await handle.exited;
+    }
+    rmSync(runDir, { recursive: true, force: true });
+    rmSync(VmProcess.socketsIn(runDir, paths).consoleLog, { force: true });
   }
 
   private async connectWhenListening<T>(connect: () => Promise<T>, deadline: number): Promise<T> {
@@ -280,6 +328,7 @@ export class VmProcess {
     rmSync(this.runDir, { recursive: true, force: true });
     if (!keepLog) rmSync(this.sockets.consoleLog, { force: true });
     this.unregisterReaper();
+    this.ledger?.ended(this);
     return info;
   }
 

@@ -5,52 +5,42 @@ import { branchReadyReply, branchWritingReply, evalReply, execCall, execReply, p
 import { ForkdError } from '../../errors.js';
 import { readBody } from '../body.js';
 import type { DaemonContext } from '../context.js';
-import type { Sandbox } from '../registry.js';
-import { sandboxInfo } from '../registry.js';
+import { sandboxInfo, type Holder, type Sandbox } from '../ledger.js';
+import { ownerRecord } from '../owners.js';
 import type { Router } from '../router.js';
 
 const CONSOLE_DEFAULT_LINES = 50;
 
 export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
-  const { engine, registry, slots, metrics, branches } = ctx;
+  const { engine, ledger, slots, metrics, branches } = ctx;
 
-  /** Runs a request against a sandbox; a sandbox whose VM died is removed and reported gone (410). */
-  const withSandbox = async <T>(id: string, fn: (sandbox: Sandbox) => Promise<T>): Promise<T> => {
-    const sandbox = registry.get(id);
-    try {
-      return await fn(sandbox);
-    } catch (err) {
-      if (err instanceof ForkdError && err.code === 'FORKD_ERR_VM_STOPPED') {
-        registry.take(id);
-        await sandbox.vm.kill();
-      }
-      throw err;
-    }
-  };
+  /** Runs a request against a sandbox; one whose VM dies meanwhile answers 410 (the reaper removes it). */
+  const withSandbox = <T>(id: string, fn: (sandbox: Sandbox) => Promise<T>): Promise<T> => fn(ledger.sandbox(id));
 
   router
     .on(API.createSandboxes, async ({ body }) => {
-      const { snapshot, n = 1 } = body;
+      const { snapshot, n = 1, owner, ttl_s: ttlS } = body;
+      const holder: Holder = { owner: owner ? ownerRecord(owner) : null, ttlS: ttlS ?? null };
       const release = slots.acquire();
       try {
         const children = await engine.fork(snapshot, n);
         for (const child of children) metrics.observeFork(child.readyMs);
-        const json = children.map((vm) => sandboxInfo(registry.add(snapshot, vm)));
-        metrics.observeSandboxes(registry.size);
+        const json = children.map((vm) => sandboxInfo(ledger.addSandbox(snapshot, vm, holder)));
+        metrics.observeSandboxes(ledger.size);
         return { status: 201, json };
       } finally {
         release();
       }
     })
-    .on(API.listSandboxes, async () => ({ status: 200, json: registry.list().map(sandboxInfo) }))
-    .on(API.getSandbox, async ({ params }) => ({ status: 200, json: sandboxInfo(registry.get(params.id)) }))
+    .on(API.listSandboxes, async () => ({ status: 200, json: ledger.list().map(sandboxInfo) }))
+    .on(API.getSandbox, async ({ params }) => ({ status: 200, json: sandboxInfo(ledger.sandbox(params.id)) }))
     .on(API.console, async ({ params, query }) => {
       const lines = query.lines ?? CONSOLE_DEFAULT_LINES;
-      const json: ConsoleReply = { id: params.id, lines, text: registry.get(params.id).vm.consoleTail(lines) };
+      const json: ConsoleReply = { id: params.id, lines, text: ledger.sandbox(params.id).vm.consoleTail(lines) };
       return { status: 200, json };
     })
     .on(API.deleteSandbox, async ({ params }) => {
-      await registry.take(params.id).vm.kill();
+      await ledger.take(params.id).vm.kill();
       return { status: 204 };
     })
     .on(API.ping, async ({ params }) =>
@@ -67,7 +57,7 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
           hint: 'full and diff branches pause the sandbox until the copy is done anyway',
         });
       }
-      const sandbox = registry.get(params.id);
+      const sandbox = ledger.sandbox(params.id);
       const release = slots.acquire(tag);
       let started;
       try {
@@ -101,7 +91,7 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
     )
     .on(API.writeFile, async ({ req, params, query }) => {
       const mode = Number.parseInt(query.mode ?? '644', 8);
-      registry.get(params.id); // 404 before reading a large body
+      ledger.sandbox(params.id); // 404 before reading a large body
       const data = await readBody(req, FILE_BODY_LIMIT);
       return withSandbox(params.id, async (s) => {
         await s.vm.writeFile(query.path, data, { mode });

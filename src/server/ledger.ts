@@ -1,0 +1,217 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SandboxInfo } from '../api/types.js';
+import { writeJsonAtomic } from '../common/atomic-file.js';
+import type { VmSpec } from '../engine/vmm/qemu-args.js';
+import type { VmLedgerHook, VmProcess, VmRole } from '../engine/vmm/vm-process.js';
+import type { StartedVm } from '../engine/vmm/vm.js';
+import { ForkdError } from '../errors.js';
+import type { OwnerRecord } from './owners.js';
+
+/** A forked child handed to a client, with who holds it and until when. */
+export interface Sandbox {
+  id: string;
+  snapshot: string;
+  vm: StartedVm;
+  created: Date;
+  owner: OwnerRecord | null;
+  /** Seconds the sandbox lives after its last request or heartbeat; null: until it is deleted. */
+  ttlS: number | null;
+  /** When the lease runs out (ms since the epoch; meaningful only with ttlS). */
+  expires: number;
+}
+
+/** What a sandbox's holder asked for when forking it. */
+export interface Holder {
+  owner: OwnerRecord | null;
+  ttlS: number | null;
+}
+
+export type LedgerRole = VmRole | 'sandbox';
+
+/** One QEMU the daemon started, as recorded on disk: what a restarted daemon needs to adopt or reap it. */
+export interface VmRecord {
+  vm: string;
+  role: LedgerRole;
+  snapshot: string | null;
+  runDir: string;
+  spec: VmSpec;
+  /** Set once the VM is a sandbox. */
+  sandbox?: Holder & { id: string; created: string; readyMs: number; ports: Record<string, number> };
+}
+
+const SANDBOX_ID = /^sb-[0-9a-f]{12}$/;
+const VM_RECORD = /^vm-[0-9a-f]{10}\.json$/;
+
+/**
+ * Every QEMU the daemon starts (sandboxes, pool spares, children on their way, branch helpers),
+ * each recorded on disk from its spawn to its end, and the sandboxes among them by id with their
+ * owners and leases. The engine reports launches and ends through the VmLedgerHook.
+ */
+export class Ledger implements VmLedgerHook {
+  private readonly vms = new Map<string, VmRecord>();
+  private readonly sandboxes = new Map<string, Sandbox>();
+  /** Told of every sandbox added or adopted (the reaper watches its QEMU). */
+  onSandbox: (sandbox: Sandbox) => void = () => {};
+
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  get size(): number {
+    return this.sandboxes.size;
+  }
+
+  /** QEMUs alive now, by role. */
+  roles(): Record<LedgerRole, number> {
+    const counts: Record<LedgerRole, number> = { sandbox: 0, spare: 0, child: 0, 'branch-helper': 0 };
+    for (const record of this.vms.values()) counts[record.role]++;
+    return counts;
+  }
+
+  launched(proc: VmProcess, role: VmRole, snapshot: string | undefined): void {
+    this.record({ vm: proc.id, role, snapshot: snapshot ?? null, runDir: proc.runDir, spec: proc.spec });
+  }
+
+  ended(proc: VmProcess): void {
+    this.forget(proc.id);
+  }
+
+  private record(record: VmRecord): void {
+    writeJsonAtomic(join(this.dir, `${record.vm}.json`), record);
+    this.vms.set(record.vm, record);
+  }
+
+  /** Removes a VM's record (its QEMU is gone). */
+  forget(vm: string): void {
+    this.vms.delete(vm);
+    rmSync(join(this.dir, `${vm}.json`), { force: true });
+  }
+
+  /** Hands a forked child to a client as a new sandbox. */
+  addSandbox(snapshot: string, vm: StartedVm, holder: Holder): Sandbox {
+    return this.register(vm, {
+      vm: vm.id,
+      role: 'sandbox',
+      snapshot,
+      runDir: vm.runDir,
+      spec: vm.spec,
+      sandbox: {
+        id: `sb-${randomBytes(6).toString('hex')}`,
+        created: new Date().toISOString(),
+        readyMs: vm.readyMs,
+        ports: vm.ports,
+        ...holder,
+      },
+    });
+  }
+
+  /** Takes back a sandbox a previous daemon recorded (its lease starts afresh: nobody could renew it meanwhile). */
+  adopt(record: VmRecord, vm: StartedVm): Sandbox {
+    return this.register(vm, { ...record, sandbox: record.sandbox! });
+  }
+
+  private register(vm: StartedVm, record: VmRecord & { sandbox: NonNullable<VmRecord['sandbox']> }): Sandbox {
+    const { id, created, owner, ttlS } = record.sandbox;
+    this.record(record);
+    const sandbox: Sandbox = {
+      id,
+      snapshot: record.snapshot!,
+      vm,
+      created: new Date(created),
+      owner,
+      ttlS,
+      expires: 0,
+    };
+    renew(sandbox);
+    this.sandboxes.set(id, sandbox);
+    this.onSandbox(sandbox);
+    return sandbox;
+  }
+
+  /** Records left on disk by a previous daemon (unreadable ones are removed). */
+  leftovers(): VmRecord[] {
+    const records: VmRecord[] = [];
+    for (const name of readdirSync(this.dir)) {
+      const file = join(this.dir, name);
+      try {
+        if (!VM_RECORD.test(name)) throw new Error('not a VM record');
+        const record = JSON.parse(readFileSync(file, 'utf8')) as VmRecord;
+        if (typeof record.runDir !== 'string' || (record.sandbox && !SANDBOX_ID.test(record.sandbox.id)))
+          throw new Error('not a VM record');
+        records.push(record);
+      } catch {
+        rmSync(file, { force: true });
+      }
+    }
+    return records;
+  }
+
+  /** The sandbox a request names; a request on a sandbox renews its lease. */
+  sandbox(id: string): Sandbox {
+    if (!SANDBOX_ID.test(id)) {
+      throw new ForkdError('FORKD_ERR_BAD_INPUT', `invalid sandbox id ${JSON.stringify(id)}`, {
+        hint: 'ids look like sb-0123456789ab',
+      });
+    }
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox)
+      throw new ForkdError('FORKD_ERR_NOT_FOUND', `no sandbox ${id}`, {
+        hint: 'GET /v1/sandboxes lists the live ones',
+      });
+    renew(sandbox);
+    return sandbox;
+  }
+
+  /** Removes and returns the sandbox (the caller kills its VM). */
+  take(id: string): Sandbox {
+    const sandbox = this.sandbox(id);
+    this.sandboxes.delete(id);
+    return sandbox;
+  }
+
+  /** Removes this very sandbox if it is still held; false when it was deleted or reaped already. */
+  release(sandbox: Sandbox): boolean {
+    if (this.sandboxes.get(sandbox.id) !== sandbox) return false;
+    this.sandboxes.delete(sandbox.id);
+    return true;
+  }
+
+  list(): Sandbox[] {
+    return [...this.sandboxes.values()];
+  }
+
+  /** The sandboxes held by the owner labelled `label`. */
+  ownedBy(label: string): Sandbox[] {
+    return this.list().filter((s) => s.owner?.label === label);
+  }
+
+  /** Empties the ledger of sandboxes, returning them (their VMs' records go as the VMs end). */
+  drain(): Sandbox[] {
+    const all = this.list();
+    this.sandboxes.clear();
+    return all;
+  }
+}
+
+/** Starts a leased sandbox's lease over. */
+export function renew(sandbox: Sandbox): boolean {
+  if (sandbox.ttlS === null) return false;
+  sandbox.expires = Date.now() + sandbox.ttlS * 1000;
+  return true;
+}
+
+export function sandboxInfo(s: Sandbox): SandboxInfo {
+  return {
+    id: s.id,
+    snapshot: s.snapshot,
+    pid: s.vm.pid,
+    accel: s.vm.accel,
+    created: s.created.toISOString(),
+    ready_ms: Math.round(s.vm.readyMs * 10) / 10,
+    ports: s.vm.ports,
+    owner: s.owner && { label: s.owner.label, ...(s.owner.pid !== undefined ? { pid: s.owner.pid } : {}) },
+    lease: s.ttlS === null ? null : { ttl_s: s.ttlS, expires: new Date(s.expires).toISOString() },
+  };
+}
