@@ -8,7 +8,7 @@
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Engine } from '../src/engine/engine.js';
-import type { BranchMode } from '../src/engine/snapshot/branch.js';
+import type { BranchMode } from '../src/api/types.js';
 import { findQemu } from '../src/engine/vmm/qemu-binary.js';
 import { quantile } from '../src/engine/stats.js';
 import { median } from './stats.js';

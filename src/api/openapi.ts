@@ -95,8 +95,8 @@ function operation(spec: RouteSpec): Json {
   };
 }
 
-/** The whole document; `version` is the package version. */
-export function openApiDocument(version: string): Json {
+/** The whole document (the same for every package version of API v1: docs/openapi.json is a copy). */
+export function openApiDocument(): Json {
   const paths: Record<string, Record<string, Json>> = {};
   for (const spec of Object.values(API) as RouteSpec[]) {
     (paths[openApiPath(spec.path)] ??= {})[spec.method.toLowerCase()] = operation(spec);
@@ -105,7 +105,7 @@ export function openApiDocument(version: string): Json {
     openapi: '3.1.0',
     info: {
       title: 'forkd engine daemon',
-      version,
+      version: 'v1',
       description:
         'The REST API of `forkd serve`: snapshots, sandboxes forked from them, owners and leases. ' +
         'Generated from the TypeBox schemas in src/api/ (npm run openapi).',

@@ -3,20 +3,44 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { packageVersion } from '../common/package-root.js';
 import { StatePaths } from '../common/state-dir.js';
 import type {
+  BranchMode,
   BranchReply,
   ConsoleReply,
+  CreateSandboxesRequest,
   EvalReply,
+  EvalResult,
+  ExecOptions,
+  ExecReply,
+  ExecResult,
+  HeartbeatReply,
+  Owner,
+  OwnerRemovedReply,
   PendingSnapshot,
+  PingReply,
+  PoolReply,
   PullReply,
   SandboxInfo,
+  SnapshotCreatedReply,
   SnapshotDetail,
   SnapshotSummary,
 } from '../api/types.js';
-import type { BranchMode } from '../engine/snapshot/branch.js';
-import type { EvalResult, ExecOptions, ExecResult } from '../engine/agent/guest.js';
+import {
+  createSnapshotRequest,
+  evalResult,
+  execRequest,
+  execResult,
+  type SnapshotRequestOptions,
+} from '../api/wire.js';
 import { ForkdError, type ErrorCode } from '../errors.js';
 
 export type { SandboxInfo, SnapshotDetail, SnapshotSummary };
+
+export interface SandboxOptions {
+  /** Who holds the sandboxes: a label, and a pid on the daemon's host whose exit reaps them. */
+  owner?: Owner;
+  /** A lease in seconds (1..86400), renewed by any request on the sandbox and by heartbeat(owner). */
+  ttlS?: number;
+}
 
 export interface ControllerOptions {
   /** `unix:/path/to/forkd.sock` or `http://127.0.0.1:PORT`; default `$FORKD_ENDPOINT`, else the local daemon's. */
@@ -187,7 +211,7 @@ export class Controller {
   }
 
   /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
-  async setPool(tag: string, size: number): Promise<{ available: number }> {
+  async setPool(tag: string, size: number): Promise<PoolReply> {
     return this.json('PUT', `/v1/snapshots/${encodeURIComponent(tag)}/pool`, { size });
   }
 
@@ -207,22 +231,8 @@ export class Controller {
     return this.json('GET', `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
 
-  createSnapshot(
-    tag: string,
-    options: { recipe?: string; memoryMiB?: number; warmup?: string; ports?: number[] } = {},
-  ): Promise<SnapshotSummary & { timings: Record<string, number> }> {
-    return this.json(
-      'POST',
-      '/v1/snapshots',
-      {
-        tag,
-        ...(options.recipe ? { recipe: options.recipe } : {}),
-        ...(options.memoryMiB ? { memory_mib: options.memoryMiB } : {}),
-        ...(options.warmup ? { warmup: options.warmup } : {}),
-        ...(options.ports ? { ports: options.ports } : {}),
-      },
-      UNLIMITED,
-    );
+  createSnapshot(tag: string, options: SnapshotRequestOptions = {}): Promise<SnapshotCreatedReply> {
+    return this.json('POST', '/v1/snapshots', createSnapshotRequest(tag, options), UNLIMITED);
   }
 
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
@@ -233,15 +243,35 @@ export class Controller {
     await this.call('DELETE', `/v1/snapshots/${encodeURIComponent(tag)}${query.size ? `?${query}` : ''}`);
   }
 
-  /** Forks `n` sandboxes from a snapshot; each is a handle that `await using` cleans up. */
-  async createSandboxes(snapshot: string, n = 1): Promise<Sandbox[]> {
-    const infos = await this.json<SandboxInfo[]>('POST', '/v1/sandboxes', { snapshot, n });
+  /**
+   * Forks `n` sandboxes from a snapshot; each is a handle that `await using` cleans up. With an
+   * `owner` (a label, and this process's pid on the daemon's host) and a lease (`ttlS`), the daemon
+   * reaps them when the lease runs out or the owner's process is gone.
+   */
+  async createSandboxes(snapshot: string, n = 1, options: SandboxOptions = {}): Promise<Sandbox[]> {
+    const body: CreateSandboxesRequest = {
+      snapshot,
+      n,
+      ...(options.owner ? { owner: options.owner } : {}),
+      ...(options.ttlS !== undefined ? { ttl_s: options.ttlS } : {}),
+    };
+    const infos = await this.json<SandboxInfo[]>('POST', '/v1/sandboxes', body);
     return infos.map((info) => new Sandbox(this, info));
   }
 
-  async createSandbox(snapshot: string): Promise<Sandbox> {
-    const [sandbox] = await this.createSandboxes(snapshot, 1);
+  async createSandbox(snapshot: string, options: SandboxOptions = {}): Promise<Sandbox> {
+    const [sandbox] = await this.createSandboxes(snapshot, 1, options);
     return sandbox!;
+  }
+
+  /** Renews the lease of every sandbox `label` holds (404 when it holds none). */
+  heartbeat(label: string): Promise<HeartbeatReply> {
+    return this.json('POST', `/v1/owners/${encodeURIComponent(label)}/heartbeat`);
+  }
+
+  /** Kills every sandbox `label` holds. */
+  deleteOwner(label: string): Promise<OwnerRemovedReply> {
+    return this.json('DELETE', `/v1/owners/${encodeURIComponent(label)}`);
   }
 
   listSandboxes(): Promise<SandboxInfo[]> {
@@ -262,44 +292,31 @@ export class Controller {
     return (await this.json<ConsoleReply>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/console${query}`)).text;
   }
 
-  ping(id: string): Promise<{ pong: boolean; version: string; uptimeMs: number; jobs: number }> {
+  ping(id: string): Promise<PingReply> {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(id)}/ping`);
   }
 
   async exec(id: string, command: string | string[], options: ExecOptions = {}): Promise<ExecResult> {
-    const r = await this.json<Record<string, unknown>>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, {
-      ...(typeof command === 'string' ? { shell: command } : { argv: command }),
-      ...(options.env ? { env: options.env } : {}),
-      ...(options.cwd ? { cwd: options.cwd } : {}),
-      ...(options.stdin !== undefined ? { stdin: Buffer.from(options.stdin).toString('base64') } : {}),
-      ...(options.timeoutMs !== undefined ? { timeout_ms: options.timeoutMs } : {}),
-      ...(options.maxOutputBytes !== undefined ? { max_output: options.maxOutputBytes } : {}),
-    });
-    return {
-      exitCode: Number(r.exit_code),
-      signal: (r.signal as NodeJS.Signals | null) ?? null,
-      timedOut: r.timed_out === true,
-      stdout: Buffer.from(String(r.stdout), 'base64'),
-      stderr: Buffer.from(String(r.stderr), 'base64'),
-      stdoutTruncated: r.stdout_truncated === true,
-      stderrTruncated: r.stderr_truncated === true,
-      durationMs: Number(r.duration_ms),
-    };
+    return execResult(
+      await this.json<ExecReply>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/exec`, execRequest(command, options)),
+    );
   }
 
   /** Runs code in the sandbox's warm interpreter (python-numpy, nodejs recipes); a raised error comes back as `ok: false`. */
   async eval(id: string, code: string, options: { timeoutMs?: number } = {}): Promise<EvalResult> {
-    const { duration_ms: durationMs, ...result } = await this.json<EvalReply>(
-      'POST',
-      `/v1/sandboxes/${encodeURIComponent(id)}/eval`,
-      { code, ...(options.timeoutMs !== undefined ? { timeout_ms: options.timeoutMs } : {}) },
+    return evalResult(
+      await this.json<EvalReply>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/eval`, {
+        code,
+        ...(options.timeoutMs !== undefined ? { timeout_ms: options.timeoutMs } : {}),
+      }),
     );
-    return { ...result, durationMs };
   }
 
-  async readFile(id: string, path: string): Promise<Buffer> {
-    return (await this.call('GET', `/v1/sandboxes/${encodeURIComponent(id)}/files?path=${encodeURIComponent(path)}`))
-      .data;
+  /** A guest file; one longer than `maxBytes` (default and largest 64 MiB) is refused with FORKD_ERR_LIMIT (413). */
+  async readFile(id: string, path: string, options: { maxBytes?: number } = {}): Promise<Buffer> {
+    const query = new URLSearchParams({ path });
+    if (options.maxBytes !== undefined) query.set('max_bytes', String(options.maxBytes));
+    return (await this.call('GET', `/v1/sandboxes/${encodeURIComponent(id)}/files?${query}`)).data;
   }
 
   async writeFile(id: string, path: string, data: string | Buffer, options: { mode?: number } = {}): Promise<void> {
@@ -344,8 +361,8 @@ export class Sandbox implements AsyncDisposable {
     return this.controller.console(this.id, lines);
   }
 
-  readFile(path: string): Promise<Buffer> {
-    return this.controller.readFile(this.id, path);
+  readFile(path: string, options?: { maxBytes?: number }): Promise<Buffer> {
+    return this.controller.readFile(this.id, path, options);
   }
 
   writeFile(path: string, data: string | Buffer, options?: { mode?: number }): Promise<void> {

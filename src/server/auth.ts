@@ -44,10 +44,14 @@ export function isHealthz(rawUrl: string | undefined): boolean {
   return rawUrl === '/healthz' || rawUrl === '/healthz/';
 }
 
-/** Checks an Authorization header; returns the failure message or undefined when authorised. */
+/**
+ * Checks an Authorization header; returns the failure message or undefined when authorised. The
+ * scheme is case-insensitive (RFC 7235: `bearer TOKEN` is the same as `Bearer TOKEN`).
+ */
 export function authFailure(header: string | undefined, token: string): string | undefined {
-  if (!header || !header.startsWith('Bearer ')) return 'missing bearer token';
-  const presented = header.slice('Bearer '.length).trim();
+  const scheme = /^bearer +/i.exec(header ?? '');
+  if (!scheme) return 'missing bearer token';
+  const presented = header!.slice(scheme[0].length).trim();
   if (!presented) return 'missing bearer token';
   return tokenMatches(presented, token) ? undefined : 'invalid bearer token';
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Static, TSchema } from 'typebox';
 import type { RawBody, RouteSpec } from '../api/routes.js';
-import { parseWith, validatorOf } from '../api/validate.js';
+import { parseWith } from '../api/validate.js';
 import { readJsonBody } from './body.js';
 
 export type Reply = { status: number; json?: unknown } | { status: number; body: Buffer | string; contentType: string };
@@ -26,9 +26,18 @@ interface Route {
   handler: Handler;
 }
 
-/** The query string as an object, its values converted to the types the route's query schema declares. */
-function queryObject(schema: TSchema, query: URLSearchParams): unknown {
-  return validatorOf(schema).Convert(Object.fromEntries(query));
+/**
+ * The query string as an object; a parameter the schema declares numeric becomes a number only when
+ * it is written as one (`2.5` stays a number for the schema to refuse as an integer, `x` a string).
+ */
+function queryObject(schema: TSchema, query: URLSearchParams): Record<string, unknown> {
+  const properties = (schema as { properties?: Record<string, { type?: string }> }).properties ?? {};
+  return Object.fromEntries(
+    [...query].map(([name, value]) => {
+      const numeric = ['integer', 'number'].includes(properties[name]?.type ?? '') && /^-?\d+(\.\d+)?$/.test(value);
+      return [name, numeric ? Number(value) : value];
+    }),
+  );
 }
 
 /**

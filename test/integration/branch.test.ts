@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
-import type { BranchMode } from '../../src/engine/snapshot/branch.js';
+import type { BranchMode } from '../../src/api/types.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import { Engine } from '../../src/engine/engine.js';
 import { StatePaths } from '../../src/common/state-dir.js';

@@ -2,15 +2,17 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { Controller } from '../../src/client/controller.js';
+import { openApiDocument } from '../../src/api/openapi.js';
+import type { Controller } from '../../src/client/controller.js';
 import { Daemon } from '../../src/server/daemon.js';
+import { checked, contractController, contractViolation } from '../helpers/api-contract.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
 let daemon: Daemon;
 let client: Controller;
 
-/** A raw request over the daemon's socket: the exact path and headers we give, nothing normalised. */
+/** A raw request over the daemon's socket: the exact path and headers we give, nothing normalised; its reply checked against the schema. */
 function raw(
   method: string,
   path: string,
@@ -22,7 +24,10 @@ function raw(
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
+        const body = Buffer.concat(chunks);
+        const violation = contractViolation(method, path, res.statusCode ?? 0, res.headers['content-type'], body);
+        if (violation) return reject(new Error(`API contract: ${violation}`));
+        const text = body.toString();
         resolve({
           status: res.statusCode ?? 0,
           json: text.startsWith('{') ? (JSON.parse(text) as Record<string, unknown>) : {},
@@ -38,16 +43,17 @@ const auth = () => ({ authorization: `Bearer ${daemon.token}` });
 
 beforeAll(async () => {
   daemon = await Daemon.start({ paths: home.paths });
-  client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+  client = contractController({ endpoint: daemon.endpoint, token: daemon.token });
   await client.createSnapshot('base', { warmup: 'echo from-parent > /tmp/parent' });
 });
 
 afterAll(async () => {
+  expect(checked.replies).toBeGreaterThan(100); // every reply above went through the contract check
   await client.close();
   await daemon.close();
   expect(home.qemuProcesses()).toEqual([]);
   expect(home.entries('run')).toEqual([]);
-  expect(home.entries('sandboxes')).toEqual([]);
+  expect(home.entries('ledger')).toEqual([]);
   expect(readFileSync(join(home.root, 'audit.log'), 'utf8')).not.toContain(daemon.token);
   home.remove();
 });
@@ -79,6 +85,14 @@ describe('auth', () => {
     });
     expect(await raw('GET', '/version', { authorization: `Bearer ${daemon.token}x` })).toMatchObject({ status: 401 });
     expect(await raw('GET', '/version', auth())).toMatchObject({ status: 200, json: { api: 'v1' } });
+    // the scheme is case-insensitive (RFC 7235)
+    expect(await raw('GET', '/version', { authorization: `bearer ${daemon.token}` })).toMatchObject({ status: 200 });
+    expect(await raw('GET', '/version', { authorization: `BEARER ${daemon.token}` })).toMatchObject({ status: 200 });
+  });
+
+  test('GET /v1/openapi.json serves the OpenAPI 3.1 document, behind the token like every route', async () => {
+    expect((await raw('GET', '/v1/openapi.json')).status).toBe(401);
+    expect(await raw('GET', '/v1/openapi.json', auth())).toEqual({ status: 200, json: openApiDocument() });
   });
 });
 
@@ -86,7 +100,7 @@ describe('client', () => {
   test('finds the daemon through FORKD_ENDPOINT and FORKD_TOKEN', async () => {
     vi.stubEnv('FORKD_ENDPOINT', daemon.endpoint);
     vi.stubEnv('FORKD_TOKEN', daemon.token);
-    const fromEnv = new Controller();
+    const fromEnv = contractController({});
     try {
       expect(fromEnv.endpoint).toBe(daemon.endpoint);
       expect((await fromEnv.listSnapshots()).map((s) => s.tag)).toEqual(['base']);
@@ -94,7 +108,7 @@ describe('client', () => {
       await fromEnv.close();
     }
     vi.stubEnv('FORKD_ENDPOINT', 'unix:/nonexistent/forkd.sock');
-    const lost = new Controller();
+    const lost = contractController({});
     await expect(lost.version()).rejects.toMatchObject({
       code: 'FORKD_ERR_UNREACHABLE',
       hint: expect.stringContaining('forkd serve'),
@@ -227,8 +241,57 @@ describe('sandboxes', () => {
       expect((await raw('GET', `/v1/sandboxes/${sb.id}/console?lines=${lines}`, auth())).status).toBe(400);
     }
     expect((await raw('GET', '/v1/sandboxes/sb-000000000000/console', auth())).status).toBe(404);
+    for (const [body, message, hint] of [
+      ['{"snapshot": "base", "ttl_s": 0}', '"ttl_s" must be an integer from 1 to 86400', 'lease'],
+      ['{"snapshot": "base", "ttl_s": 86401}', '"ttl_s" must be an integer from 1 to 86400', 'lease'],
+      ['{"snapshot": "base", "owner": {"label": "../x"}}', '"owner.label" must be a string matching', 'owner label'],
+      ['{"snapshot": "base", "owner": {"label": "a", "uid": 1}}', 'unknown field: owner.uid', 'allowed: snapshot'],
+      ['{"snapshot": ["base"]}', '"snapshot" must be a string', 'snapshot tag'],
+    ] as const) {
+      expect(await raw('POST', '/v1/sandboxes', auth(), body)).toMatchObject({
+        status: 400,
+        json: {
+          code: 'FORKD_ERR_BAD_INPUT',
+          error: expect.stringContaining(message),
+          hint: expect.stringContaining(hint),
+        },
+      });
+    }
+    expect(
+      await raw('POST', `/v1/sandboxes/${sb.id}/exec`, auth(), '{"shell": "true", "timeout_ms": "5"}'),
+    ).toMatchObject({ status: 400, json: { error: '"timeout_ms" must be an integer >= 0' } });
+    expect(await raw('POST', `/v1/sandboxes/${sb.id}/ping`, auth(), '{"x": 1}')).toMatchObject({
+      status: 400,
+      json: { error: 'unknown field: x' },
+    });
+    expect(await raw('GET', `/v1/sandboxes/${sb.id}/files?path=/tmp/x&max_bytes=0`, auth())).toMatchObject({
+      status: 400,
+      json: { error: '"max_bytes" must be an integer from 1 to 67108864' },
+    });
+    expect((await raw('POST', '/v1/sandboxes', auth(), JSON.stringify({ snapshot: 'x'.repeat(2 << 20) }))).status).toBe(
+      413,
+    );
     await sb.kill();
     expect(await client.listSandboxes()).toEqual(before);
+  });
+});
+
+describe('pull', () => {
+  test('a daemon started without --allow-http-pull refuses plain http:// packs, with a hint', async () => {
+    expect(
+      await raw('POST', '/v1/snapshots/pull', auth(), '{"ref": "http://127.0.0.1:1/internal.forkd.tar.zst"}'),
+    ).toMatchObject({
+      status: 400,
+      json: {
+        code: 'FORKD_ERR_BAD_INPUT',
+        error: expect.stringContaining('only https:// URLs are pulled'),
+        hint: expect.stringContaining('--allow-http-pull'),
+      },
+    });
+    expect(await raw('POST', '/v1/snapshots/pull', auth(), '{"ref": "acme/x", "colour": 1}')).toMatchObject({
+      status: 400,
+      json: { error: 'unknown field: colour', hint: 'allowed: ref, tag, force' },
+    });
   });
 });
 
@@ -287,7 +350,7 @@ describe('operations', () => {
 
   test('a full heavy-operation cap answers 503, a second operation on one tag 409', async () => {
     const capped = await Daemon.start({ paths: home.paths, listen: join(home.root, 'capped.sock'), maxHeavy: 1 });
-    const c = new Controller({ endpoint: capped.endpoint, token: capped.token });
+    const c = contractController({ endpoint: capped.endpoint, token: capped.token });
     try {
       const results = await Promise.allSettled([c.createSnapshot('cap-a'), c.createSnapshot('cap-b')]);
       expect(
@@ -318,12 +381,12 @@ describe('operations', () => {
 
   test('serves loopback TCP too, and refuses other addresses without a managed token', async () => {
     const tcp = await Daemon.start({ paths: home.paths, listen: '127.0.0.1:0' });
-    const c = new Controller({ endpoint: tcp.endpoint, token: tcp.token });
+    const c = contractController({ endpoint: tcp.endpoint, token: tcp.token });
     try {
       expect(tcp.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(await c.health()).toEqual({ ok: true });
       expect((await c.listSnapshots()).map((s) => s.tag)).toContain('base');
-      const stranger = new Controller({ endpoint: tcp.endpoint, token: 'f'.repeat(32) });
+      const stranger = contractController({ endpoint: tcp.endpoint, token: 'f'.repeat(32) });
       await expect(stranger.version()).rejects.toMatchObject({ status: 401 });
       await stranger.close();
     } finally {
@@ -338,7 +401,7 @@ describe('operations', () => {
 
   test('close kills every sandbox and removes the socket', async () => {
     const other = await Daemon.start({ paths: home.paths, listen: join(home.root, 'other.sock') });
-    const c = new Controller({ endpoint: other.endpoint, token: other.token });
+    const c = contractController({ endpoint: other.endpoint, token: other.token });
     const kids = await c.createSandboxes('base', 2);
     expect(home.qemuProcesses().length).toBeGreaterThanOrEqual(2);
     await c.close();

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { authFailure, isHealthz, loadOrCreateToken, tokenMatches, validateToken 
 import { parseListen } from '../../src/server/daemon.js';
 import { Metrics } from '../../src/server/metrics.js';
 import { Router } from '../../src/server/router.js';
+import { API } from '../../src/api/routes.js';
 import { OperationSlots } from '../../src/server/slots.js';
 
 describe('auth', () => {
@@ -42,10 +44,14 @@ describe('auth', () => {
     expect(tokenMatches('', token)).toBe(false);
   });
 
-  test('header rules: exact "Bearer " prefix, trimmed token', () => {
+  test('header rules: the "Bearer" scheme in any case (RFC 7235), then a space, trimmed token', () => {
     const token = 'b'.repeat(32);
     expect(authFailure(undefined, token)).toBe('missing bearer token');
-    expect(authFailure(`bearer ${token}`, token)).toBe('missing bearer token');
+    for (const scheme of ['bearer', 'BEARER', 'bEaReR'])
+      expect(authFailure(`${scheme} ${token}`, token)).toBeUndefined();
+    expect(authFailure(`Bearer${token}`, token)).toBe('missing bearer token');
+    expect(authFailure(`Basic ${token}`, token)).toBe('missing bearer token');
+    expect(authFailure(`bearer ${token}x`, token)).toBe('invalid bearer token');
     expect(authFailure('Bearer   ', token)).toBe('missing bearer token');
     expect(authFailure(`Bearer ${token}x`, token)).toBe('invalid bearer token');
     expect(authFailure(`Bearer  ${token} `, token)).toBeUndefined();
@@ -91,18 +97,33 @@ describe('OperationSlots', () => {
 });
 
 describe('Router', () => {
-  test('matches parameters, tells a wrong method from an unknown path', async () => {
-    const router = new Router().on('GET', '/v1/sandboxes/:id/files', async ({ params }) => ({
+  test('matches routes of the API table, validates params and query, tells a wrong method from an unknown path', async () => {
+    const router = new Router().on(API.console, async ({ params, query }) => ({
       status: 200,
-      json: params,
+      json: { params, query },
     }));
-    const m = router.match('GET', '/v1/sandboxes/sb-1/files');
-    expect(m !== undefined && m !== 'method' && (await m.handler({ params: m.params } as never))).toEqual({
+    const route = (path: string) => {
+      const m = router.match('GET', path);
+      if (!m || m === 'method') throw new Error(`no route for ${path}`);
+      return m;
+    };
+    const id = 'sb-0123456789ab';
+    const req = {} as IncomingMessage;
+    expect(await router.dispatch(route(`/v1/sandboxes/${id}/console`), req, new URLSearchParams('lines=7'))).toEqual({
       status: 200,
-      json: { id: 'sb-1' },
+      json: { params: { id }, query: { lines: 7 } },
     });
-    expect(router.match('POST', '/v1/sandboxes/sb-1/files')).toBe('method');
-    expect(router.match('GET', '/v1/sandboxes/sb-1/files/x')).toBeUndefined();
+    await expect(
+      router.dispatch(route(`/v1/sandboxes/${id}/console`), req, new URLSearchParams('lines=2.5')),
+    ).rejects.toMatchObject({ code: 'FORKD_ERR_BAD_INPUT', message: '"lines" must be an integer from 1 to 1000' });
+    await expect(
+      router.dispatch(route(`/v1/sandboxes/${id}/console`), req, new URLSearchParams('line=7')),
+    ).rejects.toMatchObject({ message: 'unknown field: line', hint: 'allowed: lines' });
+    await expect(
+      router.dispatch(route('/v1/sandboxes/..%2Fetc/console'), req, new URLSearchParams()),
+    ).rejects.toMatchObject({ code: 'FORKD_ERR_BAD_INPUT', message: expect.stringContaining('"id" must be') });
+    expect(router.match('POST', `/v1/sandboxes/${id}/console`)).toBe('method');
+    expect(router.match('GET', `/v1/sandboxes/${id}/console/x`)).toBeUndefined();
   });
 });
 

@@ -5,7 +5,7 @@ import type { DaemonContext } from '../context.js';
 import type { Router } from '../router.js';
 
 export function systemRoutes(router: Router, ctx: DaemonContext): void {
-  const openapi = openApiDocument(packageVersion);
+  const openapi = openApiDocument();
   router
     .on(API.health, async () => ({ status: 200, json: { ok: true } }))
     .on(API.version, async () => ({ status: 200, json: { version: packageVersion, api: 'v1' } }))
