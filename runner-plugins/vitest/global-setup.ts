@@ -1,5 +1,14 @@
+import { randomBytes } from 'node:crypto';
 import { Controller, Daemon, ForkdError } from 'forkd-action';
-import { CHECKPOINT_PREFIX, OPTIONS_ENV, type ForkdConnection, type ForkdVitestOptions } from './options.js';
+import {
+  CHECKPOINT_PREFIX,
+  HEARTBEAT_MS,
+  OPTIONS_ENV,
+  runCheckpoints,
+  runOwner,
+  type ForkdConnection,
+  type ForkdVitestOptions,
+} from './options.js';
 import { planSnapshots } from './snapshot-plan.js';
 
 interface Project {
@@ -46,6 +55,8 @@ export default async function setup(project: Project): Promise<() => Promise<voi
   }
   const options = JSON.parse(raw) as ForkdVitestOptions;
   const plan = planSnapshots(options);
+  const runId = randomBytes(6).toString('hex');
+  const owner = runOwner(runId);
   const { controller, daemon } = await connect();
   /** Pool sizes to put back on teardown: on someone else's daemon (the Action's), the size it had. */
   const pooled = new Map<string, number>();
@@ -84,6 +95,7 @@ export default async function setup(project: Project): Promise<() => Promise<voi
     project.provide('forkd', {
       endpoint: controller.endpoint,
       token: controller.token,
+      runId,
       sandbox: plan.sandbox,
       postgres: plan.postgres,
       tags: plan.tags,
@@ -93,8 +105,13 @@ export default async function setup(project: Project): Promise<() => Promise<voi
     await daemon?.close();
     throw err;
   }
+  // the run's sandboxes live on a lease: renewed while this process lives (404: none held right now)
+  const heartbeat = setInterval(() => void controller.heartbeat(owner).catch(() => {}), HEARTBEAT_MS).unref();
   return async () => {
-    const left = (await controller.listSnapshots().catch(() => [])).filter((s) => s.tag.startsWith(CHECKPOINT_PREFIX));
+    clearInterval(heartbeat);
+    await controller.deleteOwner(owner).catch(() => {});
+    const ours = runCheckpoints(runId);
+    const left = (await controller.listSnapshots().catch(() => [])).filter((s) => s.tag.startsWith(ours));
     for (const { tag } of left) await controller.deleteSnapshot(tag, { cascade: true }).catch(() => {});
     // a daemon we started takes its sandboxes and pools with it; on someone else's, put the pools back
     if (!daemon) for (const [tag, before] of pooled) await controller.setPool(tag, before).catch(() => {});

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { Controller, ForkdError, errorMessage, type Sandbox } from 'forkd-action';
 import { afterAll, beforeAll, inject, onTestFinished, test as base, type TestContext } from 'vitest';
-import { CHECKPOINT_PREFIX, type ForkdConnection } from './options.js';
+import { LEASE_S, runCheckpoints, runOwner, type ForkdConnection } from './options.js';
 
 // vitest.config.ts imports the plugin from 'forkd-action/vitest/plugin': this module needs a running Vitest
 export type { ForkdVitestOptions, ForkdSnapshotSpec, ForkdConnection } from './options.js';
@@ -73,11 +73,24 @@ function wrap(sandbox: Sandbox): ForkdSandbox {
     writeFile: (path, data, options) => sandbox.writeFile(path, data, options),
     console: (lines) => sandbox.console(lines),
     async checkpoint(options = {}) {
-      const tag = `${CHECKPOINT_PREFIX}${randomBytes(6).toString('hex')}`;
+      const tag = `${runCheckpoints(connection().runId)}${randomBytes(6).toString('hex')}`;
       const r = await sandbox.branch(tag, { mode: options.mode ?? 'live' });
       return { tag, pauseMs: r.pause_ms };
     },
   };
+}
+
+/** Is the engine on this host? Then this process's end releases the sandboxes it forked. */
+function sameHost(endpoint: string): boolean {
+  if (endpoint.startsWith('unix:')) return true;
+  const host = new URL(endpoint).hostname;
+  return host === 'localhost' || host === '[::1]' || host.startsWith('127.');
+}
+
+/** The run's owner, with this worker's pid when the engine can see it: a worker that dies releases its sandboxes. */
+function runOwnerHere(): { label: string; pid?: number } {
+  const c = connection();
+  return { label: runOwner(c.runId), ...(sameHost(c.endpoint) ? { pid: process.pid } : {}) };
 }
 
 /** Forks a child of `tag`; `release` kills it. Errors say which snapshot and how to fix it. */
@@ -91,7 +104,7 @@ async function forkChild(
     });
   }
   const sandbox = await client()
-    .createSandbox(tag)
+    .createSandbox(tag, { owner: runOwnerHere(), ttlS: LEASE_S })
     .catch((err: unknown) => {
       const e = err instanceof ForkdError ? err : new ForkdError('FORKD_ERR_INTERNAL', String(err));
       throw new ForkdError(e.code, `forking ${tag} for the ${what} fixture failed: ${e.message}`, {

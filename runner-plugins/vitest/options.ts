@@ -41,6 +41,8 @@ export interface ForkdVitestOptions {
 export interface ForkdConnection {
   endpoint: string;
   token: string;
+  /** This run's id: its sandboxes' owner and its checkpoints' tags carry it. */
+  runId: string;
   /** Tags on the engine. */
   sandbox: string | null;
   postgres: string | null;
@@ -56,5 +58,18 @@ declare module 'vitest' {
 }
 
 export const OPTIONS_ENV = 'FORKD_VITEST_OPTIONS';
-/** Tags of checkpoints taken in tests; the run's teardown removes those left. */
+/** Tags of checkpoints taken in tests: this prefix, the run's id, a random part. */
 export const CHECKPOINT_PREFIX = 'vitest-ckpt-';
+
+/** The owner of a run's sandboxes: one heartbeat keeps them all, and the teardown releases them together. */
+export const runOwner = (runId: string): string => `vitest-${runId}`;
+
+/** A run's checkpoints start with this: its teardown removes those left, and no other run's. */
+export const runCheckpoints = (runId: string): string => `${CHECKPOINT_PREFIX}${runId}-`;
+
+/**
+ * The lease of a run's sandboxes (seconds): the run's main process renews it every
+ * HEARTBEAT_MS, so a run that dies without its teardown leaves nothing for longer.
+ */
+export const LEASE_S = 60;
+export const HEARTBEAT_MS = 10_000;
