@@ -277,7 +277,7 @@ describe('forkd serve restarts', () => {
       second.child.kill('SIGTERM');
       expect(await second.exited).toBe(0);
       expect(running(keep!.info.pid)).toBe(false);
-      expect(home.entries('sandboxes')).toEqual([]);
+      expect(home.entries('ledger')).toEqual([]);
       expect(forkd(['rmi', 'adopt']).status).toBe(0);
     } finally {
       // only does anything when an expectation above failed: SIGTERM takes a daemon's sandboxes with it
