@@ -2,8 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { Engine } from '../engine/engine.js';
-import { runDoctor, type DoctorReport } from '../engine/doctor.js';
+import { runDoctor, type DoctorReport } from './doctor.js';
 import { assertSupportedHost } from '../engine/host-platform.js';
 import { packageRoot, packageVersion } from '../common/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
@@ -13,6 +12,7 @@ import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
 import { sandboxCommands } from './sandbox-commands.js';
 import type { OnProgress } from '../engine/progress.js';
+import { openEngine } from '../hub/hub.js';
 import type { Unpacked } from '../hub/unpack.js';
 import { progressRenderer } from './progress.js';
 
@@ -104,7 +104,7 @@ program
   .option('--json', 'machine-readable report')
   .action(
     action(async (opts: JsonFlag) => {
-      const engine = new Engine();
+      const { engine } = openEngine();
       const report = await runDoctor(engine.paths);
       if (opts.json) printJson(report);
       else printDoctor(report);
@@ -137,7 +137,7 @@ program
     action(async (target: string, opts: JsonFlag & { quiet?: boolean }) => {
       const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
       const started = performance.now();
-      const engine = new Engine();
+      const { engine } = openEngine();
       const seconds = () => Number(((performance.now() - started) / 1000).toFixed(1));
       if (target === 'base') {
         const base = await engine.buildBase({ onProgress: progress.onProgress }).finally(progress.stop);
@@ -175,7 +175,7 @@ program
   .passThroughOptions()
   .action(
     action(async (command: string[], opts: JsonFlag & { memory: number; timeout?: number; quiet?: boolean }) => {
-      const engine = new Engine();
+      const { engine } = openEngine();
       await using vm = await withProgress(Boolean(opts.quiet || opts.json), (onProgress) =>
         engine.boot({ memoryMiB: opts.memory }, onProgress),
       );
@@ -223,8 +223,8 @@ program
         },
       ) => {
         const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
-        const result = await new Engine()
-          .snapshot(opts.tag, {
+        const result = await openEngine()
+          .engine.snapshot(opts.tag, {
             ...(opts.memMib ? { memoryMiB: opts.memMib } : {}),
             ...(opts.port ? { ports: opts.port.map(Number) } : {}),
             ...(opts.recipe ? { recipe: opts.recipe } : {}),
@@ -258,7 +258,7 @@ program
   .option('--json', 'machine-readable list')
   .action(
     action(async (opts: JsonFlag) => {
-      const list = await new Engine().snapshots.list();
+      const list = await openEngine().engine.snapshots.list();
       const rows = list.map((s) => ({
         tag: s.tag,
         memoryMiB: s.meta.memoryMiB,
@@ -286,7 +286,7 @@ program
   .option('--json', 'machine-readable')
   .action(
     action(async (tag: string, opts: JsonFlag) => {
-      const d = await new Engine().describe(tag);
+      const d = await openEngine().engine.describe(tag);
       const { info, ...rest } = d;
       if (opts.json) return printJson({ tag: info.tag, ...rest, meta: info.meta });
       const lines = [
@@ -321,7 +321,7 @@ program
   .option('--json', 'print the result as JSON')
   .action(
     action(async (opts: JsonFlag & { from: string; to: string }) => {
-      const info = await new Engine().compact(opts.from, opts.to);
+      const info = await openEngine().engine.compact(opts.from, opts.to);
       if (opts.json) return printJson({ tag: info.tag, diskBytes: info.diskBytes, meta: info.meta });
       process.stdout.write(`snapshot ${info.tag}: ${opts.from} flattened, ${formatBytes(info.diskBytes)} on disk\n`);
     }),
@@ -335,7 +335,7 @@ program
   .option('--force', 'remove it even though diff links depend on it (they fail once their cache is gone)')
   .action(
     action(async (tags: string[], opts: { cascade?: boolean; force?: boolean }) => {
-      const engine = new Engine();
+      const { engine } = openEngine();
       let failed = 0;
       for (const tag of tags) {
         try {
@@ -360,7 +360,9 @@ program
   .action(
     action(async (opts: JsonFlag & { tag: string; out?: string }) => {
       const out = opts.out ?? `${opts.tag}.forkd.tar.zst`;
-      const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().pack(opts.tag, out, onProgress));
+      const r = await withProgress(Boolean(opts.json), (onProgress) =>
+        openEngine().hub.pack(opts.tag, out, onProgress),
+      );
       if (opts.json) {
         return printJson({
           file: out,
@@ -387,7 +389,7 @@ program
   .action(
     action(async (file: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
       const r = await withProgress(Boolean(opts.json), (onProgress) =>
-        new Engine().unpack(file, installOptions(opts), onProgress),
+        openEngine().hub.unpack(file, installOptions(opts), onProgress),
       );
       if (opts.json)
         return printJson({ tags: r.tags, retaken: r.retaken ?? null, peak_rss_bytes: peakRss(), manifest: r.manifest });
@@ -405,7 +407,7 @@ program
   .action(
     action(async (ref: string, opts: JsonFlag & { tag?: string; force?: boolean }) => {
       const r = await withProgress(Boolean(opts.json), (onProgress) =>
-        new Engine().pull(ref, installOptions(opts), onProgress),
+        openEngine().hub.pull(ref, installOptions(opts), onProgress),
       );
       if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached, retaken: r.retaken ?? null });
       process.stdout.write(
@@ -422,7 +424,9 @@ program
   .option('--json', 'print the size and sha256 as JSON (the registry entry needs the sha256)')
   .action(
     action(async (url: string, opts: JsonFlag & { tag: string }) => {
-      const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().push(opts.tag, url, onProgress));
+      const r = await withProgress(Boolean(opts.json), (onProgress) =>
+        openEngine().hub.push(opts.tag, url, onProgress),
+      );
       if (opts.json) return printJson({ tag: opts.tag, url, bytes: r.bytes, sha256: r.sha256 });
       process.stdout.write(`pushed ${opts.tag} to ${url}: ${formatBytes(r.bytes)}, sha256 ${r.sha256}\n`);
     }),
@@ -439,7 +443,7 @@ program
   .action(
     action(async (opts: JsonFlag & { n: number; quiet?: boolean }) => {
       const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
-      const engine = new Engine();
+      const { engine } = openEngine();
       await engine.buildBase({ onProgress: progress.onProgress });
       const report = await runDemo(engine, opts.n, progress.onProgress).finally(progress.stop);
       if (opts.json) printJson(report);

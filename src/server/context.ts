@@ -1,12 +1,14 @@
 import type { Engine } from '../engine/engine.js';
+import type { Hub } from '../hub/hub.js';
 import type { BranchTracker } from './branches.js';
 import type { Metrics } from './metrics.js';
 import type { SandboxRegistry } from './registry.js';
 import type { OperationSlots } from './slots.js';
 
-/** What route handlers share: the engine and the daemon's own bookkeeping. */
+/** What route handlers share: the engine, the Hub over its snapshots and the daemon's own bookkeeping. */
 export interface DaemonContext {
   engine: Engine;
+  hub: Hub;
   registry: SandboxRegistry;
   slots: OperationSlots;
   metrics: Metrics;

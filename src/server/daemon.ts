@@ -2,8 +2,8 @@ import { writeJsonAtomic } from '../common/atomic-file.js';
 import { existsSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, isIP } from 'node:net';
-import { Engine } from '../engine/engine.js';
 import { StatePaths } from '../common/state-dir.js';
+import { openEngine } from '../hub/hub.js';
 import { VmProcess } from '../engine/vmm/vm-process.js';
 import { StartedVm } from '../engine/vmm/vm.js';
 import { ForkdError, errorMessage } from '../errors.js';
@@ -137,7 +137,7 @@ export class Daemon implements AsyncDisposable {
     }
     const ctx: DaemonContext = {
       // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
-      engine: new Engine(paths, { dieWithParent: false }),
+      ...openEngine(paths, { launch: { dieWithParent: false } }),
       registry: new SandboxRegistry(paths.file('sandboxes')),
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics(),

@@ -3,7 +3,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
+import type { Engine } from '../../src/engine/engine.js';
+import { openEngine, type Hub } from '../../src/hub/hub.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import { StatePaths } from '../../src/common/state-dir.js';
 
@@ -15,6 +16,7 @@ export class IsolatedHome {
   readonly root: string;
   readonly paths: StatePaths;
   readonly engine: Engine;
+  readonly hub: Hub;
 
   constructor(parentDir: string = tmpdir()) {
     const shared = new StatePaths();
@@ -23,7 +25,7 @@ export class IsolatedHome {
     symlinkSync(join(shared.root, 'images'), join(this.root, 'images'));
     if (existsSync(shared.file('accel.json'))) copyFileSync(shared.file('accel.json'), join(this.root, 'accel.json'));
     this.paths = new StatePaths(this.root);
-    this.engine = new Engine(this.paths);
+    ({ engine: this.engine, hub: this.hub } = openEngine(this.paths));
   }
 
   /** Environment for a CLI child process that should use this home. */
@@ -38,7 +40,7 @@ export class IsolatedHome {
       .filter((line) => line.includes('qemu-system') && line.includes(this.root));
   }
 
-  entries(dir: 'run' | 'tmp' | 'logs' | 'snapshots' | 'sandboxes'): string[] {
+  entries(dir: 'run' | 'tmp' | 'logs' | 'snapshots' | 'ledger'): string[] {
     const path = join(this.root, dir);
     return existsSync(path) ? readdirSync(path) : [];
   }

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Controller } from '../../src/client/controller.js';
-import { Engine } from '../../src/engine/engine.js';
 import { StatePaths } from '../../src/common/state-dir.js';
+import { openEngine } from '../../src/hub/hub.js';
 import { Daemon } from '../../src/server/daemon.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import type { PackManifest } from '../../src/hub/manifest.js';
@@ -16,7 +16,7 @@ import { unpack } from '../../src/hub/unpack.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
-const engine = home.engine;
+const { engine, hub } = home;
 const cli = join(import.meta.dirname, '../../bin/forkd.js');
 
 /** What a child of the snapshot holds: a file, a 4 MiB blob's checksum, and a process started in the parent. */
@@ -55,7 +55,7 @@ describe('forkd pack / unpack', () => {
     const before = await childState('hub-root');
     expect(before).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
     const out = join(home.root, 'hub-root.forkd.tar.zst');
-    const packed = await engine.pack('hub-root', out);
+    const packed = await hub.pack('hub-root', out);
     expect(packed.manifest.chain.map((l) => l.tag)).toEqual(['hub-root']);
     expect(packed.manifest.images.map((i) => i.path.split('/')[2])).toEqual(['bzImage', 'initramfs.cpio']);
     const memory = packed.manifest.chain[0]!.files.find((f) => f.path === 'hub-root/memory.bin')!;
@@ -76,7 +76,7 @@ describe('forkd pack / unpack', () => {
     expect(extracted.blocks * 512).toBeLessThan(extracted.size / 4);
 
     await engine.removeSnapshot('hub-root');
-    const unpacked = await engine.unpack(out);
+    const unpacked = await hub.unpack(out);
     expect(unpacked.tags).toEqual(['hub-root']);
     expect(await childState('hub-root')).toBe(before);
   });
@@ -87,7 +87,7 @@ describe('forkd pack / unpack', () => {
     await engine.branch(source!, 'hub-link', 'diff');
     await source!.kill();
     const out = join(home.root, 'hub-link.forkd.tar.zst');
-    const packed = await engine.pack('hub-link', out);
+    const packed = await hub.pack('hub-link', out);
     expect(packed.manifest.chain.map((l) => [l.tag, l.parent])).toEqual([
       ['hub-root', null],
       ['hub-link', 'hub-root'],
@@ -99,12 +99,12 @@ describe('forkd pack / unpack', () => {
     ]);
     await engine.removeSnapshot('hub-root', { cascade: true });
     expect(await tags()).toEqual([]);
-    expect((await engine.unpack(out)).tags).toEqual(['hub-root', 'hub-link']);
+    expect((await hub.unpack(out)).tags).toEqual(['hub-root', 'hub-link']);
     expect(await engine.describe('hub-link')).toMatchObject({ depth: 1, parent: 'hub-root' });
     expect(await childState('hub-link')).toBe('linked\n/tmp/blob: OK\nsleeper-alive\n');
     expect(await childState('hub-root')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
 
-    await expect(engine.unpack(out, { tag: 'renamed' })).rejects.toMatchObject({
+    await expect(hub.unpack(out, { tag: 'renamed' })).rejects.toMatchObject({
       code: 'FORKD_ERR_BAD_INPUT',
       message: expect.stringContaining('a chain of 2'),
     });
@@ -113,7 +113,7 @@ describe('forkd pack / unpack', () => {
   test('an existing tag is refused without --force and left as it was; --force replaces it; --tag installs a copy', async () => {
     const out = join(home.root, 'hub-root.forkd.tar.zst');
     const id = (await engine.snapshots.get('hub-root')).meta.id;
-    await expect(engine.unpack(out)).rejects.toMatchObject({
+    await expect(hub.unpack(out)).rejects.toMatchObject({
       code: 'FORKD_ERR_CONFLICT',
       message: 'snapshot hub-root already exists',
     });
@@ -121,9 +121,9 @@ describe('forkd pack / unpack', () => {
     expect(home.entries('tmp')).toEqual([]);
 
     await engine.removeSnapshot('hub-link');
-    expect((await engine.unpack(out, { force: true })).tags).toEqual(['hub-root']);
+    expect((await hub.unpack(out, { force: true })).tags).toEqual(['hub-root']);
     expect(home.entries('snapshots').filter((n) => n.startsWith('.'))).toEqual([]);
-    expect((await engine.unpack(out, { tag: 'hub-copy' })).tags).toEqual(['hub-copy']);
+    expect((await hub.unpack(out, { tag: 'hub-copy' })).tags).toEqual(['hub-copy']);
     expect(await childState('hub-copy')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
     await engine.removeSnapshot('hub-copy');
   });
@@ -159,9 +159,9 @@ describe('forkd pack / unpack', () => {
 
   test("on a state dir that never built anything, the pack's own images serve: unpack and fork build nothing", async () => {
     const fresh = new StatePaths(mkdtempSync(join(tmpdir(), 'forkd-fresh-'))); // no images, no accelerator verdict
-    const freshEngine = new Engine(fresh);
+    const { engine: freshEngine, hub: freshHub } = openEngine(fresh);
     try {
-      expect((await freshEngine.unpack(join(home.root, 'hub-root.forkd.tar.zst'))).tags).toEqual(['hub-root']);
+      expect((await freshHub.unpack(join(home.root, 'hub-root.forkd.tar.zst'))).tags).toEqual(['hub-root']);
       const [vm] = await freshEngine.fork('hub-root', 1);
       try {
         expect((await vm!.exec('cat /tmp/state')).stdout.toString()).toBe('packed\n');
@@ -276,7 +276,7 @@ describe('forkd pull / push', () => {
 
   beforeAll(async () => {
     pack = join(home.root, 'pull-root.forkd.tar.zst');
-    await engine.pack('hub-root', pack);
+    await home.hub.pack('hub-root', pack);
     const tampered = join(home.root, 'tampered.forkd.tar.zst');
     writeFileSync(tampered, Buffer.concat([readFileSync(pack).subarray(0, -10), Buffer.alloc(10, 0xff)]));
     hub = new LocalHub({
@@ -310,17 +310,17 @@ describe('forkd pull / push', () => {
 
   test('pull by name and version; a second pull of the same pack is served from what is installed', async () => {
     await engine.removeSnapshot('hub-root', { cascade: true });
-    const first = await engine.pull('acme/root@v1');
+    const first = await home.hub.pull('acme/root@v1');
     expect(first).toMatchObject({ ref: 'acme/root@v1', tags: ['hub-root'], cached: false });
     expect(await childState('hub-root')).toBe('packed\n/tmp/blob: OK\nsleeper-alive\n');
     const fetched = hub.requests.filter((r) => r.url.startsWith('/packs/')).length;
-    expect(await engine.pull('acme/root@v1')).toMatchObject({ tags: ['hub-root'], cached: true });
+    expect(await home.hub.pull('acme/root@v1')).toMatchObject({ tags: ['hub-root'], cached: true });
     expect(hub.requests.filter((r) => r.url.startsWith('/packs/')).length).toBe(fetched); // not downloaded again
     expect(home.entries('tmp')).toEqual([]);
   });
 
   test('a download whose connection drops resumes with a Range request', async () => {
-    const r = await engine.pull('acme/root@flaky', { tag: 'hub-flaky' });
+    const r = await home.hub.pull('acme/root@flaky', { tag: 'hub-flaky' });
     expect(r.tags).toEqual(['hub-flaky']);
     const flaky = hub.requests.filter((q) => q.url.startsWith('/flaky/'));
     expect(flaky).toHaveLength(2);
@@ -334,7 +334,7 @@ describe('forkd pull / push', () => {
     mkdirSync(downloads, { recursive: true });
     writeFileSync(join(downloads, 'acme_root_v1.forkd.tar.zst.partial'), randomBytes(4096));
     const before = hub.requests.length;
-    expect((await engine.pull('acme/root@v1', { tag: 'hub-stale' })).tags).toEqual(['hub-stale']);
+    expect((await home.hub.pull('acme/root@v1', { tag: 'hub-stale' })).tags).toEqual(['hub-stale']);
     const packRequests = hub.requests.slice(before).filter((r) => r.url === '/packs/root.forkd.tar.zst');
     expect(packRequests.map((r) => r.range)).toEqual(['bytes=4096-', undefined]);
     expect(readdirSync(downloads)).toEqual([]);
@@ -342,7 +342,7 @@ describe('forkd pull / push', () => {
   });
 
   test('a tampered pack fails its sha256 and leaves nothing behind', async () => {
-    await expect(engine.pull('acme/root@tampered', { tag: 'hub-tampered' })).rejects.toMatchObject({
+    await expect(home.hub.pull('acme/root@tampered', { tag: 'hub-tampered' })).rejects.toMatchObject({
       code: 'FORKD_ERR_CORRUPT',
       message: expect.stringContaining('does not match its sha256 in the registry'),
     });
@@ -351,14 +351,14 @@ describe('forkd pull / push', () => {
   });
 
   test('unknown names and versions, bad references and an unreachable Hub are clear errors', async () => {
-    await expect(engine.pull('acme/root@v9')).rejects.toMatchObject({
+    await expect(home.hub.pull('acme/root@v9')).rejects.toMatchObject({
       code: 'FORKD_ERR_NOT_FOUND',
       hint: expect.stringContaining('latest, v1'),
     });
-    await expect(engine.pull('../etc')).rejects.toMatchObject({ code: 'FORKD_ERR_BAD_INPUT' });
+    await expect(home.hub.pull('../etc')).rejects.toMatchObject({ code: 'FORKD_ERR_BAD_INPUT' });
     process.env.FORKD_HUB_URL = 'http://127.0.0.1:1';
     try {
-      await expect(engine.pull('acme/root')).rejects.toMatchObject({
+      await expect(home.hub.pull('acme/root')).rejects.toMatchObject({
         code: 'FORKD_ERR_UNREACHABLE',
         message: expect.stringContaining('http://127.0.0.1:1/registry.json'),
         hint: expect.stringContaining('FORKD_HUB_URL'),
@@ -388,21 +388,21 @@ describe('forkd pull / push', () => {
   });
 
   test('push uploads the pack with a streamed PUT; pulling it back by URL works', async () => {
-    const pushed = await engine.push('hub-root', `${base}/uploads/root.forkd.tar.zst`);
+    const pushed = await home.hub.push('hub-root', `${base}/uploads/root.forkd.tar.zst`);
     const stored = hub.uploads.get('/uploads/root.forkd.tar.zst')!;
     expect(stored.length).toBe(pushed.bytes);
     expect(createHash('sha256').update(stored).digest('hex')).toBe(pushed.sha256);
-    const back = await engine.pull(`${base}/uploads/root.forkd.tar.zst`, { tag: 'hub-pushed' });
+    const back = await home.hub.pull(`${base}/uploads/root.forkd.tar.zst`, { tag: 'hub-pushed' });
     expect(back.tags).toEqual(['hub-pushed']);
     await engine.removeSnapshot('hub-pushed');
     expect(home.entries('tmp')).toEqual([]);
 
     // a server that refuses, and one that is not there: clear errors, and no temporary pack left
-    await expect(engine.push('hub-root', `${base}/forbidden/root.forkd.tar.zst`)).rejects.toMatchObject({
+    await expect(home.hub.push('hub-root', `${base}/forbidden/root.forkd.tar.zst`)).rejects.toMatchObject({
       code: 'FORKD_ERR_UNREACHABLE',
       message: expect.stringContaining('answered 403'),
     });
-    await expect(engine.push('hub-root', 'http://127.0.0.1:1/root.forkd.tar.zst')).rejects.toMatchObject({
+    await expect(home.hub.push('hub-root', 'http://127.0.0.1:1/root.forkd.tar.zst')).rejects.toMatchObject({
       code: 'FORKD_ERR_UNREACHABLE',
       message: expect.stringContaining('cannot reach http://127.0.0.1:1/root.forkd.tar.zst'),
     });

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { Engine } from '../../src/engine/engine.js';
+import { openEngine } from '../../src/hub/hub.js';
 import { StatePaths } from '../../src/common/state-dir.js';
 
 const cli = join(import.meta.dirname, '../../bin/forkd.js');
@@ -150,14 +150,14 @@ describe('forkd pull on a fresh state dir refuses bad refs at once', () => {
 });
 
 describe('the engine refuses in well under a second', () => {
-  test('Engine.unpack of a missing file and of garbage, and Engine.pull of a bad ref, on a fresh state dir', async () => {
-    const engine = new Engine(new StatePaths(join(home, 'state')));
+  test('Hub.unpack of a missing file and of garbage, and Hub.pull of a bad ref, on a fresh state dir', async () => {
+    const { hub } = openEngine(new StatePaths(join(home, 'state')));
     const garbage = join(scratch, 'garbage-2.forkd.tar.zst');
     writeFileSync(garbage, randomBytes(1024 * 1024));
     for (const [what, attempt, code] of [
-      ['missing', () => engine.unpack(join(scratch, 'missing.forkd.tar.zst')), 'FORKD_ERR_NOT_FOUND'],
-      ['garbage', () => engine.unpack(garbage), 'FORKD_ERR_CORRUPT'],
-      ['bad ref', () => engine.pull('not a ref'), 'FORKD_ERR_BAD_INPUT'],
+      ['missing', () => hub.unpack(join(scratch, 'missing.forkd.tar.zst')), 'FORKD_ERR_NOT_FOUND'],
+      ['garbage', () => hub.unpack(garbage), 'FORKD_ERR_CORRUPT'],
+      ['bad ref', () => hub.pull('not a ref'), 'FORKD_ERR_BAD_INPUT'],
     ] as const) {
       const started = performance.now();
       await expect(attempt(), what).rejects.toMatchObject({ code });

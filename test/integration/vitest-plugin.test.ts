@@ -169,7 +169,7 @@ describe('forkd-action/vitest', () => {
   test('a snapshot configured with pull: comes from a pack served over HTTP', async () => {
     await home.engine.snapshot('to-pack', { warmup: 'echo from-a-pack > /tmp/packed' });
     const pack = join(home.root, 'to-pack.forkd.tar.zst');
-    await home.engine.pack('to-pack', pack);
+    await home.hub.pack('to-pack', pack);
     await home.engine.removeSnapshot('to-pack');
     const server = createServer((_req, res) => res.end(readFileSync(pack)));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { refuseUnsupportedRunner } from '../../src/action/runner-host.js';
-import { runDoctor } from '../../src/engine/doctor.js';
+import { runDoctor } from '../../src/cli/doctor.js';
 import { unsupportedHost } from '../../src/engine/host-platform.js';
 import { StatePaths } from '../../src/common/state-dir.js';
 

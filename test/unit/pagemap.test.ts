@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { isPrivateCopy } from '../../src/engine/snapshot/branch.js';
+import { isPrivateCopy } from '../../src/engine/snapshot/vm-copy.js';
 
 describe('isPrivateCopy (the high word of a /proc/PID/pagemap entry)', () => {
   test('a present page that is no longer the file page is one the VM wrote', () => {

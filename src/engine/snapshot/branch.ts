@@ -1,186 +1,127 @@
-import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { BRANCH_MODES } from '../../api/schemas.js';
+import type { BranchMode } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { StatePaths } from '../../common/state-dir.js';
-import { saveDeviceState, waitMigration } from '../vmm/device-state.js';
-import type { QemuBinary } from '../vmm/qemu-binary.js';
-import type { QmpClient } from '../vmm/qmp.js';
-import { VmProcess } from '../vmm/vm-process.js';
+import { findQemu } from '../vmm/qemu-binary.js';
 import type { StartedVm } from '../vmm/vm.js';
-import type { SnapshotWriter } from './store.js';
+import { contentHash, ensureFullMemory, MAX_CHAIN_DEPTH, MEMORY_DIFF_FILE, physicalBytes } from './chain.js';
+import { writeMemoryDiff } from './memory-diff.js';
+import type { SnapshotMeta } from './meta.js';
+import type { SnapshotInfo, SnapshotStore } from './store.js';
+import { validateTag } from './tag.js';
+import { copyRunningVm, type BranchCopy } from './vm-copy.js';
 
-export type BranchMode = 'full' | 'diff' | 'live';
-export const BRANCH_MODES: readonly BranchMode[] = ['full', 'diff', 'live'];
 
-/** What the source saw, and what the copy cost. */
-export interface BranchCopy {
-  /** How long the source's vCPUs were stopped. */
+export interface BranchResult extends SnapshotInfo {
+  mode: BranchMode;
+  /** How long the source VM was stopped. */
   pauseMs: number;
-  /** Bytes QEMU sent over the migration channel (zero pages cost a few bytes each). */
+  /** Bytes the new snapshot needs on disk (a diff link: its diff; plus device state). */
+  bytesWritten: number;
+  /** Bytes QEMU sent over the migration channel. */
   transferredBytes: number;
-  /** Precopy passes (live: 1 + the rounds of pages dirtied meanwhile). */
+  /** Precopy passes. */
   passes: number;
-  /** Pages a live copy had stale and that were rewritten from the stopped source. */
+  /** Pages a diff link stores. */
+  diffPages?: number;
+  /** Pages of a live copy that QEMU's dirty tracking missed and that were rewritten at the pause. */
   rewrittenPages: number;
-}
-
-const HELPER_START_TIMEOUT_MS = 30_000;
-/** The final pause a live branch aims for (QEMU stops the source when the rest fits in it). */
-const LIVE_DOWNTIME_MS = 20;
-/** Local socket, local disk: do not let QEMU's 128 MiB/s WAN default throttle the copy. */
-const MAX_BANDWIDTH = 16 * 1024 * 1024 * 1024;
-
-const PAGE = 4096;
-/** Bits 63 (present) and 61 (file page or shared anon) of a pagemap entry, in its high 32-bit word. */
-const PAGEMAP_PRESENT = 0x8000_0000;
-const PAGEMAP_FLAGS = PAGEMAP_PRESENT | 0x2000_0000;
-/** Pages compared per read (1 MiB). */
-const RECONCILE_RUN = 256;
-
-/**
- * Whether a pagemap entry (its high 32-bit word) is a page the process wrote since it mapped the
- * file: present, and a private copy rather than the file's page.
- */
-export function isPrivateCopy(pagemapHighWord: number): boolean {
-  // `>>> 0`: JS bitwise results are signed 32-bit, and bit 31 is the present bit
-  return (pagemapHighWord & PAGEMAP_FLAGS) >>> 0 === PAGEMAP_PRESENT;
+  totalMs: number;
 }
 
 /**
- * Makes the copy exact. QEMU 7.2 under TCG misses some guest writes in its dirty tracking (about
- * one live copy in four of a busy guest had 5–15 stale pages; children of such a copy hung or
- * panicked). While the source is stopped after the copy, every page it changed since its fork,
- * which the kernel knows exactly (a private, non-file page in /proc/PID/pagemap), is compared
- * with the copy and rewritten where it differs. Returns the pages rewritten.
- */
-function reconcileChangedPages(pid: number, ramFile: string, copy: string): number {
-  const mapping = readFileSync(`/proc/${pid}/maps`, 'utf8')
-    .split('\n')
-    .find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
-  if (!mapping) throw new ForkdError('FORKD_ERR_INTERNAL', `QEMU ${pid} has no mapping of ${ramFile}`);
-  const [low, high] = mapping
-    .split(' ')[0]!
-    .split('-')
-    .map((hex) => Number.parseInt(hex, 16)) as [number, number];
-  const pages = (high - low) / PAGE;
-  const fds = [`/proc/${pid}/pagemap`, `/proc/${pid}/mem`].map((path) => openSync(path, 'r'));
-  const target = openSync(copy, 'r+');
-  try {
-    const [pagemap, mem] = fds as [number, number];
-    const entries = Buffer.alloc(pages * 8);
-    readSync(pagemap, entries, 0, entries.length, (low / PAGE) * 8);
-    const changed = (i: number) => isPrivateCopy(entries.readUInt32LE(i * 8 + 4));
-    const source = Buffer.alloc(RECONCILE_RUN * PAGE);
-    const copied = Buffer.alloc(RECONCILE_RUN * PAGE);
-    let rewritten = 0;
-    // runs of consecutive changed pages, one read of each side per run
-    for (let i = 0; i < pages; i++) {
-      if (!changed(i)) continue;
-      let run = 1;
-      while (run < RECONCILE_RUN && i + run < pages && changed(i + run)) run++;
-      readSync(mem, source, 0, run * PAGE, low + i * PAGE);
-      readSync(target, copied, 0, run * PAGE, i * PAGE);
-      for (let p = 0; p < run; p++) {
-        const at = p * PAGE;
-        if (source.compare(copied, at, at + PAGE, at, at + PAGE) === 0) continue;
-        writeSync(target, source, at, PAGE, (i + p) * PAGE);
-        rewritten++;
-      }
-      i += run - 1;
-    }
-    return rewritten;
-  } finally {
-    for (const fd of [...fds, target]) closeSync(fd);
-  }
-}
-
-async function waitIncoming(qmp: QmpClient): Promise<void> {
-  const deadline = Date.now() + HELPER_START_TIMEOUT_MS * 2;
-  while ((await qmp.execute<{ status: string }>('query-status')).status === 'inmigrate') {
-    if (Date.now() > deadline) throw new ForkdError('FORKD_ERR_SNAPSHOT', 'the branch copy did not arrive in time');
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
-/**
- * Copies a running VM's complete state into a snapshot writer: a helper QEMU with the same
- * hardware, its RAM a fresh `share=on` file in the writer's dir, receives a migration of the
- * source (QEMU 7.2 cannot save a forked child's device state without its RAM, since that RAM is a
- * private mapping). The helper then saves its device state alone, like any parent.
+ * BRANCH: copies a running forked VM into a new snapshot that forks like any other; the VM
+ * carries on where it was. `full` pauses it for the whole copy, `live` only for the last round,
+ * and `diff` copies like `live` and then stores only the pages that differ from the snapshot
+ * the VM was forked from (a chain link).
  *
- * `full` stops the source for the whole copy; `live` copies while it runs and stops it only for
- * the last round. Either way the source is resumed (`cont`) before this resolves (`resumed`),
- * and the helper's device state is saved after (`done`).
+ * Returns once the VM runs again (`resumed`, with the pause) and when the snapshot is committed
+ * (`done`). A failure leaves no snapshot, and the VM running.
  */
-export function copyRunningVm(
-  source: StartedVm,
-  writer: SnapshotWriter,
-  live: boolean,
+export async function startBranch(
+  snapshots: SnapshotStore,
   paths: StatePaths,
-  qemu: QemuBinary,
-): { resumed: Promise<BranchCopy>; done: Promise<BranchCopy> } {
-  const spec = source.spec;
-  if (!spec.memoryFile) {
-    throw new ForkdError('FORKD_ERR_BAD_INPUT', `VM ${source.id} was booted, not forked: only forked VMs can branch`, {
+  vm: StartedVm,
+  tag: string,
+  mode: BranchMode,
+): Promise<{ resumed: Promise<BranchCopy>; done: Promise<BranchResult> }> {
+  validateTag(tag);
+  if (!BRANCH_MODES.includes(mode)) {
+    throw new ForkdError(
+      'FORKD_ERR_BAD_INPUT',
+      `branch mode ${JSON.stringify(mode)} is not one of ${BRANCH_MODES.join(', ')}`,
+    );
+  }
+  if (!vm.snapshot) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `VM ${vm.id} was booted, not forked: only forked VMs can branch`, {
       hint: 'fork from a snapshot (forkd spawn / engine.fork) and branch the child',
     });
   }
-  const helperSpec = { ...spec, memoryFile: { path: writer.memoryFile, shared: true }, incoming: true };
-  let helper: VmProcess | undefined;
-  const resumed = (async (): Promise<BranchCopy> => {
-    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS);
-    const channel = `unix:${join(helper.runDir, 'branch.sock')}`;
-    await helper.qmp.execute('migrate-incoming', { uri: channel });
-    const qmp = source.qmp;
-    // both ends must agree: the helper's RAM is shared, and it has to receive it
-    await qmp.execute('migrate-set-capabilities', {
-      capabilities: [{ capability: 'x-ignore-shared', state: false }],
-    });
-    await qmp.execute('migrate-set-parameters', { 'downtime-limit': LIVE_DOWNTIME_MS, 'max-bandwidth': MAX_BANDWIDTH });
-    const stoppedAt = performance.now();
-    if (!live) await qmp.execute('stop');
-    let status;
-    let completedAt = 0;
-    let rewritten = 0;
+  if (vm.stopped) throw new ForkdError('FORKD_ERR_VM_STOPPED', `VM ${vm.id} has stopped`);
+  const source = await snapshots.get(vm.snapshot);
+  const depth = mode === 'diff' ? (source.meta.depth ?? 0) + 1 : 0;
+  if (depth > MAX_CHAIN_DEPTH) {
+    throw new ForkdError(
+      'FORKD_ERR_LIMIT',
+      `a diff of ${source.tag} would be link ${depth} of its chain (max ${MAX_CHAIN_DEPTH})`,
+      {
+        hint: `branch with --mode full, or flatten first: forkd compact --from ${source.tag} --to NEW`,
+      },
+    );
+  }
+  const qemu = await findQemu();
+  const started = performance.now();
+  const writer = await snapshots.beginWrite(tag);
+  let copy: ReturnType<typeof copyRunningVm>;
+  try {
+    copy = copyRunningVm(vm, writer, mode !== 'full', paths, qemu);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  const done = (async (): Promise<BranchResult> => {
     try {
-      await qmp.execute('migrate', { uri: channel });
-      status = await waitMigration(qmp, 'copying the source VM');
-      completedAt = performance.now();
-      if (live) {
-        // A stopped source's copy is whole; a live one may miss writes (see reconcileChangedPages).
-        // The helper may still be applying the stream's last pages: the check waits for it, or it
-        // would be overwritten by them.
-        await waitIncoming(helper.qmp);
-        rewritten = reconcileChangedPages(source.pid, spec.memoryFile!.path, writer.memoryFile);
+      const copied = await copy.done;
+      const vmstateBytes = (await stat(writer.vmstateFile)).size;
+      let diffPages: number | undefined;
+      let memoryBytes = await physicalBytes(writer.memoryFile);
+      if (mode === 'diff') {
+        await ensureFullMemory(snapshots, source);
+        const diff = await writeMemoryDiff(source.memoryFile, writer.memoryFile, join(writer.dir, MEMORY_DIFF_FILE));
+        [diffPages, memoryBytes] = [diff.pages, diff.bytes];
       }
-    } finally {
-      await qmp.execute('cont').catch(() => {}); // the source runs on, whatever happened to the copy
+      const meta: SnapshotMeta = {
+        ...source.meta,
+        tag,
+        created: new Date().toISOString(),
+        id: randomUUID(),
+        parent: mode === 'diff' ? source.tag : null,
+        depth,
+        branch: { from: source.tag, mode, pauseMs: Math.round(copied.pauseMs * 10) / 10 },
+        vmstateBytes,
+      };
+      if (mode === 'diff') meta.parentPin = { id: source.meta.id ?? '', sha256: await contentHash(source) };
+      else delete meta.parentPin;
+      const info = await writer.commit(meta);
+      return {
+        ...info,
+        mode,
+        pauseMs: copied.pauseMs,
+        bytesWritten: memoryBytes + vmstateBytes,
+        transferredBytes: copied.transferredBytes,
+        passes: copied.passes,
+        rewrittenPages: copied.rewrittenPages,
+        ...(diffPages !== undefined ? { diffPages } : {}),
+        totalMs: performance.now() - started,
+      };
+    } catch (err) {
+      await writer.abort();
+      throw err;
     }
-    const resumedAt = performance.now();
-    return {
-      // live: QEMU's own measure of the stop up to completion, plus our poll and `cont`
-      pauseMs: live ? (status.downtime ?? 0) + (resumedAt - completedAt) : resumedAt - stoppedAt,
-      transferredBytes: status.ram?.transferred ?? 0,
-      passes: status.ram?.['dirty-sync-count'] ?? 1,
-      rewrittenPages: rewritten,
-    };
   })();
-  const done = (async () => {
-    try {
-      const copy = await resumed;
-      await waitIncoming(helper!.qmp);
-      await saveDeviceState(helper!.qmp, writer.vmstateFile);
-      return copy;
-    } finally {
-      await helper?.cleanup(false);
-    }
-  })();
-  resumed.catch(() => {}); // reported through `done` as well
-  return { resumed, done };
-}
-
-/** Bytes a file really occupies (memory files are sparse). */
-export async function physicalBytes(file: string): Promise<number> {
-  return (await stat(file)).blocks * 512;
+  done.catch(() => {}); // the caller may only await `resumed`; the failure is theirs through `done`
+  return { resumed: copy.resumed, done };
 }

@@ -4,7 +4,6 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { runTool } from '../host-tools.js';
-import { physicalBytes } from './branch.js';
 import { applyMemoryDiff } from './memory-diff.js';
 import { MEMORY_FILE, VMSTATE_FILE, type SnapshotInfo, type SnapshotStore } from './store.js';
 
@@ -100,6 +99,11 @@ export async function ensureFullMemory(store: SnapshotStore, info: SnapshotInfo)
     });
   }
   await applyMemoryDiff(parent.memoryFile, diff, join(info.dir, MEMORY_FILE), copySparse);
+}
+
+/** Bytes a file really occupies (memory files are sparse). */
+export async function physicalBytes(file: string): Promise<number> {
+  return (await stat(file)).blocks * 512;
 }
 
 /** Disk use of a snapshot: what it needs (`durable`) and the full-memory cache of a diff link (`cache`). */

@@ -1,4 +1,4 @@
-import type { PreparedChild } from './fork.js';
+import type { PreparedChild } from './child.js';
 
 const MAX_CONSECUTIVE_FAILURES = 3;
 

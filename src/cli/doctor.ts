@@ -1,17 +1,17 @@
 import { constants, existsSync } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';
 import { errorMessage } from '../errors.js';
-import { resolveAccel } from './accel.js';
-import { thisHost, unsupportedHost, type HostPlatform } from './host-platform.js';
-import { which } from './host-tools.js';
-import { Engine } from './engine.js';
-import type { GuestImages } from './images/official.js';
+import { resolveAccel } from '../engine/accel.js';
+import { thisHost, unsupportedHost, type HostPlatform } from '../engine/host-platform.js';
+import { which } from '../engine/host-tools.js';
+import type { GuestImages } from '../engine/images/official.js';
 import { packageVersion } from '../common/package-root.js';
+import { openEngine } from '../hub/hub.js';
 import { readPins } from '../hub/official.js';
-import { busyboxPath } from './images/initramfs.js';
-import { findKernelSource } from './images/kernel.js';
+import { busyboxPath } from '../engine/images/initramfs.js';
+import { findKernelSource } from '../engine/images/kernel.js';
 import type { StatePaths } from '../common/state-dir.js';
-import { findQemu, type QemuBinary } from './vmm/qemu-binary.js';
+import { findQemu, type QemuBinary } from '../engine/vmm/qemu-binary.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
@@ -109,7 +109,7 @@ export async function runDoctor(paths: StatePaths, host: HostPlatform = thisHost
   let base: GuestImages | undefined;
   try {
     // an official pack pulled earlier counts; nothing is fetched here
-    base = await new Engine(paths).buildBase({ lookupOnly: true });
+    base = await openEngine(paths).engine.buildBase({ lookupOnly: true });
     const from = base.official ? ` (from the official pack ${base.official})` : '';
     checks.push(check('base image', 'pass', `kernel ${base.kernel}, initramfs ${base.initrd}${from}`));
   } catch (err) {
