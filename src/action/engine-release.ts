@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { packageRoot, packageVersion } from '../common/package-root.js';
 import { ForkdError } from '../errors.js';
-import { sha256File } from '../hub/download.js';
+import { sha256File } from '../common/hash.js';
 import { RELEASES_URL } from '../hub/official.js';
 
 const TOOL = 'forkd';

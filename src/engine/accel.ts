@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { writeJsonAtomic } from '../common/atomic-file.js';
+import { sha256File } from '../common/hash.js';
 import { constants, existsSync, rmSync } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { release } from 'node:os';
@@ -124,13 +124,13 @@ export async function knownAccel(
 export async function resolveAccel(guest: AccelGuest, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
   const verdict = await hostVerdict();
   if (verdict) return verdict;
-  const kernel = await readFile(guest.kernel).catch((err: unknown) => {
+  const kernelSha256 = await sha256File(guest.kernel).catch((err: unknown) => {
     throw new ForkdError('FORKD_ERR_NOT_FOUND', `the guest kernel ${guest.kernel} cannot be read`, {
       hint: 'build it again (forkd build base), or unpack the snapshot that uses it again',
       cause: err,
     });
   });
-  const key = verdictKey(qemu, createHash('sha256').update(kernel).digest('hex'));
+  const key = verdictKey(qemu, kernelSha256);
   const cached = await cachedVerdict(paths, key);
   if (cached) return cached;
   const probed = await probeKvm(guest, paths, qemu);

@@ -2,11 +2,11 @@
  * HTTP for the Hub: a resumable download (a dropped connection continues with a Range request)
  * and a streamed upload. Both name the URL and the fix when the server cannot be reached.
  */
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { sha256File } from '../common/hash.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import type { PackProgress } from './pack.js';
 
@@ -48,13 +48,6 @@ function sizeMismatch(url: string, got: number, options: DownloadOptions): Forkd
     `${url} is ${got} bytes; ${options.vouchedBy ?? 'the registry'} says ${options.size}`,
     { hint: 'the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher' },
   );
-}
-
-/** The sha256 of a file, streamed. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 export interface DownloadOptions {
