@@ -251,10 +251,9 @@ export const API = {
 
 export type ApiRoute = (typeof API)[keyof typeof API];
 
-/** The error statuses every route can answer besides its own. */
+/** The error statuses of a route: its own, and 400, 401 and 500, which any can answer (even /healthz?x needs the token). */
 export function errorStatuses(spec: RouteSpec): number[] {
-  const common = spec.open ? [500] : [400, 401, 500];
-  return [...new Set([...common, ...(spec.errors ?? [])])].sort((a, b) => a - b);
+  return [...new Set([400, 401, 500, ...(spec.errors ?? [])])].sort((a, b) => a - b);
 }
 
 export function isRawBody(body: TSchema | RawBody | null | undefined): body is RawBody {

@@ -60,6 +60,7 @@ export function contractViolation(
   if (validator.Check(value)) return undefined;
   const problems = validator
     .Errors(value)
+    .filter((e) => e.keyword !== 'boolean') // `additionalProperties: false` says it again, as "schema is false"
     .slice(0, 3)
     .map((e) => `${e.instancePath || '(the body)'} ${e.message}`);
   return `${where}: ${problems.join('; ')}`;

@@ -369,7 +369,8 @@ describe('forkd pull / push', () => {
   });
 
   test('the daemon pulls too (POST /v1/snapshots/pull): 201 with the tags, 400 without a ref, 404 for an unknown version', async () => {
-    await using daemon = await Daemon.start({ paths: home.paths });
+    // the test Hub is plain http on loopback: a daemon pulls https:// only unless allowed
+    await using daemon = await Daemon.start({ paths: home.paths, allowHttpPull: true });
     const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
     try {
       expect(await client.pull('acme/root', { tag: 'hub-daemon' })).toEqual({
