@@ -15,7 +15,7 @@ import { compact, describe, removeSnapshot, type SnapshotDescription } from './s
 import type { WarmPool } from './snapshot/pool.js';
 import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import type { BranchCopy } from './snapshot/vm-copy.js';
-import type { LaunchOptions } from './vmm/vm-process.js';
+import type { LaunchOptions, VmLedgerHook } from './vmm/vm-process.js';
 import { StartedVm, type StartVmOptions } from './vmm/vm.js';
 import { findQemu } from './vmm/qemu-binary.js';
 
@@ -43,6 +43,7 @@ export class Engine implements AsyncDisposable {
   private readonly accels: HostAccel;
   private readonly maker: SnapshotMaker;
   private readonly forker: Forker;
+  private readonly ledger: VmLedgerHook | undefined;
 
   constructor(
     readonly paths: StatePaths = new StatePaths(),
@@ -53,6 +54,7 @@ export class Engine implements AsyncDisposable {
     this.accels = new HostAccel(paths);
     this.maker = new SnapshotMaker(paths, this.snapshots, this.images, this.accels);
     this.forker = new Forker(paths, this.snapshots, this.accels, options.launch ?? {});
+    this.ledger = options.launch?.ledger;
   }
 
   /** Kernel + base initramfs: the official pack's where one is pinned, else built on first use; memoised. */
@@ -116,7 +118,7 @@ export class Engine implements AsyncDisposable {
     tag: string,
     mode: BranchMode,
   ): Promise<{ resumed: Promise<BranchCopy>; done: Promise<BranchResult> }> {
-    return startBranch(this.snapshots, this.paths, vm, tag, mode);
+    return startBranch(this.snapshots, this.paths, vm, tag, mode, this.ledger);
   }
 
   /** BRANCH and wait for the snapshot (see startBranch). */

@@ -2,15 +2,17 @@ import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../hub/hub.js';
 import type { BranchTracker } from './branches.js';
 import type { Metrics } from './metrics.js';
-import type { SandboxRegistry } from './registry.js';
+import type { Ledger } from './ledger.js';
 import type { OperationSlots } from './slots.js';
 
 /** What route handlers share: the engine, the Hub over its snapshots and the daemon's own bookkeeping. */
 export interface DaemonContext {
   engine: Engine;
   hub: Hub;
-  registry: SandboxRegistry;
+  ledger: Ledger;
   slots: OperationSlots;
   metrics: Metrics;
   branches: BranchTracker;
+  /** Pulls may fetch plain http:// packs (forkd serve --allow-http-pull); otherwise https:// only. */
+  allowHttpPull: boolean;
 }

@@ -4,19 +4,17 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, isIP } from 'node:net';
 import { StatePaths } from '../common/state-dir.js';
 import { openEngine } from '../hub/hub.js';
-import { VmProcess } from '../engine/vmm/vm-process.js';
-import { StartedVm } from '../engine/vmm/vm.js';
 import { ForkdError, errorMessage } from '../errors.js';
 import { AuditLog } from './audit.js';
 import { authFailure, isHealthz, loadOrCreateToken } from './auth.js';
 import type { DaemonContext } from './context.js';
 import { httpStatus } from './http-status.js';
 import { Metrics } from './metrics.js';
-import { SandboxRegistry } from './registry.js';
-import { Router, type Reply } from './router.js';
-import { sandboxRoutes } from './routes/sandboxes.js';
-import { snapshotRoutes } from './routes/snapshots.js';
-import { systemRoutes } from './routes/system.js';
+import { adoptLeftovers } from './adoption.js';
+import { Ledger } from './ledger.js';
+import { Reaper } from './reaper.js';
+import type { Reply, Router } from './router.js';
+import { apiRouter } from './routes/index.js';
 import { OperationSlots } from './slots.js';
 import { BranchTracker } from './branches.js';
 
@@ -28,6 +26,8 @@ export interface DaemonOptions {
   paths?: StatePaths;
   /** Heavy operations (snapshots, forks) in flight at once; more get 503. */
   maxHeavy?: number;
+  /** POST /v1/snapshots/pull may fetch plain http:// packs (`--allow-http-pull`); default https:// only. */
+  allowHttpPull?: boolean;
 }
 
 /** What clients read to find a running daemon: `<state>/daemon.json`. */
@@ -78,27 +78,6 @@ function send(res: ServerResponse, reply: Reply): void {
   }
 }
 
-const ADOPT_PING_TIMEOUT_MS = 5000;
-
-/**
- * Reconciles with sandboxes a previous daemon left running: live ones whose agent answers are
- * adopted under their ids; the rest are killed and their files removed. Nothing is left behind.
- */
-async function adoptLeftovers(registry: SandboxRegistry, paths: StatePaths): Promise<void> {
-  for (const record of registry.leftovers()) {
-    let proc: VmProcess | undefined;
-    try {
-      proc = await VmProcess.adopt(record.runDir, record.spec, paths);
-      await proc.unlessExited(proc.agent.request('ping', {}, ADOPT_PING_TIMEOUT_MS), 'adoption');
-      registry.restore(record, new StartedVm(proc, record.readyMs, record.ports ?? {}, record.snapshot));
-    } catch {
-      await proc?.cleanup(false);
-      rmSync(record.runDir, { recursive: true, force: true });
-      registry.forget(record.id);
-    }
-  }
-}
-
 /** The engine as a daemon: REST over a Unix socket or loopback TCP, bearer auth, audit log, metrics. */
 export class Daemon implements AsyncDisposable {
   private closing: Promise<void> | undefined;
@@ -109,6 +88,7 @@ export class Daemon implements AsyncDisposable {
     readonly tokenFile: string,
     private readonly server: Server,
     private readonly ctx: DaemonContext,
+    private readonly reaper: Reaper,
     private readonly paths: StatePaths,
     private readonly socketPath: string | undefined,
   ) {}
@@ -135,20 +115,20 @@ export class Daemon implements AsyncDisposable {
       }
       rmSync(listen.path, { force: true }); // left by a daemon that died
     }
+    const ledger = new Ledger(paths.file('ledger'));
     const ctx: DaemonContext = {
       // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
-      ...openEngine(paths, { launch: { dieWithParent: false } }),
-      registry: new SandboxRegistry(paths.file('sandboxes')),
+      ...openEngine(paths, { launch: { dieWithParent: false, ledger } }),
+      ledger,
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics(),
       branches: new BranchTracker(),
+      allowHttpPull: options.allowHttpPull ?? false,
     };
-    await adoptLeftovers(ctx.registry, paths);
-    const router = new Router();
-    systemRoutes(router, ctx);
-    snapshotRoutes(router, ctx);
-    sandboxRoutes(router, ctx);
     const audit = new AuditLog(paths.file('audit.log'));
+    const reaper = new Reaper(ledger, audit, ctx.metrics);
+    await adoptLeftovers(ledger, paths, audit);
+    const router = apiRouter(ctx);
     const server = createServer((req, res) => void Daemon.handle(req, res, router, token, audit, ctx.metrics));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -170,6 +150,7 @@ export class Daemon implements AsyncDisposable {
       tokenFile,
       server,
       ctx,
+      reaper,
       paths,
       listen.kind === 'unix' ? listen.path : undefined,
     );
@@ -217,17 +198,17 @@ export class Daemon implements AsyncDisposable {
         throw new ForkdError('FORKD_ERR_NOT_FOUND', `no route for ${method} ${path}`, {
           hint: 'the API lives under /v1',
         });
-      if (match === 'method') {
-        status = 405;
-        send(res, { status, json: { error: `${method} is not allowed on ${path}` } });
-        return;
-      }
-      const reply = await match.handler({ req, params: match.params, query: url.searchParams });
+      if (match === 'method')
+        throw new ForkdError('FORKD_ERR_BAD_INPUT', `${method} is not allowed on ${path}`, {
+          status: 405,
+          hint: 'GET /v1/openapi.json lists the methods of each path',
+        });
+      const reply = await router.dispatch(match, req, url.searchParams);
       status = reply.status;
       send(res, reply);
     } catch (err) {
       const e = err instanceof ForkdError ? err : new ForkdError('FORKD_ERR_INTERNAL', errorMessage(err));
-      status = httpStatus(e.code);
+      status = e.status ?? httpStatus(e.code);
       if (!res.headersSent)
         send(res, { status, json: { error: e.message, code: e.code, ...(e.hint ? { hint: e.hint } : {}) } });
       else res.destroy();
@@ -238,8 +219,8 @@ export class Daemon implements AsyncDisposable {
     }
   }
 
-  get registry(): SandboxRegistry {
-    return this.ctx.registry;
+  get ledger(): Ledger {
+    return this.ctx.ledger;
   }
 
   /** `await using daemon = await Daemon.start()` closes it at scope exit. */
@@ -252,7 +233,8 @@ export class Daemon implements AsyncDisposable {
     this.closing ??= (async () => {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeAllConnections();
-      await Promise.all(this.ctx.registry.drain().map((s) => s.vm.kill()));
+      this.reaper.close();
+      await Promise.all(this.ctx.ledger.drain().map((s) => s.vm.kill()));
       await this.ctx.branches.settled(); // their sources are gone: they fail fast and clean up
       await this.ctx.engine.close();
       await closed;

@@ -6,6 +6,7 @@ import type { BranchMode } from '../../api/types.js';
 import { ForkdError } from '../../errors.js';
 import type { StatePaths } from '../../common/state-dir.js';
 import { findQemu } from '../vmm/qemu-binary.js';
+import type { VmLedgerHook } from '../vmm/vm-process.js';
 import type { StartedVm } from '../vmm/vm.js';
 import { contentHash, ensureFullMemory, MAX_CHAIN_DEPTH, MEMORY_DIFF_FILE, physicalBytes } from './chain.js';
 import { writeMemoryDiff } from './memory-diff.js';
@@ -13,7 +14,6 @@ import type { SnapshotMeta } from './meta.js';
 import type { SnapshotInfo, SnapshotStore } from './store.js';
 import { validateTag } from './tag.js';
 import { copyRunningVm, type BranchCopy } from './vm-copy.js';
-
 
 export interface BranchResult extends SnapshotInfo {
   mode: BranchMode;
@@ -47,6 +47,8 @@ export async function startBranch(
   vm: StartedVm,
   tag: string,
   mode: BranchMode,
+  /** Told of the helper QEMU the copy runs (the daemon's ledger). */
+  ledger?: VmLedgerHook,
 ): Promise<{ resumed: Promise<BranchCopy>; done: Promise<BranchResult> }> {
   validateTag(tag);
   if (!BRANCH_MODES.includes(mode)) {
@@ -77,7 +79,7 @@ export async function startBranch(
   const writer = await snapshots.beginWrite(tag);
   let copy: ReturnType<typeof copyRunningVm>;
   try {
-    copy = copyRunningVm(vm, writer, mode !== 'full', paths, qemu);
+    copy = copyRunningVm(vm, writer, mode !== 'full', paths, qemu, ledger);
   } catch (err) {
     await writer.abort();
     throw err;

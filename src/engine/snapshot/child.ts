@@ -52,6 +52,7 @@ export async function prepareChild(
   try {
     proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS, {
       ...launch,
+      snapshot: info.tag,
       inheritFds: [vmstate],
     });
   } finally {
@@ -86,7 +87,7 @@ export async function prepareSpare(
   qemu: QemuBinary,
   launch: LaunchOptions = {},
 ): Promise<PreparedChild> {
-  const child = await prepareChild(info, paths, qemu, launch);
+  const child = await prepareChild(info, paths, qemu, { ...launch, role: 'spare' });
   try {
     await child.proc.unlessExited(child.proc.qmp.execute('cont'), 'resume');
     const guest = new Guest(child.proc.agent);

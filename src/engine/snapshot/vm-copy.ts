@@ -5,7 +5,7 @@ import type { StatePaths } from '../../common/state-dir.js';
 import { saveDeviceState, waitMigration } from '../vmm/device-state.js';
 import type { QemuBinary } from '../vmm/qemu-binary.js';
 import type { QmpClient } from '../vmm/qmp.js';
-import { VmProcess } from '../vmm/vm-process.js';
+import { VmProcess, type VmLedgerHook } from '../vmm/vm-process.js';
 import type { StartedVm } from '../vmm/vm.js';
 import type { SnapshotWriter } from './store.js';
 
@@ -115,6 +115,7 @@ export function copyRunningVm(
   live: boolean,
   paths: StatePaths,
   qemu: QemuBinary,
+  ledger?: VmLedgerHook,
 ): { resumed: Promise<BranchCopy>; done: Promise<BranchCopy> } {
   const spec = source.spec;
   if (!spec.memoryFile) {
@@ -125,7 +126,11 @@ export function copyRunningVm(
   const helperSpec = { ...spec, memoryFile: { path: writer.memoryFile, shared: true }, incoming: true };
   let helper: VmProcess | undefined;
   const resumed = (async (): Promise<BranchCopy> => {
-    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS);
+    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS, {
+      ...(ledger ? { ledger } : {}),
+      role: 'branch-helper',
+      ...(source.snapshot ? { snapshot: source.snapshot } : {}),
+    });
     const channel = `unix:${join(helper.runDir, 'branch.sock')}`;
     await helper.qmp.execute('migrate-incoming', { uri: channel });
     const qmp = source.qmp;

@@ -1,13 +1,14 @@
 import { existsSync } from 'node:fs';
 import { ForkdError, type ErrorCode } from '../../errors.js';
-import { Guest, type EvalResult, type ExecOptions, type ExecResult, type RestoredInfo } from '../agent/guest.js';
+import type { EvalResult, ExecOptions, ExecResult } from '../../api/types.js';
+import { Guest, type RestoredInfo } from '../agent/guest.js';
 import { requireReadableFile } from '../host-tools.js';
 import { StatePaths } from '../../common/state-dir.js';
 import type { Accel, VmSockets, VmSpec } from './qemu-args.js';
 import { findQemu, type QemuBinary } from './qemu-binary.js';
 import type { QmpClient } from './qmp.js';
 import type { PortMap } from './ports.js';
-import { describeExit, VmProcess } from './vm-process.js';
+import { describeExit, VmProcess, type ExitInfo, type VmLedgerHook } from './vm-process.js';
 
 export interface StartVmOptions {
   kernel: string;
@@ -36,6 +37,16 @@ export interface StoppedVm {
 }
 
 const DEFAULT_BOOT_TIMEOUT_MS = 30_000;
+const ADOPT_PING_TIMEOUT_MS = 5000;
+
+/** What a forked VM's adopter must know besides its run dir: how it was started. */
+export interface AdoptableVm {
+  runDir: string;
+  spec: VmSpec;
+  readyMs: number;
+  ports: PortMap;
+  snapshot: string;
+}
 
 /** A running microVM: one QEMU process, its QMP socket and its guest agent. */
 export class StartedVm implements AsyncDisposable {
@@ -66,6 +77,11 @@ export class StartedVm implements AsyncDisposable {
 
   get pid(): number {
     return this.proc.pid;
+  }
+
+  /** Resolves when QEMU exits, whoever ended it. */
+  get exited(): Promise<ExitInfo> {
+    return this.proc.exited;
   }
 
   get accel(): Accel {
@@ -133,6 +149,21 @@ export class StartedVm implements AsyncDisposable {
       throw err;
     }
     return new StartedVm(proc, performance.now() - proc.spawnedAt);
+  }
+
+  /**
+   * Takes over a forked VM that a previous forkd process left running: reconnects and waits for
+   * its agent to answer. On failure the VM is killed and its files removed, and the error says why.
+   */
+  static async adopt(vm: AdoptableVm, paths: StatePaths, ledger?: VmLedgerHook): Promise<StartedVm> {
+    const proc = await VmProcess.adopt(vm.runDir, vm.spec, paths, ledger);
+    try {
+      await proc.unlessExited(proc.agent.request('ping', {}, ADOPT_PING_TIMEOUT_MS), 'adoption');
+    } catch (err) {
+      await proc.cleanup(false);
+      throw err;
+    }
+    return new StartedVm(proc, vm.readyMs, vm.ports, vm.snapshot);
   }
 
   exec(command: string | string[], options?: ExecOptions): Promise<ExecResult> {
