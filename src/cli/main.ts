@@ -7,13 +7,13 @@ import { assertSupportedHost } from '../engine/host-platform.js';
 import { packageRoot, packageVersion } from '../common/package-root.js';
 import { exitOnSignals } from '../engine/reaper.js';
 import { loadRecipe } from '../engine/images/recipe.js';
-import { ForkdError, errorMessage } from '../errors.js';
 import { Daemon } from '../server/daemon.js';
 import { formatDemo, runDemo } from './demo.js';
 import { sandboxCommands } from './sandbox-commands.js';
 import type { OnProgress } from '../engine/progress.js';
 import { openEngine } from '../hub/hub.js';
 import type { Unpacked } from '../hub/unpack.js';
+import { commandError, debugStack } from './errors.js';
 import { progressRenderer } from './progress.js';
 
 interface JsonFlag {
@@ -61,7 +61,7 @@ function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** Runs a command action; a ForkdError becomes a message + hint (or a JSON error) and exit code 1. */
+/** Runs a command action; an error becomes a message + hint (or a JSON error) and exit code 1. */
 function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>) {
   return async (...args: A): Promise<void> => {
     const opts = args.find((a): a is JsonFlag => typeof a === 'object' && a !== null && !Array.isArray(a)) ?? {};
@@ -69,7 +69,9 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<number | void>)
       const code = await fn(...args);
       process.exitCode = code ?? 0;
     } catch (err) {
-      const e = err instanceof ForkdError ? err : new ForkdError('FORKD_ERR_BAD_INPUT', errorMessage(err));
+      const e = commandError(err);
+      const stack = debugStack(e);
+      if (stack) process.stderr.write(`${stack}\n`);
       if (opts.json) printJson(e.toJSON());
       else process.stderr.write(`forkd: ${e.describe()}\n`);
       process.exitCode = 1;
@@ -342,7 +344,7 @@ program
           for (const removed of await engine.removeSnapshot(tag, opts)) process.stdout.write(`removed ${removed}\n`);
         } catch (err) {
           failed++;
-          process.stderr.write(`forkd: ${err instanceof ForkdError ? err.describe() : errorMessage(err)}\n`);
+          process.stderr.write(`forkd: ${commandError(err).describe()}\n`);
         }
       }
       return failed ? 1 : 0;
@@ -462,12 +464,14 @@ program
   .option('--listen <addr>', 'Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)')
   .option('--token-file <file>', 'bearer token file (default: <state>/token, generated 0600 if absent)')
   .option('--max-heavy <n>', 'snapshots/forks in flight at once; more get 503', positiveInt, 4)
+  .option('--allow-http-pull', 'let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)')
   .action(
-    action(async (opts: { listen?: string; tokenFile?: string; maxHeavy: number }) => {
+    action(async (opts: { listen?: string; tokenFile?: string; maxHeavy: number; allowHttpPull?: boolean }) => {
       const daemon = await Daemon.start({
         ...(opts.listen ? { listen: opts.listen } : {}),
         ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
         maxHeavy: opts.maxHeavy,
+        allowHttpPull: opts.allowHttpPull === true,
       });
       process.stderr.write(
         `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM or Ctrl-C stops it\n`,

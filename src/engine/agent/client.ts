@@ -1,4 +1,6 @@
 import { connect, type Socket } from 'node:net';
+import { basename, dirname } from 'node:path';
+import { debuglog } from '../../common/debug.js';
 import { ForkdError } from '../../errors.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
 
@@ -9,7 +11,11 @@ export interface AgentReply {
   [field: string]: unknown;
 }
 
+const debug = debuglog('agent');
+
 interface Pending {
+  op: string;
+  sentAt: number;
   resolve: (reply: AgentReply) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout | undefined;
@@ -36,11 +42,16 @@ export class AgentClient {
   private closedError: ForkdError | undefined;
   onUnsolicited: (reply: AgentReply) => void = () => {};
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    /** The VM's id (its run dir's name), for debug lines. */
+    private readonly vmId: string,
+  ) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('close', () =>
-      this.fail(this.closedError ?? new ForkdError('FORKD_ERR_AGENT_DISCONNECTED', 'agent connection closed')),
-    );
+    socket.on('close', () => {
+      debug(vmId, 'connection closed (%d requests in flight)', this.pending.size);
+      this.fail(this.closedError ?? new ForkdError('FORKD_ERR_AGENT_DISCONNECTED', 'agent connection closed'));
+    });
     socket.on('error', () => {});
   }
 
@@ -49,7 +60,7 @@ export class AgentClient {
       const socket = connect(path);
       socket.once('connect', () => {
         socket.removeListener('error', reject);
-        resolve(new AgentClient(socket));
+        resolve(new AgentClient(socket, basename(dirname(path))));
       });
       socket.once('error', reject);
     });
@@ -73,6 +84,14 @@ export class AgentClient {
       }
       this.pending.delete(reply.id as number);
       clearTimeout(pending.timer);
+      debug(
+        this.vmId,
+        '<- #%d %s %s (%d ms)',
+        reply.id,
+        pending.op,
+        reply.ok ? 'ok' : (reply.error?.code ?? 'E_UNKNOWN'),
+        Math.round(performance.now() - pending.sentAt),
+      );
       if (reply.ok) pending.resolve(reply);
       else pending.reject(new AgentError(reply.error?.code ?? 'E_UNKNOWN', reply.error?.message ?? 'agent error'));
     }
@@ -92,10 +111,12 @@ export class AgentClient {
         timeoutMs === undefined
           ? undefined
           : setTimeout(() => {
+              debug(this.vmId, '#%d %s: no reply within %d ms', id, op, timeoutMs);
               this.pending.delete(id);
               reject(new ForkdError('FORKD_ERR_AGENT_TIMEOUT', `agent did not answer "${op}" within ${timeoutMs} ms`));
             }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { op, sentAt: performance.now(), resolve, reject, timer });
+      debug(this.vmId, '-> #%d %s (%d bytes)', id, op, frame.length);
       this.socket.write(frame);
     });
   }

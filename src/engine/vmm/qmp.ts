@@ -1,5 +1,20 @@
 import { connect, type Socket } from 'node:net';
+import { basename, dirname } from 'node:path';
+import { debuglog } from '../../common/debug.js';
 import { ForkdError } from '../../errors.js';
+
+const debug = debuglog('qmp');
+/** How much of a malformed line an error quotes. */
+const QUOTED_LINE_CHARS = 200;
+
+interface QmpMessage {
+  QMP?: unknown;
+  id?: number;
+  return?: unknown;
+  error?: { desc: string };
+  event?: string;
+  data?: unknown;
+}
 
 interface Pending {
   resolve: (value: unknown) => void;
@@ -12,8 +27,14 @@ export class QmpClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
+  /** Why the VM was failed (a malformed line): what every later command is rejected with. */
+  private failure: ForkdError | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    /** The VM's id (its run dir's name), for debug lines. */
+    private readonly vmId: string,
+  ) {
     socket.setEncoding('utf8');
     this.greeting.catch(() => {}); // a close after connect() returned is not an error for anyone
     socket.on('data', (chunk: string) => this.onData(chunk));
@@ -32,7 +53,7 @@ export class QmpClient {
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });
-    const client = new QmpClient(socket);
+    const client = new QmpClient(socket, basename(dirname(path)));
     try {
       await client.greeting;
       await client.execute('qmp_capabilities');
@@ -57,19 +78,52 @@ export class QmpClient {
       const line = this.buffer.slice(0, newline).trim();
       this.buffer = this.buffer.slice(newline + 1);
       if (!line) continue;
-      const message = JSON.parse(line) as { QMP?: unknown; id?: number; return?: unknown; error?: { desc: string } };
+      const message = parseMessage(line);
+      if (!message) {
+        this.failMalformed(line);
+        return;
+      }
       if (message.QMP) this.greetingResolve();
+      if (message.event) debug(this.vmId, 'event %s %j', message.event, message.data ?? {});
       if (typeof message.id !== 'number') continue;
       const pending = this.pending.get(message.id);
       this.pending.delete(message.id);
-      if (message.error) pending?.reject(new ForkdError('FORKD_ERR_QEMU_EXITED', `QMP: ${message.error.desc}`));
-      else pending?.resolve(message.return);
+      if (message.error) {
+        debug(this.vmId, '<- #%d error: %s', message.id, message.error.desc);
+        pending?.reject(new ForkdError('FORKD_ERR_QEMU_EXITED', `QMP: ${message.error.desc}`));
+      } else {
+        debug(this.vmId, '<- #%d ok', message.id);
+        pending?.resolve(message.return);
+      }
     }
   }
 
+  /**
+   * QEMU sent something that is not a QMP message: nothing it says can be trusted any more, so the
+   * VM is failed (every command in flight and later rejected, the monitor closed) instead of
+   * letting the parse error escape the socket handler and take the process down.
+   */
+  private failMalformed(line: string): void {
+    const quoted = line.length > QUOTED_LINE_CHARS ? `${line.slice(0, QUOTED_LINE_CHARS)}…` : line;
+    debug(this.vmId, 'malformed line: %s', quoted);
+    const err = new ForkdError('FORKD_ERR_VM_STOPPED', `QMP sent a malformed line, so the VM is failed: ${quoted}`, {
+      hint: 'QEMU misbehaved or its monitor socket was tampered with; remove this VM and fork again',
+    });
+    this.failure = err;
+    this.greetingReject(err);
+    this.failAll(err);
+    this.buffer = '';
+    this.socket.destroy();
+  }
+
   execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
-    if (this.closed) return Promise.reject(new ForkdError('FORKD_ERR_VM_STOPPED', `QMP ${command}: connection closed`));
+    if (this.closed) {
+      return Promise.reject(
+        this.failure ?? new ForkdError('FORKD_ERR_VM_STOPPED', `QMP ${command}: connection closed`),
+      );
+    }
     const id = this.nextId++;
+    debug(this.vmId, '-> #%d %s %j', id, command, args ?? {});
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.socket.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id })}\n`);
@@ -85,5 +139,17 @@ export class QmpClient {
   close(): void {
     this.closed = true;
     this.socket.destroy();
+  }
+}
+
+/** A QMP message (a JSON object), or undefined for anything else. */
+function parseMessage(line: string): QmpMessage | undefined {
+  try {
+    const message: unknown = JSON.parse(line);
+    return typeof message === 'object' && message !== null && !Array.isArray(message)
+      ? (message as QmpMessage)
+      : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -4,6 +4,7 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { debuglog } from '../../common/debug.js';
 import { ForkdError, type ErrorCode } from '../../errors.js';
 import { AgentClient } from '../agent/client.js';
 import { which } from '../host-tools.js';
@@ -51,6 +52,7 @@ export interface LaunchOptions {
 }
 
 const ADOPTED_EXIT_POLL_MS = 250;
+const debug = debuglog('vm');
 
 function spawned(child: ChildProcess): ProcessHandle {
   return {
@@ -130,7 +132,10 @@ export class VmProcess {
     readonly spawnedAt: number,
     private readonly ledger: VmLedgerHook | undefined,
   ) {
-    void handle.exited.then((info) => (this.exitInfo = info));
+    void handle.exited.then((info) => {
+      this.exitInfo = info;
+      debug(id, 'QEMU pid %d exited (%s)', handle.pid, describeExit(info));
+    });
   }
 
   get pid(): number {
@@ -190,6 +195,7 @@ export class VmProcess {
       closeSync(stderr);
     }
     const handle = spawned(child);
+    debug(id, 'launched QEMU pid %d (%d MiB, %s)', handle.pid, spec.memoryMiB, spec.incoming ? 'incoming' : 'boot');
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync(runDir, { recursive: true, force: true });
@@ -216,6 +222,7 @@ export class VmProcess {
     const sockets = VmProcess.socketsIn(runDir, paths);
     const pid = Number(readFileSync(sockets.pidFile, 'utf8').trim());
     const handle = adopted(pid, runDir);
+    debug(basename(runDir), 'adopting QEMU pid %d', pid);
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync(runDir, { recursive: true, force: true });
