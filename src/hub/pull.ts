@@ -3,6 +3,7 @@
  * (FORKD_HUB_URL), downloaded (resumably), checked against the registry's sha256, and unpacked.
  * A ref already pulled with the same sha256, whose snapshots are still there, is not fetched again.
  */
+import { createHash } from 'node:crypto';
 import { writeJsonAtomic } from '../common/atomic-file.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -100,33 +101,44 @@ export async function resolveRef(ref: string): Promise<PackSource> {
   };
 }
 
-/** What pulls have installed: ref -> the pack's sha256 and the tags it became. */
+interface PullRecord {
+  ref: string;
+  sha256?: string;
+  tags: string[];
+}
+
+/**
+ * What pulls have installed: ref -> the pack's sha256 and the tags it became. One file per ref,
+ * each replaced atomically, so pulls running at once (in one process or several) never lose each
+ * other's records, as a shared read-modify-write file would.
+ */
 export class PullCache {
   constructor(private readonly paths: StatePaths) {}
 
-  private get file(): string {
-    return join(this.paths.root, 'hub', 'pulled.json');
+  private get dir(): string {
+    return join(this.paths.root, 'hub', 'pulled');
   }
 
-  private read(): Record<string, { sha256?: string; tags: string[] }> {
-    try {
-      return JSON.parse(readFileSync(this.file, 'utf8')) as Record<string, { sha256?: string; tags: string[] }>;
-    } catch {
-      return {};
-    }
+  private fileOf(ref: string): string {
+    return join(this.dir, `${createHash('sha256').update(ref).digest('hex')}.json`);
   }
 
   /** The tags of an earlier pull of the same pack, if they are all still installed. */
   lookup(source: PackSource): string[] | undefined {
-    const hit = this.read()[source.ref];
-    if (!hit || !source.sha256 || hit.sha256 !== source.sha256) return undefined;
+    let hit: PullRecord;
+    try {
+      hit = JSON.parse(readFileSync(this.fileOf(source.ref), 'utf8')) as PullRecord;
+    } catch {
+      return undefined;
+    }
+    if (hit.ref !== source.ref || !source.sha256 || hit.sha256 !== source.sha256) return undefined;
     return hit.tags.every((tag) => existsSync(join(this.paths.snapshots(), tag))) ? hit.tags : undefined;
   }
 
   async record(source: PackSource, tags: string[]): Promise<void> {
-    const all = { ...this.read(), [source.ref]: { ...(source.sha256 ? { sha256: source.sha256 } : {}), tags } };
-    await mkdir(join(this.paths.root, 'hub'), { recursive: true });
-    writeJsonAtomic(this.file, all, { pretty: true });
+    const record: PullRecord = { ref: source.ref, ...(source.sha256 ? { sha256: source.sha256 } : {}), tags };
+    await mkdir(this.dir, { recursive: true });
+    writeJsonAtomic(this.fileOf(source.ref), record, { pretty: true });
   }
 
   /** Where the download of `source` goes (a stable name, so an interrupted one resumes). */
