@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { link, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ForkdError } from '../../errors.js';
 import { runTool } from '../host-tools.js';
@@ -98,7 +98,28 @@ export async function ensureFullMemory(store: SnapshotStore, info: SnapshotInfo)
       hint: `remove it (forkd rmi ${info.tag}) and branch again`,
     });
   }
-  await applyMemoryDiff(parent.memoryFile, diff, join(info.dir, MEMORY_FILE), copySparse);
+  // A name of this call's own: forks of the same link (in this process or another) may assemble at once.
+  const staging = `${info.memoryFile}.assembling-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await applyMemoryDiff(parent.memoryFile, diff, staging, copySparse);
+    await installAssembled(staging, info.memoryFile, expected);
+  } finally {
+    await rm(staging, { force: true });
+  }
+}
+
+/**
+ * Puts a complete assembly at `memoryFile` atomically. A link (unlike a rename) never replaces:
+ * when a concurrent assembly got there first, its file stays and this one is dropped. Only a
+ * memory.bin of the wrong size (a stale cache) is replaced.
+ */
+async function installAssembled(staging: string, memoryFile: string, expected: number): Promise<void> {
+  try {
+    await link(staging, memoryFile);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if ((await stat(memoryFile)).size !== expected) await rename(staging, memoryFile);
+  }
 }
 
 /** Bytes a file really occupies (memory files are sparse). */

@@ -1,4 +1,4 @@
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { ForkdError } from '../../errors.js';
 
 /**
@@ -60,7 +60,7 @@ export async function writeMemoryDiff(
 
 /**
  * Writes `out` = `base` with the diff's pages applied (a sparse copy of base first; `cp` keeps
- * holes). Written beside `out` and renamed, so a crash never leaves a half-assembled file.
+ * holes). `out` is written in place: the caller stages it and installs it once complete.
  */
 export async function applyMemoryDiff(
   base: string,
@@ -68,34 +68,28 @@ export async function applyMemoryDiff(
   out: string,
   copySparse: (from: string, to: string) => Promise<unknown>,
 ): Promise<void> {
-  const staging = `${out}.assembling-${process.pid}`;
+  await copySparse(base, out);
+  const [d, target] = await Promise.all([open(diff, 'r'), open(out, 'r+')]);
   try {
-    await copySparse(base, staging);
-    const [d, target] = await Promise.all([open(diff, 'r'), open(staging, 'r+')]);
-    try {
-      const header = Buffer.alloc(HEADER_BYTES);
-      await d.read(header, 0, HEADER_BYTES, 0);
-      const count = header.readUInt32LE(12);
-      if (!header.subarray(0, 8).equals(MAGIC) || header.readUInt32LE(8) !== PAGE_SIZE) {
-        throw new ForkdError('FORKD_ERR_CORRUPT', `${diff} is not a forkd memory diff`, {
-          hint: 'remove the snapshot (forkd rmi) and branch it again',
-        });
-      }
-      const index = Buffer.alloc(count * 4);
-      await d.read(index, 0, index.length, HEADER_BYTES);
-      const page = Buffer.alloc(PAGE_SIZE);
-      let at = HEADER_BYTES + index.length;
-      for (let i = 0; i < count; i++, at += PAGE_SIZE) {
-        const { bytesRead } = await d.read(page, 0, PAGE_SIZE, at);
-        if (bytesRead !== PAGE_SIZE) throw new ForkdError('FORKD_ERR_CORRUPT', `${diff} is truncated`);
-        await target.write(page, 0, PAGE_SIZE, index.readUInt32LE(i * 4) * PAGE_SIZE);
-      }
-      await target.sync();
-    } finally {
-      await Promise.all([d.close(), target.close()]);
+    const header = Buffer.alloc(HEADER_BYTES);
+    await d.read(header, 0, HEADER_BYTES, 0);
+    const count = header.readUInt32LE(12);
+    if (!header.subarray(0, 8).equals(MAGIC) || header.readUInt32LE(8) !== PAGE_SIZE) {
+      throw new ForkdError('FORKD_ERR_CORRUPT', `${diff} is not a forkd memory diff`, {
+        hint: 'remove the snapshot (forkd rmi) and branch it again',
+      });
     }
-    await rename(staging, out);
+    const index = Buffer.alloc(count * 4);
+    await d.read(index, 0, index.length, HEADER_BYTES);
+    const page = Buffer.alloc(PAGE_SIZE);
+    let at = HEADER_BYTES + index.length;
+    for (let i = 0; i < count; i++, at += PAGE_SIZE) {
+      const { bytesRead } = await d.read(page, 0, PAGE_SIZE, at);
+      if (bytesRead !== PAGE_SIZE) throw new ForkdError('FORKD_ERR_CORRUPT', `${diff} is truncated`);
+      await target.write(page, 0, PAGE_SIZE, index.readUInt32LE(i * 4) * PAGE_SIZE);
+    }
+    await target.sync();
   } finally {
-    await rm(staging, { force: true });
+    await Promise.all([d.close(), target.close()]);
   }
 }
