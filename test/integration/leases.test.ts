@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Controller } from '../../src/client/controller.js';
+import { openEngine } from '../../src/hub/hub.js';
 import type { VmRecord } from '../../src/server/ledger.js';
 import { IsolatedHome } from '../helpers/isolated-home.js';
 
@@ -236,6 +237,37 @@ describe('reaping', () => {
     expect(removed.removed.sort()).toEqual([...leased.map((s) => s.id), unleased.id].sort());
     expect(await liveIds()).toEqual([other.id]);
     await other.kill();
+  });
+});
+
+describe("the engine's launch hook", () => {
+  test('every QEMU of a pool, a fork and a branch is reported with its role and snapshot, and its end', async () => {
+    const launched: Array<{ vm: string; role: string; snapshot: string | undefined }> = [];
+    const ended: string[] = [];
+    const { engine } = openEngine(home.paths, {
+      launch: {
+        ledger: {
+          launched: (proc, role, snapshot) => launched.push({ vm: proc.id, role, snapshot }),
+          ended: (proc) => ended.push(proc.id),
+        },
+      },
+    });
+    try {
+      await engine.warmPool(SNAPSHOT, 1);
+      const children = await engine.fork(SNAPSHOT, 2); // the spare, and one restored cold; the pool refills
+      await engine.branch(children[0]!, 'hooked', 'full');
+      await Promise.all(children.map((vm) => vm.kill()));
+    } finally {
+      await engine.close();
+      await engine.removeSnapshot('hooked').catch(() => {});
+    }
+    expect(launched.map((l) => `${l.role} ${l.snapshot}`).sort()).toEqual([
+      `branch-helper ${SNAPSHOT}`,
+      `child ${SNAPSHOT}`,
+      `spare ${SNAPSHOT}`,
+      `spare ${SNAPSHOT}`,
+    ]);
+    expect(ended.sort()).toEqual(launched.map((l) => l.vm).sort());
   });
 });
 
