@@ -96,7 +96,7 @@ describe('forkd-action/vitest', () => {
     // the daemon the run started is gone with its sandboxes, pools and checkpoints
     expect(home.qemuProcesses()).toEqual([]);
     expect(existsSync(join(home.root, 'daemon.json'))).toBe(false);
-    expect(home.entries('sandboxes')).toEqual([]);
+    expect(home.entries('ledger')).toEqual([]);
     expect(home.entries('snapshots')).toEqual(['pg']); // kept for the next run
   }, 900_000);
 
@@ -127,6 +127,23 @@ describe('forkd-action/vitest', () => {
     expect(recipe.output).toContain(`hint: 'name one of ${recipes.map((e) => e.name).join(', ')}, or give the path`);
     expect(home.qemuProcesses()).toEqual([]);
     expect(existsSync(join(home.root, 'daemon.json'))).toBe(false); // the daemon the failed setup started is gone
+  }, 300_000);
+
+  test("the run's sandboxes have its owner and a lease; its teardown removes its own checkpoints, not another run's", async () => {
+    const other = 'vitest-ckpt-0123456789ab-000000000000'; // as another run on this engine names them
+    await home.engine.snapshot(other, { memoryMiB: 128 });
+    try {
+      const r = await vitest('test/fixtures/vitest-checkpoint/vitest.config.ts');
+      expect(r.output).toMatch(/Tests {2}1 passed \(1\)/);
+      expect(r.status).toBe(0);
+      const ours = /checkpoint of this run: (vitest-ckpt-[0-9a-f]{12}-[0-9a-f]{12})/.exec(r.output)?.[1];
+      expect(ours).toBeDefined();
+      expect(home.entries('snapshots')).not.toContain(ours);
+      expect(home.entries('snapshots')).toContain(other);
+    } finally {
+      await home.engine.removeSnapshot(other);
+    }
+    expect(home.qemuProcesses()).toEqual([]);
   }, 300_000);
 
   test('an engine of another version stops the run at setup, naming both versions', async () => {
