@@ -414,12 +414,19 @@ static void op_exec(const jval *req, const jval *id, bool eval)
 		close_fd(&j->fd[0]);
 }
 
+static void reply_too_large(const jval *id, const char *path, double max_bytes)
+{
+	reply_error(id, "E_TOO_LARGE", "read %s: longer than max_bytes (%.0f)", path, max_bytes);
+}
+
+/* max_bytes (optional) bounds the whole file: a read that would pass it is refused with E_TOO_LARGE */
 static void op_read_file(const jval *req, const jval *id)
 {
 	const char *path = json_str(req, "path");
-	double offset = 0, length = MAX_READ_CHUNK;
+	double offset = 0, length = MAX_READ_CHUNK, max_bytes = -1;
 	json_num(req, "offset", &offset);
 	json_num(req, "length", &length);
+	json_num(req, "max_bytes", &max_bytes);
 	if (!path || offset < 0 || length < 0) {
 		reply_error(id, "E_BAD_REQUEST", "read_file needs \"path\" and non-negative offset/length");
 		return;
@@ -440,6 +447,16 @@ static void op_read_file(const jval *req, const jval *id)
 		reply_errno(id, "read", path);
 		return;
 	}
+	if (max_bytes >= 0) {
+		if (offset > max_bytes || (S_ISREG(st.st_mode) && st.st_size > max_bytes)) {
+			close(fd);
+			reply_too_large(id, path, max_bytes);
+			return;
+		}
+		/* one byte past the limit tells a file that ends there from one that goes on (st_size is 0 for /dev/zero) */
+		if (length > max_bytes + 1 - offset)
+			length = max_bytes + 1 - offset;
+	}
 	unsigned char *data = malloc((size_t)length + 1);
 	size_t got = 0;
 	while (got < (size_t)length) {
@@ -457,6 +474,11 @@ static void op_read_file(const jval *req, const jval *id)
 		got += (size_t)n;
 	}
 	close(fd);
+	if (max_bytes >= 0 && offset + (double)got > max_bytes) {
+		free(data);
+		reply_too_large(id, path, max_bytes);
+		return;
+	}
 	buf b = { 0 };
 	reply_start(&b, id);
 	buf_printf(&b, ",\"ok\":true,\"size\":%lld,\"mode\":%u,\"eof\":%s,\"data\":", (long long)st.st_size,

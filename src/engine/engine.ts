@@ -12,7 +12,7 @@ import { SnapshotMaker, type SnapshotOptions, type SnapshotResult } from './snap
 import { Forker } from './snapshot/fork.js';
 import type { SnapshotMeta } from './snapshot/meta.js';
 import { compact, describe, removeSnapshot, type SnapshotDescription } from './snapshot/ops.js';
-import type { WarmPool } from './snapshot/pool.js';
+import type { PoolState, WarmPool } from './snapshot/pool.js';
 import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import type { BranchCopy } from './snapshot/vm-copy.js';
 import type { LaunchOptions, VmLedgerHook } from './vmm/vm-process.js';
@@ -141,9 +141,14 @@ export class Engine implements AsyncDisposable {
     return compact(this.snapshots, from, to);
   }
 
-  /** The size `tag`'s warm pool was given (0: none). */
-  poolSize(tag: string): number {
-    return this.forker.poolSize(tag);
+  /** `tag`'s warm pool: size (0: none), spares ready, whether it gave up refilling and why. */
+  poolState(tag: string): PoolState {
+    return this.forker.poolState(tag);
+  }
+
+  /** Warm pools that gave up refilling after repeated failures. */
+  get failingPools(): number {
+    return this.forker.failingPools;
   }
 
   /** Restore shells waiting in all warm pools. */

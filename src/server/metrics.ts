@@ -13,6 +13,8 @@ export interface Gauges {
   vms: Record<string, number>;
   snapshots: number;
   poolSize: number;
+  /** Warm pools that gave up refilling after repeated failures. */
+  poolsFailing: number;
   heavyInFlight: number;
 }
 
@@ -90,6 +92,9 @@ export class Metrics {
       ]),
       ...metric('forkd_snapshots', 'gauge', 'Snapshots in the store.', [`forkd_snapshots ${g.snapshots}`]),
       ...metric('forkd_pool_size', 'gauge', 'Restore shells waiting in warm pools.', [`forkd_pool_size ${g.poolSize}`]),
+      ...metric('forkd_pools_failing', 'gauge', 'Warm pools that gave up refilling after repeated failures.', [
+        `forkd_pools_failing ${g.poolsFailing}`,
+      ]),
       ...metric('forkd_heavy_operations_in_flight', 'gauge', 'Snapshots and forks running now (branches join them).', [
         `forkd_heavy_operations_in_flight ${g.heavyInFlight}`,
       ]),

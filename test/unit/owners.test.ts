@@ -41,6 +41,7 @@ describe('reap metrics', () => {
       snapshots: 0,
       vms: { sandbox: 2, spare: 1 },
       poolSize: 0,
+      poolsFailing: 0,
       heavyInFlight: 0,
     });
     expect(text).toContain('forkd_sandboxes_reaped_total{reason="lease"} 2\n');

@@ -1,48 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
+import type { EvalResult, ExecOptions, ExecResult } from '../../api/types.js';
+import { execRequest, execResult } from '../../api/wire.js';
 import { ForkdError } from '../../errors.js';
-import { AgentClient, type AgentReply } from './client.js';
-
-export interface ExecOptions {
-  env?: Record<string, string>;
-  cwd?: string;
-  stdin?: string | Buffer;
-  /** Kill the command's process group after this long (the agent enforces it). */
-  timeoutMs?: number;
-  /** Cap per output stream; the rest is dropped and `*Truncated` is set. Default 1 MiB, max 4 MiB. */
-  maxOutputBytes?: number;
-}
-
-export interface ExecResult {
-  /** The exit status, or 128 + signal number when a signal killed it. */
-  exitCode: number;
-  signal: NodeJS.Signals | null;
-  timedOut: boolean;
-  stdout: Buffer;
-  stderr: Buffer;
-  stdoutTruncated: boolean;
-  stderrTruncated: boolean;
-  durationMs: number;
-}
-
-/** What a guest's warm interpreter answered: a value, or the error it raised with the guest's traceback/stack. */
-export type EvalResult =
-  | {
-      ok: true;
-      /** The value as JSON, when it has a JSON form (numpy arrays become lists); else null. */
-      value: unknown;
-      /** The interpreter's own rendering: Python's repr(), Node's util.inspect(); null for statements. */
-      repr: string | null;
-      /** What the code printed. */
-      output: string;
-      durationMs: number;
-    }
-  | {
-      ok: false;
-      error: { type: string; message: string; stack: string };
-      output: string;
-      durationMs: number;
-    };
+import { AgentClient, AgentError, type AgentReply } from './client.js';
 
 export interface RestoredInfo {
   timeMs?: number;
@@ -52,6 +13,8 @@ export interface RestoredInfo {
 
 /** Raw bytes per read_file/write_file request: base64 keeps a chunk well under the frame limit. */
 const FILE_CHUNK = 4 * 1024 * 1024;
+/** What readFile buffers at most unless told otherwise (the daemon's largest upload is the same). */
+export const DEFAULT_READ_LIMIT = 64 * 1024 * 1024;
 /** Host-side slack on top of an exec's own timeout, for the reply to arrive. */
 const EXEC_REPLY_GRACE_MS = 5000;
 const CONTROL_TIMEOUT_MS = 30_000;
@@ -84,15 +47,9 @@ export class Guest {
         hint: 'pass argv like ["ls", "-l"] or a shell string',
       });
     }
-    const body: Record<string, unknown> = typeof command === 'string' ? { shell: command } : { argv: command };
-    if (options.env) body.env = options.env;
-    if (options.cwd) body.cwd = options.cwd;
-    if (options.stdin !== undefined) body.stdin = Buffer.from(options.stdin).toString('base64');
-    if (options.timeoutMs !== undefined) body.timeout_ms = options.timeoutMs;
-    if (options.maxOutputBytes !== undefined) body.max_output = options.maxOutputBytes;
     const reply = await this.client.request(
       'exec',
-      body,
+      execRequest(command, options),
       options.timeoutMs === undefined ? undefined : options.timeoutMs + EXEC_REPLY_GRACE_MS,
     );
     return parseExecReply(reply);
@@ -112,13 +69,25 @@ export class Guest {
     return parseEvalReply(parseExecReply(reply), timeoutMs);
   }
 
-  async readFile(path: string): Promise<Buffer> {
+  /**
+   * The whole file; one longer than `maxBytes` (default 64 MiB) is refused with FORKD_ERR_LIMIT
+   * before it is buffered: the agent stops at the limit, which also bounds endless files such as
+   * /dev/zero.
+   */
+  async readFile(path: string, options: { maxBytes?: number } = {}): Promise<Buffer> {
+    const maxBytes = options.maxBytes ?? DEFAULT_READ_LIMIT;
     const chunks: Buffer[] = [];
     for (let offset = 0; ;) {
-      const reply = await this.client.request('read_file', { path, offset, length: FILE_CHUNK }, CONTROL_TIMEOUT_MS);
+      const reply = await this.client
+        .request('read_file', { path, offset, length: FILE_CHUNK, max_bytes: maxBytes }, CONTROL_TIMEOUT_MS)
+        .catch((err: unknown) => {
+          throw err instanceof AgentError && err.agentCode === 'E_TOO_LARGE' ? readLimitError(path, maxBytes) : err;
+        });
       const chunk = Buffer.from(String(reply.data), 'base64');
-      chunks.push(chunk);
       offset += chunk.length;
+      // checked here too: an agent in a snapshot taken before max_bytes existed ignores it
+      if (offset > maxBytes) throw readLimitError(path, maxBytes);
+      chunks.push(chunk);
       if (reply.eof === true) return Buffer.concat(chunks);
     }
   }
@@ -156,18 +125,17 @@ export class Guest {
   }
 }
 
+function readLimitError(path: string, maxBytes: number): ForkdError {
+  return new ForkdError('FORKD_ERR_LIMIT', `${path} is longer than the read limit of ${maxBytes} bytes`, {
+    hint: `raise the limit (maxBytes; max_bytes= over the API, up to ${DEFAULT_READ_LIMIT}) or read a part with exec, e.g. head -c N ${path}`,
+    status: 413,
+  });
+}
+
+/** The agent answers exec as the REST API does, except that it numbers the signal. */
 export function parseExecReply(reply: AgentReply): ExecResult {
   const signal = typeof reply.signal === 'number' ? (signalNames.get(reply.signal) ?? null) : null;
-  return {
-    exitCode: Number(reply.exit_code),
-    signal,
-    timedOut: reply.timed_out === true,
-    stdout: Buffer.from(String(reply.stdout ?? ''), 'base64'),
-    stderr: Buffer.from(String(reply.stderr ?? ''), 'base64'),
-    stdoutTruncated: reply.stdout_truncated === true,
-    stderrTruncated: reply.stderr_truncated === true,
-    durationMs: Number(reply.duration_ms),
-  };
+  return execResult({ ...reply, signal });
 }
 
 function parseEvalReply(relay: ExecResult, timeoutMs: number): EvalResult {

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
-import { ForkdError } from '../../errors.js';
+import { debuglog } from '../../common/debug.js';
+import { errorMessage, ForkdError } from '../../errors.js';
 import type { StatePaths } from '../../common/state-dir.js';
 import type { HostAccel } from '../host-accel.js';
 import type { QemuBinary } from '../vmm/qemu-binary.js';
@@ -8,7 +9,7 @@ import type { StartedVm } from '../vmm/vm.js';
 import { ensureFullMemory } from './chain.js';
 import { activateChild, prepareChild, prepareSpare, type PreparedChild } from './child.js';
 import { checkCompatible } from './meta.js';
-import { WarmPool } from './pool.js';
+import { MAX_CONSECUTIVE_FAILURES, WarmPool, type PoolState } from './pool.js';
 import type { SnapshotInfo, SnapshotStore } from './store.js';
 
 /** Children one fork() call may ask for: beyond this a typo (n=100000) would exhaust the host. */
@@ -18,6 +19,7 @@ export const MAX_FORK = 256;
  * TCG: 2 at a time 1.15 s wall, 8 at a time 1.6 s), since each restore is CPU-bound.
  */
 const FORK_CONCURRENCY = Math.max(2, availableParallelism());
+const debug = debuglog('fork');
 
 async function mapLimited<T, R>(
   items: T[],
@@ -42,6 +44,8 @@ async function mapLimited<T, R>(
 /** Forks children from snapshots, from their warm pools where one is kept. */
 export class Forker {
   private readonly pools = new Map<string, WarmPool>();
+  /** The latest pool change of each tag, settled or not: the next one waits for it. */
+  private readonly poolChanges = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly paths: StatePaths,
@@ -66,18 +70,47 @@ export class Forker {
 
   /**
    * Keeps `size` restore shells of `tag` ready so forks skip QEMU start. Returns once the pool is
-   * full. Size 0 removes the pool.
+   * full; throws when it gave up instead (spares kept failing), leaving it in place, failing, for
+   * poolState() to report. Size 0 removes the pool.
    */
   async warmPool(tag: string, size: number): Promise<WarmPool | undefined> {
     if (!Number.isInteger(size) || size < 0 || size > MAX_FORK) {
       throw new ForkdError('FORKD_ERR_BAD_INPUT', `pool size ${size} is not an integer between 0 and ${MAX_FORK}`);
     }
+    return this.changePool(tag, () => this.resizePool(tag, size));
+  }
+
+  /**
+   * Runs one change of a tag's pool at a time: two interleaved would both set a pool, and the one
+   * overwritten in the map would keep its spares running with nobody to stop them.
+   */
+  private changePool<T>(tag: string, change: () => Promise<T>): Promise<T> {
+    const next = (this.poolChanges.get(tag) ?? Promise.resolve()).then(change);
+    this.poolChanges.set(
+      tag,
+      next.catch(() => {}),
+    );
+    return next;
+  }
+
+  private async resizePool(tag: string, size: number): Promise<WarmPool | undefined> {
     const { info, qemu } = await this.restorable(tag);
-    await this.dropPool(tag);
+    await this.closePool(tag);
     if (size === 0) return undefined;
-    const pool = new WarmPool(size, () => prepareSpare(info, this.paths, qemu, this.launch));
+    const pool = new WarmPool(tag, size, () => prepareSpare(info, this.paths, qemu, this.launch));
     this.pools.set(tag, pool);
     await pool.filled();
+    if (pool.failing) {
+      const cause = pool.lastError;
+      throw new ForkdError(
+        cause instanceof ForkdError ? cause.code : 'FORKD_ERR_SNAPSHOT',
+        `the warm pool of ${tag} gave up: its spares failed ${MAX_CONSECUTIVE_FAILURES} times in a row (${pool.available} of ${size} ready); the last: ${pool.state.lastError}`,
+        {
+          hint: `forks of ${tag} restore cold meanwhile; fix the cause, then set the pool again (size 0 removes it)`,
+          cause,
+        },
+      );
+    }
     return pool;
   }
 
@@ -96,12 +129,28 @@ export class Forker {
     const pool = this.pools.get(tag);
     const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
       const startedAt = performance.now();
-      const child: PreparedChild = pool?.take() ?? (await prepareChild(info, this.paths, qemu, this.launch));
-      return activateChild(child, startedAt, tag);
+      const spare = pool?.take();
+      const child: PreparedChild = spare ?? (await prepareChild(info, this.paths, qemu, this.launch));
+      const vm = await activateChild(child, startedAt, tag);
+      debug(
+        vm.id,
+        'forked from %s (%s) in %d ms',
+        tag,
+        spare ? 'a warm spare' : 'restored cold',
+        Math.round(vm.readyMs),
+      );
+      return vm;
     });
     const children = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
+      debug(
+        `fork:${tag}`,
+        '%d of %d children failed; killing the rest: %s',
+        n - children.length,
+        n,
+        errorMessage(failed.reason).split('\n')[0],
+      );
       await Promise.all(children.map((child) => child.kill()));
       throw failed.reason;
     }
@@ -109,14 +158,24 @@ export class Forker {
   }
 
   /** Stops `tag`'s warm pool, if it has one. */
-  async dropPool(tag: string): Promise<void> {
-    await this.pools.get(tag)?.close();
-    this.pools.delete(tag);
+  dropPool(tag: string): Promise<void> {
+    return this.changePool(tag, () => this.closePool(tag));
   }
 
-  /** The size `tag`'s warm pool was given (0: none). */
-  poolSize(tag: string): number {
-    return this.pools.get(tag)?.size ?? 0;
+  private async closePool(tag: string): Promise<void> {
+    const pool = this.pools.get(tag);
+    this.pools.delete(tag);
+    await pool?.close();
+  }
+
+  /** `tag`'s warm pool: its size (0: none), spares ready, and whether it gave up refilling. */
+  poolState(tag: string): PoolState {
+    return this.pools.get(tag)?.state ?? { size: 0, available: 0, failing: false, lastError: null };
+  }
+
+  /** Warm pools that gave up refilling. */
+  get failingPools(): number {
+    return [...this.pools.values()].filter((pool) => pool.failing).length;
   }
 
   /** Restore shells waiting in all warm pools. */

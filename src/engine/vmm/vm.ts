@@ -174,8 +174,8 @@ export class StartedVm implements AsyncDisposable {
     return this.guarded(this.guest.eval(code, options));
   }
 
-  readFile(path: string): Promise<Buffer> {
-    return this.guarded(this.guest.readFile(path));
+  readFile(path: string, options?: { maxBytes?: number }): Promise<Buffer> {
+    return this.guarded(this.guest.readFile(path, options));
   }
 
   writeFile(path: string, data: string | Buffer, options?: { mode?: number }): Promise<void> {

@@ -15,6 +15,7 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
       const pending = branches.get(params.tag);
       if (pending) return { status: 200, json: pending };
       const d = await engine.describe(params.tag);
+      const pool = engine.poolState(d.info.tag);
       const detail: SnapshotDetail = {
         ...snapshotSummary(d.info),
         memory_logical_bytes: d.logicalBytes,
@@ -24,7 +25,8 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
         ancestors: d.ancestors,
         dependents: d.dependents,
         sandboxes: ledger.list().filter((s) => s.snapshot === d.info.tag).length,
-        pool_size: engine.poolSize(d.info.tag),
+        pool_size: pool.size,
+        pool: { size: pool.size, available: pool.available, failing: pool.failing, last_error: pool.lastError },
       };
       return { status: 200, json: detail };
     })

@@ -18,6 +18,7 @@ export function systemRoutes(router: Router, ctx: DaemonContext): void {
         vms: ctx.ledger.roles(),
         snapshots: (await ctx.engine.snapshots.list()).length,
         poolSize: ctx.engine.pooledChildren,
+        poolsFailing: ctx.engine.failingPools,
         heavyInFlight: ctx.slots.active,
       }),
     }));
