@@ -22,6 +22,10 @@ var __commonJS = (cb, mod) => function __require2() {
     throw mod = 0, e;
   }
 };
+var __export = (target, all) => {
+  for (var name in all)
+    __defProp(target, name, { get: all[name], enumerable: true });
+};
 var __copyProps = (to, from, except, desc) => {
   if (from && typeof from === "object" || typeof from === "function") {
     for (let key of __getOwnPropNames(from))
@@ -919,8 +923,8 @@ var require_option = __commonJS({
        * @param {(string | string[])} names
        * @return {Option}
        */
-      conflicts(names) {
-        this.conflictsWith = this.conflictsWith.concat(names);
+      conflicts(names2) {
+        this.conflictsWith = this.conflictsWith.concat(names2);
         return this;
       }
       /**
@@ -1547,8 +1551,8 @@ var require_command = __commonJS({
        * @param {string} names
        * @return {Command} `this` command for chaining
        */
-      arguments(names) {
-        names.trim().split(/ +/).forEach((detail) => {
+      arguments(names2) {
+        names2.trim().split(/ +/).forEach((detail) => {
           this.argument(detail);
         });
         return this;
@@ -2447,11 +2451,11 @@ Expecting one of '${allowedValues.join("', '")}'`);
         };
         this._checkNumberOfArguments();
         const processedArgs = [];
-        this.registeredArguments.forEach((declaredArg, index) => {
+        this.registeredArguments.forEach((declaredArg, index3) => {
           let value = declaredArg.defaultValue;
           if (declaredArg.variadic) {
-            if (index < this.args.length) {
-              value = this.args.slice(index);
+            if (index3 < this.args.length) {
+              value = this.args.slice(index3);
               if (declaredArg.parseArg) {
                 value = value.reduce((processed, v) => {
                   return myParseArg(declaredArg, v, processed);
@@ -2460,13 +2464,13 @@ Expecting one of '${allowedValues.join("', '")}'`);
             } else if (value === void 0) {
               value = [];
             }
-          } else if (index < this.args.length) {
-            value = this.args[index];
+          } else if (index3 < this.args.length) {
+            value = this.args[index3];
             if (declaredArg.parseArg) {
               value = myParseArg(declaredArg, value, declaredArg.defaultValue);
             }
           }
-          processedArgs[index] = value;
+          processedArgs[index3] = value;
         });
         this.processedArgs = processedArgs;
       }
@@ -2760,10 +2764,10 @@ Expecting one of '${allowedValues.join("', '")}'`);
             }
           }
           if (/^--[^=]+=/.test(arg)) {
-            const index = arg.indexOf("=");
-            const option = this._findOption(arg.slice(0, index));
+            const index3 = arg.indexOf("=");
+            const option = this._findOption(arg.slice(0, index3));
             if (option && (option.required || option.optional)) {
-              this.emit(`option:${option.name()}`, arg.slice(index + 1));
+              this.emit(`option:${option.name()}`, arg.slice(index3 + 1));
               continue;
             }
           }
@@ -4260,7 +4264,7 @@ var require_streamx = __commonJS({
         if (typeof cb !== "function") cb = null;
         this.stream._duplexState |= READ_PIPE_DRAINED;
         this.pipeTo = pipeTo;
-        this.pipeline = new Pipeline(this.stream, pipeTo, cb);
+        this.pipeline = new Pipeline2(this.stream, pipeTo, cb);
         if (cb) this.stream.on("error", noop);
         if (isStreamx(pipeTo)) {
           pipeTo._writableState.pipeline = this.pipeline;
@@ -4418,7 +4422,7 @@ var require_streamx = __commonJS({
         this.afterFinal = null;
       }
     };
-    var Pipeline = class {
+    var Pipeline2 = class {
       constructor(src, dst, cb) {
         this.from = src;
         this.to = dst;
@@ -4827,13 +4831,13 @@ var require_streamx = __commonJS({
       }
       static drained(ws) {
         if (ws.destroyed) return Promise.resolve(false);
-        const state = ws._writableState;
-        const pending = isWritev(ws) ? Math.min(1, state.queue.length) : state.queue.length;
+        const state2 = ws._writableState;
+        const pending = isWritev(ws) ? Math.min(1, state2.queue.length) : state2.queue.length;
         const writes = pending + (ws._duplexState & WRITE_WRITING ? 1 : 0);
         if (writes === 0) return Promise.resolve(true);
-        if (state.drains === null) state.drains = [];
+        if (state2.drains === null) state2.drains = [];
         return new Promise((resolve4) => {
-          state.drains.push({ writes, resolve: resolve4 });
+          state2.drains.push({ writes, resolve: resolve4 });
         });
       }
       write(data) {
@@ -5189,13 +5193,13 @@ var require_headers = __commonJS({
     function isGNU(buf) {
       return b4a.equals(GNU_MAGIC, buf.subarray(MAGIC_OFFSET, MAGIC_OFFSET + 6)) && b4a.equals(GNU_VER, buf.subarray(VERSION_OFFSET, VERSION_OFFSET + 2));
     }
-    function clamp(index, len, defaultValue) {
-      if (typeof index !== "number") return defaultValue;
-      index = ~~index;
-      if (index >= len) return len;
-      if (index >= 0) return index;
-      index += len;
-      if (index >= 0) return index;
+    function clamp(index3, len, defaultValue) {
+      if (typeof index3 !== "number") return defaultValue;
+      index3 = ~~index3;
+      if (index3 >= len) return len;
+      if (index3 >= 0) return index3;
+      index3 += len;
+      if (index3 >= 0) return index3;
       return 0;
     }
     function toType(flag) {
@@ -5408,7 +5412,7 @@ var require_extract = __commonJS({
         cb(null);
       }
     };
-    var Extract = class extends Writable {
+    var Extract2 = class extends Writable {
       constructor(opts) {
         super(opts);
         if (!opts) opts = {};
@@ -5659,7 +5663,7 @@ var require_extract = __commonJS({
       }
     };
     module.exports = function extract(opts) {
-      return new Extract(opts);
+      return new Extract2(opts);
     };
     function noop() {
     }
@@ -5929,180 +5933,6 @@ var require_tar_stream = __commonJS({
   "node_modules/tar-stream/index.js"(exports) {
     exports.extract = require_extract();
     exports.pack = require_pack();
-  }
-});
-
-// node_modules/@mongodb-js/zstd/bindings.js
-var require_bindings = __commonJS({
-  "node_modules/@mongodb-js/zstd/bindings.js"(exports, module) {
-    var { existsSync: existsSync17, readFileSync: readFileSync14 } = __require("fs");
-    var { join: join22 } = __require("path");
-    var { platform: platform2, arch: arch2 } = process;
-    var nativeBinding = null;
-    var localFileExisted = false;
-    var loadError = null;
-    function isMusl() {
-      if (!process.report || typeof process.report.getReport !== "function") {
-        try {
-          return readFileSync14("/usr/bin/ldd", "utf8").includes("musl");
-        } catch (e) {
-          return true;
-        }
-      } else {
-        const { glibcVersionRuntime } = process.report.getReport().header;
-        return !glibcVersionRuntime;
-      }
-    }
-    switch (platform2) {
-      case "win32":
-        switch (arch2) {
-          case "x64":
-            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.win32-x64-msvc.node"));
-            try {
-              if (localFileExisted) {
-                nativeBinding = __require("./zstd.win32-x64-msvc.node");
-              } else {
-                nativeBinding = __require("@mongodb-js/zstd-win32-x64-msvc");
-              }
-            } catch (e) {
-              loadError = e;
-            }
-            break;
-          default:
-            throw new Error(`Unsupported architecture on Windows: ${arch2}`);
-        }
-        break;
-      case "darwin":
-        switch (arch2) {
-          case "x64":
-            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.darwin-x64.node"));
-            try {
-              if (localFileExisted) {
-                nativeBinding = __require("./zstd.darwin-x64.node");
-              } else {
-                nativeBinding = __require("@mongodb-js/zstd-darwin-x64");
-              }
-            } catch (e) {
-              loadError = e;
-            }
-            break;
-          case "arm64":
-            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.darwin-arm64.node"));
-            try {
-              if (localFileExisted) {
-                nativeBinding = __require("./zstd.darwin-arm64.node");
-              } else {
-                nativeBinding = __require("@mongodb-js/zstd-darwin-arm64");
-              }
-            } catch (e) {
-              loadError = e;
-            }
-            break;
-          default:
-            throw new Error(`Unsupported architecture on macOS: ${arch2}`);
-        }
-        break;
-      case "linux":
-        switch (arch2) {
-          case "x64":
-            if (isMusl()) {
-              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-x64-musl.node"));
-              try {
-                if (localFileExisted) {
-                  nativeBinding = __require("./zstd.linux-x64-musl.node");
-                } else {
-                  nativeBinding = __require("@mongodb-js/zstd-linux-x64-musl");
-                }
-              } catch (e) {
-                loadError = e;
-              }
-            } else {
-              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-x64-gnu.node"));
-              try {
-                if (localFileExisted) {
-                  nativeBinding = __require("./zstd.linux-x64-gnu.node");
-                } else {
-                  nativeBinding = __require("./zstd.linux-x64-gnu.node");
-                }
-              } catch (e) {
-                loadError = e;
-              }
-            }
-            break;
-          case "arm64":
-            if (isMusl()) {
-              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-arm64-musl.node"));
-              try {
-                if (localFileExisted) {
-                  nativeBinding = __require("./zstd.linux-arm64-musl.node");
-                } else {
-                  nativeBinding = __require("@mongodb-js/zstd-linux-arm64-musl");
-                }
-              } catch (e) {
-                loadError = e;
-              }
-            } else {
-              localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-arm64-gnu.node"));
-              try {
-                if (localFileExisted) {
-                  nativeBinding = __require("./zstd.linux-arm64-gnu.node");
-                } else {
-                  nativeBinding = __require("@mongodb-js/zstd-linux-arm64-gnu");
-                }
-              } catch (e) {
-                loadError = e;
-              }
-            }
-            break;
-          case "arm":
-            localFileExisted = existsSync17(join22(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
-            try {
-              if (localFileExisted) {
-                nativeBinding = __require("./zstd.linux-arm-gnueabihf.node");
-              } else {
-                nativeBinding = __require("@mongodb-js/zstd-linux-arm-gnueabihf");
-              }
-            } catch (e) {
-              loadError = e;
-            }
-            break;
-          default:
-            throw new Error(`Unsupported architecture on Linux: ${arch2}`);
-        }
-        break;
-      default:
-        throw new Error(`Unsupported OS: ${platform2}, architecture: ${arch2}`);
-    }
-    if (!nativeBinding) {
-      if (loadError) {
-        throw loadError;
-      }
-      throw new Error(`Failed to load native binding`);
-    }
-    var { compress: compress2, decompress: decompress2 } = nativeBinding;
-    module.exports.compress = compress2;
-    module.exports.decompress = decompress2;
-  }
-});
-
-// node_modules/@mongodb-js/zstd/index.js
-var require_zstd = __commonJS({
-  "node_modules/@mongodb-js/zstd/index.js"(exports) {
-    var { compress: _compress, decompress: _decompress } = require_bindings();
-    exports.compress = async function compress2(data) {
-      try {
-        return await _compress(data);
-      } catch (e) {
-        throw new Error(`zstd: ${e.message}`);
-      }
-    };
-    exports.decompress = async function decompress2(data) {
-      try {
-        return await _decompress(data);
-      } catch (e) {
-        throw new Error(`zstd: ${e.message}`);
-      }
-    };
   }
 });
 
@@ -6977,16 +6807,16 @@ var require_tree = __commonJS({
        * @param {any} value
        * @param {number} index
        */
-      constructor(key, value, index) {
-        if (index === void 0 || index >= key.length) {
+      constructor(key, value, index3) {
+        if (index3 === void 0 || index3 >= key.length) {
           throw new TypeError("Unreachable");
         }
-        const code = this.code = key.charCodeAt(index);
+        const code = this.code = key.charCodeAt(index3);
         if (code > 127) {
           throw new TypeError("key must be ascii string");
         }
-        if (key.length !== ++index) {
-          this.middle = new _TstNode(key, value, index);
+        if (key.length !== ++index3) {
+          this.middle = new _TstNode(key, value, index3);
         } else {
           this.value = value;
         }
@@ -7001,34 +6831,34 @@ var require_tree = __commonJS({
         if (length === 0) {
           throw new TypeError("Unreachable");
         }
-        let index = 0;
+        let index3 = 0;
         let node = this;
         while (true) {
-          const code = key.charCodeAt(index);
+          const code = key.charCodeAt(index3);
           if (code > 127) {
             throw new TypeError("key must be ascii string");
           }
           if (node.code === code) {
-            if (length === ++index) {
+            if (length === ++index3) {
               node.value = value;
               break;
             } else if (node.middle !== null) {
               node = node.middle;
             } else {
-              node.middle = new _TstNode(key, value, index);
+              node.middle = new _TstNode(key, value, index3);
               break;
             }
           } else if (node.code < code) {
             if (node.left !== null) {
               node = node.left;
             } else {
-              node.left = new _TstNode(key, value, index);
+              node.left = new _TstNode(key, value, index3);
               break;
             }
           } else if (node.right !== null) {
             node = node.right;
           } else {
-            node.right = new _TstNode(key, value, index);
+            node.right = new _TstNode(key, value, index3);
             break;
           }
         }
@@ -7039,16 +6869,16 @@ var require_tree = __commonJS({
        */
       search(key) {
         const keylength = key.length;
-        let index = 0;
+        let index3 = 0;
         let node = this;
-        while (node !== null && index < keylength) {
-          let code = key[index];
+        while (node !== null && index3 < keylength) {
+          let code = key[index3];
           if (code <= 90 && code >= 65) {
             code |= 32;
           }
           while (node !== null) {
             if (code === node.code) {
-              if (keylength === ++index) {
+              if (keylength === ++index3) {
                 return node;
               }
               node = node.middle;
@@ -7275,8 +7105,8 @@ var require_util = __commonJS({
       if (body == null) {
         return 0;
       } else if (isStream(body)) {
-        const state = body._readableState;
-        return state && state.objectMode === false && state.ended === true && Number.isFinite(state.length) ? state.length : null;
+        const state2 = body._readableState;
+        return state2 && state2.objectMode === false && state2.ended === true && Number.isFinite(state2.length) ? state2.length : null;
       } else if (isBlobLike(body)) {
         return body.size != null ? body.size : null;
       } else if (isBuffer(body)) {
@@ -8970,15 +8800,15 @@ var require_connect = __commonJS({
           if (this._sessionCache.size < this._maxCachedSessions) {
             return;
           }
-          const ref = this._sessionCache.get(key);
-          if (ref !== void 0 && ref.deref() === void 0) {
+          const ref2 = this._sessionCache.get(key);
+          if (ref2 !== void 0 && ref2.deref() === void 0) {
             this._sessionCache.delete(key);
           }
         });
       }
       get(sessionKey) {
-        const ref = this._sessionCache.get(sessionKey);
-        return ref ? ref.deref() : null;
+        const ref2 = this._sessionCache.get(sessionKey);
+        return ref2 ? ref2.deref() : null;
       }
       set(sessionKey, session) {
         if (this._maxCachedSessions === 0) {
@@ -8988,8 +8818,8 @@ var require_connect = __commonJS({
           this._sessionCache.delete(sessionKey);
         } else if (this._sessionCache.size >= this._maxCachedSessions) {
           let evicted = false;
-          for (const [key, ref] of this._sessionCache) {
-            if (ref.deref() === void 0) {
+          for (const [key, ref2] of this._sessionCache) {
+            if (ref2.deref() === void 0) {
               this._sessionCache.delete(key);
               evicted = true;
               break;
@@ -10157,7 +9987,7 @@ var require_data_url = __commonJS({
     "use strict";
     var assert = __require("node:assert");
     var { forgivingBase64, collectASequenceOfCodePoints, collectASequenceOfCodePointsFast, isomorphicDecode, removeASCIIWhitespace, removeChars } = require_infra();
-    var encoder = new TextEncoder();
+    var encoder2 = new TextEncoder();
     var HTTP_TOKEN_CODEPOINTS = /^[-!#$%&'*+.^_|~A-Za-z0-9]+$/u;
     var HTTP_WHITESPACE_REGEX = /[\u000A\u000D\u0009\u0020]/u;
     var HTTP_QUOTED_STRING_TOKENS = /^[\u0009\u0020-\u007E\u0080-\u00FF]+$/u;
@@ -10211,7 +10041,7 @@ var require_data_url = __commonJS({
       return serialized;
     }
     function stringPercentDecode(input) {
-      const bytes = encoder.encode(input);
+      const bytes = encoder2.encode(input);
       return percentDecode(bytes);
     }
     function isHexCharByte(byte) {
@@ -10359,9 +10189,9 @@ var require_data_url = __commonJS({
     }
     function serializeAMimeType(mimeType) {
       assert(mimeType !== "failure");
-      const { parameters, essence } = mimeType;
+      const { parameters: parameters2, essence } = mimeType;
       let serialization = essence;
-      for (let [name, value] of parameters.entries()) {
+      for (let [name, value] of parameters2.entries()) {
         serialization += ";";
         serialization += name;
         serialization += "=";
@@ -10558,8 +10388,8 @@ var require_webidl = __commonJS({
       return new TypeError(`${message.header}: ${message.message}`);
     };
     webidl.errors.conversionFailed = function(opts) {
-      const plural = opts.types.length === 1 ? "" : " one of";
-      const message = `${opts.argument} could not be converted to${plural}: ${opts.types.join(", ")}.`;
+      const plural2 = opts.types.length === 1 ? "" : " one of";
+      const message = `${opts.argument} could not be converted to${plural2}: ${opts.types.join(", ")}.`;
       return webidl.errors.exception({
         header: opts.prefix,
         message
@@ -10763,7 +10593,7 @@ var require_webidl = __commonJS({
         }
         const method = typeof Iterable === "function" ? Iterable() : V?.[Symbol.iterator]?.();
         const seq = [];
-        let index = 0;
+        let index3 = 0;
         if (method === void 0 || typeof method.next !== "function") {
           throw webidl.errors.exception({
             header: prefix,
@@ -10775,7 +10605,7 @@ var require_webidl = __commonJS({
           if (done) {
             break;
           }
-          seq.push(converter(value, prefix, `${argument}[${index++}]`));
+          seq.push(converter(value, prefix, `${argument}[${index3++}]`));
         }
         return seq;
       };
@@ -10923,10 +10753,10 @@ var require_webidl = __commonJS({
         });
       }
       const x = String(V);
-      for (let index = 0; index < x.length; index++) {
-        if (x.charCodeAt(index) > 255) {
+      for (let index3 = 0; index3 < x.length; index3++) {
+        if (x.charCodeAt(index3) > 255) {
           throw new TypeError(
-            `Cannot convert argument to a ByteString because the character at index ${index} has a value of ${x.charCodeAt(index)} which is greater than 255.`
+            `Cannot convert argument to a ByteString because the character at index ${index3} has a value of ${x.charCodeAt(index3)} which is greater than 255.`
           );
         }
       }
@@ -11493,17 +11323,17 @@ var require_util2 = __commonJS({
               `'next' called on an object that does not implement interface ${name} Iterator.`
             );
           }
-          const index = this.#index;
+          const index3 = this.#index;
           const values = kInternalIterator(this.#target);
           const len = values.length;
-          if (index >= len) {
+          if (index3 >= len) {
             return {
               value: void 0,
               done: true
             };
           }
-          const { [keyIndex]: key, [valueIndex]: value } = values[index];
-          this.#index = index + 1;
+          const { [keyIndex]: key, [valueIndex]: value } = values[index3];
+          this.#index = index3 + 1;
           let result;
           switch (this.#kind) {
             case "key":
@@ -11995,7 +11825,7 @@ var require_formdata = __commonJS({
         }
       }
       [nodeUtil.inspect.custom](depth, options) {
-        const state = this.#state.reduce((a, b) => {
+        const state2 = this.#state.reduce((a, b) => {
           if (a[b.name]) {
             if (Array.isArray(a[b.name])) {
               a[b.name].push(b.value);
@@ -12009,7 +11839,7 @@ var require_formdata = __commonJS({
         }, { __proto__: null });
         options.depth ??= depth;
         options.colors ??= true;
-        const output = nodeUtil.formatWithOptions(options, state);
+        const output = nodeUtil.formatWithOptions(options, state2);
         return `FormData ${output.slice(output.indexOf("]") + 2)}`;
       }
       /**
@@ -12878,7 +12708,7 @@ var require_client_h1 = __commonJS({
     var TIMEOUT_HEADERS = 2 | USE_FAST_TIMER;
     var TIMEOUT_BODY = 4 | USE_FAST_TIMER;
     var TIMEOUT_KEEP_ALIVE = 8 | USE_NATIVE_TIMER;
-    var Parser = class {
+    var Parser2 = class {
       /**
          * @param {import('./client.js')} client
          * @param {import('net').Socket} socket
@@ -13359,7 +13189,7 @@ var require_client_h1 = __commonJS({
       socket[kIdleSocketValidation] = 0;
       socket[kIdleSocketValidationTimeout] = null;
       socket[kSocketUsed] = false;
-      socket[kParser] = new Parser(client, socket, llhttpInstance);
+      socket[kParser] = new Parser2(client, socket, llhttpInstance);
       util.addListener(socket, "error", onHttpSocketError);
       util.addListener(socket, "readable", onHttpSocketReadable);
       util.addListener(socket, "end", onHttpSocketEnd);
@@ -14179,23 +14009,23 @@ var require_client_h2 = __commonJS({
       } catch {
       }
     }
-    function onHttp2RemoteSettings(settings) {
-      this[kClient][kMaxConcurrentStreams] = settings.maxConcurrentStreams ?? this[kClient][kMaxConcurrentStreams];
-      if (this[kRemoteSettings] === true && this[kEnableConnectProtocol] === true && settings.enableConnectProtocol === false) {
+    function onHttp2RemoteSettings(settings2) {
+      this[kClient][kMaxConcurrentStreams] = settings2.maxConcurrentStreams ?? this[kClient][kMaxConcurrentStreams];
+      if (this[kRemoteSettings] === true && this[kEnableConnectProtocol] === true && settings2.enableConnectProtocol === false) {
         const err = new InformationalError("HTTP/2: Server disabled extended CONNECT protocol against RFC-8441");
         this[kSocket][kError] = err;
         this[kClient][kOnError](err);
         return;
       }
-      this[kEnableConnectProtocol] = settings.enableConnectProtocol ?? this[kEnableConnectProtocol];
+      this[kEnableConnectProtocol] = settings2.enableConnectProtocol ?? this[kEnableConnectProtocol];
       this[kRemoteSettings] = true;
       this[kClient][kResume]();
     }
     function onHttp2SendPing(session) {
-      const state = session[kHTTP2SessionState];
-      if ((session.closed || session.destroyed) && state.ping.interval != null) {
-        clearInterval(state.ping.interval);
-        state.ping.interval = null;
+      const state2 = session[kHTTP2SessionState];
+      if ((session.closed || session.destroyed) && state2.ping.interval != null) {
+        clearInterval(state2.ping.interval);
+        state2.ping.interval = null;
         return;
       }
       session.ping(onPing.bind(session));
@@ -14235,11 +14065,11 @@ var require_client_h2 = __commonJS({
         client[kRunningIdx] = runningIdx + 1;
         return;
       }
-      const index = queue.indexOf(request4, runningIdx);
-      if (index === -1 || index >= client[kPendingIdx]) {
+      const index3 = queue.indexOf(request4, runningIdx);
+      if (index3 === -1 || index3 >= client[kPendingIdx]) {
         return;
       }
-      queue.splice(index, 1);
+      queue.splice(index3, 1);
       client[kPendingIdx]--;
       if (resetPendingIdx && client[kPendingIdx] < client[kRunningIdx]) {
         client[kPendingIdx] = client[kRunningIdx];
@@ -14267,14 +14097,14 @@ var require_client_h2 = __commonJS({
       client[kResume]();
     }
     function onHttp2SessionClose() {
-      const { [kClient]: client, [kHTTP2SessionState]: state } = this;
+      const { [kClient]: client, [kHTTP2SessionState]: state2 } = this;
       const { [kSocket]: socket } = client;
       const err = this[kSocket][kError] || this[kError] || new SocketError("closed", util.getSocketInfo(socket));
       client[kSocket] = null;
       client[kHTTPContext] = null;
-      if (state.ping.interval != null) {
-        clearInterval(state.ping.interval);
-        state.ping.interval = null;
+      if (state2.ping.interval != null) {
+        clearInterval(state2.ping.interval);
+        state2.ping.interval = null;
       }
       if (client.destroyed) {
         assert(client[kPending] === 0);
@@ -16204,9 +16034,9 @@ var require_socks5_client = __commonJS({
     var { EventEmitter } = __require("node:events");
     var { Buffer: Buffer2 } = __require("node:buffer");
     var { InvalidArgumentError: InvalidArgumentError2, Socks5ProxyError } = require_errors2();
-    var { debuglog } = __require("node:util");
+    var { debuglog: debuglog2 } = __require("node:util");
     var { parseAddress } = require_socks5_utils();
-    var debug = debuglog("undici:socks5");
+    var debug6 = debuglog2("undici:socks5");
     var EMPTY_BUFFER = Buffer2.alloc(0);
     var SOCKS_VERSION = 5;
     var AUTH_METHODS = {
@@ -16272,7 +16102,7 @@ var require_socks5_client = __commonJS({
        * Handle incoming data from the socket
        */
       onData(data) {
-        debug("received data", data.length, "bytes in state", this.state);
+        debug6("received data", data.length, "bytes in state", this.state);
         this.buffer = Buffer2.concat([this.buffer, data]);
         try {
           switch (this.state) {
@@ -16294,7 +16124,7 @@ var require_socks5_client = __commonJS({
        * Handle socket errors
        */
       onError(err) {
-        debug("socket error", err);
+        debug6("socket error", err);
         this.state = STATES.ERROR;
         this.emit("error", err);
         this.destroy();
@@ -16303,7 +16133,7 @@ var require_socks5_client = __commonJS({
        * Handle socket close
        */
       onClose() {
-        debug("socket closed");
+        debug6("socket closed");
         this.state = STATES.CLOSED;
         this.emit("close");
       }
@@ -16326,7 +16156,7 @@ var require_socks5_client = __commonJS({
         if (this.state !== STATES.INITIAL) {
           throw new InvalidArgumentError2("Handshake already started");
         }
-        debug("starting handshake with", this.authMethods.length, "auth methods");
+        debug6("starting handshake with", this.authMethods.length, "auth methods");
         this.state = STATES.HANDSHAKING;
         const request4 = Buffer2.alloc(2 + this.authMethods.length);
         request4[0] = SOCKS_VERSION;
@@ -16352,7 +16182,7 @@ var require_socks5_client = __commonJS({
           throw new Socks5ProxyError("No acceptable authentication method", "UND_ERR_SOCKS5_AUTH_REJECTED");
         }
         this.buffer = this.buffer.subarray(2);
-        debug("server selected auth method", method);
+        debug6("server selected auth method", method);
         if (method === AUTH_METHODS.NO_AUTH) {
           this.markAuthenticated();
         } else if (method === AUTH_METHODS.USERNAME_PASSWORD) {
@@ -16370,7 +16200,7 @@ var require_socks5_client = __commonJS({
         if (!username || !password) {
           throw new InvalidArgumentError2("Username and password required for authentication");
         }
-        debug("sending username/password auth");
+        debug6("sending username/password auth");
         const usernameBuffer = Buffer2.from(username);
         const passwordBuffer = Buffer2.from(password);
         if (usernameBuffer.length > 255 || passwordBuffer.length > 255) {
@@ -16400,7 +16230,7 @@ var require_socks5_client = __commonJS({
           throw new Socks5ProxyError("Authentication failed", "UND_ERR_SOCKS5_AUTH_FAILED");
         }
         this.buffer = this.buffer.subarray(2);
-        debug("authentication successful");
+        debug6("authentication successful");
         this.markAuthenticated();
       }
       /**
@@ -16415,7 +16245,7 @@ var require_socks5_client = __commonJS({
         if (this.state !== STATES.AUTHENTICATED) {
           throw new InvalidArgumentError2("Client must be authenticated before CONNECT");
         }
-        debug("connecting to", address, port);
+        debug6("connecting to", address, port);
         this.state = STATES.CONNECTING;
         const request4 = this.buildConnectRequest(COMMANDS.CONNECT, address, port);
         this.socket.write(request4);
@@ -16490,7 +16320,7 @@ var require_socks5_client = __commonJS({
         this.buffer = EMPTY_BUFFER;
         this.state = STATES.CONNECTED;
         this.socket.removeListener("data", this.onSocketData);
-        debug("connected, bound address:", boundAddress, "port:", boundPort);
+        debug6("connected, bound address:", boundAddress, "port:", boundPort);
         this.emit("connected", { address: boundAddress, port: boundPort });
       }
       /**
@@ -16542,8 +16372,8 @@ var require_socks5_proxy_agent = __commonJS({
     var { kDispatch, kClose, kDestroy } = require_symbols();
     var Pool = require_pool();
     var buildConnector = require_connect();
-    var { debuglog } = __require("node:util");
-    var debug = debuglog("undici:socks5-proxy");
+    var { debuglog: debuglog2 } = __require("node:util");
+    var debug6 = debuglog2("undici:socks5-proxy");
     var kProxyUrl = /* @__PURE__ */ Symbol("proxy url");
     var kProxyHeaders = /* @__PURE__ */ Symbol("proxy headers");
     var kProxyAuth = /* @__PURE__ */ Symbol("proxy auth");
@@ -16589,7 +16419,7 @@ var require_socks5_proxy_agent = __commonJS({
       async createSocks5Connection(targetHost, targetPort) {
         const proxyHost = this[kProxyUrl].hostname;
         const proxyPort = parseInt(this[kProxyUrl].port) || 1080;
-        debug("creating SOCKS5 connection to", proxyHost, proxyPort);
+        debug6("creating SOCKS5 connection to", proxyHost, proxyPort);
         const socket = await new Promise((resolve4, reject) => {
           this[kConnector]({
             hostname: proxyHost,
@@ -16606,7 +16436,7 @@ var require_socks5_proxy_agent = __commonJS({
         });
         const socks5Client = new Socks5Client(socket, this[kProxyAuth]);
         socks5Client.on("error", (err) => {
-          debug("SOCKS5 error:", err);
+          debug6("SOCKS5 error:", err);
           socket.destroy();
         });
         await socks5Client.handshake();
@@ -16638,7 +16468,7 @@ var require_socks5_proxy_agent = __commonJS({
             reject(new Error("SOCKS5 connection timeout"));
           }, 5e3);
           const onConnected = (info) => {
-            debug("SOCKS5 tunnel established to", targetHost, targetPort, "via", info);
+            debug6("SOCKS5 tunnel established to", targetHost, targetPort, "via", info);
             clearTimeout(timeout);
             socks5Client.removeListener("error", onError);
             resolve4();
@@ -16658,7 +16488,7 @@ var require_socks5_proxy_agent = __commonJS({
        */
       [kDispatch](opts, handler) {
         const { origin } = opts;
-        debug("dispatching request to", origin, "via SOCKS5");
+        debug6("dispatching request to", origin, "via SOCKS5");
         try {
           const originKey = String(origin);
           let pool = this[kPools].get(originKey);
@@ -16671,14 +16501,14 @@ var require_socks5_proxy_agent = __commonJS({
                   const url = new URL2(origin);
                   const targetHost = url.hostname;
                   const targetPort = parseInt(url.port) || (url.protocol === "https:" ? 443 : 80);
-                  debug("establishing SOCKS5 connection to", targetHost, targetPort);
+                  debug6("establishing SOCKS5 connection to", targetHost, targetPort);
                   const socket = await this.createSocks5Connection(targetHost, targetPort);
                   let finalSocket = socket;
                   if (url.protocol === "https:") {
                     if (!tls) {
                       tls = __require("node:tls");
                     }
-                    debug("upgrading to TLS");
+                    debug6("upgrading to TLS");
                     finalSocket = tls.connect({
                       ...this[kRequestTls],
                       socket,
@@ -16691,7 +16521,7 @@ var require_socks5_proxy_agent = __commonJS({
                   }
                   callback(null, finalSocket);
                 } catch (err) {
-                  debug("SOCKS5 connection error:", err);
+                  debug6("SOCKS5 connection error:", err);
                   callback(err);
                 }
               }
@@ -16700,7 +16530,7 @@ var require_socks5_proxy_agent = __commonJS({
           }
           return pool[kDispatch](opts, handler);
         } catch (err) {
-          debug("dispatch error:", err);
+          debug6("dispatch error:", err);
           if (typeof handler.onResponseError === "function") {
             handler.onResponseError(null, err);
             return false;
@@ -17318,7 +17148,7 @@ var require_retry_handler = __commonJS({
       onRequestUpgrade(_controller, statusCode, headers, socket) {
         this.handler.onRequestUpgrade?.(this.controllerProxy, statusCode, headers, socket);
       }
-      static [kRetryHandlerDefaultRetry](err, { state, opts }, cb) {
+      static [kRetryHandlerDefaultRetry](err, { state: state2, opts }, cb) {
         const { statusCode, code, headers } = err;
         const { method, retryOptions } = opts;
         const {
@@ -17330,7 +17160,7 @@ var require_retry_handler = __commonJS({
           errorCodes,
           methods
         } = retryOptions;
-        const { counter } = state;
+        const { counter } = state2;
         if (code && code !== "UND_ERR_REQ_RETRY" && !errorCodes.includes(code)) {
           cb(err);
           return;
@@ -17900,19 +17730,19 @@ var require_readable = __commonJS({
       if (consume2.body === null) {
         return;
       }
-      const { _readableState: state } = consume2.stream;
-      if (state.bufferIndex) {
-        const start = state.bufferIndex;
-        const end = state.buffer.length;
+      const { _readableState: state2 } = consume2.stream;
+      if (state2.bufferIndex) {
+        const start = state2.bufferIndex;
+        const end = state2.buffer.length;
         for (let n = start; n < end; n++) {
-          consumePush(consume2, state.buffer[n]);
+          consumePush(consume2, state2.buffer[n]);
         }
       } else {
-        for (const chunk of state.buffer) {
+        for (const chunk of state2.buffer) {
           consumePush(consume2, chunk);
         }
       }
-      if (state.endEmitted) {
+      if (state2.endEmitted) {
         consumeEnd(this[kConsume], this._readableState.encoding);
       } else {
         consume2.stream.on("end", function() {
@@ -18907,8 +18737,8 @@ var require_mock_utils = __commonJS({
     function buildHeadersFromArray(headers) {
       const clone = headers.slice();
       const entries = [];
-      for (let index = 0; index < clone.length; index += 2) {
-        entries.push([clone[index], clone[index + 1]]);
+      for (let index3 = 0; index3 < clone.length; index3 += 2) {
+        entries.push([clone[index3], clone[index3 + 1]]);
       }
       return Object.fromEntries(entries);
     }
@@ -19025,14 +18855,14 @@ var require_mock_utils = __commonJS({
       return newMockDispatch;
     }
     function deleteMockDispatch(mockDispatches, key) {
-      const index = mockDispatches.findIndex((dispatch) => {
+      const index3 = mockDispatches.findIndex((dispatch) => {
         if (!dispatch.consumed) {
           return false;
         }
         return matchKey(dispatch, key);
       });
-      if (index !== -1) {
-        mockDispatches.splice(index, 1);
+      if (index3 !== -1) {
+        mockDispatches.splice(index3, 1);
       }
     }
     function removeTrailingSlash(path) {
@@ -19409,7 +19239,7 @@ var require_mock_client = __commonJS({
       kIgnoreTrailingSlash
     } = require_mock_symbols();
     var { MockInterceptor } = require_mock_interceptor();
-    var Symbols = require_symbols();
+    var Symbols2 = require_symbols();
     var { InvalidArgumentError: InvalidArgumentError2 } = require_errors2();
     var MockClient = class extends Client {
       constructor(origin, opts) {
@@ -19427,7 +19257,7 @@ var require_mock_client = __commonJS({
         this.dispatch = buildMockDispatch.call(this);
         this.close = this[kClose];
       }
-      get [Symbols.kConnected]() {
+      get [Symbols2.kConnected]() {
         return this[kConnected];
       }
       /**
@@ -19445,7 +19275,7 @@ var require_mock_client = __commonJS({
       async [kClose]() {
         await promisify4(this[kOriginalClose])();
         this[kConnected] = 0;
-        this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
+        this[kMockAgent][Symbols2.kClients].delete(this[kOrigin]);
       }
     };
     module.exports = MockClient;
@@ -19670,7 +19500,7 @@ var require_mock_pool = __commonJS({
       kIgnoreTrailingSlash
     } = require_mock_symbols();
     var { MockInterceptor } = require_mock_interceptor();
-    var Symbols = require_symbols();
+    var Symbols2 = require_symbols();
     var { InvalidArgumentError: InvalidArgumentError2 } = require_errors2();
     var MockPool = class extends Pool {
       constructor(origin, opts) {
@@ -19688,7 +19518,7 @@ var require_mock_pool = __commonJS({
         this.dispatch = buildMockDispatch.call(this);
         this.close = this[kClose];
       }
-      get [Symbols.kConnected]() {
+      get [Symbols2.kConnected]() {
         return this[kConnected];
       }
       /**
@@ -19706,7 +19536,7 @@ var require_mock_pool = __commonJS({
       async [kClose]() {
         await promisify4(this[kOriginalClose])();
         this[kConnected] = 0;
-        this[kMockAgent][Symbols.kClients].delete(this[kOrigin]);
+        this[kMockAgent][Symbols2.kClients].delete(this[kOrigin]);
       }
     };
     module.exports = MockPool;
@@ -20029,7 +19859,7 @@ var require_snapshot_recorder = __commonJS({
   "node_modules/undici/lib/mock/snapshot-recorder.js"(exports, module) {
     "use strict";
     var { writeFile: writeFile7, readFile: readFile13, mkdir: mkdir7 } = __require("node:fs/promises");
-    var { dirname: dirname4, resolve: resolve4 } = __require("node:path");
+    var { dirname: dirname6, resolve: resolve4 } = __require("node:path");
     var { setTimeout: setTimeout2, clearTimeout: clearTimeout2 } = __require("node:timers");
     var { InvalidArgumentError: InvalidArgumentError2, UndiciError } = require_errors2();
     var { hashId, isUrlExcludedFactory, normalizeHeaders, createHeaderFilters } = require_snapshot_utils();
@@ -20094,8 +19924,8 @@ var require_snapshot_recorder = __commonJS({
         }
       }
       parts.push(formattedRequest.body);
-      const content = parts.join("|");
-      return hashId(content);
+      const content2 = parts.join("|");
+      return hashId(content2);
     }
     var SnapshotRecorder = class {
       /** @type {NodeJS.Timeout | null} */
@@ -20260,7 +20090,7 @@ var require_snapshot_recorder = __commonJS({
           throw new InvalidArgumentError2("Snapshot path is required");
         }
         const resolvedPath = resolve4(path);
-        await mkdir7(dirname4(resolvedPath), { recursive: true });
+        await mkdir7(dirname6(resolvedPath), { recursive: true });
         const data = Array.from(this.#snapshots.entries()).map(([hash, snapshot]) => ({
           hash,
           snapshot
@@ -21491,12 +21321,12 @@ var require_dns = __commonJS({
       #controller = null;
       #newOrigin = null;
       #firstTry = true;
-      constructor(state, { origin, handler, dispatch, newOrigin }, opts) {
+      constructor(state2, { origin, handler, dispatch, newOrigin }, opts) {
         super(handler);
         this.#origin = origin;
         this.#newOrigin = newOrigin;
         this.#opts = { ...opts };
-        this.#state = state;
+        this.#state = state2;
         this.#dispatch = dispatch;
       }
       onResponseError(controller, err) {
@@ -21982,14 +21812,14 @@ var require_cache = __commonJS({
                   }
                 }
               } else {
-                const fieldName = trimOWS(value);
-                if (!isValidHTTPToken(fieldName)) {
+                const fieldName2 = trimOWS(value);
+                if (!isValidHTTPToken(fieldName2)) {
                   output[key] = true;
                 } else if (output[key] !== true) {
                   if (key in output) {
-                    output[key] = output[key].concat(fieldName);
+                    output[key] = output[key].concat(fieldName2);
                   } else {
-                    output[key] = [fieldName];
+                    output[key] = [fieldName2];
                   }
                 }
               }
@@ -23497,8 +23327,8 @@ var require_memory_cache_store = __commonJS({
             }
             const previousEntry = findEntry(key, entries, Date.now());
             if (previousEntry) {
-              const index = entries.indexOf(previousEntry);
-              entries.splice(index, 1, entry);
+              const index3 = entries.indexOf(previousEntry);
+              entries.splice(index3, 1, entry);
               store.#size -= previousEntry.size;
             } else {
               entries.push(entry);
@@ -24942,19 +24772,19 @@ var require_deduplication_handler = __commonJS({
           done: false,
           pendingStart: false
         };
-        const state = {
+        const state2 = {
           aborted: false,
           paused: false,
           reason: null
         };
         waitingHandler.controller = {
           resume: () => {
-            if (state.aborted) {
+            if (state2.aborted) {
               return;
             }
-            state.paused = false;
+            state2.paused = false;
             this.#flushWaitingHandler(waitingHandler);
-            if (this.#completed && waitingHandler.pendingTrailers && waitingHandler.bufferedChunks.length === 0 && !state.paused && !state.aborted) {
+            if (this.#completed && waitingHandler.pendingTrailers && waitingHandler.bufferedChunks.length === 0 && !state2.paused && !state2.aborted) {
               try {
                 waitingHandler.handler.onResponseEnd?.(waitingHandler.controller, waitingHandler.pendingTrailers);
               } catch {
@@ -24965,22 +24795,22 @@ var require_deduplication_handler = __commonJS({
             this.#pruneDoneWaitingHandlers();
           },
           pause: () => {
-            if (!state.aborted) {
-              state.paused = true;
+            if (!state2.aborted) {
+              state2.paused = true;
             }
           },
           get paused() {
-            return state.paused;
+            return state2.paused;
           },
           get aborted() {
-            return state.aborted;
+            return state2.aborted;
           },
           get reason() {
-            return state.reason;
+            return state2.reason;
           },
           abort: (reason) => {
-            state.aborted = true;
-            state.reason = reason ?? null;
+            state2.aborted = true;
+            state2.reason = reason ?? null;
             waitingHandler.done = true;
             waitingHandler.pendingTrailers = null;
             waitingHandler.bufferedChunks = [];
@@ -25464,17 +25294,17 @@ var require_sqlite_cache_store = __commonJS({
           if (now >= value.deleteAt && !canBeExpired) {
             continue;
           }
-          let matches2 = true;
+          let matches = true;
           if (value.vary) {
             const vary = JSON.parse(value.vary);
             for (const header in vary) {
               if (!headerValueEquals(headers[header], vary[header])) {
-                matches2 = false;
+                matches = false;
                 break;
               }
             }
           }
-          if (matches2) {
+          if (matches) {
             return value;
           }
         }
@@ -25582,13 +25412,13 @@ var require_headers2 = __commonJS({
         return headersList.sortedMap;
       }
       const headers = [];
-      const names = headersList.toSortedArray();
+      const names2 = headersList.toSortedArray();
       const cookies = headersList.cookies;
       if (cookies === null || cookies.length === 1) {
-        return headersList.sortedMap = names;
+        return headersList.sortedMap = names2;
       }
-      for (let i = 0; i < names.length; ++i) {
-        const { 0: name, 1: value } = names[i];
+      for (let i = 0; i < names2.length; ++i) {
+        const { 0: name, 1: value } = names2[i];
         if (name === "set-cookie") {
           for (let j = 0; j < cookies.length; ++j) {
             headers.push([name, cookies[j]]);
@@ -26235,17 +26065,17 @@ var require_response = __commonJS({
         response.status === 0
       );
     }
-    function makeFilteredResponse(response, state) {
-      state = {
+    function makeFilteredResponse(response, state2) {
+      state2 = {
         internalResponse: response,
-        ...state
+        ...state2
       };
       return new Proxy(response, {
         get(target, p) {
-          return p in state ? state[p] : target[p];
+          return p in state2 ? state2[p] : target[p];
         },
         set(target, p, value) {
-          assert(!(p in state));
+          assert(!(p in state2));
           target[p] = value;
           return true;
         }
@@ -26438,8 +26268,8 @@ var require_request2 = __commonJS({
           const controllerList = dependentControllerMap.get(ac.signal);
           if (controllerList !== void 0) {
             if (controllerList.size !== 0) {
-              for (const ref of controllerList) {
-                const ctrl = ref.deref();
+              for (const ref2 of controllerList) {
+                const ctrl = ref2.deref();
                 if (ctrl !== void 0) {
                   ctrl.abort(this.reason);
                 }
@@ -28586,18 +28416,18 @@ var require_cache3 = __commonJS({
         const p = Promise.all(responsePromises);
         const responses = await p;
         const operations = [];
-        let index = 0;
+        let index3 = 0;
         for (const response of responses) {
-          const operation = {
+          const operation2 = {
             type: "put",
             // 7.3.2
-            request: requestList[index],
+            request: requestList[index3],
             // 7.3.3
             response
             // 7.3.4
           };
-          operations.push(operation);
-          index++;
+          operations.push(operation2);
+          index3++;
         }
         const cacheJobPromise = createDeferredPromise();
         let errorData = null;
@@ -28667,7 +28497,7 @@ var require_cache3 = __commonJS({
           bodyReadPromise.resolve(void 0);
         }
         const operations = [];
-        const operation = {
+        const operation2 = {
           type: "put",
           // 14.
           request: innerRequest,
@@ -28675,7 +28505,7 @@ var require_cache3 = __commonJS({
           response: clonedResponse
           // 16.
         };
-        operations.push(operation);
+        operations.push(operation2);
         const bytes = await bodyReadPromise.promise;
         if (clonedResponse.body != null) {
           clonedResponse.body.source = bytes;
@@ -28713,12 +28543,12 @@ var require_cache3 = __commonJS({
           r = getRequestState(new Request(request4));
         }
         const operations = [];
-        const operation = {
+        const operation2 = {
           type: "delete",
           request: r,
           options
         };
-        operations.push(operation);
+        operations.push(operation2);
         const cacheJobPromise = createDeferredPromise();
         let errorData = null;
         let requestResponses;
@@ -28796,25 +28626,25 @@ var require_cache3 = __commonJS({
         const addedItems = [];
         const resultList = [];
         try {
-          for (const operation of operations) {
-            if (operation.type !== "delete" && operation.type !== "put") {
+          for (const operation2 of operations) {
+            if (operation2.type !== "delete" && operation2.type !== "put") {
               throw webidl.errors.exception({
                 header: "Cache.#batchCacheOperations",
                 message: 'operation type does not match "delete" or "put"'
               });
             }
-            if (operation.type === "delete" && operation.response != null) {
+            if (operation2.type === "delete" && operation2.response != null) {
               throw webidl.errors.exception({
                 header: "Cache.#batchCacheOperations",
                 message: "delete operation should not have an associated response"
               });
             }
-            if (this.#queryCache(operation.request, operation.options, addedItems).length) {
+            if (this.#queryCache(operation2.request, operation2.options, addedItems).length) {
               throw new DOMException("???", "InvalidStateError");
             }
             let requestResponses;
-            if (operation.type === "delete") {
-              requestResponses = this.#queryCache(operation.request, operation.options);
+            if (operation2.type === "delete") {
+              requestResponses = this.#queryCache(operation2.request, operation2.options);
               if (requestResponses.length === 0) {
                 return [];
               }
@@ -28823,14 +28653,14 @@ var require_cache3 = __commonJS({
                 assert(idx !== -1);
                 cache.splice(idx, 1);
               }
-            } else if (operation.type === "put") {
-              if (operation.response == null) {
+            } else if (operation2.type === "put") {
+              if (operation2.response == null) {
                 throw webidl.errors.exception({
                   header: "Cache.#batchCacheOperations",
                   message: "put operation should have an associated response"
                 });
               }
-              const r = operation.request;
+              const r = operation2.request;
               if (!urlIsHttpHttpsScheme(r.url)) {
                 throw webidl.errors.exception({
                   header: "Cache.#batchCacheOperations",
@@ -28843,22 +28673,22 @@ var require_cache3 = __commonJS({
                   message: "not get method"
                 });
               }
-              if (operation.options != null) {
+              if (operation2.options != null) {
                 throw webidl.errors.exception({
                   header: "Cache.#batchCacheOperations",
                   message: "options must not be defined"
                 });
               }
-              requestResponses = this.#queryCache(operation.request);
+              requestResponses = this.#queryCache(operation2.request);
               for (const requestResponse of requestResponses) {
                 const idx = cache.indexOf(requestResponse);
                 assert(idx !== -1);
                 cache.splice(idx, 1);
               }
-              cache.push([operation.request, operation.response]);
-              addedItems.push([operation.request, operation.response]);
+              cache.push([operation2.request, operation2.response]);
+              addedItems.push([operation2.request, operation2.response]);
             }
-            resultList.push([operation.request, operation.response]);
+            resultList.push([operation2.request, operation2.response]);
           }
           return resultList;
         } catch (e) {
@@ -31415,12 +31245,12 @@ var require_websocketerror = __commonJS({
     var { kConstruct } = require_symbols();
     var { kEnumerableProperty } = require_util();
     function createInheritableDOMException() {
-      class Test extends DOMException {
+      class Test2 extends DOMException {
         get reason() {
           return "";
         }
       }
-      if (new Test().reason !== void 0) {
+      if (new Test2().reason !== void 0) {
         return DOMException;
       }
       return new Proxy(DOMException, {
@@ -31857,12 +31687,12 @@ var require_eventsource_stream = __commonJS({
       }
       return true;
     }
-    function isFieldName(line, length, field2) {
-      if (length !== field2.length) {
+    function isFieldName(line, length, field) {
+      if (length !== field.length) {
         return false;
       }
       for (let i = 0; i < length; i++) {
-        if (line[i] !== field2[i]) {
+        if (line[i] !== field[i]) {
           return false;
         }
       }
@@ -32064,13 +31894,13 @@ ${value}`;
           }
         }
       }
-      setEventFieldSize(field2, size) {
-        const eventSize = this.eventSize - this.eventFieldSizes[field2] + size;
+      setEventFieldSize(field, size) {
+        const eventSize = this.eventSize - this.eventFieldSizes[field] + size;
         if (this.maxEventSize > 0 && eventSize > this.maxEventSize) {
           throw createMaxEventSizeExceededError();
         }
         this.eventSize = eventSize;
-        this.eventFieldSizes[field2] = size;
+        this.eventFieldSizes[field] = size;
       }
       /**
        * @param {EventSourceStreamEvent} event
@@ -32289,10 +32119,10 @@ var require_eventsource = __commonJS({
           lastEventId: "",
           reconnectionTime: eventSourceInitDict.node.reconnectionTime
         };
-        const settings = environmentSettingsObject;
+        const settings2 = environmentSettingsObject;
         let urlRecord;
         try {
-          urlRecord = new URL(url, settings.settingsObject.baseUrl);
+          urlRecord = new URL(url, settings2.settingsObject.baseUrl);
           this.#state.origin = urlRecord.origin;
         } catch (e) {
           throw new DOMException(e, "SyntaxError");
@@ -32739,6 +32569,180 @@ ${captureLines}` : capture.stack;
   }
 });
 
+// node_modules/@mongodb-js/zstd/bindings.js
+var require_bindings = __commonJS({
+  "node_modules/@mongodb-js/zstd/bindings.js"(exports, module) {
+    var { existsSync: existsSync17, readFileSync: readFileSync15 } = __require("fs");
+    var { join: join24 } = __require("path");
+    var { platform: platform2, arch: arch2 } = process;
+    var nativeBinding = null;
+    var localFileExisted = false;
+    var loadError = null;
+    function isMusl() {
+      if (!process.report || typeof process.report.getReport !== "function") {
+        try {
+          return readFileSync15("/usr/bin/ldd", "utf8").includes("musl");
+        } catch (e) {
+          return true;
+        }
+      } else {
+        const { glibcVersionRuntime } = process.report.getReport().header;
+        return !glibcVersionRuntime;
+      }
+    }
+    switch (platform2) {
+      case "win32":
+        switch (arch2) {
+          case "x64":
+            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.win32-x64-msvc.node"));
+            try {
+              if (localFileExisted) {
+                nativeBinding = __require("./zstd.win32-x64-msvc.node");
+              } else {
+                nativeBinding = __require("@mongodb-js/zstd-win32-x64-msvc");
+              }
+            } catch (e) {
+              loadError = e;
+            }
+            break;
+          default:
+            throw new Error(`Unsupported architecture on Windows: ${arch2}`);
+        }
+        break;
+      case "darwin":
+        switch (arch2) {
+          case "x64":
+            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.darwin-x64.node"));
+            try {
+              if (localFileExisted) {
+                nativeBinding = __require("./zstd.darwin-x64.node");
+              } else {
+                nativeBinding = __require("@mongodb-js/zstd-darwin-x64");
+              }
+            } catch (e) {
+              loadError = e;
+            }
+            break;
+          case "arm64":
+            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.darwin-arm64.node"));
+            try {
+              if (localFileExisted) {
+                nativeBinding = __require("./zstd.darwin-arm64.node");
+              } else {
+                nativeBinding = __require("@mongodb-js/zstd-darwin-arm64");
+              }
+            } catch (e) {
+              loadError = e;
+            }
+            break;
+          default:
+            throw new Error(`Unsupported architecture on macOS: ${arch2}`);
+        }
+        break;
+      case "linux":
+        switch (arch2) {
+          case "x64":
+            if (isMusl()) {
+              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-x64-musl.node"));
+              try {
+                if (localFileExisted) {
+                  nativeBinding = __require("./zstd.linux-x64-musl.node");
+                } else {
+                  nativeBinding = __require("@mongodb-js/zstd-linux-x64-musl");
+                }
+              } catch (e) {
+                loadError = e;
+              }
+            } else {
+              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-x64-gnu.node"));
+              try {
+                if (localFileExisted) {
+                  nativeBinding = __require("./zstd.linux-x64-gnu.node");
+                } else {
+                  nativeBinding = __require("./zstd.linux-x64-gnu.node");
+                }
+              } catch (e) {
+                loadError = e;
+              }
+            }
+            break;
+          case "arm64":
+            if (isMusl()) {
+              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-arm64-musl.node"));
+              try {
+                if (localFileExisted) {
+                  nativeBinding = __require("./zstd.linux-arm64-musl.node");
+                } else {
+                  nativeBinding = __require("@mongodb-js/zstd-linux-arm64-musl");
+                }
+              } catch (e) {
+                loadError = e;
+              }
+            } else {
+              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-arm64-gnu.node"));
+              try {
+                if (localFileExisted) {
+                  nativeBinding = __require("./zstd.linux-arm64-gnu.node");
+                } else {
+                  nativeBinding = __require("@mongodb-js/zstd-linux-arm64-gnu");
+                }
+              } catch (e) {
+                loadError = e;
+              }
+            }
+            break;
+          case "arm":
+            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
+            try {
+              if (localFileExisted) {
+                nativeBinding = __require("./zstd.linux-arm-gnueabihf.node");
+              } else {
+                nativeBinding = __require("@mongodb-js/zstd-linux-arm-gnueabihf");
+              }
+            } catch (e) {
+              loadError = e;
+            }
+            break;
+          default:
+            throw new Error(`Unsupported architecture on Linux: ${arch2}`);
+        }
+        break;
+      default:
+        throw new Error(`Unsupported OS: ${platform2}, architecture: ${arch2}`);
+    }
+    if (!nativeBinding) {
+      if (loadError) {
+        throw loadError;
+      }
+      throw new Error(`Failed to load native binding`);
+    }
+    var { compress: compress2, decompress: decompress2 } = nativeBinding;
+    module.exports.compress = compress2;
+    module.exports.decompress = decompress2;
+  }
+});
+
+// node_modules/@mongodb-js/zstd/index.js
+var require_zstd = __commonJS({
+  "node_modules/@mongodb-js/zstd/index.js"(exports) {
+    var { compress: _compress, decompress: _decompress } = require_bindings();
+    exports.compress = async function compress2(data) {
+      try {
+        return await _compress(data);
+      } catch (e) {
+        throw new Error(`zstd: ${e.message}`);
+      }
+    };
+    exports.decompress = async function decompress2(data) {
+      try {
+        return await _decompress(data);
+      } catch (e) {
+        throw new Error(`zstd: ${e.message}`);
+      }
+    };
+  }
+});
+
 // node_modules/cli-progress/lib/eta.js
 var require_eta = __commonJS({
   "node_modules/cli-progress/lib/eta.js"(exports, module) {
@@ -33043,7 +33047,7 @@ var require_format_bar = __commonJS({
 var require_format_time = __commonJS({
   "node_modules/cli-progress/lib/format-time.js"(exports, module) {
     module.exports = function formatTime(t, options, roundToMultipleOf) {
-      function round3(input) {
+      function round2(input) {
         if (roundToMultipleOf) {
           return roundToMultipleOf * Math.round(input / roundToMultipleOf);
         } else {
@@ -33054,11 +33058,11 @@ var require_format_time = __commonJS({
         return (options.autopaddingChar + v).slice(-2);
       }
       if (t > 3600) {
-        return autopadding(Math.floor(t / 3600)) + "h" + autopadding(round3(t % 3600 / 60)) + "m";
+        return autopadding(Math.floor(t / 3600)) + "h" + autopadding(round2(t % 3600 / 60)) + "m";
       } else if (t > 60) {
-        return autopadding(Math.floor(t / 60)) + "m" + autopadding(round3(t % 60)) + "s";
+        return autopadding(Math.floor(t / 60)) + "m" + autopadding(round2(t % 60)) + "s";
       } else if (t > 10) {
-        return autopadding(round3(t)) + "s";
+        return autopadding(round2(t)) + "s";
       } else {
         return autopadding(t) + "s";
       }
@@ -33445,11 +33449,11 @@ var require_multi_bar = __commonJS({
       }
       // remove a bar from the stack
       remove(bar) {
-        const index = this.bars.indexOf(bar);
-        if (index < 0) {
+        const index3 = this.bars.indexOf(bar);
+        if (index3 < 0) {
           return false;
         }
-        this.bars.splice(index, 1);
+        this.bars.splice(index3, 1);
         this.update();
         this.terminal.newline();
         this.terminal.clearBottom();
@@ -33613,7 +33617,7 @@ var require_cli_progress = __commonJS({
 // src/cli/main.ts
 import { spawn as spawn3 } from "node:child_process";
 import { once } from "node:events";
-import { join as join21 } from "node:path";
+import { join as join23 } from "node:path";
 
 // node_modules/commander/esm.mjs
 var import_index = __toESM(require_commander(), 1);
@@ -33632,12 +33636,9 @@ var {
   Help
 } = import_index.default;
 
-// src/engine/engine.ts
-import { randomUUID } from "node:crypto";
-import { rmSync as rmSync10 } from "node:fs";
-import { copyFile as copyFile2, link, mkdir as mkdir6, rm as rm10, stat as stat9 } from "node:fs/promises";
-import { join as join19 } from "node:path";
-import { availableParallelism as availableParallelism2 } from "node:os";
+// src/cli/doctor.ts
+import { constants as constants4, existsSync as existsSync15 } from "node:fs";
+import { access as access2, statfs as statfs2 } from "node:fs/promises";
 
 // src/errors.ts
 var brand = /* @__PURE__ */ Symbol.for("forkd.error");
@@ -33678,15 +33679,21 @@ function errorMessage(err) {
   return err instanceof Error ? err.message : String(err);
 }
 
-// src/engine/accel.ts
-import { createHash as createHash2 } from "node:crypto";
-
-// src/engine/atomic-file.ts
+// src/common/atomic-file.ts
 import { renameSync, writeFileSync } from "node:fs";
 function writeJsonAtomic(file, value, options = {}) {
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(value, null, options.pretty ? 2 : void 0), { mode: options.mode ?? 420 });
   renameSync(tmp, file);
+}
+
+// src/common/hash.ts
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+async function sha256File(path) {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk);
+  return hash.digest("hex");
 }
 
 // src/engine/accel.ts
@@ -33695,7 +33702,7 @@ import { access, readFile } from "node:fs/promises";
 import { release } from "node:os";
 
 // src/engine/images/cache.ts
-import { createHash, randomBytes } from "node:crypto";
+import { createHash as createHash2, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, rmSync, writeFileSync as writeFileSync2 } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
@@ -33739,7 +33746,7 @@ function pidAlive(pid) {
 // src/engine/images/cache.ts
 var LOCK_POLL_MS = 500;
 function hashInputs(parts) {
-  const hash = createHash("sha256");
+  const hash = createHash2("sha256");
   for (const part of parts) {
     const bytes = typeof part === "string" ? Buffer.from(part, "utf8") : part;
     hash.update(`${bytes.length}:`).update(bytes);
@@ -33810,8 +33817,137 @@ import { existsSync as existsSync4 } from "node:fs";
 import { randomBytes as randomBytes2 } from "node:crypto";
 import { constants } from "node:os";
 
+// src/api/wire.ts
+function execRequest(command, options = {}) {
+  return {
+    ...typeof command === "string" ? { shell: command } : { argv: command },
+    ...options.env ? { env: options.env } : {},
+    ...options.cwd ? { cwd: options.cwd } : {},
+    ...options.stdin !== void 0 ? { stdin: Buffer.from(options.stdin).toString("base64") } : {},
+    ...options.timeoutMs !== void 0 ? { timeout_ms: options.timeoutMs } : {},
+    ...options.maxOutputBytes !== void 0 ? { max_output: options.maxOutputBytes } : {}
+  };
+}
+function execCall(request4) {
+  const options = {};
+  if (request4.env) options.env = request4.env;
+  if (request4.cwd) options.cwd = request4.cwd;
+  if (request4.stdin !== void 0) options.stdin = Buffer.from(request4.stdin, "base64");
+  if (request4.timeout_ms !== void 0) options.timeoutMs = request4.timeout_ms;
+  if (request4.max_output !== void 0) options.maxOutputBytes = request4.max_output;
+  return { command: request4.argv ?? request4.shell, options };
+}
+function execReply(r) {
+  return {
+    exit_code: r.exitCode,
+    signal: r.signal,
+    timed_out: r.timedOut,
+    stdout: r.stdout.toString("base64"),
+    stderr: r.stderr.toString("base64"),
+    stdout_truncated: r.stdoutTruncated,
+    stderr_truncated: r.stderrTruncated,
+    duration_ms: r.durationMs
+  };
+}
+function execResult(reply) {
+  return {
+    exitCode: Number(reply.exit_code),
+    signal: reply.signal ?? null,
+    timedOut: reply.timed_out === true,
+    stdout: Buffer.from(reply.stdout ?? "", "base64"),
+    stderr: Buffer.from(reply.stderr ?? "", "base64"),
+    stdoutTruncated: reply.stdout_truncated === true,
+    stderrTruncated: reply.stderr_truncated === true,
+    durationMs: Number(reply.duration_ms)
+  };
+}
+function evalReply({ durationMs, ...result }) {
+  return { ...result, duration_ms: durationMs };
+}
+function evalResult({ duration_ms: durationMs, ...result }) {
+  return { ...result, durationMs };
+}
+function pingReply(ping) {
+  return { pong: true, version: ping.version, uptime_ms: ping.uptimeMs, jobs: ping.jobs };
+}
+function createSnapshotRequest(tag, options = {}) {
+  return {
+    tag,
+    ...options.recipe ? { recipe: options.recipe } : {},
+    ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
+    ...options.warmup ? { warmup: options.warmup } : {},
+    ...options.ports ? { ports: options.ports } : {}
+  };
+}
+function snapshotOptions(request4) {
+  return {
+    ...request4.recipe ? { recipe: request4.recipe } : {},
+    ...request4.memory_mib ? { memoryMiB: request4.memory_mib } : {},
+    ...request4.ports ? { ports: request4.ports } : {},
+    ...request4.warmup ? { warmup: request4.warmup } : {}
+  };
+}
+function snapshotSummary(s) {
+  return {
+    tag: s.tag,
+    created: s.meta.created,
+    parent: s.meta.parent,
+    memory_mib: s.meta.memoryMiB,
+    disk_bytes: s.diskBytes,
+    accel: s.meta.accel,
+    warmup: s.meta.warmup,
+    ports: s.meta.ports,
+    status: "ready",
+    depth: s.meta.depth ?? 0
+  };
+}
+function timingsReply(timings) {
+  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k.replace(/Ms$/, "_ms"), Math.round(v)]));
+}
+var tenths = (ms) => Math.round(ms * 10) / 10;
+function branchWritingReply(tag, mode, pauseMs) {
+  return { tag, status: "writing", mode, pause_ms: tenths(pauseMs) };
+}
+function branchReadyReply(r) {
+  return {
+    ...snapshotSummary(r),
+    status: "ready",
+    mode: r.mode,
+    pause_ms: tenths(r.pauseMs),
+    bytes_written: r.bytesWritten,
+    transferred_bytes: r.transferredBytes,
+    passes: r.passes,
+    ...r.diffPages !== void 0 ? { diff_pages: r.diffPages } : {},
+    total_ms: Math.round(r.totalMs)
+  };
+}
+
 // src/engine/agent/client.ts
 import { connect } from "node:net";
+import { basename as basename2, dirname } from "node:path";
+
+// src/common/debug.ts
+import { format } from "node:util";
+function debugSections(value) {
+  const patterns = (value ?? "").split(/[\s,]+/).filter(Boolean).map((name) => name.toLowerCase() === "all" ? "*" : name);
+  if (patterns.length === 0) return () => false;
+  const escaped = patterns.map((name) => name.replace(/[|\\{}()[\]^$+?.]/g, "\\$&").replaceAll("*", ".*"));
+  const matcher = new RegExp(`^(?:${escaped.join("|")})$`, "i");
+  return (section) => matcher.test(section);
+}
+var sectionsOn;
+function debuglog(section) {
+  let on;
+  const enabled = () => on ??= (sectionsOn ??= debugSections(process.env.FORKD_DEBUG))(section);
+  const log = (vmId, message, ...args) => {
+    if (!enabled()) return;
+    process.stderr.write(
+      `${(/* @__PURE__ */ new Date()).toISOString()} forkd:${section} ${process.pid} ${vmId}: ${format(message, ...args)}
+`
+    );
+  };
+  return Object.defineProperty(log, "enabled", { get: enabled });
+}
 
 // src/engine/agent/frames.ts
 var MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -33855,6 +33991,7 @@ var FrameDecoder = class {
 };
 
 // src/engine/agent/client.ts
+var debug = debuglog("agent");
 var AgentError = class extends ForkdError {
   constructor(agentCode, message) {
     super("FORKD_ERR_AGENT", `${message} (${agentCode})`);
@@ -33863,17 +34000,19 @@ var AgentError = class extends ForkdError {
   agentCode;
 };
 var AgentClient = class _AgentClient {
-  constructor(socket) {
+  constructor(socket, vmId) {
     this.socket = socket;
+    this.vmId = vmId;
     socket.on("data", (chunk) => this.onData(chunk));
-    socket.on(
-      "close",
-      () => this.fail(this.closedError ?? new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed"))
-    );
+    socket.on("close", () => {
+      debug(vmId, "connection closed (%d requests in flight)", this.pending.size);
+      this.fail(this.closedError ?? new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed"));
+    });
     socket.on("error", () => {
     });
   }
   socket;
+  vmId;
   nextId = 1;
   pending = /* @__PURE__ */ new Map();
   decoder = new FrameDecoder();
@@ -33885,7 +34024,7 @@ var AgentClient = class _AgentClient {
       const socket = connect(path);
       socket.once("connect", () => {
         socket.removeListener("error", reject);
-        resolve4(new _AgentClient(socket));
+        resolve4(new _AgentClient(socket, basename2(dirname(path))));
       });
       socket.once("error", reject);
     });
@@ -33908,6 +34047,14 @@ var AgentClient = class _AgentClient {
       }
       this.pending.delete(reply.id);
       clearTimeout(pending.timer);
+      debug(
+        this.vmId,
+        "<- #%d %s %s (%d ms)",
+        reply.id,
+        pending.op,
+        reply.ok ? "ok" : reply.error?.code ?? "E_UNKNOWN",
+        Math.round(performance.now() - pending.sentAt)
+      );
       if (reply.ok) pending.resolve(reply);
       else pending.reject(new AgentError(reply.error?.code ?? "E_UNKNOWN", reply.error?.message ?? "agent error"));
     }
@@ -33923,10 +34070,12 @@ var AgentClient = class _AgentClient {
     const frame = encodeFrame({ ...body, id, op });
     return new Promise((resolve4, reject) => {
       const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => {
+        debug(this.vmId, "#%d %s: no reply within %d ms", id, op, timeoutMs);
         this.pending.delete(id);
         reject(new ForkdError("FORKD_ERR_AGENT_TIMEOUT", `agent did not answer "${op}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { resolve: resolve4, reject, timer });
+      this.pending.set(id, { op, sentAt: performance.now(), resolve: resolve4, reject, timer });
+      debug(this.vmId, "-> #%d %s (%d bytes)", id, op, frame.length);
       this.socket.write(frame);
     });
   }
@@ -33958,6 +34107,7 @@ var AgentClient = class _AgentClient {
 
 // src/engine/agent/guest.ts
 var FILE_CHUNK = 4 * 1024 * 1024;
+var DEFAULT_READ_LIMIT = 64 * 1024 * 1024;
 var EXEC_REPLY_GRACE_MS = 5e3;
 var CONTROL_TIMEOUT_MS = 3e4;
 var DEFAULT_EVAL_TIMEOUT_MS = 6e4;
@@ -33985,15 +34135,9 @@ var Guest = class {
         hint: 'pass argv like ["ls", "-l"] or a shell string'
       });
     }
-    const body = typeof command === "string" ? { shell: command } : { argv: command };
-    if (options.env) body.env = options.env;
-    if (options.cwd) body.cwd = options.cwd;
-    if (options.stdin !== void 0) body.stdin = Buffer.from(options.stdin).toString("base64");
-    if (options.timeoutMs !== void 0) body.timeout_ms = options.timeoutMs;
-    if (options.maxOutputBytes !== void 0) body.max_output = options.maxOutputBytes;
     const reply = await this.client.request(
       "exec",
-      body,
+      execRequest(command, options),
       options.timeoutMs === void 0 ? void 0 : options.timeoutMs + EXEC_REPLY_GRACE_MS
     );
     return parseExecReply(reply);
@@ -34011,13 +34155,22 @@ var Guest = class {
     );
     return parseEvalReply(parseExecReply(reply), timeoutMs);
   }
-  async readFile(path) {
+  /**
+   * The whole file; one longer than `maxBytes` (default 64 MiB) is refused with FORKD_ERR_LIMIT
+   * before it is buffered: the agent stops at the limit, which also bounds endless files such as
+   * /dev/zero.
+   */
+  async readFile(path, options = {}) {
+    const maxBytes = options.maxBytes ?? DEFAULT_READ_LIMIT;
     const chunks = [];
     for (let offset = 0; ; ) {
-      const reply = await this.client.request("read_file", { path, offset, length: FILE_CHUNK }, CONTROL_TIMEOUT_MS);
+      const reply = await this.client.request("read_file", { path, offset, length: FILE_CHUNK, max_bytes: maxBytes }, CONTROL_TIMEOUT_MS).catch((err) => {
+        throw err instanceof AgentError && err.agentCode === "E_TOO_LARGE" ? readLimitError(path, maxBytes) : err;
+      });
       const chunk = Buffer.from(String(reply.data), "base64");
-      chunks.push(chunk);
       offset += chunk.length;
+      if (offset > maxBytes) throw readLimitError(path, maxBytes);
+      chunks.push(chunk);
       if (reply.eof === true) return Buffer.concat(chunks);
     }
   }
@@ -34051,18 +34204,15 @@ var Guest = class {
     await this.client.request("shutdown", {}, timeoutMs);
   }
 };
+function readLimitError(path, maxBytes) {
+  return new ForkdError("FORKD_ERR_LIMIT", `${path} is longer than the read limit of ${maxBytes} bytes`, {
+    hint: `raise the limit (maxBytes; max_bytes= over the API, up to ${DEFAULT_READ_LIMIT}) or read a part with exec, e.g. head -c N ${path}`,
+    status: 413
+  });
+}
 function parseExecReply(reply) {
   const signal = typeof reply.signal === "number" ? signalNames.get(reply.signal) ?? null : null;
-  return {
-    exitCode: Number(reply.exit_code),
-    signal,
-    timedOut: reply.timed_out === true,
-    stdout: Buffer.from(String(reply.stdout ?? ""), "base64"),
-    stderr: Buffer.from(String(reply.stderr ?? ""), "base64"),
-    stdoutTruncated: reply.stdout_truncated === true,
-    stderrTruncated: reply.stderr_truncated === true,
-    durationMs: Number(reply.duration_ms)
-  };
+  return execResult({ ...reply, signal });
 }
 function parseEvalReply(relay, timeoutMs) {
   const stderr = relay.stderr.toString().trim();
@@ -34201,7 +34351,7 @@ function requireReadableFile(path, what, hint) {
   return full;
 }
 
-// src/engine/state-dir.ts
+// src/common/state-dir.ts
 import { mkdirSync } from "node:fs";
 import { homedir } from "node:os";
 import { join as join3, resolve as resolve2 } from "node:path";
@@ -34281,12 +34431,12 @@ function parseQmpProbe(output) {
     }
     if (message.id) answers.set(message.id, message.return);
   }
-  const names = (id, key) => new Set((answers.get(id) ?? []).map((entry) => entry[key]));
+  const names2 = (id, key) => new Set((answers.get(id) ?? []).map((entry) => entry[key]));
   return {
     version,
-    tcg: names("tcg", "name"),
-    memfile: names("memfile", "name"),
-    migration: names("migration", "capability")
+    tcg: names2("tcg", "name"),
+    memfile: names2("memfile", "name"),
+    migration: names2("migration", "capability")
   };
 }
 function qemuFeatures(path, probe) {
@@ -34296,7 +34446,7 @@ function qemuFeatures(path, probe) {
     "migration capability": probe.migration
   };
   const missing = Object.entries(REQUIRED).flatMap(
-    ([what, names]) => names.filter((name) => !have[what].has(name)).map((name) => `${what} ${name}`)
+    ([what, names2]) => names2.filter((name) => !have[what].has(name)).map((name) => `${what} ${name}`)
   );
   if (missing.length) {
     throw new ForkdError(
@@ -34355,7 +34505,7 @@ import { spawn as spawn2 } from "node:child_process";
 import { randomBytes as randomBytes3 } from "node:crypto";
 import { closeSync, existsSync as existsSync3, openSync, readFileSync as readFileSync3, rmSync as rmSync3 } from "node:fs";
 import { mkdir as mkdir2, writeFile } from "node:fs/promises";
-import { basename as basename2, join as join5 } from "node:path";
+import { basename as basename4, join as join5 } from "node:path";
 import { setTimeout as sleep2 } from "node:timers/promises";
 
 // src/engine/vmm/qemu-args.ts
@@ -34443,9 +34593,13 @@ function buildQemuArgs(spec, sockets, features) {
 
 // src/engine/vmm/qmp.ts
 import { connect as connect2 } from "node:net";
+import { basename as basename3, dirname as dirname2 } from "node:path";
+var debug2 = debuglog("qmp");
+var QUOTED_LINE_CHARS = 200;
 var QmpClient = class _QmpClient {
-  constructor(socket) {
+  constructor(socket, vmId) {
     this.socket = socket;
+    this.vmId = vmId;
     socket.setEncoding("utf8");
     this.greeting.catch(() => {
     });
@@ -34459,10 +34613,13 @@ var QmpClient = class _QmpClient {
     });
   }
   socket;
+  vmId;
   buffer = "";
   nextId = 1;
   pending = /* @__PURE__ */ new Map();
   closed = false;
+  /** Why the VM was failed (a malformed line): what every later command is rejected with. */
+  failure;
   /** Connects and negotiates capabilities. */
   static async connect(path) {
     const socket = await new Promise((resolve4, reject) => {
@@ -34470,7 +34627,7 @@ var QmpClient = class _QmpClient {
       s.once("connect", () => resolve4(s));
       s.once("error", reject);
     });
-    const client = new _QmpClient(socket);
+    const client = new _QmpClient(socket, basename3(dirname2(path)));
     try {
       await client.greeting;
       await client.execute("qmp_capabilities");
@@ -34493,18 +34650,50 @@ var QmpClient = class _QmpClient {
       const line = this.buffer.slice(0, newline).trim();
       this.buffer = this.buffer.slice(newline + 1);
       if (!line) continue;
-      const message = JSON.parse(line);
+      const message = parseMessage(line);
+      if (!message) {
+        this.failMalformed(line);
+        return;
+      }
       if (message.QMP) this.greetingResolve();
+      if (message.event) debug2(this.vmId, "event %s %j", message.event, message.data ?? {});
       if (typeof message.id !== "number") continue;
       const pending = this.pending.get(message.id);
       this.pending.delete(message.id);
-      if (message.error) pending?.reject(new ForkdError("FORKD_ERR_QEMU_EXITED", `QMP: ${message.error.desc}`));
-      else pending?.resolve(message.return);
+      if (message.error) {
+        debug2(this.vmId, "<- #%d error: %s", message.id, message.error.desc);
+        pending?.reject(new ForkdError("FORKD_ERR_QEMU_EXITED", `QMP: ${message.error.desc}`));
+      } else {
+        debug2(this.vmId, "<- #%d ok", message.id);
+        pending?.resolve(message.return);
+      }
     }
   }
+  /**
+   * QEMU sent something that is not a QMP message: nothing it says can be trusted any more, so the
+   * VM is failed (every command in flight and later rejected, the monitor closed) instead of
+   * letting the parse error escape the socket handler and take the process down.
+   */
+  failMalformed(line) {
+    const quoted = line.length > QUOTED_LINE_CHARS ? `${line.slice(0, QUOTED_LINE_CHARS)}\u2026` : line;
+    debug2(this.vmId, "malformed line: %s", quoted);
+    const err = new ForkdError("FORKD_ERR_VM_STOPPED", `QMP sent a malformed line, so the VM is failed: ${quoted}`, {
+      hint: "QEMU misbehaved or its monitor socket was tampered with; remove this VM and fork again"
+    });
+    this.failure = err;
+    this.greetingReject(err);
+    this.failAll(err);
+    this.buffer = "";
+    this.socket.destroy();
+  }
   execute(command, args) {
-    if (this.closed) return Promise.reject(new ForkdError("FORKD_ERR_VM_STOPPED", `QMP ${command}: connection closed`));
+    if (this.closed) {
+      return Promise.reject(
+        this.failure ?? new ForkdError("FORKD_ERR_VM_STOPPED", `QMP ${command}: connection closed`)
+      );
+    }
     const id = this.nextId++;
+    debug2(this.vmId, "-> #%d %s %j", id, command, args ?? {});
     return new Promise((resolve4, reject) => {
       this.pending.set(id, { resolve: resolve4, reject });
       this.socket.write(`${JSON.stringify({ execute: command, ...args ? { arguments: args } : {}, id })}
@@ -34521,6 +34710,14 @@ var QmpClient = class _QmpClient {
     this.socket.destroy();
   }
 };
+function parseMessage(line) {
+  try {
+    const message = JSON.parse(line);
+    return typeof message === "object" && message !== null && !Array.isArray(message) ? message : void 0;
+  } catch {
+    return void 0;
+  }
+}
 
 // src/engine/vmm/run-dirs.ts
 import { readdirSync, readFileSync as readFileSync2, rmSync as rmSync2, statSync as statSync2 } from "node:fs";
@@ -34565,6 +34762,7 @@ function sweepStaleRunDirs(runRoot) {
 
 // src/engine/vmm/vm-process.ts
 var ADOPTED_EXIT_POLL_MS = 250;
+var debug3 = debuglog("vm");
 function spawned(child) {
   return {
     pid: child.pid ?? -1,
@@ -34575,14 +34773,15 @@ function spawned(child) {
     kill: () => child.kill("SIGKILL")
   };
 }
+function runsFrom2(pid, runDir) {
+  try {
+    return readFileSync3(`/proc/${pid}/cmdline`, "utf8").includes(runDir);
+  } catch {
+    return false;
+  }
+}
 function adopted(pid, runDir) {
-  const isOurs = () => {
-    try {
-      return readFileSync3(`/proc/${pid}/cmdline`, "utf8").includes(runDir);
-    } catch {
-      return false;
-    }
-  };
+  const isOurs = () => runsFrom2(pid, runDir);
   return {
     pid,
     exited: new Promise((resolve4) => {
@@ -34613,7 +34812,7 @@ function describeExit(info) {
   return info.signal ?? `code ${info.code}`;
 }
 var VmProcess = class _VmProcess {
-  constructor(id, spec, runDir, sockets, handle, unregisterReaper, spawnedAt) {
+  constructor(id, spec, runDir, sockets, handle, unregisterReaper, spawnedAt, ledger) {
     this.id = id;
     this.spec = spec;
     this.runDir = runDir;
@@ -34621,7 +34820,11 @@ var VmProcess = class _VmProcess {
     this.handle = handle;
     this.unregisterReaper = unregisterReaper;
     this.spawnedAt = spawnedAt;
-    void handle.exited.then((info) => this.exitInfo = info);
+    this.ledger = ledger;
+    void handle.exited.then((info) => {
+      this.exitInfo = info;
+      debug3(id, "QEMU pid %d exited (%s)", handle.pid, describeExit(info));
+    });
   }
   id;
   spec;
@@ -34630,6 +34833,7 @@ var VmProcess = class _VmProcess {
   handle;
   unregisterReaper;
   spawnedAt;
+  ledger;
   exitInfo;
   agent;
   qmp;
@@ -34640,7 +34844,7 @@ var VmProcess = class _VmProcess {
     return this.handle.exited;
   }
   static socketsIn(runDir, paths) {
-    const id = basename2(runDir);
+    const id = basename4(runDir);
     return {
       qmp: join5(runDir, "qmp.sock"),
       agent: join5(runDir, "agent.sock"),
@@ -34678,12 +34882,14 @@ var VmProcess = class _VmProcess {
       closeSync(stderr);
     }
     const handle = spawned(child);
+    debug3(id, "launched QEMU pid %d (%d MiB, %s)", handle.pid, spec.memoryMiB, spec.incoming ? "incoming" : "boot");
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync3(runDir, { recursive: true, force: true });
     });
-    const proc = new _VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt);
+    const proc = new _VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt, options.ledger);
     try {
+      options.ledger?.launched(proc, options.role ?? "child", options.snapshot);
       [proc.agent, proc.qmp] = await Promise.all([
         proc.connectWhenListening(() => AgentClient.connect(sockets.agent), deadline),
         proc.connectWhenListening(() => QmpClient.connect(sockets.qmp), deadline)
@@ -34698,15 +34904,16 @@ var VmProcess = class _VmProcess {
    * Takes over a QEMU that a previous forkd process started (and that is still running from
    * `runDir`): reconnects to its QMP and agent sockets. Throws if it is gone.
    */
-  static async adopt(runDir, spec, paths) {
+  static async adopt(runDir, spec, paths, ledger) {
     const sockets = _VmProcess.socketsIn(runDir, paths);
     const pid = Number(readFileSync3(sockets.pidFile, "utf8").trim());
     const handle = adopted(pid, runDir);
+    debug3(basename4(runDir), "adopting QEMU pid %d", pid);
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync3(runDir, { recursive: true, force: true });
     });
-    const proc = new _VmProcess(basename2(runDir), spec, runDir, sockets, handle, unregister, performance.now());
+    const proc = new _VmProcess(basename4(runDir), spec, runDir, sockets, handle, unregister, performance.now(), ledger);
     try {
       [proc.agent, proc.qmp] = await Promise.all([AgentClient.connect(sockets.agent), QmpClient.connect(sockets.qmp)]);
     } catch (err) {
@@ -34714,6 +34921,32 @@ var VmProcess = class _VmProcess {
       throw err;
     }
     return proc;
+  }
+  /** The pid of the QEMU a previous forkd process started from `runDir`, while it runs. */
+  static leftoverPid(runDir) {
+    try {
+      const pid = Number(readFileSync3(join5(runDir, "qemu.pid"), "utf8").trim());
+      return pid > 0 && runsFrom2(pid, runDir) ? pid : void 0;
+    } catch {
+      return void 0;
+    }
+  }
+  static leftoverRunning(runDir) {
+    return _VmProcess.leftoverPid(runDir) !== void 0;
+  }
+  /**
+   * Kills the QEMU a previous forkd process started from `runDir` (if it still runs) without
+   * connecting to it, and removes its run dir and console log.
+   */
+  static async reapLeftover(runDir, paths) {
+    const pid = _VmProcess.leftoverPid(runDir);
+    if (pid !== void 0) {
+      const handle = adopted(pid, runDir);
+      handle.kill();
+      await handle.exited;
+    }
+    rmSync3(runDir, { recursive: true, force: true });
+    rmSync3(_VmProcess.socketsIn(runDir, paths).consoleLog, { force: true });
   }
   async connectWhenListening(connect5, deadline) {
     for (; ; ) {
@@ -34773,6 +35006,7 @@ ${details}` : ""}`, {
     rmSync3(this.runDir, { recursive: true, force: true });
     if (!keepLog) rmSync3(this.sockets.consoleLog, { force: true });
     this.unregisterReaper();
+    this.ledger?.ended(this);
     return info;
   }
   /** Cleanup after a failed start: the error the caller throws names the console log, so keep it. */
@@ -34783,6 +35017,7 @@ ${details}` : ""}`, {
 
 // src/engine/vmm/vm.ts
 var DEFAULT_BOOT_TIMEOUT_MS = 3e4;
+var ADOPT_PING_TIMEOUT_MS = 5e3;
 var StartedVm = class _StartedVm {
   /** Wraps a process whose guest agent is answering. `readyMs`: ms from spawning QEMU to ready (boot, or fork up to `restored`). */
   constructor(proc, readyMs, ports = {}, snapshot) {
@@ -34809,6 +35044,10 @@ var StartedVm = class _StartedVm {
   }
   get pid() {
     return this.proc.pid;
+  }
+  /** Resolves when QEMU exits, whoever ended it. */
+  get exited() {
+    return this.proc.exited;
   }
   get accel() {
     return this.proc.spec.accel;
@@ -34866,14 +35105,28 @@ var StartedVm = class _StartedVm {
     }
     return new _StartedVm(proc, performance.now() - proc.spawnedAt);
   }
+  /**
+   * Takes over a forked VM that a previous forkd process left running: reconnects and waits for
+   * its agent to answer. On failure the VM is killed and its files removed, and the error says why.
+   */
+  static async adopt(vm, paths, ledger) {
+    const proc = await VmProcess.adopt(vm.runDir, vm.spec, paths, ledger);
+    try {
+      await proc.unlessExited(proc.agent.request("ping", {}, ADOPT_PING_TIMEOUT_MS), "adoption");
+    } catch (err) {
+      await proc.cleanup(false);
+      throw err;
+    }
+    return new _StartedVm(proc, vm.readyMs, vm.ports, vm.snapshot);
+  }
   exec(command, options) {
     return this.guarded(this.guest.exec(command, options));
   }
   eval(code, options) {
     return this.guarded(this.guest.eval(code, options));
   }
-  readFile(path) {
-    return this.guarded(this.guest.readFile(path));
+  readFile(path, options) {
+    return this.guarded(this.guest.readFile(path, options));
   }
   writeFile(path, data, options) {
     return this.guarded(this.guest.writeFile(path, data, options));
@@ -35023,13 +35276,13 @@ async function knownAccel(kernelSha256, paths, qemu) {
 async function resolveAccel(guest, paths, qemu) {
   const verdict = await hostVerdict();
   if (verdict) return verdict;
-  const kernel = await readFile(guest.kernel).catch((err) => {
+  const kernelSha256 = await sha256File(guest.kernel).catch((err) => {
     throw new ForkdError("FORKD_ERR_NOT_FOUND", `the guest kernel ${guest.kernel} cannot be read`, {
       hint: "build it again (forkd build base), or unpack the snapshot that uses it again",
       cause: err
     });
   });
-  const key = verdictKey(qemu, createHash2("sha256").update(kernel).digest("hex"));
+  const key = verdictKey(qemu, kernelSha256);
   const cached = await cachedVerdict(paths, key);
   if (cached) return cached;
   const probed2 = await probeKvm(guest, paths, qemu);
@@ -35039,17 +35292,66 @@ async function resolveAccel(guest, paths, qemu) {
   return probed2;
 }
 
-// src/engine/host-cpu.ts
+// src/engine/host-platform.ts
+import { arch, platform } from "node:os";
+var thisHost = () => ({ platform: platform(), arch: arch() });
+function unsupportedHost(host = thisHost()) {
+  if (host.platform === "linux" && host.arch === "x64") return void 0;
+  return `forkd runs x86_64 Linux guests on x86_64 Linux hosts only; this host is ${host.platform}/${host.arch}`;
+}
+function assertSupportedHost(host = thisHost(), hint = "use an x86_64 Linux host") {
+  const why = unsupportedHost(host);
+  if (why) throw new ForkdError("FORKD_ERR_INCOMPATIBLE", why, { hint });
+}
+
+// src/common/package-root.ts
 import { readFileSync as readFileSync4 } from "node:fs";
+import { fileURLToPath } from "node:url";
+var fromHere = true ? "../" : "../../";
+var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
+var packageVersion = JSON.parse(readFileSync4(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
+
+// src/hub/hub.ts
+import { randomUUID as randomUUID4 } from "node:crypto";
+import { rmSync as rmSync10 } from "node:fs";
+import { mkdir as mkdir6, rm as rm10 } from "node:fs/promises";
+import { join as join21 } from "node:path";
+
+// src/engine/host-cpu.ts
+import { readFileSync as readFileSync5 } from "node:fs";
 var model;
 function hostCpu() {
   if (model === void 0) {
-    const info = readFileSync4("/proc/cpuinfo", "utf8");
-    const field2 = (name) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(info)?.[1]?.trim() ?? "";
-    model = [field2("vendor_id"), field2("model name")].filter(Boolean).join(" ") || "unknown";
+    const info = readFileSync5("/proc/cpuinfo", "utf8");
+    const field = (name) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(info)?.[1]?.trim() ?? "";
+    model = [field("vendor_id"), field("model name")].filter(Boolean).join(" ") || "unknown";
   }
   return model;
 }
+
+// src/engine/host-accel.ts
+var HostAccel = class {
+  constructor(paths) {
+    this.paths = paths;
+  }
+  paths;
+  /** Accelerator verdicts by guest kernel path. */
+  verdicts = /* @__PURE__ */ new Map();
+  verdict(guest) {
+    let verdict = this.verdicts.get(guest.kernel);
+    if (!verdict) {
+      verdict = findQemu().then((qemu) => resolveAccel(guest, this.paths, qemu));
+      this.verdicts.set(guest.kernel, verdict);
+      verdict.catch(() => this.verdicts.delete(guest.kernel));
+    }
+    return verdict;
+  }
+  /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
+  async facts(guest) {
+    const [verdict, qemu] = await Promise.all([this.verdict(guest), findQemu()]);
+    return { host: { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() }, qemu };
+  }
+};
 
 // src/engine/images/base.ts
 import { readFile as readFile5 } from "node:fs/promises";
@@ -35057,15 +35359,6 @@ import { readFile as readFile5 } from "node:fs/promises";
 // src/engine/images/agent-binary.ts
 import { readFile as readFile2 } from "node:fs/promises";
 import { join as join6 } from "node:path";
-
-// src/engine/package-root.ts
-import { readFileSync as readFileSync5 } from "node:fs";
-import { fileURLToPath } from "node:url";
-var fromHere = true ? "../" : "../../";
-var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
-var packageVersion = JSON.parse(readFileSync5(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
-
-// src/engine/images/agent-binary.ts
 var SOURCES = ["agent.c", "json.c", "json.h", "Makefile"];
 async function ensureAgentBinary(paths, options = {}) {
   const srcDir = join6(packageRoot, "native", "agent");
@@ -35106,10 +35399,10 @@ function record(ino, name, mode, data, rdev = [0, 0]) {
 }
 function writeCpio(entries) {
   const parts = [];
-  entries.forEach((entry, index) => {
+  entries.forEach((entry, index3) => {
     const name = entry.path.replace(/^\/+/, "");
     if (!name || name.split("/").includes("..")) throw new Error(`bad cpio path: ${entry.path}`);
-    const ino = index + 1;
+    const ino = index3 + 1;
     switch (entry.type) {
       case "dir":
         parts.push(...record(ino, name, S_IFDIR | (entry.mode ?? 493), Buffer.alloc(0)));
@@ -35220,8 +35513,8 @@ function compareVersions(a, b) {
   }
   return 0;
 }
-function newestSourceTarball(names) {
-  return names.flatMap((name) => {
+function newestSourceTarball(names2) {
+  return names2.flatMap((name) => {
     const m = SOURCE_TARBALL.exec(name);
     return m ? [{ name, version: m[1].split(".").map(Number) }] : [];
   }).sort((a, b) => compareVersions(a.version, b.version)).at(-1)?.name;
@@ -35376,45 +35669,10 @@ async function ensureBaseImage(paths, options = {}) {
   };
 }
 
-// src/engine/snapshot/fork.ts
-import { closeSync as closeSync2, openSync as openSync2 } from "node:fs";
-import { randomBytes as randomBytes4 } from "node:crypto";
-import { connect as connect3 } from "node:net";
-
-// src/engine/vmm/device-state.ts
-import { setTimeout as sleep3 } from "node:timers/promises";
-var POLL_MS = 1;
-var MIGRATION_TIMEOUT_MS = 6e4;
-function shellQuote(value) {
-  return `'${value.replaceAll("'", "'\\''")}'`;
-}
-async function waitMigration(qmp, what) {
-  const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
-  for (; ; ) {
-    const info = await qmp.execute("query-migrate");
-    if (info.status === "completed") return info;
-    if (info.status === "failed" || info.status === "cancelled") {
-      throw new ForkdError("FORKD_ERR_SNAPSHOT", `${what} failed: ${info["error-desc"] ?? info.status}`, {
-        hint: "check free disk space in the state dir and that the snapshot files are intact"
-      });
-    }
-    if (Date.now() > deadline)
-      throw new ForkdError("FORKD_ERR_SNAPSHOT", `${what} did not finish within ${MIGRATION_TIMEOUT_MS} ms`);
-    await sleep3(POLL_MS);
-  }
-}
-var IGNORE_SHARED = { capabilities: [{ capability: "x-ignore-shared", state: true }] };
-async function saveDeviceState(qmp, file) {
-  await qmp.execute("stop");
-  await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
-  await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(file)}` });
-  await waitMigration(qmp, "saving device state");
-}
-async function loadDeviceState(qmp, inheritedFd) {
-  await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
-  await qmp.execute("migrate-incoming", { uri: `fd:${inheritedFd}` });
-  await waitMigration(qmp, "loading device state");
-}
+// src/engine/images/recipe.ts
+import { existsSync as existsSync7, lstatSync, readdirSync as readdirSync2, readFileSync as readFileSync7 } from "node:fs";
+import { readFile as readFile8 } from "node:fs/promises";
+import { basename as basename5, join as join10, resolve as resolve3 } from "node:path";
 
 // src/engine/vmm/ports.ts
 function validatePorts(ports) {
@@ -35477,96 +35735,5693 @@ async function exposePorts(qmp, guestPorts, range = hostPortRange()) {
   return map;
 }
 
-// src/engine/snapshot/fork.ts
-var RESTORE_TIMEOUT_MS = 3e4;
-function childSpec(info) {
-  const { meta } = info;
+// src/engine/images/rootfs.ts
+var import_tar_stream = __toESM(require_tar_stream(), 1);
+import { spawnSync } from "node:child_process";
+import { createWriteStream, readFileSync as readFileSync6, rmSync as rmSync6, statfsSync } from "node:fs";
+import { chmod, mkdtemp as mkdtemp2, open, readFile as readFile7, rm as rm2, stat as stat2, writeFile as writeFile3 } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join as join9 } from "node:path";
+import { pipeline } from "node:stream/promises";
+
+// src/engine/images/rootfs-privilege.ts
+import { execFile as execFile3 } from "node:child_process";
+import { readFile as readFile6 } from "node:fs/promises";
+import { userInfo } from "node:os";
+import { promisify as promisify3 } from "node:util";
+var execFileAsync3 = promisify3(execFile3);
+var ROOTFS_MODES = ["root", "unshare", "sudo"];
+var SUBID_COUNT = 65536;
+async function subidRange(file, user) {
+  let text;
+  try {
+    text = await readFile6(file, "utf8");
+  } catch {
+    return `${file} does not exist`;
+  }
+  const ok = text.split("\n").some((line) => {
+    const [owner, , count] = line.trim().split(":");
+    return (owner === user.username || owner === String(user.uid)) && Number(count) >= SUBID_COUNT;
+  });
+  return ok ? void 0 : `${file} gives ${user.username} no range of ${SUBID_COUNT} ids`;
+}
+async function whyNotUnshare() {
+  const user = userInfo();
+  if (!which("newuidmap") || !which("newgidmap")) return "newuidmap/newgidmap are missing (package uidmap)";
+  const missing = (await Promise.all([subidRange("/etc/subuid", user), subidRange("/etc/subgid", user)])).filter(
+    Boolean
+  );
+  if (missing.length) return missing.join("; ");
+  const mmdebstrap = which("mmdebstrap");
+  if (!mmdebstrap) return "mmdebstrap is missing (package mmdebstrap)";
+  try {
+    await execFileAsync3(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
+    return void 0;
+  } catch (err) {
+    const stderr = err.stderr?.trim().split("\n").slice(-2).join(" ");
+    return `unprivileged user namespaces are not allowed here (${stderr || err.message})`;
+  }
+}
+async function whyNotSudo() {
+  const sudo = which("sudo");
+  if (!sudo) return "sudo is not installed";
+  try {
+    await execFileAsync3(sudo, ["-n", "true"], { timeout: 1e4 });
+    return void 0;
+  } catch {
+    return "sudo asks for a password";
+  }
+}
+function parseMode(value) {
+  if (value === void 0 || value === "" || value === "auto") return void 0;
+  if (ROOTFS_MODES.includes(value)) return value;
+  throw new ForkdError(
+    "FORKD_ERR_BAD_INPUT",
+    `FORKD_ROOTFS_MODE=${value} is not one of auto, ${ROOTFS_MODES.join(", ")}`,
+    {
+      hint: "unset it to let forkd choose"
+    }
+  );
+}
+async function resolveRootfsMode(env = process.env) {
+  const forced = parseMode(env.FORKD_ROOTFS_MODE);
+  const isRoot = process.getuid?.() === 0;
+  if (forced) {
+    const why = forced === "root" ? isRoot ? void 0 : "this process is not root" : forced === "unshare" ? await whyNotUnshare() : await whyNotSudo();
+    if (why)
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`, {
+        hint: "unset FORKD_ROOTFS_MODE to let forkd choose"
+      });
+    return forced;
+  }
+  if (isRoot) return "root";
+  const noUnshare = await whyNotUnshare();
+  if (!noUnshare) return "unshare";
+  const noSudo = await whyNotSudo();
+  if (!noSudo) return "sudo";
+  const { username } = userInfo();
+  throw new ForkdError(
+    "FORKD_ERR_BUILD",
+    `cannot build a root filesystem as ${username}: no user namespaces (${noUnshare}) and no passwordless sudo (${noSudo})`,
+    {
+      hint: `either let ${username} use user namespaces: sudo apt-get install uidmap && sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${username} (on Ubuntu 24.04 also: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0); or give ${username} passwordless sudo`
+    }
+  );
+}
+
+// src/engine/images/rootfs.ts
+var SUITE = "bookworm";
+function debianMirror() {
+  return process.env.FORKD_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
+}
+var TMPFS_NEEDED_BYTES = 3 * 1024 ** 3;
+function scratchParent() {
+  try {
+    const fs = statfsSync("/dev/shm");
+    if (fs.bavail * fs.bsize >= TMPFS_NEEDED_BYTES) return "/dev/shm";
+  } catch {
+  }
+  return tmpdir();
+}
+function hints(recipe) {
   return {
-    ...meta.vm,
-    accel: meta.accel,
-    memoryMiB: meta.memoryMiB,
-    vcpus: meta.vcpus,
-    memoryFile: { path: info.memoryFile, shared: false },
-    incoming: true
+    bootstrap: `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${debianMirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
+    files: `the files named in ${recipe.dir}/recipe.json must exist next to it`,
+    build: "the recipe's build command failed in a chroot of the new tree; its output is above",
+    mke2fs: `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`
   };
 }
-function restoredInfo() {
-  return { hostname: `forkd-${randomBytes4(3).toString("hex")}` };
-}
-var PRIME_TIMEOUT_MS = 6e4;
-async function prepareChild(info, paths, qemu, launch = {}) {
-  const vmstate = openSync2(info.vmstateFile, "r");
-  let proc;
-  try {
-    proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS, {
-      ...launch,
-      inheritFds: [vmstate]
-    });
-  } finally {
-    closeSync2(vmstate);
+async function writeFilesTar(recipe, out) {
+  const tar = (0, import_tar_stream.pack)();
+  const written = pipeline(tar, createWriteStream(out));
+  for (const [target, source2] of Object.entries(recipe.files)) {
+    const path = join9(recipe.dir, source2);
+    const [data, info] = await Promise.all([readFile7(path), stat2(path)]);
+    tar.entry({ name: target.slice(1), mode: info.mode & 4095, uid: 0, gid: 0, size: data.length }, data);
   }
-  try {
-    await proc.unlessExited(loadDeviceState(proc.qmp, 3), "restore");
-  } catch (err) {
-    await proc.discard();
-    throw proc.failure(
-      "FORKD_ERR_CORRUPT",
-      `restoring snapshot ${info.tag} failed: ${errorMessage(err).split("\n")[0]}`,
-      `the snapshot's files may be damaged: forkd rmi ${info.tag} and take it again`
+  tar.finalize();
+  await written;
+}
+function stepOf(line) {
+  if (!line.startsWith("I: running")) return void 0;
+  if (line.includes("forkd-files.tar")) return "files";
+  if (line.includes("forkd-build.sh")) return "build";
+  return void 0;
+}
+function refuseMountsUnderDevShm() {
+  const below = readFileSync6("/proc/self/mountinfo", "utf8").split("\n").map((line) => line.split(" ")[4] ?? "").filter((point) => point.startsWith("/dev/shm/"));
+  if (below.length)
+    throw new ForkdError(
+      "FORKD_ERR_BUILD",
+      `a build without root cannot bind /dev/shm while ${below[0]} is mounted under it`,
+      {
+        hint: `unmount ${below.join(", ")}, or build as root (FORKD_ROOTFS_MODE=sudo)`
+      }
     );
-  }
-  try {
-    return { proc, running: false, ports: await proc.unlessExited(exposePorts(proc.qmp, info.meta.ports), "restore") };
-  } catch (err) {
-    await proc.cleanup(err instanceof ForkdError && err.consoleLog !== void 0);
-    throw err;
-  }
 }
-async function prepareSpare(info, paths, qemu, launch = {}) {
-  const child = await prepareChild(info, paths, qemu, launch);
+var SYSTEM_PATH = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+function privileged(mode) {
+  const tool = (name, pkg) => mode === "sudo" ? which(name, SYSTEM_PATH) ?? requireTool(name, pkg) : requireTool(name, pkg);
+  const mmdebstrap = tool("mmdebstrap", "mmdebstrap");
+  const prefix = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n"] : mode === "unshare" ? [mmdebstrap, "--unshare-helper"] : [];
+  return {
+    mmdebstrap,
+    tool,
+    /** argv for a command in the namespace (unshare), as root (sudo) or as it is (root). */
+    argv: (command) => [...prefix, ...command]
+  };
+}
+async function buildRootfs(recipe, image, options = {}) {
+  const mode = await resolveRootfsMode();
+  if (mode === "unshare") refuseMountsUnderDevShm();
+  const run = privileged(mode);
+  const mke2fs = run.tool("mke2fs", "e2fsprogs");
+  const parent = scratchParent();
+  if (/[\s'"\\]/.test(parent))
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `the scratch dir ${parent} has a blank or a quote in its path`, {
+      hint: "set TMPDIR to a path without blanks or quotes"
+    });
+  const stage = await mkdtemp2(join9(parent, `forkd-recipe-${recipe.name}-`));
+  await chmod(stage, 457);
+  const tree = join9(stage, "tree");
+  const [rmBin, ...rmArgs] = run.argv(["rm", "-rf", tree]);
+  const removeTree = () => void spawnSync(rmBin, rmArgs, { stdio: "ignore" });
+  const unregister = onProcessExit(() => {
+    removeTree();
+    rmSync6(stage, { recursive: true, force: true });
+  });
+  const task = `rootfs ${recipe.name}`;
+  let step = "files";
+  const fail = (err) => {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new ForkdError("FORKD_ERR_BUILD", `recipe ${recipe.name}: step ${step} failed: ${message}`, {
+      hint: hints(recipe)[step],
+      cause: err
+    });
+  };
+  let file;
   try {
-    await child.proc.unlessExited(child.proc.qmp.execute("cont"), "resume");
-    const guest = new Guest(child.proc.agent);
-    await child.proc.unlessExited(guest.restored(restoredInfo()), "restore");
-    const prime = info.meta.prime;
-    if (prime) {
-      const r = await child.proc.unlessExited(guest.exec(prime, { timeoutMs: PRIME_TIMEOUT_MS }), "prime");
-      if (r.exitCode !== 0) {
-        throw new ForkdError("FORKD_ERR_SNAPSHOT", `prime command of ${info.tag} exited ${r.exitCode}: ${prime}`, {
-          hint: `${r.stderr.toString().trim().split("\n").pop() ?? ""} (the recipe's "prime" must succeed in a fresh child)`
+    const hooks = [];
+    if (Object.keys(recipe.files).length) {
+      options.onProgress?.({ task, phase: "files" });
+      await writeFilesTar(recipe, join9(stage, "forkd-files.tar")).catch(fail);
+      hooks.push(`upload ${join9(stage, "forkd-files.tar")} /forkd-files.tar`);
+      hooks.push('chroot "$1" tar -xpf /forkd-files.tar -C / && rm -f "$1/forkd-files.tar"');
+    }
+    if (recipe.build) {
+      await writeFile3(join9(stage, "forkd-build.sh"), recipe.build, { mode: 384 });
+      hooks.push(`upload ${join9(stage, "forkd-build.sh")} /forkd-build.sh`);
+      hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
+    }
+    hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
+    const bootstrap = [
+      // as root, the tree's mounts (proc, sys, dev) stay in a mount namespace of their own: seen
+      // from outside, a mount under /dev/shm stops unprivileged builds binding /dev/shm, and a
+      // killed build cannot leave them behind
+      ...mode === "unshare" ? [] : [run.tool("unshare", "util-linux"), "--mount", "--propagation", "private", "--"],
+      ...mode === "sudo" ? [run.tool("env", "coreutils"), `TMPDIR=${parent}`] : [],
+      run.mmdebstrap,
+      `--mode=${mode === "sudo" ? "root" : mode}`,
+      "--variant=minbase",
+      "--format=directory",
+      ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
+      ...hooks.map((hook) => `--customize-hook=${hook}`),
+      SUITE,
+      tree,
+      debianMirror()
+    ];
+    const spawnOptions = { cwd: "/", env: { ...process.env, TMPDIR: parent } };
+    const setpriv = which("setpriv");
+    const dieWithUs = (argv) => setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...argv] : argv;
+    step = "bootstrap";
+    let lines = 0;
+    options.onProgress?.({
+      task,
+      phase: step,
+      detail: `${SUITE} + ${recipe.packages.join(" ") || "nothing"} (${mode})`
+    });
+    const [bin, ...args] = dieWithUs(mode === "sudo" ? run.argv(bootstrap) : bootstrap);
+    await runToolStreaming(bin, args, {
+      ...spawnOptions,
+      onLine: (line) => {
+        step = stepOf(line) ?? step;
+        options.onProgress?.({
+          task,
+          phase: step,
+          done: ++lines,
+          total: Math.max(400, lines + 40),
+          // line counts vary with the package set
+          detail: line.slice(0, 60)
         });
       }
-    }
-    await Promise.all(Object.values(child.ports).map(touchPort));
-  } catch (err) {
-    await child.proc.discard();
-    throw err;
+    }).catch(fail);
+    step = "mke2fs";
+    options.onProgress?.({ task, phase: step, detail: `${recipe.imageMiB} MiB` });
+    file = await open(image, "w", 420);
+    if (mode === "unshare") await file.chmod(438);
+    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
+    const [mkfs, ...mkfsArgs] = run.argv([
+      mke2fs,
+      "-q",
+      "-F",
+      "-t",
+      "ext4",
+      "-L",
+      "forkd",
+      "-d",
+      tree,
+      target,
+      `${recipe.imageMiB}M`
+    ]);
+    await runToolStreaming(mkfs, mkfsArgs, { ...spawnOptions, fd3: file.fd }).catch(fail);
+    await file.chmod(420);
+  } finally {
+    await file?.close();
+    removeTree();
+    await rm2(stage, { recursive: true, force: true });
+    unregister();
   }
-  return { ...child, running: true };
 }
-function touchPort(port) {
-  return new Promise((resolve4) => {
-    const socket = connect3(port, "127.0.0.1");
-    const done = () => {
-      socket.destroy();
-      resolve4();
+
+// src/engine/images/recipe.ts
+var BUILDER_VERSION = "rootfs-v3";
+var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
+var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
+var FIELDS = [
+  "description",
+  "base",
+  "packages",
+  "files",
+  "build",
+  "warmup",
+  "ready",
+  "ready_timeout_s",
+  "prime",
+  "ports",
+  "memory_mib",
+  "image_mib"
+];
+function recipesDir() {
+  return join10(packageRoot, "recipes");
+}
+function loadRecipe(ref2) {
+  if (!ref2) throw new ForkdError("FORKD_ERR_BAD_INPUT", "name a recipe", { hint: "for example: postgres" });
+  const dir = ref2.includes("/") ? resolve3(ref2) : join10(recipesDir(), ref2);
+  const name = basename5(dir);
+  const bad2 = (what) => new ForkdError("FORKD_ERR_BAD_INPUT", `recipe ${name}: ${what}`, {
+    hint: "the recipe format is in recipes/README.md"
+  });
+  if (!NAME_PATTERN.test(name))
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid recipe name ${JSON.stringify(name)}`, {
+      hint: "recipe names are lowercase letters, digits and dashes"
+    });
+  const file = join10(dir, "recipe.json");
+  if (!existsSync7(file)) {
+    throw new ForkdError("FORKD_ERR_NOT_FOUND", `no recipe ${ref2} (no ${file})`, {
+      hint: `name one of ${readdirSync2(recipesDir(), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).join(", ")}, or give the path of a directory with a recipe.json`
+    });
+  }
+  let raw;
+  try {
+    raw = JSON.parse(readFileSync7(file, "utf8"));
+  } catch (err) {
+    throw bad2(`${file} is not valid JSON: ${err.message}`);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad2("recipe.json must hold an object");
+  const unknown = Object.keys(raw).filter((k) => !FIELDS.includes(k));
+  if (unknown.length) throw bad2(`unknown field ${unknown.join(", ")} (known: ${FIELDS.join(", ")})`);
+  const str = (key) => {
+    if (raw[key] === void 0 || raw[key] === null) return null;
+    if (typeof raw[key] !== "string") throw bad2(`"${key}" must be a string`);
+    return raw[key];
+  };
+  const mib = (key, fallback, min, max) => {
+    const value = raw[key] ?? fallback;
+    if (!Number.isInteger(value) || value < min || value > max)
+      throw bad2(`"${key}" must be an integer from ${min} to ${max}`);
+    return value;
+  };
+  const base = raw.base ?? "debian-bookworm";
+  if (base !== "debian-bookworm" && base !== "none") throw bad2('"base" must be "debian-bookworm" or "none"');
+  const packages = raw.packages ?? [];
+  if (!Array.isArray(packages) || packages.some((p) => typeof p !== "string" || !DEBIAN_PACKAGE.test(p)))
+    throw bad2(`"packages" must be a list of Debian package names (got ${JSON.stringify(packages)})`);
+  const files = raw.files ?? {};
+  if (typeof files !== "object" || files === null || Array.isArray(files)) throw bad2('"files" must be an object');
+  for (const [target, source2] of Object.entries(files)) {
+    if (typeof source2 !== "string" || !target.startsWith("/"))
+      throw bad2(`file ${target}: absolute image path -> file name`);
+    if (target.split("/").includes("..") || source2.split("/").includes("..") || source2.startsWith("/"))
+      throw bad2(`file ${target} <- ${source2} leaves its directory`);
+    const real = join10(dir, source2);
+    if (!existsSync7(real)) throw bad2(`file ${target} <- ${source2}: ${real} does not exist`);
+    if (!lstatSync(real).isFile())
+      throw bad2(`file ${target} <- ${source2}: ${real} is not a regular file (links are refused)`);
+  }
+  const build = str("build");
+  if (base === "none" && (packages.length || Object.keys(files).length || build))
+    throw bad2('base "none" boots the embedded initramfs as it is: it takes no packages, files or build');
+  return {
+    name,
+    dir,
+    description: str("description") ?? "",
+    base,
+    packages,
+    files,
+    build,
+    warmup: str("warmup"),
+    ready: str("ready"),
+    readyTimeoutMs: mib("ready_timeout_s", 120, 1, 3600) * 1e3,
+    prime: str("prime"),
+    ports: validatePorts(raw.ports ?? []),
+    memoryMiB: mib("memory_mib", 256, 64, 16384),
+    imageMiB: mib("image_mib", 1024, 64, 65536)
+  };
+}
+async function recipeImageKey(recipe) {
+  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile8(join10(recipe.dir, f))));
+  const { packages, files, build, imageMiB } = recipe;
+  return hashInputs([
+    BUILDER_VERSION,
+    SUITE,
+    debianMirror(),
+    JSON.stringify({ packages, files, build, imageMiB }),
+    ...sources
+  ]);
+}
+function isPackagedRecipe(recipe) {
+  return recipe.dir === join10(recipesDir(), recipe.name);
+}
+async function ensureRecipeImage(paths, recipe, options = {}) {
+  const key = await recipeImageKey(recipe);
+  const artifact = await ensureArtifact(
+    paths,
+    `rootfs-${recipe.name}`,
+    key,
+    (staging) => buildRootfs(recipe, join10(staging, "rootfs.ext4"), options),
+    options
+  );
+  return { ...artifact, image: join10(artifact.dir, "rootfs.ext4") };
+}
+
+// src/engine/images/guest-images.ts
+var GuestImageSource = class {
+  constructor(paths, officialPacks) {
+    this.paths = paths;
+    this.officialPacks = officialPacks;
+  }
+  paths;
+  officialPacks;
+  base;
+  officials = /* @__PURE__ */ new Map();
+  /** Why an official pack is not used, by name: told when the local build starts. */
+  fallbacks = /* @__PURE__ */ new Map();
+  /** Kernel + base initramfs, built on first use and reused from the cache after. */
+  buildBase(options = {}) {
+    if (options.lookupOnly) return this.resolveBase(options);
+    this.base ??= this.resolveBase(options).catch((err) => {
+      this.base = void 0;
+      throw err;
+    });
+    return this.base;
+  }
+  /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
+  async resolveBase(options) {
+    const official = process.env.FORKD_KERNEL ? void 0 : await this.official("base", options);
+    return official?.images ?? ensureBaseImage(this.paths, this.announcing("base", options));
+  }
+  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
+  async recipeImage(recipe, build = {}) {
+    const official = await this.officialRecipe(recipe, build);
+    if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
+    const built = await this.buildRecipeImage(recipe, build);
+    return { image: built.image, reused: built.reused };
+  }
+  /** A recipe's root filesystem built here (telling first why no official pack is used). */
+  buildRecipeImage(recipe, build = {}) {
+    return ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build));
+  }
+  /**
+   * The official images of a packaged recipe, when its pack's root filesystem is the one this
+   * recipe builds (a recipe changed since the release, or another Debian mirror, builds locally).
+   */
+  async officialRecipe(recipe, build) {
+    if (!isPackagedRecipe(recipe) || recipe.base !== "debian-bookworm") return void 0;
+    const official = await this.official(recipe.name, build);
+    if (!official || official.images.rootfs?.hash === await recipeImageKey(recipe)) return official;
+    this.fallbacks.set(recipe.name, `${official.ref} holds another build of the recipe: building locally`);
+    return void 0;
+  }
+  /** `options`, telling first why `name` is built here (see official) once a build really reports progress. */
+  announcing(name, options) {
+    const why = this.fallbacks.get(name);
+    const { onProgress } = options;
+    if (!why || !onProgress) return options;
+    let told = false;
+    return {
+      ...options,
+      onProgress: (event) => {
+        if (!told) onProgress({ task: "official pack", phase: name, detail: why });
+        told = true;
+        onProgress(event);
+      }
     };
-    socket.setTimeout(PRIME_TIMEOUT_MS, done);
-    socket.once("error", done);
-    socket.once("connect", () => setTimeout(done, 50));
+  }
+  /** The official images of `name`, installed on first use by the engine's OfficialPacks; memoised. */
+  official(name, options = {}) {
+    const packs = this.officialPacks;
+    if (!packs) return Promise.resolve(void 0);
+    const lookup = { ...options, onFallback: (notice) => this.fallbacks.set(name, notice) };
+    if (options.lookupOnly) return packs.guest(name, lookup);
+    let guest = this.officials.get(name);
+    if (!guest) {
+      guest = packs.guest(name, lookup);
+      this.officials.set(name, guest);
+      guest.catch(() => this.officials.delete(name));
+    }
+    return guest;
+  }
+};
+
+// src/engine/snapshot/branch.ts
+import { randomUUID } from "node:crypto";
+import { stat as stat5 } from "node:fs/promises";
+import { join as join14 } from "node:path";
+
+// node_modules/typebox/build/system/memory/memory.mjs
+var memory_exports = {};
+__export(memory_exports, {
+  Assign: () => Assign,
+  Clone: () => Clone,
+  Create: () => Create,
+  Discard: () => Discard,
+  Metrics: () => Metrics,
+  Update: () => Update
+});
+
+// node_modules/typebox/build/system/memory/metrics.mjs
+var Metrics = {
+  assign: 0,
+  create: 0,
+  clone: 0,
+  discard: 0,
+  update: 0
+};
+
+// node_modules/typebox/build/guard/emit.mjs
+var emit_exports = {};
+__export(emit_exports, {
+  And: () => And,
+  ArrayLiteral: () => ArrayLiteral,
+  ArrowFunction: () => ArrowFunction,
+  Call: () => Call,
+  ConstDeclaration: () => ConstDeclaration,
+  Constant: () => Constant,
+  Counted: () => Counted2,
+  Entries: () => Entries2,
+  Every: () => Every2,
+  HasPropertyKey: () => HasPropertyKey2,
+  If: () => If,
+  IsArray: () => IsArray2,
+  IsBigInt: () => IsBigInt2,
+  IsBoolean: () => IsBoolean2,
+  IsConstructor: () => IsConstructor2,
+  IsDeepEqual: () => IsDeepEqual2,
+  IsEqual: () => IsEqual2,
+  IsFunction: () => IsFunction2,
+  IsGreaterEqualThan: () => IsGreaterEqualThan2,
+  IsGreaterThan: () => IsGreaterThan2,
+  IsInteger: () => IsInteger2,
+  IsLessEqualThan: () => IsLessEqualThan2,
+  IsLessThan: () => IsLessThan2,
+  IsMaxLength: () => IsMaxLength3,
+  IsMinLength: () => IsMinLength3,
+  IsNull: () => IsNull2,
+  IsNumber: () => IsNumber2,
+  IsObject: () => IsObject2,
+  IsObjectNotArray: () => IsObjectNotArray2,
+  IsString: () => IsString2,
+  IsSymbol: () => IsSymbol2,
+  IsUndefined: () => IsUndefined2,
+  Keys: () => Keys2,
+  Member: () => Member,
+  MultipleOf: () => MultipleOf,
+  New: () => New,
+  Not: () => Not,
+  Or: () => Or,
+  ReduceAnd: () => ReduceAnd,
+  ReduceOr: () => ReduceOr,
+  Return: () => Return,
+  Some: () => Some2,
+  SomeAll: () => SomeAll2,
+  Statements: () => Statements,
+  Ternary: () => Ternary
+});
+
+// node_modules/typebox/build/guard/guard.mjs
+var guard_exports = {};
+__export(guard_exports, {
+  CodePointCount: () => CodePointCount2,
+  Counted: () => Counted,
+  Entries: () => Entries,
+  EntriesRegExp: () => EntriesRegExp,
+  Every: () => Every,
+  EveryAll: () => EveryAll,
+  GraphemeCount: () => GraphemeCount2,
+  HasPropertyKey: () => HasPropertyKey,
+  IsArray: () => IsArray,
+  IsBigInt: () => IsBigInt,
+  IsBoolean: () => IsBoolean,
+  IsClassInstance: () => IsClassInstance,
+  IsConstructor: () => IsConstructor,
+  IsDeepEqual: () => IsDeepEqual,
+  IsEqual: () => IsEqual,
+  IsFunction: () => IsFunction,
+  IsGreaterEqualThan: () => IsGreaterEqualThan,
+  IsGreaterThan: () => IsGreaterThan,
+  IsInteger: () => IsInteger,
+  IsLessEqualThan: () => IsLessEqualThan,
+  IsLessThan: () => IsLessThan,
+  IsMaxLength: () => IsMaxLength2,
+  IsMinLength: () => IsMinLength2,
+  IsMultipleOf: () => IsMultipleOf,
+  IsNull: () => IsNull,
+  IsNumber: () => IsNumber,
+  IsObject: () => IsObject,
+  IsObjectNotArray: () => IsObjectNotArray,
+  IsString: () => IsString,
+  IsSymbol: () => IsSymbol,
+  IsUndefined: () => IsUndefined,
+  IsUnsafePropertyKey: () => IsUnsafePropertyKey,
+  IsValueLike: () => IsValueLike,
+  Keys: () => Keys,
+  ShiftLeft: () => ShiftLeft,
+  Some: () => Some,
+  SomeAll: () => SomeAll,
+  Symbols: () => Symbols,
+  Values: () => Values
+});
+
+// node_modules/typebox/build/guard/unicode/unicode_segment.mjs
+function IsBetween(value, min, max) {
+  return value >= min && value <= max;
+}
+function IsZeroWidthJoiner(value) {
+  return value === 8205;
+}
+function IsRegionalIndicator(value) {
+  return IsBetween(value, 127462, 127487);
+}
+function IsVariationSelector(value) {
+  return IsBetween(value, 65024, 65039);
+}
+function IsCombiningMark(value) {
+  return IsBetween(value, 768, 879) || IsBetween(value, 6832, 6911) || IsBetween(value, 7616, 7679) || IsBetween(value, 65056, 65071);
+}
+function CodePointLength(value) {
+  return value > 65535 ? 2 : 1;
+}
+function ConsumeModifiers(value, index3) {
+  while (index3 < value.length) {
+    const point = value.codePointAt(index3);
+    if (IsCombiningMark(point) || IsVariationSelector(point)) {
+      index3 += CodePointLength(point);
+    } else {
+      break;
+    }
+  }
+  return index3;
+}
+function NextGraphemeClusterIndex(value, clusterStart) {
+  const startCP = value.codePointAt(clusterStart);
+  let clusterEnd = clusterStart + CodePointLength(startCP);
+  clusterEnd = ConsumeModifiers(value, clusterEnd);
+  while (clusterEnd < value.length - 1 && IsZeroWidthJoiner(value.codePointAt(clusterEnd))) {
+    const nextCP = value.codePointAt(clusterEnd + 1);
+    clusterEnd += 1 + CodePointLength(nextCP);
+    clusterEnd = ConsumeModifiers(value, clusterEnd);
+  }
+  if (IsRegionalIndicator(startCP) && clusterEnd < value.length && IsRegionalIndicator(value.codePointAt(clusterEnd))) {
+    clusterEnd += CodePointLength(value.codePointAt(clusterEnd));
+  }
+  return clusterEnd;
+}
+function GraphemeCount(value) {
+  let count = 0, index3 = 0;
+  while (index3 < value.length) {
+    index3 = NextGraphemeClusterIndex(value, index3);
+    count++;
+  }
+  return count;
+}
+
+// node_modules/typebox/build/guard/unicode/unicode.mjs
+function CodePointCount(value) {
+  let result = 0, index3 = 0, prev = 0;
+  while (index3 < value.length) {
+    const next = value.charCodeAt(index3++) >> 10;
+    result += +((prev << 8 | next) !== 13879);
+    prev = next;
+  }
+  return result;
+}
+function IsMaxLength(value, maxLength) {
+  return value.length <= maxLength || value.length <= maxLength << 1 && CodePointCount(value) <= maxLength;
+}
+function IsMinLength(value, minLength) {
+  return value.length >= minLength << 1 || value.length >= minLength && CodePointCount(value) >= minLength;
+}
+
+// node_modules/typebox/build/guard/guard.mjs
+function IsArray(value) {
+  return Array.isArray(value);
+}
+function IsBigInt(value) {
+  return IsEqual(typeof value, "bigint");
+}
+function IsBoolean(value) {
+  return IsEqual(typeof value, "boolean");
+}
+function IsConstructor(value) {
+  if (IsUndefined(value) || !IsFunction(value))
+    return false;
+  const result = Function.prototype.toString.call(value);
+  if (/^class\s/.test(result))
+    return true;
+  if (/\[native code\]/.test(result))
+    return true;
+  return false;
+}
+function IsFunction(value) {
+  return IsEqual(typeof value, "function");
+}
+function IsInteger(value) {
+  return Number.isInteger(value);
+}
+function IsNull(value) {
+  return IsEqual(value, null);
+}
+function IsNumber(value) {
+  return Number.isFinite(value);
+}
+function IsObjectNotArray(value) {
+  return IsObject(value) && !IsArray(value);
+}
+function IsObject(value) {
+  return IsEqual(typeof value, "object") && !IsNull(value);
+}
+function IsString(value) {
+  return IsEqual(typeof value, "string");
+}
+function IsSymbol(value) {
+  return IsEqual(typeof value, "symbol");
+}
+function IsUndefined(value) {
+  return IsEqual(value, void 0);
+}
+function IsEqual(left, right) {
+  return left === right;
+}
+function IsGreaterThan(left, right) {
+  return left > right;
+}
+function IsLessThan(left, right) {
+  return left < right;
+}
+function IsLessEqualThan(left, right) {
+  return left <= right;
+}
+function IsGreaterEqualThan(left, right) {
+  return left >= right;
+}
+function IsMultipleOf(dividend, divisor) {
+  if (IsBigInt(dividend) || IsBigInt(divisor)) {
+    return BigInt(dividend) % BigInt(divisor) === 0n;
+  }
+  const tolerance = 1e-10;
+  if (!IsNumber(dividend))
+    return true;
+  if (IsInteger(dividend) && 1 / divisor % 1 === 0)
+    return true;
+  const mod = dividend % divisor;
+  return Math.min(Math.abs(mod), Math.abs(mod - divisor), Math.abs(mod + divisor)) < tolerance;
+}
+function IsClassInstance(value) {
+  if (!IsObject(value))
+    return false;
+  const proto = globalThis.Object.getPrototypeOf(value);
+  if (IsNull(proto))
+    return false;
+  return IsEqual(typeof proto.constructor, "function") && !(IsEqual(proto.constructor, globalThis.Object) || IsEqual(proto.constructor.name, "Object"));
+}
+function IsValueLike(value) {
+  return IsBigInt(value) || IsBoolean(value) || IsNull(value) || IsNumber(value) || IsString(value) || IsUndefined(value);
+}
+function GraphemeCount2(value) {
+  return GraphemeCount(value);
+}
+function CodePointCount2(value) {
+  return CodePointCount(value);
+}
+function IsMaxLength2(value, maxLength) {
+  return IsMaxLength(value, maxLength);
+}
+function IsMinLength2(value, minLength) {
+  return IsMinLength(value, minLength);
+}
+function Every(value, offset, callback) {
+  return value.every((item, index3) => index3 < offset || callback(item, index3));
+}
+function EveryAll(value, offset, callback) {
+  let result = true;
+  value.forEach((item, index3) => {
+    if (index3 >= offset && !callback(item, index3))
+      result = false;
+  });
+  return result;
+}
+function Some(value, callback) {
+  return value.some((value2, index3) => callback(value2, index3));
+}
+function SomeAll(value, callback) {
+  let result = false;
+  value.forEach((item, index3) => {
+    if (callback(item, index3))
+      result = true;
+  });
+  return result;
+}
+function Counted(value, callback) {
+  return value.reduce((result, value2, index3) => callback(value2, index3) ? ++result : result, 0);
+}
+function ShiftLeft(array, true_, false_) {
+  return IsEqual(array.length, 0) ? false_() : true_(array[0], array.slice(1));
+}
+function IsUnsafePropertyKey(key) {
+  return IsEqual(key, "__proto__") || IsEqual(key, "constructor") || IsEqual(key, "prototype");
+}
+function HasPropertyKey(value, key) {
+  return IsUnsafePropertyKey(key) ? Object.prototype.hasOwnProperty.call(value, key) : key in value;
+}
+function EntriesRegExp(value) {
+  return Keys(value).map((key) => [new RegExp(`^${key}$`), value[key]]);
+}
+function Entries(value) {
+  return Object.entries(value);
+}
+function Keys(value) {
+  return Object.getOwnPropertyNames(value);
+}
+function Symbols(value) {
+  return Object.getOwnPropertySymbols(value);
+}
+function Values(value) {
+  return Object.values(value);
+}
+function DeepEqualObject(left, right) {
+  if (!IsObject(right))
+    return false;
+  const keys = Keys(left);
+  return IsEqual(keys.length, Keys(right).length) && keys.every((key) => IsDeepEqual(left[key], right[key]));
+}
+function DeepEqualArray(left, right) {
+  return IsArray(right) && IsEqual(left.length, right.length) && left.every((_, index3) => IsDeepEqual(left[index3], right[index3]));
+}
+function IsDeepEqual(left, right) {
+  return IsArray(left) ? DeepEqualArray(left, right) : IsObject(left) ? DeepEqualObject(left, right) : IsEqual(left, right);
+}
+
+// node_modules/typebox/build/guard/emit.mjs
+var identifierRegExp = /^[\p{ID_Start}_$][\p{ID_Continue}_$\u200C\u200D]*$/u;
+function IsIdentifier(value) {
+  return identifierRegExp.test(value);
+}
+function And(left, right) {
+  return `(${left} && ${right})`;
+}
+function Or(left, right) {
+  return `(${left} || ${right})`;
+}
+function Not(expr) {
+  return `!(${expr})`;
+}
+function IsArray2(value) {
+  return `Array.isArray(${value})`;
+}
+function IsBigInt2(value) {
+  return `typeof ${value} === "bigint"`;
+}
+function IsBoolean2(value) {
+  return `typeof ${value} === "boolean"`;
+}
+function IsInteger2(value) {
+  return `Number.isInteger(${value})`;
+}
+function IsNull2(value) {
+  return `${value} === null`;
+}
+function IsNumber2(value) {
+  return `Number.isFinite(${value})`;
+}
+function IsObjectNotArray2(value) {
+  return And(IsObject2(value), Not(IsArray2(value)));
+}
+function IsObject2(value) {
+  return `typeof ${value} === "object" && ${value} !== null`;
+}
+function IsString2(value) {
+  return `typeof ${value} === "string"`;
+}
+function IsSymbol2(value) {
+  return `typeof ${value} === "symbol"`;
+}
+function IsUndefined2(value) {
+  return `${value} === undefined`;
+}
+function IsFunction2(value) {
+  return `typeof ${value} === "function"`;
+}
+function IsConstructor2(value) {
+  return `Guard.IsConstructor(${value})`;
+}
+function IsEqual2(left, right) {
+  return `${left} === ${right}`;
+}
+function IsGreaterThan2(left, right) {
+  return `${left} > ${right}`;
+}
+function IsLessThan2(left, right) {
+  return `${left} < ${right}`;
+}
+function IsLessEqualThan2(left, right) {
+  return `${left} <= ${right}`;
+}
+function IsGreaterEqualThan2(left, right) {
+  return `${left} >= ${right}`;
+}
+function IsMinLength3(value, length) {
+  return `(${value}.length >= ${+length << 1} || (${value}.length >= ${length} && Guard.CodePointCount(${value}) >= ${length}))`;
+}
+function IsMaxLength3(value, length) {
+  return `(${value}.length <= ${length} || (${value}.length <= ${+length << 1} && Guard.CodePointCount(${value}) <= ${length}))`;
+}
+function Every2(value, offset, params, expression) {
+  return IsEqual(offset, "0") ? `${value}.every((${params[0]}, ${params[1]}) => (${expression}))` : `${value}.every((${params[0]}, ${params[1]}) => (${params[1]} < ${offset}) || (${expression}))`;
+}
+function Some2(value, params, expression) {
+  return `${value}.some((${params[0]}, ${params[1]}) => ${expression})`;
+}
+function SomeAll2(value, params, expression) {
+  return `((value) => { let result = false; value.forEach((${params[0]}, ${params[1]}) => { if (${expression}) result = true }); return result })(${value})`;
+}
+function Counted2(value, params, expression) {
+  return `${value}.reduce((result, ${params[0]}, ${params[1]}) => (${expression}) ? ++result : result, 0)`;
+}
+function Entries2(value) {
+  return `Object.entries(${value})`;
+}
+function Keys2(value) {
+  return `Object.getOwnPropertyNames(${value})`;
+}
+function HasPropertyKey2(value, key) {
+  const isProtoField = IsEqual(key, '"__proto__"') || IsEqual(key, '"constructor"');
+  return isProtoField ? `Object.prototype.hasOwnProperty.call(${value}, ${key})` : `${key} in ${value}`;
+}
+function IsDeepEqual2(left, right) {
+  return `Guard.IsDeepEqual(${left}, ${right})`;
+}
+function ArrayLiteral(elements) {
+  return `[${elements.join(", ")}]`;
+}
+function ArrowFunction(parameters2, body) {
+  return `((${parameters2.join(", ")}) => ${body})`;
+}
+function Call(value, arguments_) {
+  return `${value}(${arguments_.join(", ")})`;
+}
+function New(value, arguments_) {
+  return `new ${value}(${arguments_.join(", ")})`;
+}
+function Member(left, right) {
+  return `${left}${IsIdentifier(right) ? `.${right}` : `[${Constant(right)}]`}`;
+}
+function Constant(value) {
+  if (!IsValueLike(value))
+    throw Error("Unsupported Constant");
+  return IsString(value) ? JSON.stringify(value) : `${value}`;
+}
+function Ternary(condition, true_, false_) {
+  return `(${condition} ? ${true_} : ${false_})`;
+}
+function Statements(statements) {
+  return `{ ${statements.join("; ")}; }`;
+}
+function ConstDeclaration(identifier, expression) {
+  return `const ${identifier} = ${expression}`;
+}
+function If(condition, then) {
+  return `if(${condition}) { ${then} }`;
+}
+function Return(expression) {
+  return `return ${expression}`;
+}
+function ReduceAnd(operands) {
+  return IsEqual(operands.length, 0) ? "true" : operands.reduce((left, right) => And(left, right));
+}
+function ReduceOr(operands) {
+  return IsEqual(operands.length, 0) ? "false" : operands.reduce((left, right) => Or(left, right));
+}
+function MultipleOf(dividend, divisor) {
+  return `Guard.IsMultipleOf(${dividend}, ${divisor})`;
+}
+
+// node_modules/typebox/build/guard/globals.mjs
+var globals_exports = {};
+__export(globals_exports, {
+  IsBigInt64Array: () => IsBigInt64Array,
+  IsBigUint64Array: () => IsBigUint64Array,
+  IsBoolean: () => IsBoolean3,
+  IsDate: () => IsDate,
+  IsFloat32Array: () => IsFloat32Array,
+  IsFloat64Array: () => IsFloat64Array,
+  IsInt16Array: () => IsInt16Array,
+  IsInt32Array: () => IsInt32Array,
+  IsInt8Array: () => IsInt8Array,
+  IsMap: () => IsMap,
+  IsNumber: () => IsNumber3,
+  IsRegExp: () => IsRegExp,
+  IsSet: () => IsSet,
+  IsString: () => IsString3,
+  IsTypeArray: () => IsTypeArray,
+  IsUint16Array: () => IsUint16Array,
+  IsUint32Array: () => IsUint32Array,
+  IsUint8Array: () => IsUint8Array,
+  IsUint8ClampedArray: () => IsUint8ClampedArray
+});
+function IsBoolean3(value) {
+  return value instanceof Boolean;
+}
+function IsNumber3(value) {
+  return value instanceof Number;
+}
+function IsString3(value) {
+  return value instanceof String;
+}
+function IsTypeArray(value) {
+  return globalThis.ArrayBuffer.isView(value);
+}
+function IsInt8Array(value) {
+  return value instanceof globalThis.Int8Array;
+}
+function IsUint8Array(value) {
+  return value instanceof globalThis.Uint8Array;
+}
+function IsUint8ClampedArray(value) {
+  return value instanceof globalThis.Uint8ClampedArray;
+}
+function IsInt16Array(value) {
+  return value instanceof globalThis.Int16Array;
+}
+function IsUint16Array(value) {
+  return value instanceof globalThis.Uint16Array;
+}
+function IsInt32Array(value) {
+  return value instanceof globalThis.Int32Array;
+}
+function IsUint32Array(value) {
+  return value instanceof globalThis.Uint32Array;
+}
+function IsFloat32Array(value) {
+  return value instanceof globalThis.Float32Array;
+}
+function IsFloat64Array(value) {
+  return value instanceof globalThis.Float64Array;
+}
+function IsBigInt64Array(value) {
+  return value instanceof globalThis.BigInt64Array;
+}
+function IsBigUint64Array(value) {
+  return value instanceof globalThis.BigUint64Array;
+}
+function IsRegExp(value) {
+  return value instanceof globalThis.RegExp;
+}
+function IsDate(value) {
+  return value instanceof globalThis.Date;
+}
+function IsSet(value) {
+  return value instanceof globalThis.Set;
+}
+function IsMap(value) {
+  return value instanceof globalThis.Map;
+}
+
+// node_modules/typebox/build/guard/index.mjs
+var guard_default = guard_exports;
+
+// node_modules/typebox/build/system/settings/settings.mjs
+var settings_exports = {};
+__export(settings_exports, {
+  Get: () => Get,
+  Reset: () => Reset,
+  Set: () => Set2
+});
+var settings = {
+  immutableTypes: false,
+  maxErrors: 8,
+  maxParseErrors: 1,
+  maxInstantiationCount: 128,
+  useAcceleration: true,
+  exactOptionalPropertyTypes: false,
+  enumerableKind: false,
+  correctiveParse: false,
+  unionPrioritySort: true
+};
+function Reset() {
+  settings.immutableTypes = false;
+  settings.maxErrors = 8;
+  settings.maxParseErrors = 1;
+  settings.maxInstantiationCount = 128;
+  settings.useAcceleration = true;
+  settings.exactOptionalPropertyTypes = false;
+  settings.enumerableKind = false;
+  settings.correctiveParse = false;
+  settings.unionPrioritySort = true;
+}
+function Set2(options) {
+  for (const key of guard_exports.Keys(options)) {
+    const value = options[key];
+    if (value !== void 0) {
+      Object.defineProperty(settings, key, { value });
+    }
+  }
+}
+function Get() {
+  return settings;
+}
+
+// node_modules/typebox/build/system/memory/keys.mjs
+function Keys3(value) {
+  return [...guard_exports.Keys(value), ...guard_exports.Symbols(value)];
+}
+
+// node_modules/typebox/build/system/memory/finalize.mjs
+function Freeze(value, seen) {
+  if (seen.has(value))
+    return;
+  seen.add(value);
+  for (const key of Keys3(value)) {
+    const descriptor = Object.getOwnPropertyDescriptor(value, key);
+    if (!descriptor || !("value" in descriptor))
+      continue;
+    if (guard_exports.IsObject(descriptor.value))
+      Freeze(descriptor.value, seen);
+  }
+  Object.freeze(value);
+}
+function Finalize(value) {
+  if (!settings_exports.Get().immutableTypes)
+    return value;
+  Freeze(value, /* @__PURE__ */ new WeakSet());
+  return value;
+}
+
+// node_modules/typebox/build/system/memory/assign.mjs
+function Assign(left, right) {
+  Metrics.assign += 1;
+  const result = {}, rightKeys = Keys3(right), leftKeys = Keys3(left);
+  for (const key of leftKeys) {
+    if (rightKeys.includes(key))
+      continue;
+    Object.defineProperty(result, key, Object.getOwnPropertyDescriptor(left, key));
+  }
+  for (const key of rightKeys) {
+    Object.defineProperty(result, key, Object.getOwnPropertyDescriptor(right, key));
+  }
+  return Finalize(result);
+}
+
+// node_modules/typebox/build/system/memory/clone.mjs
+function Clone(value) {
+  Metrics.clone += 1;
+  const result = {};
+  for (const key of Keys3(value)) {
+    if (guard_exports.IsUnsafePropertyKey(key))
+      continue;
+    const descriptor = Object.getOwnPropertyDescriptor(value, key);
+    if (guard_exports.IsEqual(descriptor.enumerable, true)) {
+      result[key] = descriptor.value;
+    } else {
+      Object.defineProperty(result, key, descriptor);
+    }
+  }
+  return result;
+}
+
+// node_modules/typebox/build/system/memory/create.mjs
+function WithEnumerable(left, right) {
+  return { ...left, ...right };
+}
+function WithHidden(left, right) {
+  for (const key of Object.keys(right)) {
+    Object.defineProperty(left, key, {
+      configurable: true,
+      writable: true,
+      enumerable: false,
+      value: right[key]
+    });
+  }
+  return left;
+}
+function Create(hidden, enumerable, options = {}) {
+  Metrics.create += 1;
+  const withEnumerable = WithEnumerable(enumerable, options);
+  const withHidden = settings_exports.Get().enumerableKind ? WithEnumerable(withEnumerable, hidden) : WithHidden(withEnumerable, hidden);
+  return Finalize(withHidden);
+}
+
+// node_modules/typebox/build/system/memory/discard.mjs
+function Discard(value, propertyKeys) {
+  Metrics.discard += 1;
+  const result = {};
+  for (const key of Keys3(value)) {
+    if (propertyKeys.includes(key))
+      continue;
+    const descriptor = Object.getOwnPropertyDescriptor(value, key);
+    Object.defineProperty(result, key, descriptor);
+  }
+  return Finalize(result);
+}
+
+// node_modules/typebox/build/system/memory/update.mjs
+function WithCurrent(current, hiddenKeys, enumerableKeys, result) {
+  for (const key of Keys3(current)) {
+    if (guard_exports.IsUnsafePropertyKey(key) || hiddenKeys.includes(key) || enumerableKeys.includes(key))
+      continue;
+    const descriptor = Object.getOwnPropertyDescriptor(current, key);
+    Object.defineProperty(result, key, descriptor);
+  }
+}
+function WithHidden2(hidden, keys, result) {
+  const enumerableKind = settings_exports.Get().enumerableKind;
+  for (const key of keys) {
+    if (guard_exports.IsUnsafePropertyKey(key))
+      continue;
+    Object.defineProperty(result, key, {
+      configurable: true,
+      writable: true,
+      enumerable: enumerableKind,
+      value: hidden[key]
+    });
+  }
+}
+function WithEnumerable2(enumerable, keys, result) {
+  for (const key of keys) {
+    if (guard_exports.IsUnsafePropertyKey(key))
+      continue;
+    Object.defineProperty(result, key, {
+      configurable: true,
+      enumerable: true,
+      writable: true,
+      value: enumerable[key]
+    });
+  }
+}
+function Update(current, hidden, enumerable) {
+  Metrics.update += 1;
+  const result = {}, hiddenKeys = Keys3(hidden), enumerableKeys = Keys3(enumerable);
+  WithCurrent(current, hiddenKeys, enumerableKeys, result);
+  WithHidden2(hidden, hiddenKeys, result);
+  WithEnumerable2(enumerable, enumerableKeys, result);
+  return Finalize(result);
+}
+
+// node_modules/typebox/build/type/types/schema.mjs
+function IsKind(value, kind) {
+  return guard_exports.IsObject(value) && guard_exports.HasPropertyKey(value, "~kind") && guard_exports.IsEqual(value["~kind"], kind);
+}
+function IsSchema(value) {
+  return guard_exports.IsObject(value);
+}
+
+// node_modules/typebox/build/type/types/deferred.mjs
+function Deferred(action2, parameters2, options) {
+  return memory_exports.Create({ "~kind": "Deferred" }, { type: "deferred", action: action2, parameters: parameters2, options }, {});
+}
+function IsDeferred(value) {
+  return IsKind(value, "Deferred");
+}
+
+// node_modules/typebox/build/type/engine/readonly/instantiate_add.mjs
+function AddReadonlyAction(type, options) {
+  const result = memory_exports.Update(type, { "~readonly": true }, options);
+  return result;
+}
+function AddReadonlyInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return AddReadonlyAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/optional/instantiate_add.mjs
+function AddOptionalAction(type, options) {
+  const result = memory_exports.Update(type, { "~optional": true }, options);
+  return result;
+}
+function AddOptionalInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return AddOptionalAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/types/array.mjs
+function _Array_(items, options) {
+  return memory_exports.Create({ "~kind": "Array" }, { type: "array", items }, options);
+}
+function IsArray3(value) {
+  return IsKind(value, "Array");
+}
+function ArrayOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "type", "items"]);
+}
+
+// node_modules/typebox/build/type/types/constructor.mjs
+function Constructor(parameters2, instanceType, options = {}) {
+  return memory_exports.Create({ "~kind": "Constructor" }, { type: "constructor", parameters: parameters2, instanceType }, options);
+}
+function IsConstructor3(value) {
+  return IsKind(value, "Constructor");
+}
+function ConstructorOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "type", "parameters", "instanceType"]);
+}
+
+// node_modules/typebox/build/type/types/function.mjs
+function _Function_(parameters2, returnType, options = {}) {
+  return memory_exports.Create({ ["~kind"]: "Function" }, { type: "function", parameters: parameters2, returnType }, options);
+}
+function IsFunction3(value) {
+  return IsKind(value, "Function");
+}
+function FunctionOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "type", "parameters", "returnType"]);
+}
+
+// node_modules/typebox/build/type/types/ref.mjs
+function Ref(ref2, options) {
+  return memory_exports.Create({ ["~kind"]: "Ref" }, { $ref: ref2 }, options);
+}
+function IsRef(value) {
+  return IsKind(value, "Ref");
+}
+
+// node_modules/typebox/build/type/types/generic.mjs
+function Generic(parameters2, expression) {
+  return memory_exports.Create({ "~kind": "Generic" }, { type: "generic", parameters: parameters2, expression });
+}
+function IsGeneric(value) {
+  return IsKind(value, "Generic");
+}
+
+// node_modules/typebox/build/type/types/any.mjs
+function Any(options) {
+  return memory_exports.Create({ ["~kind"]: "Any" }, {}, options);
+}
+function IsAny(value) {
+  return IsKind(value, "Any");
+}
+
+// node_modules/typebox/build/type/types/never.mjs
+var NeverPattern = "(?!)";
+function Never(options) {
+  return memory_exports.Create({ "~kind": "Never" }, { not: {} }, options);
+}
+function IsNever(value) {
+  return IsKind(value, "Never");
+}
+
+// node_modules/typebox/build/type/action/_add_optional.mjs
+function AddOptionalDeferred(type, options = {}) {
+  return Deferred("AddOptional", [type], options);
+}
+function AddOptional(type, options = {}) {
+  return AddOptionalAction(type, options);
+}
+
+// node_modules/typebox/build/type/types/_optional.mjs
+function Optional(type) {
+  return AddOptional(type);
+}
+function IsOptional(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "~optional");
+}
+
+// node_modules/typebox/build/type/types/properties.mjs
+function RequiredArray(properties) {
+  return guard_exports.Keys(properties).filter((key) => !IsOptional(properties[key]));
+}
+function PropertyKeys(properties) {
+  return guard_exports.Keys(properties);
+}
+function PropertyValues(properties) {
+  return guard_exports.Values(properties);
+}
+
+// node_modules/typebox/build/type/types/object.mjs
+function _Object_(properties, options = {}) {
+  const requiredKeys = RequiredArray(properties);
+  const required = requiredKeys.length > 0 ? { required: requiredKeys } : {};
+  return memory_exports.Create({ "~kind": "Object" }, { type: "object", ...required, properties }, options);
+}
+function IsObject3(value) {
+  return IsKind(value, "Object");
+}
+function ObjectOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "type", "properties", "required"]);
+}
+
+// node_modules/typebox/build/type/types/unknown.mjs
+function Unknown(options) {
+  return memory_exports.Create({ ["~kind"]: "Unknown" }, {}, options);
+}
+function IsUnknown(value) {
+  return IsKind(value, "Unknown");
+}
+
+// node_modules/typebox/build/type/types/cyclic.mjs
+function Cyclic($defs, $ref, options) {
+  const defs = guard_exports.Keys($defs).reduce((result, key) => {
+    return { ...result, [key]: memory_exports.Update($defs[key], {}, { $id: key }) };
+  }, {});
+  return memory_exports.Create({ ["~kind"]: "Cyclic" }, { $defs: defs, $ref }, options);
+}
+function IsCyclic(value) {
+  return IsKind(value, "Cyclic");
+}
+
+// node_modules/typebox/build/type/types/unsafe.mjs
+function Unsafe(schema) {
+  return memory_exports.Update(schema, { ["~unsafe"]: null }, {});
+}
+function IsUnsafe(value) {
+  return guard_exports.IsObjectNotArray(value) && guard_exports.HasPropertyKey(value, "~unsafe") && guard_exports.IsNull(value["~unsafe"]);
+}
+
+// node_modules/typebox/build/system/arguments/arguments.mjs
+var arguments_exports = {};
+__export(arguments_exports, {
+  Match: () => Match
+});
+function Match(args, match) {
+  return match[args.length]?.(...args) ?? (() => {
+    throw Error("Invalid Arguments");
+  })();
+}
+
+// node_modules/typebox/build/type/types/infer.mjs
+function Infer(...args) {
+  const [name, extends_] = arguments_exports.Match(args, {
+    2: (name2, extends_2) => [name2, extends_2, extends_2],
+    1: (name2) => [name2, Unknown(), Unknown()]
+  });
+  return memory_exports.Create({ ["~kind"]: "Infer" }, { type: "infer", name, extends: extends_ }, {});
+}
+function IsInfer(value) {
+  return IsKind(value, "Infer");
+}
+
+// node_modules/typebox/build/type/types/dependent.mjs
+function Dependent(if_, then_, else_, options = {}) {
+  return memory_exports.Create({ "~kind": "Dependent" }, { if: if_, then: then_, else: else_ }, options);
+}
+function IsDependent(value) {
+  return IsKind(value, "Dependent");
+}
+function DependentOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "if", "then", "else"]);
+}
+
+// node_modules/typebox/build/type/engine/enum/typescript_enum_to_enum_values.mjs
+function IsTypeScriptEnumLike(value) {
+  return guard_exports.IsObjectNotArray(value);
+}
+function TypeScriptEnumToEnumValues(type) {
+  const keys = guard_exports.Keys(type).filter((key) => isNaN(key));
+  return keys.reduce((result, key) => [...result, type[key]], []);
+}
+
+// node_modules/typebox/build/type/types/enum.mjs
+function IsEnumValue(value) {
+  return guard_exports.IsString(value) || guard_exports.IsNumber(value);
+}
+function Enum(value, options) {
+  const values = IsTypeScriptEnumLike(value) ? TypeScriptEnumToEnumValues(value) : value;
+  return memory_exports.Create({ "~kind": "Enum" }, { enum: values }, options);
+}
+function IsEnum(value) {
+  return IsKind(value, "Enum");
+}
+
+// node_modules/typebox/build/type/types/intersect.mjs
+function Intersect(types, options = {}) {
+  return memory_exports.Create({ "~kind": "Intersect" }, { allOf: types }, options);
+}
+function IsIntersect(value) {
+  return IsKind(value, "Intersect");
+}
+function IntersectOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "allOf"]);
+}
+
+// node_modules/typebox/build/system/environment/environment.mjs
+var environment_exports = {};
+__export(environment_exports, {
+  CanEvaluate: () => CanEvaluate,
+  Evaluate: () => Evaluate
+});
+
+// node_modules/typebox/build/system/environment/evaluate.mjs
+var supported = void 0;
+function TryEvaluate() {
+  try {
+    Evaluate("null")();
+    return true;
+  } catch {
+    return false;
+  }
+}
+function CanEvaluate() {
+  if (guard_exports.IsUndefined(supported))
+    supported = TryEvaluate();
+  return supported && settings_exports.Get().useAcceleration;
+}
+function Evaluate(...args) {
+  return new globalThis.Function(...args);
+}
+
+// node_modules/typebox/build/system/hashing/hash.mjs
+var hash_exports = {};
+__export(hash_exports, {
+  Hash: () => Hash,
+  HashCode: () => HashCode
+});
+
+// node_modules/typebox/build/system/unreachable/unreachable.mjs
+function Unreachable() {
+  throw new Error("Unreachable");
+}
+
+// node_modules/typebox/build/system/hashing/hash.mjs
+function InstanceKeys(value) {
+  const propertyKeys = /* @__PURE__ */ new Set();
+  let current = value;
+  while (current && current !== Object.prototype) {
+    for (const key of Reflect.ownKeys(current)) {
+      if (key !== "constructor" && typeof key !== "symbol")
+        propertyKeys.add(key);
+    }
+    current = Object.getPrototypeOf(current);
+  }
+  return [...propertyKeys];
+}
+function IsIEEE754(value) {
+  return typeof value === "number";
+}
+var ByteMarker = {
+  Array: 0,
+  BigInt: 1,
+  Boolean: 2,
+  Date: 3,
+  Constructor: 4,
+  Function: 5,
+  Null: 6,
+  Number: 7,
+  Object: 8,
+  RegExp: 9,
+  String: 10,
+  Symbol: 11,
+  TypeArray: 12,
+  Undefined: 13
+};
+var A0 = 8997;
+var A1 = 33826;
+var A2 = 40164;
+var A3 = 52210;
+var F64 = new Float64Array(1);
+var F64In = new DataView(F64.buffer);
+var F64Out = new Uint8Array(F64.buffer);
+function FNV1A64_OP(byte) {
+  const L0 = A0 ^ byte;
+  const T0 = L0 * 435;
+  const T1 = A1 * 435 + (T0 >>> 16);
+  const T2 = A2 * 435 + (T1 >>> 16) + (L0 << 8);
+  const T3 = A3 * 435 + (T2 >>> 16) + (A1 << 8);
+  A0 = T0 & 65535;
+  A1 = T1 & 65535;
+  A2 = T2 & 65535;
+  A3 = T3 & 65535;
+}
+function FromArray(value) {
+  FNV1A64_OP(ByteMarker.Array);
+  for (const item of value) {
+    FromValue(item);
+  }
+}
+function FromBigInt(value) {
+  FNV1A64_OP(ByteMarker.BigInt);
+  F64In.setBigInt64(0, value);
+  for (const byte of F64Out) {
+    FNV1A64_OP(byte);
+  }
+}
+function FromBoolean(value) {
+  FNV1A64_OP(ByteMarker.Boolean);
+  FNV1A64_OP(value ? 1 : 0);
+}
+function FromConstructor(value) {
+  FNV1A64_OP(ByteMarker.Constructor);
+  FromValue(value.toString());
+}
+function FromDate(value) {
+  FNV1A64_OP(ByteMarker.Date);
+  FromValue(value.getTime());
+}
+function FromFunction(value) {
+  FNV1A64_OP(ByteMarker.Function);
+  FromValue(value.toString());
+}
+function FromNull(_value) {
+  FNV1A64_OP(ByteMarker.Null);
+}
+function FromNumber(value) {
+  FNV1A64_OP(ByteMarker.Number);
+  F64In.setFloat64(
+    0,
+    value,
+    true
+    /* little-endian */
+  );
+  for (const byte of F64Out) {
+    FNV1A64_OP(byte);
+  }
+}
+function FromObject(value) {
+  FNV1A64_OP(ByteMarker.Object);
+  for (const key of InstanceKeys(value).sort()) {
+    FromValue(key);
+    FromValue(value[key]);
+  }
+}
+function FromRegExp(value) {
+  FNV1A64_OP(ByteMarker.RegExp);
+  FromString(value.toString());
+}
+var encoder = new TextEncoder();
+function FromString(value) {
+  FNV1A64_OP(ByteMarker.String);
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code > 127) {
+      for (const byte of encoder.encode(value.slice(i))) {
+        FNV1A64_OP(byte);
+      }
+      return;
+    }
+    FNV1A64_OP(code);
+  }
+}
+function FromSymbol(value) {
+  FNV1A64_OP(ByteMarker.Symbol);
+  FromValue(value.toString());
+}
+function FromTypeArray(value) {
+  FNV1A64_OP(ByteMarker.TypeArray);
+  const buffer = new Uint8Array(value.buffer);
+  for (let i = 0; i < buffer.length; i++) {
+    FNV1A64_OP(buffer[i]);
+  }
+}
+function FromUndefined(_value) {
+  return FNV1A64_OP(ByteMarker.Undefined);
+}
+function FromValue(value) {
+  return globals_exports.IsTypeArray(value) ? FromTypeArray(value) : globals_exports.IsDate(value) ? FromDate(value) : globals_exports.IsRegExp(value) ? FromRegExp(value) : globals_exports.IsBoolean(value) ? FromBoolean(value.valueOf()) : globals_exports.IsString(value) ? FromString(value.valueOf()) : globals_exports.IsNumber(value) ? FromNumber(value.valueOf()) : IsIEEE754(value) ? FromNumber(value) : guard_exports.IsArray(value) ? FromArray(value) : guard_exports.IsBoolean(value) ? FromBoolean(value) : guard_exports.IsBigInt(value) ? FromBigInt(value) : guard_exports.IsConstructor(value) ? FromConstructor(value) : guard_exports.IsNull(value) ? FromNull(value) : guard_exports.IsObject(value) ? FromObject(value) : guard_exports.IsString(value) ? FromString(value) : guard_exports.IsSymbol(value) ? FromSymbol(value) : guard_exports.IsUndefined(value) ? FromUndefined(value) : guard_exports.IsFunction(value) ? FromFunction(value) : Unreachable();
+}
+function Hex(limb) {
+  return limb.toString(16).padStart(4, "0");
+}
+function HashCode(value) {
+  return BigInt(`0x${Hash(value)}`);
+}
+function Hash(value) {
+  A0 = 8997, A1 = 33826, A2 = 40164, A3 = 52210;
+  FromValue(value);
+  return `${Hex(A3)}${Hex(A2)}${Hex(A1)}${Hex(A0)}`;
+}
+
+// node_modules/typebox/build/system/locale/en_US.mjs
+function en_US(error) {
+  switch (error.keyword) {
+    case "additionalProperties":
+      return "must not have additional properties";
+    case "anyOf":
+      return "must match a schema in anyOf";
+    case "boolean":
+      return "schema is false";
+    case "const":
+      return "must be equal to constant";
+    case "contains":
+      return "must contain at least 1 valid item";
+    case "dependencies":
+      return `must have properties ${error.params.dependencies.join(", ")} when property ${error.params.property} is present`;
+    case "dependentRequired":
+      return `must have properties ${error.params.dependencies.join(", ")} when property ${error.params.property} is present`;
+    case "enum":
+      return "must be equal to one of the allowed values";
+    case "exclusiveMaximum":
+      return `must be ${error.params.comparison} ${error.params.limit}`;
+    case "exclusiveMinimum":
+      return `must be ${error.params.comparison} ${error.params.limit}`;
+    case "format":
+      return `must match format "${error.params.format}"`;
+    case "if":
+      return `must match "${error.params.failingKeyword}" schema`;
+    case "maxItems":
+      return `must not have more than ${error.params.limit} items`;
+    case "maxLength":
+      return `must not have more than ${error.params.limit} characters`;
+    case "maxProperties":
+      return `must not have more than ${error.params.limit} properties`;
+    case "maximum":
+      return `must be ${error.params.comparison} ${error.params.limit}`;
+    case "minItems":
+      return `must not have fewer than ${error.params.limit} items`;
+    case "minLength":
+      return `must not have fewer than ${error.params.limit} characters`;
+    case "minProperties":
+      return `must not have fewer than ${error.params.limit} properties`;
+    case "minimum":
+      return `must be ${error.params.comparison} ${error.params.limit}`;
+    case "multipleOf":
+      return `must be multiple of ${error.params.multipleOf}`;
+    case "not":
+      return "must not be valid";
+    case "oneOf":
+      return "must match exactly one schema in oneOf";
+    case "pattern":
+      return `must match pattern "${error.params.pattern}"`;
+    case "propertyNames":
+      return `property names ${error.params.propertyNames.join(", ")} are invalid`;
+    case "required":
+      return `must have required properties ${error.params.requiredProperties.join(", ")}`;
+    case "type":
+      return typeof error.params.type === "string" ? `must be ${error.params.type}` : `must be either ${error.params.type.join(" or ")}`;
+    case "unevaluatedItems":
+      return "must not have unevaluated items";
+    case "unevaluatedProperties":
+      return "must not have unevaluated properties";
+    case "uniqueItems":
+      return `must not have duplicate items`;
+    case "~refine":
+      return error.params.message;
+    // deno-coverage-ignore-start - unreachable
+    default:
+      return "an unknown validation error occurred";
+  }
+}
+
+// node_modules/typebox/build/system/locale/_config.mjs
+var locale = en_US;
+function Get2() {
+  return locale;
+}
+
+// node_modules/typebox/build/type/types/_codec.mjs
+var EncodeBuilder = class {
+  constructor(type, decode) {
+    this.type = type;
+    this.decode = decode;
+  }
+  Encode(callback) {
+    const type = this.type;
+    const decode = IsCodec(type) ? (value) => this.decode(type["~codec"].decode(value)) : this.decode;
+    const encode = IsCodec(type) ? (value) => type["~codec"].encode(callback(value)) : callback;
+    const codec = { decode, encode };
+    return memory_exports.Update(this.type, { "~codec": codec }, {});
+  }
+};
+var DecodeBuilder = class {
+  constructor(type) {
+    this.type = type;
+  }
+  Decode(callback) {
+    return new EncodeBuilder(this.type, callback);
+  }
+};
+function Codec(type) {
+  return new DecodeBuilder(type);
+}
+function Decode(type, callback) {
+  return Codec(type).Decode(callback).Encode(() => {
+    throw Error("Encode not implemented");
   });
 }
-async function activateChild(child, startedAt, tag) {
-  const { proc } = child;
+function Encode(type, callback) {
+  return Codec(type).Decode(() => {
+    throw Error("Decode not implemented");
+  }).Encode(callback);
+}
+function IsCodec(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "~codec") && guard_exports.IsObject(value["~codec"]) && guard_exports.HasPropertyKey(value["~codec"], "encode") && guard_exports.HasPropertyKey(value["~codec"], "decode");
+}
+
+// node_modules/typebox/build/type/types/_immutable.mjs
+function Immutable(type) {
+  return AddImmutable(type);
+}
+function IsImmutable(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "~immutable");
+}
+
+// node_modules/typebox/build/type/action/_add_readonly.mjs
+function AddReadonlyDeferred(type, options = {}) {
+  return Deferred("AddReadonly", [type], options);
+}
+function AddReadonly(type, options = {}) {
+  return AddReadonlyAction(type, options);
+}
+
+// node_modules/typebox/build/type/types/_readonly.mjs
+function Readonly(type) {
+  return AddReadonly(type);
+}
+function IsReadonly(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "~readonly");
+}
+
+// node_modules/typebox/build/type/types/_refine.mjs
+function RefineAdd(type, refinement) {
+  const refinements = IsRefine(type) ? [...type["~refine"], refinement] : [refinement];
+  return memory_exports.Update(type, { "~refine": refinements }, {});
+}
+function Refine(...args) {
+  const [type, check2, error] = arguments_exports.Match(args, {
+    3: (type2, check3, error2) => [type2, check3, error2],
+    2: (type2, check3) => [type2, check3, () => "Refine Error"]
+  });
+  return RefineAdd(type, { check: check2, error });
+}
+function IsRefinement(value) {
+  return guard_exports.IsObjectNotArray(value) && guard_exports.HasPropertyKey(value, "check") && guard_exports.HasPropertyKey(value, "error") && guard_exports.IsFunction(value.check) && guard_exports.IsFunction(value.error);
+}
+function IsRefine(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "~refine") && guard_exports.IsArray(value["~refine"]) && guard_exports.Every(value["~refine"], 0, (value2) => IsRefinement(value2));
+}
+
+// node_modules/typebox/build/type/types/bigint.mjs
+var BigIntPattern = "-?(?:0|[1-9][0-9]*)n";
+function BigInt2(options) {
+  return memory_exports.Create({ "~kind": "BigInt" }, { type: "bigint" }, options);
+}
+function IsBigInt3(value) {
+  return IsKind(value, "BigInt");
+}
+
+// node_modules/typebox/build/type/types/boolean.mjs
+function Boolean2(options) {
+  return memory_exports.Create({ "~kind": "Boolean" }, { type: "boolean" }, options);
+}
+function IsBoolean4(value) {
+  return IsKind(value, "Boolean");
+}
+
+// node_modules/typebox/build/type/types/identifier.mjs
+function Identifier(name) {
+  return memory_exports.Create({ "~kind": "Identifier" }, { name });
+}
+function IsIdentifier2(value) {
+  return IsKind(value, "Identifier");
+}
+
+// node_modules/typebox/build/type/types/integer.mjs
+var IntegerPattern = "-?(?:0|[1-9][0-9]*)";
+function Integer(options) {
+  return memory_exports.Create({ "~kind": "Integer" }, { type: "integer" }, options);
+}
+function IsInteger3(value) {
+  return IsKind(value, "Integer");
+}
+
+// node_modules/typebox/build/type/types/literal.mjs
+var InvalidLiteralValue = class extends Error {
+  constructor(value) {
+    super(`Invalid Literal value`);
+    Object.defineProperty(this, "cause", {
+      value: { value },
+      writable: false,
+      configurable: false,
+      enumerable: false
+    });
+  }
+};
+function LiteralTypeName(value) {
+  return guard_exports.IsBigInt(value) ? "bigint" : guard_exports.IsBoolean(value) ? "boolean" : guard_exports.IsNumber(value) ? "number" : guard_exports.IsString(value) ? "string" : (() => {
+    throw new InvalidLiteralValue(value);
+  })();
+}
+function Literal(value, options) {
+  return memory_exports.Create({ "~kind": "Literal" }, { type: LiteralTypeName(value), const: value }, options);
+}
+function IsLiteralValue(value) {
+  return guard_exports.IsBigInt(value) || guard_exports.IsBoolean(value) || guard_exports.IsNumber(value) || guard_exports.IsString(value);
+}
+function IsLiteralBigInt(value) {
+  return IsLiteral(value) && guard_exports.IsBigInt(value.const);
+}
+function IsLiteralBoolean(value) {
+  return IsLiteral(value) && guard_exports.IsBoolean(value.const);
+}
+function IsLiteralNumber(value) {
+  return IsLiteral(value) && guard_exports.IsNumber(value.const);
+}
+function IsLiteralString(value) {
+  return IsLiteral(value) && guard_exports.IsString(value.const);
+}
+function IsLiteral(value) {
+  return IsKind(value, "Literal");
+}
+
+// node_modules/typebox/build/type/types/null.mjs
+function Null(options) {
+  return memory_exports.Create({ "~kind": "Null" }, { type: "null" }, options);
+}
+function IsNull3(value) {
+  return IsKind(value, "Null");
+}
+
+// node_modules/typebox/build/type/types/number.mjs
+var NumberPattern = "-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?";
+function Number2(options) {
+  return memory_exports.Create({ "~kind": "Number" }, { type: "number" }, options);
+}
+function IsNumber4(value) {
+  return IsKind(value, "Number");
+}
+
+// node_modules/typebox/build/type/types/symbol.mjs
+function Symbol2(options) {
+  return memory_exports.Create({ "~kind": "Symbol" }, { type: "symbol" }, options);
+}
+function IsSymbol3(value) {
+  return IsKind(value, "Symbol");
+}
+
+// node_modules/typebox/build/type/types/parameter.mjs
+function Parameter(...args) {
+  const [name, extends_, equals] = arguments_exports.Match(args, {
+    3: (name2, extends_2, equals2) => [name2, extends_2, equals2],
+    2: (name2, extends_2) => [name2, extends_2, extends_2],
+    1: (name2) => [name2, Unknown(), Unknown()]
+  });
+  return memory_exports.Create({ "~kind": "Parameter" }, { name, extends: extends_, equals }, {});
+}
+function IsParameter(value) {
+  return IsKind(value, "Parameter");
+}
+
+// node_modules/typebox/build/type/types/string.mjs
+var StringPattern = ".*";
+function String2(options) {
+  return memory_exports.Create({ "~kind": "String" }, { type: "string" }, options);
+}
+function IsString4(value) {
+  return IsKind(value, "String");
+}
+
+// node_modules/typebox/build/type/types/union.mjs
+function Union(anyOf, options = {}) {
+  return memory_exports.Create({ "~kind": "Union" }, { anyOf }, options);
+}
+function IsUnion(value) {
+  return IsKind(value, "Union");
+}
+function UnionOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "anyOf"]);
+}
+
+// node_modules/typebox/build/type/engine/patterns/pattern.mjs
+function ParsePatternIntoTypes(pattern) {
+  const parsed = Pattern(pattern);
+  const result = guard_exports.IsEqual(parsed.length, 2) ? parsed[0] : [];
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/template_literal/is_finite.mjs
+function FromLiteral(_value) {
+  return true;
+}
+function FromTypesReduce(types) {
+  return guard_exports.ShiftLeft(types, (left, right) => FromType(left) ? FromTypesReduce(right) : false, () => true);
+}
+function FromTypes(types) {
+  const result = guard_exports.IsEqual(types.length, 0) ? false : FromTypesReduce(types);
+  return result;
+}
+function FromType(type) {
+  return IsUnion(type) ? FromTypes(type.anyOf) : IsLiteral(type) ? FromLiteral(type.const) : false;
+}
+function IsTemplateLiteralFinite(types) {
+  const result = FromTypes(types);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/template_literal/create.mjs
+function TemplateLiteralCreate(pattern) {
+  return memory_exports.Create({ ["~kind"]: "TemplateLiteral" }, { type: "string", pattern }, {});
+}
+
+// node_modules/typebox/build/type/engine/template_literal/decode.mjs
+function FromLiteralPush(variants, value, result = []) {
+  return guard_exports.ShiftLeft(variants, (left, right) => FromLiteralPush(right, value, [...result, `${left}${value}`]), () => result);
+}
+function FromLiteral2(variants, value) {
+  return guard_exports.IsEqual(variants.length, 0) ? [`${value}`] : FromLiteralPush(variants, value);
+}
+function FromUnion(variants, types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => FromUnion(variants, right, [...result, ...FromType2(variants, left)]), () => result);
+}
+function FromType2(variants, type) {
+  const result = IsUnion(type) ? FromUnion(variants, type.anyOf) : IsLiteral(type) ? FromLiteral2(variants, type.const) : Unreachable();
+  return result;
+}
+function DecodeFromSpan(variants, types) {
+  return guard_exports.ShiftLeft(types, (left, right) => DecodeFromSpan(FromType2(variants, left), right), () => variants);
+}
+function VariantsToLiterals(variants) {
+  return variants.map((variant) => Literal(variant));
+}
+function DecodeTypesAsUnion(types) {
+  const variants = DecodeFromSpan([], types);
+  const literals = VariantsToLiterals(variants);
+  const result = Union(literals);
+  return result;
+}
+function DecodeTypes(types) {
+  return guard_exports.IsEqual(types.length, 0) ? Unreachable() : (
+    // Literal('') :
+    guard_exports.IsEqual(types.length, 1) && IsLiteral(types[0]) ? types[0] : DecodeTypesAsUnion(types)
+  );
+}
+function TemplateLiteralDecodeUnsafe(pattern) {
+  const types = ParsePatternIntoTypes(pattern);
+  const result = guard_exports.IsEqual(types.length, 0) ? String2() : IsTemplateLiteralFinite(types) ? DecodeTypes(types) : TemplateLiteralCreate(pattern);
+  return result;
+}
+function TemplateLiteralDecode(pattern) {
+  const decoded = TemplateLiteralDecodeUnsafe(pattern);
+  const result = IsTemplateLiteral(decoded) ? String2() : decoded;
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/record_create.mjs
+function CreateRecord(key, value) {
+  const type = "object";
+  const patternProperties = { [key]: value };
+  return memory_exports.Create({ ["~kind"]: "Record" }, { type, patternProperties });
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_any.mjs
+function FromAnyKey(value) {
+  return CreateRecord(StringKey, value);
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_boolean.mjs
+function FromBooleanKey(value) {
+  return _Object_({ true: value, false: value });
+}
+
+// node_modules/typebox/build/type/types/tuple.mjs
+function Tuple(types, options = {}) {
+  const [items, minItems, additionalItems] = [types, types.length, false];
+  return memory_exports.Create({ ["~kind"]: "Tuple" }, { type: "array", additionalItems, items, minItems }, options);
+}
+function IsTuple(value) {
+  return IsKind(value, "Tuple");
+}
+function TupleOptions(type) {
+  return memory_exports.Discard(type, ["~kind", "type", "items", "minItems", "additionalItems"]);
+}
+
+// node_modules/typebox/build/type/engine/tuple/to_object.mjs
+function TupleElementsToProperties(types) {
+  const result = types.reduceRight((result2, right, index3) => {
+    return { [index3]: right, ...result2 };
+  }, {});
+  return result;
+}
+function TupleToObject(type) {
+  const properties = TupleElementsToProperties(type.items);
+  const result = _Object_(properties);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/optional/instantiate_remove.mjs
+function RemoveOptionalOperation(type) {
+  return memory_exports.Discard(type, ["~optional"]);
+}
+function RemoveOptionalAction(type, options) {
+  const result = memory_exports.Update(RemoveOptionalOperation(type), {}, options);
+  return result;
+}
+function RemoveOptionalInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return RemoveOptionalAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/readonly/instantiate_remove.mjs
+function RemoveReadonlyOperation(type) {
+  return memory_exports.Discard(type, ["~readonly"]);
+}
+function RemoveReadonlyAction(type, options) {
+  const result = memory_exports.Update(RemoveReadonlyOperation(type), {}, options);
+  return result;
+}
+function RemoveReadonlyInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return RemoveReadonlyAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/evaluate/property.mjs
+function EvaluatePropertyIntersect(left, right) {
+  const isReadonly = IsReadonly(left) && IsReadonly(right);
+  const isOptional = IsOptional(left) && IsOptional(right);
+  const evaluated = EvaluateIntersect([left, right]);
+  const property = RemoveReadonlyAction(RemoveOptionalAction(evaluated, {}), {});
+  return isReadonly && isOptional ? AddReadonlyAction(AddOptionalAction(property, {}), {}) : isReadonly ? AddReadonlyAction(property, {}) : isOptional ? AddOptionalAction(property, {}) : property;
+}
+function EvaluatePropertyUnion(left, right) {
+  const isReadonly = IsReadonly(left) || IsReadonly(right);
+  const isOptional = IsOptional(left) || IsOptional(right);
+  const leftProperty = RemoveReadonlyAction(RemoveOptionalAction(left, {}), {});
+  const rightProperty = RemoveReadonlyAction(RemoveOptionalAction(right, {}), {});
+  const property = EvaluateUnion([leftProperty, rightProperty]);
+  return isReadonly && isOptional ? AddReadonlyAction(AddOptionalAction(property, {}), {}) : isReadonly ? AddReadonlyAction(property, {}) : isOptional ? AddOptionalAction(property, {}) : property;
+}
+
+// node_modules/typebox/build/type/engine/evaluate/composite.mjs
+function CompositePropertyKey(left, right, key) {
+  return key in left ? key in right ? EvaluatePropertyIntersect(left[key], right[key]) : left[key] : key in right ? right[key] : Never();
+}
+function CompositeProperties(left, right) {
+  const keys = /* @__PURE__ */ new Set([...guard_exports.Keys(left), ...guard_exports.Keys(right)]);
+  const result = [...keys].reduce((result2, key) => {
+    return { ...result2, [key]: CompositePropertyKey(left, right, key) };
+  }, {});
+  return result;
+}
+function GetProperties(type) {
+  const result = IsObject3(type) ? type.properties : IsTuple(type) ? TupleElementsToProperties(type.items) : {};
+  return result;
+}
+function Composite(left, right) {
+  const leftProperties = GetProperties(left);
+  const rightProperties = GetProperties(right);
+  const properties = CompositeProperties(leftProperties, rightProperties);
+  const result = _Object_(properties);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/evaluate/narrow.mjs
+function NarrowCompareRule(left, right) {
+  const result = Compare(left, right);
+  return guard_exports.IsEqual(result, CompareResultLeftInside) ? left : guard_exports.IsEqual(result, CompareResultRightInside) ? right : guard_exports.IsEqual(result, CompareResultEqual) ? right : Never();
+}
+function CanComposite(type) {
+  return IsObject3(type) || IsTuple(type);
+}
+function NarrowCompositeRule(left, right) {
+  const canCompositeLeft = CanComposite(left);
+  const canCompositeRight = CanComposite(right);
+  return canCompositeLeft && canCompositeRight ? Composite(left, right) : canCompositeLeft && !canCompositeRight ? left : !canCompositeLeft && canCompositeRight ? right : NarrowCompareRule(left, right);
+}
+function Narrow(left, right) {
+  return IsNever(left) ? left : IsAny(left) ? left : IsUnknown(left) ? right : IsNever(right) ? right : IsAny(right) ? right : IsUnknown(right) ? left : NarrowCompositeRule(left, right);
+}
+
+// node_modules/typebox/build/type/engine/evaluate/distribute.mjs
+function ShouldEvaluate(left, right) {
+  const result = IsUnion(left) || IsUnion(right);
+  return result;
+}
+function DistributeOperation(left, right) {
+  const evaluatedLeft = EvaluateType(left);
+  const evaluatedRight = EvaluateType(right);
+  const shouldEvaluate = ShouldEvaluate(evaluatedLeft, evaluatedRight);
+  const result = shouldEvaluate ? EvaluateIntersect([evaluatedLeft, evaluatedRight]) : Narrow(evaluatedLeft, evaluatedRight);
+  return result;
+}
+function DistributeType(type, types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => DistributeType(type, right, [...result, DistributeOperation(left, type)]), () => guard_exports.IsEqual(result.length, 0) ? [type] : result);
+}
+function DistributeUnion(types, distribution, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => DistributeUnion(right, distribution, [...result, ...Distribute([left], distribution)]), () => result);
+}
+function Distribute(types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => IsUnion(left) ? Distribute(right, DistributeUnion(left.anyOf, result)) : Distribute(right, DistributeType(left, result)), () => result);
+}
+
+// node_modules/typebox/build/type/engine/exclude/operation.mjs
+function ExcludeType(left, right) {
+  const check2 = Extends({}, left, right);
+  const result = result_exports.IsExtendsTrueLike(check2) ? [] : [left];
+  return result;
+}
+function ExcludeUnion(left, right, result = []) {
+  return guard_exports.ShiftLeft(left, (head, tail2) => ExcludeUnion(tail2, right, [...result, ...ExcludeType(head, right)]), () => result);
+}
+function ExcludeOperation(left, right) {
+  const evaluated = EvaluateType(left);
+  const canonical = IsUnion(evaluated) ? evaluated.anyOf : [evaluated];
+  const remaining = ExcludeUnion(canonical, right);
+  const result = EvaluateUnion(remaining);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/evaluate/evaluate.mjs
+function EvaluateDependent(if_, then_, else_) {
+  const intersected = EvaluateIntersect([if_, then_]);
+  const excluded = ExcludeOperation(else_, if_);
+  const result = EvaluateUnion([intersected, excluded]);
+  return result;
+}
+function EvaluateEnum(values, result = []) {
+  return guard_exports.ShiftLeft(values, (left, right) => EvaluateEnum(right, [...result, Literal(left)]), () => EvaluateUnion(result));
+}
+function EvaluateIntersect(types) {
+  const distribution = Distribute(types);
+  const broadend = Broaden(distribution);
+  const result = EvaluateUnion(broadend);
+  return result;
+}
+function EvaluateTemplateLiteral(pattern) {
+  const evaluated = TemplateLiteralDecode(pattern);
+  const result = EvaluateType(evaluated);
+  return result;
+}
+function EvaluateUnion(types) {
+  const broadend = Broaden(types);
+  const result = EvaluateUnionFast(broadend);
+  return result;
+}
+function EvaluateType(type) {
+  const result = IsDependent(type) ? EvaluateDependent(type.if, type.then, type.else) : IsEnum(type) ? EvaluateEnum(type.enum) : IsIntersect(type) ? EvaluateIntersect(type.allOf) : IsTemplateLiteral(type) ? EvaluateTemplateLiteral(type.pattern) : IsUnion(type) ? EvaluateUnion(type.anyOf) : type;
+  return result;
+}
+function EvaluateUnionFast(types) {
+  const result = guard_exports.IsEqual(types.length, 1) ? types[0] : guard_exports.IsEqual(types.length, 0) ? Never() : Union(types);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_enum.mjs
+function FromEnumKey(values, value) {
+  const unionKey = EvaluateEnum(values);
+  const result = FromKey(unionKey, value);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_integer.mjs
+function FromIntegerKey(_key, value) {
+  const result = CreateRecord(IntegerKey, value);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_intersect.mjs
+function FromIntersectKey(types, value) {
+  const evaluatedKey = EvaluateIntersect(types);
+  const result = FromKey(evaluatedKey, value);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_literal.mjs
+function FromLiteralKey(key, value) {
+  return guard_exports.IsString(key) || guard_exports.IsNumber(key) ? _Object_({ [key]: value }) : guard_exports.IsEqual(key, false) ? _Object_({ false: value }) : guard_exports.IsEqual(key, true) ? _Object_({ true: value }) : _Object_({});
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_number.mjs
+function FromNumberKey(_key, value) {
+  const result = CreateRecord(NumberKey, value);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_string.mjs
+function FromStringKey(key, value) {
+  return guard_exports.HasPropertyKey(key, "pattern") && (guard_exports.IsString(key.pattern) || key.pattern instanceof RegExp) ? CreateRecord(key.pattern.toString(), value) : CreateRecord(StringKey, value);
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_template_literal.mjs
+function FromTemplateKey(pattern, value) {
+  const types = ParsePatternIntoTypes(pattern);
+  const finite = IsTemplateLiteralFinite(types);
+  const result = finite ? FromKey(EvaluateTemplateLiteral(pattern), value) : CreateRecord(pattern, value);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/evaluate/flatten.mjs
+function FlattenType(type) {
+  const result = IsUnion(type) ? Flatten(type.anyOf) : [type];
+  return result;
+}
+function Flatten(types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => Flatten(right, [...result, ...FlattenType(left)]), () => result);
+}
+
+// node_modules/typebox/build/type/engine/record/from_key_union.mjs
+function StringOrNumberCheck(types) {
+  return types.some((type) => IsString4(type) || IsNumber4(type) || IsInteger3(type));
+}
+function TryBuildRecord(types, value) {
+  return guard_exports.IsEqual(StringOrNumberCheck(types), true) ? CreateRecord(StringKey, value) : void 0;
+}
+function CreateProperties(types, value) {
+  return types.reduce((result, left) => {
+    return IsLiteral(left) && (guard_exports.IsString(left.const) || guard_exports.IsNumber(left.const)) ? { ...result, [left.const]: value } : result;
+  }, {});
+}
+function CreateObject(types, value) {
+  const properties = CreateProperties(types, value);
+  const result = _Object_(properties);
+  return result;
+}
+function FromUnionKey(types, value) {
+  const flattened = Flatten(types);
+  const record2 = TryBuildRecord(flattened, value);
+  return IsSchema(record2) ? record2 : CreateObject(flattened, value);
+}
+
+// node_modules/typebox/build/type/engine/record/from_key.mjs
+function FromKey(key, value) {
+  const result = IsAny(key) ? FromAnyKey(value) : IsBoolean4(key) ? FromBooleanKey(value) : IsEnum(key) ? FromEnumKey(key.enum, value) : IsInteger3(key) ? FromIntegerKey(key, value) : IsIntersect(key) ? FromIntersectKey(key.allOf, value) : IsLiteral(key) ? FromLiteralKey(key.const, value) : IsNumber4(key) ? FromNumberKey(key, value) : IsUnion(key) ? FromUnionKey(key.anyOf, value) : IsString4(key) ? FromStringKey(key, value) : IsTemplateLiteral(key) ? FromTemplateKey(key.pattern, value) : _Object_({});
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/record/instantiate.mjs
+function RecordAction(key, value, options) {
+  const result = CanInstantiate([key]) ? memory_exports.Update(FromKey(key, value), {}, options) : RecordDeferred(key, value, options);
+  return result;
+}
+function RecordInstantiate(context, state2, key, value, options) {
+  const instantiatedKey = InstantiateType(context, state2, key);
+  const instantiatedValue = InstantiateType(context, state2, value);
+  return RecordAction(instantiatedKey, instantiatedValue, options);
+}
+
+// node_modules/typebox/build/type/types/record.mjs
+var IntegerKey = `^${IntegerPattern}$`;
+var NumberKey = `^${NumberPattern}$`;
+var StringKey = `^${StringPattern}$`;
+function RecordDeferred(key, value, options = {}) {
+  return Deferred("Record", [key, value], options);
+}
+function Record(key, value, options = {}) {
+  return RecordAction(key, value, options);
+}
+function RecordFromPattern(pattern, value) {
+  return CreateRecord(pattern, value);
+}
+function RecordPatternToType(pattern) {
+  const result = guard_exports.IsEqual(pattern, StringKey) ? String2() : guard_exports.IsEqual(pattern, IntegerKey) ? Integer() : guard_exports.IsEqual(pattern, NumberKey) ? Number2() : TemplateLiteralDecodeUnsafe(pattern);
+  return result;
+}
+function RecordPattern(type) {
+  return guard_exports.Keys(type.patternProperties)[0];
+}
+function RecordKey(type) {
+  const pattern = RecordPattern(type);
+  const result = RecordPatternToType(pattern);
+  return result;
+}
+function RecordValue(type) {
+  return type.patternProperties[RecordPattern(type)];
+}
+function IsRecord(value) {
+  return IsKind(value, "Record");
+}
+
+// node_modules/typebox/build/type/types/rest.mjs
+function Rest(type) {
+  return memory_exports.Create({ "~kind": "Rest" }, { type: "rest", items: type }, {});
+}
+function IsRest(value) {
+  return IsKind(value, "Rest");
+}
+
+// node_modules/typebox/build/type/types/this.mjs
+function This(options) {
+  return memory_exports.Create({ ["~kind"]: "This" }, { $ref: "#" }, options);
+}
+function IsThis(value) {
+  return IsKind(value, "This");
+}
+
+// node_modules/typebox/build/type/types/undefined.mjs
+function Undefined(options) {
+  return memory_exports.Create({ "~kind": "Undefined" }, { type: "undefined" }, options);
+}
+function IsUndefined3(value) {
+  return IsKind(value, "Undefined");
+}
+
+// node_modules/typebox/build/type/types/void.mjs
+function Void(options) {
+  return memory_exports.Create({ "~kind": "Void" }, { type: "void" }, options);
+}
+function IsVoid(value) {
+  return IsKind(value, "Void");
+}
+
+// node_modules/typebox/build/type/script/mapping.mjs
+function IntrinsicOrCall(ref2, parameters2) {
+  return guard_exports.IsEqual(ref2, "Array") ? _Array_(parameters2[0]) : guard_exports.IsEqual(ref2, "Capitalize") ? CapitalizeDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "ConstructorParameters") ? ConstructorParametersDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Evaluate") ? EvaluateDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Exclude") ? ExcludeDeferred(parameters2[0], parameters2[1]) : guard_exports.IsEqual(ref2, "Extract") ? ExtractDeferred(parameters2[0], parameters2[1]) : guard_exports.IsEqual(ref2, "Index") ? IndexDeferred(parameters2[0], parameters2[1]) : guard_exports.IsEqual(ref2, "InstanceType") ? InstanceTypeDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Lowercase") ? LowercaseDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "NonNullable") ? NonNullableDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Omit") ? OmitDeferred(parameters2[0], parameters2[1]) : guard_exports.IsEqual(ref2, "Parameters") ? ParametersDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Partial") ? PartialDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Pick") ? PickDeferred(parameters2[0], parameters2[1]) : guard_exports.IsEqual(ref2, "Readonly") ? ReadonlyObjectDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "KeyOf") ? KeyOfDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Record") ? RecordDeferred(parameters2[0], parameters2[1]) : guard_exports.IsEqual(ref2, "Required") ? RequiredDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "ReturnType") ? ReturnTypeDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Uncapitalize") ? UncapitalizeDeferred(parameters2[0]) : guard_exports.IsEqual(ref2, "Uppercase") ? UppercaseDeferred(parameters2[0]) : CallConstruct(Ref(ref2), parameters2);
+}
+function Unreachable2() {
+  throw Error("Unreachable");
+}
+function DelimitedDecode(input, result = []) {
+  return guard_exports.ShiftLeft(input, (left, right) => DelimitedDecode(right, [...result, left[1]]), () => result);
+}
+function Delimited(input) {
+  return guard_exports.IsEqual(input.length, 3) ? [input[0], ...DelimitedDecode(input[1])] : [];
+}
+function GenericParameterExtendsEqualsMapping(input) {
+  return Parameter(input[0], input[2], input[4]);
+}
+function GenericParameterExtendsMapping(input) {
+  return Parameter(input[0], input[2], input[2]);
+}
+function GenericParameterEqualsMapping(input) {
+  return Parameter(input[0], Unknown(), input[2]);
+}
+function GenericParameterIdentifierMapping(input) {
+  return Parameter(input, Unknown(), Unknown());
+}
+function GenericParameterMapping(input) {
+  return input;
+}
+function GenericParameterListMapping(input) {
+  return Delimited(input);
+}
+function GenericParametersMapping(input) {
+  return input[1];
+}
+function GenericCallArgumentListMapping(input) {
+  return Delimited(input);
+}
+function GenericCallArgumentsMapping(input) {
+  return input[1];
+}
+function GenericCallMapping(input) {
+  return IntrinsicOrCall(input[0], input[1]);
+}
+function OptionalSemiColonMapping(input) {
+  return null;
+}
+function KeywordStringMapping(input) {
+  return String2();
+}
+function KeywordNumberMapping(input) {
+  return Number2();
+}
+function KeywordBooleanMapping(input) {
+  return Boolean2();
+}
+function KeywordUndefinedMapping(input) {
+  return Undefined();
+}
+function KeywordNullMapping(input) {
+  return Null();
+}
+function KeywordIntegerMapping(input) {
+  return Integer();
+}
+function KeywordBigIntMapping(input) {
+  return BigInt2();
+}
+function KeywordUnknownMapping(input) {
+  return Unknown();
+}
+function KeywordAnyMapping(input) {
+  return Any();
+}
+function KeywordObjectMapping(input) {
+  return _Object_({});
+}
+function KeywordNeverMapping(input) {
+  return Never();
+}
+function KeywordSymbolMapping(input) {
+  return Symbol2();
+}
+function KeywordVoidMapping(input) {
+  return Void();
+}
+function KeywordThisMapping(input) {
+  return This();
+}
+function LiteralBigIntMapping(input) {
+  return Literal(BigInt(input));
+}
+function LiteralBooleanMapping(input) {
+  return Literal(guard_exports.IsEqual(input, "true"));
+}
+function LiteralNumberMapping(input) {
+  return Literal(parseFloat(input));
+}
+function LiteralStringMapping(input) {
+  return Literal(input);
+}
+function TemplateInterpolateMapping(input) {
+  return input[1];
+}
+function TemplateSpanMapping(input) {
+  return Literal(input);
+}
+function TemplateBodyMapping(input) {
+  return guard_exports.IsEqual(input.length, 3) ? [input[0], input[1], ...input[2]] : [input[0]];
+}
+function TemplateLiteralTypesMapping(input) {
+  return input[1];
+}
+function TemplateLiteralMapping(input) {
+  return TemplateLiteralDeferred(input);
+}
+function DependentMapping(input) {
+  return guard_exports.IsEqual(input.length, 6) ? Dependent(input[1], input[3], input[5]) : Dependent(input[1], input[3], Unknown());
+}
+function KeyOfMapping(input) {
+  return input.length > 0;
+}
+function IndexArrayMapping(input) {
+  return input.reduce((result, current) => {
+    return guard_exports.IsEqual(current.length, 3) ? [...result, [current[1]]] : [...result, []];
+  }, []);
+}
+function ExtendsMapping(input) {
+  return guard_exports.IsEqual(input.length, 6) ? [input[1], input[3], input[5]] : [];
+}
+function BaseMapping(input) {
+  return guard_exports.IsArray(input) && guard_exports.IsEqual(input.length, 3) ? input[1] : input;
+}
+function WithMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) ? input[1] : [];
+}
+function FactorIndexArray(Type2, indexArray) {
+  return indexArray.reduce((result, left) => {
+    const _left = left;
+    return guard_exports.IsEqual(_left.length, 1) ? IndexDeferred(result, _left[0]) : guard_exports.IsEqual(_left.length, 0) ? _Array_(result) : Unreachable2();
+  }, Type2);
+}
+function FactorExtends(type, extend) {
+  return guard_exports.IsEqual(extend.length, 3) ? ConditionalDeferred(type, extend[0], extend[1], extend[2]) : type;
+}
+function FactorWith(type, withClause) {
+  return guard_exports.IsArray(withClause) && guard_exports.IsEqual(withClause.length, 0) ? type : WithDeferred(type, withClause);
+}
+function FactorMapping(input) {
+  const [keyOf, type, indexArray, extend, withClause] = input;
+  return FactorWith(keyOf ? FactorExtends(KeyOfDeferred(FactorIndexArray(type, indexArray)), extend) : FactorExtends(FactorIndexArray(type, indexArray), extend), withClause);
+}
+function ExprBinaryMapping(left, rest) {
+  return guard_exports.IsEqual(rest.length, 3) ? (() => {
+    const [operator, right, next] = rest;
+    const Schema = ExprBinaryMapping(right, next);
+    if (guard_exports.IsEqual(operator, "&")) {
+      return IsIntersect(Schema) ? Intersect([left, ...Schema.allOf]) : Intersect([left, Schema]);
+    }
+    if (guard_exports.IsEqual(operator, "|")) {
+      return IsUnion(Schema) ? Union([left, ...Schema.anyOf]) : Union([left, Schema]);
+    }
+    Unreachable2();
+  })() : left;
+}
+function ExprTermTailMapping(input) {
+  return input;
+}
+function ExprTermMapping(input) {
+  const [left, rest] = input;
+  return ExprBinaryMapping(left, rest);
+}
+function ExprTailMapping(input) {
+  return input;
+}
+function ExprMapping(input) {
+  const [left, rest] = input;
+  return ExprBinaryMapping(left, rest);
+}
+function ExprReadonlyMapping(input) {
+  return AddImmutableDeferred(input[1]);
+}
+function ExprPipeMapping(input) {
+  return input[1];
+}
+function GenericTypeMapping(input) {
+  return Generic(input[0], input[2]);
+}
+function InferTypeMapping(input) {
+  return guard_exports.IsEqual(input.length, 4) ? Infer(input[1], input[3]) : guard_exports.IsEqual(input.length, 2) ? Infer(input[1], Unknown()) : Unreachable2();
+}
+function TypeMapping(input) {
+  return input;
+}
+function PropertyKeyNumberMapping(input) {
+  return `${input}`;
+}
+function PropertyKeyIdentMapping(input) {
+  return input;
+}
+function PropertyKeyQuotedMapping(input) {
+  return input;
+}
+function PropertyKeyIndexMapping(input) {
+  return IsInteger3(input[3]) ? IntegerKey : IsNumber4(input[3]) ? NumberKey : IsSymbol3(input[3]) ? StringKey : IsString4(input[3]) ? StringKey : Unreachable2();
+}
+function PropertyKeyMapping(input) {
+  return input;
+}
+function ReadonlyMapping(input) {
+  return input.length > 0;
+}
+function OptionalMapping(input) {
+  return input.length > 0;
+}
+function PropertyMapping(input) {
+  const [isReadonly, key, isOptional, _colon, type] = input;
+  return {
+    [key]: isReadonly && isOptional ? AddReadonlyDeferred(AddOptionalDeferred(type)) : isReadonly && !isOptional ? AddReadonlyDeferred(type) : !isReadonly && isOptional ? AddOptionalDeferred(type) : type
+  };
+}
+function PropertyDelimiterMapping(input) {
+  return input;
+}
+function PropertyListMapping(input) {
+  return Delimited(input);
+}
+function PropertiesReduce(propertyList) {
+  return propertyList.reduce((result, left) => {
+    const isPatternProperties = guard_exports.HasPropertyKey(left, IntegerKey) || guard_exports.HasPropertyKey(left, NumberKey) || guard_exports.HasPropertyKey(left, StringKey);
+    return isPatternProperties ? [result[0], memory_exports.Assign(result[1], left)] : [memory_exports.Assign(result[0], left), result[1]];
+  }, [{}, {}]);
+}
+function PropertiesMapping(input) {
+  return PropertiesReduce(input[1]);
+}
+function _Object_Mapping(input) {
+  const [properties, patternProperties] = input;
+  const options = guard_exports.IsEqual(guard_exports.Keys(patternProperties).length, 0) ? {} : { patternProperties };
+  return _Object_(properties, options);
+}
+function ElementNamedMapping(input) {
+  return guard_exports.IsEqual(input.length, 5) ? AddReadonlyDeferred(AddOptionalDeferred(input[4])) : guard_exports.IsEqual(input.length, 3) ? input[2] : guard_exports.IsEqual(input.length, 4) ? guard_exports.IsEqual(input[2], "readonly") ? AddReadonlyDeferred(input[3]) : AddOptionalDeferred(input[3]) : Unreachable2();
+}
+function ElementBaseMapping(input) {
+  if (!guard_exports.IsArray(input) || !guard_exports.IsEqual(input.length, 3))
+    return input;
+  const [isReadonly, type, isOptional] = input;
+  return isReadonly && isOptional ? AddReadonlyDeferred(AddOptionalDeferred(type)) : isReadonly && !isOptional ? AddReadonlyDeferred(type) : !isReadonly && isOptional ? AddOptionalDeferred(type) : type;
+}
+function ElementMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) ? Rest(input[1]) : guard_exports.IsEqual(input.length, 1) ? input[0] : Unreachable2();
+}
+function ElementListMapping(input) {
+  return Delimited(input);
+}
+function _Tuple_Mapping(input) {
+  return Tuple(input[1]);
+}
+function ParameterReadonlyOptionalMapping(input) {
+  return AddReadonlyDeferred(AddOptionalDeferred(input[4]));
+}
+function ParameterReadonlyMapping(input) {
+  return AddReadonlyDeferred(input[3]);
+}
+function ParameterOptionalMapping(input) {
+  return AddOptionalDeferred(input[3]);
+}
+function ParameterTypeMapping(input) {
+  return input[2];
+}
+function ParameterBaseMapping(input) {
+  return input;
+}
+function ParameterMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) ? Rest(input[1]) : guard_exports.IsEqual(input.length, 1) ? input[0] : Unreachable2();
+}
+function ParameterListMapping(input) {
+  return Delimited(input);
+}
+function _Function_Mapping(input) {
+  return _Function_(input[1], input[4]);
+}
+function _Constructor_Mapping(input) {
+  return Constructor(input[2], input[5]);
+}
+function ApplyReadonly(state2, type) {
+  return guard_exports.IsEqual(state2, "remove") ? RemoveReadonlyDeferred(type) : guard_exports.IsEqual(state2, "add") ? AddReadonlyDeferred(type) : type;
+}
+function MappedReadonlyMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) && guard_exports.IsEqual(input[0], "-") ? "remove" : guard_exports.IsEqual(input.length, 2) && guard_exports.IsEqual(input[0], "+") ? "add" : guard_exports.IsEqual(input.length, 1) ? "add" : "none";
+}
+function ApplyOptional(state2, type) {
+  return guard_exports.IsEqual(state2, "remove") ? RemoveOptionalDeferred(type) : guard_exports.IsEqual(state2, "add") ? AddOptionalDeferred(type) : type;
+}
+function MappedOptionalMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) && guard_exports.IsEqual(input[0], "-") ? "remove" : guard_exports.IsEqual(input.length, 2) && guard_exports.IsEqual(input[0], "+") ? "add" : guard_exports.IsEqual(input.length, 1) ? "add" : "none";
+}
+function MappedAsMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) ? [input[1]] : [];
+}
+function _Mapped_Mapping(input) {
+  return guard_exports.IsArray(input[6]) && guard_exports.IsEqual(input[6].length, 1) ? MappedDeferred(Identifier(input[3]), input[5], input[6][0], ApplyReadonly(input[1], ApplyOptional(input[8], input[10]))) : MappedDeferred(Identifier(input[3]), input[5], Ref(input[3]), ApplyReadonly(input[1], ApplyOptional(input[8], input[10])));
+}
+function ReferenceMapping(input) {
+  return Ref(input);
+}
+function WithBigIntMapping(input) {
+  return BigInt(input);
+}
+function WithNumberMapping(input) {
+  return parseFloat(input);
+}
+function WithBooleanMapping(input) {
+  return guard_exports.IsEqual(input, "true");
+}
+function WithStringMapping(input) {
+  return input;
+}
+function WithNullMapping(input) {
+  return null;
+}
+function WithUndefinedMapping(input) {
+  return void 0;
+}
+function WithPropertyMapping(input) {
+  return { [input[0]]: input[2] };
+}
+function WithPropertyListMapping(input) {
+  return Delimited(input);
+}
+function WithObjectMappingReduce(propertyList) {
+  return propertyList.reduce((result, left) => {
+    return memory_exports.Assign(result, left);
+  }, {});
+}
+function WithObjectMapping(input) {
+  return WithObjectMappingReduce(input[1]);
+}
+function WithElementListMapping(input) {
+  return Delimited(input);
+}
+function WithArrayMapping(input) {
+  return input[1];
+}
+function WithValueMapping(input) {
+  return input;
+}
+function PatternBigIntMapping(input) {
+  return BigInt2();
+}
+function PatternStringMapping(input) {
+  return String2();
+}
+function PatternNumberMapping(input) {
+  return Number2();
+}
+function PatternIntegerMapping(input) {
+  return Integer();
+}
+function PatternNeverMapping(input) {
+  return Never();
+}
+function PatternTextMapping(input) {
+  return Literal(input);
+}
+function PatternBaseMapping(input) {
+  return input;
+}
+function PatternGroupMapping(input) {
+  return Union(input[1]);
+}
+function PatternUnionMapping(input) {
+  return input.length === 3 ? [...input[0], ...input[2]] : input.length === 1 ? [...input[0]] : [];
+}
+function PatternTermMapping(input) {
+  return [input[0], ...input[1]];
+}
+function PatternBodyMapping(input) {
+  return input;
+}
+function PatternMapping(input) {
+  return input[1];
+}
+function InterfaceDeclarationHeritageListMapping(input) {
+  return Delimited(input);
+}
+function InterfaceDeclarationHeritageMapping(input) {
+  return guard_exports.IsEqual(input.length, 2) ? input[1] : [];
+}
+function InterfaceDeclarationGenericMapping(input) {
+  const parameters2 = input[2];
+  const heritage = input[3];
+  const [properties, patternProperties] = input[4];
+  const options = guard_exports.IsEqual(guard_exports.Keys(patternProperties).length, 0) ? {} : { patternProperties };
+  return { [input[1]]: Generic(parameters2, InterfaceDeferred(heritage, properties, options)) };
+}
+function InterfaceDeclarationMapping(input) {
+  const heritage = input[2];
+  const [properties, patternProperties] = input[3];
+  const options = guard_exports.IsEqual(guard_exports.Keys(patternProperties).length, 0) ? {} : { patternProperties };
+  return { [input[1]]: InterfaceDeferred(heritage, properties, options) };
+}
+function TypeAliasDeclarationGenericMapping(input) {
+  return { [input[1]]: Generic(input[2], input[4]) };
+}
+function TypeAliasDeclarationMapping(input) {
+  return { [input[1]]: input[3] };
+}
+function ExportKeywordMapping(input) {
+  return null;
+}
+function ModuleDeclarationDelimiterMapping(input) {
+  return input;
+}
+function ModuleDeclarationListMapping(input) {
+  return Delimited(input);
+}
+function ModuleDeclarationMapping(input) {
+  return input[1];
+}
+function ModuleMapping(input) {
+  const [moduleDeclaration, moduleDeclarationList] = [input[0], input[1]];
+  return ModuleDeferred(memory_exports.Assign(moduleDeclaration, PropertiesReduce(moduleDeclarationList)[0]));
+}
+function ScriptMapping(input) {
+  return input;
+}
+
+// node_modules/typebox/build/type/script/token/internal/match.mjs
+function IsMatch(value) {
+  return IsEqual(value.length, 2);
+}
+function Match2(input, ok, fail) {
+  return IsMatch(input) ? ok(input[0], input[1]) : fail();
+}
+
+// node_modules/typebox/build/type/script/token/internal/take.mjs
+function TakeVariant(variant, input) {
+  return IsEqual(input.indexOf(variant), 0) ? [variant, input.slice(variant.length)] : [];
+}
+function Take(variants, input) {
+  for (let i = 0; i < variants.length; i++) {
+    const result = TakeVariant(variants[i], input);
+    if (IsMatch(result))
+      return result;
+  }
+  return [];
+}
+
+// node_modules/typebox/build/type/script/token/internal/char.mjs
+function Range(start, end) {
+  return Array.from({ length: end - start + 1 }, (_, i) => String.fromCharCode(start + i));
+}
+var Alpha = [
+  ...Range(97, 122),
+  // Lowercase
+  ...Range(65, 90)
+  // Uppercase
+];
+var Zero = "0";
+var NonZero = Range(49, 57);
+var Digit = [Zero, ...NonZero];
+var WhiteSpace = " ";
+var NewLine = "\n";
+var UnderScore = "_";
+var Dot = ".";
+var DollarSign = "$";
+var Hyphen = "-";
+
+// node_modules/typebox/build/type/script/token/internal/trim.mjs
+var LineComment = "//";
+var OpenComment = "/*";
+var CloseComment = "*/";
+function DiscardMultilineComment(input) {
+  const index3 = input.indexOf(CloseComment);
+  const result = IsEqual(index3, -1) ? "" : input.slice(index3 + 2);
+  return result;
+}
+function DiscardLineComment(input) {
+  const index3 = input.indexOf(NewLine);
+  const result = IsEqual(index3, -1) ? "" : input.slice(index3);
+  return result;
+}
+function TrimStartUntilNewline(input) {
+  return input.replace(/^[ \t\r\f\v]+/, "");
+}
+function TrimWhitespace(input) {
+  const trimmed = TrimStartUntilNewline(input);
+  return trimmed.startsWith(OpenComment) ? TrimWhitespace(DiscardMultilineComment(trimmed.slice(2))) : trimmed.startsWith(LineComment) ? TrimWhitespace(DiscardLineComment(trimmed.slice(2))) : trimmed;
+}
+function Trim(input) {
+  const trimmed = input.trimStart();
+  return trimmed.startsWith(OpenComment) ? Trim(DiscardMultilineComment(trimmed.slice(2))) : trimmed.startsWith(LineComment) ? Trim(DiscardLineComment(trimmed.slice(2))) : trimmed;
+}
+
+// node_modules/typebox/build/type/script/token/internal/optional.mjs
+function Optional2(value, input) {
+  return Match2(Take([value], input), (Optional4, Rest2) => [Optional4, Rest2], () => ["", input]);
+}
+
+// node_modules/typebox/build/type/script/token/internal/many.mjs
+function IsDiscard(discard, input) {
+  return discard.includes(input);
+}
+function Many(allowed, discard, input, result = "") {
+  return Match2(Take(allowed, input), (Char, Rest2) => IsDiscard(discard, Char) ? Many(allowed, discard, Rest2, result) : Many(allowed, discard, Rest2, `${result}${Char}`), () => [result, input]);
+}
+
+// node_modules/typebox/build/type/script/token/unsigned_integer.mjs
+function TakeNonZero(input) {
+  return Take(NonZero, input);
+}
+var AllowedDigits = [...Digit, UnderScore];
+function TakeDigits(input) {
+  return Many(AllowedDigits, [UnderScore], input);
+}
+function TakeUnsignedInteger(input) {
+  return Match2(Take([Zero], input), (Zero2, ZeroRest) => [Zero2, ZeroRest], () => Match2(
+    TakeNonZero(input),
+    (NonZero2, NonZeroRest) => Match2(TakeDigits(NonZeroRest), (Digits, DigitsRest) => [`${NonZero2}${Digits}`, DigitsRest], () => []),
+    // fail: did not match Digits
+    () => []
+  ));
+}
+function UnsignedInteger(input) {
+  return TakeUnsignedInteger(Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/integer.mjs
+function TakeSign(input) {
+  return Optional2(Hyphen, input);
+}
+function TakeSignedInteger(input) {
+  return Match2(
+    TakeSign(input),
+    (Sign, SignRest) => Match2(UnsignedInteger(SignRest), (UnsignedInteger2, UnsignedIntegerRest) => [`${Sign}${UnsignedInteger2}`, UnsignedIntegerRest], () => []),
+    // fail: did not match unsigned integer
+    () => []
+  );
+}
+function Integer2(input) {
+  return TakeSignedInteger(Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/bigint.mjs
+function TakeBigInt(input) {
+  return Match2(
+    Integer2(input),
+    (Integer3, IntegerRest) => Match2(Take(["n"], IntegerRest), (_N, NRest) => [`${Integer3}`, NRest], () => []),
+    // fail: did not match 'n'
+    () => []
+  );
+}
+function BigInt3(input) {
+  return TakeBigInt(input);
+}
+
+// node_modules/typebox/build/type/script/token/const.mjs
+function TakeConst(const_, input) {
+  return Take([const_], input);
+}
+function Const(const_, input) {
+  return IsEqual(const_, "") ? ["", input] : const_.startsWith(NewLine) ? TakeConst(const_, TrimWhitespace(input)) : const_.startsWith(WhiteSpace) ? TakeConst(const_, input) : TakeConst(const_, Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/ident.mjs
+var Initial = [...Alpha, UnderScore, DollarSign];
+function TakeInitial(input) {
+  return Take(Initial, input);
+}
+var Remaining = [...Initial, ...Digit];
+function TakeRemaining(input, result = "") {
+  return Match2(Take(Remaining, input), (Remaining2, RemainingRest) => TakeRemaining(RemainingRest, `${result}${Remaining2}`), () => [result, input]);
+}
+function TakeIdent(input) {
+  return Match2(
+    TakeInitial(input),
+    (Initial2, InitialRest) => Match2(TakeRemaining(InitialRest), (Remaining2, RemainingRest) => [`${Initial2}${Remaining2}`, RemainingRest], () => []),
+    // fail: did not match Remaining
+    () => []
+  );
+}
+function Ident(input) {
+  return TakeIdent(Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/unsigned_number.mjs
+var AllowedDigits2 = [...Digit, UnderScore];
+function IsLeadingDot(input) {
+  return IsMatch(Take([Dot], input));
+}
+function TakeFractional(input) {
+  return Match2(Many(AllowedDigits2, [UnderScore], input), (Digits, DigitsRest) => IsEqual(Digits, "") ? [] : [Digits, DigitsRest], () => []);
+}
+function LeadingDot(input) {
+  return Match2(
+    Take([Dot], input),
+    (Dot2, DotRest) => Match2(TakeFractional(DotRest), (Fractional, FractionalRest) => [`0${Dot2}${Fractional}`, FractionalRest], () => []),
+    // fail: did not match Fractional
+    () => []
+  );
+}
+function LeadingInteger(input) {
+  return Match2(
+    UnsignedInteger(input),
+    (Integer3, IntegerRest) => Match2(
+      Take([Dot], IntegerRest),
+      (Dot2, DotRest) => Match2(TakeFractional(DotRest), (Fractional, FractionalRest) => [`${Integer3}${Dot2}${Fractional}`, FractionalRest], () => [`${Integer3}`, DotRest]),
+      // fail: did not match Fractional, use Integer
+      () => [`${Integer3}`, IntegerRest]
+    ),
+    // fail: did not match Dot, use Integer
+    () => []
+  );
+}
+function TakeUnsignedNumber(input) {
+  return IsLeadingDot(input) ? LeadingDot(input) : LeadingInteger(input);
+}
+function UnsignedNumber(input) {
+  return TakeUnsignedNumber(Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/number.mjs
+function TakeSign2(input) {
+  return Optional2(Hyphen, input);
+}
+function TakeSignedNumber(input) {
+  return Match2(
+    TakeSign2(input),
+    (Sign, SignRest) => Match2(UnsignedNumber(SignRest), (UnsignedInteger2, UnsignedIntegerRest) => [`${Sign}${UnsignedInteger2}`, UnsignedIntegerRest], () => []),
+    // fail: did not match unsigned integer
+    () => []
+  );
+}
+function Number3(input) {
+  return TakeSignedNumber(Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/until.mjs
+function TakeOne(input) {
+  const result = IsEqual(input, "") ? [] : [input.slice(0, 1), input.slice(1)];
+  return result;
+}
+function IsInputMatchSentinal(end, input) {
+  return ShiftLeft(end, (left, right) => input.startsWith(left) ? true : IsInputMatchSentinal(right, input), () => false);
+}
+function Until(end, input, result = "") {
+  return Match2(
+    TakeOne(input),
+    (One, Rest2) => IsInputMatchSentinal(end, input) ? [result, input] : Until(end, Rest2, `${result}${One}`),
+    () => []
+  );
+}
+
+// node_modules/typebox/build/type/script/token/span.mjs
+function MultiLine(start, end, input) {
+  return Match2(
+    Take([start], input),
+    (_, Rest2) => Match2(
+      Until([end], Rest2),
+      (Until2, UntilRest) => Match2(Take([end], UntilRest), (_2, Rest3) => [`${Until2}`, Rest3], () => []),
+      // fail: did not match End
+      () => []
+    ),
+    // fail: did not match Until
+    () => []
+  );
+}
+function SingleLine(start, end, input) {
+  return Match2(
+    Take([start], input),
+    (_, Rest2) => Match2(
+      Until([NewLine, end], Rest2),
+      (Until2, UntilRest) => Match2(Take([end], UntilRest), (_2, EndRest) => [`${Until2}`, EndRest], () => []),
+      // fail: did not match End
+      () => []
+    ),
+    // fail: did not match Until
+    () => []
+  );
+}
+function Span(start, end, multiLine, input) {
+  return multiLine ? MultiLine(start, end, Trim(input)) : SingleLine(start, end, Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/string.mjs
+function TakeInitial2(quotes, input) {
+  return Take(quotes, input);
+}
+function TakeSpan(quote, input) {
+  return Span(quote, quote, false, input);
+}
+function TakeString(quotes, input) {
+  return Match2(TakeInitial2(quotes, input), (Initial2, InitialRest) => TakeSpan(Initial2, `${Initial2}${InitialRest}`), () => []);
+}
+function String3(quotes, input) {
+  return TakeString(quotes, Trim(input));
+}
+
+// node_modules/typebox/build/type/script/token/until_1.mjs
+function Until_1(end, input) {
+  return Match2(Until(end, input), (Until2, UntilRest) => IsEqual(Until2, "") ? [] : [Until2, UntilRest], () => []);
+}
+
+// node_modules/typebox/build/type/script/parser.mjs
+var If2 = (result, left, right = () => []) => result.length === 2 ? left(result) : right();
+var GenericParameterExtendsEquals = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const("extends", input2), ([_1, input3]) => If2(Type(input3), ([_2, input4]) => If2(Const("=", input4), ([_3, input5]) => If2(Type(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [GenericParameterExtendsEqualsMapping(_0), input2]);
+var GenericParameterExtends = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const("extends", input2), ([_1, input3]) => If2(Type(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [GenericParameterExtendsMapping(_0), input2]);
+var GenericParameterEquals = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const("=", input2), ([_1, input3]) => If2(Type(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [GenericParameterEqualsMapping(_0), input2]);
+var GenericParameterIdentifier = (input) => If2(Ident(input), ([_0, input2]) => [GenericParameterIdentifierMapping(_0), input2]);
+var GenericParameter = (input) => If2(If2(GenericParameterExtendsEquals(input), ([_0, input2]) => [_0, input2], () => If2(GenericParameterExtends(input), ([_0, input2]) => [_0, input2], () => If2(GenericParameterEquals(input), ([_0, input2]) => [_0, input2], () => If2(GenericParameterIdentifier(input), ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [GenericParameterMapping(_0), input2]);
+var GenericParameterList_0 = (input, result = []) => If2(If2(Const(",", input), ([_0, input2]) => If2(GenericParameter(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => GenericParameterList_0(input2, [...result, _0]), () => [result, input]);
+var GenericParameterList = (input) => If2(If2(If2(GenericParameter(input), ([_0, input2]) => If2(GenericParameterList_0(input2), ([_1, input3]) => If2(If2(Const(",", input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [GenericParameterListMapping(_0), input2]);
+var GenericParameters = (input) => If2(If2(Const("<", input), ([_0, input2]) => If2(GenericParameterList(input2), ([_1, input3]) => If2(Const(">", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [GenericParametersMapping(_0), input2]);
+var GenericCallArgumentList_0 = (input, result = []) => If2(If2(Const(",", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => GenericCallArgumentList_0(input2, [...result, _0]), () => [result, input]);
+var GenericCallArgumentList = (input) => If2(If2(If2(Type(input), ([_0, input2]) => If2(GenericCallArgumentList_0(input2), ([_1, input3]) => If2(If2(Const(",", input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [GenericCallArgumentListMapping(_0), input2]);
+var GenericCallArguments = (input) => If2(If2(Const("<", input), ([_0, input2]) => If2(GenericCallArgumentList(input2), ([_1, input3]) => If2(Const(">", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [GenericCallArgumentsMapping(_0), input2]);
+var GenericCall = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(GenericCallArguments(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [GenericCallMapping(_0), input2]);
+var OptionalSemiColon = (input) => If2(If2(If2(Const(";", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [OptionalSemiColonMapping(_0), input2]);
+var KeywordString = (input) => If2(Const("string", input), ([_0, input2]) => [KeywordStringMapping(_0), input2]);
+var KeywordNumber = (input) => If2(Const("number", input), ([_0, input2]) => [KeywordNumberMapping(_0), input2]);
+var KeywordBoolean = (input) => If2(Const("boolean", input), ([_0, input2]) => [KeywordBooleanMapping(_0), input2]);
+var KeywordUndefined = (input) => If2(Const("undefined", input), ([_0, input2]) => [KeywordUndefinedMapping(_0), input2]);
+var KeywordNull = (input) => If2(Const("null", input), ([_0, input2]) => [KeywordNullMapping(_0), input2]);
+var KeywordInteger = (input) => If2(Const("integer", input), ([_0, input2]) => [KeywordIntegerMapping(_0), input2]);
+var KeywordBigInt = (input) => If2(Const("bigint", input), ([_0, input2]) => [KeywordBigIntMapping(_0), input2]);
+var KeywordUnknown = (input) => If2(Const("unknown", input), ([_0, input2]) => [KeywordUnknownMapping(_0), input2]);
+var KeywordAny = (input) => If2(Const("any", input), ([_0, input2]) => [KeywordAnyMapping(_0), input2]);
+var KeywordObject = (input) => If2(Const("object", input), ([_0, input2]) => [KeywordObjectMapping(_0), input2]);
+var KeywordNever = (input) => If2(Const("never", input), ([_0, input2]) => [KeywordNeverMapping(_0), input2]);
+var KeywordSymbol = (input) => If2(Const("symbol", input), ([_0, input2]) => [KeywordSymbolMapping(_0), input2]);
+var KeywordVoid = (input) => If2(Const("void", input), ([_0, input2]) => [KeywordVoidMapping(_0), input2]);
+var KeywordThis = (input) => If2(Const("this", input), ([_0, input2]) => [KeywordThisMapping(_0), input2]);
+var TemplateInterpolate = (input) => If2(If2(Const("${", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Const("}", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [TemplateInterpolateMapping(_0), input2]);
+var TemplateSpan = (input) => If2(Until(["${", "`"], input), ([_0, input2]) => [TemplateSpanMapping(_0), input2]);
+var TemplateBody = (input) => If2(If2(If2(TemplateSpan(input), ([_0, input2]) => If2(TemplateInterpolate(input2), ([_1, input3]) => If2(TemplateBody(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2(If2(TemplateSpan(input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2(If2(TemplateSpan(input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => []))), ([_0, input2]) => [TemplateBodyMapping(_0), input2]);
+var TemplateLiteralTypes = (input) => If2(If2(Const("`", input), ([_0, input2]) => If2(TemplateBody(input2), ([_1, input3]) => If2(Const("`", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [TemplateLiteralTypesMapping(_0), input2]);
+var TemplateLiteral = (input) => If2(TemplateLiteralTypes(input), ([_0, input2]) => [TemplateLiteralMapping(_0), input2]);
+var Dependent2 = (input) => If2(If2(If2(Const("if", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Const("then", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => If2(Const("else", input5), ([_4, input6]) => If2(Type(input6), ([_5, input7]) => [[_0, _1, _2, _3, _4, _5], input7])))))), ([_0, input2]) => [_0, input2], () => If2(If2(Const("if", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Const("then", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [DependentMapping(_0), input2]);
+var LiteralBigInt = (input) => If2(BigInt3(input), ([_0, input2]) => [LiteralBigIntMapping(_0), input2]);
+var LiteralBoolean = (input) => If2(If2(Const("true", input), ([_0, input2]) => [_0, input2], () => If2(Const("false", input), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [LiteralBooleanMapping(_0), input2]);
+var LiteralNumber = (input) => If2(Number3(input), ([_0, input2]) => [LiteralNumberMapping(_0), input2]);
+var LiteralString = (input) => If2(String3(["'", '"'], input), ([_0, input2]) => [LiteralStringMapping(_0), input2]);
+var KeyOf = (input) => If2(If2(If2(Const("keyof", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [KeyOfMapping(_0), input2]);
+var IndexArray_0 = (input, result = []) => If2(If2(If2(Const("[", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Const("]", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2(If2(Const("[", input), ([_0, input2]) => If2(Const("]", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => IndexArray_0(input2, [...result, _0]), () => [result, input]);
+var IndexArray = (input) => If2(IndexArray_0(input), ([_0, input2]) => [IndexArrayMapping(_0), input2]);
+var Extends2 = (input) => If2(If2(If2(Const("extends", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Const("?", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => If2(Const(":", input5), ([_4, input6]) => If2(Type(input6), ([_5, input7]) => [[_0, _1, _2, _3, _4, _5], input7])))))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ExtendsMapping(_0), input2]);
+var Base = (input) => If2(If2(If2(Const("(", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Const(")", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2(KeywordString(input), ([_0, input2]) => [_0, input2], () => If2(KeywordNumber(input), ([_0, input2]) => [_0, input2], () => If2(KeywordBoolean(input), ([_0, input2]) => [_0, input2], () => If2(KeywordUndefined(input), ([_0, input2]) => [_0, input2], () => If2(KeywordNull(input), ([_0, input2]) => [_0, input2], () => If2(KeywordInteger(input), ([_0, input2]) => [_0, input2], () => If2(KeywordBigInt(input), ([_0, input2]) => [_0, input2], () => If2(KeywordUnknown(input), ([_0, input2]) => [_0, input2], () => If2(KeywordAny(input), ([_0, input2]) => [_0, input2], () => If2(KeywordObject(input), ([_0, input2]) => [_0, input2], () => If2(KeywordNever(input), ([_0, input2]) => [_0, input2], () => If2(KeywordSymbol(input), ([_0, input2]) => [_0, input2], () => If2(KeywordVoid(input), ([_0, input2]) => [_0, input2], () => If2(KeywordThis(input), ([_0, input2]) => [_0, input2], () => If2(LiteralBigInt(input), ([_0, input2]) => [_0, input2], () => If2(LiteralBoolean(input), ([_0, input2]) => [_0, input2], () => If2(LiteralNumber(input), ([_0, input2]) => [_0, input2], () => If2(LiteralString(input), ([_0, input2]) => [_0, input2], () => If2(TemplateLiteral(input), ([_0, input2]) => [_0, input2], () => If2(Dependent2(input), ([_0, input2]) => [_0, input2], () => If2(_Object_2(input), ([_0, input2]) => [_0, input2], () => If2(_Tuple_(input), ([_0, input2]) => [_0, input2], () => If2(_Constructor_(input), ([_0, input2]) => [_0, input2], () => If2(_Function_2(input), ([_0, input2]) => [_0, input2], () => If2(_Mapped_(input), ([_0, input2]) => [_0, input2], () => If2(GenericCall(input), ([_0, input2]) => [_0, input2], () => If2(Reference(input), ([_0, input2]) => [_0, input2], () => [])))))))))))))))))))))))))))), ([_0, input2]) => [BaseMapping(_0), input2]);
+var With = (input) => If2(If2(If2(Const("with", input), ([_0, input2]) => If2(WithObject(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [WithMapping(_0), input2]);
+var Factor = (input) => If2(If2(KeyOf(input), ([_0, input2]) => If2(Base(input2), ([_1, input3]) => If2(IndexArray(input3), ([_2, input4]) => If2(Extends2(input4), ([_3, input5]) => If2(With(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [FactorMapping(_0), input2]);
+var ExprTermTail = (input) => If2(If2(If2(Const("&", input), ([_0, input2]) => If2(Factor(input2), ([_1, input3]) => If2(ExprTermTail(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ExprTermTailMapping(_0), input2]);
+var ExprTerm = (input) => If2(If2(Factor(input), ([_0, input2]) => If2(ExprTermTail(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [ExprTermMapping(_0), input2]);
+var ExprTail = (input) => If2(If2(If2(Const("|", input), ([_0, input2]) => If2(ExprTerm(input2), ([_1, input3]) => If2(ExprTail(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ExprTailMapping(_0), input2]);
+var Expr = (input) => If2(If2(ExprTerm(input), ([_0, input2]) => If2(ExprTail(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [ExprMapping(_0), input2]);
+var ExprReadonly = (input) => If2(If2(Const("readonly", input), ([_0, input2]) => If2(Expr(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [ExprReadonlyMapping(_0), input2]);
+var ExprPipe = (input) => If2(If2(Const("|", input), ([_0, input2]) => If2(Expr(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [ExprPipeMapping(_0), input2]);
+var GenericType = (input) => If2(If2(GenericParameters(input), ([_0, input2]) => If2(Const("=", input2), ([_1, input3]) => If2(Type(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [GenericTypeMapping(_0), input2]);
+var InferType = (input) => If2(If2(If2(Const("infer", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => If2(Const("extends", input3), ([_2, input4]) => If2(Expr(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [_0, input2], () => If2(If2(Const("infer", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [InferTypeMapping(_0), input2]);
+var Type = (input) => If2(If2(InferType(input), ([_0, input2]) => [_0, input2], () => If2(ExprPipe(input), ([_0, input2]) => [_0, input2], () => If2(ExprReadonly(input), ([_0, input2]) => [_0, input2], () => If2(Expr(input), ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [TypeMapping(_0), input2]);
+var PropertyKeyNumber = (input) => If2(Number3(input), ([_0, input2]) => [PropertyKeyNumberMapping(_0), input2]);
+var PropertyKeyIdent = (input) => If2(Ident(input), ([_0, input2]) => [PropertyKeyIdentMapping(_0), input2]);
+var PropertyKeyQuoted = (input) => If2(String3(["'", '"'], input), ([_0, input2]) => [PropertyKeyQuotedMapping(_0), input2]);
+var PropertyKeyIndex = (input) => If2(If2(Const("[", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => If2(Const(":", input3), ([_2, input4]) => If2(If2(KeywordInteger(input4), ([_02, input5]) => [_02, input5], () => If2(KeywordNumber(input4), ([_02, input5]) => [_02, input5], () => If2(KeywordString(input4), ([_02, input5]) => [_02, input5], () => If2(KeywordSymbol(input4), ([_02, input5]) => [_02, input5], () => [])))), ([_3, input5]) => If2(Const("]", input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [PropertyKeyIndexMapping(_0), input2]);
+var PropertyKey = (input) => If2(If2(PropertyKeyNumber(input), ([_0, input2]) => [_0, input2], () => If2(PropertyKeyIdent(input), ([_0, input2]) => [_0, input2], () => If2(PropertyKeyQuoted(input), ([_0, input2]) => [_0, input2], () => If2(PropertyKeyIndex(input), ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [PropertyKeyMapping(_0), input2]);
+var Readonly2 = (input) => If2(If2(If2(Const("readonly", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ReadonlyMapping(_0), input2]);
+var Optional3 = (input) => If2(If2(If2(Const("?", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [OptionalMapping(_0), input2]);
+var Property = (input) => If2(If2(Readonly2(input), ([_0, input2]) => If2(PropertyKey(input2), ([_1, input3]) => If2(Optional3(input3), ([_2, input4]) => If2(Const(":", input4), ([_3, input5]) => If2(Type(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [PropertyMapping(_0), input2]);
+var PropertyDelimiter = (input) => If2(If2(If2(Const(",", input), ([_0, input2]) => If2(Const("\n", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const(";", input), ([_0, input2]) => If2(Const("\n", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const(",", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2(If2(Const(";", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2(If2(Const("\n", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => []))))), ([_0, input2]) => [PropertyDelimiterMapping(_0), input2]);
+var PropertyList_0 = (input, result = []) => If2(If2(PropertyDelimiter(input), ([_0, input2]) => If2(Property(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => PropertyList_0(input2, [...result, _0]), () => [result, input]);
+var PropertyList = (input) => If2(If2(If2(Property(input), ([_0, input2]) => If2(PropertyList_0(input2), ([_1, input3]) => If2(If2(PropertyDelimiter(input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [PropertyListMapping(_0), input2]);
+var Properties = (input) => If2(If2(Const("{", input), ([_0, input2]) => If2(PropertyList(input2), ([_1, input3]) => If2(Const("}", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [PropertiesMapping(_0), input2]);
+var _Object_2 = (input) => If2(Properties(input), ([_0, input2]) => [_Object_Mapping(_0), input2]);
+var ElementNamed = (input) => If2(If2(If2(Ident(input), ([_0, input2]) => If2(Const("?", input2), ([_1, input3]) => If2(Const(":", input3), ([_2, input4]) => If2(Const("readonly", input4), ([_3, input5]) => If2(Type(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [_0, input2], () => If2(If2(Ident(input), ([_0, input2]) => If2(Const(":", input2), ([_1, input3]) => If2(Const("readonly", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [_0, input2], () => If2(If2(Ident(input), ([_0, input2]) => If2(Const("?", input2), ([_1, input3]) => If2(Const(":", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [_0, input2], () => If2(If2(Ident(input), ([_0, input2]) => If2(Const(":", input2), ([_1, input3]) => If2(Type(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [ElementNamedMapping(_0), input2]);
+var ElementBase = (input) => If2(If2(ElementNamed(input), ([_0, input2]) => [_0, input2], () => If2(If2(Readonly2(input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => If2(Optional3(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ElementBaseMapping(_0), input2]);
+var Element = (input) => If2(If2(If2(Const("...", input), ([_0, input2]) => If2(ElementBase(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(ElementBase(input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ElementMapping(_0), input2]);
+var ElementList_0 = (input, result = []) => If2(If2(Const(",", input), ([_0, input2]) => If2(Element(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => ElementList_0(input2, [...result, _0]), () => [result, input]);
+var ElementList = (input) => If2(If2(If2(Element(input), ([_0, input2]) => If2(ElementList_0(input2), ([_1, input3]) => If2(If2(Const(",", input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ElementListMapping(_0), input2]);
+var _Tuple_ = (input) => If2(If2(Const("[", input), ([_0, input2]) => If2(ElementList(input2), ([_1, input3]) => If2(Const("]", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_Tuple_Mapping(_0), input2]);
+var ParameterReadonlyOptional = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const("?", input2), ([_1, input3]) => If2(Const(":", input3), ([_2, input4]) => If2(Const("readonly", input4), ([_3, input5]) => If2(Type(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [ParameterReadonlyOptionalMapping(_0), input2]);
+var ParameterReadonly = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const(":", input2), ([_1, input3]) => If2(Const("readonly", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [ParameterReadonlyMapping(_0), input2]);
+var ParameterOptional = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const("?", input2), ([_1, input3]) => If2(Const(":", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [ParameterOptionalMapping(_0), input2]);
+var ParameterType = (input) => If2(If2(Ident(input), ([_0, input2]) => If2(Const(":", input2), ([_1, input3]) => If2(Type(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [ParameterTypeMapping(_0), input2]);
+var ParameterBase = (input) => If2(If2(ParameterReadonlyOptional(input), ([_0, input2]) => [_0, input2], () => If2(ParameterReadonly(input), ([_0, input2]) => [_0, input2], () => If2(ParameterOptional(input), ([_0, input2]) => [_0, input2], () => If2(ParameterType(input), ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [ParameterBaseMapping(_0), input2]);
+var Parameter2 = (input) => If2(If2(If2(Const("...", input), ([_0, input2]) => If2(ParameterBase(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(ParameterBase(input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ParameterMapping(_0), input2]);
+var ParameterList_0 = (input, result = []) => If2(If2(Const(",", input), ([_0, input2]) => If2(Parameter2(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => ParameterList_0(input2, [...result, _0]), () => [result, input]);
+var ParameterList = (input) => If2(If2(If2(Parameter2(input), ([_0, input2]) => If2(ParameterList_0(input2), ([_1, input3]) => If2(If2(Const(",", input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ParameterListMapping(_0), input2]);
+var _Function_2 = (input) => If2(If2(Const("(", input), ([_0, input2]) => If2(ParameterList(input2), ([_1, input3]) => If2(Const(")", input3), ([_2, input4]) => If2(Const("=>", input4), ([_3, input5]) => If2(Type(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [_Function_Mapping(_0), input2]);
+var _Constructor_ = (input) => If2(If2(Const("new", input), ([_0, input2]) => If2(Const("(", input2), ([_1, input3]) => If2(ParameterList(input3), ([_2, input4]) => If2(Const(")", input4), ([_3, input5]) => If2(Const("=>", input5), ([_4, input6]) => If2(Type(input6), ([_5, input7]) => [[_0, _1, _2, _3, _4, _5], input7])))))), ([_0, input2]) => [_Constructor_Mapping(_0), input2]);
+var MappedReadonly = (input) => If2(If2(If2(Const("+", input), ([_0, input2]) => If2(Const("readonly", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const("-", input), ([_0, input2]) => If2(Const("readonly", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const("readonly", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [MappedReadonlyMapping(_0), input2]);
+var MappedOptional = (input) => If2(If2(If2(Const("+", input), ([_0, input2]) => If2(Const("?", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const("-", input), ([_0, input2]) => If2(Const("?", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const("?", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])))), ([_0, input2]) => [MappedOptionalMapping(_0), input2]);
+var MappedAs = (input) => If2(If2(If2(Const("as", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [MappedAsMapping(_0), input2]);
+var _Mapped_ = (input) => If2(If2(Const("{", input), ([_0, input2]) => If2(MappedReadonly(input2), ([_1, input3]) => If2(Const("[", input3), ([_2, input4]) => If2(Ident(input4), ([_3, input5]) => If2(Const("in", input5), ([_4, input6]) => If2(Type(input6), ([_5, input7]) => If2(MappedAs(input7), ([_6, input8]) => If2(Const("]", input8), ([_7, input9]) => If2(MappedOptional(input9), ([_8, input10]) => If2(Const(":", input10), ([_9, input11]) => If2(Type(input11), ([_10, input12]) => If2(OptionalSemiColon(input12), ([_11, input13]) => If2(Const("}", input13), ([_12, input14]) => [[_0, _1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12], input14]))))))))))))), ([_0, input2]) => [_Mapped_Mapping(_0), input2]);
+var Reference = (input) => If2(Ident(input), ([_0, input2]) => [ReferenceMapping(_0), input2]);
+var WithBigInt = (input) => If2(BigInt3(input), ([_0, input2]) => [WithBigIntMapping(_0), input2]);
+var WithNumber = (input) => If2(Number3(input), ([_0, input2]) => [WithNumberMapping(_0), input2]);
+var WithBoolean = (input) => If2(If2(Const("true", input), ([_0, input2]) => [_0, input2], () => If2(Const("false", input), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [WithBooleanMapping(_0), input2]);
+var WithString = (input) => If2(String3(['"', "'"], input), ([_0, input2]) => [WithStringMapping(_0), input2]);
+var WithNull = (input) => If2(Const("null", input), ([_0, input2]) => [WithNullMapping(_0), input2]);
+var WithUndefined = (input) => If2(Const("undefined", input), ([_0, input2]) => [WithUndefinedMapping(_0), input2]);
+var WithProperty = (input) => If2(If2(PropertyKey(input), ([_0, input2]) => If2(Const(":", input2), ([_1, input3]) => If2(WithValue(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [WithPropertyMapping(_0), input2]);
+var WithPropertyList_0 = (input, result = []) => If2(If2(PropertyDelimiter(input), ([_0, input2]) => If2(WithProperty(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => WithPropertyList_0(input2, [...result, _0]), () => [result, input]);
+var WithPropertyList = (input) => If2(If2(If2(WithProperty(input), ([_0, input2]) => If2(WithPropertyList_0(input2), ([_1, input3]) => If2(If2(PropertyDelimiter(input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [WithPropertyListMapping(_0), input2]);
+var WithObject = (input) => If2(If2(Const("{", input), ([_0, input2]) => If2(WithPropertyList(input2), ([_1, input3]) => If2(Const("}", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [WithObjectMapping(_0), input2]);
+var WithElementList_0 = (input, result = []) => If2(If2(Const(",", input), ([_0, input2]) => If2(WithValue(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => WithElementList_0(input2, [...result, _0]), () => [result, input]);
+var WithElementList = (input) => If2(If2(If2(WithValue(input), ([_0, input2]) => If2(WithElementList_0(input2), ([_1, input3]) => If2(If2(Const(",", input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [WithElementListMapping(_0), input2]);
+var WithArray = (input) => If2(If2(Const("[", input), ([_0, input2]) => If2(WithElementList(input2), ([_1, input3]) => If2(Const("]", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [WithArrayMapping(_0), input2]);
+var WithValue = (input) => If2(If2(WithBigInt(input), ([_0, input2]) => [_0, input2], () => If2(WithNumber(input), ([_0, input2]) => [_0, input2], () => If2(WithBoolean(input), ([_0, input2]) => [_0, input2], () => If2(WithString(input), ([_0, input2]) => [_0, input2], () => If2(WithNull(input), ([_0, input2]) => [_0, input2], () => If2(WithUndefined(input), ([_0, input2]) => [_0, input2], () => If2(WithObject(input), ([_0, input2]) => [_0, input2], () => If2(WithArray(input), ([_0, input2]) => [_0, input2], () => [])))))))), ([_0, input2]) => [WithValueMapping(_0), input2]);
+var PatternBigInt = (input) => If2(Const("-?(?:0|[1-9][0-9]*)n", input), ([_0, input2]) => [PatternBigIntMapping(_0), input2]);
+var PatternString = (input) => If2(Const(".*", input), ([_0, input2]) => [PatternStringMapping(_0), input2]);
+var PatternNumber = (input) => If2(Const("-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?", input), ([_0, input2]) => [PatternNumberMapping(_0), input2]);
+var PatternInteger = (input) => If2(Const("-?(?:0|[1-9][0-9]*)", input), ([_0, input2]) => [PatternIntegerMapping(_0), input2]);
+var PatternNever = (input) => If2(Const("(?!)", input), ([_0, input2]) => [PatternNeverMapping(_0), input2]);
+var PatternText = (input) => If2(Until_1(["-?(?:0|[1-9][0-9]*)n", ".*", "-?(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?", "-?(?:0|[1-9][0-9]*)", "(?!)", "(", ")", "$", "|"], input), ([_0, input2]) => [PatternTextMapping(_0), input2]);
+var PatternBase = (input) => If2(If2(PatternBigInt(input), ([_0, input2]) => [_0, input2], () => If2(PatternString(input), ([_0, input2]) => [_0, input2], () => If2(PatternNumber(input), ([_0, input2]) => [_0, input2], () => If2(PatternInteger(input), ([_0, input2]) => [_0, input2], () => If2(PatternNever(input), ([_0, input2]) => [_0, input2], () => If2(PatternGroup(input), ([_0, input2]) => [_0, input2], () => If2(PatternText(input), ([_0, input2]) => [_0, input2], () => []))))))), ([_0, input2]) => [PatternBaseMapping(_0), input2]);
+var PatternGroup = (input) => If2(If2(Const("(", input), ([_0, input2]) => If2(PatternBody(input2), ([_1, input3]) => If2(Const(")", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [PatternGroupMapping(_0), input2]);
+var PatternUnion = (input) => If2(If2(If2(PatternTerm(input), ([_0, input2]) => If2(Const("|", input2), ([_1, input3]) => If2(PatternUnion(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2(If2(PatternTerm(input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => []))), ([_0, input2]) => [PatternUnionMapping(_0), input2]);
+var PatternTerm = (input) => If2(If2(PatternBase(input), ([_0, input2]) => If2(PatternBody(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [PatternTermMapping(_0), input2]);
+var PatternBody = (input) => If2(If2(PatternUnion(input), ([_0, input2]) => [_0, input2], () => If2(PatternTerm(input), ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [PatternBodyMapping(_0), input2]);
+var Pattern = (input) => If2(If2(Const("^", input), ([_0, input2]) => If2(PatternBody(input2), ([_1, input3]) => If2(Const("$", input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [PatternMapping(_0), input2]);
+var InterfaceDeclarationHeritageList_0 = (input, result = []) => If2(If2(Const(",", input), ([_0, input2]) => If2(Type(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => InterfaceDeclarationHeritageList_0(input2, [...result, _0]), () => [result, input]);
+var InterfaceDeclarationHeritageList = (input) => If2(If2(If2(Type(input), ([_0, input2]) => If2(InterfaceDeclarationHeritageList_0(input2), ([_1, input3]) => If2(If2(Const(",", input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [InterfaceDeclarationHeritageListMapping(_0), input2]);
+var InterfaceDeclarationHeritage = (input) => If2(If2(If2(Const("extends", input), ([_0, input2]) => If2(InterfaceDeclarationHeritageList(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [InterfaceDeclarationHeritageMapping(_0), input2]);
+var InterfaceDeclarationGeneric = (input) => If2(If2(Const("interface", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => If2(GenericParameters(input3), ([_2, input4]) => If2(InterfaceDeclarationHeritage(input4), ([_3, input5]) => If2(Properties(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [InterfaceDeclarationGenericMapping(_0), input2]);
+var InterfaceDeclaration = (input) => If2(If2(Const("interface", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => If2(InterfaceDeclarationHeritage(input3), ([_2, input4]) => If2(Properties(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [InterfaceDeclarationMapping(_0), input2]);
+var TypeAliasDeclarationGeneric = (input) => If2(If2(Const("type", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => If2(GenericParameters(input3), ([_2, input4]) => If2(Const("=", input4), ([_3, input5]) => If2(Type(input5), ([_4, input6]) => [[_0, _1, _2, _3, _4], input6]))))), ([_0, input2]) => [TypeAliasDeclarationGenericMapping(_0), input2]);
+var TypeAliasDeclaration = (input) => If2(If2(Const("type", input), ([_0, input2]) => If2(Ident(input2), ([_1, input3]) => If2(Const("=", input3), ([_2, input4]) => If2(Type(input4), ([_3, input5]) => [[_0, _1, _2, _3], input5])))), ([_0, input2]) => [TypeAliasDeclarationMapping(_0), input2]);
+var ExportKeyword = (input) => If2(If2(If2(Const("export", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ExportKeywordMapping(_0), input2]);
+var ModuleDeclarationDelimiter = (input) => If2(If2(If2(Const(";", input), ([_0, input2]) => If2(Const("\n", input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [_0, input2], () => If2(If2(Const(";", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => If2(If2(Const("\n", input), ([_0, input2]) => [[_0], input2]), ([_0, input2]) => [_0, input2], () => []))), ([_0, input2]) => [ModuleDeclarationDelimiterMapping(_0), input2]);
+var ModuleDeclarationList_0 = (input, result = []) => If2(If2(ModuleDeclarationDelimiter(input), ([_0, input2]) => If2(ModuleDeclaration(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => ModuleDeclarationList_0(input2, [...result, _0]), () => [result, input]);
+var ModuleDeclarationList = (input) => If2(If2(If2(ModuleDeclaration(input), ([_0, input2]) => If2(ModuleDeclarationList_0(input2), ([_1, input3]) => If2(If2(ModuleDeclarationDelimiter(input3), ([_02, input4]) => [[_02], input4], () => [[], input3]), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [_0, input2], () => If2([[], input], ([_0, input2]) => [_0, input2], () => [])), ([_0, input2]) => [ModuleDeclarationListMapping(_0), input2]);
+var ModuleDeclaration = (input) => If2(If2(ExportKeyword(input), ([_0, input2]) => If2(If2(InterfaceDeclarationGeneric(input2), ([_02, input3]) => [_02, input3], () => If2(InterfaceDeclaration(input2), ([_02, input3]) => [_02, input3], () => If2(TypeAliasDeclarationGeneric(input2), ([_02, input3]) => [_02, input3], () => If2(TypeAliasDeclaration(input2), ([_02, input3]) => [_02, input3], () => [])))), ([_1, input3]) => If2(OptionalSemiColon(input3), ([_2, input4]) => [[_0, _1, _2], input4]))), ([_0, input2]) => [ModuleDeclarationMapping(_0), input2]);
+var Module = (input) => If2(If2(ModuleDeclaration(input), ([_0, input2]) => If2(ModuleDeclarationList(input2), ([_1, input3]) => [[_0, _1], input3])), ([_0, input2]) => [ModuleMapping(_0), input2]);
+var Script = (input) => If2(If2(Module(input), ([_0, input2]) => [_0, input2], () => If2(GenericType(input), ([_0, input2]) => [_0, input2], () => If2(Type(input), ([_0, input2]) => [_0, input2], () => []))), ([_0, input2]) => [ScriptMapping(_0), input2]);
+
+// node_modules/typebox/build/type/engine/patterns/template.mjs
+function ParseTemplateIntoTypes(template) {
+  const parsed = TemplateLiteralTypes(`\`${template}\``);
+  const result = guard_exports.IsEqual(parsed.length, 2) ? parsed[0] : Unreachable();
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/template_literal/encode.mjs
+function JoinString(input) {
+  return input.join("|");
+}
+function UnwrapTemplateLiteralPattern(pattern) {
+  return pattern.slice(1, pattern.length - 1);
+}
+function EncodeLiteral(value, right, pattern) {
+  return EncodeTypes(right, `${pattern}${value}`);
+}
+function EncodeBigInt(right, pattern) {
+  return EncodeTypes(right, `${pattern}${BigIntPattern}`);
+}
+function EncodeInteger(right, pattern) {
+  return EncodeTypes(right, `${pattern}${IntegerPattern}`);
+}
+function EncodeNumber(right, pattern) {
+  return EncodeTypes(right, `${pattern}${NumberPattern}`);
+}
+function EncodeBoolean(right, pattern) {
+  return EncodeType(Union([Literal("false"), Literal("true")]), right, pattern);
+}
+function EncodeString(right, pattern) {
+  return EncodeTypes(right, `${pattern}${StringPattern}`);
+}
+function EncodeTemplateLiteral(templatePattern, right, pattern) {
+  return EncodeTypes(right, `${pattern}${UnwrapTemplateLiteralPattern(templatePattern)}`);
+}
+function EncodeTemplateLiteralDeferred(types, right, pattern) {
+  const templateLiteral = TemplateLiteralAction(types, {});
+  const result = EncodeType(templateLiteral, right, pattern);
+  return result;
+}
+function EncodeEnum(values, right, pattern) {
+  const evaluated = EvaluateEnum(values);
+  return EncodeType(evaluated, right, pattern);
+}
+function EncodeUnion(types, right, pattern, result = []) {
+  return guard_exports.ShiftLeft(types, (head, tail2) => EncodeUnion(tail2, right, pattern, [...result, EncodeType(head, [], "")]), () => EncodeTypes(right, `${pattern}(${JoinString(result)})`));
+}
+function EncodeType(type, right, pattern) {
+  return IsEnum(type) ? EncodeEnum(type.enum, right, pattern) : IsInteger3(type) ? EncodeInteger(right, pattern) : IsLiteral(type) ? EncodeLiteral(type.const, right, pattern) : IsBigInt3(type) ? EncodeBigInt(right, pattern) : IsBoolean4(type) ? EncodeBoolean(right, pattern) : IsNumber4(type) ? EncodeNumber(right, pattern) : IsString4(type) ? EncodeString(right, pattern) : IsTemplateLiteral(type) ? EncodeTemplateLiteral(type.pattern, right, pattern) : IsTemplateLiteralDeferred(type) ? EncodeTemplateLiteralDeferred(type.parameters[0], right, pattern) : IsUnion(type) ? EncodeUnion(type.anyOf, right, pattern) : NeverPattern;
+}
+function EncodeTypes(types, pattern) {
+  return guard_exports.ShiftLeft(types, (left, right) => EncodeType(left, right, pattern), () => pattern);
+}
+function EncodePattern(types) {
+  const encoded = EncodeTypes(types, "");
+  const result = `^${encoded}$`;
+  return result;
+}
+function TemplateLiteralEncode(types) {
+  const pattern = EncodePattern(types);
+  const result = TemplateLiteralCreate(pattern);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/template_literal/instantiate.mjs
+function TemplateLiteralAction(types, options) {
+  const result = CanInstantiate(types) ? memory_exports.Update(TemplateLiteralEncode(types), {}, options) : TemplateLiteralDeferred(types, options);
+  return result;
+}
+function TemplateLiteralInstantiate(context, state2, types, options) {
+  const instantiatedTypes = InstantiateTypes(context, state2, types);
+  return TemplateLiteralAction(instantiatedTypes, options);
+}
+
+// node_modules/typebox/build/type/types/template_literal.mjs
+function TemplateLiteralDeferred(types, options = {}) {
+  return Deferred("TemplateLiteral", [types], options);
+}
+function IsTemplateLiteralDeferred(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "action") && guard_exports.IsEqual(value.action, "TemplateLiteral");
+}
+function TemplateLiteralFromTypes(types) {
+  return TemplateLiteralAction(types, {});
+}
+function TemplateLiteralFromString(template) {
+  const types = ParseTemplateIntoTypes(template);
+  return TemplateLiteralFromTypes(types);
+}
+function TemplateLiteral2(input, options = {}) {
+  const type = guard_exports.IsString(input) ? TemplateLiteralFromString(input) : TemplateLiteralFromTypes(input);
+  return memory_exports.Update(type, {}, options);
+}
+function IsTemplateLiteral(value) {
+  return IsKind(value, "TemplateLiteral");
+}
+
+// node_modules/typebox/build/type/extends/result.mjs
+var result_exports = {};
+__export(result_exports, {
+  ExtendsFalse: () => ExtendsFalse,
+  ExtendsTrue: () => ExtendsTrue,
+  ExtendsUnion: () => ExtendsUnion,
+  IsExtendsFalse: () => IsExtendsFalse,
+  IsExtendsTrue: () => IsExtendsTrue,
+  IsExtendsTrueLike: () => IsExtendsTrueLike,
+  IsExtendsUnion: () => IsExtendsUnion,
+  Match: () => Match3
+});
+function ExtendsUnion(inferred) {
+  return memory_exports.Create({ ["~kind"]: "ExtendsUnion" }, { inferred });
+}
+function IsExtendsUnion(value) {
+  return guard_exports.IsObject(value) && guard_exports.HasPropertyKey(value, "~kind") && guard_exports.HasPropertyKey(value, "inferred") && guard_exports.IsEqual(value["~kind"], "ExtendsUnion") && guard_exports.IsObject(value.inferred);
+}
+function ExtendsTrue(inferred) {
+  return memory_exports.Create({ ["~kind"]: "ExtendsTrue" }, { inferred });
+}
+function IsExtendsTrue(value) {
+  return guard_exports.IsObject(value) && guard_exports.HasPropertyKey(value, "~kind") && guard_exports.HasPropertyKey(value, "inferred") && guard_exports.IsEqual(value["~kind"], "ExtendsTrue") && guard_exports.IsObject(value.inferred);
+}
+function ExtendsFalse() {
+  return memory_exports.Create({ ["~kind"]: "ExtendsFalse" }, {});
+}
+function IsExtendsFalse(value) {
+  return guard_exports.IsObject(value) && guard_exports.HasPropertyKey(value, "~kind") && guard_exports.IsEqual(value["~kind"], "ExtendsFalse");
+}
+function IsExtendsTrueLike(value) {
+  return IsExtendsUnion(value) || IsExtendsTrue(value);
+}
+function Match3(result, true_, false_) {
+  return IsExtendsTrueLike(result) ? true_(result.inferred) : false_();
+}
+
+// node_modules/typebox/build/type/extends/extends_right.mjs
+function ExtendsRightInfer(inferred, name, left, right) {
+  return Match3(ExtendsLeft(inferred, left, right), (checkInferred) => ExtendsTrue(memory_exports.Assign(memory_exports.Assign(inferred, checkInferred), { [name]: left })), () => ExtendsFalse());
+}
+function ExtendsRightAny(inferred, _left) {
+  return ExtendsTrue(inferred);
+}
+function ExtendsRightDependent(inferred, left, if_, then_, else_) {
+  return Match3(ExtendsLeft(inferred, left, if_), (inferred2) => Match3(ExtendsLeft(inferred2, left, then_), (inferred3) => ExtendsTrue(inferred3), () => ExtendsFalse()), () => Match3(ExtendsLeft(inferred, left, else_), (inferred2) => ExtendsTrue(inferred2), () => ExtendsFalse()));
+}
+function ExtendsRightEnum(inferred, left, right) {
+  const evaluated = EvaluateEnum(right);
+  return ExtendsLeft(inferred, left, evaluated);
+}
+function ExtendsRightIntersect(inferred, left, right) {
+  return guard_exports.ShiftLeft(right, (head, tail2) => Match3(ExtendsLeft(inferred, left, head), (inferred2) => ExtendsRightIntersect(inferred2, left, tail2), () => ExtendsFalse()), () => ExtendsTrue(inferred));
+}
+function ExtendsRightTemplateLiteral(inferred, left, right) {
+  const evaluated = EvaluateTemplateLiteral(right);
+  return ExtendsLeft(inferred, left, evaluated);
+}
+function ExtendsRightUnion(inferred, left, right) {
+  return guard_exports.ShiftLeft(right, (head, tail2) => Match3(ExtendsLeft(inferred, left, head), (inferred2) => ExtendsTrue(inferred2), () => ExtendsRightUnion(inferred, left, tail2)), () => ExtendsFalse());
+}
+function ExtendsRight(inferred, left, right) {
+  return IsAny(right) ? ExtendsRightAny(inferred, left) : IsDependent(right) ? ExtendsRightDependent(inferred, left, right.if, right.then, right.else) : IsEnum(right) ? ExtendsRightEnum(inferred, left, right.enum) : IsInfer(right) ? ExtendsRightInfer(inferred, right.name, left, right.extends) : IsIntersect(right) ? ExtendsRightIntersect(inferred, left, right.allOf) : IsTemplateLiteral(right) ? ExtendsRightTemplateLiteral(inferred, left, right.pattern) : IsUnion(right) ? ExtendsRightUnion(inferred, left, right.anyOf) : IsUnknown(right) ? ExtendsTrue(inferred) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/extends/any.mjs
+function ExtendsAny(inferred, left, right) {
+  return IsInfer(right) ? ExtendsRight(inferred, left, right) : IsAny(right) ? ExtendsTrue(inferred) : IsUnknown(right) ? ExtendsTrue(inferred) : ExtendsUnion(inferred);
+}
+
+// node_modules/typebox/build/type/extends/array.mjs
+function ExtendsImmutable(left, right) {
+  const isImmutableLeft = IsImmutable(left);
+  const isImmutableRight = IsImmutable(right);
+  return isImmutableLeft && isImmutableRight ? true : !isImmutableLeft && isImmutableRight ? true : isImmutableLeft && !isImmutableRight ? false : true;
+}
+function ExtendsArray(inferred, arrayLeft, left, right) {
+  return IsArray3(right) ? ExtendsImmutable(arrayLeft, right) ? ExtendsLeft(inferred, left, right.items) : ExtendsFalse() : ExtendsRight(inferred, arrayLeft, right);
+}
+
+// node_modules/typebox/build/type/extends/bigint.mjs
+function ExtendsBigInt(inferred, left, right) {
+  return IsBigInt3(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/boolean.mjs
+function ExtendsBoolean(inferred, left, right) {
+  return IsBoolean4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/parameters.mjs
+function ParameterCompare(inferred, left, leftRest, right, rightRest) {
+  const checkLeft = IsInfer(right) ? left : right;
+  const checkRight = IsInfer(right) ? right : left;
+  const isLeftOptional = IsOptional(left);
+  const isRightOptional = IsOptional(right);
+  return !isLeftOptional && isRightOptional ? ExtendsFalse() : Match3(ExtendsLeft(inferred, checkLeft, checkRight), (inferred2) => ExtendsParameters(inferred2, leftRest, rightRest), () => ExtendsFalse());
+}
+function ParameterRight(inferred, left, leftRest, rightRest) {
+  return guard_exports.ShiftLeft(rightRest, (head, tail2) => ParameterCompare(inferred, left, leftRest, head, tail2), () => IsOptional(left) ? ExtendsTrue(inferred) : ExtendsFalse());
+}
+function ParametersLeft(inferred, left, rightRest) {
+  return guard_exports.ShiftLeft(left, (head, tail2) => ParameterRight(inferred, head, tail2, rightRest), () => ExtendsTrue(inferred));
+}
+function ExtendsParameters(inferred, left, right) {
+  return ParametersLeft(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/return_type.mjs
+function ExtendsReturnType(inferred, left, right) {
+  return IsVoid(right) ? ExtendsTrue(inferred) : ExtendsLeft(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/constructor.mjs
+function ExtendsConstructor(inferred, parameters2, returnType, right) {
+  return IsAny(right) ? ExtendsTrue(inferred) : IsUnknown(right) ? ExtendsTrue(inferred) : IsConstructor3(right) ? Match3(ExtendsParameters(inferred, parameters2, right["parameters"]), (inferred2) => ExtendsReturnType(inferred2, returnType, right["instanceType"]), () => ExtendsFalse()) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/extends/dependent.mjs
+function ExtendsDependent(inferred, if_, then_, else_, right) {
+  return Match3(ExtendsLeft(inferred, if_, right), () => ExtendsLeft(inferred, then_, right), () => ExtendsLeft(inferred, else_, right));
+}
+
+// node_modules/typebox/build/type/extends/enum.mjs
+function ExtendsEnum(inferred, left, right) {
+  const evaluated = EvaluateEnum(left);
+  return ExtendsLeft(inferred, evaluated, right);
+}
+
+// node_modules/typebox/build/type/extends/function.mjs
+function ExtendsFunction(inferred, parameters2, returnType, right) {
+  return IsAny(right) ? ExtendsTrue(inferred) : IsUnknown(right) ? ExtendsTrue(inferred) : IsFunction3(right) ? Match3(ExtendsParameters(inferred, parameters2, right["parameters"]), (inferred2) => ExtendsReturnType(inferred2, returnType, right["returnType"]), () => ExtendsFalse()) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/extends/integer.mjs
+function ExtendsInteger(inferred, left, right) {
+  return IsInteger3(right) ? ExtendsTrue(inferred) : IsNumber4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/intersect.mjs
+function ExtendsIntersect(inferred, left, right) {
+  const evaluated = EvaluateIntersect(left);
+  return ExtendsLeft(inferred, evaluated, right);
+}
+
+// node_modules/typebox/build/type/extends/literal.mjs
+function ExtendsLiteralValue(inferred, left, right) {
+  return left === right ? ExtendsTrue(inferred) : ExtendsFalse();
+}
+function ExtendsLiteralBigInt(inferred, left, right) {
+  return IsLiteral(right) ? ExtendsLiteralValue(inferred, left, right.const) : IsBigInt3(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, Literal(left), right);
+}
+function ExtendsLiteralBoolean(inferred, left, right) {
+  return IsLiteral(right) ? ExtendsLiteralValue(inferred, left, right.const) : IsBoolean4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, Literal(left), right);
+}
+function ExtendsLiteralNumber(inferred, left, right) {
+  return IsLiteral(right) ? ExtendsLiteralValue(inferred, left, right.const) : IsNumber4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, Literal(left), right);
+}
+function ExtendsLiteralString(inferred, left, right) {
+  return IsLiteral(right) ? ExtendsLiteralValue(inferred, left, right.const) : IsString4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, Literal(left), right);
+}
+function ExtendsLiteral(inferred, left, right) {
+  return guard_exports.IsBigInt(left.const) ? ExtendsLiteralBigInt(inferred, left.const, right) : guard_exports.IsBoolean(left.const) ? ExtendsLiteralBoolean(inferred, left.const, right) : guard_exports.IsNumber(left.const) ? ExtendsLiteralNumber(inferred, left.const, right) : guard_exports.IsString(left.const) ? ExtendsLiteralString(inferred, left.const, right) : Unreachable();
+}
+
+// node_modules/typebox/build/type/extends/never.mjs
+function ExtendsNever(inferred, left, right) {
+  return IsInfer(right) ? ExtendsRight(inferred, left, right) : ExtendsTrue(inferred);
+}
+
+// node_modules/typebox/build/type/extends/null.mjs
+function ExtendsNull(inferred, left, right) {
+  return IsNull3(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/number.mjs
+function ExtendsNumber(inferred, left, right) {
+  return IsNumber4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/object.mjs
+function ExtendsPropertyOptional(inferred, left, right) {
+  return IsOptional(left) ? IsOptional(right) ? ExtendsTrue(inferred) : ExtendsFalse() : ExtendsTrue(inferred);
+}
+function ExtendsProperty(inferred, left, right) {
+  return (
+    // Right TInfer<TNever> is TExtendsFalse
+    IsInfer(right) && IsNever(right.extends) ? ExtendsFalse() : Match3(ExtendsLeft(inferred, left, right), (inferred2) => ExtendsPropertyOptional(inferred2, left, right), () => ExtendsFalse())
+  );
+}
+function ExtractInferredProperties(keys, properties) {
+  return keys.reduce((result, key) => {
+    return key in properties ? IsExtendsTrueLike(properties[key]) ? { ...result, ...properties[key].inferred } : Unreachable() : Unreachable();
+  }, {});
+}
+function ExtendsPropertiesComparer(inferred, left, right) {
+  const properties = {};
+  for (const rightKey of guard_exports.Keys(right)) {
+    properties[rightKey] = rightKey in left ? ExtendsProperty({}, left[rightKey], right[rightKey]) : IsOptional(right[rightKey]) ? IsInfer(right[rightKey]) ? ExtendsTrue(memory_exports.Assign(inferred, { [right[rightKey].name]: right[rightKey].extends })) : ExtendsTrue(inferred) : ExtendsFalse();
+  }
+  const checked = guard_exports.Values(properties).every((result) => IsExtendsTrueLike(result));
+  const extracted = checked ? ExtractInferredProperties(guard_exports.Keys(properties), properties) : {};
+  return checked ? ExtendsTrue(extracted) : ExtendsFalse();
+}
+function ExtendsProperties(inferred, left, right) {
+  const compared = ExtendsPropertiesComparer(inferred, left, right);
+  return IsExtendsTrueLike(compared) ? ExtendsTrue(memory_exports.Assign(inferred, compared.inferred)) : ExtendsFalse();
+}
+function ExtendsObjectToObject(inferred, left, right) {
+  return ExtendsProperties(inferred, left, right);
+}
+function RecordMergeInferred(left, right) {
+  return guard_exports.Keys(right).reduce((result, key) => {
+    return {
+      ...result,
+      [key]: guard_exports.HasPropertyKey(left, key) ? IsUnion(result[key]) ? Union([...result[key].anyOf, right[key]]) : Union([left[key], right[key]]) : right[key]
+    };
+  }, left);
+}
+function ExtendsRecordComparer(properties, keys, type, result) {
+  return guard_exports.ShiftLeft(keys, (left, right) => Match3(ExtendsLeft({}, properties[left], type), (inferred) => ExtendsRecordComparer(properties, right, type, RecordMergeInferred(result, inferred)), () => ExtendsFalse()), () => ExtendsTrue(result));
+}
+function ExtendsObjectToRecord(inferred, properties, _pattern, value) {
+  const keys = guard_exports.Keys(properties);
+  const result = ExtendsRecordComparer(properties, keys, value, inferred);
+  return result;
+}
+function ExtendsObject(inferred, left, right) {
+  return IsRecord(right) ? ExtendsObjectToRecord(inferred, left, RecordPattern(right), RecordValue(right)) : IsObject3(right) ? ExtendsObjectToObject(inferred, left, right.properties) : ExtendsRight(inferred, _Object_(left), right);
+}
+
+// node_modules/typebox/build/type/extends/record.mjs
+function FromObject2(inferred, properties) {
+  return guard_exports.IsEqual(guard_exports.Keys(properties).length, 0) ? ExtendsTrue(inferred) : ExtendsFalse();
+}
+function FromRecord(inferred, _leftKey, leftValue, _rightKey, rightValue) {
+  return ExtendsLeft(inferred, leftValue, rightValue);
+}
+function ExtendsRecord(inferred, leftPattern, leftValue, right) {
+  return IsRecord(right) ? FromRecord(inferred, RecordPatternToType(leftPattern), leftValue, RecordPatternToType(RecordPattern(right)), RecordValue(right)) : IsObject3(right) ? FromObject2(inferred, right.properties) : IsAny(right) ? ExtendsTrue(inferred) : IsUnknown(right) ? ExtendsTrue(inferred) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/extends/string.mjs
+function ExtendsString(inferred, left, right) {
+  return IsString4(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/symbol.mjs
+function ExtendsSymbol(inferred, left, right) {
+  return IsSymbol3(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/template_literal.mjs
+function ExtendsTemplateLiteral(inferred, left, right) {
+  const evaluated = EvaluateTemplateLiteral(left);
+  return ExtendsLeft(inferred, evaluated, right);
+}
+
+// node_modules/typebox/build/type/extends/inference.mjs
+function Inferrable(name, type) {
+  return memory_exports.Create({ "~kind": "Inferrable" }, { name, type }, {});
+}
+function IsInferable(value) {
+  return guard_exports.IsObject(value) && guard_exports.HasPropertyKey(value, "~kind") && guard_exports.HasPropertyKey(value, "name") && guard_exports.HasPropertyKey(value, "type") && guard_exports.IsEqual(value["~kind"], "Inferrable") && guard_exports.IsString(value.name) && guard_exports.IsObject(value.type);
+}
+function TryRestInferable(type) {
+  return IsRest(type) ? IsInfer(type.items) ? IsArray3(type.items.extends) ? Inferrable(type.items.name, type.items.extends.items) : IsUnknown(type.items.extends) ? Inferrable(type.items.name, type.items.extends) : void 0 : Unreachable() : void 0;
+}
+function TryInferable(type) {
+  return IsInfer(type) ? Inferrable(type.name, type.extends) : void 0;
+}
+function TryInferResults(rest, right) {
+  const result = [];
+  for (const head of rest) {
+    if (!IsExtendsTrueLike(ExtendsLeft({}, head, right)))
+      return void 0;
+    result.push(head);
+  }
+  return result;
+}
+function InferTupleResult(inferred, name, left, right) {
+  const results = TryInferResults(left, right);
+  return guard_exports.IsArray(results) ? ExtendsTrue(memory_exports.Assign(inferred, { [name]: Tuple(results) })) : ExtendsFalse();
+}
+function InferUnionResult(inferred, name, left, right) {
+  const results = TryInferResults(left, right);
+  return guard_exports.IsArray(results) ? ExtendsTrue(memory_exports.Assign(inferred, { [name]: Union(results) })) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/extends/tuple.mjs
+function Reverse(types) {
+  return [...types].reverse();
+}
+function ApplyReverse(types, reversed) {
+  return reversed ? Reverse(types) : types;
+}
+function Reversed(types) {
+  const first = types.length > 0 ? types[0] : void 0;
+  const inferrable = IsSchema(first) ? TryRestInferable(first) : void 0;
+  return IsSchema(inferrable);
+}
+function ElementsCompare(inferred, reversed, left, leftRest, right, rightRest) {
+  return Match3(ExtendsLeft(inferred, left, right), (checkInferred) => Elements(checkInferred, reversed, leftRest, rightRest), () => ExtendsFalse());
+}
+function ElementsLeft(inferred, reversed, leftRest, right, rightRest) {
+  const inferable = TryRestInferable(right);
+  return (
+    // Rest Inferrable Right Means we delegate to TInferTupleResult to Generate a Result
+    IsInferable(inferable) ? InferTupleResult(inferred, inferable["name"], ApplyReverse(leftRest, reversed), inferable["type"]) : guard_exports.ShiftLeft(leftRest, (head, tail2) => ElementsCompare(inferred, reversed, head, tail2, right, rightRest), () => ExtendsFalse())
+  );
+}
+function ElementsRight(inferred, reversed, leftRest, rightRest) {
+  return guard_exports.ShiftLeft(rightRest, (head, tail2) => ElementsLeft(inferred, reversed, leftRest, head, tail2), () => guard_exports.IsEqual(leftRest.length, 0) ? ExtendsTrue(inferred) : ExtendsFalse());
+}
+function Elements(inferred, reversed, leftRest, rightRest) {
+  return ElementsRight(inferred, reversed, leftRest, rightRest);
+}
+function ExtendsTupleToTuple(inferred, left, right) {
+  const instantiatedRight = InstantiateElements(inferred, State([], []), right);
+  const reversed = Reversed(instantiatedRight);
+  return Elements(inferred, reversed, ApplyReverse(left, reversed), ApplyReverse(instantiatedRight, reversed));
+}
+function ExtendsTupleToArrayReduce(inferred, left, right) {
+  for (const head of left) {
+    const result = ExtendsLeft(inferred, head, right);
+    if (!IsExtendsTrueLike(result))
+      return result;
+    inferred = result.inferred;
+  }
+  return ExtendsTrue(inferred);
+}
+function ExtendsTupleToArray(inferred, left, right) {
+  const inferrable = TryInferable(right);
+  return IsInferable(inferrable) ? InferUnionResult(inferred, inferrable["name"], left, inferrable["type"]) : ExtendsTupleToArrayReduce(inferred, left, right);
+}
+function ExtendsTuple(inferred, left, right) {
+  const instantiatedLeft = InstantiateElements(inferred, State([], []), left);
+  return IsTuple(right) ? ExtendsTupleToTuple(inferred, instantiatedLeft, right.items) : IsArray3(right) ? ExtendsTupleToArray(inferred, instantiatedLeft, right.items) : ExtendsRight(inferred, Tuple(instantiatedLeft), right);
+}
+
+// node_modules/typebox/build/type/extends/undefined.mjs
+function ExtendsUndefined(inferred, left, right) {
+  return IsVoid(right) ? ExtendsTrue(inferred) : IsUndefined3(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/union.mjs
+function ExtendsUnionSome(inferred, type, unionTypes) {
+  return guard_exports.ShiftLeft(unionTypes, (head, tail2) => Match3(ExtendsLeft(inferred, type, head), (inferred2) => ExtendsTrue(inferred2), () => ExtendsUnionSome(inferred, type, tail2)), () => ExtendsFalse());
+}
+function ExtendsUnionLeft(inferred, left, right) {
+  return guard_exports.ShiftLeft(left, (head, tail2) => Match3(ExtendsUnionSome(inferred, head, right), (inferred2) => ExtendsUnionLeft(inferred2, tail2, right), () => ExtendsFalse()), () => ExtendsTrue(inferred));
+}
+function ExtendsUnion2(inferred, left, right) {
+  const inferrable = TryInferable(right);
+  return IsInferable(inferrable) ? InferUnionResult(inferred, inferrable.name, left, inferrable.type) : IsUnion(right) ? ExtendsUnionLeft(inferred, left, right.anyOf) : ExtendsUnionLeft(inferred, left, [right]);
+}
+
+// node_modules/typebox/build/type/extends/unknown.mjs
+function ExtendsUnknown(inferred, left, right) {
+  return IsInfer(right) ? ExtendsRight(inferred, left, right) : IsAny(right) ? ExtendsTrue(inferred) : IsUnknown(right) ? ExtendsTrue(inferred) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/extends/void.mjs
+function ExtendsVoid(inferred, left, right) {
+  return IsVoid(right) ? ExtendsTrue(inferred) : ExtendsRight(inferred, left, right);
+}
+
+// node_modules/typebox/build/type/extends/extends_left.mjs
+function ExtendsLeft(inferred, left, right) {
+  return IsAny(left) ? ExtendsAny(inferred, left, right) : IsArray3(left) ? ExtendsArray(inferred, left, left.items, right) : IsBigInt3(left) ? ExtendsBigInt(inferred, left, right) : IsBoolean4(left) ? ExtendsBoolean(inferred, left, right) : IsConstructor3(left) ? ExtendsConstructor(inferred, left.parameters, left.instanceType, right) : IsDependent(left) ? ExtendsDependent(inferred, left.if, left.then, left.else, right) : IsEnum(left) ? ExtendsEnum(inferred, left.enum, right) : IsFunction3(left) ? ExtendsFunction(inferred, left.parameters, left.returnType, right) : IsInteger3(left) ? ExtendsInteger(inferred, left, right) : IsIntersect(left) ? ExtendsIntersect(inferred, left.allOf, right) : IsLiteral(left) ? ExtendsLiteral(inferred, left, right) : IsNever(left) ? ExtendsNever(inferred, left, right) : IsNull3(left) ? ExtendsNull(inferred, left, right) : IsNumber4(left) ? ExtendsNumber(inferred, left, right) : IsObject3(left) ? ExtendsObject(inferred, left.properties, right) : IsRecord(left) ? ExtendsRecord(inferred, RecordPattern(left), RecordValue(left), right) : IsString4(left) ? ExtendsString(inferred, left, right) : IsSymbol3(left) ? ExtendsSymbol(inferred, left, right) : IsTemplateLiteral(left) ? ExtendsTemplateLiteral(inferred, left.pattern, right) : IsTuple(left) ? ExtendsTuple(inferred, left.items, right) : IsUndefined3(left) ? ExtendsUndefined(inferred, left, right) : IsUnion(left) ? ExtendsUnion2(inferred, left.anyOf, right) : IsUnknown(left) ? ExtendsUnknown(inferred, left, right) : IsVoid(left) ? ExtendsVoid(inferred, left, right) : ExtendsFalse();
+}
+
+// node_modules/typebox/build/type/engine/interface/instantiate.mjs
+function InterfaceOperation(heritage, properties) {
+  const result = EvaluateIntersect([...heritage, _Object_(properties)]);
+  return result;
+}
+function InterfaceAction(heritage, properties, options) {
+  const result = CanInstantiate(heritage) ? memory_exports.Update(InterfaceOperation(heritage, properties), {}, options) : InterfaceDeferred(heritage, properties, options);
+  return result;
+}
+function InterfaceInstantiate(context, state2, heritage, properties, options) {
+  const instantiatedHeritage = InstantiateTypes(context, state2, heritage);
+  const instantiatedProperties = InstantiateProperties(context, state2, properties);
+  return InterfaceAction(instantiatedHeritage, instantiatedProperties, options);
+}
+
+// node_modules/typebox/build/type/action/interface.mjs
+function InterfaceDeferred(heritage, properties, options = {}) {
+  return Deferred("Interface", [heritage, properties], options);
+}
+function IsInterfaceDeferred(value) {
+  return IsSchema(value) && guard_exports.HasPropertyKey(value, "action") && guard_exports.IsEqual(value.action, "Interface");
+}
+function Interface(heritage, properties, options = {}) {
+  return InterfaceAction(heritage, properties, options);
+}
+
+// node_modules/typebox/build/type/engine/cyclic/check.mjs
+function FromRef(stack, context, ref2) {
+  return stack.includes(ref2) ? true : FromType3([...stack, ref2], context, context[ref2]);
+}
+function FromProperties(stack, context, properties) {
+  const types = PropertyValues(properties);
+  return FromTypes2(stack, context, types);
+}
+function FromTypes2(stack, context, types) {
+  return guard_exports.ShiftLeft(types, (left, right) => FromType3(stack, context, left) ? true : FromTypes2(stack, context, right), () => false);
+}
+function FromType3(stack, context, type) {
+  return IsRef(type) ? FromRef(stack, context, type.$ref) : IsArray3(type) ? FromType3(stack, context, type.items) : IsConstructor3(type) ? FromTypes2(stack, context, [...type.parameters, type.instanceType]) : IsFunction3(type) ? FromTypes2(stack, context, [...type.parameters, type.returnType]) : IsInterfaceDeferred(type) ? FromProperties(stack, context, type.parameters[1]) : IsIntersect(type) ? FromTypes2(stack, context, type.allOf) : IsObject3(type) ? FromProperties(stack, context, type.properties) : IsUnion(type) ? FromTypes2(stack, context, type.anyOf) : IsTuple(type) ? FromTypes2(stack, context, type.items) : IsRecord(type) ? FromType3(stack, context, RecordValue(type)) : false;
+}
+function CyclicCheck(stack, context, type) {
+  const result = FromType3(stack, context, type);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/cyclic/candidates.mjs
+function ResolveCandidateKeys(context, keys) {
+  return keys.reduce((result, left) => {
+    return CyclicCheck([left], context, context[left]) ? [...result, left] : result;
+  }, []);
+}
+function CyclicCandidates(context) {
+  const keys = PropertyKeys(context);
+  const result = ResolveCandidateKeys(context, keys);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/cyclic/dependencies.mjs
+function FromRef2(context, ref2, result) {
+  return result.includes(ref2) ? result : ref2 in context ? FromType4(context, context[ref2], [...result, ref2]) : Unreachable();
+}
+function FromProperties2(context, properties, result) {
+  const types = PropertyValues(properties);
+  return FromTypes3(context, types, result);
+}
+function FromTypes3(context, types, result) {
+  return types.reduce((result2, left) => {
+    return FromType4(context, left, result2);
+  }, result);
+}
+function FromType4(context, type, result) {
+  return IsRef(type) ? FromRef2(context, type.$ref, result) : IsArray3(type) ? FromType4(context, type.items, result) : IsConstructor3(type) ? FromTypes3(context, [...type.parameters, type.instanceType], result) : IsFunction3(type) ? FromTypes3(context, [...type.parameters, type.returnType], result) : IsInterfaceDeferred(type) ? FromProperties2(context, type.parameters[1], result) : IsIntersect(type) ? FromTypes3(context, type.allOf, result) : IsObject3(type) ? FromProperties2(context, type.properties, result) : IsUnion(type) ? FromTypes3(context, type.anyOf, result) : IsTuple(type) ? FromTypes3(context, type.items, result) : IsRecord(type) ? FromType4(context, RecordValue(type), result) : result;
+}
+function CyclicDependencies(context, key, type) {
+  const result = FromType4(context, type, [key]);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/cyclic/extends.mjs
+function FromRef3(_ref) {
+  return Any();
+}
+function FromProperties3(properties) {
+  return guard_exports.Keys(properties).reduce((result, key) => {
+    return { ...result, [key]: FromType5(properties[key]) };
+  }, {});
+}
+function FromTypes4(types) {
+  return types.reduce((result, left) => {
+    return [...result, FromType5(left)];
+  }, []);
+}
+function FromType5(type) {
+  return IsRef(type) ? FromRef3(type.$ref) : IsArray3(type) ? _Array_(FromType5(type.items), ArrayOptions(type)) : IsConstructor3(type) ? Constructor(FromTypes4(type.parameters), FromType5(type.instanceType)) : IsFunction3(type) ? _Function_(FromTypes4(type.parameters), FromType5(type.returnType)) : IsIntersect(type) ? Intersect(FromTypes4(type.allOf)) : IsObject3(type) ? _Object_(FromProperties3(type.properties)) : IsRecord(type) ? Record(RecordKey(type), FromType5(RecordValue(type))) : IsUnion(type) ? Union(FromTypes4(type.anyOf)) : IsTuple(type) ? Tuple(FromTypes4(type.items)) : type;
+}
+function CyclicAnyFromParameters(defs, ref2) {
+  return ref2 in defs ? FromType5(defs[ref2]) : Unknown();
+}
+function CyclicExtends(type) {
+  return CyclicAnyFromParameters(type.$defs, type.$ref);
+}
+
+// node_modules/typebox/build/type/engine/cyclic/instantiate.mjs
+function CyclicInterface(context, heritage, properties) {
+  const instantiatedHeritage = InstantiateTypes(context, State([], []), heritage);
+  const instantiatedProperties = InstantiateProperties({}, State([], []), properties);
+  const evaluatedInterface = EvaluateIntersect([...instantiatedHeritage, _Object_(instantiatedProperties)]);
+  return evaluatedInterface;
+}
+function CyclicDefinitions(context, dependencies) {
+  const keys = guard_exports.Keys(context).filter((key) => dependencies.includes(key));
+  return keys.reduce((result, key) => {
+    const type = context[key];
+    const instantiatedType = IsInterfaceDeferred(type) ? CyclicInterface(context, type.parameters[0], type.parameters[1]) : type;
+    return { ...result, [key]: instantiatedType };
+  }, {});
+}
+function InstantiateCyclic(context, ref2, type) {
+  const dependencies = CyclicDependencies(context, ref2, type);
+  const definitions = CyclicDefinitions(context, dependencies);
+  const result = Cyclic(definitions, ref2);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/cyclic/target.mjs
+function Resolve(defs, ref2) {
+  return ref2 in defs ? IsRef(defs[ref2]) ? Resolve(defs, defs[ref2].$ref) : defs[ref2] : Never();
+}
+function CyclicTarget(defs, ref2) {
+  const result = Resolve(defs, ref2);
+  return result;
+}
+
+// node_modules/typebox/build/type/extends/extends.mjs
+function Canonical(type) {
+  return IsCyclic(type) ? CyclicExtends(type) : IsUnsafe(type) ? Unknown() : type;
+}
+function Extends(inferred, left, right) {
+  const canonicalLeft = Canonical(left);
+  const canonicalRight = Canonical(right);
+  return ExtendsLeft(inferred, canonicalLeft, canonicalRight);
+}
+
+// node_modules/typebox/build/type/engine/evaluate/compare.mjs
+var CompareResultEqual = 0;
+var CompareResultDisjoint = 1;
+var CompareResultLeftInside = 2;
+var CompareResultRightInside = 3;
+function Compare(left, right) {
+  const extendsCheck = [Extends({}, left, right), Extends({}, right, left)];
+  return result_exports.IsExtendsTrueLike(extendsCheck[0]) && result_exports.IsExtendsTrueLike(extendsCheck[1]) ? CompareResultEqual : result_exports.IsExtendsTrueLike(extendsCheck[0]) && result_exports.IsExtendsFalse(extendsCheck[1]) ? CompareResultLeftInside : result_exports.IsExtendsFalse(extendsCheck[0]) && result_exports.IsExtendsTrueLike(extendsCheck[1]) ? CompareResultRightInside : CompareResultDisjoint;
+}
+
+// node_modules/typebox/build/type/engine/evaluate/broaden.mjs
+function BroadenFilter(type, types, result = [], all = types) {
+  return guard_exports.ShiftLeft(types, (left, right) => {
+    const compare = Compare(type, left);
+    return guard_exports.IsEqual(compare, CompareResultLeftInside) || guard_exports.IsEqual(compare, CompareResultEqual) ? all : guard_exports.IsEqual(compare, CompareResultDisjoint) ? BroadenFilter(type, right, [...result, left], all) : BroadenFilter(type, right, result, all);
+  }, () => [...result, type]);
+}
+function BroadenType(type, types, result) {
+  const evaluated = EvaluateType(type);
+  return IsAny(evaluated) ? [evaluated] : (
+    // terminate (always the most broad)
+    IsUnknown(evaluated) ? [evaluated] : (
+      // terminate (always the most broad)
+      IsNever(evaluated) ? BroadenTypes(types, result) : (
+        // ignored: never is dropped
+        IsObject3(evaluated) ? BroadenTypes(types, [...result, evaluated]) : (
+          // objects are always considered (too expensive to compare)
+          BroadenTypes(types, BroadenFilter(evaluated, result))
+        )
+      )
+    )
+  );
+}
+function BroadenTypes(types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => BroadenType(left, right, result), () => result);
+}
+function Broaden(types) {
+  const broadened = BroadenTypes(types);
+  const flattened = Flatten(broadened);
+  return flattened;
+}
+
+// node_modules/typebox/build/type/engine/evaluate/instantiate.mjs
+function EvaluateAction(type, options) {
+  const result = memory_exports.Update(EvaluateType(type), {}, options);
+  return result;
+}
+function EvaluateInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return EvaluateAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/call/distribute_arguments.mjs
+function CollectDistributionNames(expression, result = []) {
+  return (
+    // Conditional
+    IsDeferred(expression) && guard_exports.IsEqual(expression.action, "Conditional") ? IsRef(expression.parameters[0]) ? CollectDistributionNames(expression.parameters[2], CollectDistributionNames(expression.parameters[3], [...result, expression.parameters[0]["$ref"]])) : CollectDistributionNames(expression.parameters[2], CollectDistributionNames(expression.parameters[3], result)) : IsDeferred(expression) && guard_exports.IsEqual(expression.action, "Mapped") ? IsDeferred(expression.parameters[1]) && guard_exports.IsEqual(expression.parameters[1].action, "KeyOf") && IsRef(expression.parameters[1].parameters[0]) ? [...result, expression.parameters[1].parameters[0]["$ref"]] : result : result
+  );
+}
+function BuildDistributionArray(parameters2, names2) {
+  return parameters2.reduce((result, left) => [...result, names2.includes(left.name)], []);
+}
+function ZipDistributionArray(arguments_, distributionArray, result = []) {
+  return guard_exports.ShiftLeft(arguments_, (argumentLeft, argumentRight) => guard_exports.ShiftLeft(distributionArray, (booleanLeft, booleanRight) => ZipDistributionArray(argumentRight, booleanRight, [...result, [booleanLeft, argumentLeft]]), () => result), () => result);
+}
+function CanonicalArgument(type) {
+  return IsTemplateLiteral(type) ? EvaluateTemplateLiteral(type.pattern) : IsEnum(type) ? EvaluateEnum(type.enum) : type;
+}
+function Expand(type) {
+  const canonicalArgument = CanonicalArgument(type);
+  return IsUnion(canonicalArgument) ? [...canonicalArgument.anyOf] : [canonicalArgument];
+}
+function Append(current, type) {
+  return current.reduce((result, left) => [...result, [...left, type]], []);
+}
+function Cross(current, variants) {
+  return variants.reduce((result, left) => {
+    return [...result, ...Append(current, left)];
+  }, []);
+}
+function Distribute2(zipped) {
+  return zipped.reduce((result, left) => {
+    return guard_exports.IsEqual(left[0], true) ? Cross(result, Expand(left[1])) : Cross(result, [left[1]]);
+  }, [[]]);
+}
+function DistributeArguments(parameters2, arguments_, expression) {
+  const distributionNames = CollectDistributionNames(expression);
+  const distributionArray = BuildDistributionArray(parameters2, distributionNames);
+  const zippedArguments = ZipDistributionArray(arguments_, distributionArray);
+  return IsDeferred(expression) && guard_exports.IsEqual(expression.action, "Conditional") ? Distribute2(zippedArguments) : IsDeferred(expression) && guard_exports.IsEqual(expression.action, "Mapped") ? Distribute2(zippedArguments) : [arguments_];
+}
+
+// node_modules/typebox/build/type/engine/call/resolve_target.mjs
+function FromNotResolvable() {
+  return ["(not-resolvable)", Never()];
+}
+function FromNotGeneric() {
+  return ["(not-generic)", Never()];
+}
+function FromGeneric(name, parameters2, expression) {
+  return [name, Generic(parameters2, expression)];
+}
+function FromRef4(context, ref2, arguments_) {
+  return ref2 in context ? FromType6(context, ref2, context[ref2], arguments_) : FromNotResolvable();
+}
+function FromType6(context, name, target, arguments_) {
+  return IsGeneric(target) ? FromGeneric(name, target.parameters, target.expression) : IsRef(target) ? FromRef4(context, target.$ref, arguments_) : FromNotGeneric();
+}
+function ResolveTarget(context, target, arguments_) {
+  return FromType6(context, "(anonymous)", target, arguments_);
+}
+
+// node_modules/typebox/build/type/engine/call/resolve_arguments.mjs
+function AssertArgumentExtends(name, type, extends_) {
+  if (IsInfer(type) || IsCall(type) || result_exports.IsExtendsTrueLike(Extends({}, type, extends_)))
+    return;
+  const cause = { parameter: name, expect: extends_, actual: type };
+  throw new Error(`Argument for parameter ${name} does not satisfy constraint`, { cause });
+}
+function BindArgument(context, state2, name, extends_, type) {
+  const instantiatedArgument = InstantiateType(context, state2, type);
+  AssertArgumentExtends(name, instantiatedArgument, extends_);
+  return memory_exports.Assign(context, { [name]: instantiatedArgument });
+}
+function BindArguments(context, state2, parameterLeft, parameterRight, arguments_) {
+  const instantiatedExtends = InstantiateType(context, state2, parameterLeft.extends);
+  const instantiatedEquals = InstantiateType(context, state2, parameterLeft.equals);
+  return guard_exports.ShiftLeft(arguments_, (left, right) => BindParameters(BindArgument(context, state2, parameterLeft["name"], instantiatedExtends, left), state2, parameterRight, right), () => BindParameters(BindArgument(context, state2, parameterLeft["name"], instantiatedExtends, instantiatedEquals), state2, parameterRight, []));
+}
+function BindParameters(context, state2, parameters2, arguments_) {
+  return guard_exports.ShiftLeft(parameters2, (left, right) => BindArguments(context, state2, left, right, arguments_), () => context);
+}
+function ResolveArgumentsContext(context, state2, parameters2, arguments_) {
+  return BindParameters(context, state2, parameters2, arguments_);
+}
+
+// node_modules/typebox/build/type/engine/call/instantiate.mjs
+var instantiationDepth = 0;
+var instantiationCount = 0;
+function InstantiationAssert() {
+  if (guard_exports.IsLessThan(instantiationCount, settings_exports.Get().maxInstantiationCount))
+    return;
+  throw Error("Type instantiation is excessively deep and possibly infinite");
+}
+function InstantiationIncrement() {
+  InstantiationAssert();
+  instantiationCount++;
+  instantiationDepth++;
+}
+function InstantiationDecrement() {
+  instantiationDepth--;
+  if (guard_exports.IsEqual(instantiationDepth, 0))
+    instantiationCount = 0;
+}
+function Peek(state2) {
+  const result = guard_exports.IsGreaterThan(state2.callstack.length, 0) ? state2.callstack[state2.callstack.length - 1] : "";
+  return result;
+}
+function IsTailCall(state2, name) {
+  const result = guard_exports.IsEqual(Peek(state2), name);
+  return result;
+}
+function CallDispatch(context, state2, target, parameters2, expression, arguments_) {
+  InstantiationIncrement();
   try {
-    if (!child.running) await proc.unlessExited(proc.qmp.execute("cont"), "resume");
-    await proc.unlessExited(new Guest(proc.agent).restored(restoredInfo()), "restore");
-    return new StartedVm(proc, performance.now() - startedAt, child.ports, tag);
-  } catch (err) {
-    await proc.discard();
-    throw err;
+    const argumentsContext = ResolveArgumentsContext(context, state2, parameters2, arguments_);
+    const returnType = InstantiateType(argumentsContext, State([...state2["callstack"], target["$ref"]], state2["visited"]), expression);
+    return InstantiateType(argumentsContext, State([], []), returnType);
+  } finally {
+    InstantiationDecrement();
   }
 }
+function CallDistributed(context, state2, target, parameters2, expression, distributedArguments) {
+  return distributedArguments.reduce((result, arguments_) => {
+    const returnType = CallDispatch(context, state2, target, parameters2, expression, arguments_);
+    return [...result, returnType];
+  }, []);
+}
+function CallImmediate(context, state2, target, parameters2, expression, arguments_) {
+  const distributedArguments = DistributeArguments(parameters2, arguments_, expression);
+  const returnTypes = CallDistributed(context, state2, target, parameters2, expression, distributedArguments);
+  const result = guard_exports.IsEqual(returnTypes.length, 1) ? returnTypes[0] : EvaluateUnion(returnTypes);
+  return result;
+}
+function CallInstantiate(context, state2, target, arguments_) {
+  const instantiatedArguments = InstantiateTypes(context, state2, arguments_);
+  const resolved = ResolveTarget(context, target, arguments_);
+  const name = resolved[0];
+  const type = resolved[1];
+  const result = IsGeneric(type) ? IsTailCall(state2, name) ? CallConstruct(Ref(name), instantiatedArguments) : CallImmediate(context, state2, Ref(name), type.parameters, type.expression, instantiatedArguments) : CallConstruct(target, instantiatedArguments);
+  return result;
+}
+
+// node_modules/typebox/build/type/types/call.mjs
+function CallConstruct(target, arguments_) {
+  return memory_exports.Create({ ["~kind"]: "Call" }, { type: "call", target, arguments: arguments_ }, {});
+}
+function Call2(target, arguments_) {
+  return CallInstantiate({}, State([], []), target, arguments_);
+}
+function IsCall(value) {
+  return IsKind(value, "Call");
+}
+
+// node_modules/typebox/build/type/engine/immutable/instantiate_remove.mjs
+function RemoveImmutableOperation(type) {
+  return memory_exports.Discard(type, ["~immutable"]);
+}
+function RemoveImmutableAction(type, options) {
+  const result = memory_exports.Update(RemoveImmutableOperation(type), {}, options);
+  return result;
+}
+function RemoveImmutableInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return RemoveImmutableAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/intrinsics/mapping.mjs
+function ApplyMapping(mapping, value) {
+  return mapping(value);
+}
+
+// node_modules/typebox/build/type/engine/intrinsics/from_literal.mjs
+function FromLiteral3(mapping, value) {
+  return guard_exports.IsString(value) ? Literal(ApplyMapping(mapping, value)) : Literal(value);
+}
+
+// node_modules/typebox/build/type/engine/intrinsics/from_template_literal.mjs
+function FromTemplateLiteral(mapping, pattern) {
+  const evaluated = EvaluateTemplateLiteral(pattern);
+  const result = FromType7(mapping, evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/intrinsics/from_union.mjs
+function FromUnion2(mapping, types) {
+  const result = types.map((type) => FromType7(mapping, type));
+  return Union(result);
+}
+
+// node_modules/typebox/build/type/engine/intrinsics/from_type.mjs
+function FromType7(mapping, type) {
+  return IsLiteral(type) ? FromLiteral3(mapping, type.const) : IsTemplateLiteral(type) ? FromTemplateLiteral(mapping, type.pattern) : IsUnion(type) ? FromUnion2(mapping, type.anyOf) : type;
+}
+
+// node_modules/typebox/build/type/action/capitalize.mjs
+function CapitalizeDeferred(type, options = {}) {
+  return Deferred("Capitalize", [type], options);
+}
+function Capitalize(type, options = {}) {
+  return CapitalizeAction(type, options);
+}
+
+// node_modules/typebox/build/type/action/lowercase.mjs
+function LowercaseDeferred(type, options = {}) {
+  return Deferred("Lowercase", [type], options);
+}
+function Lowercase(type, options = {}) {
+  return LowercaseAction(type, options);
+}
+
+// node_modules/typebox/build/type/action/uncapitalize.mjs
+function UncapitalizeDeferred(type, options = {}) {
+  return Deferred("Uncapitalize", [type], options);
+}
+function Uncapitalize(type, options = {}) {
+  return UncapitalizeAction(type, options);
+}
+
+// node_modules/typebox/build/type/action/uppercase.mjs
+function UppercaseDeferred(type, options = {}) {
+  return Deferred("Uppercase", [type], options);
+}
+function Uppercase(type, options = {}) {
+  return UppercaseAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/intrinsics/instantiate.mjs
+var CapitalizeMapping = (input) => input[0].toUpperCase() + input.slice(1);
+var LowercaseMapping = (input) => input.toLowerCase();
+var UncapitalizeMapping = (input) => input[0].toLowerCase() + input.slice(1);
+var UppercaseMapping = (input) => input.toUpperCase();
+function CapitalizeAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType7(CapitalizeMapping, type), {}, options) : CapitalizeDeferred(type, options);
+  return result;
+}
+function LowercaseAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType7(LowercaseMapping, type), {}, options) : LowercaseDeferred(type, options);
+  return result;
+}
+function UncapitalizeAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType7(UncapitalizeMapping, type), {}, options) : UncapitalizeDeferred(type, options);
+  return result;
+}
+function UppercaseAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType7(UppercaseMapping, type), {}, options) : UppercaseDeferred(type, options);
+  return result;
+}
+function CapitalizeInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return CapitalizeAction(instantiatedType, options);
+}
+function LowercaseInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return LowercaseAction(instantiatedType, options);
+}
+function UncapitalizeInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return UncapitalizeAction(instantiatedType, options);
+}
+function UppercaseInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return UppercaseAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/conditional.mjs
+function ConditionalDeferred(left, right, true_, false_, options = {}) {
+  return Deferred("Conditional", [left, right, true_, false_], options);
+}
+function Conditional(left, right, true_, false_, options = {}) {
+  return ConditionalAction({}, State([], []), left, right, true_, false_, options);
+}
+
+// node_modules/typebox/build/type/engine/conditional/instantiate.mjs
+function ConditionalOperation(context, state2, left, right, true_, false_) {
+  const extendsResult = Extends(context, left, right);
+  return result_exports.IsExtendsUnion(extendsResult) ? Union([InstantiateType(extendsResult.inferred, state2, true_), InstantiateType(context, state2, false_)]) : result_exports.IsExtendsTrue(extendsResult) ? InstantiateType(extendsResult.inferred, state2, true_) : InstantiateType(context, state2, false_);
+}
+function ConditionalAction(context, state2, left, right, true_, false_, options) {
+  const result = CanInstantiate([left, right]) ? memory_exports.Update(ConditionalOperation(context, state2, left, right, true_, false_), {}, options) : ConditionalDeferred(left, right, true_, false_, options);
+  return result;
+}
+function ConditionalInstantiate(context, state2, left, right, true_, false_, options) {
+  const instantiatedLeft = InstantiateType(context, state2, left);
+  const instantiatedRight = InstantiateType(context, state2, right);
+  return ConditionalAction(context, state2, instantiatedLeft, instantiatedRight, true_, false_, options);
+}
+
+// node_modules/typebox/build/type/action/constructor_parameters.mjs
+function ConstructorParametersDeferred(type, options = {}) {
+  return Deferred("ConstructorParameters", [type], options);
+}
+function ConstructorParameters(type, options = {}) {
+  return ConstructorParametersAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/constructor_parameters/instantiate.mjs
+function ConstructorParametersOperation(type) {
+  const parameters2 = IsConstructor3(type) ? type["parameters"] : [];
+  const instantiatedParameters = InstantiateElements({}, State([], []), parameters2);
+  const result = Tuple(instantiatedParameters);
+  return result;
+}
+function ConstructorParametersAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(ConstructorParametersOperation(type), {}, options) : ConstructorParametersDeferred(type, options);
+  return result;
+}
+function ConstructorParametersInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return ConstructorParametersAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/exclude.mjs
+function ExcludeDeferred(left, right, options = {}) {
+  return Deferred("Exclude", [left, right], options);
+}
+function Exclude(left, right, options = {}) {
+  return ExcludeAction(left, right, options);
+}
+
+// node_modules/typebox/build/type/engine/exclude/instantiate.mjs
+function ExcludeAction(left, right, options) {
+  const result = CanInstantiate([left, right]) ? memory_exports.Update(ExcludeOperation(left, right), {}, options) : ExcludeDeferred(left, right, options);
+  return result;
+}
+function ExcludeInstantiate(context, state2, left, right, options) {
+  const instantiatedLeft = InstantiateType(context, state2, left);
+  const instantiatedRight = InstantiateType(context, state2, right);
+  return ExcludeAction(instantiatedLeft, instantiatedRight, options);
+}
+
+// node_modules/typebox/build/type/action/extract.mjs
+function ExtractDeferred(left, right, options = {}) {
+  return Deferred("Extract", [left, right], options);
+}
+function Extract(left, right, options = {}) {
+  return ExtractAction(left, right, options);
+}
+
+// node_modules/typebox/build/type/engine/extract/operation.mjs
+function ExtractType(left, right) {
+  const check2 = Extends({}, left, right);
+  const result = result_exports.IsExtendsTrueLike(check2) ? [left] : [];
+  return result;
+}
+function ExtractUnion(left, right, result = []) {
+  return guard_exports.ShiftLeft(left, (head, tail2) => ExtractUnion(tail2, right, [...result, ...ExtractType(head, right)]), () => result);
+}
+function ExtractOperation(left, right) {
+  const evaluated = EvaluateType(left);
+  const canonical = IsUnion(evaluated) ? evaluated.anyOf : [evaluated];
+  const remaining = ExtractUnion(canonical, right);
+  const result = EvaluateUnion(remaining);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/extract/instantiate.mjs
+function ExtractAction(left, right, options) {
+  const result = CanInstantiate([left, right]) ? memory_exports.Update(ExtractOperation(left, right), {}, options) : ExtractDeferred(left, right, options);
+  return result;
+}
+function ExtractInstantiate(context, state2, left, right, options) {
+  const instantiatedLeft = InstantiateType(context, state2, left);
+  const instantiatedRight = InstantiateType(context, state2, right);
+  return ExtractAction(instantiatedLeft, instantiatedRight, options);
+}
+
+// node_modules/typebox/build/type/engine/helpers/keys_to_indexer.mjs
+function KeysToLiterals(keys) {
+  return keys.reduce((result, left) => {
+    return IsLiteralValue(left) ? [...result, Literal(left)] : result;
+  }, []);
+}
+function KeysToIndexer(keys) {
+  const literals = KeysToLiterals(keys);
+  const result = Union(literals);
+  return result;
+}
+
+// node_modules/typebox/build/type/action/indexed.mjs
+function IndexDeferred(type, indexer, options = {}) {
+  return Deferred("Index", [type, indexer], options);
+}
+function Index(type, indexer_or_keys, options = {}) {
+  const indexer = guard_exports.IsArray(indexer_or_keys) ? KeysToIndexer(indexer_or_keys) : indexer_or_keys;
+  return IndexAction(type, indexer, options);
+}
+
+// node_modules/typebox/build/type/engine/object/from_cyclic.mjs
+function FromCyclic(defs, ref2) {
+  const target = CyclicTarget(defs, ref2);
+  const result = FromType8(target);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/object/from_dependent.mjs
+function FromDependent(if_, then_, else_) {
+  const evaluated = EvaluateDependent(if_, then_, else_);
+  const result = FromType8(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/object/from_intersect.mjs
+function CollapseIntersectProperties(left, right) {
+  const leftKeys = guard_exports.Keys(left).filter((key) => !guard_exports.HasPropertyKey(right, key));
+  const rightKeys = guard_exports.Keys(right).filter((key) => !guard_exports.HasPropertyKey(left, key));
+  const sharedKeys = guard_exports.Keys(left).filter((key) => guard_exports.HasPropertyKey(right, key));
+  const leftProperties = leftKeys.reduce((result, key) => ({ ...result, [key]: left[key] }), {});
+  const rightProperties = rightKeys.reduce((result, key) => ({ ...result, [key]: right[key] }), {});
+  const sharedProperties = sharedKeys.reduce((result, key) => ({ ...result, [key]: EvaluatePropertyIntersect(left[key], right[key]) }), {});
+  const unique = memory_exports.Assign(leftProperties, rightProperties);
+  const shared = memory_exports.Assign(unique, sharedProperties);
+  return shared;
+}
+function FromIntersect(types) {
+  return types.reduce((result, left) => {
+    return CollapseIntersectProperties(result, FromType8(left));
+  }, {});
+}
+
+// node_modules/typebox/build/type/engine/object/from_object.mjs
+function FromObject3(properties) {
+  return properties;
+}
+
+// node_modules/typebox/build/type/engine/object/from_tuple.mjs
+function FromTuple(types) {
+  const object = TupleToObject(Tuple(types));
+  const result = FromType8(object);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/object/from_union.mjs
+function CollapseUnionProperties(left, right) {
+  const sharedKeys = guard_exports.Keys(left).filter((key) => key in right);
+  const result = sharedKeys.reduce((result2, key) => {
+    return { ...result2, [key]: EvaluatePropertyUnion(left[key], right[key]) };
+  }, {});
+  return result;
+}
+function ReduceVariants(types, result) {
+  return guard_exports.ShiftLeft(types, (left, right) => ReduceVariants(right, CollapseUnionProperties(result, FromType8(left))), () => result);
+}
+function FromUnion3(types) {
+  return guard_exports.ShiftLeft(types, (left, right) => ReduceVariants(right, FromType8(left)), () => Unreachable());
+}
+
+// node_modules/typebox/build/type/engine/object/from_type.mjs
+function FromType8(type) {
+  return IsCyclic(type) ? FromCyclic(type.$defs, type.$ref) : IsDependent(type) ? FromDependent(type.if, type.then, type.else) : IsIntersect(type) ? FromIntersect(type.allOf) : IsUnion(type) ? FromUnion3(type.anyOf) : IsTuple(type) ? FromTuple(type.items) : IsObject3(type) ? FromObject3(type.properties) : {};
+}
+
+// node_modules/typebox/build/type/engine/object/collapse.mjs
+function CollapseToObject(type) {
+  const properties = FromType8(type);
+  const result = _Object_(properties);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/helpers/keys.mjs
+var integerKeyPattern = new RegExp("^(?:0|[1-9][0-9]*)$");
+function ConvertToIntegerKey(value) {
+  const normal = `${value}`;
+  return integerKeyPattern.test(normal) ? parseInt(normal) : value;
+}
+
+// node_modules/typebox/build/type/engine/indexed/from_array.mjs
+function NormalizeLiteral(value) {
+  return Literal(ConvertToIntegerKey(value));
+}
+function NormalizeIndexerTypes(types) {
+  return types.map((type) => NormalizeIndexer(type));
+}
+function NormalizeIndexer(type) {
+  return IsIntersect(type) ? Intersect(NormalizeIndexerTypes(type.allOf)) : IsUnion(type) ? Union(NormalizeIndexerTypes(type.anyOf)) : IsLiteral(type) ? NormalizeLiteral(type.const) : type;
+}
+function FromArray2(type, indexer) {
+  const normalizedIndexer = NormalizeIndexer(indexer);
+  const check2 = Extends({}, normalizedIndexer, Number2());
+  const result = (
+    // indexer
+    result_exports.IsExtendsTrueLike(check2) ? type : IsLiteral(indexer) && guard_exports.IsEqual(indexer.const, "length") ? Number2() : Never()
+  );
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_cyclic.mjs
+function FromCyclic2(defs, ref2) {
+  const target = CyclicTarget(defs, ref2);
+  const result = FromType9(target);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_dependent.mjs
+function FromDependent2(if_, then_, else_) {
+  const evaluated = EvaluateDependent(if_, then_, else_);
+  const result = FromType9(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_enum.mjs
+function FromEnum(values) {
+  const evaluated = EvaluateEnum(values);
+  const result = FromType9(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_intersect.mjs
+function FromIntersect2(types) {
+  const evaluated = EvaluateIntersect(types);
+  const result = FromType9(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_literal.mjs
+function FromLiteral4(value) {
+  const result = [`${value}`];
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_template_literal.mjs
+function FromTemplateLiteral2(pattern) {
+  const evaluated = EvaluateTemplateLiteral(pattern);
+  const result = FromType9(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_union.mjs
+function FromUnion4(types) {
+  return types.reduce((result, left) => {
+    return [...result, ...FromType9(left)];
+  }, []);
+}
+
+// node_modules/typebox/build/type/engine/indexable/from_type.mjs
+function FromType9(type) {
+  return IsCyclic(type) ? FromCyclic2(type.$defs, type.$ref) : IsDependent(type) ? FromDependent2(type.if, type.then, type.else) : IsEnum(type) ? FromEnum(type.enum) : IsIntersect(type) ? FromIntersect2(type.allOf) : IsLiteral(type) ? FromLiteral4(type.const) : IsTemplateLiteral(type) ? FromTemplateLiteral2(type.pattern) : IsUnion(type) ? FromUnion4(type.anyOf) : [];
+}
+
+// node_modules/typebox/build/type/engine/indexable/to_indexable_keys.mjs
+function ToIndexableKeys(type) {
+  const result = FromType9(type);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/this/expand_this.mjs
+function FromTypes5(properties, types) {
+  return types.map((type) => FromType10(properties, type));
+}
+function FromType10(properties, type) {
+  return IsArray3(type) ? _Array_(FromType10(properties, type.items)) : IsConstructor3(type) ? Constructor(FromTypes5(properties, type.parameters), FromType10(properties, type.instanceType)) : IsFunction3(type) ? _Function_(FromTypes5(properties, type.parameters), FromType10(properties, type.returnType)) : IsTuple(type) ? Tuple(FromTypes5(properties, type.items)) : IsUnion(type) ? Union(FromTypes5(properties, type.anyOf)) : IsIntersect(type) ? Intersect(FromTypes5(properties, type.allOf)) : IsThis(type) ? _Object_(properties) : type;
+}
+function ExpandThis(properties, type) {
+  const result = FromType10(properties, type);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexed/from_object.mjs
+function IndexProperty(properties, key) {
+  const selectedType = key in properties ? properties[key] : Never();
+  const result = ExpandThis(properties, selectedType);
+  return result;
+}
+function IndexProperties(properties, keys) {
+  return keys.reduce((result, left) => {
+    return [...result, IndexProperty(properties, left)];
+  }, []);
+}
+function FromIndexer(properties, indexer) {
+  const keys = ToIndexableKeys(indexer);
+  const variants = IndexProperties(properties, keys);
+  const result = EvaluateUnion(variants);
+  return result;
+}
+var NumericKeyPattern = new RegExp(IntegerKey);
+function NumericKeys(keys) {
+  const result = keys.filter((key) => NumericKeyPattern.test(key));
+  return result;
+}
+function FromIndexerNumber(properties) {
+  const keys = PropertyKeys(properties);
+  const numericKeys = NumericKeys(keys);
+  const variants = IndexProperties(properties, numericKeys);
+  const result = EvaluateUnion(variants);
+  return result;
+}
+function FromObject4(properties, indexer) {
+  const result = IsNumber4(indexer) ? FromIndexerNumber(properties) : FromIndexer(properties, indexer);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/indexed/array_indexer.mjs
+function ConvertLiteral(value) {
+  return Literal(ConvertToIntegerKey(value));
+}
+function ArrayIndexerTypes(types) {
+  return types.map((type) => FormatArrayIndexer(type));
+}
+function FormatArrayIndexer(type) {
+  return IsIntersect(type) ? Intersect(ArrayIndexerTypes(type.allOf)) : IsUnion(type) ? Union(ArrayIndexerTypes(type.anyOf)) : IsLiteral(type) ? ConvertLiteral(type.const) : type;
+}
+
+// node_modules/typebox/build/type/engine/indexed/from_tuple.mjs
+function IndexElementsWithIndexer(types, indexer) {
+  return types.reduceRight((result, right, index3) => {
+    const check2 = Extends({}, Literal(index3), indexer);
+    return result_exports.IsExtendsTrueLike(check2) ? [right, ...result] : result;
+  }, []);
+}
+function FromTupleWithIndexer(types, indexer) {
+  const formattedArrayIndexer = FormatArrayIndexer(indexer);
+  const elements = IndexElementsWithIndexer(types, formattedArrayIndexer);
+  return EvaluateUnionFast(elements);
+}
+function FromTupleWithoutIndexer(types) {
+  return EvaluateUnionFast(types);
+}
+function FromTuple2(types, indexer) {
+  return (
+    // length (intrinsic)
+    IsLiteral(indexer) && guard_exports.IsEqual(indexer.const, "length") ? Literal(types.length) : IsNumber4(indexer) || IsInteger3(indexer) ? FromTupleWithoutIndexer(types) : FromTupleWithIndexer(types, indexer)
+  );
+}
+
+// node_modules/typebox/build/type/engine/indexed/from_type.mjs
+function FromType11(type, indexer) {
+  return IsArray3(type) ? FromArray2(type.items, indexer) : IsObject3(type) ? FromObject4(type.properties, indexer) : IsTuple(type) ? FromTuple2(type.items, indexer) : Never();
+}
+
+// node_modules/typebox/build/type/engine/indexed/instantiate.mjs
+function NormalizeType(type) {
+  const result = IsCyclic(type) || IsDependent(type) || IsIntersect(type) || IsUnion(type) ? CollapseToObject(type) : type;
+  return result;
+}
+function IndexAction(type, indexer, options) {
+  const result = CanInstantiate([type, indexer]) ? memory_exports.Update(FromType11(NormalizeType(type), indexer), {}, options) : IndexDeferred(type, indexer, options);
+  return result;
+}
+function IndexInstantiate(context, state2, type, indexer, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  const instantiatedIndexer = InstantiateType(context, state2, indexer);
+  return IndexAction(instantiatedType, instantiatedIndexer, options);
+}
+
+// node_modules/typebox/build/type/action/instance_type.mjs
+function InstanceTypeDeferred(type, options = {}) {
+  return Deferred("InstanceType", [type], options);
+}
+function InstanceType(type, options = {}) {
+  return InstanceTypeAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/instance_type/instantiate.mjs
+function InstanceTypeOperation(type) {
+  return IsConstructor3(type) ? type["instanceType"] : Never();
+}
+function InstanceTypeAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(InstanceTypeOperation(type), {}, options) : InstanceTypeDeferred(type, options);
+  return result;
+}
+function InstanceTypeInstantiate(context, state2, type, options = {}) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return InstanceTypeAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/keyof.mjs
+function KeyOfDeferred(type, options = {}) {
+  return Deferred("KeyOf", [type], options);
+}
+function KeyOf2(type, options = {}) {
+  return KeyOfAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/keyof/from_any.mjs
+function FromAny() {
+  return Union([Number2(), String2(), Symbol2()]);
+}
+
+// node_modules/typebox/build/type/engine/keyof/from_array.mjs
+function FromArray3(_type) {
+  return Number2();
+}
+
+// node_modules/typebox/build/type/engine/keyof/from_object.mjs
+function FromPropertyKeys(keys) {
+  const result = keys.reduce((result2, left) => {
+    return IsLiteralValue(left) ? [...result2, Literal(ConvertToIntegerKey(left))] : Unreachable();
+  }, []);
+  return result;
+}
+function FromObject5(properties) {
+  const propertyKeys = guard_exports.Keys(properties);
+  const variants = FromPropertyKeys(propertyKeys);
+  const result = EvaluateUnionFast(variants);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/keyof/from_record.mjs
+function FromRecord2(type) {
+  return RecordKey(type);
+}
+
+// node_modules/typebox/build/type/engine/keyof/from_tuple.mjs
+function FromTuple3(types) {
+  const result = types.map((_, index3) => Literal(index3));
+  return EvaluateUnionFast(result);
+}
+
+// node_modules/typebox/build/type/engine/keyof/from_type.mjs
+function FromType12(type) {
+  return IsAny(type) ? FromAny() : IsArray3(type) ? FromArray3(type.items) : IsObject3(type) ? FromObject5(type.properties) : IsRecord(type) ? FromRecord2(type) : IsTuple(type) ? FromTuple3(type.items) : Never();
+}
+
+// node_modules/typebox/build/type/engine/keyof/instantiate.mjs
+function NormalizeType2(type) {
+  const result = IsCyclic(type) || IsDependent(type) || IsIntersect(type) || IsUnion(type) ? CollapseToObject(type) : type;
+  return result;
+}
+function KeyOfAction(type, options) {
+  return CanInstantiate([type]) ? memory_exports.Update(FromType12(NormalizeType2(type)), {}, options) : KeyOfDeferred(type, options);
+}
+function KeyOfInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return KeyOfAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/mapped.mjs
+function MappedDeferred(identifier, type, as, property, options = {}) {
+  return Deferred("Mapped", [identifier, type, as, property], options);
+}
+function Mapped(identifier, type, as, property, options = {}) {
+  return MappedAction({}, State([], []), identifier, type, as, property, options);
+}
+
+// node_modules/typebox/build/type/engine/mapped/mapped_variants.mjs
+function FromTemplateLiteral3(pattern) {
+  const evaluated = EvaluateTemplateLiteral(pattern);
+  const result = FromType13(evaluated);
+  return result;
+}
+function FromUnion5(types) {
+  return types.reduce((result, left) => {
+    return [...result, ...FromType13(left)];
+  }, []);
+}
+function FromEnum2(values) {
+  const evaluated = EvaluateEnum(values);
+  const result = FromType13(evaluated);
+  return result;
+}
+function FromLiteral5(value) {
+  const result = guard_exports.IsNumber(value) ? [Literal(`${value}`)] : [Literal(value)];
+  return result;
+}
+function FromType13(type) {
+  const result = IsEnum(type) ? FromEnum2(type.enum) : IsLiteral(type) ? FromLiteral5(type.const) : IsTemplateLiteral(type) ? FromTemplateLiteral3(type.pattern) : IsUnion(type) ? FromUnion5(type.anyOf) : [type];
+  return result;
+}
+function MappedVariants(type) {
+  const result = FromType13(type);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/mapped/mapped_operation.mjs
+function CanonicalAs(instantiatedAs) {
+  const result = IsTemplateLiteral(instantiatedAs) ? EvaluateTemplateLiteral(instantiatedAs.pattern) : instantiatedAs;
+  return result;
+}
+function MappedVariant(context, state2, identifier, variant, as, property) {
+  const variantContext = memory_exports.Assign(context, { [identifier["name"]]: variant });
+  const instantiatedAs = InstantiateType(variantContext, state2, as);
+  const canonicalAs = CanonicalAs(instantiatedAs);
+  const instantiatedProperty = InstantiateType(variantContext, state2, property);
+  return IsLiteralNumber(canonicalAs) || IsLiteralString(canonicalAs) ? { [canonicalAs.const]: instantiatedProperty } : {};
+}
+function MappedProperties(context, state2, identifier, variants, as, property) {
+  return variants.reduce((result, left) => {
+    return [...result, MappedVariant(context, state2, identifier, left, as, property)];
+  }, []);
+}
+function MappedObjects(properties) {
+  return properties.reduce((result, left) => {
+    return [...result, _Object_(left)];
+  }, []);
+}
+function MappedOperation(context, state2, identifier, type, as, property) {
+  const variants = MappedVariants(type);
+  const mappedProperties = MappedProperties(context, state2, identifier, variants, as, property);
+  const mappedObjects = MappedObjects(mappedProperties);
+  const result = EvaluateIntersect(mappedObjects);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/mapped/instantiate.mjs
+function MappedAction(context, state2, identifier, type, as, property, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(MappedOperation(context, state2, identifier, type, as, property), {}, options) : MappedDeferred(identifier, type, as, property, options);
+  return result;
+}
+function MappedInstantiate(context, state2, identifier, type, as, property, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return MappedAction(context, state2, identifier, instantiatedType, as, property, options);
+}
+
+// node_modules/typebox/build/type/engine/module/instantiate.mjs
+function InstantiateCyclics(context, declarations, cyclicKeys) {
+  const declarationContext = memory_exports.Assign(context, declarations);
+  const declarationKeys = guard_exports.Keys(declarations).filter((key) => cyclicKeys.includes(key));
+  return declarationKeys.reduce((result, key) => {
+    return { ...result, [key]: InstantiateCyclic(declarationContext, key, declarations[key]) };
+  }, {});
+}
+function InstantiateNonCyclics(context, declarations, cyclicKeys) {
+  const declarationContext = memory_exports.Assign(context, declarations);
+  const declarationKeys = guard_exports.Keys(declarations).filter((key) => !cyclicKeys.includes(key));
+  return declarationKeys.reduce((result, key) => {
+    return { ...result, [key]: InstantiateType(declarationContext, State([], []), declarations[key]) };
+  }, {});
+}
+function InstantiateModule(context, declarations, options) {
+  const cyclicCandidates = CyclicCandidates(declarations);
+  const instantiatedCyclics = InstantiateCyclics(context, declarations, cyclicCandidates);
+  const instantiatedNonCyclics = InstantiateNonCyclics(context, declarations, cyclicCandidates);
+  const instantiatedModule = { ...instantiatedCyclics, ...instantiatedNonCyclics };
+  return memory_exports.Update(instantiatedModule, {}, options);
+}
+function ModuleInstantiate(context, _state, declarations, options) {
+  const instantiatedModule = InstantiateModule(context, declarations, options);
+  return instantiatedModule;
+}
+
+// node_modules/typebox/build/type/action/non_nullable.mjs
+function NonNullableDeferred(type, options = {}) {
+  return Deferred("NonNullable", [type], options);
+}
+function NonNullable(type, options = {}) {
+  return NonNullableAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/non_nullable/instantiate.mjs
+function NonNullableOperation(type) {
+  const excluded = Union([Null(), Undefined()]);
+  return ExcludeAction(type, excluded, {});
+}
+function NonNullableAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(NonNullableOperation(type), {}, options) : NonNullableDeferred(type, options);
+  return result;
+}
+function NonNullableInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return NonNullableAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/omit.mjs
+function OmitDeferred(type, indexer, options = {}) {
+  return Deferred("Omit", [type, indexer], options);
+}
+function Omit(type, indexer_or_keys, options = {}) {
+  const indexer = guard_exports.IsArray(indexer_or_keys) ? KeysToIndexer(indexer_or_keys) : indexer_or_keys;
+  return OmitAction(type, indexer, options);
+}
+
+// node_modules/typebox/build/type/engine/indexable/to_indexable.mjs
+function ToIndexable(type) {
+  const collapsed = CollapseToObject(type);
+  const result = IsObject3(collapsed) ? collapsed.properties : Unreachable();
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/omit/from_type.mjs
+function FromKeys(properties, keys) {
+  const result = guard_exports.Keys(properties).reduce((result2, key) => {
+    return keys.includes(key) ? result2 : { ...result2, [key]: properties[key] };
+  }, {});
+  return result;
+}
+function FromType14(type, indexer) {
+  const indexable = ToIndexable(type);
+  const indexableKeys = ToIndexableKeys(indexer);
+  const omitted = FromKeys(indexable, indexableKeys);
+  const result = _Object_(omitted);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/omit/instantiate.mjs
+function OmitAction(type, indexer, options) {
+  const result = CanInstantiate([type, indexer]) ? memory_exports.Update(FromType14(type, indexer), {}, options) : OmitDeferred(type, indexer, options);
+  return result;
+}
+function OmitInstantiate(context, state2, type, indexer, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  const instantiatedIndexer = InstantiateType(context, state2, indexer);
+  return OmitAction(instantiatedType, instantiatedIndexer, options);
+}
+
+// node_modules/typebox/build/type/action/parameters.mjs
+function ParametersDeferred(type, options = {}) {
+  return Deferred("Parameters", [type], options);
+}
+function Parameters(type, options = {}) {
+  return ParametersAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/parameters/instantiate.mjs
+function ParametersOperation(type) {
+  const parameters2 = IsFunction3(type) ? type["parameters"] : [];
+  const instantiatedParameters = InstantiateElements({}, State([], []), parameters2);
+  const result = Tuple(instantiatedParameters);
+  return result;
+}
+function ParametersAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(ParametersOperation(type), {}, options) : ParametersDeferred(type, options);
+  return result;
+}
+function ParametersInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return ParametersAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/partial.mjs
+function PartialDeferred(type, options = {}) {
+  return Deferred("Partial", [type], options);
+}
+function Partial(type, options = {}) {
+  return PartialAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/partial/from_cyclic.mjs
+function FromCyclic3(defs, ref2) {
+  const target = CyclicTarget(defs, ref2);
+  const partial = FromType15(target);
+  const result = Cyclic(memory_exports.Assign(defs, { [ref2]: partial }), ref2);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/partial/from_dependent.mjs
+function FromDependent3(if_, then_, else_) {
+  const evaluated = EvaluateDependent(if_, then_, else_);
+  const result = FromType15(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/partial/from_intersect.mjs
+function FromIntersect3(types) {
+  const evaluated = EvaluateIntersect(types);
+  const result = FromType15(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/partial/from_union.mjs
+function FromUnion6(types) {
+  const result = types.map((type) => FromType15(type));
+  return Union(result);
+}
+
+// node_modules/typebox/build/type/engine/partial/from_object.mjs
+function FromObject6(properties) {
+  const mapped = guard_exports.Keys(properties).reduce((result2, left) => {
+    return { ...result2, [left]: AddOptional(properties[left]) };
+  }, {});
+  const result = _Object_(mapped);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/partial/from_type.mjs
+function FromType15(type) {
+  return IsCyclic(type) ? FromCyclic3(type.$defs, type.$ref) : IsDependent(type) ? FromDependent3(type.if, type.then, type.else) : IsIntersect(type) ? FromIntersect3(type.allOf) : IsUnion(type) ? FromUnion6(type.anyOf) : IsObject3(type) ? FromObject6(type.properties) : _Object_({});
+}
+
+// node_modules/typebox/build/type/engine/partial/instantiate.mjs
+function PartialAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType15(type), {}, options) : PartialDeferred(type, options);
+  return result;
+}
+function PartialInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return PartialAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/pick.mjs
+function PickDeferred(type, indexer, options = {}) {
+  return Deferred("Pick", [type, indexer], options);
+}
+function Pick(type, indexer_or_keys, options = {}) {
+  const indexer = guard_exports.IsArray(indexer_or_keys) ? KeysToIndexer(indexer_or_keys) : indexer_or_keys;
+  return PickAction(type, indexer, options);
+}
+
+// node_modules/typebox/build/type/engine/pick/from_type.mjs
+function FromKeys2(properties, keys) {
+  const result = guard_exports.Keys(properties).reduce((result2, key) => {
+    return keys.includes(key) ? memory_exports.Assign(result2, { [key]: properties[key] }) : result2;
+  }, {});
+  return result;
+}
+function FromType16(type, indexer) {
+  const indexable = ToIndexable(type);
+  const keys = ToIndexableKeys(indexer);
+  const applied = FromKeys2(indexable, keys);
+  const result = _Object_(applied);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/pick/instantiate.mjs
+function PickAction(type, indexer, options) {
+  const result = CanInstantiate([type, indexer]) ? memory_exports.Update(FromType16(type, indexer), {}, options) : PickDeferred(type, indexer, options);
+  return result;
+}
+function PickInstantiate(context, state2, type, indexer, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  const instantiatedIndexer = InstantiateType(context, state2, indexer);
+  return PickAction(instantiatedType, instantiatedIndexer, options);
+}
+
+// node_modules/typebox/build/type/action/readonly_object.mjs
+function ReadonlyObjectDeferred(type, options = {}) {
+  return Deferred("ReadonlyObject", [type], options);
+}
+function ReadonlyObject(type, options = {}) {
+  return ReadonlyObjectAction(type, options);
+}
+var ReadonlyType = ReadonlyObject;
+
+// node_modules/typebox/build/type/engine/readonly_object/from_array.mjs
+function FromArray4(type) {
+  const result = AddImmutable(_Array_(type));
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_cyclic.mjs
+function FromCyclic4(defs, ref2) {
+  const target = CyclicTarget(defs, ref2);
+  const partial = FromType17(target);
+  const result = Cyclic(memory_exports.Assign(defs, { [ref2]: partial }), ref2);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_dependent.mjs
+function FromDependent4(if_, then_, else_) {
+  const evaluated = EvaluateDependent(if_, then_, else_);
+  const result = FromType17(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_intersect.mjs
+function FromIntersect4(types) {
+  const evaluated = EvaluateIntersect(types);
+  const result = FromType17(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_object.mjs
+function FromObject7(properties) {
+  const mapped = guard_exports.Keys(properties).reduce((result2, left) => {
+    return { ...result2, [left]: AddReadonly(properties[left]) };
+  }, {});
+  const result = _Object_(mapped);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_tuple.mjs
+function FromTuple4(types) {
+  const result = AddImmutable(Tuple(types));
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_union.mjs
+function FromUnion7(types) {
+  const result = types.map((type) => FromType17(type));
+  return Union(result);
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/from_type.mjs
+function FromType17(type) {
+  return IsArray3(type) ? FromArray4(type.items) : IsCyclic(type) ? FromCyclic4(type.$defs, type.$ref) : IsDependent(type) ? FromDependent4(type.if, type.then, type.else) : IsIntersect(type) ? FromIntersect4(type.allOf) : IsObject3(type) ? FromObject7(type.properties) : IsTuple(type) ? FromTuple4(type.items) : IsUnion(type) ? FromUnion7(type.anyOf) : type;
+}
+
+// node_modules/typebox/build/type/engine/readonly_object/instantiate.mjs
+function ReadonlyObjectAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType17(type), {}, options) : ReadonlyObjectDeferred(type);
+  return result;
+}
+function ReadonlyObjectInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return ReadonlyObjectAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/ref/instantiate.mjs
+function RefInstantiate(context, state2, type, ref2) {
+  return state2.visited.includes(ref2) ? type : ref2 in context ? InstantiateType(context, State(state2["callstack"], [...state2["visited"], ref2]), context[ref2]) : type;
+}
+
+// node_modules/typebox/build/type/engine/required/from_cyclic.mjs
+function FromCyclic5(defs, ref2) {
+  const target = CyclicTarget(defs, ref2);
+  const partial = FromType18(target);
+  const result = Cyclic(memory_exports.Assign(defs, { [ref2]: partial }), ref2);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/required/from_dependent.mjs
+function FromDependent5(if_, then_, else_) {
+  const evaluated = EvaluateDependent(if_, then_, else_);
+  const result = FromType18(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/required/from_intersect.mjs
+function FromIntersect5(types) {
+  const evaluated = EvaluateIntersect(types);
+  const result = FromType18(evaluated);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/required/from_union.mjs
+function FromUnion8(types) {
+  const result = types.map((type) => FromType18(type));
+  return Union(result);
+}
+
+// node_modules/typebox/build/type/action/_remove_optional.mjs
+function RemoveOptionalDeferred(type, options = {}) {
+  return Deferred("RemoveOptional", [type], options);
+}
+function RemoveOptional(type, options = {}) {
+  return RemoveOptionalAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/required/from_object.mjs
+function FromObject8(properties) {
+  const mapped = guard_exports.Keys(properties).reduce((result2, left) => {
+    return { ...result2, [left]: RemoveOptional(properties[left]) };
+  }, {});
+  const result = _Object_(mapped);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/required/from_type.mjs
+function FromType18(type) {
+  return IsCyclic(type) ? FromCyclic5(type.$defs, type.$ref) : IsDependent(type) ? FromDependent5(type.if, type.then, type.else) : IsIntersect(type) ? FromIntersect5(type.allOf) : IsUnion(type) ? FromUnion8(type.anyOf) : IsObject3(type) ? FromObject8(type.properties) : _Object_({});
+}
+
+// node_modules/typebox/build/type/action/required.mjs
+function RequiredDeferred(type, options = {}) {
+  return Deferred("Required", [type], options);
+}
+function Required(type, options = {}) {
+  return RequiredAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/required/instantiate.mjs
+function RequiredAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(FromType18(type), {}, options) : RequiredDeferred(type, options);
+  return result;
+}
+function RequiredInstantiate(context, state2, type, options) {
+  const instaniatedType = InstantiateType(context, state2, type);
+  return RequiredAction(instaniatedType, options);
+}
+
+// node_modules/typebox/build/type/action/return_type.mjs
+function ReturnTypeDeferred(type, options = {}) {
+  return Deferred("ReturnType", [type], options);
+}
+function ReturnType(type, options = {}) {
+  return ReturnTypeAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/return_type/instantiate.mjs
+function ReturnTypeOperation(type) {
+  return IsFunction3(type) ? type["returnType"] : Never();
+}
+function ReturnTypeAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(ReturnTypeOperation(type), {}, options) : ReturnTypeDeferred(type, options);
+  return result;
+}
+function ReturnTypeInstantiate(context, state2, type, options = {}) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return ReturnTypeAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/with.mjs
+function WithDeferred(type, options) {
+  return Deferred("With", [type, options], {});
+}
+function With2(type, options) {
+  return WithAction(type, options);
+}
+
+// node_modules/typebox/build/type/engine/with/instantiate.mjs
+function WithAction(type, options) {
+  const result = CanInstantiate([type]) ? memory_exports.Update(type, {}, options) : WithDeferred(type, options);
+  return result;
+}
+function WithInstantiate(context, state2, type, options) {
+  const instaniatedType = InstantiateType(context, state2, type);
+  return WithAction(instaniatedType, options);
+}
+
+// node_modules/typebox/build/type/engine/rest/spread.mjs
+function SpreadElement(type) {
+  const result = IsRest(type) ? IsTuple(type.items) ? RestSpread(type.items.items) : IsInfer(type.items) ? [type] : IsRef(type.items) ? [type] : [Never()] : [type];
+  return result;
+}
+function RestSpread(types) {
+  const result = types.reduce((result2, left) => {
+    return [...result2, ...SpreadElement(left)];
+  }, []);
+  return result;
+}
+
+// node_modules/typebox/build/type/engine/instantiate.mjs
+function State(callstack, visited2) {
+  return { callstack, visited: visited2 };
+}
+function CanInstantiate(types) {
+  return guard_exports.ShiftLeft(types, (left, right) => IsRef(left) ? false : CanInstantiate(right), () => true);
+}
+function InstantiateProperties(context, state2, properties) {
+  return guard_exports.Keys(properties).reduce((result, key) => {
+    return { ...result, [key]: InstantiateType(context, state2, properties[key]) };
+  }, {});
+}
+function InstantiateElements(context, state2, types) {
+  const elements = InstantiateTypes(context, state2, types);
+  const result = RestSpread(elements);
+  return result;
+}
+function InstantiateTypes(context, state2, types) {
+  return types.map((type) => InstantiateType(context, state2, type));
+}
+function WithModifiers(type, instantiatedType) {
+  const withOptional = IsOptional(type) ? AddOptionalAction(instantiatedType, {}) : instantiatedType;
+  const withReadonly = IsReadonly(type) ? AddReadonlyAction(withOptional, {}) : withOptional;
+  const withImmutable = IsImmutable(type) ? AddImmutableAction(withReadonly, {}) : withReadonly;
+  return withImmutable;
+}
+function InstantiateDeferred(context, state2, action2, parameters2, options) {
+  return (
+    // Modifiers
+    guard_exports.IsEqual(action2, "AddImmutable") ? AddImmutableInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "RemoveImmutable") ? RemoveImmutableInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "AddReadonly") ? AddReadonlyInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "RemoveReadonly") ? RemoveReadonlyInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "AddOptional") ? AddOptionalInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "RemoveOptional") ? RemoveOptionalInstantiate(context, state2, parameters2[0], options) : (
+      // Actions
+      guard_exports.IsEqual(action2, "Capitalize") ? CapitalizeInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Conditional") ? ConditionalInstantiate(context, state2, parameters2[0], parameters2[1], parameters2[2], parameters2[3], options) : guard_exports.IsEqual(action2, "ConstructorParameters") ? ConstructorParametersInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Evaluate") ? EvaluateInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Exclude") ? ExcludeInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "Extract") ? ExtractInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "Index") ? IndexInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "InstanceType") ? InstanceTypeInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Interface") ? InterfaceInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "KeyOf") ? KeyOfInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Lowercase") ? LowercaseInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Mapped") ? MappedInstantiate(context, state2, parameters2[0], parameters2[1], parameters2[2], parameters2[3], options) : guard_exports.IsEqual(action2, "Module") ? ModuleInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "NonNullable") ? NonNullableInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Pick") ? PickInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "Parameters") ? ParametersInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Partial") ? PartialInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Omit") ? OmitInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "ReadonlyObject") ? ReadonlyObjectInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Record") ? RecordInstantiate(context, state2, parameters2[0], parameters2[1], options) : guard_exports.IsEqual(action2, "Required") ? RequiredInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "ReturnType") ? ReturnTypeInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "TemplateLiteral") ? TemplateLiteralInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Uncapitalize") ? UncapitalizeInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "Uppercase") ? UppercaseInstantiate(context, state2, parameters2[0], options) : guard_exports.IsEqual(action2, "With") ? WithInstantiate(context, state2, parameters2[0], parameters2[1]) : Deferred(action2, parameters2, options)
+    )
+  );
+}
+function InstantiateImmediate(context, state2, type) {
+  const instantiatedType = IsRef(type) ? RefInstantiate(context, state2, type, type.$ref) : IsArray3(type) ? _Array_(InstantiateType(context, state2, type.items), ArrayOptions(type)) : IsCall(type) ? CallInstantiate(context, state2, type.target, type.arguments) : IsConstructor3(type) ? Constructor(InstantiateTypes(context, state2, type.parameters), InstantiateType(context, state2, type.instanceType), ConstructorOptions(type)) : IsFunction3(type) ? _Function_(InstantiateTypes(context, state2, type.parameters), InstantiateType(context, state2, type.returnType), FunctionOptions(type)) : IsDependent(type) ? Dependent(InstantiateType(context, state2, type.if), InstantiateType(context, state2, type.then), InstantiateType(context, state2, type.else), DependentOptions(type)) : IsIntersect(type) ? Intersect(InstantiateTypes(context, state2, type.allOf), IntersectOptions(type)) : IsObject3(type) ? _Object_(InstantiateProperties(context, state2, type.properties), ObjectOptions(type)) : IsRecord(type) ? RecordFromPattern(RecordPattern(type), InstantiateType(context, state2, RecordValue(type))) : IsRest(type) ? Rest(InstantiateType(context, state2, type.items)) : IsTuple(type) ? Tuple(InstantiateElements(context, state2, type.items), TupleOptions(type)) : IsUnion(type) ? Union(InstantiateTypes(context, state2, type.anyOf), UnionOptions(type)) : type;
+  const withModifiers = WithModifiers(type, instantiatedType);
+  return withModifiers;
+}
+function InstantiateType(context, state2, type) {
+  const result = IsDeferred(type) ? InstantiateDeferred(context, state2, type.action, type.parameters, type.options) : InstantiateImmediate(context, state2, type);
+  return result;
+}
+function Instantiate(context, type) {
+  return InstantiateType(context, State([], []), type);
+}
+
+// node_modules/typebox/build/type/engine/immutable/instantiate_add.mjs
+function AddImmutableAction(type, options) {
+  const result = memory_exports.Update(type, { "~immutable": true }, options);
+  return result;
+}
+function AddImmutableInstantiate(context, state2, type, options) {
+  const instantiatedType = InstantiateType(context, state2, type);
+  return AddImmutableAction(instantiatedType, options);
+}
+
+// node_modules/typebox/build/type/action/_add_immutable.mjs
+function AddImmutableDeferred(type, options = {}) {
+  return Deferred("AddImmutable", [type], options);
+}
+function AddImmutable(type, options = {}) {
+  return AddImmutableAction(type, options);
+}
+
+// node_modules/typebox/build/type/action/_remove_readonly.mjs
+function RemoveReadonlyDeferred(type, options = {}) {
+  return Deferred("RemoveReadonly", [type], options);
+}
+
+// node_modules/typebox/build/type/action/evaluate.mjs
+function EvaluateDeferred(type, options = {}) {
+  return Deferred("Evaluate", [type], options);
+}
+function Evaluate2(type, options = {}) {
+  return EvaluateAction(type, options);
+}
+
+// node_modules/typebox/build/type/action/module.mjs
+function ModuleDeferred(declarations, options = {}) {
+  return Deferred("Module", [declarations], options);
+}
+function Module2(declarations, options = {}) {
+  return ModuleInstantiate({}, State([], []), declarations, options);
+}
+
+// node_modules/typebox/build/type/engine/priority/priority.mjs
+function Comparer(left, right) {
+  const compareResult = Compare(left, right);
+  return guard_exports.IsEqual(compareResult, CompareResultRightInside) ? 1 : guard_exports.IsEqual(compareResult, CompareResultDisjoint) ? 1 : 0;
+}
+function Insert(type, types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => guard_exports.IsEqual(Comparer(type, left), 1) ? Insert(type, right, [...result, left]) : [...result, type, ...types], () => [...result, type]);
+}
+function Sort(types, result = []) {
+  return guard_exports.ShiftLeft(types, (left, right) => Sort(right, Insert(left, result)), () => result);
+}
+function Priority(types) {
+  const result = Sort(types);
+  return result;
+}
+
+// node_modules/typebox/build/type/script/script.mjs
+function Script2(...args) {
+  const [context, input, options] = arguments_exports.Match(args, {
+    2: (script, options2) => guard_exports.IsString(script) ? [{}, script, options2] : [script, options2, {}],
+    3: (context2, script, options2) => [context2, script, options2],
+    1: (script) => [{}, script, {}]
+  });
+  const result = Script(input);
+  const parsed = guard_exports.IsArray(result) && guard_exports.IsEqual(result.length, 2) ? InstantiateType(context, State([], []), result[0]) : Never();
+  return memory_exports.Update(parsed, {}, options);
+}
+
+// node_modules/typebox/build/typebox.mjs
+var typebox_exports = {};
+__export(typebox_exports, {
+  Any: () => Any,
+  Array: () => _Array_,
+  BigInt: () => BigInt2,
+  Boolean: () => Boolean2,
+  Call: () => Call2,
+  Capitalize: () => Capitalize,
+  Codec: () => Codec,
+  Conditional: () => Conditional,
+  Constructor: () => Constructor,
+  ConstructorParameters: () => ConstructorParameters,
+  Cyclic: () => Cyclic,
+  Decode: () => Decode,
+  DecodeBuilder: () => DecodeBuilder,
+  Dependent: () => Dependent,
+  Encode: () => Encode,
+  EncodeBuilder: () => EncodeBuilder,
+  Enum: () => Enum,
+  Evaluate: () => Evaluate2,
+  Exclude: () => Exclude,
+  Extends: () => Extends,
+  ExtendsResult: () => result_exports,
+  Extract: () => Extract,
+  Function: () => _Function_,
+  Generic: () => Generic,
+  Identifier: () => Identifier,
+  Immutable: () => Immutable,
+  Index: () => Index,
+  Infer: () => Infer,
+  InstanceType: () => InstanceType,
+  Instantiate: () => Instantiate,
+  Integer: () => Integer,
+  Interface: () => Interface,
+  Intersect: () => Intersect,
+  IsAny: () => IsAny,
+  IsArray: () => IsArray3,
+  IsBigInt: () => IsBigInt3,
+  IsBoolean: () => IsBoolean4,
+  IsCall: () => IsCall,
+  IsCodec: () => IsCodec,
+  IsConstructor: () => IsConstructor3,
+  IsCyclic: () => IsCyclic,
+  IsDependent: () => IsDependent,
+  IsEnum: () => IsEnum,
+  IsEnumValue: () => IsEnumValue,
+  IsFunction: () => IsFunction3,
+  IsGeneric: () => IsGeneric,
+  IsIdentifier: () => IsIdentifier2,
+  IsImmutable: () => IsImmutable,
+  IsInfer: () => IsInfer,
+  IsInteger: () => IsInteger3,
+  IsIntersect: () => IsIntersect,
+  IsKind: () => IsKind,
+  IsLiteral: () => IsLiteral,
+  IsNever: () => IsNever,
+  IsNull: () => IsNull3,
+  IsNumber: () => IsNumber4,
+  IsObject: () => IsObject3,
+  IsOptional: () => IsOptional,
+  IsParameter: () => IsParameter,
+  IsReadonly: () => IsReadonly,
+  IsRecord: () => IsRecord,
+  IsRef: () => IsRef,
+  IsRefine: () => IsRefine,
+  IsRest: () => IsRest,
+  IsSchema: () => IsSchema,
+  IsString: () => IsString4,
+  IsSymbol: () => IsSymbol3,
+  IsTemplateLiteral: () => IsTemplateLiteral,
+  IsThis: () => IsThis,
+  IsTuple: () => IsTuple,
+  IsUndefined: () => IsUndefined3,
+  IsUnion: () => IsUnion,
+  IsUnknown: () => IsUnknown,
+  IsUnsafe: () => IsUnsafe,
+  IsVoid: () => IsVoid,
+  KeyOf: () => KeyOf2,
+  Literal: () => Literal,
+  Lowercase: () => Lowercase,
+  Mapped: () => Mapped,
+  Module: () => Module2,
+  Never: () => Never,
+  NonNullable: () => NonNullable,
+  Null: () => Null,
+  Number: () => Number2,
+  Object: () => _Object_,
+  Omit: () => Omit,
+  Optional: () => Optional,
+  Parameter: () => Parameter,
+  Parameters: () => Parameters,
+  Partial: () => Partial,
+  Pick: () => Pick,
+  Readonly: () => Readonly,
+  ReadonlyObject: () => ReadonlyObject,
+  ReadonlyType: () => ReadonlyType,
+  Record: () => Record,
+  RecordKey: () => RecordKey,
+  RecordPattern: () => RecordPattern,
+  RecordValue: () => RecordValue,
+  Ref: () => Ref,
+  Refine: () => Refine,
+  Required: () => Required,
+  Rest: () => Rest,
+  ReturnType: () => ReturnType,
+  Script: () => Script2,
+  String: () => String2,
+  Symbol: () => Symbol2,
+  TemplateLiteral: () => TemplateLiteral2,
+  This: () => This,
+  Tuple: () => Tuple,
+  Uncapitalize: () => Uncapitalize,
+  Undefined: () => Undefined,
+  Union: () => Union,
+  Unknown: () => Unknown,
+  Unsafe: () => Unsafe,
+  Uppercase: () => Uppercase,
+  Void: () => Void,
+  With: () => With2
+});
+
+// node_modules/typebox/build/index.mjs
+var build_default = typebox_exports;
+
+// src/api/schemas.ts
+var Strict = (properties, description) => build_default.Object(properties, { additionalProperties: false, ...description ? { description } : {} });
+var TAG_PATTERN_SOURCE = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
+var SANDBOX_ID_PATTERN_SOURCE = "^sb-[0-9a-f]{12}$";
+var OWNER_LABEL_PATTERN_SOURCE = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$";
+var MAX_FORK = 256;
+var MAX_TTL_S = 86400;
+var MAX_MEMORY_MIB = 16 * 1024;
+var MIN_MEMORY_MIB = 64;
+var FILE_BODY_LIMIT = 64 * 1024 * 1024;
+var CONSOLE_MAX_LINES = 1e3;
+var BRANCH_MODES = ["full", "diff", "live"];
+var Tag = build_default.String({
+  pattern: TAG_PATTERN_SOURCE,
+  description: "a snapshot tag: 1-64 characters of A-Z a-z 0-9 _ . - not starting with . or -"
+});
+var SandboxId = build_default.String({ pattern: SANDBOX_ID_PATTERN_SOURCE, description: "a sandbox id, sb-<12 hex>" });
+var OwnerLabel = build_default.String({
+  pattern: OWNER_LABEL_PATTERN_SOURCE,
+  description: "an owner label: 1-64 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit"
+});
+var Timestamp = build_default.String({ format: "date-time" });
+var Base64 = build_default.String({ contentEncoding: "base64" });
+var Count = build_default.Integer({ minimum: 0 });
+var Millis = build_default.Number({ minimum: 0 });
+var BranchModeSchema = build_default.Union([build_default.Literal("full"), build_default.Literal("diff"), build_default.Literal("live")], {
+  description: "full, diff (pages changed since the parent) or live (pauses only for the last pass)"
+});
+var ErrorReply = Strict(
+  {
+    error: build_default.String({ description: "what went wrong" }),
+    code: build_default.String({ pattern: "^FORKD_ERR_[A-Z_]+$", description: "a stable ForkdError code" }),
+    hint: build_default.Optional(build_default.String({ description: "what to do about it" }))
+  },
+  "Every error reply: the status says the class, code the exact error."
+);
+var HealthReply = Strict({ ok: build_default.Literal(true) });
+var VersionReply = Strict({ version: build_default.String(), api: build_default.Literal("v1") });
+var SnapshotSummary = Strict({
+  tag: Tag,
+  created: Timestamp,
+  parent: build_default.Union([Tag, build_default.Null()]),
+  memory_mib: build_default.Integer({ minimum: 1 }),
+  disk_bytes: Count,
+  accel: build_default.String(),
+  warmup: build_default.Union([build_default.String(), build_default.Null()]),
+  ports: build_default.Array(build_default.Integer({ minimum: 1, maximum: 65535 }), {
+    description: "guest TCP ports each sandbox exposes on 127.0.0.1"
+  }),
+  status: build_default.Literal("ready"),
+  depth: Count
+});
+var PoolState = Strict(
+  {
+    size: Count,
+    available: Count,
+    failing: build_default.Boolean({ description: "the pool gave up refilling after repeated failures" }),
+    last_error: build_default.Union([build_default.String(), build_default.Null()])
+  },
+  "The warm pool of restored children kept ready for forks (size 0: no pool)."
+);
+var SnapshotDetail = Strict({
+  ...SnapshotSummary.properties,
+  memory_logical_bytes: Count,
+  memory_physical_bytes: Count,
+  cache_bytes: build_default.Integer({ minimum: 0, description: "a diff link's assembled full memory (a cache)" }),
+  vmstate_bytes: Count,
+  ancestors: build_default.Array(Tag),
+  dependents: build_default.Array(Tag),
+  sandboxes: Count,
+  pool_size: build_default.Integer({ minimum: 0, description: "the same as pool.size" }),
+  pool: PoolState
+});
+var PendingSnapshot = Strict(
+  {
+    tag: Tag,
+    status: build_default.Union([build_default.Literal("writing"), build_default.Literal("failed")]),
+    sandbox: SandboxId,
+    error: build_default.Optional(Strict({ code: build_default.String(), error: build_default.String(), hint: build_default.Optional(build_default.String()) }))
+  },
+  "A branch answered early (wait: false) that is still being written, or that failed."
+);
+var SnapshotListReply = build_default.Array(build_default.Union([SnapshotSummary, PendingSnapshot]));
+var SnapshotGetReply = build_default.Union([SnapshotDetail, PendingSnapshot]);
+var CreateSnapshotRequest = Strict({
+  tag: Tag,
+  recipe: build_default.Optional(
+    build_default.String({
+      pattern: "^[^/]+$",
+      description: "a recipe by name (recipes/<name>), not a path: build from a path with the CLI"
+    })
+  ),
+  memory_mib: build_default.Optional(build_default.Integer({ minimum: MIN_MEMORY_MIB, maximum: MAX_MEMORY_MIB })),
+  warmup: build_default.Optional(build_default.String({ description: "a shell command run before the snapshot is taken" })),
+  ports: build_default.Optional(build_default.Array(build_default.Integer({ minimum: 1, maximum: 65535 }), { uniqueItems: true }))
+});
+var SnapshotCreatedReply = Strict({
+  ...SnapshotSummary.properties,
+  timings: build_default.Record(build_default.String({ pattern: "^[a-z_]+_ms$" }), Count, {
+    description: "milliseconds per phase, e.g. boot_ms, warmup_ms, save_ms"
+  })
+});
+var PullRequest = Strict({
+  ref: build_default.String({
+    minLength: 1,
+    description: "owner/name[@version] from the daemon\u2019s Hub, or an https:// URL of a pack"
+  }),
+  tag: build_default.Optional(Tag),
+  force: build_default.Optional(build_default.Boolean())
+});
+var PullReply = Strict({
+  ref: build_default.String(),
+  tags: build_default.Array(Tag),
+  cached: build_default.Boolean({ description: "it was pulled before and is still installed" })
+});
+var PoolRequest = Strict({
+  size: build_default.Integer({ minimum: 0, maximum: MAX_FORK, description: "0 removes the pool" })
+});
+var PoolReply = Strict({ tag: Tag, size: Count, available: Count });
+var Owner = Strict(
+  {
+    label: OwnerLabel,
+    pid: build_default.Optional(
+      build_default.Integer({ minimum: 1, description: "a process on the daemon host: its exit reaps the sandboxes" })
+    )
+  },
+  "Who holds a sandbox: the heartbeat and delete routes act on all of an owner\u2019s sandboxes."
+);
+var Lease = Strict(
+  {
+    ttl_s: build_default.Integer({ minimum: 1, maximum: MAX_TTL_S }),
+    expires: Timestamp
+  },
+  "Renewed by any request on the sandbox and by its owner\u2019s heartbeat; reaped when it expires."
+);
+var SandboxInfo = Strict({
+  id: SandboxId,
+  snapshot: Tag,
+  pid: build_default.Integer({ minimum: 1 }),
+  accel: build_default.String(),
+  created: Timestamp,
+  ready_ms: Millis,
+  ports: build_default.Record(build_default.String({ pattern: "^[0-9]+$" }), build_default.Integer({ minimum: 1, maximum: 65535 }), {
+    description: 'guest port -> host port on 127.0.0.1, e.g. {"5432": 41234}'
+  }),
+  owner: build_default.Union([Owner, build_default.Null()]),
+  lease: build_default.Union([Lease, build_default.Null()])
+});
+var CreateSandboxesRequest = Strict({
+  snapshot: Tag,
+  n: build_default.Optional(build_default.Integer({ minimum: 1, maximum: MAX_FORK, description: "fork in batches for more" })),
+  owner: build_default.Optional(Owner),
+  ttl_s: build_default.Optional(
+    build_default.Integer({
+      minimum: 1,
+      maximum: MAX_TTL_S,
+      description: "a lease in seconds: renew it with any request or the owner heartbeat, or the sandbox is reaped"
+    })
+  )
+});
+var SandboxListReply = build_default.Array(SandboxInfo);
+var ConsoleReply = Strict({
+  id: SandboxId,
+  lines: build_default.Integer({ minimum: 1, maximum: CONSOLE_MAX_LINES }),
+  text: build_default.String()
+});
+var EmptyRequest = Strict({}, "No fields (an empty body is fine).");
+var PingReply = Strict({
+  pong: build_default.Literal(true),
+  version: build_default.String({ description: "the guest agent protocol version" }),
+  uptime_ms: Millis,
+  jobs: Count
+});
+var ExecRequest = build_default.Object(
+  {
+    argv: build_default.Optional(build_default.Array(build_default.String(), { minItems: 1 })),
+    shell: build_default.Optional(build_default.String({ description: "run with sh -c" })),
+    env: build_default.Optional(build_default.Record(build_default.String(), build_default.String())),
+    cwd: build_default.Optional(build_default.String()),
+    stdin: build_default.Optional(Base64),
+    timeout_ms: build_default.Optional(build_default.Integer({ minimum: 0, description: "kill the process group after this long" })),
+    max_output: build_default.Optional(
+      build_default.Integer({ minimum: 0, description: "cap per output stream in bytes (default 1 MiB, max 4 MiB)" })
+    )
+  },
+  { additionalProperties: false, oneOf: [{ required: ["argv"] }, { required: ["shell"] }] }
+);
+var ExecReply = Strict({
+  exit_code: build_default.Integer({ description: "the exit status, or 128 + signal number when a signal killed it" }),
+  signal: build_default.Union([build_default.String(), build_default.Null()]),
+  timed_out: build_default.Boolean(),
+  stdout: Base64,
+  stderr: Base64,
+  stdout_truncated: build_default.Boolean(),
+  stderr_truncated: build_default.Boolean(),
+  duration_ms: Millis
+});
+var EvalRequest = Strict({
+  code: build_default.String(),
+  timeout_ms: build_default.Optional(build_default.Integer({ minimum: 1 }))
+});
+var EvalReply = build_default.Union([
+  Strict({
+    ok: build_default.Literal(true),
+    value: build_default.Unknown({ description: "the value as JSON when it has a JSON form, else null" }),
+    repr: build_default.Union([build_default.String(), build_default.Null()]),
+    output: build_default.String(),
+    duration_ms: Millis
+  }),
+  Strict({
+    ok: build_default.Literal(false),
+    error: Strict({ type: build_default.String(), message: build_default.String(), stack: build_default.String() }),
+    output: build_default.String(),
+    duration_ms: Millis
+  })
+]);
+var BranchRequest = Strict({
+  tag: Tag,
+  mode: build_default.Optional(BranchModeSchema),
+  wait: build_default.Optional(build_default.Boolean({ description: "false (live only): answer 202 once the sandbox runs again" }))
+});
+var { status: _status, ...summaryFields } = SnapshotSummary.properties;
+var BranchReply = Strict(
+  {
+    ...build_default.Partial(build_default.Object(summaryFields)).properties,
+    tag: Tag,
+    status: build_default.Union([build_default.Literal("ready"), build_default.Literal("writing")]),
+    mode: BranchModeSchema,
+    pause_ms: Millis,
+    bytes_written: build_default.Optional(Count),
+    transferred_bytes: build_default.Optional(Count),
+    passes: build_default.Optional(Count),
+    diff_pages: build_default.Optional(Count),
+    total_ms: build_default.Optional(Millis)
+  },
+  "201: the new snapshot (status ready); 202: status writing, the rest follows in GET /v1/snapshots/:tag."
+);
+var HeartbeatReply = Strict({
+  owner: OwnerLabel,
+  sandboxes: Count,
+  renewed: build_default.Integer({ minimum: 0, description: "sandboxes whose lease was renewed" })
+});
+var OwnerRemovedReply = Strict({ owner: OwnerLabel, removed: build_default.Array(SandboxId) });
+var TagParams = Strict({ tag: Tag });
+var SandboxParams = Strict({ id: SandboxId });
+var OwnerParams = Strict({ label: OwnerLabel });
+var Flag = build_default.Union([build_default.Literal("true"), build_default.Literal("false"), build_default.Literal("1"), build_default.Literal("0")]);
+var DeleteSnapshotQuery = Strict({
+  cascade: build_default.Optional(Flag),
+  force: build_default.Optional(Flag)
+});
+var ConsoleQuery = Strict({
+  lines: build_default.Optional(build_default.Integer({ minimum: 1, maximum: CONSOLE_MAX_LINES, default: 50 }))
+});
+var GuestPath = build_default.String({ pattern: "^/[^\\u0000]*$", description: "an absolute guest path" });
+var ReadFileQuery = Strict({
+  path: GuestPath,
+  max_bytes: build_default.Optional(
+    build_default.Integer({
+      minimum: 1,
+      maximum: FILE_BODY_LIMIT,
+      description: "refuse (413 FORKD_ERR_LIMIT) a file longer than this; default and maximum 64 MiB"
+    })
+  )
+});
+var WriteFileQuery = Strict({
+  path: GuestPath,
+  mode: build_default.Optional(build_default.String({ pattern: "^[0-7]{1,4}$", description: "octal file mode, default 644" }))
+});
+var COMPONENTS = {
+  ErrorReply,
+  HealthReply,
+  VersionReply,
+  SnapshotSummary,
+  PoolState,
+  SnapshotDetail,
+  PendingSnapshot,
+  CreateSnapshotRequest,
+  SnapshotCreatedReply,
+  PullRequest,
+  PullReply,
+  PoolRequest,
+  PoolReply,
+  Owner,
+  Lease,
+  SandboxInfo,
+  CreateSandboxesRequest,
+  ConsoleReply,
+  EmptyRequest,
+  PingReply,
+  ExecRequest,
+  ExecReply,
+  EvalRequest,
+  EvalReply,
+  BranchRequest,
+  BranchReply,
+  HeartbeatReply,
+  OwnerRemovedReply
+};
+
+// src/engine/snapshot/chain.ts
+import { createHash as createHash3, randomBytes as randomBytes5 } from "node:crypto";
+import { createReadStream as createReadStream2, existsSync as existsSync9 } from "node:fs";
+import { link, rename as rename3, rm as rm4, stat as stat4 } from "node:fs/promises";
+import { join as join12 } from "node:path";
+
+// src/engine/snapshot/memory-diff.ts
+import { open as open2 } from "node:fs/promises";
+var MAGIC = Buffer.from("FORKDIF1");
+var HEADER_BYTES = 16;
+var PAGE_SIZE = 4096;
+var CHUNK = 1024 * 1024;
+async function writeMemoryDiff(base, next, out) {
+  const [a, b] = await Promise.all([open2(base, "r"), open2(next, "r")]);
+  const indices = [];
+  let file;
+  try {
+    const size = (await b.stat()).size;
+    if ((await a.stat()).size !== size) throw new ForkdError("FORKD_ERR_CORRUPT", `${base} and ${next} differ in size`);
+    const bufA = Buffer.alloc(CHUNK);
+    const bufB = Buffer.alloc(CHUNK);
+    for (let offset = 0; offset < size; offset += CHUNK) {
+      const length = Math.min(CHUNK, size - offset);
+      await Promise.all([a.read(bufA, 0, length, offset), b.read(bufB, 0, length, offset)]);
+      for (let p = 0; p < length; p += PAGE_SIZE) {
+        if (bufA.compare(bufB, p, p + PAGE_SIZE, p, p + PAGE_SIZE) !== 0) indices.push((offset + p) / PAGE_SIZE);
+      }
+    }
+    const header = Buffer.alloc(HEADER_BYTES + indices.length * 4);
+    MAGIC.copy(header, 0);
+    header.writeUInt32LE(PAGE_SIZE, 8);
+    header.writeUInt32LE(indices.length, 12);
+    indices.forEach((index3, i) => header.writeUInt32LE(index3, HEADER_BYTES + i * 4));
+    file = await open2(out, "wx", 384);
+    await file.write(header);
+    for (let i = 0; i < indices.length; ) {
+      let run = 1;
+      while (i + run < indices.length && run < CHUNK / PAGE_SIZE && indices[i + run] === indices[i] + run) run++;
+      await b.read(bufB, 0, run * PAGE_SIZE, indices[i] * PAGE_SIZE);
+      await file.write(bufB, 0, run * PAGE_SIZE);
+      i += run;
+    }
+    await file.sync();
+    return { bytes: header.length + indices.length * PAGE_SIZE, pages: indices.length };
+  } finally {
+    await Promise.all([a.close(), b.close(), file?.close()]);
+  }
+}
+async function applyMemoryDiff(base, diff, out, copySparse2) {
+  await copySparse2(base, out);
+  const [d, target] = await Promise.all([open2(diff, "r"), open2(out, "r+")]);
+  try {
+    const header = Buffer.alloc(HEADER_BYTES);
+    await d.read(header, 0, HEADER_BYTES, 0);
+    const count = header.readUInt32LE(12);
+    if (!header.subarray(0, 8).equals(MAGIC) || header.readUInt32LE(8) !== PAGE_SIZE) {
+      throw new ForkdError("FORKD_ERR_CORRUPT", `${diff} is not a forkd memory diff`, {
+        hint: "remove the snapshot (forkd rmi) and branch it again"
+      });
+    }
+    const index3 = Buffer.alloc(count * 4);
+    await d.read(index3, 0, index3.length, HEADER_BYTES);
+    const page = Buffer.alloc(PAGE_SIZE);
+    let at = HEADER_BYTES + index3.length;
+    for (let i = 0; i < count; i++, at += PAGE_SIZE) {
+      const { bytesRead } = await d.read(page, 0, PAGE_SIZE, at);
+      if (bytesRead !== PAGE_SIZE) throw new ForkdError("FORKD_ERR_CORRUPT", `${diff} is truncated`);
+      await target.write(page, 0, PAGE_SIZE, index3.readUInt32LE(i * 4) * PAGE_SIZE);
+    }
+    await target.sync();
+  } finally {
+    await Promise.all([d.close(), target.close()]);
+  }
+}
+
+// src/engine/snapshot/store.ts
+import { randomBytes as randomBytes4 } from "node:crypto";
+import { existsSync as existsSync8, readdirSync as readdirSync3, rmSync as rmSync7 } from "node:fs";
+import { mkdir as mkdir3, open as open3, readFile as readFile9, rename as rename2, rm as rm3, stat as stat3, writeFile as writeFile4 } from "node:fs/promises";
+import { join as join11 } from "node:path";
 
 // src/engine/snapshot/tag.ts
 var TAG_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/;
@@ -35636,26 +41491,291 @@ function checkCompatible(facts, host, what = `snapshot ${facts.tag}`, fix = `tak
   }
 }
 
-// src/hub/pack.ts
-var import_tar_stream = __toESM(require_tar_stream(), 1);
-import { createHash as createHash5 } from "node:crypto";
-import { createWriteStream, rmSync as rmSync7 } from "node:fs";
-import { open as open4, rename as rename4, rm as rm4, stat as stat5 } from "node:fs/promises";
-import { basename as basename3, dirname, join as join12 } from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+// src/engine/snapshot/store.ts
+var MEMORY_FILE = "memory.bin";
+var VMSTATE_FILE = "vmstate";
+var META_FILE = "meta.json";
+async function diskBytes(dir) {
+  let total = 0;
+  for (const name of readdirSync3(dir)) total += (await stat3(join11(dir, name))).blocks * 512;
+  return total;
+}
+async function fsyncFile(path) {
+  const handle = await open3(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+var SnapshotStore = class {
+  constructor(paths) {
+    this.paths = paths;
+  }
+  paths;
+  get root() {
+    return this.paths.snapshots();
+  }
+  /**
+   * True while a live process writes this tag. Staging dirs are named `.staging-<tag>-<pid>-<rand>`;
+   * one whose writer died (SIGKILL, power loss) is removed here instead of blocking the tag forever.
+   */
+  writing(tag) {
+    let busy = false;
+    for (const name of readdirSync3(this.root)) {
+      const m = /^\.(?:staging|trash)-(.+)-(\d+)-[0-9a-f]{8}$/.exec(name);
+      if (!m) continue;
+      if (pidAlive(Number(m[2]))) busy ||= m[1] === tag;
+      else rmSync7(join11(this.root, name), { recursive: true, force: true });
+    }
+    return busy;
+  }
+  async list() {
+    const infos = [];
+    for (const name of readdirSync3(this.root).sort()) {
+      if (name.startsWith(".")) continue;
+      try {
+        infos.push(await this.get(name));
+      } catch {
+      }
+    }
+    return infos;
+  }
+  async get(tag) {
+    validateTag(tag);
+    const dir = join11(this.root, tag);
+    if (!existsSync8(dir)) {
+      if (this.writing(tag)) {
+        throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} is still being written`, {
+          hint: "wait for `forkd snapshot` to finish"
+        });
+      }
+      const known = readdirSync3(this.root).filter((n) => !n.startsWith("."));
+      throw new ForkdError("FORKD_ERR_NOT_FOUND", `no snapshot tagged ${tag}`, {
+        hint: known.length ? `known tags: ${known.join(", ")}` : `take one first: forkd snapshot --tag ${tag}`
+      });
+    }
+    const meta = parseMeta(await readFile9(join11(dir, META_FILE), "utf8").catch(() => "missing"), `${dir}/${META_FILE}`);
+    return {
+      tag,
+      dir,
+      meta,
+      memoryFile: join11(dir, MEMORY_FILE),
+      vmstateFile: join11(dir, VMSTATE_FILE),
+      diskBytes: await diskBytes(dir)
+    };
+  }
+  /** Checks the files a restore needs are whole: a truncated memory or device-state file is refused. */
+  async verify(info) {
+    const expect = [
+      [info.memoryFile, info.meta.memoryMiB * 1024 * 1024],
+      [info.vmstateFile, info.meta.vmstateBytes]
+    ];
+    for (const [file, size] of expect) {
+      const actual = await stat3(file).then(
+        (s) => s.size,
+        () => -1
+      );
+      if (actual !== size) {
+        throw new ForkdError(
+          "FORKD_ERR_CORRUPT",
+          `snapshot ${info.tag}: ${file} is ${actual < 0 ? "missing" : `${actual} bytes, expected ${size}`}`,
+          {
+            hint: `remove it (forkd rmi ${info.tag}) and take it again`
+          }
+        );
+      }
+    }
+  }
+  async beginWrite(tag) {
+    validateTag(tag);
+    if (existsSync8(join11(this.root, tag))) {
+      throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} already exists`, {
+        hint: `remove it first: forkd rmi ${tag}`
+      });
+    }
+    if (this.writing(tag)) {
+      throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} is already being written`, {
+        hint: "wait for the other `forkd snapshot` to finish"
+      });
+    }
+    const dir = join11(this.root, `.staging-${tag}-${process.pid}-${randomBytes4(4).toString("hex")}`);
+    await mkdir3(dir, { mode: 448 });
+    const unregister = onProcessExit(() => rmSync7(dir, { recursive: true, force: true }));
+    const final = join11(this.root, tag);
+    const memoryFile = join11(dir, MEMORY_FILE);
+    const vmstateFile = join11(dir, VMSTATE_FILE);
+    return {
+      tag,
+      dir,
+      memoryFile,
+      vmstateFile,
+      commit: async (meta) => {
+        await writeFile4(join11(dir, META_FILE), `${JSON.stringify(meta, null, 2)}
+`);
+        await Promise.all([memoryFile, vmstateFile, join11(dir, META_FILE)].map(fsyncFile));
+        if (existsSync8(final))
+          throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} appeared while this one was written`);
+        await rename2(dir, final);
+        unregister();
+        return this.get(tag);
+      },
+      abort: async () => {
+        await rm3(dir, { recursive: true, force: true });
+        unregister();
+      }
+    };
+  }
+  async remove(tag) {
+    const info = await this.get(tag).catch((err) => {
+      if (err.code === "FORKD_ERR_CORRUPT") return void 0;
+      throw err;
+    });
+    const dir = info?.dir ?? join11(this.root, validateTag(tag));
+    const trash = join11(this.root, `.trash-${tag}-${process.pid}-${randomBytes4(4).toString("hex")}`);
+    await rename2(dir, trash);
+    await rm3(trash, { recursive: true, force: true });
+  }
+};
 
 // src/engine/snapshot/chain.ts
-import { createHash as createHash3 } from "node:crypto";
-import { createReadStream, existsSync as existsSync8 } from "node:fs";
-import { stat as stat4 } from "node:fs/promises";
-import { join as join11 } from "node:path";
+var MEMORY_DIFF_FILE = "memory.diff";
+var MAX_CHAIN_DEPTH = 16;
+function copySparse(from, to) {
+  return runTool("cp", ["--sparse=always", from, to]);
+}
+async function dependentsOf(store, tag) {
+  return (await store.list()).filter((s) => s.meta.parent === tag);
+}
+async function ancestorsOf(store, info) {
+  const chain = [];
+  for (let at = info; at.meta.parent; ) {
+    at = await parentOf(store, at);
+    chain.push(at);
+  }
+  return chain;
+}
+var HASH_CHUNK = 1 << 20;
+var ZERO_CHUNK = Buffer.alloc(HASH_CHUNK);
+var [ZERO_TAG, DATA_TAG] = [Buffer.from([0]), Buffer.from([1])];
+async function contentHash(info) {
+  const hash = createHash3("sha256");
+  for (const name of [VMSTATE_FILE, info.meta.parent ? MEMORY_DIFF_FILE : MEMORY_FILE]) {
+    for await (const chunk of createReadStream2(join12(info.dir, name), { highWaterMark: HASH_CHUNK })) {
+      if (ZERO_CHUNK.equals(chunk)) hash.update(ZERO_TAG);
+      else hash.update(DATA_TAG).update(chunk);
+    }
+  }
+  return hash.digest("hex");
+}
+async function parentOf(store, link3) {
+  const tag = link3.meta.parent;
+  const parent = await store.get(tag).catch((err) => {
+    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${link3.tag} is a diff of ${tag}, which is gone`, {
+      hint: `${link3.tag} cannot be restored without it: forkd rmi ${link3.tag}${err instanceof ForkdError ? ` (${err.code})` : ""}`
+    });
+  });
+  if (parent.meta.id !== link3.meta.parentPin?.id) {
+    throw new ForkdError(
+      "FORKD_ERR_CORRUPT",
+      `snapshot ${link3.tag} is a diff of ${tag}, but ${tag} has changed since`,
+      {
+        hint: `${tag} was removed and taken again; remove ${link3.tag} (forkd rmi ${link3.tag}) and branch again`
+      }
+    );
+  }
+  return parent;
+}
+async function ensureFullMemory(store, info) {
+  if (!info.meta.parent) return;
+  const expected = info.meta.memoryMiB * 1024 * 1024;
+  const size = await stat4(info.memoryFile).then(
+    (s) => s.size,
+    () => -1
+  );
+  if (size === expected) return;
+  const parent = await parentOf(store, info);
+  if (await contentHash(parent) !== info.meta.parentPin?.sha256) {
+    throw new ForkdError(
+      "FORKD_ERR_CORRUPT",
+      `snapshot ${info.tag} is a diff of ${parent.tag}, whose content has changed since (sha256 differs)`,
+      { hint: `remove ${info.tag} (forkd rmi ${info.tag}) and branch again` }
+    );
+  }
+  await ensureFullMemory(store, parent);
+  const diff = join12(info.dir, MEMORY_DIFF_FILE);
+  if (!existsSync9(diff)) {
+    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${info.tag} has lost its ${MEMORY_DIFF_FILE}`, {
+      hint: `remove it (forkd rmi ${info.tag}) and branch again`
+    });
+  }
+  const staging = `${info.memoryFile}.assembling-${process.pid}-${randomBytes5(4).toString("hex")}`;
+  try {
+    await applyMemoryDiff(parent.memoryFile, diff, staging, copySparse);
+    await installAssembled(staging, info.memoryFile, expected);
+  } finally {
+    await rm4(staging, { force: true });
+  }
+}
+async function installAssembled(staging, memoryFile, expected) {
+  try {
+    await link(staging, memoryFile);
+  } catch (err) {
+    if (err.code !== "EEXIST") throw err;
+    if ((await stat4(memoryFile)).size !== expected) await rename3(staging, memoryFile);
+  }
+}
+async function physicalBytes(file) {
+  return (await stat4(file)).blocks * 512;
+}
+async function snapshotBytes(info) {
+  const size = (name) => physicalBytes(join12(info.dir, name)).catch(() => 0);
+  const [memory, diff, vmstate, meta] = await Promise.all(
+    [MEMORY_FILE, MEMORY_DIFF_FILE, "vmstate", "meta.json"].map(size)
+  );
+  return info.meta.parent ? { durable: diff + vmstate + meta, cache: memory } : { durable: memory + vmstate + meta, cache: 0 };
+}
 
-// src/engine/snapshot/branch.ts
-import { closeSync as closeSync3, openSync as openSync3, readFileSync as readFileSync6, readSync, writeSync } from "node:fs";
-import { stat as stat2 } from "node:fs/promises";
-import { join as join9 } from "node:path";
-var BRANCH_MODES = ["full", "diff", "live"];
+// src/engine/snapshot/vm-copy.ts
+import { closeSync as closeSync2, openSync as openSync2, readFileSync as readFileSync8, readSync, writeSync } from "node:fs";
+import { join as join13 } from "node:path";
+
+// src/engine/vmm/device-state.ts
+import { setTimeout as sleep3 } from "node:timers/promises";
+var POLL_MS = 1;
+var MIGRATION_TIMEOUT_MS = 6e4;
+function shellQuote(value) {
+  return `'${value.replaceAll("'", "'\\''")}'`;
+}
+async function waitMigration(qmp, what) {
+  const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
+  for (; ; ) {
+    const info = await qmp.execute("query-migrate");
+    if (info.status === "completed") return info;
+    if (info.status === "failed" || info.status === "cancelled") {
+      throw new ForkdError("FORKD_ERR_SNAPSHOT", `${what} failed: ${info["error-desc"] ?? info.status}`, {
+        hint: "check free disk space in the state dir and that the snapshot files are intact"
+      });
+    }
+    if (Date.now() > deadline)
+      throw new ForkdError("FORKD_ERR_SNAPSHOT", `${what} did not finish within ${MIGRATION_TIMEOUT_MS} ms`);
+    await sleep3(POLL_MS);
+  }
+}
+var IGNORE_SHARED = { capabilities: [{ capability: "x-ignore-shared", state: true }] };
+async function saveDeviceState(qmp, file) {
+  await qmp.execute("stop");
+  await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
+  await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(file)}` });
+  await waitMigration(qmp, "saving device state");
+}
+async function loadDeviceState(qmp, inheritedFd) {
+  await qmp.execute("migrate-set-capabilities", IGNORE_SHARED);
+  await qmp.execute("migrate-incoming", { uri: `fd:${inheritedFd}` });
+  await waitMigration(qmp, "loading device state");
+}
+
+// src/engine/snapshot/vm-copy.ts
 var HELPER_START_TIMEOUT_MS = 3e4;
 var LIVE_DOWNTIME_MS = 20;
 var MAX_BANDWIDTH = 16 * 1024 * 1024 * 1024;
@@ -35667,12 +41787,12 @@ function isPrivateCopy(pagemapHighWord) {
   return (pagemapHighWord & PAGEMAP_FLAGS) >>> 0 === PAGEMAP_PRESENT;
 }
 function reconcileChangedPages(pid, ramFile, copy) {
-  const mapping = readFileSync6(`/proc/${pid}/maps`, "utf8").split("\n").find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
+  const mapping = readFileSync8(`/proc/${pid}/maps`, "utf8").split("\n").find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
   if (!mapping) throw new ForkdError("FORKD_ERR_INTERNAL", `QEMU ${pid} has no mapping of ${ramFile}`);
   const [low, high] = mapping.split(" ")[0].split("-").map((hex) => Number.parseInt(hex, 16));
   const pages = (high - low) / PAGE;
-  const fds = [`/proc/${pid}/pagemap`, `/proc/${pid}/mem`].map((path) => openSync3(path, "r"));
-  const target = openSync3(copy, "r+");
+  const fds = [`/proc/${pid}/pagemap`, `/proc/${pid}/mem`].map((path) => openSync2(path, "r"));
+  const target = openSync2(copy, "r+");
   try {
     const [pagemap, mem] = fds;
     const entries = Buffer.alloc(pages * 8);
@@ -35697,7 +41817,7 @@ function reconcileChangedPages(pid, ramFile, copy) {
     }
     return rewritten;
   } finally {
-    for (const fd of [...fds, target]) closeSync3(fd);
+    for (const fd of [...fds, target]) closeSync2(fd);
   }
 }
 async function waitIncoming(qmp) {
@@ -35707,7 +41827,7 @@ async function waitIncoming(qmp) {
     await new Promise((resolve4) => setTimeout(resolve4, 2));
   }
 }
-function copyRunningVm(source2, writer, live, paths, qemu) {
+function copyRunningVm(source2, writer, live, paths, qemu, ledger) {
   const spec = source2.spec;
   if (!spec.memoryFile) {
     throw new ForkdError("FORKD_ERR_BAD_INPUT", `VM ${source2.id} was booted, not forked: only forked VMs can branch`, {
@@ -35717,8 +41837,12 @@ function copyRunningVm(source2, writer, live, paths, qemu) {
   const helperSpec = { ...spec, memoryFile: { path: writer.memoryFile, shared: true }, incoming: true };
   let helper;
   const resumed = (async () => {
-    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS);
-    const channel = `unix:${join9(helper.runDir, "branch.sock")}`;
+    helper = await VmProcess.launch(helperSpec, paths, qemu, Date.now() + HELPER_START_TIMEOUT_MS, {
+      ...ledger ? { ledger } : {},
+      role: "branch-helper",
+      ...source2.snapshot ? { snapshot: source2.snapshot } : {}
+    });
+    const channel = `unix:${join13(helper.runDir, "branch.sock")}`;
     await helper.qmp.execute("migrate-incoming", { uri: channel });
     const qmp = source2.qmp;
     await qmp.execute("migrate-set-capabilities", {
@@ -35765,316 +41889,1064 @@ function copyRunningVm(source2, writer, live, paths, qemu) {
   });
   return { resumed, done };
 }
-async function physicalBytes(file) {
-  return (await stat2(file)).blocks * 512;
-}
 
-// src/engine/snapshot/memory-diff.ts
-import { open, rename as rename2, rm as rm2 } from "node:fs/promises";
-var MAGIC = Buffer.from("FORKDIF1");
-var HEADER_BYTES = 16;
-var PAGE_SIZE = 4096;
-var CHUNK = 1024 * 1024;
-async function writeMemoryDiff(base, next, out) {
-  const [a, b] = await Promise.all([open(base, "r"), open(next, "r")]);
-  const indices = [];
-  let file;
-  try {
-    const size = (await b.stat()).size;
-    if ((await a.stat()).size !== size) throw new ForkdError("FORKD_ERR_CORRUPT", `${base} and ${next} differ in size`);
-    const bufA = Buffer.alloc(CHUNK);
-    const bufB = Buffer.alloc(CHUNK);
-    for (let offset = 0; offset < size; offset += CHUNK) {
-      const length = Math.min(CHUNK, size - offset);
-      await Promise.all([a.read(bufA, 0, length, offset), b.read(bufB, 0, length, offset)]);
-      for (let p = 0; p < length; p += PAGE_SIZE) {
-        if (bufA.compare(bufB, p, p + PAGE_SIZE, p, p + PAGE_SIZE) !== 0) indices.push((offset + p) / PAGE_SIZE);
-      }
-    }
-    const header = Buffer.alloc(HEADER_BYTES + indices.length * 4);
-    MAGIC.copy(header, 0);
-    header.writeUInt32LE(PAGE_SIZE, 8);
-    header.writeUInt32LE(indices.length, 12);
-    indices.forEach((index, i) => header.writeUInt32LE(index, HEADER_BYTES + i * 4));
-    file = await open(out, "wx", 384);
-    await file.write(header);
-    for (let i = 0; i < indices.length; ) {
-      let run = 1;
-      while (i + run < indices.length && run < CHUNK / PAGE_SIZE && indices[i + run] === indices[i] + run) run++;
-      await b.read(bufB, 0, run * PAGE_SIZE, indices[i] * PAGE_SIZE);
-      await file.write(bufB, 0, run * PAGE_SIZE);
-      i += run;
-    }
-    await file.sync();
-    return { bytes: header.length + indices.length * PAGE_SIZE, pages: indices.length };
-  } finally {
-    await Promise.all([a.close(), b.close(), file?.close()]);
+// src/engine/snapshot/branch.ts
+async function startBranch(snapshots, paths, vm, tag, mode, ledger) {
+  validateTag(tag);
+  if (!BRANCH_MODES.includes(mode)) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `branch mode ${JSON.stringify(mode)} is not one of ${BRANCH_MODES.join(", ")}`
+    );
   }
-}
-async function applyMemoryDiff(base, diff, out, copySparse2) {
-  const staging = `${out}.assembling-${process.pid}`;
+  if (!vm.snapshot) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `VM ${vm.id} was booted, not forked: only forked VMs can branch`, {
+      hint: "fork from a snapshot (forkd spawn / engine.fork) and branch the child"
+    });
+  }
+  if (vm.stopped) throw new ForkdError("FORKD_ERR_VM_STOPPED", `VM ${vm.id} has stopped`);
+  const source2 = await snapshots.get(vm.snapshot);
+  const depth = mode === "diff" ? (source2.meta.depth ?? 0) + 1 : 0;
+  if (depth > MAX_CHAIN_DEPTH) {
+    throw new ForkdError(
+      "FORKD_ERR_LIMIT",
+      `a diff of ${source2.tag} would be link ${depth} of its chain (max ${MAX_CHAIN_DEPTH})`,
+      {
+        hint: `branch with --mode full, or flatten first: forkd compact --from ${source2.tag} --to NEW`
+      }
+    );
+  }
+  const qemu = await findQemu();
+  const started = performance.now();
+  const writer = await snapshots.beginWrite(tag);
+  let copy;
   try {
-    await copySparse2(base, staging);
-    const [d, target] = await Promise.all([open(diff, "r"), open(staging, "r+")]);
+    copy = copyRunningVm(vm, writer, mode !== "full", paths, qemu, ledger);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  const done = (async () => {
     try {
-      const header = Buffer.alloc(HEADER_BYTES);
-      await d.read(header, 0, HEADER_BYTES, 0);
-      const count = header.readUInt32LE(12);
-      if (!header.subarray(0, 8).equals(MAGIC) || header.readUInt32LE(8) !== PAGE_SIZE) {
-        throw new ForkdError("FORKD_ERR_CORRUPT", `${diff} is not a forkd memory diff`, {
-          hint: "remove the snapshot (forkd rmi) and branch it again"
-        });
+      const copied = await copy.done;
+      const vmstateBytes = (await stat5(writer.vmstateFile)).size;
+      let diffPages;
+      let memoryBytes = await physicalBytes(writer.memoryFile);
+      if (mode === "diff") {
+        await ensureFullMemory(snapshots, source2);
+        const diff = await writeMemoryDiff(source2.memoryFile, writer.memoryFile, join14(writer.dir, MEMORY_DIFF_FILE));
+        [diffPages, memoryBytes] = [diff.pages, diff.bytes];
       }
-      const index = Buffer.alloc(count * 4);
-      await d.read(index, 0, index.length, HEADER_BYTES);
-      const page = Buffer.alloc(PAGE_SIZE);
-      let at = HEADER_BYTES + index.length;
-      for (let i = 0; i < count; i++, at += PAGE_SIZE) {
-        const { bytesRead } = await d.read(page, 0, PAGE_SIZE, at);
-        if (bytesRead !== PAGE_SIZE) throw new ForkdError("FORKD_ERR_CORRUPT", `${diff} is truncated`);
-        await target.write(page, 0, PAGE_SIZE, index.readUInt32LE(i * 4) * PAGE_SIZE);
-      }
-      await target.sync();
-    } finally {
-      await Promise.all([d.close(), target.close()]);
+      const meta = {
+        ...source2.meta,
+        tag,
+        created: (/* @__PURE__ */ new Date()).toISOString(),
+        id: randomUUID(),
+        parent: mode === "diff" ? source2.tag : null,
+        depth,
+        branch: { from: source2.tag, mode, pauseMs: Math.round(copied.pauseMs * 10) / 10 },
+        vmstateBytes
+      };
+      if (mode === "diff") meta.parentPin = { id: source2.meta.id ?? "", sha256: await contentHash(source2) };
+      else delete meta.parentPin;
+      const info = await writer.commit(meta);
+      return {
+        ...info,
+        mode,
+        pauseMs: copied.pauseMs,
+        bytesWritten: memoryBytes + vmstateBytes,
+        transferredBytes: copied.transferredBytes,
+        passes: copied.passes,
+        rewrittenPages: copied.rewrittenPages,
+        ...diffPages !== void 0 ? { diffPages } : {},
+        totalMs: performance.now() - started
+      };
+    } catch (err) {
+      await writer.abort();
+      throw err;
     }
-    await rename2(staging, out);
-  } finally {
-    await rm2(staging, { force: true });
-  }
+  })();
+  done.catch(() => {
+  });
+  return { resumed: copy.resumed, done };
 }
 
-// src/engine/snapshot/store.ts
-import { randomBytes as randomBytes5 } from "node:crypto";
-import { existsSync as existsSync7, readdirSync as readdirSync2, rmSync as rmSync6 } from "node:fs";
-import { mkdir as mkdir3, open as open2, readFile as readFile6, rename as rename3, rm as rm3, stat as stat3, writeFile as writeFile3 } from "node:fs/promises";
-import { join as join10 } from "node:path";
-var MEMORY_FILE = "memory.bin";
-var VMSTATE_FILE = "vmstate";
-var META_FILE = "meta.json";
-async function diskBytes(dir) {
-  let total = 0;
-  for (const name of readdirSync2(dir)) total += (await stat3(join10(dir, name))).blocks * 512;
-  return total;
+// src/engine/snapshot/create.ts
+import { randomUUID as randomUUID2 } from "node:crypto";
+import { copyFile as copyFile2, link as link2, stat as stat6 } from "node:fs/promises";
+import { join as join15 } from "node:path";
+
+// src/engine/images/official.ts
+function imagesOf(meta) {
+  if (meta.vm.rootfs && !meta.image.rootfsHash)
+    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${meta.tag} boots a root filesystem it records no hash of`, {
+      hint: "remove the snapshot (forkd rmi) and take it again, or download its pack again"
+    });
+  return {
+    kernel: meta.vm.kernel,
+    initrd: meta.vm.initrd,
+    kernelHash: meta.image.kernelHash,
+    initrdHash: meta.image.initrdHash,
+    reused: true,
+    ...meta.vm.rootfs ? { rootfs: { image: meta.vm.rootfs, hash: meta.image.rootfsHash } } : {}
+  };
 }
-async function fsyncFile(path) {
-  const handle = await open2(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+
+// src/engine/snapshot/create.ts
+var READY_POLL_MS = 200;
+var OUTPUT_TAIL_LINES = 10;
+function outputTail(r) {
+  const text = `${r.stdout.toString()}${r.stderr.toString()}`.trim();
+  return text ? `
+${text.split("\n").slice(-OUTPUT_TAIL_LINES).join("\n")}` : "";
+}
+async function waitReady(vm, ready, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (; ; ) {
+    const r = await vm.exec(ready, { timeoutMs: Math.min(1e4, timeoutMs) });
+    if (r.exitCode === 0) return;
+    if (Date.now() > deadline) {
+      throw vm.failure(
+        "FORKD_ERR_SNAPSHOT",
+        `step ready failed: not ready after ${timeoutMs} ms: ${ready} (last exit ${r.exitCode})${outputTail(r)}`,
+        'the warm-up must start what `ready` checks; raise "ready_timeout_s" in the recipe if it is only slow'
+      );
+    }
+    await new Promise((resolve4) => setTimeout(resolve4, READY_POLL_MS));
   }
 }
-var SnapshotStore = class {
-  constructor(paths) {
+function planOf(meta) {
+  if (meta.branch) {
+    throw new ForkdError(
+      "FORKD_ERR_INCOMPATIBLE",
+      `snapshot ${meta.tag} is a checkpoint of a running VM (${meta.branch.mode} branch of ${meta.branch.from}): it cannot be taken again on another host`,
+      { hint: "take it on this host (run what made it here), or unpack it on a host like the one it was taken on" }
+    );
+  }
+  const bounded = (n, max) => Number.isInteger(n) && n >= 1 && n <= max;
+  if (!bounded(meta.memoryMiB, 65536) || !bounded(meta.vcpus, 64))
+    throw new ForkdError(
+      "FORKD_ERR_CORRUPT",
+      `snapshot ${meta.tag} records ${meta.memoryMiB} MiB and ${meta.vcpus} vCPUs`,
+      {
+        hint: "the pack is damaged; download or pack it again"
+      }
+    );
+  validatePorts(meta.ports);
+  return {
+    images: imagesOf(meta),
+    imageName: meta.image.name,
+    warmup: meta.warmup ?? void 0,
+    ready: meta.ready,
+    ports: meta.ports,
+    memoryMiB: meta.memoryMiB,
+    vcpus: meta.vcpus,
+    prime: meta.prime
+  };
+}
+function sameSnapshot(meta, plan) {
+  const made = planOf(meta);
+  return meta.parent === null && made.images.kernel === plan.images.kernel && made.images.rootfs?.image === plan.images.rootfs?.image && made.warmup === plan.warmup && made.ready?.command === plan.ready?.command && made.memoryMiB === plan.memoryMiB && made.vcpus === plan.vcpus && made.prime === plan.prime && made.ports.join(",") === plan.ports.join(",");
+}
+var SnapshotMaker = class {
+  constructor(paths, snapshots, images, accel) {
     this.paths = paths;
+    this.snapshots = snapshots;
+    this.images = images;
+    this.accel = accel;
   }
   paths;
-  get root() {
-    return this.paths.snapshots();
-  }
+  snapshots;
+  images;
+  accel;
   /**
-   * True while a live process writes this tag. Staging dirs are named `.staging-<tag>-<pid>-<rand>`;
-   * one whose writer died (SIGKILL, power loss) is removed here instead of blocking the tag forever.
+   * Boots a parent with its RAM in the snapshot's memory file, runs the warm-up, pauses it and
+   * saves its device state. The parent is then stopped; the snapshot is visible only once complete.
    */
-  writing(tag) {
-    let busy = false;
-    for (const name of readdirSync2(this.root)) {
-      const m = /^\.(?:staging|trash)-(.+)-(\d+)-[0-9a-f]{8}$/.exec(name);
-      if (!m) continue;
-      if (pidAlive(Number(m[2]))) busy ||= m[1] === tag;
-      else rmSync6(join10(this.root, name), { recursive: true, force: true });
-    }
-    return busy;
-  }
-  async list() {
-    const infos = [];
-    for (const name of readdirSync2(this.root).sort()) {
-      if (name.startsWith(".")) continue;
-      try {
-        infos.push(await this.get(name));
-      } catch {
-      }
-    }
-    return infos;
-  }
-  async get(tag) {
+  async snapshot(tag, options = {}) {
     validateTag(tag);
-    const dir = join10(this.root, tag);
-    if (!existsSync7(dir)) {
-      if (this.writing(tag)) {
-        throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} is still being written`, {
-          hint: "wait for `forkd snapshot` to finish"
-        });
-      }
-      const known = readdirSync2(this.root).filter((n) => !n.startsWith("."));
-      throw new ForkdError("FORKD_ERR_NOT_FOUND", `no snapshot tagged ${tag}`, {
-        hint: known.length ? `known tags: ${known.join(", ")}` : `take one first: forkd snapshot --tag ${tag}`
-      });
-    }
-    const meta = parseMeta(await readFile6(join10(dir, META_FILE), "utf8").catch(() => "missing"), `${dir}/${META_FILE}`);
-    return {
-      tag,
-      dir,
-      meta,
-      memoryFile: join10(dir, MEMORY_FILE),
-      vmstateFile: join10(dir, VMSTATE_FILE),
-      diskBytes: await diskBytes(dir)
+    const recipe = options.recipe ? loadRecipe(options.recipe) : void 0;
+    const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
+    const started = performance.now();
+    const build = options.onProgress ? { onProgress: options.onProgress } : {};
+    const official = recipe ? await this.images.officialRecipe(recipe, build) : void 0;
+    const rootfs = official?.images.rootfs ?? (recipe?.base === "debian-bookworm" ? await this.images.buildRecipeImage(recipe, build).then((r) => ({ image: r.image, hash: r.key })) : void 0);
+    const officialBase = process.env.FORKD_KERNEL ? void 0 : official?.images;
+    const base = officialBase ?? await this.images.buildBase(build);
+    const plan = {
+      images: { ...base, ...rootfs ? { rootfs } : {} },
+      imageName: recipe?.name ?? "base",
+      warmup: [recipe?.warmup, options.warmup].filter(Boolean).join(" && ") || void 0,
+      ready: recipe?.ready ? { command: recipe.ready, timeoutMs: recipe.readyTimeoutMs } : void 0,
+      ports,
+      memoryMiB: options.memoryMiB ?? recipe?.memoryMiB ?? 256,
+      vcpus: options.vcpus ?? 1,
+      prime: recipe?.prime ?? void 0
     };
-  }
-  /** Checks the files a restore needs are whole: a truncated memory or device-state file is refused. */
-  async verify(info) {
-    const expect = [
-      [info.memoryFile, info.meta.memoryMiB * 1024 * 1024],
-      [info.vmstateFile, info.meta.vmstateBytes]
-    ];
-    for (const [file, size] of expect) {
-      const actual = await stat3(file).then(
-        (s) => s.size,
-        () => -1
-      );
-      if (actual !== size) {
-        throw new ForkdError(
-          "FORKD_ERR_CORRUPT",
-          `snapshot ${info.tag}: ${file} is ${actual < 0 ? "missing" : `${actual} bytes, expected ${size}`}`,
-          {
-            hint: `remove it (forkd rmi ${info.tag}) and take it again`
-          }
-        );
-      }
+    const installed2 = official && await this.snapshots.get(official.tag).catch(() => void 0);
+    const fits = installed2 && !incompatibilities(installed2.meta, (await this.accel.facts(installed2.meta.vm)).host).length;
+    if (official && installed2 && fits && sameSnapshot(installed2.meta, plan)) {
+      const info = await this.copySnapshot(installed2, tag);
+      const totalMs = performance.now() - started;
+      return { ...info, official: official.ref, timings: { bootMs: 0, warmupMs: 0, saveMs: 0, totalMs } };
     }
+    return this.take(tag, plan, started, options.onProgress);
   }
-  async beginWrite(tag) {
-    validateTag(tag);
-    if (existsSync7(join10(this.root, tag))) {
-      throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} already exists`, {
-        hint: `remove it first: forkd rmi ${tag}`
-      });
-    }
-    if (this.writing(tag)) {
-      throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} is already being written`, {
-        hint: "wait for the other `forkd snapshot` to finish"
-      });
-    }
-    const dir = join10(this.root, `.staging-${tag}-${process.pid}-${randomBytes5(4).toString("hex")}`);
-    await mkdir3(dir, { mode: 448 });
-    const unregister = onProcessExit(() => rmSync6(dir, { recursive: true, force: true }));
-    const final = join10(this.root, tag);
-    const memoryFile = join10(dir, MEMORY_FILE);
-    const vmstateFile = join10(dir, VMSTATE_FILE);
-    return {
-      tag,
-      dir,
-      memoryFile,
-      vmstateFile,
-      commit: async (meta) => {
-        await writeFile3(join10(dir, META_FILE), `${JSON.stringify(meta, null, 2)}
-`);
-        await Promise.all([memoryFile, vmstateFile, join10(dir, META_FILE)].map(fsyncFile));
-        if (existsSync7(final))
-          throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tag} appeared while this one was written`);
-        await rename3(dir, final);
-        unregister();
-        return this.get(tag);
-      },
-      abort: async () => {
-        await rm3(dir, { recursive: true, force: true });
-        unregister();
-      }
-    };
+  /** Takes a snapshot again here from what its meta records (a pack's snapshot this host cannot restore). */
+  async retake(tag, meta, onProgress) {
+    return this.take(tag, planOf(meta), performance.now(), onProgress);
   }
-  async remove(tag) {
-    const info = await this.get(tag).catch((err) => {
-      if (err.code === "FORKD_ERR_CORRUPT") return void 0;
+  /** A root snapshot under a new tag, its memory hard-linked (snapshots are never written after commit). */
+  async copySnapshot(from, tag) {
+    const writer = await this.snapshots.beginWrite(tag);
+    try {
+      await link2(join15(from.dir, "memory.bin"), writer.memoryFile);
+      await copyFile2(join15(from.dir, "vmstate"), writer.vmstateFile);
+      return await writer.commit({ ...from.meta, tag, id: randomUUID2(), created: (/* @__PURE__ */ new Date()).toISOString() });
+    } catch (err) {
+      await writer.abort();
       throw err;
-    });
-    const dir = info?.dir ?? join10(this.root, validateTag(tag));
-    const trash = join10(this.root, `.trash-${tag}-${process.pid}-${randomBytes5(4).toString("hex")}`);
-    await rename3(dir, trash);
-    await rm3(trash, { recursive: true, force: true });
+    }
+  }
+  /** Boots a parent from `plan`, warms it, and saves it as `tag` (see snapshot). */
+  async take(tag, plan, started = performance.now(), onProgress) {
+    const { images: base, warmup, ports, memoryMiB, vcpus } = plan;
+    const rootfs = base.rootfs;
+    const [verdict, qemu] = await Promise.all([this.accel.verdict(base), findQemu()]);
+    const writer = await this.snapshots.beginWrite(tag);
+    try {
+      onProgress?.({ task: "snapshot", phase: "boot", detail: tag });
+      const parent = await StartedVm.start({
+        kernel: base.kernel,
+        initrd: base.initrd,
+        accel: verdict.accel,
+        memoryMiB,
+        vcpus,
+        memoryFile: { path: writer.memoryFile, shared: true },
+        net: ports.length > 0,
+        ...rootfs ? { rootfs: rootfs.image } : {},
+        paths: this.paths,
+        qemu
+      });
+      let warmupMs = 0;
+      let saveMs = 0;
+      try {
+        const warmStarted = performance.now();
+        if (warmup) {
+          onProgress?.({ task: "snapshot", phase: "warm-up", detail: warmup });
+          const r = await parent.exec(warmup);
+          if (r.exitCode !== 0) {
+            throw parent.failure(
+              "FORKD_ERR_SNAPSHOT",
+              `step warm-up failed: exited ${r.exitCode}: ${warmup}${outputTail(r)}`,
+              "the warm-up must exit 0; start long-running servers in the background (cmd &)"
+            );
+          }
+        }
+        if (plan.ready) await waitReady(parent, plan.ready.command, plan.ready.timeoutMs);
+        warmupMs = performance.now() - warmStarted;
+        onProgress?.({ task: "snapshot", phase: "save" });
+        const saveStarted = performance.now();
+        await saveDeviceState(parent.qmp, writer.vmstateFile);
+        saveMs = performance.now() - saveStarted;
+      } finally {
+        await parent.kill();
+      }
+      const { size: vmstateBytes } = await stat6(writer.vmstateFile);
+      const meta = {
+        format: SNAPSHOT_FORMAT,
+        tag,
+        created: (/* @__PURE__ */ new Date()).toISOString(),
+        id: randomUUID2(),
+        parent: null,
+        depth: 0,
+        image: {
+          name: plan.imageName,
+          kernelHash: base.kernelHash,
+          initrdHash: base.initrdHash,
+          ...rootfs ? { rootfsHash: rootfs.hash } : {}
+        },
+        memoryMiB,
+        vcpus,
+        accel: verdict.accel,
+        qemuVersion: qemu.version,
+        machine: MACHINE_TYPE,
+        ...verdict.accel === "kvm" ? { cpu: hostCpu() } : {},
+        vm: {
+          kernel: parent.spec.kernel,
+          initrd: parent.spec.initrd,
+          ...parent.spec.append ? { append: parent.spec.append } : {},
+          ...parent.spec.net ? { net: true } : {},
+          ...parent.spec.rootfs ? { rootfs: parent.spec.rootfs } : {}
+        },
+        ports,
+        warmup: warmup ?? null,
+        ...plan.ready ? { ready: plan.ready } : {},
+        ...plan.prime ? { prime: plan.prime } : {},
+        vmstateBytes
+      };
+      const info = await writer.commit(meta);
+      return { ...info, timings: { bootMs: parent.readyMs, warmupMs, saveMs, totalMs: performance.now() - started } };
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
   }
 };
 
-// src/engine/snapshot/chain.ts
-var MEMORY_DIFF_FILE = "memory.diff";
-var MAX_CHAIN_DEPTH = 16;
-function copySparse(from, to) {
-  return runTool("cp", ["--sparse=always", from, to]);
+// src/engine/snapshot/fork.ts
+import { availableParallelism as availableParallelism2 } from "node:os";
+
+// src/engine/snapshot/child.ts
+import { closeSync as closeSync3, openSync as openSync3 } from "node:fs";
+import { randomBytes as randomBytes6 } from "node:crypto";
+import { connect as connect3 } from "node:net";
+var RESTORE_TIMEOUT_MS = 3e4;
+function childSpec(info) {
+  const { meta } = info;
+  return {
+    ...meta.vm,
+    accel: meta.accel,
+    memoryMiB: meta.memoryMiB,
+    vcpus: meta.vcpus,
+    memoryFile: { path: info.memoryFile, shared: false },
+    incoming: true
+  };
 }
-async function dependentsOf(store, tag) {
-  return (await store.list()).filter((s) => s.meta.parent === tag);
+function restoredInfo() {
+  return { hostname: `forkd-${randomBytes6(3).toString("hex")}` };
 }
-async function ancestorsOf(store, info) {
-  const chain = [];
-  for (let at = info; at.meta.parent; ) {
-    at = await parentOf(store, at);
-    chain.push(at);
+var PRIME_TIMEOUT_MS = 6e4;
+async function prepareChild(info, paths, qemu, launch = {}) {
+  const vmstate = openSync3(info.vmstateFile, "r");
+  let proc;
+  try {
+    proc = await VmProcess.launch(childSpec(info), paths, qemu, Date.now() + RESTORE_TIMEOUT_MS, {
+      ...launch,
+      snapshot: info.tag,
+      inheritFds: [vmstate]
+    });
+  } finally {
+    closeSync3(vmstate);
   }
-  return chain;
+  try {
+    await proc.unlessExited(loadDeviceState(proc.qmp, 3), "restore");
+  } catch (err) {
+    await proc.discard();
+    throw proc.failure(
+      "FORKD_ERR_CORRUPT",
+      `restoring snapshot ${info.tag} failed: ${errorMessage(err).split("\n")[0]}`,
+      `the snapshot's files may be damaged: forkd rmi ${info.tag} and take it again`
+    );
+  }
+  try {
+    return { proc, running: false, ports: await proc.unlessExited(exposePorts(proc.qmp, info.meta.ports), "restore") };
+  } catch (err) {
+    await proc.cleanup(err instanceof ForkdError && err.consoleLog !== void 0);
+    throw err;
+  }
 }
-var HASH_CHUNK = 1 << 20;
-var ZERO_CHUNK = Buffer.alloc(HASH_CHUNK);
-var [ZERO_TAG, DATA_TAG] = [Buffer.from([0]), Buffer.from([1])];
-async function contentHash(info) {
-  const hash = createHash3("sha256");
-  for (const name of [VMSTATE_FILE, info.meta.parent ? MEMORY_DIFF_FILE : MEMORY_FILE]) {
-    for await (const chunk of createReadStream(join11(info.dir, name), { highWaterMark: HASH_CHUNK })) {
-      if (ZERO_CHUNK.equals(chunk)) hash.update(ZERO_TAG);
-      else hash.update(DATA_TAG).update(chunk);
+async function prepareSpare(info, paths, qemu, launch = {}) {
+  const child = await prepareChild(info, paths, qemu, { ...launch, role: "spare" });
+  try {
+    await child.proc.unlessExited(child.proc.qmp.execute("cont"), "resume");
+    const guest = new Guest(child.proc.agent);
+    await child.proc.unlessExited(guest.restored(restoredInfo()), "restore");
+    const prime = info.meta.prime;
+    if (prime) {
+      const r = await child.proc.unlessExited(guest.exec(prime, { timeoutMs: PRIME_TIMEOUT_MS }), "prime");
+      if (r.exitCode !== 0) {
+        throw new ForkdError("FORKD_ERR_SNAPSHOT", `prime command of ${info.tag} exited ${r.exitCode}: ${prime}`, {
+          hint: `${r.stderr.toString().trim().split("\n").pop() ?? ""} (the recipe's "prime" must succeed in a fresh child)`
+        });
+      }
+    }
+    await Promise.all(Object.values(child.ports).map(touchPort));
+  } catch (err) {
+    await child.proc.discard();
+    throw err;
+  }
+  return { ...child, running: true };
+}
+function touchPort(port) {
+  return new Promise((resolve4) => {
+    const socket = connect3(port, "127.0.0.1");
+    const done = () => {
+      socket.destroy();
+      resolve4();
+    };
+    socket.setTimeout(PRIME_TIMEOUT_MS, done);
+    socket.once("error", done);
+    socket.once("connect", () => setTimeout(done, 50));
+  });
+}
+async function activateChild(child, startedAt, tag) {
+  const { proc } = child;
+  try {
+    if (!child.running) await proc.unlessExited(proc.qmp.execute("cont"), "resume");
+    await proc.unlessExited(new Guest(proc.agent).restored(restoredInfo()), "restore");
+    return new StartedVm(proc, performance.now() - startedAt, child.ports, tag);
+  } catch (err) {
+    await proc.discard();
+    throw err;
+  }
+}
+
+// src/engine/snapshot/pool.ts
+var MAX_CONSECUTIVE_FAILURES = 3;
+var debug4 = debuglog("pool");
+var WarmPool = class {
+  constructor(tag, size, prepare) {
+    this.tag = tag;
+    this.size = size;
+    this.prepare = prepare;
+    this.refill();
+  }
+  tag;
+  size;
+  prepare;
+  ready = [];
+  filling = /* @__PURE__ */ new Set();
+  failures = 0;
+  closed = false;
+  lastError;
+  get available() {
+    return this.ready.length;
+  }
+  /** A prepared shell, or undefined when the pool is empty (the caller prepares one itself). */
+  take() {
+    let child;
+    while ((child = this.ready.shift()) && child.proc.exitInfo) {
+      debug4(child.proc.id, "spare of %s died waiting; discarded", this.tag);
+      void child.proc.discard();
+    }
+    if (child) debug4(child.proc.id, "taken from the pool of %s (%d left)", this.tag, this.ready.length);
+    else debug4(`pool:${this.tag}`, "empty: the fork restores cold");
+    this.refill();
+    return child;
+  }
+  /** True once it gave up refilling: that many spares failed in a row. */
+  get failing() {
+    return this.failures >= MAX_CONSECUTIVE_FAILURES;
+  }
+  get state() {
+    return {
+      size: this.size,
+      available: this.available,
+      failing: this.failing,
+      lastError: this.lastError ? firstLine(this.lastError) : null
+    };
+  }
+  refill() {
+    while (!this.closed && this.ready.length + this.filling.size < this.size && this.failures < MAX_CONSECUTIVE_FAILURES) {
+      const fill = this.prepare().then(async (child) => {
+        this.failures = 0;
+        this.lastError = void 0;
+        if (this.closed) {
+          await child.proc.cleanup(false);
+          return;
+        }
+        this.ready.push(child);
+        debug4(child.proc.id, "spare of %s ready (%d of %d)", this.tag, this.ready.length, this.size);
+      }).catch((err) => {
+        this.failures++;
+        this.lastError = err;
+        debug4(`pool:${this.tag}`, "spare failed (%d in a row): %s", this.failures, firstLine(err));
+        if (this.failing) debug4(`pool:${this.tag}`, "gave up refilling after %d failures in a row", this.failures);
+      }).finally(() => {
+        this.filling.delete(fill);
+        this.refill();
+      });
+      this.filling.add(fill);
     }
   }
-  return hash.digest("hex");
+  /** Waits until the pool is full (or gave up after repeated failures). */
+  async filled() {
+    while (this.filling.size > 0) await Promise.all(this.filling);
+  }
+  async close() {
+    this.closed = true;
+    await Promise.all(this.filling);
+    await Promise.all(this.ready.splice(0).map((child) => child.proc.cleanup(false)));
+  }
+};
+function firstLine(err) {
+  return errorMessage(err).split("\n")[0];
 }
-async function parentOf(store, link2) {
-  const tag = link2.meta.parent;
-  const parent = await store.get(tag).catch((err) => {
-    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${link2.tag} is a diff of ${tag}, which is gone`, {
-      hint: `${link2.tag} cannot be restored without it: forkd rmi ${link2.tag}${err instanceof ForkdError ? ` (${err.code})` : ""}`
+
+// src/engine/snapshot/fork.ts
+var MAX_FORK2 = 256;
+var FORK_CONCURRENCY = Math.max(2, availableParallelism2());
+var debug5 = debuglog("fork");
+async function mapLimited(items, limit, fn) {
+  const results = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]).then(
+        (value) => ({ status: "fulfilled", value }),
+        (reason) => ({ status: "rejected", reason })
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+var Forker = class {
+  constructor(paths, snapshots, accel, launch) {
+    this.paths = paths;
+    this.snapshots = snapshots;
+    this.accel = accel;
+    this.launch = launch;
+  }
+  paths;
+  snapshots;
+  accel;
+  launch;
+  pools = /* @__PURE__ */ new Map();
+  /** The latest pool change of each tag, settled or not: the next one waits for it. */
+  poolChanges = /* @__PURE__ */ new Map();
+  /**
+   * A snapshot this host can restore, with whole files, and the QEMU to restore it with. The
+   * verdict is for the snapshot's own images, so an unpacked snapshot restores without a build.
+   */
+  async restorable(tag) {
+    const info = await this.snapshots.get(tag);
+    const { host, qemu } = await this.accel.facts(info.meta.vm);
+    checkCompatible(info.meta, host);
+    await ensureFullMemory(this.snapshots, info);
+    await this.snapshots.verify(info);
+    return { info, qemu };
+  }
+  /**
+   * Keeps `size` restore shells of `tag` ready so forks skip QEMU start. Returns once the pool is
+   * full; throws when it gave up instead (spares kept failing), leaving it in place, failing, for
+   * poolState() to report. Size 0 removes the pool.
+   */
+  async warmPool(tag, size) {
+    if (!Number.isInteger(size) || size < 0 || size > MAX_FORK2) {
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", `pool size ${size} is not an integer between 0 and ${MAX_FORK2}`);
+    }
+    return this.changePool(tag, () => this.resizePool(tag, size));
+  }
+  /**
+   * Runs one change of a tag's pool at a time: two interleaved would both set a pool, and the one
+   * overwritten in the map would keep its spares running with nobody to stop them.
+   */
+  changePool(tag, change) {
+    const next = (this.poolChanges.get(tag) ?? Promise.resolve()).then(change);
+    this.poolChanges.set(
+      tag,
+      next.catch(() => {
+      })
+    );
+    return next;
+  }
+  async resizePool(tag, size) {
+    const { info, qemu } = await this.restorable(tag);
+    await this.closePool(tag);
+    if (size === 0) return void 0;
+    const pool = new WarmPool(tag, size, () => prepareSpare(info, this.paths, qemu, this.launch));
+    this.pools.set(tag, pool);
+    await pool.filled();
+    if (pool.failing) {
+      const cause = pool.lastError;
+      throw new ForkdError(
+        cause instanceof ForkdError ? cause.code : "FORKD_ERR_SNAPSHOT",
+        `the warm pool of ${tag} gave up: its spares failed ${MAX_CONSECUTIVE_FAILURES} times in a row (${pool.available} of ${size} ready); the last: ${pool.state.lastError}`,
+        {
+          hint: `forks of ${tag} restore cold meanwhile; fix the cause, then set the pool again (size 0 removes it)`,
+          cause
+        }
+      );
+    }
+    return pool;
+  }
+  /**
+   * Forks `n` children from a snapshot: each its own QEMU with the snapshot's memory mapped
+   * copy-on-write, resumed and told it was restored. All or nothing: if one fails, the others
+   * are killed and the error is thrown.
+   */
+  async fork(tag, n = 1) {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_FORK2) {
+      throw new ForkdError("FORKD_ERR_LIMIT", `cannot fork ${n} children: n must be an integer from 1 to ${MAX_FORK2}`, {
+        hint: "fork in batches if you need more"
+      });
+    }
+    const { info, qemu } = await this.restorable(tag);
+    const pool = this.pools.get(tag);
+    const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
+      const startedAt = performance.now();
+      const spare = pool?.take();
+      const child = spare ?? await prepareChild(info, this.paths, qemu, this.launch);
+      const vm = await activateChild(child, startedAt, tag);
+      debug5(
+        vm.id,
+        "forked from %s (%s) in %d ms",
+        tag,
+        spare ? "a warm spare" : "restored cold",
+        Math.round(vm.readyMs)
+      );
+      return vm;
     });
-  });
-  if (parent.meta.id !== link2.meta.parentPin?.id) {
+    const children = results.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      debug5(
+        `fork:${tag}`,
+        "%d of %d children failed; killing the rest: %s",
+        n - children.length,
+        n,
+        errorMessage(failed.reason).split("\n")[0]
+      );
+      await Promise.all(children.map((child) => child.kill()));
+      throw failed.reason;
+    }
+    return children;
+  }
+  /** Stops `tag`'s warm pool, if it has one. */
+  dropPool(tag) {
+    return this.changePool(tag, () => this.closePool(tag));
+  }
+  async closePool(tag) {
+    const pool = this.pools.get(tag);
+    this.pools.delete(tag);
+    await pool?.close();
+  }
+  /** `tag`'s warm pool: its size (0: none), spares ready, and whether it gave up refilling. */
+  poolState(tag) {
+    return this.pools.get(tag)?.state ?? { size: 0, available: 0, failing: false, lastError: null };
+  }
+  /** Warm pools that gave up refilling. */
+  get failingPools() {
+    return [...this.pools.values()].filter((pool) => pool.failing).length;
+  }
+  /** Restore shells waiting in all warm pools. */
+  get pooledChildren() {
+    return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);
+  }
+  /** Stops the warm pools (children handed out are the caller's to kill). */
+  async close() {
+    await Promise.all([...this.pools.values()].map((pool) => pool.close()));
+    this.pools.clear();
+  }
+};
+
+// src/engine/snapshot/ops.ts
+import { randomUUID as randomUUID3 } from "node:crypto";
+import { copyFile as copyFile3 } from "node:fs/promises";
+async function describe(snapshots, tag) {
+  const info = await snapshots.get(tag);
+  const [ancestors, dependents, bytes] = await Promise.all([
+    ancestorsOf(snapshots, info),
+    dependentsOf(snapshots, tag),
+    snapshotBytes(info)
+  ]);
+  return {
+    info,
+    depth: info.meta.depth ?? 0,
+    parent: info.meta.parent,
+    ancestors: ancestors.map((a) => a.tag),
+    dependents: dependents.map((d) => d.tag),
+    logicalBytes: info.meta.memoryMiB * 1024 * 1024,
+    physicalBytes: bytes.durable,
+    cacheBytes: bytes.cache
+  };
+}
+async function removeSnapshot(snapshots, tag, options, beforeRemove) {
+  const dependents = await dependentsOf(snapshots, validateTag(tag));
+  if (dependents.length && !options.cascade && !options.force) {
     throw new ForkdError(
-      "FORKD_ERR_CORRUPT",
-      `snapshot ${link2.tag} is a diff of ${tag}, but ${tag} has changed since`,
+      "FORKD_ERR_CONFLICT",
+      `snapshot ${tag} has dependents: ${dependents.map((d) => d.tag).join(", ")}`,
       {
-        hint: `${tag} was removed and taken again; remove ${link2.tag} (forkd rmi ${link2.tag}) and branch again`
+        hint: `remove them first, or: forkd rmi ${tag} --cascade (removes them too) or --force`
       }
     );
   }
-  return parent;
+  const removed = [];
+  if (options.cascade)
+    for (const d of dependents) removed.push(...await removeSnapshot(snapshots, d.tag, options, beforeRemove));
+  await beforeRemove(tag);
+  await snapshots.remove(tag);
+  return [...removed, tag];
 }
-async function ensureFullMemory(store, info) {
-  if (!info.meta.parent) return;
-  const expected = info.meta.memoryMiB * 1024 * 1024;
-  const size = await stat4(info.memoryFile).then(
-    (s) => s.size,
-    () => -1
-  );
-  if (size === expected) return;
-  const parent = await parentOf(store, info);
-  if (await contentHash(parent) !== info.meta.parentPin?.sha256) {
-    throw new ForkdError(
-      "FORKD_ERR_CORRUPT",
-      `snapshot ${info.tag} is a diff of ${parent.tag}, whose content has changed since (sha256 differs)`,
-      { hint: `remove ${info.tag} (forkd rmi ${info.tag}) and branch again` }
-    );
+async function compact(snapshots, from, to) {
+  const info = await snapshots.get(from);
+  await ensureFullMemory(snapshots, info);
+  const writer = await snapshots.beginWrite(to);
+  try {
+    await Promise.all([copySparse(info.memoryFile, writer.memoryFile), copyFile3(info.vmstateFile, writer.vmstateFile)]);
+    const meta = {
+      ...info.meta,
+      tag: to,
+      created: (/* @__PURE__ */ new Date()).toISOString(),
+      id: randomUUID3(),
+      parent: null,
+      depth: 0
+    };
+    delete meta.parentPin;
+    return await writer.commit(meta);
+  } catch (err) {
+    await writer.abort();
+    throw err;
   }
-  await ensureFullMemory(store, parent);
-  const diff = join11(info.dir, MEMORY_DIFF_FILE);
-  if (!existsSync8(diff)) {
-    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${info.tag} has lost its ${MEMORY_DIFF_FILE}`, {
-      hint: `remove it (forkd rmi ${info.tag}) and branch again`
+}
+
+// src/engine/engine.ts
+var Engine = class {
+  constructor(paths = new StatePaths(), options = {}) {
+    this.paths = paths;
+    this.snapshots = new SnapshotStore(paths);
+    this.images = new GuestImageSource(paths, options.officialPacks);
+    this.accels = new HostAccel(paths);
+    this.maker = new SnapshotMaker(paths, this.snapshots, this.images, this.accels);
+    this.forker = new Forker(paths, this.snapshots, this.accels, options.launch ?? {});
+    this.ledger = options.launch?.ledger;
+  }
+  paths;
+  snapshots;
+  images;
+  accels;
+  maker;
+  forker;
+  ledger;
+  /** Kernel + base initramfs: the official pack's where one is pinned, else built on first use; memoised. */
+  buildBase(options = {}) {
+    return this.images.buildBase(options);
+  }
+  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
+  recipeImage(recipe, build = {}) {
+    return this.images.recipeImage(recipe, build);
+  }
+  /**
+   * The accelerator this host runs `guest` with (default: the base image, built if needed);
+   * memoised per engine, cached on disk.
+   */
+  async accel(guest) {
+    return this.accels.verdict(guest ?? await this.buildBase());
+  }
+  /** Boots a fresh microVM from the base image (building it if needed). */
+  async boot(options = {}, onProgress) {
+    const base = await this.buildBase(onProgress ? { onProgress } : {});
+    const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
+    return StartedVm.start({
+      ...options,
+      kernel: base.kernel,
+      initrd: base.initrd,
+      accel: verdict.accel,
+      paths: this.paths,
+      qemu
     });
   }
-  await applyMemoryDiff(parent.memoryFile, diff, join11(info.dir, MEMORY_FILE), copySparse);
+  /** Takes a root snapshot (see snapshot/create.ts). */
+  snapshot(tag, options = {}) {
+    return this.maker.snapshot(tag, options);
+  }
+  /** Takes a snapshot again on this host from what its meta records (a pack's, that cannot be restored here). */
+  retake(tag, meta, onProgress) {
+    return this.maker.retake(tag, meta, onProgress);
+  }
+  /** Keeps `size` restore shells of `tag` ready so forks skip QEMU start; 0 removes the pool. */
+  warmPool(tag, size) {
+    return this.forker.warmPool(tag, size);
+  }
+  /** Forks `n` children from a snapshot, all or nothing (see snapshot/fork.ts). */
+  fork(tag, n = 1) {
+    return this.forker.fork(tag, n);
+  }
+  /** BRANCH: copies a running forked VM into a new snapshot (see snapshot/branch.ts). */
+  startBranch(vm, tag, mode) {
+    return startBranch(this.snapshots, this.paths, vm, tag, mode, this.ledger);
+  }
+  /** BRANCH and wait for the snapshot (see startBranch). */
+  async branch(vm, tag, mode = "live") {
+    return (await this.startBranch(vm, tag, mode)).done;
+  }
+  /** A snapshot's place in its chain and its disk use. */
+  describe(tag) {
+    return describe(this.snapshots, tag);
+  }
+  /** Removes a snapshot and its warm pool (see snapshot/ops.ts for dependents, cascade and force). */
+  removeSnapshot(tag, options = {}) {
+    return removeSnapshot(this.snapshots, tag, options, (removed) => this.forker.dropPool(removed));
+  }
+  /** Flattens a chain link into a new root snapshot `to` (full memory, no parent). */
+  compact(from, to) {
+    return compact(this.snapshots, from, to);
+  }
+  /** `tag`'s warm pool: size (0: none), spares ready, whether it gave up refilling and why. */
+  poolState(tag) {
+    return this.forker.poolState(tag);
+  }
+  /** Warm pools that gave up refilling after repeated failures. */
+  get failingPools() {
+    return this.forker.failingPools;
+  }
+  /** Restore shells waiting in all warm pools. */
+  get pooledChildren() {
+    return this.forker.pooledChildren;
+  }
+  /** Stops the warm pools (children handed out are the caller's to kill). */
+  async close() {
+    await this.forker.close();
+  }
+  async [Symbol.asyncDispose]() {
+    await this.close();
+  }
+};
+
+// src/hub/download.ts
+var import_undici = __toESM(require_undici(), 1);
+import { createReadStream as createReadStream3, createWriteStream as createWriteStream2, existsSync as existsSync10 } from "node:fs";
+import { rename as rename4, rm as rm5, stat as stat7 } from "node:fs/promises";
+import { pipeline as pipeline2 } from "node:stream/promises";
+var ATTEMPTS = 4;
+async function withClient(fn) {
+  const agent = new import_undici.Agent();
+  try {
+    return await fn(agent.compose(import_undici.interceptors.redirect({ maxRedirections: 5 })));
+  } finally {
+    await agent.close();
+  }
 }
-async function snapshotBytes(info) {
-  const size = (name) => physicalBytes(join11(info.dir, name)).catch(() => 0);
-  const [memory, diff, vmstate, meta] = await Promise.all(
-    [MEMORY_FILE, MEMORY_DIFF_FILE, "vmstate", "meta.json"].map(size)
+var RETRY_DELAY_MS = 300;
+function unreachable(url, err) {
+  return new ForkdError("FORKD_ERR_UNREACHABLE", `cannot reach ${url}: ${errorMessage(err)}`, {
+    hint: "check the URL and your network; FORKD_HUB_URL sets the Hub, or unpack a pack file you have",
+    cause: err
+  });
+}
+function httpError(method, url, status) {
+  return new ForkdError(
+    status === 404 ? "FORKD_ERR_NOT_FOUND" : "FORKD_ERR_UNREACHABLE",
+    `${method} ${url} answered ${status}`,
+    {
+      hint: status === 404 ? "check the name, version or URL" : "the server refused the request; check the URL and its credentials"
+    }
   );
-  return info.meta.parent ? { durable: diff + vmstate + meta, cache: memory } : { durable: memory + vmstate + meta, cache: 0 };
 }
+function sizeMismatch(url, got, options) {
+  return new ForkdError(
+    "FORKD_ERR_CORRUPT",
+    `${url} is ${got} bytes; ${options.vouchedBy ?? "the registry"} says ${options.size}`,
+    { hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher" }
+  );
+}
+async function download(url, dest, options = {}) {
+  return withClient((dispatcher) => downloadWith(dispatcher, url, dest, options));
+}
+async function downloadWith(dispatcher, url, dest, options) {
+  const partial = `${dest}.partial`;
+  const leftOver = existsSync10(partial);
+  let lastError;
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const have = existsSync10(partial) ? (await stat7(partial)).size : 0;
+    let response;
+    try {
+      response = await (0, import_undici.request)(url, { method: "GET", headers: have ? { range: `bytes=${have}-` } : {}, dispatcher });
+    } catch (err) {
+      lastError = unreachable(url, err);
+      await new Promise((resolve4) => setTimeout(resolve4, RETRY_DELAY_MS));
+      continue;
+    }
+    const { statusCode, headers, body } = response;
+    if (statusCode !== 200 && statusCode !== 206) {
+      await body.dump();
+      if (statusCode === 416 && have) break;
+      throw httpError("GET", url, statusCode);
+    }
+    const append = statusCode === 206 && have > 0;
+    const length = Number(headers["content-length"] ?? NaN);
+    const total = (append ? have : 0) + (Number.isFinite(length) ? length : 0) || options.size || 0;
+    if (options.size !== void 0 && total > options.size) {
+      body.destroy();
+      await rm5(partial, { force: true });
+      throw sizeMismatch(url, total, options);
+    }
+    let done = append ? have : 0;
+    let tooLong = false;
+    body.on("data", (chunk) => {
+      options.onProgress?.(done += chunk.length, total || done);
+      if (options.size !== void 0 && done > options.size && !tooLong) {
+        tooLong = true;
+        body.destroy(sizeMismatch(url, done, options));
+      }
+    });
+    try {
+      await pipeline2(body, createWriteStream2(partial, { flags: append ? "a" : "w" }));
+      lastError = void 0;
+      break;
+    } catch (err) {
+      if (tooLong) {
+        await rm5(partial, { force: true });
+        throw err;
+      }
+      lastError = unreachable(url, err);
+    }
+  }
+  if (lastError) throw lastError;
+  const got = (await stat7(partial)).size;
+  if (options.size !== void 0 && got !== options.size) {
+    await rm5(partial, { force: true });
+    throw sizeMismatch(url, got, options);
+  }
+  if (options.sha256) {
+    const actual = await sha256File(partial);
+    if (actual !== options.sha256) {
+      await rm5(partial, { force: true });
+      if (leftOver) return downloadWith(dispatcher, url, dest, options);
+      throw new ForkdError(
+        "FORKD_ERR_CORRUPT",
+        `${url} does not match its sha256 in ${options.vouchedBy ?? "the registry"} (got ${actual})`,
+        {
+          hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher"
+        }
+      );
+    }
+  }
+  await rename4(partial, dest);
+}
+async function upload(url, file, onProgress) {
+  const { size } = await stat7(file);
+  const body = createReadStream3(file, { highWaterMark: 1024 * 1024 });
+  let done = 0;
+  body.on("data", (chunk) => onProgress?.(done += chunk.length, size));
+  await withClient(async (dispatcher) => {
+    let response;
+    try {
+      response = await (0, import_undici.request)(url, { method: "PUT", body, headers: { "content-length": String(size) }, dispatcher });
+    } catch (err) {
+      throw unreachable(url, err);
+    }
+    await response.body.dump();
+    if (response.statusCode < 200 || response.statusCode >= 300) throw httpError("PUT", url, response.statusCode);
+  });
+}
+
+// src/hub/official-images.ts
+import { existsSync as existsSync12 } from "node:fs";
+import { readFile as readFile10, rm as rm6, writeFile as writeFile5 } from "node:fs/promises";
+import { join as join17 } from "node:path";
+
+// src/hub/official.ts
+import { existsSync as existsSync11, readFileSync as readFileSync9 } from "node:fs";
+import { join as join16 } from "node:path";
+var PINS_FILE = "official-packs.json";
+var RELEASES_URL = "https://github.com/deeplethe/forkd-action/releases/download";
+var officialName = (name) => `forkd/${name}`;
+var officialTag = (name) => `official-${name}`;
+var officialFile = (name, version) => `forkd-${name}-${version}.forkd.tar.zst`;
+function buildMode(env) {
+  const mode = env.FORKD_BUILD ?? "auto";
+  if (mode !== "auto" && mode !== "local") {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_BUILD=${mode} is not one of auto, local`, {
+      hint: "unset it to pull pinned official packs where they exist, or set FORKD_BUILD=local to build everything here"
+    });
+  }
+  return mode;
+}
+function readPins(root = packageRoot) {
+  const file = join16(root, PINS_FILE);
+  if (!existsSync11(file)) return void 0;
+  try {
+    const pins = JSON.parse(readFileSync9(file, "utf8"));
+    if (typeof pins.version !== "string" || typeof pins.packs !== "object" || pins.packs === null)
+      throw new Error("no version or packs");
+    return pins;
+  } catch (err) {
+    throw new ForkdError(
+      "FORKD_ERR_CORRUPT",
+      `${file} is not a list of official pack pins: ${err.message}`,
+      {
+        hint: "reinstall forkd-action"
+      }
+    );
+  }
+}
+function hubBase(env, version) {
+  const hub = env.FORKD_HUB_URL;
+  if (!hub) return `${env.FORKD_RELEASES_URL || RELEASES_URL}/v${version}/`;
+  return hub.endsWith(".json") ? new URL(".", hub).toString() : `${hub.replace(/\/+$/, "")}/`;
+}
+function officialSource(name, env = process.env, pins = readPins()) {
+  if (buildMode(env) === "local") return { reason: "FORKD_BUILD=local" };
+  if (!pins || pins.version !== packageVersion)
+    return { reason: `no official packs are pinned for forkd-action ${packageVersion}` };
+  const pin = pins.packs[name];
+  if (!pin) return { reason: `no official pack of ${name} is pinned for forkd-action ${packageVersion}` };
+  if (!/^[0-9a-f]{64}$/.test(pin.sha256 ?? "") || !Number.isSafeInteger(pin.size) || pin.file !== officialFile(name, pins.version))
+    throw new ForkdError("FORKD_ERR_CORRUPT", `the pin of the official pack ${name} is malformed`, {
+      hint: "reinstall forkd-action"
+    });
+  return {
+    pin,
+    source: {
+      ref: `${officialName(name)}@${pins.version}`,
+      url: new URL(pin.file, hubBase(env, pins.version)).toString(),
+      sha256: pin.sha256,
+      size: pin.size,
+      vouchedBy: `the pin of forkd-action ${pins.version} (${PINS_FILE})`
+    }
+  };
+}
+
+// src/hub/official-images.ts
+var RECORD = "guest.json";
+var FALLBACK_CODES = /* @__PURE__ */ new Set(["FORKD_ERR_UNREACHABLE", "FORKD_ERR_NOT_FOUND"]);
+async function officialGuest(paths, name, install, options = {}) {
+  const notice = (detail) => options.onProgress?.({ task: "official pack", phase: name, detail });
+  const found = officialSource(name);
+  if ("reason" in found) {
+    if (found.reason !== "FORKD_BUILD=local") options.onFallback?.(`${found.reason}: building locally`);
+    return void 0;
+  }
+  const { source: source2, pin } = found;
+  const key = `${name}-${pin.sha256.slice(0, 24)}`;
+  const record2 = join17(artifactDir(paths, "official", key), RECORD);
+  if (existsSync12(record2)) {
+    const guest = JSON.parse(await readFile10(record2, "utf8"));
+    const { kernel, initrd, rootfs } = guest.images;
+    if ([kernel, initrd, rootfs?.image].every((file) => file === void 0 || existsSync12(file))) return guest;
+    await rm6(artifactDir(paths, "official", key), { recursive: true, force: true });
+  }
+  if (options.lookupOnly) return void 0;
+  try {
+    const tag = officialTag(name);
+    const artifact = await ensureArtifact(
+      paths,
+      "official",
+      key,
+      async (staging) => {
+        notice(`pulling ${source2.ref} (${(pin.size / 1024 ** 2).toFixed(0)} MiB) instead of building`);
+        const { meta, retaken } = await install(source2, tag, name);
+        if (retaken)
+          notice(`${source2.ref}: snapshot taken again here in ${(retaken.ms / 1e3).toFixed(1)} s: ${retaken.reason}`);
+        const guest = { ref: source2.ref, tag, images: { ...imagesOf(meta), official: source2.ref } };
+        await writeFile5(join17(staging, RECORD), `${JSON.stringify(guest, null, 2)}
+`);
+      },
+      options.onProgress ? { onProgress: options.onProgress } : {}
+    );
+    return JSON.parse(await readFile10(join17(artifact.dir, RECORD), "utf8"));
+  } catch (err) {
+    if (err instanceof ForkdError && FALLBACK_CODES.has(err.code)) {
+      notice(`${source2.ref} could not be fetched (${errorMessage(err)}): building locally`);
+      return void 0;
+    }
+    throw err;
+  }
+}
+
+// src/hub/pack.ts
+var import_tar_stream2 = __toESM(require_tar_stream(), 1);
+import { createHash as createHash5 } from "node:crypto";
+import { createWriteStream as createWriteStream3, rmSync as rmSync8 } from "node:fs";
+import { open as open5, rename as rename5, rm as rm7, stat as stat8 } from "node:fs/promises";
+import { basename as basename6, dirname as dirname3, join as join18 } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline as pipeline3 } from "node:stream/promises";
 
 // src/hub/manifest.ts
 var PACK_FORMAT = 1;
@@ -36117,16 +42989,16 @@ function parseManifest(text) {
     throw bad("chain, images or compat is missing");
   validateTag(m.tag);
   const seen = /* @__PURE__ */ new Set();
-  m.chain.forEach((link2, i) => {
-    validateTag(link2?.tag);
+  m.chain.forEach((link3, i) => {
+    validateTag(link3?.tag);
     const parent = i === 0 ? null : m.chain[i - 1].tag;
-    if (link2.parent !== parent) throw bad(`link ${link2.tag} names parent ${link2.parent}, expected ${parent}`);
-    if (!Array.isArray(link2.files)) throw bad(`link ${link2.tag} lists no files`);
-    for (const file of link2.files) checkFile(file, SNAPSHOT_FILES, link2.tag);
-    const names = link2.files.map((f) => f.path.slice(link2.tag.length + 1));
+    if (link3.parent !== parent) throw bad(`link ${link3.tag} names parent ${link3.parent}, expected ${parent}`);
+    if (!Array.isArray(link3.files)) throw bad(`link ${link3.tag} lists no files`);
+    for (const file of link3.files) checkFile(file, SNAPSHOT_FILES, link3.tag);
+    const names2 = link3.files.map((f) => f.path.slice(link3.tag.length + 1));
     const memory = i === 0 ? "memory.bin" : "memory.diff";
     for (const needed of ["meta.json", "vmstate", memory]) {
-      if (!names.includes(needed)) throw bad(`link ${link2.tag} lacks ${needed}`);
+      if (!names2.includes(needed)) throw bad(`link ${link3.tag} lacks ${needed}`);
     }
   });
   if (m.chain.at(-1).tag !== m.tag) throw bad(`the chain ends at ${m.chain.at(-1).tag}, not ${m.tag}`);
@@ -36154,14 +43026,14 @@ function parseManifest(text) {
 
 // src/hub/sparse.ts
 import { createHash as createHash4 } from "node:crypto";
-import { open as open3 } from "node:fs/promises";
+import { open as open4 } from "node:fs/promises";
 var PAGE2 = 4096;
 var SCAN_BYTES = 1024 * 1024;
 var MIN_HOLE = 64 * 1024;
 var ZERO_PAGE = Buffer.alloc(PAGE2);
 var MAX_MAP_BYTES = 1024 * 1024;
 async function scanFile(path) {
-  const file = await open3(path, "r");
+  const file = await open4(path, "r");
   try {
     const { size } = await file.stat();
     const extents = [];
@@ -36324,7 +43196,7 @@ async function source(from, path) {
   return { file: { path, size, sha256, sparse }, from, extents: sparse ? extents : [{ offset: 0, length: size }] };
 }
 async function* extentBytes(path, extents, onBytes) {
-  const file = await open4(path, "r");
+  const file = await open5(path, "r");
   try {
     for (const { offset, length } of extents) {
       for (let at = 0; at < length; at += READ_BYTES) {
@@ -36344,8 +43216,8 @@ async function snapshotSources(store, head) {
   const links = [];
   const sources = [];
   for (const info of chain) {
-    const names = ["meta.json", "vmstate", info.meta.parent ? "memory.diff" : "memory.bin"];
-    const linkSources = await Promise.all(names.map((name) => source(join12(info.dir, name), `${info.tag}/${name}`)));
+    const names2 = ["meta.json", "vmstate", info.meta.parent ? "memory.diff" : "memory.bin"];
+    const linkSources = await Promise.all(names2.map((name) => source(join18(info.dir, name), `${info.tag}/${name}`)));
     links.push({ tag: info.tag, parent: info.meta.parent, files: linkSources.map((s) => s.file) });
     sources.push(...linkSources);
   }
@@ -36392,11 +43264,11 @@ async function writePack(store, tag, out, onProgress = () => {
   const all = [...sources, ...images];
   const total = all.reduce((n, s) => n + s.extents.reduce((m, e) => m + e.length, 0), 0);
   let done = 0;
-  const partial = join12(dirname(out), `.${basename3(out)}.partial-${process.pid}`);
-  const unregister = onProcessExit(() => rmSync7(partial, { force: true }));
-  const pack = (0, import_tar_stream.pack)();
+  const partial = join18(dirname3(out), `.${basename6(out)}.partial-${process.pid}`);
+  const unregister = onProcessExit(() => rmSync8(partial, { force: true }));
+  const pack = (0, import_tar_stream2.pack)();
   const packHash = createHash5("sha256");
-  const writing = pipeline(
+  const writing = pipeline3(
     pack,
     async function* (tarBytes) {
       for await (const frame of compressFrames(tarBytes)) {
@@ -36404,23 +43276,23 @@ async function writePack(store, tag, out, onProgress = () => {
         yield frame;
       }
     },
-    createWriteStream(partial)
+    createWriteStream3(partial)
   );
   try {
     const json = Buffer.from(`${JSON.stringify(manifest, null, 2)}
 `);
-    await pipeline(Readable.from([json]), pack.entry({ name: MANIFEST_NAME, size: json.length, mode: 420 }));
+    await pipeline3(Readable.from([json]), pack.entry({ name: MANIFEST_NAME, size: json.length, mode: 420 }));
     for (const { file, from, extents } of all) {
       const map = file.sparse ? encodeSparseMap(extents) : Buffer.alloc(0);
       const stored = map.length + extents.reduce((n, e) => n + e.length, 0);
       const header = file.sparse ? {
-        name: `${dirname(file.path)}/GNUSparseFile.0/${basename3(file.path)}`,
+        name: `${dirname3(file.path)}/GNUSparseFile.0/${basename6(file.path)}`,
         size: stored,
         mode: 420,
         pax: sparsePax(file.path, file.size)
       } : { name: file.path, size: stored, mode: 420 };
       const data = extentBytes(from, extents, (n) => onProgress(done += n, total));
-      await pipeline(
+      await pipeline3(
         Readable.from(
           (async function* () {
             if (map.length) yield map;
@@ -36432,13 +43304,13 @@ async function writePack(store, tag, out, onProgress = () => {
     }
     pack.finalize();
     await writing;
-    await rename4(partial, out);
-    return { manifest, bytes: (await stat5(out)).size, sha256: packHash.digest("hex") };
+    await rename5(partial, out);
+    return { manifest, bytes: (await stat8(out)).size, sha256: packHash.digest("hex") };
   } catch (err) {
     pack.destroy();
     await writing.catch(() => {
     });
-    await rm4(partial, { force: true });
+    await rm7(partial, { force: true });
     throw err;
   } finally {
     unregister();
@@ -36463,13 +43335,122 @@ function byteProgress(task, phase, onProgress) {
   };
 }
 
+// src/hub/pull.ts
+import { createHash as createHash6 } from "node:crypto";
+var import_undici2 = __toESM(require_undici(), 1);
+import { existsSync as existsSync13, readFileSync as readFileSync10 } from "node:fs";
+import { mkdir as mkdir4, rm as rm8 } from "node:fs/promises";
+import { dirname as dirname4, join as join19 } from "node:path";
+var PART = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
+var NAME = new RegExp(`^${PART}/${PART}$`);
+var VERSION = new RegExp(`^${PART}$`);
+function registryUrl(hub = process.env.FORKD_HUB_URL) {
+  if (!hub) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", "no Hub is configured to resolve names", {
+      hint: "set FORKD_HUB_URL to the Hub (the URL that serves registry.json), or pull a pack by its https:// URL"
+    });
+  }
+  return hub.endsWith(".json") ? hub : `${hub.replace(/\/+$/, "")}/registry.json`;
+}
+function requireHttps(source2) {
+  if (new URL(source2.url).protocol === "https:") return;
+  const via = source2.url === source2.ref ? "" : ` (the registry's URL of ${source2.ref})`;
+  throw new ForkdError("FORKD_ERR_BAD_INPUT", `refusing to pull ${source2.url}${via}: only https:// URLs are pulled`, {
+    hint: "serve the pack over https://, or start the daemon with `forkd serve --allow-http-pull` (trusted networks only)"
+  });
+}
+async function resolveRef(ref2) {
+  if (/^https?:\/\//.test(ref2)) return { ref: ref2, url: ref2 };
+  const [name, version = "latest"] = ref2.split("@");
+  if (!NAME.test(name) || !VERSION.test(version)) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `${JSON.stringify(ref2)} is not a pack reference`, {
+      hint: "use owner/name, owner/name@version, or an https:// URL of a .forkd.tar.zst"
+    });
+  }
+  const index3 = registryUrl();
+  let registry;
+  try {
+    const response = await (0, import_undici2.request)(index3);
+    if (response.statusCode !== 200) {
+      await response.body.dump();
+      throw new Error(`HTTP ${response.statusCode}`);
+    }
+    registry = await response.body.json();
+  } catch (err) {
+    throw unreachable(index3, err);
+  }
+  const entry = registry.packages?.[name]?.versions?.[version];
+  if (!entry) {
+    const known = Object.keys(registry.packages?.[name]?.versions ?? {});
+    throw new ForkdError("FORKD_ERR_NOT_FOUND", `${name}@${version} is not in the registry ${index3}`, {
+      hint: known.length ? `versions of ${name}: ${known.join(", ")}` : `no package ${name} there; check the name`
+    });
+  }
+  if (typeof entry.url !== "string" || !/^[0-9a-f]{64}$/.test(entry.sha256 ?? "")) {
+    throw new ForkdError("FORKD_ERR_CORRUPT", `the registry entry of ${name}@${version} has no valid url and sha256`, {
+      hint: "tell the Hub publisher; or pull the pack by URL"
+    });
+  }
+  return {
+    ref: `${name}@${version}`,
+    url: new URL(entry.url, index3).toString(),
+    sha256: entry.sha256,
+    ...entry.size_bytes ? { size: entry.size_bytes } : {}
+  };
+}
+var PullCache = class {
+  constructor(paths) {
+    this.paths = paths;
+  }
+  paths;
+  get dir() {
+    return join19(this.paths.root, "hub", "pulled");
+  }
+  fileOf(ref2) {
+    return join19(this.dir, `${createHash6("sha256").update(ref2).digest("hex")}.json`);
+  }
+  /** The tags of an earlier pull of the same pack, if they are all still installed. */
+  lookup(source2) {
+    let hit;
+    try {
+      hit = JSON.parse(readFileSync10(this.fileOf(source2.ref), "utf8"));
+    } catch {
+      return void 0;
+    }
+    if (hit.ref !== source2.ref || !source2.sha256 || hit.sha256 !== source2.sha256) return void 0;
+    return hit.tags.every((tag) => existsSync13(join19(this.paths.snapshots(), tag))) ? hit.tags : void 0;
+  }
+  async record(source2, tags) {
+    const record2 = { ref: source2.ref, ...source2.sha256 ? { sha256: source2.sha256 } : {}, tags };
+    await mkdir4(this.dir, { recursive: true });
+    writeJsonAtomic(this.fileOf(source2.ref), record2, { pretty: true });
+  }
+  /** Where the download of `source` goes (a stable name, so an interrupted one resumes). */
+  packFile(source2) {
+    const safe = source2.ref.replace(/[^A-Za-z0-9_.-]+/g, "_").slice(-100);
+    return join19(this.paths.root, "hub", "downloads", `${safe}.forkd.tar.zst`);
+  }
+};
+async function fetchPack(cache, source2, onProgress) {
+  const file = cache.packFile(source2);
+  await mkdir4(dirname4(file), { recursive: true });
+  await rm8(file, { force: true });
+  await download(source2.url, file, {
+    ...source2.sha256 ? { sha256: source2.sha256 } : {},
+    ...source2.size ? { size: source2.size } : {},
+    ...source2.vouchedBy ? { vouchedBy: source2.vouchedBy } : {},
+    ...onProgress ? { onProgress } : {}
+  });
+  return file;
+}
+
 // src/hub/unpack.ts
-var import_tar_stream2 = __toESM(require_tar_stream(), 1);
-import { createHash as createHash6, randomBytes as randomBytes6 } from "node:crypto";
-import { existsSync as existsSync9, rmSync as rmSync8 } from "node:fs";
-import { mkdir as mkdir4, mkdtemp as mkdtemp2, open as open5, readFile as readFile7, rename as rename5, rm as rm5, rmdir, stat as stat6, writeFile as writeFile4 } from "node:fs/promises";
-import { dirname as dirname2, join as join13 } from "node:path";
-import { pipeline as pipeline2 } from "node:stream/promises";
+var import_tar_stream3 = __toESM(require_tar_stream(), 1);
+import { createHash as createHash7, randomBytes as randomBytes7 } from "node:crypto";
+import { existsSync as existsSync14, rmSync as rmSync9 } from "node:fs";
+import { mkdir as mkdir5, mkdtemp as mkdtemp3, open as open6, readFile as readFile11, rename as rename6, rm as rm9, rmdir, stat as stat9, writeFile as writeFile6 } from "node:fs/promises";
+import { dirname as dirname5, join as join20 } from "node:path";
+import { pipeline as pipeline4 } from "node:stream/promises";
 var ZEROS = Buffer.alloc(1024 * 1024);
 function corrupt2(message) {
   return new ForkdError("FORKD_ERR_CORRUPT", message, {
@@ -36485,14 +43466,14 @@ async function writeEntry(entry, target, file) {
   if (sparse !== file.sparse) throw corrupt2(`${file.path} is ${sparse ? "" : "not "}sparse, unlike its manifest entry`);
   const size = sparse ? Number(pax["GNU.sparse.realsize"]) : header.size;
   if (size !== file.size) throw corrupt2(`${file.path} holds ${size} bytes; the manifest says ${file.size}`);
-  await mkdir4(dirname2(target), { recursive: true });
-  const out = await open5(target, "wx", 420);
-  const hash = createHash6("sha256");
+  await mkdir5(dirname5(target), { recursive: true });
+  const out = await open6(target, "wx", 420);
+  const hash = createHash7("sha256");
   try {
     let extents = sparse ? void 0 : [{ offset: 0, length: size }];
     let head = Buffer.alloc(0);
     let skip = 0;
-    let index = 0;
+    let index3 = 0;
     let within = 0;
     let hashed = 0;
     const hashZerosTo = (offset) => {
@@ -36515,7 +43496,7 @@ async function writeEntry(entry, target, file) {
         [skip, data] = [skip - dropped, data.subarray(dropped)];
       }
       while (data.length) {
-        const extent = extents[index];
+        const extent = extents[index3];
         if (!extent) throw corrupt2(`${file.path} has more data than its map describes`);
         const take = Math.min(extent.length - within, data.length);
         hashZerosTo(extent.offset + within);
@@ -36523,7 +43504,7 @@ async function writeEntry(entry, target, file) {
         hashed += take;
         await out.write(data, 0, take, extent.offset + within);
         [within, data] = [within + take, data.subarray(take)];
-        if (within === extent.length) [index, within] = [index + 1, 0];
+        if (within === extent.length) [index3, within] = [index3 + 1, 0];
       }
     }
     if (!extents) throw corrupt2(`${file.path} ends inside its sparse map`);
@@ -36549,8 +43530,8 @@ async function extractVerified(file, onProgress, accept) {
     read += chunk.length;
     if (staging) onProgress(read, total);
   });
-  const extract = (0, import_tar_stream2.extract)();
-  const feeding = pipeline2(input, decompressFrames, extract);
+  const extract = (0, import_tar_stream3.extract)();
+  const feeding = pipeline4(input, decompressFrames, extract);
   const expected = /* @__PURE__ */ new Map();
   try {
     for await (const raw of extract) {
@@ -36575,7 +43556,7 @@ async function extractVerified(file, onProgress, accept) {
       if (!listed)
         throw corrupt2(`the pack holds ${JSON.stringify(path)}, which its manifest does not list (or lists once)`);
       expected.delete(path);
-      await writeEntry(entry, join13(staging, path), listed);
+      await writeEntry(entry, join20(staging, path), listed);
     }
     await feeding;
     if (!manifest) throw corrupt2("it is empty");
@@ -36609,7 +43590,7 @@ async function openPack(file) {
       cause: err
     });
   };
-  const stats = await stat6(file).catch(unreadable);
+  const stats = await stat9(file).catch(unreadable);
   if (!stats.isFile()) {
     throw new ForkdError(
       "FORKD_ERR_BAD_INPUT",
@@ -36617,7 +43598,7 @@ async function openPack(file) {
       { hint: "give the path of a .forkd.tar.zst that forkd pack wrote (a URL goes to forkd pull)" }
     );
   }
-  return open5(file, "r").catch(unreadable);
+  return open6(file, "r").catch(unreadable);
 }
 var ARCH = "x86_64";
 function misfit(manifest, host) {
@@ -36646,7 +43627,7 @@ function misfit(manifest, host) {
 }
 async function unpack(file, paths, host, options = {}) {
   let staging;
-  const unregister = onProcessExit(() => staging && rmSync8(staging, { recursive: true, force: true }));
+  const unregister = onProcessExit(() => staging && rmSync9(staging, { recursive: true, force: true }));
   const moved = [];
   const replaced = [];
   const made = [];
@@ -36663,10 +43644,10 @@ async function unpack(file, paths, host, options = {}) {
           { hint: "unpack it under its own tags" }
         );
       }
-      for (const link2 of manifest2.chain) {
-        if (existsSync9(join13(paths.snapshots(), tagOf(link2.tag))) && !options.force) {
-          throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tagOf(link2.tag)} already exists`, {
-            hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link2.tag)}`
+      for (const link3 of manifest2.chain) {
+        if (existsSync14(join20(paths.snapshots(), tagOf(link3.tag))) && !options.force) {
+          throw new ForkdError("FORKD_ERR_CONFLICT", `snapshot ${tagOf(link3.tag)} already exists`, {
+            hint: `pass --force to replace it, --tag NEW to unpack under another tag, or forkd rmi ${tagOf(link3.tag)}`
           });
         }
       }
@@ -36690,65 +43671,65 @@ async function unpack(file, paths, host, options = {}) {
       const known = await host.known(manifest2.compat.kernel.sha256);
       if (known) retake = misfit(manifest2, known);
       checked = known !== void 0;
-      staging = await mkdtemp2(join13(paths.tmp(), "unpack-"));
+      staging = await mkdtemp3(join20(paths.tmp(), "unpack-"));
       return staging;
     };
     const { manifest, staging: dir } = await extractVerified(file, options.onProgress ?? (() => {
     }), accept);
-    const staged = (sha) => join13(dir, manifest.images.find((i) => i.sha256 === sha).path);
+    const staged = (sha) => join20(dir, manifest.images.find((i) => i.sha256 === sha).path);
     const { kernel, initrd, rootfs } = manifest.compat;
     if (!checked)
       retake = misfit(manifest, await host.probe({ kernel: staged(kernel.sha256), initrd: staged(initrd.sha256) }));
     const installed2 = /* @__PURE__ */ new Map();
     for (const image of manifest.images) {
-      const target = join13(paths.images("hub"), image.path.slice("images/".length));
+      const target = join20(paths.images("hub"), image.path.slice("images/".length));
       installed2.set(image.sha256, target);
-      if (existsSync9(target)) continue;
-      if (await mkdir4(dirname2(target), { recursive: true })) made.push(dirname2(target));
-      await rename5(join13(dir, image.path), target);
-      moved.push({ from: join13(dir, image.path), to: target });
+      if (existsSync14(target)) continue;
+      if (await mkdir5(dirname5(target), { recursive: true })) made.push(dirname5(target));
+      await rename6(join20(dir, image.path), target);
+      moved.push({ from: join20(dir, image.path), to: target });
     }
     const imagePath = (sha) => sha ? installed2.get(sha) : void 0;
     const metas = /* @__PURE__ */ new Map();
-    for (const link2 of manifest.chain) {
-      const metaFile = join13(dir, link2.tag, "meta.json");
-      const meta = parseMeta(await readFile7(metaFile, "utf8"), `${link2.tag}/meta.json in the pack`);
-      meta.tag = tagOf(link2.tag);
+    for (const link3 of manifest.chain) {
+      const metaFile = join20(dir, link3.tag, "meta.json");
+      const meta = parseMeta(await readFile11(metaFile, "utf8"), `${link3.tag}/meta.json in the pack`);
+      meta.tag = tagOf(link3.tag);
       meta.vm = {
         ...meta.vm,
         kernel: imagePath(kernel.sha256),
         initrd: imagePath(initrd.sha256),
         ...rootfs ? { rootfs: imagePath(rootfs.sha256) } : {}
       };
-      await writeFile4(metaFile, `${JSON.stringify(meta, null, 2)}
+      await writeFile6(metaFile, `${JSON.stringify(meta, null, 2)}
 `);
-      metas.set(link2.tag, meta);
+      metas.set(link3.tag, meta);
     }
-    for (const link2 of manifest.chain) {
-      const final = join13(paths.snapshots(), tagOf(link2.tag));
-      if (existsSync9(final)) {
-        const aside = join13(
+    for (const link3 of manifest.chain) {
+      const final = join20(paths.snapshots(), tagOf(link3.tag));
+      if (existsSync14(final)) {
+        const aside = join20(
           paths.snapshots(),
-          `.trash-${tagOf(link2.tag)}-${process.pid}-${randomBytes6(4).toString("hex")}`
+          `.trash-${tagOf(link3.tag)}-${process.pid}-${randomBytes7(4).toString("hex")}`
         );
-        await rename5(final, aside);
+        await rename6(final, aside);
         moved.push({ from: final, to: aside });
         replaced.push(aside);
       }
       if (retake === void 0) {
-        await rename5(join13(dir, link2.tag), final);
-        moved.push({ from: join13(dir, link2.tag), to: final });
+        await rename6(join20(dir, link3.tag), final);
+        moved.push({ from: join20(dir, link3.tag), to: final });
         continue;
       }
-      const meta = metas.get(link2.tag);
+      const meta = metas.get(link3.tag);
       const started = performance.now();
       await host.retake(meta.tag, meta);
       retaken = { reason: retake, ms: Math.round(performance.now() - started) };
     }
-    await Promise.all(replaced.map((aside) => rm5(aside, { recursive: true, force: true })));
+    await Promise.all(replaced.map((aside) => rm9(aside, { recursive: true, force: true })));
     return { manifest, tags: manifest.chain.map((l) => tagOf(l.tag)), ...retaken ? { retaken } : {} };
   } catch (err) {
-    for (const { from, to } of moved.reverse()) await rename5(to, from).catch(() => {
+    for (const { from, to } of moved.reverse()) await rename6(to, from).catch(() => {
     });
     for (const path of made) await rmdir(path).catch(() => {
     });
@@ -36760,1289 +43741,21 @@ async function unpack(file, paths, host, options = {}) {
     }
     throw err;
   } finally {
-    if (staging) await rm5(staging, { recursive: true, force: true });
+    if (staging) await rm9(staging, { recursive: true, force: true });
     unregister();
   }
 }
 
-// src/hub/pull.ts
-var import_undici2 = __toESM(require_undici(), 1);
-import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
-import { mkdir as mkdir5, rm as rm7 } from "node:fs/promises";
-import { dirname as dirname3, join as join14 } from "node:path";
-
-// src/hub/download.ts
-var import_undici = __toESM(require_undici(), 1);
-import { createHash as createHash7 } from "node:crypto";
-import { createReadStream as createReadStream2, createWriteStream as createWriteStream2, existsSync as existsSync10 } from "node:fs";
-import { rename as rename6, rm as rm6, stat as stat7 } from "node:fs/promises";
-import { pipeline as pipeline3 } from "node:stream/promises";
-var ATTEMPTS = 4;
-async function withClient(fn) {
-  const agent = new import_undici.Agent();
-  try {
-    return await fn(agent.compose(import_undici.interceptors.redirect({ maxRedirections: 5 })));
-  } finally {
-    await agent.close();
+// src/hub/hub.ts
+var Hub = class {
+  constructor(engine) {
+    this.engine = engine;
   }
-}
-var RETRY_DELAY_MS = 300;
-function unreachable(url, err) {
-  return new ForkdError("FORKD_ERR_UNREACHABLE", `cannot reach ${url}: ${errorMessage(err)}`, {
-    hint: "check the URL and your network; FORKD_HUB_URL sets the Hub, or unpack a pack file you have",
-    cause: err
-  });
-}
-function httpError(method, url, status) {
-  return new ForkdError(
-    status === 404 ? "FORKD_ERR_NOT_FOUND" : "FORKD_ERR_UNREACHABLE",
-    `${method} ${url} answered ${status}`,
-    {
-      hint: status === 404 ? "check the name, version or URL" : "the server refused the request; check the URL and its credentials"
-    }
-  );
-}
-function sizeMismatch(url, got, options) {
-  return new ForkdError(
-    "FORKD_ERR_CORRUPT",
-    `${url} is ${got} bytes; ${options.vouchedBy ?? "the registry"} says ${options.size}`,
-    { hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher" }
-  );
-}
-async function sha256File(path) {
-  const hash = createHash7("sha256");
-  for await (const chunk of createReadStream2(path)) hash.update(chunk);
-  return hash.digest("hex");
-}
-async function download(url, dest, options = {}) {
-  return withClient((dispatcher) => downloadWith(dispatcher, url, dest, options));
-}
-async function downloadWith(dispatcher, url, dest, options) {
-  const partial = `${dest}.partial`;
-  const leftOver = existsSync10(partial);
-  let lastError;
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const have = existsSync10(partial) ? (await stat7(partial)).size : 0;
-    let response;
-    try {
-      response = await (0, import_undici.request)(url, { method: "GET", headers: have ? { range: `bytes=${have}-` } : {}, dispatcher });
-    } catch (err) {
-      lastError = unreachable(url, err);
-      await new Promise((resolve4) => setTimeout(resolve4, RETRY_DELAY_MS));
-      continue;
-    }
-    const { statusCode, headers, body } = response;
-    if (statusCode !== 200 && statusCode !== 206) {
-      await body.dump();
-      if (statusCode === 416 && have) break;
-      throw httpError("GET", url, statusCode);
-    }
-    const append = statusCode === 206 && have > 0;
-    const length = Number(headers["content-length"] ?? NaN);
-    const total = (append ? have : 0) + (Number.isFinite(length) ? length : 0) || options.size || 0;
-    if (options.size !== void 0 && total > options.size) {
-      body.destroy();
-      await rm6(partial, { force: true });
-      throw sizeMismatch(url, total, options);
-    }
-    let done = append ? have : 0;
-    let tooLong = false;
-    body.on("data", (chunk) => {
-      options.onProgress?.(done += chunk.length, total || done);
-      if (options.size !== void 0 && done > options.size && !tooLong) {
-        tooLong = true;
-        body.destroy(sizeMismatch(url, done, options));
-      }
-    });
-    try {
-      await pipeline3(body, createWriteStream2(partial, { flags: append ? "a" : "w" }));
-      lastError = void 0;
-      break;
-    } catch (err) {
-      if (tooLong) {
-        await rm6(partial, { force: true });
-        throw err;
-      }
-      lastError = unreachable(url, err);
-    }
-  }
-  if (lastError) throw lastError;
-  const got = (await stat7(partial)).size;
-  if (options.size !== void 0 && got !== options.size) {
-    await rm6(partial, { force: true });
-    throw sizeMismatch(url, got, options);
-  }
-  if (options.sha256) {
-    const actual = await sha256File(partial);
-    if (actual !== options.sha256) {
-      await rm6(partial, { force: true });
-      if (leftOver) return downloadWith(dispatcher, url, dest, options);
-      throw new ForkdError(
-        "FORKD_ERR_CORRUPT",
-        `${url} does not match its sha256 in ${options.vouchedBy ?? "the registry"} (got ${actual})`,
-        {
-          hint: "the pack was changed or damaged on the way; nothing was installed. Try again, or tell the publisher"
-        }
-      );
-    }
-  }
-  await rename6(partial, dest);
-}
-async function upload(url, file, onProgress) {
-  const { size } = await stat7(file);
-  const body = createReadStream2(file, { highWaterMark: 1024 * 1024 });
-  let done = 0;
-  body.on("data", (chunk) => onProgress?.(done += chunk.length, size));
-  await withClient(async (dispatcher) => {
-    let response;
-    try {
-      response = await (0, import_undici.request)(url, { method: "PUT", body, headers: { "content-length": String(size) }, dispatcher });
-    } catch (err) {
-      throw unreachable(url, err);
-    }
-    await response.body.dump();
-    if (response.statusCode < 200 || response.statusCode >= 300) throw httpError("PUT", url, response.statusCode);
-  });
-}
-
-// src/hub/pull.ts
-var PART = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
-var NAME = new RegExp(`^${PART}/${PART}$`);
-var VERSION = new RegExp(`^${PART}$`);
-function registryUrl(hub = process.env.FORKD_HUB_URL) {
-  if (!hub) {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", "no Hub is configured to resolve names", {
-      hint: "set FORKD_HUB_URL to the Hub (the URL that serves registry.json), or pull a pack by its https:// URL"
-    });
-  }
-  return hub.endsWith(".json") ? hub : `${hub.replace(/\/+$/, "")}/registry.json`;
-}
-async function resolveRef(ref) {
-  if (/^https?:\/\//.test(ref)) return { ref, url: ref };
-  const [name, version = "latest"] = ref.split("@");
-  if (!NAME.test(name) || !VERSION.test(version)) {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `${JSON.stringify(ref)} is not a pack reference`, {
-      hint: "use owner/name, owner/name@version, or an https:// URL of a .forkd.tar.zst"
-    });
-  }
-  const index = registryUrl();
-  let registry;
-  try {
-    const response = await (0, import_undici2.request)(index);
-    if (response.statusCode !== 200) {
-      await response.body.dump();
-      throw new Error(`HTTP ${response.statusCode}`);
-    }
-    registry = await response.body.json();
-  } catch (err) {
-    throw unreachable(index, err);
-  }
-  const entry = registry.packages?.[name]?.versions?.[version];
-  if (!entry) {
-    const known = Object.keys(registry.packages?.[name]?.versions ?? {});
-    throw new ForkdError("FORKD_ERR_NOT_FOUND", `${name}@${version} is not in the registry ${index}`, {
-      hint: known.length ? `versions of ${name}: ${known.join(", ")}` : `no package ${name} there; check the name`
-    });
-  }
-  if (typeof entry.url !== "string" || !/^[0-9a-f]{64}$/.test(entry.sha256 ?? "")) {
-    throw new ForkdError("FORKD_ERR_CORRUPT", `the registry entry of ${name}@${version} has no valid url and sha256`, {
-      hint: "tell the Hub publisher; or pull the pack by URL"
-    });
-  }
-  return {
-    ref: `${name}@${version}`,
-    url: new URL(entry.url, index).toString(),
-    sha256: entry.sha256,
-    ...entry.size_bytes ? { size: entry.size_bytes } : {}
-  };
-}
-var PullCache = class {
-  constructor(paths) {
-    this.paths = paths;
-  }
-  paths;
-  get file() {
-    return join14(this.paths.root, "hub", "pulled.json");
-  }
-  read() {
-    try {
-      return JSON.parse(readFileSync7(this.file, "utf8"));
-    } catch {
-      return {};
-    }
-  }
-  /** The tags of an earlier pull of the same pack, if they are all still installed. */
-  lookup(source2) {
-    const hit = this.read()[source2.ref];
-    if (!hit || !source2.sha256 || hit.sha256 !== source2.sha256) return void 0;
-    return hit.tags.every((tag) => existsSync11(join14(this.paths.snapshots(), tag))) ? hit.tags : void 0;
-  }
-  async record(source2, tags) {
-    const all = { ...this.read(), [source2.ref]: { ...source2.sha256 ? { sha256: source2.sha256 } : {}, tags } };
-    await mkdir5(join14(this.paths.root, "hub"), { recursive: true });
-    writeJsonAtomic(this.file, all, { pretty: true });
-  }
-  /** Where the download of `source` goes (a stable name, so an interrupted one resumes). */
-  packFile(source2) {
-    const safe = source2.ref.replace(/[^A-Za-z0-9_.-]+/g, "_").slice(-100);
-    return join14(this.paths.root, "hub", "downloads", `${safe}.forkd.tar.zst`);
-  }
-};
-async function fetchPack(cache, source2, onProgress) {
-  const file = cache.packFile(source2);
-  await mkdir5(dirname3(file), { recursive: true });
-  await rm7(file, { force: true });
-  await download(source2.url, file, {
-    ...source2.sha256 ? { sha256: source2.sha256 } : {},
-    ...source2.size ? { size: source2.size } : {},
-    ...source2.vouchedBy ? { vouchedBy: source2.vouchedBy } : {},
-    ...onProgress ? { onProgress } : {}
-  });
-  return file;
-}
-
-// src/engine/snapshot/pool.ts
-var MAX_CONSECUTIVE_FAILURES = 3;
-var WarmPool = class {
-  constructor(size, prepare) {
-    this.size = size;
-    this.prepare = prepare;
-    this.refill();
-  }
-  size;
-  prepare;
-  ready = [];
-  filling = /* @__PURE__ */ new Set();
-  failures = 0;
-  closed = false;
-  lastError;
-  get available() {
-    return this.ready.length;
-  }
-  /** A prepared shell, or undefined when the pool is empty (the caller prepares one itself). */
-  take() {
-    let child;
-    while ((child = this.ready.shift()) && child.proc.exitInfo) void child.proc.discard();
-    this.refill();
-    return child;
-  }
-  refill() {
-    while (!this.closed && this.ready.length + this.filling.size < this.size && this.failures < MAX_CONSECUTIVE_FAILURES) {
-      const fill = this.prepare().then(async (child) => {
-        this.failures = 0;
-        if (this.closed) await child.proc.cleanup(false);
-        else this.ready.push(child);
-      }).catch((err) => {
-        this.failures++;
-        this.lastError = err;
-      }).finally(() => {
-        this.filling.delete(fill);
-        this.refill();
-      });
-      this.filling.add(fill);
-    }
-  }
-  /** Waits until the pool is full (or gave up after repeated failures). */
-  async filled() {
-    while (this.filling.size > 0) await Promise.all(this.filling);
-  }
-  async close() {
-    this.closed = true;
-    await Promise.all(this.filling);
-    await Promise.all(this.ready.splice(0).map((child) => child.proc.cleanup(false)));
-  }
-};
-
-// src/engine/images/recipe.ts
-import { existsSync as existsSync12, lstatSync, readdirSync as readdirSync3, readFileSync as readFileSync9 } from "node:fs";
-import { readFile as readFile10 } from "node:fs/promises";
-import { basename as basename4, join as join16, resolve as resolve3 } from "node:path";
-
-// src/engine/images/rootfs.ts
-var import_tar_stream3 = __toESM(require_tar_stream(), 1);
-import { spawnSync } from "node:child_process";
-import { createWriteStream as createWriteStream3, readFileSync as readFileSync8, rmSync as rmSync9, statfsSync } from "node:fs";
-import { chmod, mkdtemp as mkdtemp3, open as open6, readFile as readFile9, rm as rm8, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join as join15 } from "node:path";
-import { pipeline as pipeline4 } from "node:stream/promises";
-
-// src/engine/images/rootfs-privilege.ts
-import { execFile as execFile3 } from "node:child_process";
-import { readFile as readFile8 } from "node:fs/promises";
-import { userInfo } from "node:os";
-import { promisify as promisify3 } from "node:util";
-var execFileAsync3 = promisify3(execFile3);
-var ROOTFS_MODES = ["root", "unshare", "sudo"];
-var SUBID_COUNT = 65536;
-async function subidRange(file, user) {
-  let text;
-  try {
-    text = await readFile8(file, "utf8");
-  } catch {
-    return `${file} does not exist`;
-  }
-  const ok = text.split("\n").some((line) => {
-    const [owner, , count] = line.trim().split(":");
-    return (owner === user.username || owner === String(user.uid)) && Number(count) >= SUBID_COUNT;
-  });
-  return ok ? void 0 : `${file} gives ${user.username} no range of ${SUBID_COUNT} ids`;
-}
-async function whyNotUnshare() {
-  const user = userInfo();
-  if (!which("newuidmap") || !which("newgidmap")) return "newuidmap/newgidmap are missing (package uidmap)";
-  const missing = (await Promise.all([subidRange("/etc/subuid", user), subidRange("/etc/subgid", user)])).filter(
-    Boolean
-  );
-  if (missing.length) return missing.join("; ");
-  const mmdebstrap = which("mmdebstrap");
-  if (!mmdebstrap) return "mmdebstrap is missing (package mmdebstrap)";
-  try {
-    await execFileAsync3(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
-    return void 0;
-  } catch (err) {
-    const stderr = err.stderr?.trim().split("\n").slice(-2).join(" ");
-    return `unprivileged user namespaces are not allowed here (${stderr || err.message})`;
-  }
-}
-async function whyNotSudo() {
-  const sudo = which("sudo");
-  if (!sudo) return "sudo is not installed";
-  try {
-    await execFileAsync3(sudo, ["-n", "true"], { timeout: 1e4 });
-    return void 0;
-  } catch {
-    return "sudo asks for a password";
-  }
-}
-function parseMode(value) {
-  if (value === void 0 || value === "" || value === "auto") return void 0;
-  if (ROOTFS_MODES.includes(value)) return value;
-  throw new ForkdError(
-    "FORKD_ERR_BAD_INPUT",
-    `FORKD_ROOTFS_MODE=${value} is not one of auto, ${ROOTFS_MODES.join(", ")}`,
-    {
-      hint: "unset it to let forkd choose"
-    }
-  );
-}
-async function resolveRootfsMode(env = process.env) {
-  const forced = parseMode(env.FORKD_ROOTFS_MODE);
-  const isRoot = process.getuid?.() === 0;
-  if (forced) {
-    const why = forced === "root" ? isRoot ? void 0 : "this process is not root" : forced === "unshare" ? await whyNotUnshare() : await whyNotSudo();
-    if (why)
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`, {
-        hint: "unset FORKD_ROOTFS_MODE to let forkd choose"
-      });
-    return forced;
-  }
-  if (isRoot) return "root";
-  const noUnshare = await whyNotUnshare();
-  if (!noUnshare) return "unshare";
-  const noSudo = await whyNotSudo();
-  if (!noSudo) return "sudo";
-  const { username } = userInfo();
-  throw new ForkdError(
-    "FORKD_ERR_BUILD",
-    `cannot build a root filesystem as ${username}: no user namespaces (${noUnshare}) and no passwordless sudo (${noSudo})`,
-    {
-      hint: `either let ${username} use user namespaces: sudo apt-get install uidmap && sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${username} (on Ubuntu 24.04 also: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0); or give ${username} passwordless sudo`
-    }
-  );
-}
-
-// src/engine/images/rootfs.ts
-var SUITE = "bookworm";
-function debianMirror() {
-  return process.env.FORKD_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
-}
-var TMPFS_NEEDED_BYTES = 3 * 1024 ** 3;
-function scratchParent() {
-  try {
-    const fs = statfsSync("/dev/shm");
-    if (fs.bavail * fs.bsize >= TMPFS_NEEDED_BYTES) return "/dev/shm";
-  } catch {
-  }
-  return tmpdir();
-}
-function hints(recipe) {
-  return {
-    bootstrap: `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${debianMirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
-    files: `the files named in ${recipe.dir}/recipe.json must exist next to it`,
-    build: "the recipe's build command failed in a chroot of the new tree; its output is above",
-    mke2fs: `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`
-  };
-}
-async function writeFilesTar(recipe, out) {
-  const tar = (0, import_tar_stream3.pack)();
-  const written = pipeline4(tar, createWriteStream3(out));
-  for (const [target, source2] of Object.entries(recipe.files)) {
-    const path = join15(recipe.dir, source2);
-    const [data, info] = await Promise.all([readFile9(path), stat8(path)]);
-    tar.entry({ name: target.slice(1), mode: info.mode & 4095, uid: 0, gid: 0, size: data.length }, data);
-  }
-  tar.finalize();
-  await written;
-}
-function stepOf(line) {
-  if (!line.startsWith("I: running")) return void 0;
-  if (line.includes("forkd-files.tar")) return "files";
-  if (line.includes("forkd-build.sh")) return "build";
-  return void 0;
-}
-function refuseMountsUnderDevShm() {
-  const below = readFileSync8("/proc/self/mountinfo", "utf8").split("\n").map((line) => line.split(" ")[4] ?? "").filter((point) => point.startsWith("/dev/shm/"));
-  if (below.length)
-    throw new ForkdError(
-      "FORKD_ERR_BUILD",
-      `a build without root cannot bind /dev/shm while ${below[0]} is mounted under it`,
-      {
-        hint: `unmount ${below.join(", ")}, or build as root (FORKD_ROOTFS_MODE=sudo)`
-      }
-    );
-}
-var SYSTEM_PATH = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
-function privileged(mode) {
-  const tool = (name, pkg) => mode === "sudo" ? which(name, SYSTEM_PATH) ?? requireTool(name, pkg) : requireTool(name, pkg);
-  const mmdebstrap = tool("mmdebstrap", "mmdebstrap");
-  const prefix = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n"] : mode === "unshare" ? [mmdebstrap, "--unshare-helper"] : [];
-  return {
-    mmdebstrap,
-    tool,
-    /** argv for a command in the namespace (unshare), as root (sudo) or as it is (root). */
-    argv: (command) => [...prefix, ...command]
-  };
-}
-async function buildRootfs(recipe, image, options = {}) {
-  const mode = await resolveRootfsMode();
-  if (mode === "unshare") refuseMountsUnderDevShm();
-  const run = privileged(mode);
-  const mke2fs = run.tool("mke2fs", "e2fsprogs");
-  const parent = scratchParent();
-  if (/[\s'"\\]/.test(parent))
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `the scratch dir ${parent} has a blank or a quote in its path`, {
-      hint: "set TMPDIR to a path without blanks or quotes"
-    });
-  const stage = await mkdtemp3(join15(parent, `forkd-recipe-${recipe.name}-`));
-  await chmod(stage, 457);
-  const tree = join15(stage, "tree");
-  const [rmBin, ...rmArgs] = run.argv(["rm", "-rf", tree]);
-  const removeTree = () => void spawnSync(rmBin, rmArgs, { stdio: "ignore" });
-  const unregister = onProcessExit(() => {
-    removeTree();
-    rmSync9(stage, { recursive: true, force: true });
-  });
-  const task = `rootfs ${recipe.name}`;
-  let step = "files";
-  const fail = (err) => {
-    const message = err instanceof Error ? err.message : String(err);
-    throw new ForkdError("FORKD_ERR_BUILD", `recipe ${recipe.name}: step ${step} failed: ${message}`, {
-      hint: hints(recipe)[step],
-      cause: err
-    });
-  };
-  let file;
-  try {
-    const hooks = [];
-    if (Object.keys(recipe.files).length) {
-      options.onProgress?.({ task, phase: "files" });
-      await writeFilesTar(recipe, join15(stage, "forkd-files.tar")).catch(fail);
-      hooks.push(`upload ${join15(stage, "forkd-files.tar")} /forkd-files.tar`);
-      hooks.push('chroot "$1" tar -xpf /forkd-files.tar -C / && rm -f "$1/forkd-files.tar"');
-    }
-    if (recipe.build) {
-      await writeFile5(join15(stage, "forkd-build.sh"), recipe.build, { mode: 384 });
-      hooks.push(`upload ${join15(stage, "forkd-build.sh")} /forkd-build.sh`);
-      hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
-    }
-    hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
-    const bootstrap = [
-      // as root, the tree's mounts (proc, sys, dev) stay in a mount namespace of their own: seen
-      // from outside, a mount under /dev/shm stops unprivileged builds binding /dev/shm, and a
-      // killed build cannot leave them behind
-      ...mode === "unshare" ? [] : [run.tool("unshare", "util-linux"), "--mount", "--propagation", "private", "--"],
-      ...mode === "sudo" ? [run.tool("env", "coreutils"), `TMPDIR=${parent}`] : [],
-      run.mmdebstrap,
-      `--mode=${mode === "sudo" ? "root" : mode}`,
-      "--variant=minbase",
-      "--format=directory",
-      ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
-      ...hooks.map((hook) => `--customize-hook=${hook}`),
-      SUITE,
-      tree,
-      debianMirror()
-    ];
-    const spawnOptions = { cwd: "/", env: { ...process.env, TMPDIR: parent } };
-    const setpriv = which("setpriv");
-    const dieWithUs = (argv) => setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...argv] : argv;
-    step = "bootstrap";
-    let lines = 0;
-    options.onProgress?.({
-      task,
-      phase: step,
-      detail: `${SUITE} + ${recipe.packages.join(" ") || "nothing"} (${mode})`
-    });
-    const [bin, ...args] = dieWithUs(mode === "sudo" ? run.argv(bootstrap) : bootstrap);
-    await runToolStreaming(bin, args, {
-      ...spawnOptions,
-      onLine: (line) => {
-        step = stepOf(line) ?? step;
-        options.onProgress?.({
-          task,
-          phase: step,
-          done: ++lines,
-          total: Math.max(400, lines + 40),
-          // line counts vary with the package set
-          detail: line.slice(0, 60)
-        });
-      }
-    }).catch(fail);
-    step = "mke2fs";
-    options.onProgress?.({ task, phase: step, detail: `${recipe.imageMiB} MiB` });
-    file = await open6(image, "w", 420);
-    if (mode === "unshare") await file.chmod(438);
-    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
-    const [mkfs, ...mkfsArgs] = run.argv([
-      mke2fs,
-      "-q",
-      "-F",
-      "-t",
-      "ext4",
-      "-L",
-      "forkd",
-      "-d",
-      tree,
-      target,
-      `${recipe.imageMiB}M`
-    ]);
-    await runToolStreaming(mkfs, mkfsArgs, { ...spawnOptions, fd3: file.fd }).catch(fail);
-    await file.chmod(420);
-  } finally {
-    await file?.close();
-    removeTree();
-    await rm8(stage, { recursive: true, force: true });
-    unregister();
-  }
-}
-
-// src/engine/images/recipe.ts
-var BUILDER_VERSION = "rootfs-v3";
-var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
-var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
-var FIELDS = [
-  "description",
-  "base",
-  "packages",
-  "files",
-  "build",
-  "warmup",
-  "ready",
-  "ready_timeout_s",
-  "prime",
-  "ports",
-  "memory_mib",
-  "image_mib"
-];
-function recipesDir() {
-  return join16(packageRoot, "recipes");
-}
-function loadRecipe(ref) {
-  if (!ref) throw new ForkdError("FORKD_ERR_BAD_INPUT", "name a recipe", { hint: "for example: postgres" });
-  const dir = ref.includes("/") ? resolve3(ref) : join16(recipesDir(), ref);
-  const name = basename4(dir);
-  const bad2 = (what) => new ForkdError("FORKD_ERR_BAD_INPUT", `recipe ${name}: ${what}`, {
-    hint: "the recipe format is in recipes/README.md"
-  });
-  if (!NAME_PATTERN.test(name))
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid recipe name ${JSON.stringify(name)}`, {
-      hint: "recipe names are lowercase letters, digits and dashes"
-    });
-  const file = join16(dir, "recipe.json");
-  if (!existsSync12(file)) {
-    throw new ForkdError("FORKD_ERR_NOT_FOUND", `no recipe ${ref} (no ${file})`, {
-      hint: `name one of ${readdirSync3(recipesDir(), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).join(", ")}, or give the path of a directory with a recipe.json`
-    });
-  }
-  let raw;
-  try {
-    raw = JSON.parse(readFileSync9(file, "utf8"));
-  } catch (err) {
-    throw bad2(`${file} is not valid JSON: ${err.message}`);
-  }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad2("recipe.json must hold an object");
-  const unknown = Object.keys(raw).filter((k) => !FIELDS.includes(k));
-  if (unknown.length) throw bad2(`unknown field ${unknown.join(", ")} (known: ${FIELDS.join(", ")})`);
-  const str = (key) => {
-    if (raw[key] === void 0 || raw[key] === null) return null;
-    if (typeof raw[key] !== "string") throw bad2(`"${key}" must be a string`);
-    return raw[key];
-  };
-  const mib = (key, fallback, min, max) => {
-    const value = raw[key] ?? fallback;
-    if (!Number.isInteger(value) || value < min || value > max)
-      throw bad2(`"${key}" must be an integer from ${min} to ${max}`);
-    return value;
-  };
-  const base = raw.base ?? "debian-bookworm";
-  if (base !== "debian-bookworm" && base !== "none") throw bad2('"base" must be "debian-bookworm" or "none"');
-  const packages = raw.packages ?? [];
-  if (!Array.isArray(packages) || packages.some((p) => typeof p !== "string" || !DEBIAN_PACKAGE.test(p)))
-    throw bad2(`"packages" must be a list of Debian package names (got ${JSON.stringify(packages)})`);
-  const files = raw.files ?? {};
-  if (typeof files !== "object" || files === null || Array.isArray(files)) throw bad2('"files" must be an object');
-  for (const [target, source2] of Object.entries(files)) {
-    if (typeof source2 !== "string" || !target.startsWith("/"))
-      throw bad2(`file ${target}: absolute image path -> file name`);
-    if (target.split("/").includes("..") || source2.split("/").includes("..") || source2.startsWith("/"))
-      throw bad2(`file ${target} <- ${source2} leaves its directory`);
-    const real = join16(dir, source2);
-    if (!existsSync12(real)) throw bad2(`file ${target} <- ${source2}: ${real} does not exist`);
-    if (!lstatSync(real).isFile())
-      throw bad2(`file ${target} <- ${source2}: ${real} is not a regular file (links are refused)`);
-  }
-  const build = str("build");
-  if (base === "none" && (packages.length || Object.keys(files).length || build))
-    throw bad2('base "none" boots the embedded initramfs as it is: it takes no packages, files or build');
-  return {
-    name,
-    dir,
-    description: str("description") ?? "",
-    base,
-    packages,
-    files,
-    build,
-    warmup: str("warmup"),
-    ready: str("ready"),
-    readyTimeoutMs: mib("ready_timeout_s", 120, 1, 3600) * 1e3,
-    prime: str("prime"),
-    ports: validatePorts(raw.ports ?? []),
-    memoryMiB: mib("memory_mib", 256, 64, 16384),
-    imageMiB: mib("image_mib", 1024, 64, 65536)
-  };
-}
-async function recipeImageKey(recipe) {
-  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile10(join16(recipe.dir, f))));
-  const { packages, files, build, imageMiB } = recipe;
-  return hashInputs([
-    BUILDER_VERSION,
-    SUITE,
-    debianMirror(),
-    JSON.stringify({ packages, files, build, imageMiB }),
-    ...sources
-  ]);
-}
-function isPackagedRecipe(recipe) {
-  return recipe.dir === join16(recipesDir(), recipe.name);
-}
-async function ensureRecipeImage(paths, recipe, options = {}) {
-  const key = await recipeImageKey(recipe);
-  const artifact = await ensureArtifact(
-    paths,
-    `rootfs-${recipe.name}`,
-    key,
-    (staging) => buildRootfs(recipe, join16(staging, "rootfs.ext4"), options),
-    options
-  );
-  return { ...artifact, image: join16(artifact.dir, "rootfs.ext4") };
-}
-
-// src/engine/images/official.ts
-import { existsSync as existsSync14 } from "node:fs";
-import { readFile as readFile11, rm as rm9, writeFile as writeFile6 } from "node:fs/promises";
-import { join as join18 } from "node:path";
-
-// src/hub/official.ts
-import { existsSync as existsSync13, readFileSync as readFileSync10 } from "node:fs";
-import { join as join17 } from "node:path";
-var PINS_FILE = "official-packs.json";
-var RELEASES_URL = "https://github.com/deeplethe/forkd-action/releases/download";
-var officialName = (name) => `forkd/${name}`;
-var officialTag = (name) => `official-${name}`;
-var officialFile = (name, version) => `forkd-${name}-${version}.forkd.tar.zst`;
-function buildMode(env) {
-  const mode = env.FORKD_BUILD ?? "auto";
-  if (mode !== "auto" && mode !== "local") {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_BUILD=${mode} is not one of auto, local`, {
-      hint: "unset it to pull pinned official packs where they exist, or set FORKD_BUILD=local to build everything here"
-    });
-  }
-  return mode;
-}
-function readPins(root = packageRoot) {
-  const file = join17(root, PINS_FILE);
-  if (!existsSync13(file)) return void 0;
-  try {
-    const pins = JSON.parse(readFileSync10(file, "utf8"));
-    if (typeof pins.version !== "string" || typeof pins.packs !== "object" || pins.packs === null)
-      throw new Error("no version or packs");
-    return pins;
-  } catch (err) {
-    throw new ForkdError(
-      "FORKD_ERR_CORRUPT",
-      `${file} is not a list of official pack pins: ${err.message}`,
-      {
-        hint: "reinstall forkd-action"
-      }
-    );
-  }
-}
-function hubBase(env, version) {
-  const hub = env.FORKD_HUB_URL;
-  if (!hub) return `${env.FORKD_RELEASES_URL || RELEASES_URL}/v${version}/`;
-  return hub.endsWith(".json") ? new URL(".", hub).toString() : `${hub.replace(/\/+$/, "")}/`;
-}
-function officialSource(name, env = process.env, pins = readPins()) {
-  if (buildMode(env) === "local") return { reason: "FORKD_BUILD=local" };
-  if (!pins || pins.version !== packageVersion)
-    return { reason: `no official packs are pinned for forkd-action ${packageVersion}` };
-  const pin = pins.packs[name];
-  if (!pin) return { reason: `no official pack of ${name} is pinned for forkd-action ${packageVersion}` };
-  if (!/^[0-9a-f]{64}$/.test(pin.sha256 ?? "") || !Number.isSafeInteger(pin.size) || pin.file !== officialFile(name, pins.version))
-    throw new ForkdError("FORKD_ERR_CORRUPT", `the pin of the official pack ${name} is malformed`, {
-      hint: "reinstall forkd-action"
-    });
-  return {
-    pin,
-    source: {
-      ref: `${officialName(name)}@${pins.version}`,
-      url: new URL(pin.file, hubBase(env, pins.version)).toString(),
-      sha256: pin.sha256,
-      size: pin.size,
-      vouchedBy: `the pin of forkd-action ${pins.version} (${PINS_FILE})`
-    }
-  };
-}
-
-// src/engine/images/official.ts
-var RECORD = "guest.json";
-var FALLBACK_CODES = /* @__PURE__ */ new Set(["FORKD_ERR_UNREACHABLE", "FORKD_ERR_NOT_FOUND"]);
-function imagesOf(meta) {
-  if (meta.vm.rootfs && !meta.image.rootfsHash)
-    throw new ForkdError("FORKD_ERR_CORRUPT", `snapshot ${meta.tag} boots a root filesystem it records no hash of`, {
-      hint: "remove the snapshot (forkd rmi) and take it again, or download its pack again"
-    });
-  return {
-    kernel: meta.vm.kernel,
-    initrd: meta.vm.initrd,
-    kernelHash: meta.image.kernelHash,
-    initrdHash: meta.image.initrdHash,
-    reused: true,
-    ...meta.vm.rootfs ? { rootfs: { image: meta.vm.rootfs, hash: meta.image.rootfsHash } } : {}
-  };
-}
-async function officialGuest(paths, name, install, options = {}) {
-  const notice = (detail) => options.onProgress?.({ task: "official pack", phase: name, detail });
-  const found = officialSource(name);
-  if ("reason" in found) {
-    if (found.reason !== "FORKD_BUILD=local") options.onFallback?.(`${found.reason}: building locally`);
-    return void 0;
-  }
-  const { source: source2, pin } = found;
-  const key = `${name}-${pin.sha256.slice(0, 24)}`;
-  const record2 = join18(artifactDir(paths, "official", key), RECORD);
-  if (existsSync14(record2)) {
-    const guest = JSON.parse(await readFile11(record2, "utf8"));
-    const { kernel, initrd, rootfs } = guest.images;
-    if ([kernel, initrd, rootfs?.image].every((file) => file === void 0 || existsSync14(file))) return guest;
-    await rm9(artifactDir(paths, "official", key), { recursive: true, force: true });
-  }
-  if (options.lookupOnly) return void 0;
-  try {
-    const tag = officialTag(name);
-    const artifact = await ensureArtifact(
-      paths,
-      "official",
-      key,
-      async (staging) => {
-        notice(`pulling ${source2.ref} (${(pin.size / 1024 ** 2).toFixed(0)} MiB) instead of building`);
-        const { meta, retaken } = await install(source2, tag, name);
-        if (retaken)
-          notice(`${source2.ref}: snapshot taken again here in ${(retaken.ms / 1e3).toFixed(1)} s: ${retaken.reason}`);
-        const guest = { ref: source2.ref, tag, images: { ...imagesOf(meta), official: source2.ref } };
-        await writeFile6(join18(staging, RECORD), `${JSON.stringify(guest, null, 2)}
-`);
-      },
-      options.onProgress ? { onProgress: options.onProgress } : {}
-    );
-    return JSON.parse(await readFile11(join18(artifact.dir, RECORD), "utf8"));
-  } catch (err) {
-    if (err instanceof ForkdError && FALLBACK_CODES.has(err.code)) {
-      notice(`${source2.ref} could not be fetched (${errorMessage(err)}): building locally`);
-      return void 0;
-    }
-    throw err;
-  }
-}
-
-// src/engine/engine.ts
-var READY_POLL_MS = 200;
-var OUTPUT_TAIL_LINES = 10;
-function outputTail(r) {
-  const text = `${r.stdout.toString()}${r.stderr.toString()}`.trim();
-  return text ? `
-${text.split("\n").slice(-OUTPUT_TAIL_LINES).join("\n")}` : "";
-}
-async function waitReady(vm, ready, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (; ; ) {
-    const r = await vm.exec(ready, { timeoutMs: Math.min(1e4, timeoutMs) });
-    if (r.exitCode === 0) return;
-    if (Date.now() > deadline) {
-      throw vm.failure(
-        "FORKD_ERR_SNAPSHOT",
-        `step ready failed: not ready after ${timeoutMs} ms: ${ready} (last exit ${r.exitCode})${outputTail(r)}`,
-        'the warm-up must start what `ready` checks; raise "ready_timeout_s" in the recipe if it is only slow'
-      );
-    }
-    await new Promise((resolve4) => setTimeout(resolve4, READY_POLL_MS));
-  }
-}
-function planOf(meta) {
-  if (meta.branch) {
-    throw new ForkdError(
-      "FORKD_ERR_INCOMPATIBLE",
-      `snapshot ${meta.tag} is a checkpoint of a running VM (${meta.branch.mode} branch of ${meta.branch.from}): it cannot be taken again on another host`,
-      { hint: "take it on this host (run what made it here), or unpack it on a host like the one it was taken on" }
-    );
-  }
-  const bounded = (n, max) => Number.isInteger(n) && n >= 1 && n <= max;
-  if (!bounded(meta.memoryMiB, 65536) || !bounded(meta.vcpus, 64))
-    throw new ForkdError(
-      "FORKD_ERR_CORRUPT",
-      `snapshot ${meta.tag} records ${meta.memoryMiB} MiB and ${meta.vcpus} vCPUs`,
-      {
-        hint: "the pack is damaged; download or pack it again"
-      }
-    );
-  validatePorts(meta.ports);
-  return {
-    images: imagesOf(meta),
-    imageName: meta.image.name,
-    warmup: meta.warmup ?? void 0,
-    ready: meta.ready,
-    ports: meta.ports,
-    memoryMiB: meta.memoryMiB,
-    vcpus: meta.vcpus,
-    prime: meta.prime
-  };
-}
-function sameSnapshot(meta, plan) {
-  const made = planOf(meta);
-  return meta.parent === null && made.images.kernel === plan.images.kernel && made.images.rootfs?.image === plan.images.rootfs?.image && made.warmup === plan.warmup && made.ready?.command === plan.ready?.command && made.memoryMiB === plan.memoryMiB && made.vcpus === plan.vcpus && made.prime === plan.prime && made.ports.join(",") === plan.ports.join(",");
-}
-var MAX_FORK = 256;
-var FORK_CONCURRENCY = Math.max(2, availableParallelism2());
-async function mapLimited(items, limit, fn) {
-  const results = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]).then(
-        (value) => ({ status: "fulfilled", value }),
-        (reason) => ({ status: "rejected", reason })
-      );
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
-var Engine = class {
-  constructor(paths = new StatePaths(), launch = {}) {
-    this.paths = paths;
-    this.launch = launch;
-    this.snapshots = new SnapshotStore(paths);
-  }
-  paths;
-  launch;
-  /** Accelerator verdicts by guest kernel path. */
-  verdicts = /* @__PURE__ */ new Map();
-  base;
-  officials = /* @__PURE__ */ new Map();
-  /** Why an official pack is not used, by name: told when the local build starts. */
-  fallbacks = /* @__PURE__ */ new Map();
-  pools = /* @__PURE__ */ new Map();
-  snapshots;
-  /**
-   * Kernel + base initramfs, built on first use and reused from the cache after. Memoised per
-   * engine: checking the cache hashes the agent sources, busybox and asks gcc its version, which
-   * every boot and snapshot would otherwise repeat.
-   */
-  buildBase(options = {}) {
-    if (options.lookupOnly) return this.resolveBase(options);
-    this.base ??= this.resolveBase(options).catch((err) => {
-      this.base = void 0;
-      throw err;
-    });
-    return this.base;
-  }
-  /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
-  async resolveBase(options) {
-    const official = process.env.FORKD_KERNEL ? void 0 : await this.official("base", options);
-    return official?.images ?? ensureBaseImage(this.paths, this.announcing("base", options));
-  }
-  /** `options`, telling first why `name` is built here (see official) once a build really reports progress. */
-  announcing(name, options) {
-    const why = this.fallbacks.get(name);
-    const { onProgress } = options;
-    if (!why || !onProgress) return options;
-    let told = false;
-    return {
-      ...options,
-      onProgress: (event) => {
-        if (!told) onProgress({ task: "official pack", phase: name, detail: why });
-        told = true;
-        onProgress(event);
-      }
-    };
-  }
-  /** The official images of `name`, pulled on first use (see images/official.ts); memoised per engine. */
-  official(name, options = {}) {
-    const install = async (source2, tag, head) => {
-      const own = { ...source2, ref: `official-${source2.ref}` };
-      const r = await this.pullSource(own, { tag, force: true, head }, options.onProgress);
-      return { meta: (await this.snapshots.get(r.tags.at(-1))).meta, ...r.retaken ? { retaken: r.retaken } : {} };
-    };
-    const onFallback = (notice) => this.fallbacks.set(name, notice);
-    if (options.lookupOnly) return officialGuest(this.paths, name, install, { ...options, onFallback });
-    let guest = this.officials.get(name);
-    if (!guest) {
-      guest = officialGuest(this.paths, name, install, { ...options, onFallback });
-      this.officials.set(name, guest);
-      guest.catch(() => this.officials.delete(name));
-    }
-    return guest;
-  }
-  /**
-   * The accelerator this host runs `guest` with (default: the base image, built if needed);
-   * memoised per engine, cached on disk.
-   */
-  async accel(guest) {
-    const image = guest ?? await this.buildBase();
-    let verdict = this.verdicts.get(image.kernel);
-    if (!verdict) {
-      verdict = findQemu().then((qemu) => resolveAccel(image, this.paths, qemu));
-      this.verdicts.set(image.kernel, verdict);
-      verdict.catch(() => this.verdicts.delete(image.kernel));
-    }
-    return verdict;
-  }
-  /** Boots a fresh microVM from the base image (building it if needed). */
-  async boot(options = {}, onProgress) {
-    const base = await this.buildBase(onProgress ? { onProgress } : {});
-    const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
-    return StartedVm.start({
-      ...options,
-      kernel: base.kernel,
-      initrd: base.initrd,
-      accel: verdict.accel,
-      paths: this.paths,
-      qemu
-    });
-  }
-  /**
-   * Boots a parent with its RAM in the snapshot's memory file, runs the warm-up, pauses it and
-   * saves its device state. The parent is then stopped; the snapshot is visible only once complete.
-   */
-  async snapshot(tag, options = {}) {
-    validateTag(tag);
-    const recipe = options.recipe ? loadRecipe(options.recipe) : void 0;
-    const ports = validatePorts(options.ports ?? recipe?.ports ?? []);
-    const started = performance.now();
-    const build = options.onProgress ? { onProgress: options.onProgress } : {};
-    const official = recipe ? await this.officialRecipe(recipe, build) : void 0;
-    const rootfs = official?.images.rootfs ?? (recipe?.base === "debian-bookworm" ? await ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build)).then((r) => ({
-      image: r.image,
-      hash: r.key
-    })) : void 0);
-    const officialBase = process.env.FORKD_KERNEL ? void 0 : official?.images;
-    const base = officialBase ?? await this.buildBase(build);
-    const plan = {
-      images: { ...base, ...rootfs ? { rootfs } : {} },
-      imageName: recipe?.name ?? "base",
-      warmup: [recipe?.warmup, options.warmup].filter(Boolean).join(" && ") || void 0,
-      ready: recipe?.ready ? { command: recipe.ready, timeoutMs: recipe.readyTimeoutMs } : void 0,
-      ports,
-      memoryMiB: options.memoryMiB ?? recipe?.memoryMiB ?? 256,
-      vcpus: options.vcpus ?? 1,
-      prime: recipe?.prime ?? void 0
-    };
-    const installed2 = official && await this.snapshots.get(official.tag).catch(() => void 0);
-    const fits = installed2 && !incompatibilities(installed2.meta, (await this.hostFacts(installed2.meta.vm)).host).length;
-    if (official && installed2 && fits && sameSnapshot(installed2.meta, plan)) {
-      const info = await this.copySnapshot(installed2, tag);
-      const totalMs = performance.now() - started;
-      return { ...info, official: official.ref, timings: { bootMs: 0, warmupMs: 0, saveMs: 0, totalMs } };
-    }
-    return this.take(tag, plan, started, options.onProgress);
-  }
-  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
-  async recipeImage(recipe, build = {}) {
-    const official = await this.officialRecipe(recipe, build);
-    if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
-    const built = await ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build));
-    return { image: built.image, reused: built.reused };
-  }
-  /**
-   * The official images of a packaged recipe, when its pack's root filesystem is the one this
-   * recipe builds (a recipe changed since the release, or another Debian mirror, builds locally).
-   */
-  async officialRecipe(recipe, build) {
-    if (!isPackagedRecipe(recipe) || recipe.base !== "debian-bookworm") return void 0;
-    const official = await this.official(recipe.name, build);
-    if (!official || official.images.rootfs?.hash === await recipeImageKey(recipe)) return official;
-    this.fallbacks.set(recipe.name, `${official.ref} holds another build of the recipe: building locally`);
-    return void 0;
-  }
-  /** A root snapshot under a new tag, its memory hard-linked (snapshots are never written after commit). */
-  async copySnapshot(from, tag) {
-    const writer = await this.snapshots.beginWrite(tag);
-    try {
-      await link(join19(from.dir, "memory.bin"), writer.memoryFile);
-      await copyFile2(join19(from.dir, "vmstate"), writer.vmstateFile);
-      return await writer.commit({ ...from.meta, tag, id: randomUUID(), created: (/* @__PURE__ */ new Date()).toISOString() });
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
-  }
-  /** Boots a parent from `plan`, warms it, and saves it as `tag` (see snapshot). */
-  async take(tag, plan, started = performance.now(), onProgress) {
-    const { images: base, warmup, ports, memoryMiB, vcpus } = plan;
-    const rootfs = base.rootfs;
-    const [verdict, qemu] = await Promise.all([this.accel(base), findQemu()]);
-    const writer = await this.snapshots.beginWrite(tag);
-    try {
-      onProgress?.({ task: "snapshot", phase: "boot", detail: tag });
-      const parent = await StartedVm.start({
-        kernel: base.kernel,
-        initrd: base.initrd,
-        accel: verdict.accel,
-        memoryMiB,
-        vcpus,
-        memoryFile: { path: writer.memoryFile, shared: true },
-        net: ports.length > 0,
-        ...rootfs ? { rootfs: rootfs.image } : {},
-        paths: this.paths,
-        qemu
-      });
-      let warmupMs = 0;
-      let saveMs = 0;
-      try {
-        const warmStarted = performance.now();
-        if (warmup) {
-          onProgress?.({ task: "snapshot", phase: "warm-up", detail: warmup });
-          const r = await parent.exec(warmup);
-          if (r.exitCode !== 0) {
-            throw parent.failure(
-              "FORKD_ERR_SNAPSHOT",
-              `step warm-up failed: exited ${r.exitCode}: ${warmup}${outputTail(r)}`,
-              "the warm-up must exit 0; start long-running servers in the background (cmd &)"
-            );
-          }
-        }
-        if (plan.ready) await waitReady(parent, plan.ready.command, plan.ready.timeoutMs);
-        warmupMs = performance.now() - warmStarted;
-        onProgress?.({ task: "snapshot", phase: "save" });
-        const saveStarted = performance.now();
-        await saveDeviceState(parent.qmp, writer.vmstateFile);
-        saveMs = performance.now() - saveStarted;
-      } finally {
-        await parent.kill();
-      }
-      const { size: vmstateBytes } = await stat9(writer.vmstateFile);
-      const meta = {
-        format: SNAPSHOT_FORMAT,
-        tag,
-        created: (/* @__PURE__ */ new Date()).toISOString(),
-        id: randomUUID(),
-        parent: null,
-        depth: 0,
-        image: {
-          name: plan.imageName,
-          kernelHash: base.kernelHash,
-          initrdHash: base.initrdHash,
-          ...rootfs ? { rootfsHash: rootfs.hash } : {}
-        },
-        memoryMiB,
-        vcpus,
-        accel: verdict.accel,
-        qemuVersion: qemu.version,
-        machine: MACHINE_TYPE,
-        ...verdict.accel === "kvm" ? { cpu: hostCpu() } : {},
-        vm: {
-          kernel: parent.spec.kernel,
-          initrd: parent.spec.initrd,
-          ...parent.spec.append ? { append: parent.spec.append } : {},
-          ...parent.spec.net ? { net: true } : {},
-          ...parent.spec.rootfs ? { rootfs: parent.spec.rootfs } : {}
-        },
-        ports,
-        warmup: warmup ?? null,
-        ...plan.ready ? { ready: plan.ready } : {},
-        ...plan.prime ? { prime: plan.prime } : {},
-        vmstateBytes
-      };
-      const info = await writer.commit(meta);
-      return { ...info, timings: { bootMs: parent.readyMs, warmupMs, saveMs, totalMs: performance.now() - started } };
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
-  }
-  /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
-  async hostFacts(guest) {
-    const [verdict, qemu] = await Promise.all([this.accel(guest), findQemu()]);
-    return { host: { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() }, qemu };
-  }
-  /**
-   * A snapshot this host can restore, with whole files, and the QEMU to restore it with. The
-   * verdict is for the snapshot's own images, so an unpacked snapshot restores without a build.
-   */
-  async restorable(tag) {
-    const info = await this.snapshots.get(tag);
-    const { host, qemu } = await this.hostFacts(info.meta.vm);
-    checkCompatible(info.meta, host);
-    await ensureFullMemory(this.snapshots, info);
-    await this.snapshots.verify(info);
-    return { info, qemu };
-  }
-  /**
-   * Keeps `size` restore shells of `tag` ready so forks skip QEMU start. Returns once the pool is
-   * full. Size 0 removes the pool.
-   */
-  async warmPool(tag, size) {
-    if (!Number.isInteger(size) || size < 0 || size > MAX_FORK) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `pool size ${size} is not an integer between 0 and ${MAX_FORK}`);
-    }
-    const { info, qemu } = await this.restorable(tag);
-    await this.pools.get(tag)?.close();
-    this.pools.delete(tag);
-    if (size === 0) return void 0;
-    const pool = new WarmPool(size, () => prepareSpare(info, this.paths, qemu, this.launch));
-    this.pools.set(tag, pool);
-    await pool.filled();
-    return pool;
-  }
-  /**
-   * Forks `n` children from a snapshot: each its own QEMU with the snapshot's memory mapped
-   * copy-on-write, resumed and told it was restored. All or nothing: if one fails, the others
-   * are killed and the error is thrown.
-   */
-  async fork(tag, n = 1) {
-    if (!Number.isInteger(n) || n < 1 || n > MAX_FORK) {
-      throw new ForkdError("FORKD_ERR_LIMIT", `cannot fork ${n} children: n must be an integer from 1 to ${MAX_FORK}`, {
-        hint: "fork in batches if you need more"
-      });
-    }
-    const { info, qemu } = await this.restorable(tag);
-    const pool = this.pools.get(tag);
-    const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
-      const startedAt = performance.now();
-      const child = pool?.take() ?? await prepareChild(info, this.paths, qemu, this.launch);
-      return activateChild(child, startedAt, tag);
-    });
-    const children = results.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) {
-      await Promise.all(children.map((child) => child.kill()));
-      throw failed.reason;
-    }
-    return children;
-  }
-  /**
-   * BRANCH: copies a running forked VM into a new snapshot that forks like any other; the VM
-   * carries on where it was. `full` pauses it for the whole copy, `live` only for the last round,
-   * and `diff` copies like `live` and then stores only the pages that differ from the snapshot
-   * the VM was forked from (a chain link).
-   *
-   * Returns once the VM runs again (`resumed`, with the pause) and when the snapshot is committed
-   * (`done`). A failure leaves no snapshot, and the VM running.
-   */
-  async startBranch(vm, tag, mode) {
-    validateTag(tag);
-    if (!BRANCH_MODES.includes(mode)) {
-      throw new ForkdError(
-        "FORKD_ERR_BAD_INPUT",
-        `branch mode ${JSON.stringify(mode)} is not one of ${BRANCH_MODES.join(", ")}`
-      );
-    }
-    if (!vm.snapshot) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `VM ${vm.id} was booted, not forked: only forked VMs can branch`, {
-        hint: "fork from a snapshot (forkd spawn / engine.fork) and branch the child"
-      });
-    }
-    if (vm.stopped) throw new ForkdError("FORKD_ERR_VM_STOPPED", `VM ${vm.id} has stopped`);
-    const source2 = await this.snapshots.get(vm.snapshot);
-    const depth = mode === "diff" ? (source2.meta.depth ?? 0) + 1 : 0;
-    if (depth > MAX_CHAIN_DEPTH) {
-      throw new ForkdError(
-        "FORKD_ERR_LIMIT",
-        `a diff of ${source2.tag} would be link ${depth} of its chain (max ${MAX_CHAIN_DEPTH})`,
-        {
-          hint: `branch with --mode full, or flatten first: forkd compact --from ${source2.tag} --to NEW`
-        }
-      );
-    }
-    const qemu = await findQemu();
-    const started = performance.now();
-    const writer = await this.snapshots.beginWrite(tag);
-    let copy;
-    try {
-      copy = copyRunningVm(vm, writer, mode !== "full", this.paths, qemu);
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
-    const done = (async () => {
-      try {
-        const copied = await copy.done;
-        const vmstateBytes = (await stat9(writer.vmstateFile)).size;
-        let diffPages;
-        let memoryBytes = await physicalBytes(writer.memoryFile);
-        if (mode === "diff") {
-          await ensureFullMemory(this.snapshots, source2);
-          const diff = await writeMemoryDiff(source2.memoryFile, writer.memoryFile, join19(writer.dir, MEMORY_DIFF_FILE));
-          [diffPages, memoryBytes] = [diff.pages, diff.bytes];
-        }
-        const meta = {
-          ...source2.meta,
-          tag,
-          created: (/* @__PURE__ */ new Date()).toISOString(),
-          id: randomUUID(),
-          parent: mode === "diff" ? source2.tag : null,
-          depth,
-          branch: { from: source2.tag, mode, pauseMs: Math.round(copied.pauseMs * 10) / 10 },
-          vmstateBytes
-        };
-        if (mode === "diff") meta.parentPin = { id: source2.meta.id ?? "", sha256: await contentHash(source2) };
-        else delete meta.parentPin;
-        const info = await writer.commit(meta);
-        return {
-          ...info,
-          mode,
-          pauseMs: copied.pauseMs,
-          bytesWritten: memoryBytes + vmstateBytes,
-          transferredBytes: copied.transferredBytes,
-          passes: copied.passes,
-          rewrittenPages: copied.rewrittenPages,
-          ...diffPages !== void 0 ? { diffPages } : {},
-          totalMs: performance.now() - started
-        };
-      } catch (err) {
-        await writer.abort();
-        throw err;
-      }
-    })();
-    done.catch(() => {
-    });
-    return { resumed: copy.resumed, done };
-  }
+  engine;
   /** Writes `tag`, its chain and the images it runs on to a `.forkd.tar.zst` (src/hub/pack.ts). */
   pack(tag, out, onProgress = () => {
   }) {
-    return writePack(this.snapshots, tag, out, byteProgress("pack", "write", onProgress));
+    return writePack(this.engine.snapshots, tag, out, byteProgress("pack", "write", onProgress));
   }
   /**
    * Installs a pack, checked whole before anything becomes visible; refused if this host cannot
@@ -38050,38 +43763,42 @@ var Engine = class {
    */
   async unpack(file, options = {}, onProgress = () => {
   }) {
+    const { paths } = this.engine;
     const host = {
       known: async (kernelSha256) => {
         const qemu = await findQemu();
-        const verdict = await knownAccel(kernelSha256, this.paths, qemu);
+        const verdict = await knownAccel(kernelSha256, paths, qemu);
         return verdict && { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() };
       },
       // not memoised: the staged images go away with the staging dir; the verdict is cached on disk
       probe: async (guest) => {
         const qemu = await findQemu();
-        const { accel } = await resolveAccel(guest, this.paths, qemu);
+        const { accel } = await resolveAccel(guest, paths, qemu);
         return { accel, qemuVersion: qemu.version, cpu: hostCpu() };
       },
       retake: async (tag, meta) => {
         onProgress({ task: "unpack", phase: "snapshot", detail: `${tag}: taking it again on this host` });
-        await this.take(tag, planOf(meta), performance.now(), onProgress);
+        await this.engine.retake(tag, meta, onProgress);
       }
     };
-    return unpack(file, this.paths, host, { ...options, onProgress: byteProgress("unpack", "read", onProgress) });
+    return unpack(file, paths, host, { ...options, onProgress: byteProgress("unpack", "read", onProgress) });
   }
   /**
    * Installs a pack from a URL or `owner/name[@version]` (FORKD_HUB_URL's registry), checked
    * against the registry's sha256. A ref pulled before with the same sha256, whose snapshots are
    * still there, is not downloaded again (`cached: true`).
    */
-  async pull(ref, options = {}, onProgress = () => {
+  async pull(ref2, options = {}, onProgress = () => {
   }) {
-    return this.pullSource(await resolveRef(ref), options, onProgress);
+    const { httpsOnly, ...install } = options;
+    const source2 = await resolveRef(ref2);
+    if (httpsOnly) requireHttps(source2);
+    return this.pullSource(source2, install, onProgress);
   }
   /** pull, of a pack already located (a registry entry, an official pin). */
   async pullSource(source2, options = {}, onProgress = () => {
   }) {
-    const cache = new PullCache(this.paths);
+    const cache = new PullCache(this.engine.paths);
     const cachedTags = options.force || options.tag ? void 0 : cache.lookup(source2);
     if (cachedTags) return { ref: source2.ref, cached: true, tags: cachedTags };
     const file = await fetchPack(cache, source2, byteProgress("pull", "download", onProgress));
@@ -38096,8 +43813,9 @@ var Engine = class {
   /** Packs `tag` and PUTs it to `url` as a stream (e.g. a presigned upload URL). */
   async push(tag, url, onProgress = () => {
   }) {
-    await mkdir6(this.paths.tmp(), { recursive: true });
-    const file = join19(this.paths.tmp(), `push-${process.pid}-${randomUUID()}.forkd.tar.zst`);
+    const tmp = this.engine.paths.tmp();
+    await mkdir6(tmp, { recursive: true });
+    const file = join21(tmp, `push-${process.pid}-${randomUUID4()}.forkd.tar.zst`);
     const unregister = onProcessExit(() => rmSync10(file, { force: true }));
     try {
       const { bytes, sha256 } = await this.pack(tag, file, onProgress);
@@ -38108,110 +43826,25 @@ var Engine = class {
       unregister();
     }
   }
-  /** BRANCH and wait for the snapshot (see startBranch). */
-  async branch(vm, tag, mode = "live") {
-    return (await this.startBranch(vm, tag, mode)).done;
-  }
-  /** A snapshot's place in its chain and its disk use. */
-  async describe(tag) {
-    const info = await this.snapshots.get(tag);
-    const [ancestors, dependents, bytes] = await Promise.all([
-      ancestorsOf(this.snapshots, info),
-      dependentsOf(this.snapshots, tag),
-      snapshotBytes(info)
-    ]);
-    return {
-      info,
-      depth: info.meta.depth ?? 0,
-      parent: info.meta.parent,
-      ancestors: ancestors.map((a) => a.tag),
-      dependents: dependents.map((d) => d.tag),
-      logicalBytes: info.meta.memoryMiB * 1024 * 1024,
-      physicalBytes: bytes.durable,
-      cacheBytes: bytes.cache
+  /** The official images of `name`: its pinned pack, pulled and installed on first use (see official-images.ts). */
+  guest(name, options) {
+    const install = async (source2, tag, head) => {
+      const own = { ...source2, ref: `official-${source2.ref}` };
+      const r = await this.pullSource(own, { tag, force: true, head }, options.onProgress);
+      const { meta } = await this.engine.snapshots.get(r.tags.at(-1));
+      return { meta, ...r.retaken ? { retaken: r.retaken } : {} };
     };
-  }
-  /**
-   * Removes a snapshot. One that diff links depend on is refused (FORKD_ERR_CONFLICT, naming
-   * them) unless `cascade` (remove them too, leaves first) or `force` (remove it anyway: its links
-   * keep working while their full-memory caches last, and fail clearly after).
-   */
-  async removeSnapshot(tag, options = {}) {
-    const dependents = await dependentsOf(this.snapshots, validateTag(tag));
-    if (dependents.length && !options.cascade && !options.force) {
-      throw new ForkdError(
-        "FORKD_ERR_CONFLICT",
-        `snapshot ${tag} has dependents: ${dependents.map((d) => d.tag).join(", ")}`,
-        { hint: `remove them first, or: forkd rmi ${tag} --cascade (removes them too) or --force` }
-      );
-    }
-    const removed = [];
-    if (options.cascade) for (const d of dependents) removed.push(...await this.removeSnapshot(d.tag, options));
-    await this.pools.get(tag)?.close();
-    this.pools.delete(tag);
-    await this.snapshots.remove(tag);
-    return [...removed, tag];
-  }
-  /** Flattens a chain link into a new root snapshot `to` (full memory, no parent). */
-  async compact(from, to) {
-    const info = await this.snapshots.get(from);
-    await ensureFullMemory(this.snapshots, info);
-    const writer = await this.snapshots.beginWrite(to);
-    try {
-      await Promise.all([
-        copySparse(info.memoryFile, writer.memoryFile),
-        copyFile2(info.vmstateFile, writer.vmstateFile)
-      ]);
-      const meta = {
-        ...info.meta,
-        tag: to,
-        created: (/* @__PURE__ */ new Date()).toISOString(),
-        id: randomUUID(),
-        parent: null,
-        depth: 0
-      };
-      delete meta.parentPin;
-      return await writer.commit(meta);
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
-  }
-  /** The size `tag`'s warm pool was given (0: none). */
-  poolSize(tag) {
-    return this.pools.get(tag)?.size ?? 0;
-  }
-  /** Restore shells waiting in all warm pools. */
-  get pooledChildren() {
-    return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);
-  }
-  /** Stops the warm pools (children handed out are the caller's to kill). */
-  async close() {
-    await Promise.all([...this.pools.values()].map((pool) => pool.close()));
-    this.pools.clear();
-  }
-  async [Symbol.asyncDispose]() {
-    await this.close();
+    return officialGuest(this.engine.paths, name, install, options);
   }
 };
-
-// src/engine/doctor.ts
-import { constants as constants4, existsSync as existsSync15 } from "node:fs";
-import { access as access2, statfs as statfs2 } from "node:fs/promises";
-
-// src/engine/host-platform.ts
-import { arch, platform } from "node:os";
-var thisHost = () => ({ platform: platform(), arch: arch() });
-function unsupportedHost(host = thisHost()) {
-  if (host.platform === "linux" && host.arch === "x64") return void 0;
-  return `forkd runs x86_64 Linux guests on x86_64 Linux hosts only; this host is ${host.platform}/${host.arch}`;
-}
-function assertSupportedHost(host = thisHost(), hint = "use an x86_64 Linux host") {
-  const why = unsupportedHost(host);
-  if (why) throw new ForkdError("FORKD_ERR_INCOMPATIBLE", why, { hint });
+function openEngine(paths = new StatePaths(), options = {}) {
+  const officialPacks = { guest: (name, lookup) => hub.guest(name, lookup) };
+  const engine = new Engine(paths, { ...options, officialPacks });
+  const hub = new Hub(engine);
+  return { engine, hub };
 }
 
-// src/engine/doctor.ts
+// src/cli/doctor.ts
 var GiB = 1024 ** 3;
 var SETUP_HINT = "run the setup command: npm run setup";
 var check = (name, status, detail, hint) => ({
@@ -38280,7 +43913,7 @@ async function runDoctor(paths, host = thisHost()) {
   );
   let base;
   try {
-    base = await new Engine(paths).buildBase({ lookupOnly: true });
+    base = await openEngine(paths).engine.buildBase({ lookupOnly: true });
     const from = base.official ? ` (from the official pack ${base.official})` : "";
     checks.push(check("base image", "pass", `kernel ${base.kernel}, initramfs ${base.initrd}${from}`));
   } catch (err) {
@@ -38370,7 +44003,12 @@ var AuditLog = class {
   file;
   write(entry) {
     const outcome = entry.status < 400 ? "ok" : entry.status < 500 ? "rejected" : "error";
-    const line = { time: (/* @__PURE__ */ new Date()).toISOString(), ...entry, outcome };
+    this.append({ time: (/* @__PURE__ */ new Date()).toISOString(), ...entry, outcome });
+  }
+  event(event) {
+    this.append({ time: (/* @__PURE__ */ new Date()).toISOString(), ...event });
+  }
+  append(line) {
     try {
       appendFileSync(this.file, `${JSON.stringify(line)}
 `, { mode: 384 });
@@ -38380,7 +44018,7 @@ var AuditLog = class {
 };
 
 // src/server/auth.ts
-import { randomBytes as randomBytes7, timingSafeEqual } from "node:crypto";
+import { randomBytes as randomBytes8, timingSafeEqual } from "node:crypto";
 import { readFileSync as readFileSync11, writeFileSync as writeFileSync3 } from "node:fs";
 var MIN_TOKEN_BYTES = 16;
 var PLACEHOLDER = /^(replace[-_ ]?me|change[-_ ]?me|changeme|token|secret|password|example|test|x+|0+)$/i;
@@ -38399,7 +44037,7 @@ function validateToken(token, source2) {
 }
 function loadOrCreateToken(file) {
   try {
-    writeFileSync3(file, `${randomBytes7(32).toString("hex")}
+    writeFileSync3(file, `${randomBytes8(32).toString("hex")}
 `, { mode: 384, flag: "wx" });
   } catch (err) {
     if (err.code !== "EEXIST") throw err;
@@ -38417,8 +44055,9 @@ function isHealthz(rawUrl) {
   return rawUrl === "/healthz" || rawUrl === "/healthz/";
 }
 function authFailure(header, token) {
-  if (!header || !header.startsWith("Bearer ")) return "missing bearer token";
-  const presented = header.slice("Bearer ".length).trim();
+  const scheme = /^bearer +/i.exec(header ?? "");
+  if (!scheme) return "missing bearer token";
+  const presented = header.slice(scheme[0].length).trim();
   if (!presented) return "missing bearer token";
   return tokenMatches(presented, token) ? void 0 : "invalid bearer token";
 }
@@ -38455,7 +44094,7 @@ var RECENT_FORKS = 1e4;
 function metric(name, type, help, samples) {
   return [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples];
 }
-var Metrics = class {
+var Metrics2 = class {
   requestsTotal = 0;
   buckets = FORK_BUCKETS_MS.map(() => 0);
   forkSumMs = 0;
@@ -38464,6 +44103,10 @@ var Metrics = class {
   recentForksMs = [];
   /** The most sandboxes alive at once. */
   peakSandboxes = 0;
+  reaped = { lease: 0, owner: 0, exited: 0 };
+  observeReap(kind) {
+    this.reaped[kind]++;
+  }
   observeSandboxes(alive) {
     this.peakSandboxes = Math.max(this.peakSandboxes, alive);
   }
@@ -38483,6 +44126,18 @@ var Metrics = class {
       ...metric("forkd_sandboxes_active", "gauge", "Sandboxes (forked children) the daemon is running.", [
         `forkd_sandboxes_active ${g.sandboxesActive}`
       ]),
+      ...metric(
+        "forkd_sandboxes_reaped_total",
+        "counter",
+        "Sandboxes the daemon removed on its own: lease run out, owner process gone, QEMU exited.",
+        Object.entries(this.reaped).map(([reason, n]) => `forkd_sandboxes_reaped_total{reason="${reason}"} ${n}`)
+      ),
+      ...metric(
+        "forkd_vms",
+        "gauge",
+        "QEMU processes the daemon runs, by role.",
+        Object.entries(g.vms).map(([role, n]) => `forkd_vms{role="${role}"} ${n}`)
+      ),
       ...metric("forkd_sandboxes_peak", "gauge", "The most sandboxes alive at once since the daemon started.", [
         `forkd_sandboxes_peak ${this.peakSandboxes}`
       ]),
@@ -38503,6 +44158,9 @@ var Metrics = class {
       ]),
       ...metric("forkd_snapshots", "gauge", "Snapshots in the store.", [`forkd_snapshots ${g.snapshots}`]),
       ...metric("forkd_pool_size", "gauge", "Restore shells waiting in warm pools.", [`forkd_pool_size ${g.poolSize}`]),
+      ...metric("forkd_pools_failing", "gauge", "Warm pools that gave up refilling after repeated failures.", [
+        `forkd_pools_failing ${g.poolsFailing}`
+      ]),
       ...metric("forkd_heavy_operations_in_flight", "gauge", "Snapshots and forks running now (branches join them).", [
         `forkd_heavy_operations_in_flight ${g.heavyInFlight}`
       ]),
@@ -38515,51 +44173,135 @@ var Metrics = class {
   }
 };
 
-// src/server/registry.ts
-import { randomBytes as randomBytes8 } from "node:crypto";
+// src/server/adoption.ts
+async function adoptLeftovers(ledger, paths, audit) {
+  await Promise.all(ledger.leftovers().map((record2) => reconcile(record2, ledger, paths, audit)));
+}
+async function reconcile(record2, ledger, paths, audit) {
+  const { sandbox } = record2;
+  const running = VmProcess.leftoverRunning(record2.runDir);
+  const what = { vm: record2.vm, role: record2.role, snapshot: record2.snapshot, ...sandbox ? { id: sandbox.id } : {} };
+  if (sandbox && running) {
+    try {
+      const vm = await StartedVm.adopt(
+        {
+          runDir: record2.runDir,
+          spec: record2.spec,
+          readyMs: sandbox.readyMs,
+          ports: sandbox.ports ?? {},
+          snapshot: record2.snapshot
+        },
+        paths,
+        ledger
+      );
+      ledger.adopt(record2, vm);
+      audit.event({ event: "adopt", ...what });
+      return;
+    } catch (err) {
+      const error = errorMessage(err).split("\n")[0];
+      process.stderr.write(
+        `forkd: could not adopt sandbox ${sandbox.id} (${record2.vm}, pid file in ${record2.runDir}): ${error}; it was killed
+`
+      );
+      audit.event({ event: "adopt-failed", ...what, error });
+    }
+  } else {
+    const reason = running ? `${record2.role} of a previous daemon` : "qemu exited while no daemon ran";
+    audit.event({ event: "reap", ...what, reason });
+  }
+  await VmProcess.reapLeftover(record2.runDir, paths);
+  ledger.forget(record2.vm);
+}
+
+// src/server/ledger.ts
+import { randomBytes as randomBytes9 } from "node:crypto";
 import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync12, rmSync as rmSync11 } from "node:fs";
-import { join as join20 } from "node:path";
-var ID_PATTERN = /^sb-[0-9a-f]{12}$/;
-var SandboxRegistry = class {
+import { join as join22 } from "node:path";
+var SANDBOX_ID = /^sb-[0-9a-f]{12}$/;
+var VM_RECORD = /^vm-[0-9a-f]{10}\.json$/;
+var Ledger = class {
   constructor(dir) {
     this.dir = dir;
     mkdirSync2(dir, { recursive: true, mode: 448 });
   }
   dir;
+  vms = /* @__PURE__ */ new Map();
   sandboxes = /* @__PURE__ */ new Map();
+  /** Told of every sandbox added or adopted (the reaper watches its QEMU). */
+  onSandbox = () => {
+  };
   get size() {
     return this.sandboxes.size;
   }
-  add(snapshot, vm) {
-    return this.restore(
-      {
-        id: `sb-${randomBytes8(6).toString("hex")}`,
-        snapshot,
-        created: (/* @__PURE__ */ new Date()).toISOString(),
-        runDir: vm.runDir,
-        spec: vm.spec,
-        readyMs: vm.readyMs,
-        ports: vm.ports
-      },
-      vm
-    );
+  /** QEMUs alive now, by role. */
+  roles() {
+    const counts = { sandbox: 0, spare: 0, child: 0, "branch-helper": 0 };
+    for (const record2 of this.vms.values()) counts[record2.role]++;
+    return counts;
   }
-  /** Registers a sandbox under a known record (a new one, or one adopted after a restart). */
-  restore(record2, vm) {
-    const file = join20(this.dir, `${record2.id}.json`);
-    writeJsonAtomic(file, record2);
-    const sandbox = { id: record2.id, snapshot: record2.snapshot, vm, created: new Date(record2.created) };
-    this.sandboxes.set(sandbox.id, sandbox);
+  launched(proc, role, snapshot) {
+    this.record({ vm: proc.id, role, snapshot: snapshot ?? null, runDir: proc.runDir, spec: proc.spec });
+  }
+  ended(proc) {
+    this.forget(proc.id);
+  }
+  record(record2) {
+    writeJsonAtomic(join22(this.dir, `${record2.vm}.json`), record2);
+    this.vms.set(record2.vm, record2);
+  }
+  /** Removes a VM's record (its QEMU is gone). */
+  forget(vm) {
+    this.vms.delete(vm);
+    rmSync11(join22(this.dir, `${vm}.json`), { force: true });
+  }
+  /** Hands a forked child to a client as a new sandbox. */
+  addSandbox(snapshot, vm, holder) {
+    return this.register(vm, {
+      vm: vm.id,
+      role: "sandbox",
+      snapshot,
+      runDir: vm.runDir,
+      spec: vm.spec,
+      sandbox: {
+        id: `sb-${randomBytes9(6).toString("hex")}`,
+        created: (/* @__PURE__ */ new Date()).toISOString(),
+        readyMs: vm.readyMs,
+        ports: vm.ports,
+        ...holder
+      }
+    });
+  }
+  /** Takes back a sandbox a previous daemon recorded (its lease starts afresh: nobody could renew it meanwhile). */
+  adopt(record2, vm) {
+    return this.register(vm, { ...record2, sandbox: record2.sandbox });
+  }
+  register(vm, record2) {
+    const { id, created, owner, ttlS } = record2.sandbox;
+    this.record(record2);
+    const sandbox = {
+      id,
+      snapshot: record2.snapshot,
+      vm,
+      created: new Date(created),
+      owner,
+      ttlS,
+      expires: 0
+    };
+    renew(sandbox);
+    this.sandboxes.set(id, sandbox);
+    this.onSandbox(sandbox);
     return sandbox;
   }
-  /** Records left by a previous daemon, for adoption; unreadable ones are removed. */
+  /** Records left on disk by a previous daemon (unreadable ones are removed). */
   leftovers() {
     const records = [];
     for (const name of readdirSync4(this.dir)) {
-      const file = join20(this.dir, name);
+      const file = join22(this.dir, name);
       try {
+        if (!VM_RECORD.test(name)) throw new Error("not a VM record");
         const record2 = JSON.parse(readFileSync12(file, "utf8"));
-        if (!ID_PATTERN.test(record2.id) || typeof record2.runDir !== "string") throw new Error("not a sandbox record");
+        if (typeof record2.runDir !== "string" || record2.sandbox && !SANDBOX_ID.test(record2.sandbox.id))
+          throw new Error("not a VM record");
         records.push(record2);
       } catch {
         rmSync11(file, { force: true });
@@ -38567,11 +44309,9 @@ var SandboxRegistry = class {
     }
     return records;
   }
-  forget(id) {
-    rmSync11(join20(this.dir, `${id}.json`), { force: true });
-  }
-  get(id) {
-    if (!ID_PATTERN.test(id)) {
+  /** The sandbox a request names; a request on a sandbox renews its lease. */
+  sandbox(id) {
+    if (!SANDBOX_ID.test(id)) {
       throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid sandbox id ${JSON.stringify(id)}`, {
         hint: "ids look like sb-0123456789ab"
       });
@@ -38581,26 +44321,40 @@ var SandboxRegistry = class {
       throw new ForkdError("FORKD_ERR_NOT_FOUND", `no sandbox ${id}`, {
         hint: "GET /v1/sandboxes lists the live ones"
       });
+    renew(sandbox);
     return sandbox;
   }
   /** Removes and returns the sandbox (the caller kills its VM). */
   take(id) {
-    const sandbox = this.get(id);
+    const sandbox = this.sandbox(id);
     this.sandboxes.delete(id);
-    this.forget(id);
     return sandbox;
+  }
+  /** Removes this very sandbox if it is still held; false when it was deleted or reaped already. */
+  release(sandbox) {
+    if (this.sandboxes.get(sandbox.id) !== sandbox) return false;
+    this.sandboxes.delete(sandbox.id);
+    return true;
   }
   list() {
     return [...this.sandboxes.values()];
   }
-  /** Empties the registry, returning everything that was in it. */
+  /** The sandboxes held by the owner labelled `label`. */
+  ownedBy(label) {
+    return this.list().filter((s) => s.owner?.label === label);
+  }
+  /** Empties the ledger of sandboxes, returning them (their VMs' records go as the VMs end). */
   drain() {
     const all = this.list();
     this.sandboxes.clear();
-    for (const s of all) this.forget(s.id);
     return all;
   }
 };
+function renew(sandbox) {
+  if (sandbox.ttlS === null) return false;
+  sandbox.expires = Date.now() + sandbox.ttlS * 1e3;
+  return true;
+}
 function sandboxInfo(s) {
   return {
     id: s.id,
@@ -38609,38 +44363,4300 @@ function sandboxInfo(s) {
     accel: s.vm.accel,
     created: s.created.toISOString(),
     ready_ms: Math.round(s.vm.readyMs * 10) / 10,
-    ports: s.vm.ports
+    ports: s.vm.ports,
+    owner: s.owner && { label: s.owner.label, ...s.owner.pid !== void 0 ? { pid: s.owner.pid } : {} },
+    lease: s.ttlS === null ? null : { ttl_s: s.ttlS, expires: new Date(s.expires).toISOString() }
   };
 }
 
-// src/server/router.ts
-var Router = class {
-  routes = [];
-  on(method, path, handler) {
-    const names = [];
-    const pattern = new RegExp(
-      `^${path.replace(/:(\w+)/g, (_m, name) => {
-        names.push(name);
-        return "([^/]+)";
-      })}$`
-    );
-    this.routes.push({ method, pattern, names, handler });
-    return this;
+// src/server/owners.ts
+import { readFileSync as readFileSync13 } from "node:fs";
+function processStartTime(pid) {
+  let stat10;
+  try {
+    stat10 = readFileSync13(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return void 0;
   }
-  /** The handler for a request, 'method' when the path exists under another method, or undefined. */
-  match(method, path) {
-    let pathKnown = false;
-    for (const route of this.routes) {
-      const m = route.pattern.exec(path);
-      if (!m) continue;
-      pathKnown = true;
-      if (route.method !== method) continue;
-      const params = Object.fromEntries(route.names.map((name, i) => [name, decodeURIComponent(m[i + 1])]));
-      return { handler: route.handler, params };
+  const fields = stat10.slice(stat10.lastIndexOf(")") + 2).split(" ");
+  if (fields[0] === "Z" || fields[0] === "X") return void 0;
+  const start = Number(fields[19]);
+  return Number.isFinite(start) ? start : void 0;
+}
+function ownerRecord(owner) {
+  if (owner.pid === void 0) return { label: owner.label };
+  const pidStart = processStartTime(owner.pid);
+  if (pidStart === void 0) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `owner pid ${owner.pid} is not a running process on the daemon's host`,
+      {
+        hint: "give the pid of the client process itself (process.pid, os.getpid()), only when it runs on the daemon's host; leave pid out otherwise and use ttl_s with heartbeats"
+      }
+    );
+  }
+  return { label: owner.label, pid: owner.pid, pidStart };
+}
+function ownerAlive(owner) {
+  return owner.pid === void 0 || processStartTime(owner.pid) === owner.pidStart;
+}
+
+// src/server/reaper.ts
+var SWEEP_MS = 500;
+var Reaper = class {
+  constructor(ledger, audit, metrics) {
+    this.ledger = ledger;
+    this.audit = audit;
+    this.metrics = metrics;
+    ledger.onSandbox = (sandbox) => void sandbox.vm.exited.then((info) => this.reap(sandbox, "exited", "qemu exited", { exit: describeExit(info) }));
+    this.timer = setInterval(() => this.sweep(), SWEEP_MS).unref();
+  }
+  ledger;
+  audit;
+  metrics;
+  timer;
+  sweep() {
+    const now = Date.now();
+    const alive = /* @__PURE__ */ new Map();
+    for (const sandbox of this.ledger.list()) {
+      const { owner } = sandbox;
+      if (sandbox.ttlS !== null && sandbox.expires <= now) {
+        void this.reap(sandbox, "lease", "lease expired", { ttl_s: sandbox.ttlS });
+      } else if (owner?.pid !== void 0) {
+        const key = `${owner.pid}:${owner.pidStart}`;
+        if (!alive.has(key)) alive.set(key, ownerAlive(owner));
+        if (!alive.get(key)) void this.reap(sandbox, "owner", `owner pid ${owner.pid} exited`);
+      }
     }
-    return pathKnown ? "method" : void 0;
+  }
+  async reap(sandbox, kind, reason, details = {}) {
+    if (!this.ledger.release(sandbox)) return;
+    this.metrics.observeReap(kind);
+    this.audit.event({
+      event: "reap",
+      id: sandbox.id,
+      vm: sandbox.vm.id,
+      snapshot: sandbox.snapshot,
+      reason,
+      ...sandbox.owner ? { owner: sandbox.owner.label } : {},
+      ...details
+    });
+    await sandbox.vm.kill();
+  }
+  close() {
+    clearInterval(this.timer);
   }
 };
+
+// node_modules/typebox/build/schema/types/_refine.mjs
+function IsRefine2(value) {
+  return guard_exports.HasPropertyKey(value, "~refine") && guard_exports.IsArray(value["~refine"]) && guard_exports.Every(value["~refine"], 0, (value2) => guard_exports.IsObject(value2) && guard_exports.HasPropertyKey(value2, "check") && guard_exports.HasPropertyKey(value2, "error") && guard_exports.IsFunction(value2.check) && guard_exports.IsFunction(value2.error));
+}
+
+// node_modules/typebox/build/schema/types/schema.mjs
+function IsSchemaObject(value) {
+  return guard_exports.IsObject(value) && !guard_exports.IsArray(value);
+}
+function IsSchemaBoolean(value) {
+  return guard_exports.IsBoolean(value);
+}
+function IsSchema2(value) {
+  return IsSchemaObject(value) || IsSchemaBoolean(value);
+}
+
+// node_modules/typebox/build/schema/types/additionalItems.mjs
+function IsAdditionalItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "additionalItems") && IsSchema2(schema.additionalItems);
+}
+
+// node_modules/typebox/build/schema/types/additionalProperties.mjs
+function IsAdditionalProperties(schema) {
+  return guard_exports.HasPropertyKey(schema, "additionalProperties") && IsSchema2(schema.additionalProperties);
+}
+
+// node_modules/typebox/build/schema/types/allOf.mjs
+function IsAllOf(schema) {
+  return guard_exports.HasPropertyKey(schema, "allOf") && guard_exports.IsArray(schema.allOf) && schema.allOf.every((value) => IsSchema2(value));
+}
+
+// node_modules/typebox/build/schema/types/anchor.mjs
+function IsAnchor(schema) {
+  return guard_exports.HasPropertyKey(schema, "$anchor") && guard_exports.IsString(schema.$anchor);
+}
+
+// node_modules/typebox/build/schema/types/anyOf.mjs
+function IsAnyOf(schema) {
+  return guard_exports.HasPropertyKey(schema, "anyOf") && guard_exports.IsArray(schema.anyOf) && schema.anyOf.every((value) => IsSchema2(value));
+}
+
+// node_modules/typebox/build/schema/types/const.mjs
+function IsConst(value) {
+  return guard_exports.HasPropertyKey(value, "const");
+}
+
+// node_modules/typebox/build/schema/types/contains.mjs
+function IsContains(schema) {
+  return guard_exports.HasPropertyKey(schema, "contains") && IsSchema2(schema.contains);
+}
+
+// node_modules/typebox/build/schema/types/default.mjs
+function IsDefault(schema) {
+  return guard_exports.HasPropertyKey(schema, "default");
+}
+
+// node_modules/typebox/build/schema/types/dependencies.mjs
+function IsDependencies(schema) {
+  return guard_exports.HasPropertyKey(schema, "dependencies") && guard_exports.IsObject(schema.dependencies) && Object.values(schema.dependencies).every((value) => IsSchema2(value) || guard_exports.IsArray(value) && value.every((value2) => guard_exports.IsString(value2)));
+}
+
+// node_modules/typebox/build/schema/types/dependentRequired.mjs
+function IsDependentRequired(schema) {
+  return guard_exports.HasPropertyKey(schema, "dependentRequired") && guard_exports.IsObject(schema.dependentRequired) && Object.values(schema.dependentRequired).every((value) => guard_exports.IsArray(value) && value.every((value2) => guard_exports.IsString(value2)));
+}
+
+// node_modules/typebox/build/schema/types/dependentSchemas.mjs
+function IsDependentSchemas(schema) {
+  return guard_exports.HasPropertyKey(schema, "dependentSchemas") && guard_exports.IsObject(schema.dependentSchemas) && Object.values(schema.dependentSchemas).every((value) => IsSchema2(value));
+}
+
+// node_modules/typebox/build/schema/types/dynamicAnchor.mjs
+function IsDynamicAnchor(schema) {
+  return guard_exports.HasPropertyKey(schema, "$dynamicAnchor") && guard_exports.IsString(schema.$dynamicAnchor);
+}
+
+// node_modules/typebox/build/schema/types/dynamicRef.mjs
+function IsDynamicRef(schema) {
+  return guard_exports.HasPropertyKey(schema, "$dynamicRef") && guard_exports.IsString(schema.$dynamicRef);
+}
+
+// node_modules/typebox/build/schema/types/else.mjs
+function IsElse(schema) {
+  return guard_exports.HasPropertyKey(schema, "else") && IsSchema2(schema.else);
+}
+
+// node_modules/typebox/build/schema/types/enum.mjs
+function IsEnum2(schema) {
+  return guard_exports.HasPropertyKey(schema, "enum") && guard_exports.IsArray(schema.enum);
+}
+
+// node_modules/typebox/build/schema/types/exclusiveMaximum.mjs
+function IsExclusiveMaximum(schema) {
+  return guard_exports.HasPropertyKey(schema, "exclusiveMaximum") && (guard_exports.IsNumber(schema.exclusiveMaximum) || guard_exports.IsBigInt(schema.exclusiveMaximum));
+}
+
+// node_modules/typebox/build/schema/types/exclusiveMinimum.mjs
+function IsExclusiveMinimum(schema) {
+  return guard_exports.HasPropertyKey(schema, "exclusiveMinimum") && (guard_exports.IsNumber(schema.exclusiveMinimum) || guard_exports.IsBigInt(schema.exclusiveMinimum));
+}
+
+// node_modules/typebox/build/schema/types/format.mjs
+function IsFormat(schema) {
+  return guard_exports.HasPropertyKey(schema, "format") && guard_exports.IsString(schema.format);
+}
+
+// node_modules/typebox/build/schema/types/id.mjs
+function IsId(schema) {
+  return guard_exports.HasPropertyKey(schema, "$id") && guard_exports.IsString(schema.$id);
+}
+
+// node_modules/typebox/build/schema/types/if.mjs
+function IsIf(schema) {
+  return guard_exports.HasPropertyKey(schema, "if") && IsSchema2(schema.if);
+}
+
+// node_modules/typebox/build/schema/types/items.mjs
+function IsItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "items") && (IsSchema2(schema.items) || guard_exports.IsArray(schema.items) && schema.items.every((value) => {
+    return IsSchema2(value);
+  }));
+}
+function IsItemsSized(schema) {
+  return IsItems(schema) && guard_exports.IsArray(schema.items);
+}
+
+// node_modules/typebox/build/schema/types/maximum.mjs
+function IsMaximum(schema) {
+  return guard_exports.HasPropertyKey(schema, "maximum") && (guard_exports.IsNumber(schema.maximum) || guard_exports.IsBigInt(schema.maximum));
+}
+
+// node_modules/typebox/build/schema/types/maxContains.mjs
+function IsMaxContains(schema) {
+  return guard_exports.HasPropertyKey(schema, "maxContains") && guard_exports.IsNumber(schema.maxContains);
+}
+
+// node_modules/typebox/build/schema/types/maxItems.mjs
+function IsMaxItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "maxItems") && guard_exports.IsNumber(schema.maxItems);
+}
+
+// node_modules/typebox/build/schema/types/maxLength.mjs
+function IsMaxLength4(schema) {
+  return guard_exports.HasPropertyKey(schema, "maxLength") && guard_exports.IsNumber(schema.maxLength);
+}
+
+// node_modules/typebox/build/schema/types/maxProperties.mjs
+function IsMaxProperties(schema) {
+  return guard_exports.HasPropertyKey(schema, "maxProperties") && guard_exports.IsNumber(schema.maxProperties);
+}
+
+// node_modules/typebox/build/schema/types/minimum.mjs
+function IsMinimum(schema) {
+  return guard_exports.HasPropertyKey(schema, "minimum") && (guard_exports.IsNumber(schema.minimum) || guard_exports.IsBigInt(schema.minimum));
+}
+
+// node_modules/typebox/build/schema/types/minContains.mjs
+function IsMinContains(schema) {
+  return guard_exports.HasPropertyKey(schema, "minContains") && guard_exports.IsNumber(schema.minContains);
+}
+
+// node_modules/typebox/build/schema/types/minItems.mjs
+function IsMinItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "minItems") && guard_exports.IsNumber(schema.minItems);
+}
+
+// node_modules/typebox/build/schema/types/minLength.mjs
+function IsMinLength4(schema) {
+  return guard_exports.HasPropertyKey(schema, "minLength") && guard_exports.IsNumber(schema.minLength);
+}
+
+// node_modules/typebox/build/schema/types/minProperties.mjs
+function IsMinProperties(schema) {
+  return guard_exports.HasPropertyKey(schema, "minProperties") && guard_exports.IsNumber(schema.minProperties);
+}
+
+// node_modules/typebox/build/schema/types/multipleOf.mjs
+function IsMultipleOf2(schema) {
+  return guard_exports.HasPropertyKey(schema, "multipleOf") && (guard_exports.IsNumber(schema.multipleOf) || guard_exports.IsBigInt(schema.multipleOf));
+}
+
+// node_modules/typebox/build/schema/types/not.mjs
+function IsNot(schema) {
+  return guard_exports.HasPropertyKey(schema, "not") && IsSchema2(schema.not);
+}
+
+// node_modules/typebox/build/schema/types/oneOf.mjs
+function IsOneOf(schema) {
+  return guard_exports.HasPropertyKey(schema, "oneOf") && guard_exports.IsArray(schema.oneOf) && schema.oneOf.every((value) => IsSchema2(value));
+}
+
+// node_modules/typebox/build/schema/types/pattern.mjs
+function IsPattern(schema) {
+  return guard_exports.HasPropertyKey(schema, "pattern") && (guard_exports.IsString(schema.pattern) || schema.pattern instanceof RegExp);
+}
+
+// node_modules/typebox/build/schema/types/patternProperties.mjs
+function IsPatternProperties(schema) {
+  return guard_exports.HasPropertyKey(schema, "patternProperties") && guard_exports.IsObject(schema.patternProperties) && Object.values(schema.patternProperties).every((value) => IsSchema2(value));
+}
+
+// node_modules/typebox/build/schema/types/prefixItems.mjs
+function IsPrefixItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "prefixItems") && guard_exports.IsArray(schema.prefixItems) && schema.prefixItems.every((schema2) => IsSchema2(schema2));
+}
+
+// node_modules/typebox/build/schema/types/properties.mjs
+function IsProperties(schema) {
+  return guard_exports.HasPropertyKey(schema, "properties") && guard_exports.IsObject(schema.properties) && Object.values(schema.properties).every((value) => IsSchema2(value));
+}
+
+// node_modules/typebox/build/schema/types/propertyNames.mjs
+function IsPropertyNames(schema) {
+  return guard_exports.HasPropertyKey(schema, "propertyNames") && (guard_exports.IsObject(schema.propertyNames) || IsSchema2(schema.propertyNames));
+}
+
+// node_modules/typebox/build/schema/types/recursiveAnchor.mjs
+function IsRecursiveAnchor(schema) {
+  return guard_exports.HasPropertyKey(schema, "$recursiveAnchor") && guard_exports.IsBoolean(schema.$recursiveAnchor);
+}
+function IsRecursiveAnchorTrue(schema) {
+  return IsRecursiveAnchor(schema) && guard_exports.IsEqual(schema.$recursiveAnchor, true);
+}
+
+// node_modules/typebox/build/schema/types/recursiveRef.mjs
+function IsRecursiveRef(schema) {
+  return guard_exports.HasPropertyKey(schema, "$recursiveRef") && guard_exports.IsString(schema.$recursiveRef);
+}
+
+// node_modules/typebox/build/schema/types/ref.mjs
+function IsRef2(schema) {
+  return guard_exports.HasPropertyKey(schema, "$ref") && guard_exports.IsString(schema.$ref);
+}
+
+// node_modules/typebox/build/schema/types/required.mjs
+function IsRequired(schema) {
+  return guard_exports.HasPropertyKey(schema, "required") && guard_exports.IsArray(schema.required) && schema.required.every((value) => guard_exports.IsString(value));
+}
+
+// node_modules/typebox/build/schema/types/then.mjs
+function IsThen(schema) {
+  return guard_exports.HasPropertyKey(schema, "then") && IsSchema2(schema.then);
+}
+
+// node_modules/typebox/build/schema/types/type.mjs
+function IsType(schema) {
+  return guard_exports.HasPropertyKey(schema, "type") && (guard_exports.IsString(schema.type) || guard_exports.IsArray(schema.type) && schema.type.every((value) => guard_exports.IsString(value)));
+}
+
+// node_modules/typebox/build/schema/types/uniqueItems.mjs
+function IsUniqueItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "uniqueItems") && guard_exports.IsBoolean(schema.uniqueItems);
+}
+
+// node_modules/typebox/build/schema/types/unevaluatedItems.mjs
+function IsUnevaluatedItems(schema) {
+  return guard_exports.HasPropertyKey(schema, "unevaluatedItems") && IsSchema2(schema.unevaluatedItems);
+}
+
+// node_modules/typebox/build/schema/types/unevaluatedProperties.mjs
+function IsUnevaluatedProperties(schema) {
+  return guard_exports.HasPropertyKey(schema, "unevaluatedProperties") && IsSchema2(schema.unevaluatedProperties);
+}
+
+// node_modules/typebox/build/schema/engine/_context.mjs
+function HasUnevaluatedFromObject(value) {
+  return IsUnevaluatedItems(value) || IsUnevaluatedProperties(value) || guard_exports.Some(guard_exports.Keys(value), (key) => HasUnevaluatedFromUnknown(value[key]));
+}
+function HasUnevaluatedFromArray(value) {
+  return guard_exports.Some(value, (value2) => HasUnevaluatedFromUnknown(value2));
+}
+function HasUnevaluatedFromUnknown(value) {
+  return guard_exports.IsArray(value) ? HasUnevaluatedFromArray(value) : guard_exports.IsObject(value) ? HasUnevaluatedFromObject(value) : false;
+}
+function HasUnevaluated(context, schema) {
+  return HasUnevaluatedFromUnknown(schema) || guard_exports.Some(guard_exports.Keys(context), (key) => HasUnevaluatedFromUnknown(context[key]));
+}
+var BuildContext = class {
+  constructor(hasUnevaluated) {
+    this.hasUnevaluated = hasUnevaluated;
+  }
+  UseUnevaluated() {
+    return this.hasUnevaluated;
+  }
+  // ----------------------------------------------------------------
+  // Stack
+  // ----------------------------------------------------------------
+  Push() {
+    return emit_exports.Call(emit_exports.Member("context", "Push"), []);
+  }
+  Pop() {
+    return emit_exports.Call(emit_exports.Member("context", "Pop"), []);
+  }
+  // ----------------------------------------------------------------
+  // Top
+  // ----------------------------------------------------------------
+  AddIndex(index3) {
+    return emit_exports.Call(emit_exports.Member("context", "AddIndex"), [index3]);
+  }
+  AddKey(key) {
+    return emit_exports.Call(emit_exports.Member("context", "AddKey"), [key]);
+  }
+  Merge(results) {
+    return emit_exports.Call(emit_exports.Member("context", "Merge"), [results]);
+  }
+};
+var CheckContext = class {
+  constructor() {
+    const indices = /* @__PURE__ */ new Set();
+    const keys = /* @__PURE__ */ new Set();
+    this.stack = [{ indices, keys }];
+  }
+  // ----------------------------------------------------------------
+  // Stack
+  // ----------------------------------------------------------------
+  Push() {
+    const indices = /* @__PURE__ */ new Set();
+    const keys = /* @__PURE__ */ new Set();
+    this.stack.push({ indices, keys });
+    return true;
+  }
+  Pop() {
+    this.stack.pop();
+    return true;
+  }
+  // ----------------------------------------------------------------
+  // Top
+  // ----------------------------------------------------------------
+  AddIndex(index3) {
+    this.GetIndices().add(index3);
+    return true;
+  }
+  AddKey(key) {
+    this.GetKeys().add(key);
+    return true;
+  }
+  GetIndices() {
+    const top = this.stack[this.stack.length - 1];
+    return top.indices;
+  }
+  GetKeys() {
+    const top = this.stack[this.stack.length - 1];
+    return top.keys;
+  }
+  Merge(results) {
+    for (const context of results) {
+      context.GetIndices().forEach((value) => this.GetIndices().add(value));
+      context.GetKeys().forEach((value) => this.GetKeys().add(value));
+    }
+    return true;
+  }
+};
+var ErrorContext = class extends CheckContext {
+  constructor() {
+    super();
+    this.errors = [];
+  }
+  // ----------------------------------------------------------------
+  // Public
+  // ----------------------------------------------------------------
+  AtCapacity() {
+    return this.errors.length >= settings_exports.Get().maxErrors;
+  }
+  AddError(keyword, schemaPath, instancePath, params) {
+    return this.AddErrorObject({ keyword, schemaPath, instancePath, params });
+  }
+  AddErrors(error) {
+    error.forEach((error2) => this.AddErrorObject(error2));
+    return false;
+  }
+  GetErrors() {
+    return this.errors;
+  }
+  // ----------------------------------------------------------------
+  // Private
+  // ----------------------------------------------------------------
+  AddErrorObject(error) {
+    if (!this.AtCapacity())
+      this.errors.push(error);
+    return false;
+  }
+};
+
+// node_modules/typebox/build/schema/engine/_externals.mjs
+var state = {
+  identifier: "External",
+  variables: []
+};
+function CreateVariable(value) {
+  const call = `External[${state.variables.length}]`;
+  state.variables.push(value);
+  return call;
+}
+function ResetExternal() {
+  state.variables = [];
+}
+function GetExternal() {
+  return { ...state };
+}
+
+// node_modules/typebox/build/schema/engine/_refine.mjs
+function BuildRefineMultiple(_stack, _context, schema, value) {
+  const external = CreateVariable(schema["~refine"]);
+  return emit_exports.Every(external, emit_exports.Constant(0), ["refinement", "_"], emit_exports.Call(emit_exports.Member("refinement", "check"), [value]));
+}
+function BuildRefineSingle(_stack, _context, schema, value) {
+  const external = CreateVariable(schema["~refine"][0]);
+  return emit_exports.Call(emit_exports.Member(external, "check"), [value]);
+}
+function BuildRefine(_stack, _context, schema, value) {
+  return guard_exports.IsEqual(schema["~refine"].length, 1) ? BuildRefineSingle(_stack, _context, schema, value) : BuildRefineMultiple(_stack, _context, schema, value);
+}
+function CheckRefine(_stack, _context, schema, value) {
+  return guard_exports.Every(schema["~refine"], 0, (refinement, _) => refinement.check(value));
+}
+function ErrorRefine(_stack, context, schemaPath, instancePath, schema, value) {
+  return guard_exports.EveryAll(schema["~refine"], 0, (refinement, index3) => {
+    return refinement.check(value) || context.AddError("~refine", schemaPath, instancePath, { index: index3, message: refinement.error(value) });
+  });
+}
+
+// node_modules/typebox/build/schema/engine/_stack.mjs
+var DefaultUri = "urn:typebox:root";
+function NextUri(ref2, base) {
+  return URL.canParse(ref2, base) ? new URL(ref2, base) : guard_exports.IsEqual(base, DefaultUri) ? new URL(`${base}:${ref2}`) : new URL(`${base.slice(0, base.lastIndexOf(":"))}:${ref2}`);
+}
+function Stack(context, schema) {
+  const base = IsSchemaObject(schema) && IsId(schema) ? NextUri(schema.$id, DefaultUri).href : DefaultUri;
+  return {
+    context,
+    schema,
+    lexicalSchema: schema,
+    lexicalBase: base,
+    resourceBase: base,
+    referenceBase: base,
+    ids: [],
+    useResourceBaseForReference: true,
+    recursiveAnchor: void 0,
+    dynamicAnchors: [],
+    resourceEntries: /* @__PURE__ */ new Map(),
+    pendingResource: true,
+    enteredResource: false
+  };
+}
+function RegisterResourceAnchors(anchors, schema, isRoot = true) {
+  if (IsSchemaBoolean(schema))
+    return anchors;
+  if (Array.isArray(schema))
+    return schema.reduce((result, item) => RegisterResourceAnchors(result, item, false), anchors);
+  if (!IsSchemaObject(schema))
+    return anchors;
+  if (!isRoot && IsId(schema))
+    return anchors;
+  const next = !isRoot && IsDynamicAnchor(schema) ? [...anchors, schema] : anchors;
+  return Object.keys(schema).reduce((result, key) => RegisterResourceAnchors(result, schema[key], false), next);
+}
+function ResourceEntry(stack, schema) {
+  return stack.resourceEntries.get(schema);
+}
+function NextEnteredResource(stack, schema) {
+  return stack.enteredResource || ResourceEntry(stack, schema) !== void 0;
+}
+function IsRelativeId(schema) {
+  return !/^[A-Za-z][A-Za-z0-9+.-]*:/.test(schema.$id);
+}
+function NextIds(stack, schema) {
+  return IsId(schema) ? [...stack.ids, schema] : stack.ids;
+}
+function NextRecursiveAnchor(stack, schema) {
+  return stack.recursiveAnchor ?? (IsRecursiveAnchorTrue(schema) ? schema : void 0);
+}
+function NextDynamicAnchors(stack, schema) {
+  const registered = IsId(schema) ? RegisterResourceAnchors(stack.dynamicAnchors, schema) : stack.dynamicAnchors;
+  return IsDynamicAnchor(schema) ? [...registered, schema] : registered;
+}
+function NextPendingResource(stack, schema) {
+  return IsId(schema) ? false : stack.pendingResource;
+}
+function NextLexicalBase(stack, schema) {
+  const entry = ResourceEntry(stack, schema);
+  if (entry)
+    return entry.base;
+  return IsId(schema) ? NextUri(schema.$id, stack.lexicalBase).href : stack.lexicalBase;
+}
+function NextResourceBase(stack, schema) {
+  const entry = ResourceEntry(stack, schema);
+  if (entry)
+    return entry.base;
+  return IsId(schema) && stack.pendingResource ? NextUri(schema.$id, stack.resourceBase).href : stack.resourceBase;
+}
+function NextUseResourceBaseForReference(stack, schema) {
+  return IsId(schema) ? !IsRelativeId(schema) : stack.useResourceBaseForReference;
+}
+function NextReferenceBase(stack, schema) {
+  const isRetrieved = NextEnteredResource(stack, schema);
+  const useResourceBaseForReference = NextUseResourceBaseForReference(stack, schema);
+  return isRetrieved || useResourceBaseForReference ? NextResourceBase(stack, schema) : NextLexicalBase(stack, schema);
+}
+function NextLexicalSchema(stack, schema) {
+  const entry = ResourceEntry(stack, schema);
+  if (entry)
+    return entry.root;
+  return IsId(schema) ? schema : stack.lexicalSchema;
+}
+function HasStackKeywords(stack, schema) {
+  return IsSchemaObject(schema) && (IsId(schema) || IsDynamicAnchor(schema) || guard_exports.IsUndefined(stack.recursiveAnchor) && IsRecursiveAnchorTrue(schema) || !guard_exports.IsUndefined(ResourceEntry(stack, schema)));
+}
+function NextStack(stack, schema) {
+  return HasStackKeywords(stack, schema) ? {
+    ...stack,
+    ids: NextIds(stack, schema),
+    dynamicAnchors: NextDynamicAnchors(stack, schema),
+    recursiveAnchor: NextRecursiveAnchor(stack, schema),
+    pendingResource: NextPendingResource(stack, schema),
+    lexicalBase: NextLexicalBase(stack, schema),
+    resourceBase: NextResourceBase(stack, schema),
+    useResourceBaseForReference: NextUseResourceBaseForReference(stack, schema),
+    referenceBase: NextReferenceBase(stack, schema),
+    lexicalSchema: NextLexicalSchema(stack, schema),
+    enteredResource: NextEnteredResource(stack, schema)
+  } : stack;
+}
+
+// node_modules/typebox/build/schema/engine/_unique.mjs
+var index = 0;
+function CreateUnique() {
+  return `unique_${index++}`;
+}
+function ResetUnique() {
+  index = 0;
+}
+
+// node_modules/typebox/build/schema/engine/additionalItems.mjs
+function IsValid(schema) {
+  return IsItems(schema) && guard_exports.IsArray(schema.items);
+}
+function BuildAdditionalItemsStandard(stack, context, schema, value) {
+  const [item, index3] = [CreateUnique(), CreateUnique()];
+  const isSchema = BuildSchemaPushStack(stack, context, schema.additionalItems, item);
+  const isLength = emit_exports.IsLessThan(index3, emit_exports.Constant(schema.items.length));
+  const addIndex = context.AddIndex(index3);
+  return emit_exports.Every(value, emit_exports.Constant(0), [item, index3], emit_exports.Or(isLength, emit_exports.And(isSchema, addIndex)));
+}
+function BuildAdditionalItemsFast(stack, context, schema, value) {
+  const [item, index3] = [CreateUnique(), CreateUnique()];
+  const isSchema = BuildSchemaPushStack(stack, context, schema.additionalItems, item);
+  const isLength = emit_exports.IsLessThan(index3, emit_exports.Constant(schema.items.length));
+  return emit_exports.Every(value, emit_exports.Constant(0), [item, index3], emit_exports.Or(isLength, isSchema));
+}
+function BuildAdditionalItems(stack, context, schema, value) {
+  if (!IsValid(schema))
+    return emit_exports.Constant(true);
+  return context.UseUnevaluated() ? BuildAdditionalItemsStandard(stack, context, schema, value) : BuildAdditionalItemsFast(stack, context, schema, value);
+}
+function CheckAdditionalItems(stack, context, schema, value) {
+  if (!IsValid(schema))
+    return true;
+  const isAdditionalItems = guard_exports.Every(value, 0, (item, index3) => {
+    return guard_exports.IsLessThan(index3, schema.items.length) || CheckSchemaPushStack(stack, context, schema.additionalItems, item) && context.AddIndex(index3);
+  });
+  return isAdditionalItems;
+}
+function ErrorAdditionalItems(stack, context, schemaPath, instancePath, schema, value) {
+  if (!IsValid(schema))
+    return true;
+  const isAdditionalItems = guard_exports.Every(value, 0, (item, index3) => {
+    const nextSchemaPath = `${schemaPath}/additionalItems`;
+    const nextInstancePath = `${instancePath}/${index3}`;
+    return guard_exports.IsLessThan(index3, schema.items.length) || ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema.additionalItems, item) && context.AddIndex(index3);
+  });
+  return isAdditionalItems;
+}
+
+// node_modules/typebox/build/schema/engine/_pathing.mjs
+function EncodeFragment(fragment) {
+  return fragment.replace(/~/g, "~0").replace(/\//g, "~1");
+}
+
+// node_modules/typebox/build/schema/engine/_regexp.mjs
+function UnicodeRegExp(pattern) {
+  return new RegExp(pattern, "u");
+}
+
+// node_modules/typebox/build/schema/engine/additionalProperties.mjs
+function IsAdditionalPropertiesIgnored(context, additionalProperties) {
+  return !context.UseUnevaluated() && (guard_exports.IsEqual(additionalProperties, true) || guard_exports.IsObject(additionalProperties) && guard_exports.IsEqual(guard_exports.Keys(additionalProperties).length, 0));
+}
+function GetPropertyKeyAsPattern(key) {
+  const escaped = key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return `^${escaped}$`;
+}
+function GetPropertiesPattern(schema) {
+  const patterns = [];
+  if (IsPatternProperties(schema))
+    patterns.push(...guard_exports.Keys(schema.patternProperties));
+  if (IsProperties(schema))
+    patterns.push(...guard_exports.Keys(schema.properties).map(GetPropertyKeyAsPattern));
+  return guard_exports.IsEqual(patterns.length, 0) ? "(?!)" : `(${patterns.join("|")})`;
+}
+function HasExactRequiredProperties(schema) {
+  const keys = guard_exports.Keys(schema.properties);
+  return guard_exports.IsEqual(keys.length, schema.required.length) && guard_exports.Every(keys, 0, (key) => schema.required.includes(key));
+}
+function CanAdditionalPropertiesFast(_context, schema, _value) {
+  return IsRequired(schema) && IsProperties(schema) && !IsPatternProperties(schema) && guard_exports.IsEqual(schema.additionalProperties, false) && HasExactRequiredProperties(schema);
+}
+function BuildAdditionalPropertiesFast(_context, schema, value) {
+  return emit_exports.IsEqual(emit_exports.Member(emit_exports.Call(emit_exports.Member("Object", "getOwnPropertyNames"), [value]), "length"), emit_exports.Constant(schema.required.length));
+}
+function BuildAdditionalPropertiesStandard(stack, context, schema, value) {
+  const [key, _index] = [CreateUnique(), CreateUnique()];
+  const regexp = CreateVariable(UnicodeRegExp(GetPropertiesPattern(schema)));
+  const isSchema = BuildSchemaPushStack(stack, context, schema.additionalProperties, `${value}[${key}]`);
+  const isKey = emit_exports.Call(emit_exports.Member(regexp, "test"), [key]);
+  const addKey = context.AddKey(key);
+  const guarded = context.UseUnevaluated() ? emit_exports.Or(isKey, emit_exports.And(isSchema, addKey)) : emit_exports.Or(isKey, isSchema);
+  const result = emit_exports.Every(emit_exports.Keys(value), emit_exports.Constant(0), [key, _index], guarded);
+  return result;
+}
+function BuildAdditionalProperties(stack, context, schema, value) {
+  if (IsAdditionalPropertiesIgnored(context, schema.additionalProperties))
+    return emit_exports.Constant(true);
+  return CanAdditionalPropertiesFast(context, schema, value) ? BuildAdditionalPropertiesFast(context, schema, value) : BuildAdditionalPropertiesStandard(stack, context, schema, value);
+}
+function CheckAdditionalProperties(stack, context, schema, value) {
+  const regexp = UnicodeRegExp(GetPropertiesPattern(schema));
+  const isAdditionalProperties = guard_exports.Every(guard_exports.Keys(value), 0, (key, _index) => {
+    return regexp.test(key) || CheckSchemaPushStack(stack, context, schema.additionalProperties, value[key]) && context.AddKey(key);
+  });
+  return isAdditionalProperties;
+}
+function ErrorAdditionalProperties(stack, context, schemaPath, instancePath, schema, value) {
+  const regexp = UnicodeRegExp(GetPropertiesPattern(schema));
+  const additionalProperties = [];
+  const isAdditionalProperties = guard_exports.EveryAll(guard_exports.Keys(value), 0, (key, _index) => {
+    const nextSchemaPath = `${schemaPath}/additionalProperties`;
+    const nextInstancePath = `${instancePath}/${EncodeFragment(key)}`;
+    const isAdditionalProperty = regexp.test(key) || ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema.additionalProperties, value[key]) && context.AddKey(key);
+    if (!isAdditionalProperty)
+      additionalProperties.push(key);
+    return isAdditionalProperty;
+  });
+  return isAdditionalProperties || context.AddError("additionalProperties", schemaPath, instancePath, { additionalProperties });
+}
+
+// node_modules/typebox/build/schema/engine/_reducer.mjs
+function Reducer(stack, context, schemas, value, check2) {
+  const results = emit_exports.ConstDeclaration("results", "[]");
+  const context_n = schemas.map((_schema, index3) => emit_exports.ConstDeclaration(`context_${index3}`, emit_exports.New("CheckContext", [])));
+  const condition_n = schemas.map((schema, index3) => emit_exports.ConstDeclaration(`condition_${index3}`, emit_exports.Call(emit_exports.ArrowFunction(["context"], BuildSchema(stack, context, schema, value)), [`context_${index3}`])));
+  const checks = schemas.map((_schema, index3) => emit_exports.If(`condition_${index3}`, emit_exports.Call(emit_exports.Member("results", "push"), [`context_${index3}`])));
+  const returns = emit_exports.Return(emit_exports.And(check2, context.Merge("results")));
+  return emit_exports.Call(emit_exports.ArrowFunction([], emit_exports.Statements([results, ...context_n, ...condition_n, ...checks, returns])), []);
+}
+
+// node_modules/typebox/build/schema/engine/allOf.mjs
+function BuildAllOfStandard(stack, context, schema, value) {
+  return Reducer(stack, context, schema.allOf, value, emit_exports.IsEqual(emit_exports.Member("results", "length"), emit_exports.Constant(schema.allOf.length)));
+}
+function BuildAllOfFast(stack, context, schema, value) {
+  return emit_exports.ReduceAnd(schema.allOf.map((schema2) => BuildSchema(stack, context, schema2, value)));
+}
+function BuildAllOf(stack, context, schema, value) {
+  return context.UseUnevaluated() ? BuildAllOfStandard(stack, context, schema, value) : BuildAllOfFast(stack, context, schema, value);
+}
+function CheckAllOf(stack, context, schema, value) {
+  const results = schema.allOf.reduce((result, schema2) => {
+    const nextContext = new CheckContext();
+    return CheckSchema(stack, nextContext, schema2, value) ? [...result, nextContext] : result;
+  }, []);
+  return guard_exports.IsEqual(results.length, schema.allOf.length) && context.Merge(results);
+}
+function ErrorAllOf(stack, context, schemaPath, instancePath, schema, value) {
+  const failedContexts = [];
+  const results = schema.allOf.reduce((result, schema2, index3) => {
+    const nextSchemaPath = `${schemaPath}/allOf/${index3}`;
+    const nextContext = new ErrorContext();
+    const isSchema = ErrorSchema(stack, nextContext, nextSchemaPath, instancePath, schema2, value);
+    if (!isSchema)
+      failedContexts.push(nextContext);
+    return isSchema ? [...result, nextContext] : result;
+  }, []);
+  const isAllOf = guard_exports.IsEqual(results.length, schema.allOf.length) && context.Merge(results);
+  if (!isAllOf)
+    failedContexts.forEach((failed) => context.AddErrors(failed.GetErrors()));
+  return isAllOf;
+}
+
+// node_modules/typebox/build/schema/engine/anyOf.mjs
+function BuildAnyOfStandard(stack, context, schema, value) {
+  return Reducer(stack, context, schema.anyOf, value, emit_exports.IsGreaterThan(emit_exports.Member("results", "length"), emit_exports.Constant(0)));
+}
+function BuildAnyOfFast(stack, context, schema, value) {
+  return emit_exports.ReduceOr(schema.anyOf.map((schema2) => BuildSchema(stack, context, schema2, value)));
+}
+function BuildAnyOf(stack, context, schema, value) {
+  return context.UseUnevaluated() ? BuildAnyOfStandard(stack, context, schema, value) : BuildAnyOfFast(stack, context, schema, value);
+}
+function CheckAnyOf(stack, context, schema, value) {
+  const results = schema.anyOf.reduce((result, schema2) => {
+    const nextContext = new CheckContext();
+    return CheckSchema(stack, nextContext, schema2, value) ? [...result, nextContext] : result;
+  }, []);
+  return guard_exports.IsGreaterThan(results.length, 0) && context.Merge(results);
+}
+function ErrorAnyOf(stack, context, schemaPath, instancePath, schema, value) {
+  const failedContexts = [];
+  const results = schema.anyOf.reduce((result, schema2, index3) => {
+    const nextContext = new ErrorContext();
+    const nextSchemaPath = `${schemaPath}/anyOf/${index3}`;
+    const isSchema = ErrorSchema(stack, nextContext, nextSchemaPath, instancePath, schema2, value);
+    if (!isSchema)
+      failedContexts.push(nextContext);
+    return isSchema ? [...result, nextContext] : result;
+  }, []);
+  const isAnyOf = guard_exports.IsGreaterThan(results.length, 0) && context.Merge(results);
+  if (!isAnyOf)
+    failedContexts.forEach((failed) => context.AddErrors(failed.GetErrors()));
+  return isAnyOf || context.AddError("anyOf", schemaPath, instancePath, {});
+}
+
+// node_modules/typebox/build/schema/engine/boolean.mjs
+function BuildSchemaBoolean(_stack, _context, schema, _value) {
+  return schema ? emit_exports.Constant(true) : emit_exports.Constant(false);
+}
+function CheckSchemaBoolean(_stack, _context, schema, _value) {
+  return schema;
+}
+function ErrorSchemaBoolean(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckSchemaBoolean(stack, context, schema, value) || context.AddError("boolean", schemaPath, instancePath, {});
+}
+
+// node_modules/typebox/build/schema/engine/const.mjs
+function BuildConst(_stack, _context, schema, value) {
+  return guard_exports.IsValueLike(schema.const) ? emit_exports.IsEqual(value, emit_exports.Constant(schema.const)) : emit_exports.IsDeepEqual(value, CreateVariable(schema.const));
+}
+function CheckConst(_stack, _context, schema, value) {
+  return guard_exports.IsValueLike(schema.const) ? guard_exports.IsEqual(value, schema.const) : guard_exports.IsDeepEqual(value, schema.const);
+}
+function ErrorConst(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckConst(stack, context, schema, value) || context.AddError("const", schemaPath, instancePath, { allowedValue: schema.const });
+}
+
+// node_modules/typebox/build/schema/engine/contains.mjs
+function IsValid2(schema) {
+  return !(IsMinContains(schema) && guard_exports.IsEqual(schema.minContains, 0));
+}
+function BuildContainsStandard(stack, context, schema, value) {
+  const [item, index3] = [CreateUnique(), CreateUnique()];
+  const isLength = emit_exports.Not(emit_exports.IsEqual(emit_exports.Member(value, "length"), emit_exports.Constant(0)));
+  const isSome = emit_exports.SomeAll(value, [item, index3], emit_exports.And(BuildSchema(stack, context, schema.contains, item), context.AddIndex(index3)));
+  return emit_exports.And(isLength, isSome);
+}
+function BuildContainsFast(stack, context, schema, value) {
+  const [item] = [CreateUnique()];
+  const isLength = emit_exports.Not(emit_exports.IsEqual(emit_exports.Member(value, "length"), emit_exports.Constant(0)));
+  const isSome = emit_exports.Some(value, [item, "_"], BuildSchema(stack, context, schema.contains, item));
+  return emit_exports.And(isLength, isSome);
+}
+function BuildContains(stack, context, schema, value) {
+  if (!IsValid2(schema))
+    return emit_exports.Constant(true);
+  return context.UseUnevaluated() ? BuildContainsStandard(stack, context, schema, value) : BuildContainsFast(stack, context, schema, value);
+}
+function CheckContains(stack, context, schema, value) {
+  if (!IsValid2(schema))
+    return true;
+  return !guard_exports.IsEqual(value.length, 0) && guard_exports.SomeAll(value, (item, index3) => {
+    return CheckSchema(stack, context, schema.contains, item) && context.AddIndex(index3);
+  });
+}
+function ErrorContains(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckContains(stack, context, schema, value) || context.AddError("contains", schemaPath, instancePath, { minContains: 1 });
+}
+
+// node_modules/typebox/build/schema/engine/dependencies.mjs
+function BuildDependencies(stack, context, schema, value) {
+  const isLength = emit_exports.IsEqual(emit_exports.Member(emit_exports.Keys(value), "length"), emit_exports.Constant(0));
+  const isEveryDependency = emit_exports.ReduceAnd(guard_exports.Entries(schema.dependencies).map(([key, schema2]) => {
+    const notKey = emit_exports.Not(emit_exports.HasPropertyKey(value, emit_exports.Constant(key)));
+    const isSchema = BuildSchema(stack, context, schema2, value);
+    const isEveryKey = (schema3) => emit_exports.ReduceAnd(schema3.map((key2) => emit_exports.HasPropertyKey(value, emit_exports.Constant(key2))));
+    return emit_exports.Or(notKey, guard_exports.IsArray(schema2) ? isEveryKey(schema2) : isSchema);
+  }));
+  return emit_exports.Or(isLength, isEveryDependency);
+}
+function CheckDependencies(stack, context, schema, value) {
+  const isLength = guard_exports.IsEqual(guard_exports.Keys(value).length, 0);
+  const isEvery = guard_exports.Every(guard_exports.Entries(schema.dependencies), 0, ([key, schema2]) => {
+    return !guard_exports.HasPropertyKey(value, key) || (guard_exports.IsArray(schema2) ? schema2.every((key2) => guard_exports.HasPropertyKey(value, key2)) : CheckSchema(stack, context, schema2, value));
+  });
+  return isLength || isEvery;
+}
+function ErrorDependencies(stack, context, schemaPath, instancePath, schema, value) {
+  const isLength = guard_exports.IsEqual(guard_exports.Keys(value).length, 0);
+  const isEvery = guard_exports.EveryAll(guard_exports.Entries(schema.dependencies), 0, ([key, schema2]) => {
+    const nextSchemaPath = `${schemaPath}/dependencies/${EncodeFragment(key)}`;
+    return !guard_exports.HasPropertyKey(value, key) || (guard_exports.IsArray(schema2) ? schema2.every((dependency) => guard_exports.HasPropertyKey(value, dependency) || context.AddError("dependencies", schemaPath, instancePath, { property: key, dependencies: schema2 })) : ErrorSchema(stack, context, nextSchemaPath, instancePath, schema2, value));
+  });
+  return isLength || isEvery;
+}
+
+// node_modules/typebox/build/schema/engine/dependentRequired.mjs
+function BuildDependentRequired(_stack, _context, schema, value) {
+  const isLength = emit_exports.IsEqual(emit_exports.Member(emit_exports.Keys(value), "length"), emit_exports.Constant(0));
+  const isEvery = emit_exports.ReduceAnd(guard_exports.Entries(schema.dependentRequired).map(([key, keys]) => {
+    const notKey = emit_exports.Not(emit_exports.HasPropertyKey(value, emit_exports.Constant(key)));
+    const everyKey = emit_exports.ReduceAnd(keys.map((key2) => emit_exports.HasPropertyKey(value, emit_exports.Constant(key2))));
+    return emit_exports.Or(notKey, everyKey);
+  }));
+  return emit_exports.Or(isLength, isEvery);
+}
+function CheckDependentRequired(_stack, _context, schema, value) {
+  const isLength = guard_exports.IsEqual(guard_exports.Keys(value).length, 0);
+  const isEvery = guard_exports.Every(guard_exports.Entries(schema.dependentRequired), 0, ([key, keys]) => {
+    return !guard_exports.HasPropertyKey(value, key) || keys.every((key2) => guard_exports.HasPropertyKey(value, key2));
+  });
+  return isLength || isEvery;
+}
+function ErrorDependentRequired(_stack, context, schemaPath, instancePath, schema, value) {
+  const isLength = guard_exports.IsEqual(guard_exports.Keys(value).length, 0);
+  const isEveryEntry = guard_exports.EveryAll(guard_exports.Entries(schema.dependentRequired), 0, ([key, keys]) => {
+    return !guard_exports.HasPropertyKey(value, key) || guard_exports.EveryAll(keys, 0, (dependency) => guard_exports.HasPropertyKey(value, dependency) || context.AddError("dependentRequired", schemaPath, instancePath, { property: key, dependencies: keys }));
+  });
+  return isLength || isEveryEntry;
+}
+
+// node_modules/typebox/build/schema/engine/dependentSchemas.mjs
+function BuildDependentSchemas(stack, context, schema, value) {
+  const isLength = emit_exports.IsEqual(emit_exports.Member(emit_exports.Keys(value), "length"), emit_exports.Constant(0));
+  const isEvery = emit_exports.ReduceAnd(guard_exports.Entries(schema.dependentSchemas).map(([key, schema2]) => {
+    const notKey = emit_exports.Not(emit_exports.HasPropertyKey(value, emit_exports.Constant(key)));
+    const isSchema = BuildSchema(stack, context, schema2, value);
+    return emit_exports.Or(notKey, isSchema);
+  }));
+  return emit_exports.Or(isLength, isEvery);
+}
+function CheckDependentSchemas(stack, context, schema, value) {
+  const isLength = guard_exports.IsEqual(guard_exports.Keys(value).length, 0);
+  const isEvery = guard_exports.Every(guard_exports.Entries(schema.dependentSchemas), 0, ([key, schema2]) => {
+    return !guard_exports.HasPropertyKey(value, key) || CheckSchema(stack, context, schema2, value);
+  });
+  return isLength || isEvery;
+}
+function ErrorDependentSchemas(stack, context, schemaPath, instancePath, schema, value) {
+  const isLength = guard_exports.IsEqual(guard_exports.Keys(value).length, 0);
+  const isEvery = guard_exports.EveryAll(guard_exports.Entries(schema.dependentSchemas), 0, ([key, schema2]) => {
+    const nextSchemaPath = `${schemaPath}/dependentSchemas/${EncodeFragment(key)}`;
+    return !guard_exports.HasPropertyKey(value, key) || ErrorSchema(stack, context, nextSchemaPath, instancePath, schema2, value);
+  });
+  return isLength || isEvery;
+}
+
+// node_modules/typebox/build/schema/resolve/resolve.mjs
+var resolve_exports = {};
+__export(resolve_exports, {
+  DynamicRef: () => DynamicRef,
+  RecursiveRef: () => RecursiveRef,
+  Ref: () => Ref2
+});
+
+// node_modules/typebox/build/schema/pointer/pointer.mjs
+var pointer_exports = {};
+__export(pointer_exports, {
+  Delete: () => Delete,
+  Get: () => Get3,
+  Has: () => Has,
+  Indices: () => Indices,
+  Set: () => Set3
+});
+function Throw(message) {
+  throw Error(message);
+}
+function ThrowUnsafePropertyKey() {
+  Throw("Pointer contains unsafe property key");
+}
+function ThrowCannotSetRoot() {
+  Throw("Cannot set value");
+}
+function Indices(pointer) {
+  const indices = pointer.split("/").map((index3) => index3.replace(/~1/g, "/").replace(/~0/g, "~"));
+  return indices[0] === "" ? indices.slice(1) : indices;
+}
+function Has(value, pointer) {
+  let current = value;
+  for (const index3 of Indices(pointer)) {
+    if (!guard_exports.IsObject(current) || !guard_exports.HasPropertyKey(current, index3))
+      return false;
+    current = current[index3];
+  }
+  return true;
+}
+function Get3(value, pointer) {
+  let current = value;
+  for (const index3 of Indices(pointer)) {
+    if (!guard_exports.IsObject(current) || guard_exports.IsUnsafePropertyKey(index3))
+      return void 0;
+    current = current[index3];
+  }
+  return current;
+}
+function Parent(value, indices, last) {
+  let current = value;
+  for (const index3 of indices) {
+    if (guard_exports.IsUnsafePropertyKey(index3))
+      ThrowUnsafePropertyKey();
+    current = guard_exports.IsObject(current) ? current[index3] : void 0;
+  }
+  if (guard_exports.IsUnsafePropertyKey(last))
+    ThrowUnsafePropertyKey();
+  if (!guard_exports.IsObject(current))
+    ThrowCannotSetRoot();
+  return current;
+}
+function Set3(value, pointer, next) {
+  const indices = Indices(pointer);
+  const last = indices.pop();
+  if (guard_exports.IsUndefined(last))
+    ThrowCannotSetRoot();
+  Parent(value, indices, last)[last] = next;
+  return value;
+}
+function Delete(value, pointer) {
+  const indices = Indices(pointer);
+  const last = indices.pop();
+  if (guard_exports.IsUndefined(last))
+    ThrowCannotSetRoot();
+  const parent = Parent(value, indices, last);
+  if (guard_exports.IsArray(parent) && /^(0|[1-9]\d*)$/.test(last)) {
+    parent.splice(Number(last), 1);
+  } else {
+    delete parent[last];
+  }
+  return value;
+}
+
+// node_modules/typebox/build/schema/resolve/resolve.mjs
+function RelativeBase(schema, base) {
+  return IsSchemaObject(schema) && IsId(schema) ? NextUri(schema.$id, base.href) : base;
+}
+function AbsoluteBase(base) {
+  return NextUri(base, DefaultUri);
+}
+function CanonicalHref(url) {
+  return url.href.split("#")[0];
+}
+function Base2(schema, base, target) {
+  return SearchBase(schema, AbsoluteBase(base), target);
+}
+function RefRoot(stack, ref2) {
+  return ref2.$ref.startsWith("#") || stack.enteredResource ? stack.lexicalSchema : stack.schema;
+}
+function IsPointerFragment(fragment) {
+  return fragment.startsWith("#/");
+}
+function SearchDynamicAnchor(schema, name) {
+  if (guard_exports.IsObject(schema) && IsDynamicAnchor(schema) && guard_exports.IsEqual(schema.$dynamicAnchor, name)) {
+    return schema;
+  }
+  if (guard_exports.IsObject(schema)) {
+    for (const key of guard_exports.Keys(schema)) {
+      const result = SearchDynamicAnchor(schema[key], name);
+      if (result)
+        return result;
+    }
+  }
+  return void 0;
+}
+function SearchBase(schema, base, target) {
+  if (guard_exports.IsEqual(schema, target))
+    return base.href;
+  const nextBase = RelativeBase(schema, base);
+  if (guard_exports.IsArray(schema)) {
+    for (const item of schema) {
+      const result = SearchBase(item, nextBase, target);
+      if (!guard_exports.IsUndefined(result))
+        return result;
+    }
+  } else if (guard_exports.IsObject(schema)) {
+    for (const key of guard_exports.Keys(schema)) {
+      const result = SearchBase(schema[key], nextBase, target);
+      if (!guard_exports.IsUndefined(result))
+        return result;
+    }
+  }
+  return void 0;
+}
+function MatchWithHash(schema, ref2) {
+  if (ref2.href.endsWith("#"))
+    return schema;
+  if (!ref2.hash.startsWith("#"))
+    return void 0;
+  const fragment = decodeURIComponent(ref2.hash.slice(1));
+  if (!fragment.startsWith("/"))
+    return void 0;
+  return pointer_exports.Get(schema, fragment);
+}
+function MatchWithId(schema, base, ref2) {
+  if (!IsId(schema))
+    return void 0;
+  if (guard_exports.IsEqual(schema.$id, ref2.hash))
+    return schema;
+  const absoluteRef = new URL(ref2.href, base.href);
+  if (guard_exports.IsEqual(base.pathname, absoluteRef.pathname))
+    return ref2.hash.startsWith("#") ? MatchWithHash(schema, ref2) : schema;
+  return void 0;
+}
+function MatchWithAnchor(schema, base, ref2) {
+  if (!IsAnchor(schema))
+    return void 0;
+  const absoluteAnchor = new URL(`#${schema.$anchor}`, base.href);
+  const absoluteRef = new URL(ref2.href, base.href);
+  return guard_exports.IsEqual(absoluteAnchor.href, absoluteRef.href) ? schema : void 0;
+}
+function MatchWithDynamicAnchor(schema, base, ref2) {
+  if (!IsDynamicAnchor(schema))
+    return void 0;
+  const absoluteAnchor = new URL(`#${schema.$dynamicAnchor}`, base.href);
+  const absoluteRef = new URL(ref2.href, base.href);
+  const isMatch = guard_exports.IsEqual(absoluteAnchor.href, absoluteRef.href);
+  return isMatch ? schema : void 0;
+}
+function MatchSchemaObject(schema, base, ref2) {
+  if (!IsSchemaObject(schema))
+    return void 0;
+  return MatchWithId(schema, base, ref2) ?? MatchWithAnchor(schema, base, ref2) ?? MatchWithDynamicAnchor(schema, base, ref2) ?? MatchWithHash(schema, ref2);
+}
+function MatchFromArray(schema, base, ref2) {
+  if (!guard_exports.IsArray(schema))
+    return void 0;
+  return schema.reduce((result, item) => {
+    const match = Match4(item, base, ref2);
+    return !guard_exports.IsUndefined(match) ? match : result;
+  }, void 0);
+}
+function MatchFromObject(schema, base, ref2) {
+  if (!guard_exports.IsObject(schema))
+    return void 0;
+  return guard_exports.Keys(schema).reduce((result, key) => {
+    if (guard_exports.IsEqual(key, "const") || guard_exports.IsEqual(key, "enum"))
+      return result;
+    const match = Match4(schema[key], base, ref2);
+    return !guard_exports.IsUndefined(match) ? match : result;
+  }, void 0);
+}
+function Match4(schema, base, ref2) {
+  const relativeBase = RelativeBase(schema, base);
+  return MatchSchemaObject(schema, relativeBase, ref2) ?? MatchFromArray(schema, relativeBase, ref2) ?? MatchFromObject(schema, relativeBase, ref2);
+}
+function Resource(context, schema, base, ref2) {
+  const result = RefInternal(context, schema, base, ref2);
+  return IsSchemaObject(result) && IsId(result) ? result : void 0;
+}
+function FindDeferredResourceLegacy(stack, ref2, schema) {
+  if (!ref2.$ref.startsWith("#"))
+    return void 0;
+  if (!IsSchemaObject(stack.schema) || guard_exports.HasPropertyKey(stack.schema, "$schema"))
+    return void 0;
+  const targetBase = Base2(stack.lexicalSchema, stack.referenceBase, schema);
+  if (guard_exports.IsUndefined(targetBase) || guard_exports.IsEqual(targetBase, stack.referenceBase))
+    return void 0;
+  return { target: schema, base: targetBase, root: (
+    /* safe-object-root */
+    stack.lexicalSchema
+  ) };
+}
+function FindDeferredResourceModern(stack, canonical, schema) {
+  const remoteRoot = stack.context[canonical];
+  if (!IsSchemaObject(remoteRoot))
+    return void 0;
+  return { target: schema, base: canonical, root: remoteRoot };
+}
+function FindDeferredResource(stack, ref2, schema, canonical, isRemote) {
+  const remote = isRemote ? FindDeferredResourceModern(stack, canonical, schema) : void 0;
+  return guard_exports.IsUndefined(remote) ? FindDeferredResourceLegacy(stack, ref2, schema) : remote;
+}
+function FindResolvedResource(stack, canonical, schema) {
+  if (IsId(schema))
+    return void 0;
+  const resource = Resource(
+    stack.context,
+    /* safe-object-root */
+    stack.schema,
+    stack.referenceBase,
+    canonical
+  );
+  if (!resource || stack.ids.includes(resource))
+    return void 0;
+  return { resource };
+}
+function RefInternalWithContext(context, ref2) {
+  return guard_exports.HasPropertyKey(context, ref2) ? context[ref2] : void 0;
+}
+function RefInternalWithLocal(schema, base, ref2) {
+  return Match4(schema, base, ref2);
+}
+function RefInternalWithRemote(context, base, ref2) {
+  const canonicalHref = CanonicalHref(ref2);
+  if (!guard_exports.HasPropertyKey(context, canonicalHref) || guard_exports.IsEqual(canonicalHref, CanonicalHref(base)))
+    return void 0;
+  const remoteSchema = context[canonicalHref];
+  const remoteBase = RelativeBase(remoteSchema, new URL(canonicalHref));
+  return guard_exports.IsEqual(ref2.hash, "") ? remoteSchema : Match4(remoteSchema, remoteBase, ref2);
+}
+function RefInternal(context, schema, base, ref2) {
+  const absoluteBase = AbsoluteBase(base);
+  const target = NextUri(ref2, absoluteBase.href);
+  return RefInternalWithContext(context, ref2) ?? RefInternalWithLocal(schema, absoluteBase, target) ?? RefInternalWithRemote(context, absoluteBase, target);
+}
+function RefNextStackDeferred(stack, deferredResource) {
+  if (!deferredResource)
+    return stack;
+  const resourceEntries = new Map(stack.resourceEntries);
+  resourceEntries.set(deferredResource.target, { base: deferredResource.base, root: deferredResource.root });
+  return { ...stack, resourceEntries };
+}
+function RefNextStackResolved(stack, resolvedResource) {
+  return resolvedResource ? NextStack(stack, resolvedResource.resource) : stack;
+}
+function RefNextStack(stack, pendingResource, deferredResource, resolvedResource) {
+  const withDeferred = RefNextStackDeferred({ ...stack, pendingResource }, deferredResource);
+  const withResolved = RefNextStackResolved(withDeferred, resolvedResource);
+  return withResolved;
+}
+function RefResultFound(stack, ref2, schema) {
+  const canonical = CanonicalHref(NextUri(ref2.$ref, stack.referenceBase));
+  const isRemote = !guard_exports.IsEqual(canonical, stack.resourceBase);
+  const deferredResource = FindDeferredResource(stack, ref2, schema, canonical, isRemote);
+  const resolvedResource = isRemote ? FindResolvedResource(stack, canonical, schema) : void 0;
+  return { schema, stack: RefNextStack(stack, true, deferredResource, resolvedResource) };
+}
+function RefResultNotFound(stack, schema) {
+  return { schema, stack: RefNextStack(stack, !guard_exports.IsUndefined(schema)) };
+}
+function Ref2(stack, ref2) {
+  const schema = RefInternal(stack.context, RefRoot(stack, ref2), stack.referenceBase, ref2.$ref);
+  return IsSchemaObject(schema) ? RefResultFound(stack, ref2, schema) : RefResultNotFound(stack, schema);
+}
+function IsRecursiveAnchorInScope(stack) {
+  return IsSchemaObject(stack.lexicalSchema) && IsRecursiveAnchorTrue(stack.lexicalSchema);
+}
+function RecursiveRef(stack, recursiveRef) {
+  const schema = IsRecursiveAnchorInScope(stack) ? stack.recursiveAnchor : stack.lexicalSchema;
+  return RefInternal(stack.context, schema, stack.lexicalBase, recursiveRef.$recursiveRef);
+}
+function DynamicRefFragment(stack, dynamicRef) {
+  return NextUri(dynamicRef.$dynamicRef, AbsoluteBase(stack.lexicalBase).href).hash;
+}
+function FindScopedDynamicAnchor(stack, name) {
+  return stack.dynamicAnchors.find((anchor) => guard_exports.IsEqual(anchor.$dynamicAnchor, name)) ?? SearchDynamicAnchor(stack.schema, name);
+}
+function DynamicRefWhenFound(stack, dynamicRef, fragmentTarget) {
+  if (!IsSchemaObject(fragmentTarget) || !IsDynamicAnchor(fragmentTarget))
+    return fragmentTarget;
+  const fragment = DynamicRefFragment(stack, dynamicRef);
+  return IsPointerFragment(fragment) ? fragmentTarget : FindScopedDynamicAnchor(stack, fragmentTarget.$dynamicAnchor);
+}
+function DynamicRefWhenNotFound(stack, dynamicRef) {
+  const fragment = DynamicRefFragment(stack, dynamicRef);
+  return FindScopedDynamicAnchor(stack, decodeURIComponent(fragment.slice(1)));
+}
+function DynamicRef(stack, dynamicRef) {
+  const fragmentRoot = dynamicRef.$dynamicRef.startsWith("#") ? stack.lexicalSchema : stack.schema;
+  const fragmentTarget = RefInternal(stack.context, fragmentRoot, stack.lexicalBase, dynamicRef.$dynamicRef);
+  return guard_exports.IsUndefined(fragmentTarget) ? DynamicRefWhenNotFound(stack, dynamicRef) : DynamicRefWhenFound(stack, dynamicRef, fragmentTarget);
+}
+
+// node_modules/typebox/build/schema/engine/dynamicRef.mjs
+function BuildDynamicRef(stack, context, schema, value) {
+  const target = resolve_exports.DynamicRef(stack, schema) ?? false;
+  const nextStack = target ? { ...stack, pendingResource: true } : stack;
+  return CreateFunction(nextStack, context, target, value);
+}
+function CheckDynamicRef(stack, context, schema, value) {
+  const target = resolve_exports.DynamicRef(stack, schema) ?? false;
+  const nextStack = target ? { ...stack, pendingResource: true } : stack;
+  return IsSchema2(target) && CheckSchema(nextStack, context, target, value);
+}
+function ErrorDynamicRef(stack, context, schemaPath, instancePath, schema, value) {
+  const target = resolve_exports.DynamicRef(stack, schema) ?? false;
+  const nextStack = target ? { ...stack, pendingResource: true } : stack;
+  return IsSchema2(target) && ErrorSchema(nextStack, context, schemaPath, instancePath, target, value);
+}
+
+// node_modules/typebox/build/schema/engine/enum.mjs
+function BuildEnum(_stack, _context, schema, value) {
+  return emit_exports.ReduceOr(schema.enum.map((option) => {
+    if (guard_exports.IsValueLike(option))
+      return emit_exports.IsEqual(value, emit_exports.Constant(option));
+    const variable = CreateVariable(option);
+    return emit_exports.IsDeepEqual(value, variable);
+  }));
+}
+function CheckEnum(_stack, _context, schema, value) {
+  return guard_exports.Some(schema.enum, (option) => guard_exports.IsValueLike(option) ? guard_exports.IsEqual(value, option) : guard_exports.IsDeepEqual(value, option));
+}
+function ErrorEnum(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckEnum(stack, context, schema, value) || context.AddError("enum", schemaPath, instancePath, { allowedValues: schema.enum });
+}
+
+// node_modules/typebox/build/schema/engine/exclusiveMaximum.mjs
+function BuildExclusiveMaximum(_stack, _context, schema, value) {
+  return emit_exports.IsLessThan(value, emit_exports.Constant(schema.exclusiveMaximum));
+}
+function CheckExclusiveMaximum(_stack, _context, schema, value) {
+  return guard_exports.IsLessThan(value, schema.exclusiveMaximum);
+}
+function ErrorExclusiveMaximum(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckExclusiveMaximum(stack, context, schema, value) || context.AddError("exclusiveMaximum", schemaPath, instancePath, { comparison: "<", limit: schema.exclusiveMaximum });
+}
+
+// node_modules/typebox/build/schema/engine/exclusiveMinimum.mjs
+function BuildExclusiveMinimum(_stack, _context, schema, value) {
+  return emit_exports.IsGreaterThan(value, emit_exports.Constant(schema.exclusiveMinimum));
+}
+function CheckExclusiveMinimum(_stack, _context, schema, value) {
+  return guard_exports.IsGreaterThan(value, schema.exclusiveMinimum);
+}
+function ErrorExclusiveMinimum(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckExclusiveMinimum(stack, context, schema, value) || context.AddError("exclusiveMinimum", schemaPath, instancePath, { comparison: ">", limit: schema.exclusiveMinimum });
+}
+
+// node_modules/typebox/build/format/format.mjs
+var format_exports = {};
+__export(format_exports, {
+  Clear: () => Clear,
+  Entries: () => Entries3,
+  Get: () => Get4,
+  Has: () => Has2,
+  IsDate: () => IsDate2,
+  IsDateTime: () => IsDateTime,
+  IsDuration: () => IsDuration,
+  IsEmail: () => IsEmail,
+  IsHostname: () => IsHostname2,
+  IsIPv4: () => IsIPv4,
+  IsIPv6: () => IsIPv6,
+  IsIdnEmail: () => IsIdnEmail,
+  IsIdnHostname: () => IsIdnHostname2,
+  IsIri: () => IsIri,
+  IsIriReference: () => IsIriReference,
+  IsJsonPointer: () => IsJsonPointer,
+  IsJsonPointerUriFragment: () => IsJsonPointerUriFragment,
+  IsRegex: () => IsRegex,
+  IsRelativeJsonPointer: () => IsRelativeJsonPointer,
+  IsTime: () => IsTime,
+  IsUri: () => IsUri,
+  IsUriReference: () => IsUriReference,
+  IsUriTemplate: () => IsUriTemplate,
+  IsUrl: () => IsUrl,
+  IsUuid: () => IsUuid,
+  Reset: () => Reset2,
+  Set: () => Set4,
+  Test: () => Test
+});
+
+// node_modules/typebox/build/format/date.mjs
+var DAYS = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+var DATE = /^(\d\d\d\d)-(\d\d)-(\d\d)$/;
+function IsLeapYear(year) {
+  return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+}
+function IsDate2(value) {
+  const matches = DATE.exec(value);
+  if (!matches)
+    return false;
+  const year = +matches[1];
+  const month = +matches[2];
+  const day = +matches[3];
+  return month >= 1 && month <= 12 && day >= 1 && day <= (month === 2 && IsLeapYear(year) ? 29 : DAYS[month]);
+}
+
+// node_modules/typebox/build/format/time.mjs
+var TIME = /^(\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))?$/;
+function IsTime(value, strictTimeZone = true) {
+  const matches = TIME.exec(value);
+  if (!matches)
+    return false;
+  if (strictTimeZone && !matches[4] && !matches[5])
+    return false;
+  const hr = +matches[1];
+  const min = +matches[2];
+  const sec = +matches[3];
+  if (hr > 23 || min > 59 || sec > 60)
+    return false;
+  if (matches[5]) {
+    const tzH2 = +matches[6];
+    const tzM2 = +matches[7];
+    if (tzH2 > 23 || tzM2 > 59)
+      return false;
+  }
+  if (sec < 60)
+    return true;
+  const tzSign = matches[5] === "-" ? -1 : 1;
+  const tzH = +(matches[6] || 0);
+  const tzM = +(matches[7] || 0);
+  const totalUtcMin = hr * 60 + min - tzSign * (tzH * 60 + tzM);
+  return (totalUtcMin % 1440 + 1440) % 1440 === 1439;
+}
+
+// node_modules/typebox/build/format/date_time.mjs
+var DATE_TIME_SUFFIX = /^(?:\[!?(?:(?!\.{1,2}[/\]])[A-Za-z._][A-Za-z._0-9+-]{0,13}(?:\/(?!\.{1,2}[/\]])[A-Za-z._][A-Za-z._0-9+-]{0,13})*|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\](?:\[!?[a-z_][a-z_0-9-]*=[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\])*|(?:\[!?[a-z_][a-z_0-9-]*=[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\])*)$/;
+function IsDateTime(value) {
+  const index3 = value.indexOf("[");
+  const datetime = index3 === -1 ? value : value.slice(0, index3);
+  if (index3 !== -1 && !DATE_TIME_SUFFIX.test(value.slice(index3)))
+    return false;
+  const split = datetime.split(/T/i);
+  return split.length === 2 && IsDate2(split[0]) && IsTime(split[1]);
+}
+
+// node_modules/typebox/build/format/duration.mjs
+var Duration = /^P((\d+Y(\d+M(\d+D)?)?|\d+M(\d+D)?|\d+D)(T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S))?|T(\d+H(\d+M(\d+S)?)?|\d+M(\d+S)?|\d+S)|\d+W)$/;
+function IsDuration(value) {
+  return Duration.test(value);
+}
+
+// node_modules/typebox/build/format/email.mjs
+var Email = /^(?:[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*|"(?:[^"\\]|\\[\x20-\x7e])*")@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[(?:IPv6:[a-f0-9:]+|(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})\])$/i;
+function IsEmail(value) {
+  return Email.test(value);
+}
+
+// node_modules/typebox/build/format/idna/pattern/pattern.mjs
+var RE_RULE_HYPHEN_PLACEMENT = /^(?!-).*(?<!-)$/;
+var RE_RULE_NOT_RESERVED_ACE = /^(?!..--)/;
+var RE_ASCII_LDH = /^[a-zA-Z0-9-]*$/;
+var RE_ASCII = new RegExp("^\\p{ASCII}*$", "u");
+var RE_NON_ASCII = /[^\p{ASCII}]/u;
+var RE_ASCII_DIGIT = /[0-9]/;
+var RE_ARABIC_INDIC_DIGIT = /[\u{0660}-\u{0669}]/u;
+var RE_EXT_ARABIC_INDIC_DIGIT = /[\u{06f0}-\u{06f9}]/u;
+var RE_COMMON_SEPARATOR = /[\u{002e}\u{002c}\u{003a}\u{002f}]/u;
+var RE_EUROPEAN_SEPARATOR = /[\u{002d}\u{002b}]/u;
+var RE_MARK_NONSPACING = new RegExp("\\p{Mn}", "u");
+var RE_MARK_SPACING_COMBINING = new RegExp("\\p{Mc}", "u");
+var RE_MARK_ENCLOSING = new RegExp("\\p{Me}", "u");
+var RE_COMBINING_MARK = /[\p{Mn}\p{Mc}\p{Me}]/u;
+var RE_LETTER = new RegExp("\\p{L}", "u");
+var RE_NUMBER_DECIMAL = new RegExp("\\p{Nd}", "u");
+var RE_SCRIPT_GREEK = new RegExp("\\p{Script=Greek}", "u");
+var RE_SCRIPT_HEBREW = new RegExp("\\p{Script=Hebrew}", "u");
+var RE_SCRIPT_JAPANESE = /[\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Han}]/u;
+var RE_SCRIPT_ARABIC_LETTER = /[\p{Script=Arabic}\p{Script=Syriac}\p{Script=Thaana}\p{Script=Mandaic}]/u;
+var RE_VIRAMA = /[\u{094d}\u{09cd}\u{0a4d}\u{0acd}\u{0b4d}\u{0bcd}\u{0c4d}\u{0ccd}\u{0d3b}\u{0d3c}\u{0d4d}\u{0dca}\u{1b44}\u{1baa}\u{1bab}\u{a9c0}\u{11046}\u{1107f}\u{110b9}\u{11133}\u{11134}\u{111c0}\u{11235}\u{1134d}\u{11442}\u{114c2}\u{115bf}\u{1163f}\u{116b6}\u{11c3f}\u{11d44}\u{11d45}]/u;
+var RE_RFC5892_DISALLOWED = /[\u{0640}\u{07fa}\u{302e}\u{302f}\u{3031}\u{3032}\u{3033}\u{3034}\u{3035}\u{303b}]/u;
+var RE_CONTEXTO_EXCEPTIONS = /[\u{00b7}\u{0375}\u{05f3}\u{05f4}\u{200c}\u{200d}\u{30fb}]/u;
+var RE_PVALID_EXCEPTIONS = /[\u{00df}\u{03c2}\u{06fd}\u{06fe}\u{0f0b}\u{3007}]/u;
+var RE_EUROPEAN_NUMBER = new RegExp([
+  RE_ASCII_DIGIT,
+  RE_EXT_ARABIC_INDIC_DIGIT
+].map((regexp) => regexp.source).join("|"), "u");
+var RE_PERMITTED_CATEGORY = new RegExp([
+  RE_LETTER,
+  RE_EUROPEAN_SEPARATOR,
+  RE_COMMON_SEPARATOR,
+  RE_NUMBER_DECIMAL,
+  RE_MARK_NONSPACING,
+  RE_MARK_SPACING_COMBINING,
+  RE_CONTEXTO_EXCEPTIONS,
+  RE_PVALID_EXCEPTIONS
+].map((regexp) => regexp.source).join("|"), "u");
+
+// node_modules/typebox/build/format/idna/label/ascii.mjs
+function IsAsciiLabel(value) {
+  return RE_RULE_HYPHEN_PLACEMENT.test(value) && RE_RULE_NOT_RESERVED_ACE.test(value) && RE_ASCII_LDH.test(value);
+}
+
+// node_modules/typebox/build/format/idna/format/puny.mjs
+var PUNYCODE_BASE = 36;
+var PUNYCODE_TMIN = 1;
+var PUNYCODE_TMAX = 26;
+var PUNYCODE_SKEW = 38;
+var PUNYCODE_DAMP = 700;
+var PUNYCODE_INITIAL_BIAS = 72;
+var PUNYCODE_INITIAL_N = 128;
+function ThrowDontCare() {
+  throw null;
+}
+function IsAcePrefixed(value) {
+  return value.toLowerCase().startsWith("xn--");
+}
+function Adapt(delta, numPoints, firstTime) {
+  delta = firstTime ? Math.floor(delta / PUNYCODE_DAMP) : delta >> 1;
+  delta += Math.floor(delta / numPoints);
+  let k = 0;
+  while (delta > (PUNYCODE_BASE - PUNYCODE_TMIN) * PUNYCODE_TMAX >> 1) {
+    delta = Math.floor(delta / (PUNYCODE_BASE - PUNYCODE_TMIN));
+    k += PUNYCODE_BASE;
+  }
+  return k + Math.floor((PUNYCODE_BASE - PUNYCODE_TMIN + 1) * delta / (delta + PUNYCODE_SKEW));
+}
+function Decode2(value) {
+  const output = [];
+  let n = PUNYCODE_INITIAL_N;
+  let i = 0;
+  let bias = PUNYCODE_INITIAL_BIAS;
+  const delimIdx = value.lastIndexOf("-");
+  if (delimIdx > 0) {
+    for (let j = 0; j < delimIdx; j++) {
+      const cp = value.charCodeAt(j);
+      if (cp >= 128)
+        ThrowDontCare();
+      output.push(cp);
+    }
+  }
+  let inIdx = delimIdx < 0 ? 0 : delimIdx + 1;
+  while (inIdx < value.length) {
+    const oldi = i;
+    let w = 1;
+    let k = PUNYCODE_BASE;
+    while (true) {
+      if (inIdx >= value.length)
+        ThrowDontCare();
+      const ch = value.charCodeAt(inIdx++);
+      let digit;
+      if (ch >= 97 && ch <= 122)
+        digit = ch - 97;
+      else if (ch >= 48 && ch <= 57)
+        digit = ch - 48 + 26;
+      else
+        ThrowDontCare();
+      i += digit * w;
+      const t = k <= bias ? PUNYCODE_TMIN : k >= bias + PUNYCODE_TMAX ? PUNYCODE_TMAX : k - bias;
+      if (digit < t)
+        break;
+      w *= PUNYCODE_BASE - t;
+      k += PUNYCODE_BASE;
+    }
+    const outLen = output.length + 1;
+    bias = Adapt(i - oldi, outLen, oldi === 0);
+    n += Math.floor(i / outLen);
+    i %= outLen;
+    output.splice(i, 0, n);
+    i++;
+  }
+  return String.fromCodePoint(...output);
+}
+function DigitToChar(digit) {
+  return digit < 26 ? String.fromCharCode(digit + 97) : String.fromCharCode(digit - 26 + 48);
+}
+var RE_REPLACE_NON_ASCII = new RegExp(RE_NON_ASCII.source, "gu");
+function Encode2(input) {
+  const basic = input.replace(RE_REPLACE_NON_ASCII, "");
+  const basicLength = basic.length;
+  const result = basicLength > 0 ? [basic, "-"] : [];
+  const codePoints = Array.from(input, (char) => char.codePointAt(0));
+  let n = PUNYCODE_INITIAL_N;
+  let delta = 0;
+  let bias = PUNYCODE_INITIAL_BIAS;
+  let handledCPCount = basicLength;
+  while (handledCPCount < codePoints.length) {
+    let m = Infinity;
+    for (const cp of codePoints) {
+      if (cp >= n && cp < m)
+        m = cp;
+    }
+    delta += (m - n) * (handledCPCount + 1);
+    n = m;
+    for (const cp of codePoints) {
+      if (cp < n)
+        delta++;
+      if (cp === n) {
+        let q = delta;
+        for (let k = PUNYCODE_BASE; ; k += PUNYCODE_BASE) {
+          const t = k <= bias ? PUNYCODE_TMIN : k >= bias + PUNYCODE_TMAX ? PUNYCODE_TMAX : k - bias;
+          if (q < t)
+            break;
+          const digit = t + (q - t) % (PUNYCODE_BASE - t);
+          result.push(DigitToChar(digit));
+          q = Math.floor((q - t) / (PUNYCODE_BASE - t));
+        }
+        result.push(DigitToChar(q));
+        bias = Adapt(delta, handledCPCount + 1, handledCPCount === basicLength);
+        delta = 0;
+        handledCPCount++;
+      }
+    }
+    delta++;
+    n++;
+  }
+  return result.join("");
+}
+
+// node_modules/typebox/build/format/idna/format/bidi.mjs
+var RE_RTL_ALLOWED = /^(?:R|AL|AN|EN|ES|CS|ET|ON|BN|NSM)$/;
+var RE_LTR_ALLOWED = /^(?:L|EN|ES|CS|ET|ON|BN|NSM)$/;
+var RE_RTL_CLASSES = /^(?:R|AL|AN)$/;
+function HasBidiChars(value) {
+  if (IsAcePrefixed(value)) {
+    try {
+      return HasRightToLeftCharacters(Decode2(value.slice(4).toLowerCase()));
+    } catch {
+      return false;
+    }
+  }
+  return HasRightToLeftCharacters(value);
+}
+function GetBidiClass(codePoint) {
+  const char = String.fromCodePoint(codePoint);
+  return RE_EUROPEAN_NUMBER.test(char) ? "EN" : RE_ARABIC_INDIC_DIGIT.test(char) ? "AN" : (
+    // Pattern.RE_EUROPEAN_SEPARATOR.test(char) ? 'ES' : // (no-spec-coverage)
+    // Pattern.RE_COMMON_SEPARATOR.test(char) ? 'CS' : // (no-spec-coverage)
+    RE_MARK_NONSPACING.test(char) ? "NSM" : RE_SCRIPT_HEBREW.test(char) ? "R" : RE_SCRIPT_ARABIC_LETTER.test(char) ? "AL" : RE_LETTER.test(char) ? "L" : "ON"
+  );
+}
+function HasRightToLeftCharacters(value) {
+  for (const ch of value)
+    if (RE_RTL_CLASSES.test(GetBidiClass(ch.codePointAt(0))))
+      return true;
+  return false;
+}
+function SatisfiesBidiRule(value) {
+  let isRtl = false;
+  let allowed = RE_LTR_ALLOWED;
+  let sawEN = false;
+  let sawAN = false;
+  let isFirst = true;
+  for (const ch of value) {
+    const bidiClass = GetBidiClass(ch.codePointAt(0));
+    if (isFirst) {
+      if (bidiClass !== "L" && bidiClass !== "R" && bidiClass !== "AL")
+        return false;
+      isRtl = bidiClass === "R" || bidiClass === "AL";
+      allowed = isRtl ? RE_RTL_ALLOWED : RE_LTR_ALLOWED;
+      isFirst = false;
+    }
+    if (!allowed.test(bidiClass))
+      return false;
+    if (bidiClass === "EN")
+      sawEN = true;
+    else if (bidiClass === "AN")
+      sawAN = true;
+  }
+  if (isRtl && sawEN && sawAN)
+    return false;
+  return true;
+}
+
+// node_modules/typebox/build/format/idna/label/unicode.mjs
+function ExceedsMaxALabelLength(value) {
+  return RE_NON_ASCII.test(value) && Encode2(value).length + 4 > 63;
+}
+function HasInvalidHyphens(chars) {
+  if (chars[0] === "-" || chars[chars.length - 1] === "-")
+    return true;
+  return chars.slice(2).join("").startsWith("--");
+}
+function IsUnicodeLabel(value) {
+  if (ExceedsMaxALabelLength(value))
+    return false;
+  if (HasRightToLeftCharacters(value) && !SatisfiesBidiRule(value))
+    return false;
+  const chars = [...value];
+  const codePoints = chars.map((c) => c.codePointAt(0));
+  const length = codePoints.length;
+  if (HasInvalidHyphens(chars))
+    return false;
+  if (RE_COMBINING_MARK.test(chars[0]))
+    return false;
+  let hasJapanese = false;
+  for (let i = 0; i < length; i++) {
+    const codePoint = codePoints[i];
+    const char = chars[i];
+    if (RE_RFC5892_DISALLOWED.test(char))
+      return false;
+    if (!RE_PERMITTED_CATEGORY.test(char))
+      return false;
+    if (RE_SCRIPT_JAPANESE.test(char))
+      hasJapanese = true;
+    const prev = codePoints[i - 1], next = codePoints[i + 1];
+    switch (codePoint) {
+      case 183:
+        if (prev !== 108 || next !== 108)
+          return false;
+        break;
+      // MIDDLE DOT (Catalan)
+      case 885:
+        if (!next || !RE_SCRIPT_GREEK.test(chars[i + 1]))
+          return false;
+        break;
+      // Greek KERAIA
+      case 1523:
+      case 1524:
+        if (!prev || !RE_SCRIPT_HEBREW.test(chars[i - 1]))
+          return false;
+        break;
+      // Hebrew GERESH
+      case 8204:
+        if (!prev || prev < 128 && !RE_VIRAMA.test(chars[i - 1]))
+          return false;
+        break;
+      case 8205:
+        if (!prev || !RE_VIRAMA.test(chars[i - 1]))
+          return false;
+        break;
+      case 12539:
+        break;
+    }
+  }
+  if (value.includes("\u30FB") && !hasJapanese)
+    return false;
+  return true;
+}
+
+// node_modules/typebox/build/format/idna/label/puny.mjs
+function IsPunyLabel(value) {
+  if (!IsAcePrefixed(value))
+    return false;
+  try {
+    const body = value.slice(4).toLowerCase();
+    if (body.lastIndexOf("-") === 0)
+      return false;
+    const decoded = Decode2(body);
+    if (!RE_NON_ASCII.test(decoded))
+      return false;
+    return IsUnicodeLabel(decoded);
+  } catch {
+    return false;
+  }
+}
+
+// node_modules/typebox/build/format/idna/hostname.mjs
+function IsValidLabelLength(value) {
+  return value.length > 0 && value.length <= 63;
+}
+function IsLabel(value) {
+  return IsValidLabelLength(value) && (IsPunyLabel(value) || IsAsciiLabel(value));
+}
+function IsHostname(value) {
+  if (value.length === 0 || value.length > 253)
+    return false;
+  if (value.charCodeAt(value.length - 1) === 46)
+    return false;
+  return value.split(".").every((label) => IsLabel(label));
+}
+
+// node_modules/typebox/build/format/idna/idn-hostname.mjs
+function IsValidLabelLength2(value) {
+  return value.length > 0 && value.length <= 63;
+}
+function IsLabel2(value) {
+  return IsValidLabelLength2(value) && (IsPunyLabel(value) || IsUnicodeLabel(value));
+}
+function NormalizeHostname(value) {
+  return value.replace(/[\uff01-\uff5e]/g, (char) => String.fromCharCode(char.charCodeAt(0) - 65248)).normalize("NFC").replace(/[\u00ad\u034f\u180b-\u180d\u200b\ufe00-\ufe0f\u{e0100}-\u{e01ef}]/gu, "").replace(/[\u002E\u3002\uFF0E\uFF61]/g, ".");
+}
+function IsIdnHostname(value) {
+  if (value.length === 0 || value.includes(" "))
+    return false;
+  const normalized = NormalizeHostname(value);
+  if (normalized.length > 253)
+    return false;
+  const labels = normalized.split(".");
+  const hasBidiChars = labels.some((label) => HasBidiChars(label));
+  return labels.every((label) => IsLabel2(label) && (!hasBidiChars || SatisfiesBidiRule(label)));
+}
+
+// node_modules/typebox/build/format/hostname.mjs
+function IsHostname2(value) {
+  return IsHostname(value);
+}
+
+// node_modules/typebox/build/format/idn_email.mjs
+var IdnEmail = /^(?:[A-Za-z0-9!#$%&'*+\/=?^_`{|}~\u{0080}-\u{10FFFF}-]+(?:\.[A-Za-z0-9!#$%&'*+\/=?^_`{|}~\u{0080}-\u{10FFFF}-]+)*|"(?:[^"\\]|\\.)*")@[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,62})(?<!-)(?:\.[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,62})(?<!-))*$/iu;
+function IsIdnEmail(value) {
+  return IdnEmail.test(value.normalize("NFC"));
+}
+
+// node_modules/typebox/build/format/idn_hostname.mjs
+function IsIdnHostname2(value) {
+  return IsIdnHostname(value);
+}
+
+// node_modules/typebox/build/format/ipv4.mjs
+var IPv4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+function IsIPv4(value) {
+  return IPv4.test(value);
+}
+
+// node_modules/typebox/build/format/ipv6.mjs
+var IPv6 = /^(?:(?:(?:[0-9a-f]{1,4}:){6}|::(?:[0-9a-f]{1,4}:){5}|(?:[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){4}|(?:(?:[0-9a-f]{1,4}:)?[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){3}|(?:(?:[0-9a-f]{1,4}:){0,2}[0-9a-f]{1,4})?::(?:[0-9a-f]{1,4}:){2}|(?:(?:[0-9a-f]{1,4}:){0,3}[0-9a-f]{1,4})?::[0-9a-f]{1,4}:|(?:(?:[0-9a-f]{1,4}:){0,4}[0-9a-f]{1,4})?::)(?:[0-9a-f]{1,4}:[0-9a-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4})?::[0-9a-f]{1,4}|(?:(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})?::)$/i;
+function IsIPv6(value) {
+  return IPv6.test(value);
+}
+
+// node_modules/typebox/build/format/iri_reference.mjs
+var InvalidIriChars = /[\x00-\x20\x7F\\]|%(?![0-9a-fA-F]{2})/;
+var MalformedScheme = /^[a-zA-Z][a-zA-Z0-9+\-.]*\/\//;
+function IsIriReference(value) {
+  return !InvalidIriChars.test(value) && !MalformedScheme.test(value) && URL.canParse(value, "http://example.com");
+}
+
+// node_modules/typebox/build/format/iri.mjs
+var InvalidIriChars2 = /[\x00-\x20<>\^`{|}\\]/;
+var InvalidPercentEncoding = /%(?![0-9a-fA-F]{2})/;
+function IsIri(value) {
+  if (InvalidIriChars2.test(value))
+    return false;
+  if (InvalidPercentEncoding.test(value))
+    return false;
+  return URL.canParse(value);
+}
+
+// node_modules/typebox/build/format/json_pointer_uri_fragment.mjs
+var JsonPointerUriFragment = /^#(?:\/(?:[a-z0-9_\-.!$&'()*+,;:=@]|%[0-9a-f]{2}|~0|~1)*)*$/i;
+function IsJsonPointerUriFragment(value) {
+  return JsonPointerUriFragment.test(value);
+}
+
+// node_modules/typebox/build/format/json_pointer.mjs
+var JsonPointer = /^(?:\/(?:[^~/]|~0|~1)*)*$/;
+function IsJsonPointer(value) {
+  return JsonPointer.test(value);
+}
+
+// node_modules/typebox/build/format/regex.mjs
+function IsRegex(value) {
+  try {
+    new RegExp(value, "u");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// node_modules/typebox/build/format/relative_json_pointer.mjs
+var RelativeJsonPointer = /^(?:0|[1-9][0-9]*)(?:#|(?:\/(?:[^~/]|~0|~1)*)*)$/;
+function IsRelativeJsonPointer(value) {
+  return RelativeJsonPointer.test(value);
+}
+
+// node_modules/typebox/build/format/uri_reference.mjs
+var UriReference = /^(?:[a-z][a-z0-9+\-.]*:(?:\/\/(?:(?:[-a-z0-9._~!$&'()*+,;=:]|%[0-9a-f]{2})*@)?(?:\[(?:(?:(?:[\da-f]{1,4}:){6}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|::(?:[\da-f]{1,4}:){5}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:[\da-f]{1,4})?::(?:[\da-f]{1,4}:){4}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,1}[\da-f]{1,4})?::(?:[\da-f]{1,4}:){3}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,2}[\da-f]{1,4})?::(?:[\da-f]{1,4}:){2}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,3}[\da-f]{1,4})?::[\da-f]{1,4}:(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,4}[\da-f]{1,4})?::(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,5}[\da-f]{1,4})?::[\da-f]{1,4}|(?:(?:[\da-f]{1,4}:){0,6}[\da-f]{1,4})?::)|v[0-9a-f]+\.[-a-z0-9._~!$&'()*+,;=:]+)\]|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)|(?:[-a-z0-9._~!$&'()*+,;=]|%[0-9a-f]{2})*)(?::\d*)?(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*|\/(?:(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?|(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?|(?:\/\/(?:(?:[-a-z0-9._~!$&'()*+,;=:]|%[0-9a-f]{2})*@)?(?:\[(?:(?:(?:[\da-f]{1,4}:){6}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|::(?:[\da-f]{1,4}:){5}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:[\da-f]{1,4})?::(?:[\da-f]{1,4}:){4}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,1}[\da-f]{1,4})?::(?:[\da-f]{1,4}:){3}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,2}[\da-f]{1,4})?::(?:[\da-f]{1,4}:){2}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,3}[\da-f]{1,4})?::[\da-f]{1,4}:(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,4}[\da-f]{1,4})?::(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,5}[\da-f]{1,4})?::[\da-f]{1,4}|(?:(?:[\da-f]{1,4}:){0,6}[\da-f]{1,4})?::)|v[0-9a-f]+\.[-a-z0-9._~!$&'()*+,;=:]+)\]|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)|(?:[-a-z0-9._~!$&'()*+,;=]|%[0-9a-f]{2})*)(?::\d*)?(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*|\/(?:(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?|(?:[-a-z0-9._~!$&'()*+,;=@]|%[0-9a-f]{2})+(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?)(?:\?(?:[-a-z0-9._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?(?:#(?:[-a-z0-9._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?$/i;
+function IsUriReference(value) {
+  return UriReference.test(value);
+}
+
+// node_modules/typebox/build/format/uri_template.mjs
+var UriTemplate = /^(?:(?:[^\x00-\x20"<>%\\^`{|}\x7f]|%[0-9a-f]{2})|\{[+#./;?&=,!@|]?(?:[a-z0-9_]|%[0-9a-f]{2})+(?:\.(?:[a-z0-9_]|%[0-9a-f]{2})+)*(?::[1-9]\d{0,3}|\*)?(?:,(?:[a-z0-9_]|%[0-9a-f]{2})+(?:\.(?:[a-z0-9_]|%[0-9a-f]{2})+)*(?::[1-9]\d{0,3}|\*)?)*\})*$/i;
+function IsUriTemplate(value) {
+  return UriTemplate.test(value);
+}
+
+// node_modules/typebox/build/format/uri.mjs
+var Uri = /^[a-z][a-z0-9+\-.]*:(?:\/\/(?:(?:[-a-z0-9._~!$&'()*+,;=:]|%[0-9a-f]{2})*@)?(?:\[(?:(?:(?:[\da-f]{1,4}:){6}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|::(?:[\da-f]{1,4}:){5}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:[\da-f]{1,4})?::(?:[\da-f]{1,4}:){4}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,1}[\da-f]{1,4})?::(?:[\da-f]{1,4}:){3}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,2}[\da-f]{1,4})?::(?:[\da-f]{1,4}:){2}(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,3}[\da-f]{1,4})?::[\da-f]{1,4}:(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,4}[\da-f]{1,4})?::(?:[\da-f]{1,4}:[\da-f]{1,4}|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))|(?:(?:[\da-f]{1,4}:){0,5}[\da-f]{1,4})?::[\da-f]{1,4}|(?:(?:[\da-f]{1,4}:){0,6}[\da-f]{1,4})?::)|v[0-9a-f]+\.[-a-z0-9._~!$&'()*+,;=:]+)\]|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)|(?:[-a-z0-9._~!$&'()*+,;=]|%[0-9a-f]{2})*)(?::\d*)?(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*|\/(?:(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?|(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})+(?:\/(?:[-a-z0-9._~!$&'()*+,;=:@]|%[0-9a-f]{2})*)*)?(?:\?(?:[-a-z0-9._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?(?:#(?:[-a-z0-9._~!$&'()*+,;=:@/?]|%[0-9a-f]{2})*)?$/i;
+function IsUri(value) {
+  return Uri.test(value);
+}
+
+// node_modules/typebox/build/format/url.mjs
+function IsUrl(value) {
+  return URL.canParse(value);
+}
+
+// node_modules/typebox/build/format/uuid.mjs
+var Uuid = /^[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}$/i;
+function IsUuid(value) {
+  return Uuid.test(value);
+}
+
+// node_modules/typebox/build/format/_registry.mjs
+var formats = /* @__PURE__ */ new Map();
+function Clear() {
+  formats.clear();
+}
+function Entries3() {
+  return [...formats.entries()];
+}
+function Set4(format2, check2) {
+  formats.set(format2, check2);
+}
+function Has2(format2) {
+  return formats.has(format2);
+}
+function Get4(format2) {
+  return formats.get(format2);
+}
+function Test(format2, value) {
+  return formats.get(format2)?.(value) ?? true;
+}
+function Reset2() {
+  Clear();
+  formats.set("date-time", IsDateTime);
+  formats.set("date", IsDate2);
+  formats.set("duration", IsDuration);
+  formats.set("email", IsEmail);
+  formats.set("hostname", IsHostname2);
+  formats.set("idn-email", IsIdnEmail);
+  formats.set("idn-hostname", IsIdnHostname2);
+  formats.set("ipv4", IsIPv4);
+  formats.set("ipv6", IsIPv6);
+  formats.set("iri-reference", IsIriReference);
+  formats.set("iri", IsIri);
+  formats.set("json-pointer-uri-fragment", IsJsonPointerUriFragment);
+  formats.set("json-pointer", IsJsonPointer);
+  formats.set("regex", IsRegex);
+  formats.set("relative-json-pointer", IsRelativeJsonPointer);
+  formats.set("time", IsTime);
+  formats.set("uri-reference", IsUriReference);
+  formats.set("uri-template", IsUriTemplate);
+  formats.set("uri", IsUri);
+  formats.set("url", IsUrl);
+  formats.set("uuid", IsUuid);
+}
+Reset2();
+
+// node_modules/typebox/build/schema/engine/format.mjs
+function BuildFormat(_stack, _context, schema, value) {
+  return format_exports.Has(schema.format) ? emit_exports.Call(CreateVariable(format_exports.Get(schema.format)), [value]) : emit_exports.Constant(true);
+}
+function CheckFormat(_stack, _context, schema, value) {
+  return format_exports.Test(schema.format, value);
+}
+function ErrorFormat(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckFormat(stack, context, schema, value) || context.AddError("format", schemaPath, instancePath, { format: schema.format });
+}
+
+// node_modules/typebox/build/schema/engine/if.mjs
+function BuildIf(stack, context, schema, value) {
+  const thenSchema = IsThen(schema) ? schema.then : true;
+  const elseSchema = IsElse(schema) ? schema.else : true;
+  return emit_exports.Ternary(BuildSchema(stack, context, schema.if, value), BuildSchema(stack, context, thenSchema, value), BuildSchema(stack, context, elseSchema, value));
+}
+function CheckIf(stack, context, schema, value) {
+  const thenSchema = IsThen(schema) ? schema.then : true;
+  const elseSchema = IsElse(schema) ? schema.else : true;
+  return CheckSchema(stack, context, schema.if, value) ? CheckSchema(stack, context, thenSchema, value) : CheckSchema(stack, context, elseSchema, value);
+}
+function ErrorIf(stack, context, schemaPath, instancePath, schema, value) {
+  const thenSchema = IsThen(schema) ? schema.then : true;
+  const elseSchema = IsElse(schema) ? schema.else : true;
+  const trueContext = new ErrorContext();
+  const isIf = ErrorSchema(stack, trueContext, `${schemaPath}/if`, instancePath, schema.if, value) ? ErrorSchema(stack, trueContext, `${schemaPath}/then`, instancePath, thenSchema, value) || context.AddError("if", schemaPath, instancePath, { failingKeyword: "then" }) : ErrorSchema(stack, context, `${schemaPath}/else`, instancePath, elseSchema, value) || context.AddError("if", schemaPath, instancePath, { failingKeyword: "else" });
+  if (isIf)
+    context.Merge([trueContext]);
+  return isIf;
+}
+
+// node_modules/typebox/build/schema/engine/items.mjs
+function BuildItemsSizedStandard(stack, context, schema, value) {
+  return emit_exports.ReduceAnd(schema.items.map((schema2, index3) => {
+    const isLength = emit_exports.IsLessEqualThan(emit_exports.Member(value, "length"), emit_exports.Constant(index3));
+    const isSchema = BuildSchemaPushStack(stack, context, schema2, `${value}[${index3}]`);
+    const addIndex = context.AddIndex(emit_exports.Constant(index3));
+    return emit_exports.Or(isLength, emit_exports.And(isSchema, addIndex));
+  }));
+}
+function BuildItemsSizedFast(stack, context, schema, value) {
+  return emit_exports.ReduceAnd(schema.items.map((schema2, index3) => {
+    const isLength = emit_exports.IsLessEqualThan(emit_exports.Member(value, "length"), emit_exports.Constant(index3));
+    const isSchema = BuildSchemaPushStack(stack, context, schema2, `${value}[${index3}]`);
+    return emit_exports.Or(isLength, isSchema);
+  }));
+}
+function BuildItemsSized(stack, context, schema, value) {
+  return context.UseUnevaluated() ? BuildItemsSizedStandard(stack, context, schema, value) : BuildItemsSizedFast(stack, context, schema, value);
+}
+function CheckItemsSized(stack, context, schema, value) {
+  return guard_exports.Every(schema.items, 0, (schema2, index3) => {
+    return guard_exports.IsLessEqualThan(value.length, index3) || CheckSchemaPushStack(stack, context, schema2, value[index3]) && context.AddIndex(index3);
+  });
+}
+function ErrorItemsSized(stack, context, schemaPath, instancePath, schema, value) {
+  return guard_exports.EveryAll(schema.items, 0, (schema2, index3) => {
+    const nextSchemaPath = `${schemaPath}/items/${index3}`;
+    const nextInstancePath = `${instancePath}/${index3}`;
+    return guard_exports.IsLessEqualThan(value.length, index3) || ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema2, value[index3]) && context.AddIndex(index3);
+  });
+}
+function BuildItemsUnsizedStandard(stack, context, schema, value) {
+  const offset = IsPrefixItems(schema) ? schema.prefixItems.length : 0;
+  const [item] = [CreateUnique()];
+  const isSchema = BuildSchemaPushStack(stack, context, schema.items, item);
+  const addIndex = context.AddIndex("index");
+  return emit_exports.Every(value, emit_exports.Constant(offset), [item, "index"], emit_exports.And(isSchema, addIndex));
+}
+function BuildItemsUnsizedFast(stack, context, schema, value) {
+  const offset = IsPrefixItems(schema) ? schema.prefixItems.length : 0;
+  const [item] = [CreateUnique()];
+  const isSchema = BuildSchemaPushStack(stack, context, schema.items, item);
+  return emit_exports.Every(value, emit_exports.Constant(offset), [item, "index"], isSchema);
+}
+function BuildItemsUnsized(stack, context, schema, value) {
+  return context.UseUnevaluated() ? BuildItemsUnsizedStandard(stack, context, schema, value) : BuildItemsUnsizedFast(stack, context, schema, value);
+}
+function CheckItemsUnsized(stack, context, schema, value) {
+  const offset = IsPrefixItems(schema) ? schema.prefixItems.length : 0;
+  return guard_exports.Every(value, offset, (element, index3) => {
+    return CheckSchemaPushStack(stack, context, schema.items, element) && context.AddIndex(index3);
+  });
+}
+function ErrorItemsUnsized(stack, context, schemaPath, instancePath, schema, value) {
+  const offset = IsPrefixItems(schema) ? schema.prefixItems.length : 0;
+  return guard_exports.EveryAll(value, offset, (element, index3) => {
+    const nextSchemaPath = `${schemaPath}/items`;
+    const nextInstancePath = `${instancePath}/${index3}`;
+    return ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema.items, element) && context.AddIndex(index3);
+  });
+}
+function BuildItems(stack, context, schema, value) {
+  return IsItemsSized(schema) ? BuildItemsSized(stack, context, schema, value) : BuildItemsUnsized(stack, context, schema, value);
+}
+function CheckItems(stack, context, schema, value) {
+  return IsItemsSized(schema) ? CheckItemsSized(stack, context, schema, value) : CheckItemsUnsized(stack, context, schema, value);
+}
+function ErrorItems(stack, context, schemaPath, instancePath, schema, value) {
+  return IsItemsSized(schema) ? ErrorItemsSized(stack, context, schemaPath, instancePath, schema, value) : ErrorItemsUnsized(stack, context, schemaPath, instancePath, schema, value);
+}
+
+// node_modules/typebox/build/schema/engine/maxContains.mjs
+function IsValid3(schema) {
+  return IsContains(schema);
+}
+function BuildMaxContains(stack, context, schema, value) {
+  if (!IsValid3(schema))
+    return emit_exports.Constant(true);
+  const [item] = [CreateUnique()];
+  const count = emit_exports.Counted(value, [item, "_"], BuildSchema(stack, context, schema.contains, item));
+  return emit_exports.IsLessEqualThan(count, emit_exports.Constant(schema.maxContains));
+}
+function CheckMaxContains(stack, context, schema, value) {
+  if (!IsValid3(schema))
+    return true;
+  const count = guard_exports.Counted(value, (item) => CheckSchema(stack, context, schema.contains, item));
+  return guard_exports.IsLessEqualThan(count, schema.maxContains);
+}
+function ErrorMaxContains(stack, context, schemaPath, instancePath, schema, value) {
+  const minContains = IsMinContains(schema) ? schema.minContains : 1;
+  return CheckMaxContains(stack, context, schema, value) || context.AddError("contains", schemaPath, instancePath, { minContains, maxContains: schema.maxContains });
+}
+
+// node_modules/typebox/build/schema/engine/maximum.mjs
+function BuildMaximum(_stack, _context, schema, value) {
+  return emit_exports.IsLessEqualThan(value, emit_exports.Constant(schema.maximum));
+}
+function CheckMaximum(_stack, _context, schema, value) {
+  return guard_exports.IsLessEqualThan(value, schema.maximum);
+}
+function ErrorMaximum(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMaximum(stack, context, schema, value) || context.AddError("maximum", schemaPath, instancePath, { comparison: "<=", limit: schema.maximum });
+}
+
+// node_modules/typebox/build/schema/engine/maxItems.mjs
+function BuildMaxItems(_stack, _context, schema, value) {
+  return emit_exports.IsLessEqualThan(emit_exports.Member(value, "length"), emit_exports.Constant(schema.maxItems));
+}
+function CheckMaxItems(_stack, _context, schema, value) {
+  return guard_exports.IsLessEqualThan(value.length, schema.maxItems);
+}
+function ErrorMaxItems(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMaxItems(stack, context, schema, value) || context.AddError("maxItems", schemaPath, instancePath, { limit: schema.maxItems });
+}
+
+// node_modules/typebox/build/schema/engine/maxLength.mjs
+function BuildMaxLength(_stack, _context, schema, value) {
+  return emit_exports.IsMaxLength(value, emit_exports.Constant(schema.maxLength));
+}
+function CheckMaxLength(_stack, _context, schema, value) {
+  return guard_exports.IsMaxLength(value, schema.maxLength);
+}
+function ErrorMaxLength(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMaxLength(stack, context, schema, value) || context.AddError("maxLength", schemaPath, instancePath, { limit: schema.maxLength });
+}
+
+// node_modules/typebox/build/schema/engine/maxProperties.mjs
+function BuildMaxProperties(_stack, _context, schema, value) {
+  return emit_exports.IsLessEqualThan(emit_exports.Member(emit_exports.Keys(value), "length"), emit_exports.Constant(schema.maxProperties));
+}
+function CheckMaxProperties(_stack, _context, schema, value) {
+  return guard_exports.IsLessEqualThan(guard_exports.Keys(value).length, schema.maxProperties);
+}
+function ErrorMaxProperties(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMaxProperties(stack, context, schema, value) || context.AddError("maxProperties", schemaPath, instancePath, { limit: schema.maxProperties });
+}
+
+// node_modules/typebox/build/schema/engine/minContains.mjs
+function IsValid4(schema) {
+  return IsContains(schema);
+}
+function BuildMinContainsStandard(stack, context, schema, value) {
+  const [item, index3] = [CreateUnique(), CreateUnique()];
+  const count = emit_exports.Counted(value, [item, index3], emit_exports.And(BuildSchema(stack, context, schema.contains, item), context.AddIndex(index3)));
+  return emit_exports.IsGreaterEqualThan(count, emit_exports.Constant(schema.minContains));
+}
+function BuildMinContainsFast(stack, context, schema, value) {
+  const [item] = [CreateUnique()];
+  const count = emit_exports.Counted(value, [item, "_"], BuildSchema(stack, context, schema.contains, item));
+  return emit_exports.IsGreaterEqualThan(count, emit_exports.Constant(schema.minContains));
+}
+function BuildMinContains(stack, context, schema, value) {
+  if (!IsValid4(schema))
+    return emit_exports.Constant(true);
+  return context.UseUnevaluated() ? BuildMinContainsStandard(stack, context, schema, value) : BuildMinContainsFast(stack, context, schema, value);
+}
+function CheckMinContains(stack, context, schema, value) {
+  if (!IsValid4(schema))
+    return true;
+  const count = guard_exports.Counted(value, (item, index3) => CheckSchema(stack, context, schema.contains, item) && context.AddIndex(index3));
+  return guard_exports.IsGreaterEqualThan(count, schema.minContains);
+}
+function ErrorMinContains(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMinContains(stack, context, schema, value) || context.AddError("contains", schemaPath, instancePath, { minContains: schema.minContains });
+}
+
+// node_modules/typebox/build/schema/engine/minimum.mjs
+function BuildMinimum(_stack, _context, schema, value) {
+  return emit_exports.IsGreaterEqualThan(value, emit_exports.Constant(schema.minimum));
+}
+function CheckMinimum(_stack, _context, schema, value) {
+  return guard_exports.IsGreaterEqualThan(value, schema.minimum);
+}
+function ErrorMinimum(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMinimum(stack, context, schema, value) || context.AddError("minimum", schemaPath, instancePath, { comparison: ">=", limit: schema.minimum });
+}
+
+// node_modules/typebox/build/schema/engine/minItems.mjs
+function BuildMinItems(_stack, _context, schema, value) {
+  return emit_exports.IsGreaterEqualThan(emit_exports.Member(value, "length"), emit_exports.Constant(schema.minItems));
+}
+function CheckMinItems(_stack, _context, schema, value) {
+  return guard_exports.IsGreaterEqualThan(value.length, schema.minItems);
+}
+function ErrorMinItems(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMinItems(stack, context, schema, value) || context.AddError("minItems", schemaPath, instancePath, { limit: schema.minItems });
+}
+
+// node_modules/typebox/build/schema/engine/minLength.mjs
+function BuildMinLength(_stack, _context, schema, value) {
+  return emit_exports.IsMinLength(value, emit_exports.Constant(schema.minLength));
+}
+function CheckMinLength(_stack, _context, schema, value) {
+  return guard_exports.IsMinLength(value, schema.minLength);
+}
+function ErrorMinLength(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMinLength(stack, context, schema, value) || context.AddError("minLength", schemaPath, instancePath, { limit: schema.minLength });
+}
+
+// node_modules/typebox/build/schema/engine/minProperties.mjs
+function BuildMinProperties(_stack, _context, schema, value) {
+  return emit_exports.IsGreaterEqualThan(emit_exports.Member(emit_exports.Keys(value), "length"), emit_exports.Constant(schema.minProperties));
+}
+function CheckMinProperties(_stack, _context, schema, value) {
+  return guard_exports.IsGreaterEqualThan(guard_exports.Keys(value).length, schema.minProperties);
+}
+function ErrorMinProperties(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMinProperties(stack, context, schema, value) || context.AddError("minProperties", schemaPath, instancePath, { limit: schema.minProperties });
+}
+
+// node_modules/typebox/build/schema/engine/multipleOf.mjs
+function BuildMultipleOf(_stack, _context, schema, value) {
+  return emit_exports.MultipleOf(value, emit_exports.Constant(schema.multipleOf));
+}
+function CheckMultipleOf(_stack, _context, schema, value) {
+  return guard_exports.IsMultipleOf(value, schema.multipleOf);
+}
+function ErrorMultipleOf(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckMultipleOf(stack, context, schema, value) || context.AddError("multipleOf", schemaPath, instancePath, { multipleOf: schema.multipleOf });
+}
+
+// node_modules/typebox/build/schema/engine/not.mjs
+function BuildNotStandard(stack, context, schema, value) {
+  return Reducer(stack, context, [schema.not], value, emit_exports.Not(emit_exports.IsEqual(emit_exports.Member("results", "length"), emit_exports.Constant(1))));
+}
+function BuildNotFast(stack, context, schema, value) {
+  return emit_exports.Not(BuildSchema(stack, context, schema.not, value));
+}
+function BuildNot(stack, context, schema, value) {
+  return context.UseUnevaluated() ? BuildNotStandard(stack, context, schema, value) : BuildNotFast(stack, context, schema, value);
+}
+function CheckNot(stack, context, schema, value) {
+  const nextContext = new CheckContext();
+  const isSchema = !CheckSchema(stack, nextContext, schema.not, value);
+  const isNot = isSchema && context.Merge([nextContext]);
+  return isNot;
+}
+function ErrorNot(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckNot(stack, context, schema, value) || context.AddError("not", schemaPath, instancePath, {});
+}
+
+// node_modules/typebox/build/schema/engine/oneOf.mjs
+function BuildOneOfStandard(stack, context, schema, value) {
+  return Reducer(stack, context, schema.oneOf, value, emit_exports.IsEqual(emit_exports.Member("results", "length"), emit_exports.Constant(1)));
+}
+function BuildOneOfFast(stack, context, schema, value) {
+  const [result] = [CreateUnique()];
+  const results = emit_exports.ArrayLiteral(schema.oneOf.map((schema2) => BuildSchema(stack, context, schema2, value)));
+  const count = emit_exports.Counted(results, [result, "_"], emit_exports.IsEqual(result, emit_exports.Constant(true)));
+  return emit_exports.IsEqual(count, emit_exports.Constant(1));
+}
+function BuildOneOf(stack, context, schema, value) {
+  return context.UseUnevaluated() ? BuildOneOfStandard(stack, context, schema, value) : BuildOneOfFast(stack, context, schema, value);
+}
+function CheckOneOf(stack, context, schema, value) {
+  const passedContexts = schema.oneOf.reduce((result, schema2) => {
+    const nextContext = new CheckContext();
+    return CheckSchema(stack, nextContext, schema2, value) ? [...result, nextContext] : result;
+  }, []);
+  return guard_exports.IsEqual(passedContexts.length, 1) && context.Merge(passedContexts);
+}
+function ErrorOneOf(stack, context, schemaPath, instancePath, schema, value) {
+  const failedContexts = [];
+  const passingSchemas = [];
+  const passedContexts = schema.oneOf.reduce((result, schema2, index3) => {
+    const nextContext = new ErrorContext();
+    const nextSchemaPath = `${schemaPath}/oneOf/${index3}`;
+    const isSchema = ErrorSchema(stack, nextContext, nextSchemaPath, instancePath, schema2, value);
+    if (isSchema)
+      passingSchemas.push(index3);
+    if (!isSchema)
+      failedContexts.push(nextContext);
+    return isSchema ? [...result, nextContext] : result;
+  }, []);
+  const isOneOf = guard_exports.IsEqual(passedContexts.length, 1) && context.Merge(passedContexts);
+  if (!isOneOf && guard_exports.IsEqual(passingSchemas.length, 0))
+    failedContexts.forEach((failed) => context.AddErrors(failed.GetErrors()));
+  return isOneOf || context.AddError("oneOf", schemaPath, instancePath, { passingSchemas });
+}
+
+// node_modules/typebox/build/schema/engine/pattern.mjs
+function BuildPattern(_stack, _context, schema, value) {
+  const regexp = CreateVariable(guard_exports.IsString(schema.pattern) ? UnicodeRegExp(schema.pattern) : schema.pattern);
+  return emit_exports.Call(emit_exports.Member(regexp, "test"), [value]);
+}
+function CheckPattern(_stack, _context, schema, value) {
+  const regexp = guard_exports.IsString(schema.pattern) ? UnicodeRegExp(schema.pattern) : schema.pattern;
+  return regexp.test(value);
+}
+function ErrorPattern(stack, context, schemaPath, instancePath, schema, value) {
+  return CheckPattern(stack, context, schema, value) || context.AddError("pattern", schemaPath, instancePath, { pattern: schema.pattern });
+}
+
+// node_modules/typebox/build/schema/engine/patternProperties.mjs
+function BuildPatternProperties(stack, context, schema, value) {
+  return emit_exports.ReduceAnd(guard_exports.Entries(schema.patternProperties).map(([pattern, schema2]) => {
+    const [key, prop] = [CreateUnique(), CreateUnique()];
+    const regexp = CreateVariable(UnicodeRegExp(pattern));
+    const notKey = emit_exports.Not(emit_exports.Call(emit_exports.Member(regexp, "test"), [key]));
+    const isSchema = BuildSchemaPushStack(stack, context, schema2, prop);
+    const addKey = context.AddKey(key);
+    const guarded = context.UseUnevaluated() ? emit_exports.Or(notKey, emit_exports.And(isSchema, addKey)) : emit_exports.Or(notKey, isSchema);
+    return emit_exports.Every(emit_exports.Entries(value), emit_exports.Constant(0), [`[${key}, ${prop}]`, "_"], guarded);
+  }));
+}
+function CheckPatternProperties(stack, context, schema, value) {
+  return guard_exports.Every(guard_exports.Entries(schema.patternProperties), 0, ([pattern, schema2]) => {
+    const regexp = UnicodeRegExp(pattern);
+    return guard_exports.Every(guard_exports.Entries(value), 0, ([key, prop]) => {
+      return !regexp.test(key) || CheckSchemaPushStack(stack, context, schema2, prop) && context.AddKey(key);
+    });
+  });
+}
+function ErrorPatternProperties(stack, context, schemaPath, instancePath, schema, value) {
+  return guard_exports.EveryAll(guard_exports.Entries(schema.patternProperties), 0, ([pattern, schema2]) => {
+    const nextSchemaPath = `${schemaPath}/patternProperties/${EncodeFragment(pattern)}`;
+    const regexp = UnicodeRegExp(pattern);
+    return guard_exports.EveryAll(guard_exports.Entries(value), 0, ([key, value2]) => {
+      const nextInstancePath = `${instancePath}/${EncodeFragment(key)}`;
+      const notKey = !regexp.test(key);
+      return notKey || ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema2, value2) && context.AddKey(key);
+    });
+  });
+}
+
+// node_modules/typebox/build/schema/engine/prefixItems.mjs
+function BuildPrefixItems(stack, context, schema, value) {
+  return emit_exports.ReduceAnd(schema.prefixItems.map((schema2, index3) => {
+    const isLength = emit_exports.IsLessEqualThan(emit_exports.Member(value, "length"), emit_exports.Constant(index3));
+    const isSchema = BuildSchemaPushStack(stack, context, schema2, `${value}[${index3}]`);
+    const addIndex = context.AddIndex(emit_exports.Constant(index3));
+    const guarded = context.UseUnevaluated() ? emit_exports.And(isSchema, addIndex) : isSchema;
+    return emit_exports.Or(isLength, guarded);
+  }));
+}
+function CheckPrefixItems(stack, context, schema, value) {
+  return guard_exports.IsEqual(value.length, 0) || guard_exports.Every(schema.prefixItems, 0, (schema2, index3) => {
+    return guard_exports.IsLessEqualThan(value.length, index3) || CheckSchemaPushStack(stack, context, schema2, value[index3]) && context.AddIndex(index3);
+  });
+}
+function ErrorPrefixItems(stack, context, schemaPath, instancePath, schema, value) {
+  return guard_exports.IsEqual(value.length, 0) || guard_exports.EveryAll(schema.prefixItems, 0, (schema2, index3) => {
+    const nextSchemaPath = `${schemaPath}/prefixItems/${index3}`;
+    const nextInstancePath = `${instancePath}/${index3}`;
+    return guard_exports.IsLessEqualThan(value.length, index3) || ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema2, value[index3]) && context.AddIndex(index3);
+  });
+}
+
+// node_modules/typebox/build/schema/engine/_exact_optional.mjs
+function IsExactOptional(required, key) {
+  return required.includes(key) || settings_exports.Get().exactOptionalPropertyTypes;
+}
+function InexactOptionalBuild(value, key) {
+  return emit_exports.IsUndefined(emit_exports.Member(value, key));
+}
+function InexactOptionalCheck(value, key) {
+  return guard_exports.IsUndefined(value[key]);
+}
+
+// node_modules/typebox/build/schema/engine/properties.mjs
+function BuildProperties(stack, context, schema, value) {
+  const required = IsRequired(schema) ? schema.required : [];
+  const everyKey = guard_exports.Entries(schema.properties).map(([key, schema2]) => {
+    const notKey = emit_exports.Not(emit_exports.HasPropertyKey(value, emit_exports.Constant(key)));
+    const isSchema = BuildSchemaPushStack(stack, context, schema2, emit_exports.Member(value, key));
+    const addKey = context.AddKey(emit_exports.Constant(key));
+    const guarded = context.UseUnevaluated() ? emit_exports.And(isSchema, addKey) : isSchema;
+    const isProperty = required.includes(key) ? guarded : emit_exports.Or(notKey, guarded);
+    return IsExactOptional(required, key) ? isProperty : emit_exports.Or(InexactOptionalBuild(value, key), isProperty);
+  });
+  return emit_exports.ReduceAnd(everyKey);
+}
+function CheckProperties(stack, context, schema, value) {
+  const required = IsRequired(schema) ? schema.required : [];
+  const isProperties = guard_exports.Every(guard_exports.Entries(schema.properties), 0, ([key, schema2]) => {
+    const isProperty = !guard_exports.HasPropertyKey(value, key) || CheckSchemaPushStack(stack, context, schema2, value[key]) && context.AddKey(key);
+    return IsExactOptional(required, key) ? isProperty : InexactOptionalCheck(value, key) || isProperty;
+  });
+  return isProperties;
+}
+function ErrorProperties(stack, context, schemaPath, instancePath, schema, value) {
+  const required = IsRequired(schema) ? schema.required : [];
+  const isProperties = guard_exports.EveryAll(guard_exports.Entries(schema.properties), 0, ([key, schema2]) => {
+    const nextSchemaPath = `${schemaPath}/properties/${EncodeFragment(key)}`;
+    const nextInstancePath = `${instancePath}/${EncodeFragment(key)}`;
+    const isProperty = () => !guard_exports.HasPropertyKey(value, key) || ErrorSchemaPushStack(stack, context, nextSchemaPath, nextInstancePath, schema2, value[key]) && context.AddKey(key);
+    return IsExactOptional(required, key) ? isProperty() : InexactOptionalCheck(value, key) || isProperty();
+  });
+  return isProperties;
+}
+
+// node_modules/typebox/build/schema/engine/propertyNames.mjs
+function BuildPropertyNames(stack, context, schema, value) {
+  const [key, _index] = [CreateUnique(), CreateUnique()];
+  return emit_exports.Every(emit_exports.Keys(value), emit_exports.Constant(0), [key, _index], BuildSchema(stack, context, schema.propertyNames, key));
+}
+function CheckPropertyNames(stack, context, schema, value) {
+  return guard_exports.Every(guard_exports.Keys(value), 0, (key, _index) => CheckSchema(stack, context, schema.propertyNames, key));
+}
+function ErrorPropertyNames(stack, context, schemaPath, instancePath, schema, value) {
+  const propertyNames = [];
+  const isPropertyNames = guard_exports.EveryAll(guard_exports.Keys(value), 0, (key, _index) => {
+    const nextInstancePath = `${instancePath}/${EncodeFragment(key)}`;
+    const nextSchemaPath = `${schemaPath}/propertyNames`;
+    const isPropertyName = ErrorSchema(stack, context, nextSchemaPath, nextInstancePath, schema.propertyNames, key);
+    if (!isPropertyName)
+      propertyNames.push(key);
+    return isPropertyName;
+  });
+  return isPropertyNames || context.AddError("propertyNames", schemaPath, instancePath, { propertyNames });
+}
+
+// node_modules/typebox/build/schema/engine/recursiveRef.mjs
+function BuildRecursiveRef(stack, context, schema, value) {
+  const target = resolve_exports.RecursiveRef(stack, schema) ?? false;
+  const nextStack = target ? { ...stack, pendingResource: true } : stack;
+  return CreateFunction(nextStack, context, target, value);
+}
+function CheckRecursiveRef(stack, context, schema, value) {
+  const target = resolve_exports.RecursiveRef(stack, schema) ?? false;
+  const nextStack = target ? { ...stack, pendingResource: true } : stack;
+  return IsSchema2(target) && CheckSchema(nextStack, context, target, value);
+}
+function ErrorRecursiveRef(stack, context, schemaPath, instancePath, schema, value) {
+  const target = resolve_exports.RecursiveRef(stack, schema) ?? false;
+  const nextStack = target ? { ...stack, pendingResource: true } : stack;
+  return IsSchema2(target) && ErrorSchema(nextStack, context, schemaPath, instancePath, target, value);
+}
+
+// node_modules/typebox/build/schema/engine/ref.mjs
+function BuildRefStandard(stack, context, target, value) {
+  const interior = emit_exports.ArrowFunction(["context", "value"], CreateFunction(stack, context, target, "value"));
+  const exterior = emit_exports.ArrowFunction(["context", "value"], emit_exports.Statements([
+    emit_exports.ConstDeclaration("nextContext", emit_exports.New("CheckContext", [])),
+    emit_exports.ConstDeclaration("result", emit_exports.Call(interior, ["nextContext", "value"])),
+    emit_exports.If("result", context.Merge("[nextContext]")),
+    emit_exports.Return("result")
+  ]));
+  return emit_exports.Call(exterior, ["context", value]);
+}
+function BuildRefFast(stack, context, target, value) {
+  return CreateFunction(stack, context, target, value);
+}
+function BuildRef(stack, context, schema, value) {
+  const result = resolve_exports.Ref(stack, schema);
+  const target = result.schema ?? false;
+  return context.UseUnevaluated() ? BuildRefStandard(result.stack, context, target, value) : BuildRefFast(result.stack, context, target, value);
+}
+function CheckRef(stack, context, schema, value) {
+  const result = resolve_exports.Ref(stack, schema);
+  const target = result.schema ?? false;
+  const nextContext = new CheckContext();
+  const valid = IsSchema2(target) && CheckSchema(result.stack, nextContext, target, value);
+  if (valid)
+    context.Merge([nextContext]);
+  return valid;
+}
+function ErrorRef(stack, context, schemaPath, instancePath, schema, value) {
+  const result = resolve_exports.Ref(stack, schema);
+  const target = result.schema ?? false;
+  const nextContext = new ErrorContext();
+  const valid = IsSchema2(target) && ErrorSchema(result.stack, nextContext, schemaPath, instancePath, target, value);
+  if (valid)
+    context.Merge([nextContext]);
+  if (!valid)
+    context.AddErrors(nextContext.GetErrors());
+  return valid;
+}
+
+// node_modules/typebox/build/schema/engine/required.mjs
+function BuildRequired(_stack, _context, schema, value) {
+  return emit_exports.ReduceAnd(schema.required.map((key) => emit_exports.HasPropertyKey(value, emit_exports.Constant(key))));
+}
+function CheckRequired(_stack, _context, schema, value) {
+  return guard_exports.Every(schema.required, 0, (key) => guard_exports.HasPropertyKey(value, key));
+}
+function ErrorRequired(_stack, context, schemaPath, instancePath, schema, value) {
+  const requiredProperties = [];
+  const isRequired = guard_exports.EveryAll(schema.required, 0, (key) => {
+    const hasKey = guard_exports.HasPropertyKey(value, key);
+    if (!hasKey)
+      requiredProperties.push(key);
+    return hasKey;
+  });
+  return isRequired || context.AddError("required", schemaPath, instancePath, { requiredProperties });
+}
+
+// node_modules/typebox/build/schema/engine/type.mjs
+function BuildTypeName(_stack, _context, type, value) {
+  return (
+    // jsonschema
+    guard_exports.IsEqual(type, "object") ? emit_exports.IsObjectNotArray(value) : guard_exports.IsEqual(type, "array") ? emit_exports.IsArray(value) : guard_exports.IsEqual(type, "boolean") ? emit_exports.IsBoolean(value) : guard_exports.IsEqual(type, "integer") ? emit_exports.IsInteger(value) : guard_exports.IsEqual(type, "number") ? emit_exports.IsNumber(value) : guard_exports.IsEqual(type, "null") ? emit_exports.IsNull(value) : guard_exports.IsEqual(type, "string") ? emit_exports.IsString(value) : (
+      // xschema
+      guard_exports.IsEqual(type, "bigint") ? emit_exports.IsBigInt(value) : guard_exports.IsEqual(type, "constructor") ? emit_exports.IsConstructor(value) : guard_exports.IsEqual(type, "function") ? emit_exports.IsFunction(value) : guard_exports.IsEqual(type, "symbol") ? emit_exports.IsSymbol(value) : guard_exports.IsEqual(type, "undefined") ? emit_exports.IsUndefined(value) : guard_exports.IsEqual(type, "void") ? emit_exports.IsUndefined(value) : emit_exports.Constant(true)
+    )
+  );
+}
+function CheckTypeName(_stack, _context, type, _schema, value) {
+  return (
+    // jsonschema
+    guard_exports.IsEqual(type, "object") ? guard_exports.IsObjectNotArray(value) : guard_exports.IsEqual(type, "array") ? guard_exports.IsArray(value) : guard_exports.IsEqual(type, "boolean") ? guard_exports.IsBoolean(value) : guard_exports.IsEqual(type, "integer") ? guard_exports.IsInteger(value) : guard_exports.IsEqual(type, "number") ? guard_exports.IsNumber(value) : guard_exports.IsEqual(type, "null") ? guard_exports.IsNull(value) : guard_exports.IsEqual(type, "string") ? guard_exports.IsString(value) : (
+      // xschema
+      guard_exports.IsEqual(type, "bigint") ? guard_exports.IsBigInt(value) : guard_exports.IsEqual(type, "constructor") ? guard_exports.IsConstructor(value) : guard_exports.IsEqual(type, "function") ? guard_exports.IsFunction(value) : guard_exports.IsEqual(type, "symbol") ? guard_exports.IsSymbol(value) : guard_exports.IsEqual(type, "undefined") ? guard_exports.IsUndefined(value) : guard_exports.IsEqual(type, "void") ? guard_exports.IsUndefined(value) : true
+    )
+  );
+}
+function BuildTypeNames(stack, context, typenames, value) {
+  return emit_exports.ReduceOr(typenames.map((type) => BuildTypeName(stack, context, type, value)));
+}
+function CheckTypeNames(stack, context, types, schema, value) {
+  return guard_exports.Some(types, (type) => CheckTypeName(stack, context, type, schema, value));
+}
+function BuildType(stack, context, schema, value) {
+  return guard_exports.IsArray(schema.type) ? BuildTypeNames(stack, context, schema.type, value) : BuildTypeName(stack, context, schema.type, value);
+}
+function CheckType(stack, context, schema, value) {
+  return guard_exports.IsArray(schema.type) ? CheckTypeNames(stack, context, schema.type, schema, value) : CheckTypeName(stack, context, schema.type, schema, value);
+}
+function ErrorType(stack, context, schemaPath, instancePath, schema, value) {
+  const isType = guard_exports.IsArray(schema.type) ? CheckTypeNames(stack, context, schema.type, schema, value) : CheckTypeName(stack, context, schema.type, schema, value);
+  return isType || context.AddError("type", schemaPath, instancePath, { type: schema.type });
+}
+
+// node_modules/typebox/build/schema/engine/unevaluatedItems.mjs
+function BuildUnevaluatedItems(stack, context, schema, value) {
+  const [index3, item] = [CreateUnique(), CreateUnique()];
+  const indices = emit_exports.Call(emit_exports.Member("context", "GetIndices"), []);
+  const hasIndex = emit_exports.Call(emit_exports.Member("indices", "has"), [index3]);
+  const isSchema = BuildSchema(stack, context, schema.unevaluatedItems, item);
+  const addIndex = emit_exports.Call(emit_exports.Member("context", "AddIndex"), [index3]);
+  const isEvery = emit_exports.Every(value, emit_exports.Constant(0), [item, index3], emit_exports.And(emit_exports.Or(hasIndex, isSchema), addIndex));
+  return emit_exports.Call(emit_exports.ArrowFunction(["context"], emit_exports.Statements([
+    emit_exports.ConstDeclaration("indices", indices),
+    emit_exports.Return(isEvery)
+  ])), ["context"]);
+}
+function CheckUnevaluatedItems(stack, context, schema, value) {
+  const indices = context.GetIndices();
+  return guard_exports.Every(value, 0, (item, index3) => {
+    return (indices.has(index3) || CheckSchema(stack, context, schema.unevaluatedItems, item)) && context.AddIndex(index3);
+  });
+}
+function ErrorUnevaluatedItems(stack, context, schemaPath, instancePath, schema, value) {
+  const indices = context.GetIndices();
+  const unevaluatedItems = [];
+  const isUnevaluatedItems = guard_exports.EveryAll(value, 0, (item, index3) => {
+    const nextContext = new ErrorContext();
+    const isEvaluatedItem = (indices.has(index3) || ErrorSchema(stack, nextContext, schemaPath, instancePath, schema.unevaluatedItems, item)) && context.AddIndex(index3);
+    if (!isEvaluatedItem)
+      unevaluatedItems.push(index3);
+    return isEvaluatedItem;
+  });
+  return isUnevaluatedItems || context.AddError("unevaluatedItems", schemaPath, instancePath, { unevaluatedItems });
+}
+
+// node_modules/typebox/build/schema/engine/unevaluatedProperties.mjs
+function BuildUnevaluatedProperties(stack, context, schema, value) {
+  const [key, prop] = [CreateUnique(), CreateUnique()];
+  const keys = emit_exports.Call(emit_exports.Member("context", "GetKeys"), []);
+  const hasKey = emit_exports.Call(emit_exports.Member("keys", "has"), [key]);
+  const addKey = emit_exports.Call(emit_exports.Member("context", "AddKey"), [key]);
+  const isSchema = BuildSchema(stack, context, schema.unevaluatedProperties, prop);
+  const isEvery = emit_exports.Every(emit_exports.Entries(value), emit_exports.Constant(0), [`[${key}, ${prop}]`, "_"], emit_exports.Or(hasKey, emit_exports.And(isSchema, addKey)));
+  return emit_exports.Call(emit_exports.ArrowFunction(["context"], emit_exports.Statements([
+    emit_exports.ConstDeclaration("keys", keys),
+    emit_exports.Return(isEvery)
+  ])), ["context"]);
+}
+function CheckUnevaluatedProperties(stack, context, schema, value) {
+  const keys = context.GetKeys();
+  return guard_exports.Every(guard_exports.Entries(value), 0, ([key, prop]) => {
+    return keys.has(key) || CheckSchema(stack, context, schema.unevaluatedProperties, prop) && context.AddKey(key);
+  });
+}
+function ErrorUnevaluatedProperties(stack, context, schemaPath, instancePath, schema, value) {
+  const keys = context.GetKeys();
+  const unevaluatedProperties = [];
+  const isUnevaluatedProperties = guard_exports.EveryAll(guard_exports.Entries(value), 0, ([key, prop]) => {
+    const nextContext = new ErrorContext();
+    const isEvaluatedProperty = keys.has(key) || ErrorSchema(stack, nextContext, schemaPath, instancePath, schema.unevaluatedProperties, prop) && context.AddKey(key);
+    if (!isEvaluatedProperty)
+      unevaluatedProperties.push(key);
+    return isEvaluatedProperty;
+  });
+  return isUnevaluatedProperties || context.AddError("unevaluatedProperties", schemaPath, instancePath, { unevaluatedProperties });
+}
+
+// node_modules/typebox/build/schema/engine/uniqueItems.mjs
+function IsValid5(schema) {
+  return !guard_exports.IsEqual(schema.uniqueItems, false);
+}
+function BuildUniqueItems(_stack, _context, schema, value) {
+  if (!IsValid5(schema))
+    return emit_exports.Constant(true);
+  const set = emit_exports.Member(emit_exports.New("Set", [emit_exports.Call(emit_exports.Member(value, "map"), [emit_exports.Member("Hashing", "Hash")])]), "size");
+  const isLength = emit_exports.Member(value, "length");
+  return emit_exports.IsEqual(set, isLength);
+}
+function CheckUniqueItems(_stack, _context, schema, value) {
+  if (!IsValid5(schema))
+    return true;
+  const set = new Set(value.map(hash_exports.Hash)).size;
+  const isLength = value.length;
+  return guard_exports.IsEqual(set, isLength);
+}
+function ErrorUniqueItems(_stack, context, schemaPath, instancePath, schema, value) {
+  if (!IsValid5(schema))
+    return true;
+  const set = /* @__PURE__ */ new Set();
+  const duplicateItems = value.reduce((result, value2, index3) => {
+    const hash = hash_exports.Hash(value2);
+    if (set.has(hash))
+      return [...result, index3];
+    set.add(hash);
+    return result;
+  }, []);
+  const isUniqueItems = guard_exports.IsEqual(duplicateItems.length, 0);
+  return isUniqueItems || context.AddError("uniqueItems", schemaPath, instancePath, { duplicateItems });
+}
+
+// node_modules/typebox/build/schema/engine/schema.mjs
+function HasTypeName(schema, typename) {
+  return IsType(schema) && (guard_exports.IsArray(schema.type) && guard_exports.IsGreaterThan(schema.type.length, 0) && guard_exports.Every(schema.type, 0, (type) => guard_exports.IsEqual(type, typename)) || guard_exports.IsEqual(schema.type, typename));
+}
+function HasObjectType(schema) {
+  return HasTypeName(schema, "object");
+}
+function HasObjectKeywords(schema) {
+  return IsSchemaObject(schema) && (IsAdditionalProperties(schema) || IsDependencies(schema) || IsDependentRequired(schema) || IsDependentSchemas(schema) || IsProperties(schema) || IsPatternProperties(schema) || IsPropertyNames(schema) || IsMinProperties(schema) || IsMaxProperties(schema) || IsRequired(schema) || IsUnevaluatedProperties(schema));
+}
+function HasArrayType(schema) {
+  return HasTypeName(schema, "array");
+}
+function HasArrayKeywords(schema) {
+  return IsSchemaObject(schema) && (IsAdditionalItems(schema) || IsItems(schema) || IsContains(schema) || IsMaxContains(schema) || IsMaxItems(schema) || IsMinContains(schema) || IsMinItems(schema) || IsPrefixItems(schema) || IsUnevaluatedItems(schema) || IsUniqueItems(schema));
+}
+function HasStringType(schema) {
+  return HasTypeName(schema, "string");
+}
+function HasStringKeywords(schema) {
+  return IsSchemaObject(schema) && (IsMinLength4(schema) || IsMaxLength4(schema) || IsFormat(schema) || IsPattern(schema));
+}
+function HasNumberType(schema) {
+  return HasTypeName(schema, "number") || HasTypeName(schema, "bigint");
+}
+function HasNumberKeywords(schema) {
+  return IsSchemaObject(schema) && (IsMinimum(schema) || IsMaximum(schema) || IsExclusiveMaximum(schema) || IsExclusiveMinimum(schema) || IsMultipleOf2(schema));
+}
+function BuildSchemaPushStack(stack, context, schema, value) {
+  return context.UseUnevaluated() ? emit_exports.And(emit_exports.And(context.Push(), BuildSchema(stack, context, schema, value)), context.Pop()) : BuildSchema(stack, context, schema, value);
+}
+function BuildSchema(stack, context, schema, value) {
+  const current = NextStack(stack, schema);
+  const conditions = [];
+  if (IsSchemaBoolean(schema))
+    return BuildSchemaBoolean(current, context, schema, value);
+  if (IsType(schema))
+    conditions.push(BuildType(current, context, schema, value));
+  if (HasObjectKeywords(schema)) {
+    const constraints = [];
+    if (IsRequired(schema))
+      constraints.push(BuildRequired(current, context, schema, value));
+    if (IsAdditionalProperties(schema))
+      constraints.push(BuildAdditionalProperties(current, context, schema, value));
+    if (IsDependencies(schema))
+      constraints.push(BuildDependencies(current, context, schema, value));
+    if (IsDependentRequired(schema))
+      constraints.push(BuildDependentRequired(current, context, schema, value));
+    if (IsDependentSchemas(schema))
+      constraints.push(BuildDependentSchemas(current, context, schema, value));
+    if (IsPatternProperties(schema))
+      constraints.push(BuildPatternProperties(current, context, schema, value));
+    if (IsProperties(schema))
+      constraints.push(BuildProperties(current, context, schema, value));
+    if (IsPropertyNames(schema))
+      constraints.push(BuildPropertyNames(current, context, schema, value));
+    if (IsMinProperties(schema))
+      constraints.push(BuildMinProperties(current, context, schema, value));
+    if (IsMaxProperties(schema))
+      constraints.push(BuildMaxProperties(current, context, schema, value));
+    const reduced = emit_exports.ReduceAnd(constraints);
+    const guarded = emit_exports.Or(emit_exports.Not(emit_exports.IsObjectNotArray(value)), reduced);
+    conditions.push(HasObjectType(schema) ? reduced : guarded);
+  }
+  if (HasArrayKeywords(schema)) {
+    const constraints = [];
+    if (IsAdditionalItems(schema))
+      constraints.push(BuildAdditionalItems(current, context, schema, value));
+    if (IsContains(schema))
+      constraints.push(BuildContains(current, context, schema, value));
+    if (IsItems(schema))
+      constraints.push(BuildItems(current, context, schema, value));
+    if (IsMinContains(schema))
+      constraints.push(BuildMinContains(current, context, schema, value));
+    if (IsMaxContains(schema))
+      constraints.push(BuildMaxContains(current, context, schema, value));
+    if (IsMinItems(schema))
+      constraints.push(BuildMinItems(current, context, schema, value));
+    if (IsMaxItems(schema))
+      constraints.push(BuildMaxItems(current, context, schema, value));
+    if (IsPrefixItems(schema))
+      constraints.push(BuildPrefixItems(current, context, schema, value));
+    if (IsUniqueItems(schema))
+      constraints.push(BuildUniqueItems(current, context, schema, value));
+    const reduced = emit_exports.ReduceAnd(constraints);
+    const guarded = emit_exports.Or(emit_exports.Not(emit_exports.IsArray(value)), reduced);
+    conditions.push(HasArrayType(schema) ? reduced : guarded);
+  }
+  if (HasStringKeywords(schema)) {
+    const constraints = [];
+    if (IsMinLength4(schema))
+      constraints.push(BuildMinLength(current, context, schema, value));
+    if (IsMaxLength4(schema))
+      constraints.push(BuildMaxLength(current, context, schema, value));
+    if (IsFormat(schema))
+      constraints.push(BuildFormat(current, context, schema, value));
+    if (IsPattern(schema))
+      constraints.push(BuildPattern(current, context, schema, value));
+    const reduced = emit_exports.ReduceAnd(constraints);
+    const guarded = emit_exports.Or(emit_exports.Not(emit_exports.IsString(value)), reduced);
+    conditions.push(HasStringType(schema) ? reduced : guarded);
+  }
+  if (HasNumberKeywords(schema)) {
+    const constraints = [];
+    if (IsExclusiveMinimum(schema))
+      constraints.push(BuildExclusiveMinimum(current, context, schema, value));
+    if (IsExclusiveMaximum(schema))
+      constraints.push(BuildExclusiveMaximum(current, context, schema, value));
+    if (IsMinimum(schema))
+      constraints.push(BuildMinimum(current, context, schema, value));
+    if (IsMaximum(schema))
+      constraints.push(BuildMaximum(current, context, schema, value));
+    if (IsMultipleOf2(schema))
+      constraints.push(BuildMultipleOf(current, context, schema, value));
+    const reduced = emit_exports.ReduceAnd(constraints);
+    const guarded = emit_exports.Or(emit_exports.Not(emit_exports.Or(emit_exports.IsNumber(value), emit_exports.IsBigInt(value))), reduced);
+    conditions.push(HasNumberType(schema) ? reduced : guarded);
+  }
+  if (IsRef2(schema))
+    conditions.push(BuildRef(current, context, schema, value));
+  if (IsRecursiveRef(schema))
+    conditions.push(BuildRecursiveRef(current, context, schema, value));
+  if (IsDynamicRef(schema))
+    conditions.push(BuildDynamicRef(current, context, schema, value));
+  if (IsConst(schema))
+    conditions.push(BuildConst(current, context, schema, value));
+  if (IsEnum2(schema))
+    conditions.push(BuildEnum(current, context, schema, value));
+  if (IsIf(schema))
+    conditions.push(BuildIf(current, context, schema, value));
+  if (IsNot(schema))
+    conditions.push(BuildNot(current, context, schema, value));
+  if (IsAllOf(schema))
+    conditions.push(BuildAllOf(current, context, schema, value));
+  if (IsAnyOf(schema))
+    conditions.push(BuildAnyOf(current, context, schema, value));
+  if (IsOneOf(schema))
+    conditions.push(BuildOneOf(current, context, schema, value));
+  if (IsUnevaluatedItems(schema))
+    conditions.push(emit_exports.Or(emit_exports.Not(emit_exports.IsArray(value)), BuildUnevaluatedItems(current, context, schema, value)));
+  if (IsUnevaluatedProperties(schema))
+    conditions.push(emit_exports.Or(emit_exports.Not(emit_exports.IsObject(value)), BuildUnevaluatedProperties(current, context, schema, value)));
+  if (IsRefine2(schema))
+    conditions.push(BuildRefine(current, context, schema, value));
+  const result = emit_exports.ReduceAnd(conditions);
+  return result;
+}
+function CheckSchemaPushStack(stack, context, schema, value) {
+  return context.Push() && CheckSchema(stack, context, schema, value) && context.Pop();
+}
+function CheckSchema(stack, context, schema, value) {
+  const current = NextStack(stack, schema);
+  const result = IsSchemaBoolean(schema) ? CheckSchemaBoolean(current, context, schema, value) : (!IsType(schema) || CheckType(current, context, schema, value)) && (!(guard_exports.IsObject(value) && !guard_exports.IsArray(value)) || (!IsRequired(schema) || CheckRequired(current, context, schema, value)) && (!IsAdditionalProperties(schema) || CheckAdditionalProperties(current, context, schema, value)) && (!IsDependencies(schema) || CheckDependencies(current, context, schema, value)) && (!IsDependentRequired(schema) || CheckDependentRequired(current, context, schema, value)) && (!IsDependentSchemas(schema) || CheckDependentSchemas(current, context, schema, value)) && (!IsPatternProperties(schema) || CheckPatternProperties(current, context, schema, value)) && (!IsProperties(schema) || CheckProperties(current, context, schema, value)) && (!IsPropertyNames(schema) || CheckPropertyNames(current, context, schema, value)) && (!IsMinProperties(schema) || CheckMinProperties(current, context, schema, value)) && (!IsMaxProperties(schema) || CheckMaxProperties(current, context, schema, value))) && (!guard_exports.IsArray(value) || (!IsAdditionalItems(schema) || CheckAdditionalItems(current, context, schema, value)) && (!IsContains(schema) || CheckContains(current, context, schema, value)) && (!IsItems(schema) || CheckItems(current, context, schema, value)) && (!IsMinContains(schema) || CheckMinContains(current, context, schema, value)) && (!IsMaxContains(schema) || CheckMaxContains(current, context, schema, value)) && (!IsMinItems(schema) || CheckMinItems(current, context, schema, value)) && (!IsMaxItems(schema) || CheckMaxItems(current, context, schema, value)) && (!IsPrefixItems(schema) || CheckPrefixItems(current, context, schema, value)) && (!IsUniqueItems(schema) || CheckUniqueItems(current, context, schema, value))) && (!guard_exports.IsString(value) || (!IsMinLength4(schema) || CheckMinLength(current, context, schema, value)) && (!IsMaxLength4(schema) || CheckMaxLength(current, context, schema, value)) && (!IsFormat(schema) || CheckFormat(current, context, schema, value)) && (!IsPattern(schema) || CheckPattern(current, context, schema, value))) && (!(guard_exports.IsNumber(value) || guard_exports.IsBigInt(value)) || (!IsExclusiveMinimum(schema) || CheckExclusiveMinimum(current, context, schema, value)) && (!IsExclusiveMaximum(schema) || CheckExclusiveMaximum(current, context, schema, value)) && (!IsMinimum(schema) || CheckMinimum(current, context, schema, value)) && (!IsMaximum(schema) || CheckMaximum(current, context, schema, value)) && (!IsMultipleOf2(schema) || CheckMultipleOf(current, context, schema, value))) && (!IsRef2(schema) || CheckRef(current, context, schema, value)) && (!IsRecursiveRef(schema) || CheckRecursiveRef(current, context, schema, value)) && (!IsDynamicRef(schema) || CheckDynamicRef(current, context, schema, value)) && (!IsConst(schema) || CheckConst(current, context, schema, value)) && (!IsEnum2(schema) || CheckEnum(current, context, schema, value)) && (!IsIf(schema) || CheckIf(current, context, schema, value)) && (!IsNot(schema) || CheckNot(current, context, schema, value)) && (!IsAllOf(schema) || CheckAllOf(current, context, schema, value)) && (!IsAnyOf(schema) || CheckAnyOf(current, context, schema, value)) && (!IsOneOf(schema) || CheckOneOf(current, context, schema, value)) && (!IsUnevaluatedItems(schema) || (!guard_exports.IsArray(value) || CheckUnevaluatedItems(current, context, schema, value))) && (!IsUnevaluatedProperties(schema) || (!guard_exports.IsObject(value) || CheckUnevaluatedProperties(current, context, schema, value))) && (!IsRefine2(schema) || CheckRefine(current, context, schema, value));
+  return result;
+}
+function ErrorSchemaPushStack(stack, context, schemaPath, instancePath, schema, value) {
+  return context.Push() && ErrorSchema(stack, context, schemaPath, instancePath, schema, value) && context.Pop();
+}
+function ErrorSchema(stack, context, schemaPath, instancePath, schema, value) {
+  if (context.AtCapacity())
+    return false;
+  const current = NextStack(stack, schema);
+  const result = IsSchemaBoolean(schema) ? ErrorSchemaBoolean(current, context, schemaPath, instancePath, schema, value) : !!(+(!IsType(schema) || ErrorType(current, context, schemaPath, instancePath, schema, value)) & +(!(guard_exports.IsObject(value) && !guard_exports.IsArray(value)) || !!(+(!IsRequired(schema) || ErrorRequired(current, context, schemaPath, instancePath, schema, value)) & +(!IsAdditionalProperties(schema) || ErrorAdditionalProperties(current, context, schemaPath, instancePath, schema, value)) & +(!IsDependencies(schema) || ErrorDependencies(current, context, schemaPath, instancePath, schema, value)) & +(!IsDependentRequired(schema) || ErrorDependentRequired(current, context, schemaPath, instancePath, schema, value)) & +(!IsDependentSchemas(schema) || ErrorDependentSchemas(current, context, schemaPath, instancePath, schema, value)) & +(!IsPatternProperties(schema) || ErrorPatternProperties(current, context, schemaPath, instancePath, schema, value)) & +(!IsProperties(schema) || ErrorProperties(current, context, schemaPath, instancePath, schema, value)) & +(!IsPropertyNames(schema) || ErrorPropertyNames(current, context, schemaPath, instancePath, schema, value)) & +(!IsMinProperties(schema) || ErrorMinProperties(current, context, schemaPath, instancePath, schema, value)) & +(!IsMaxProperties(schema) || ErrorMaxProperties(current, context, schemaPath, instancePath, schema, value)))) & +(!guard_exports.IsArray(value) || !!(+(!IsAdditionalItems(schema) || ErrorAdditionalItems(current, context, schemaPath, instancePath, schema, value)) & +(!IsContains(schema) || ErrorContains(current, context, schemaPath, instancePath, schema, value)) & +(!IsItems(schema) || ErrorItems(current, context, schemaPath, instancePath, schema, value)) & +(!IsMinContains(schema) || ErrorMinContains(current, context, schemaPath, instancePath, schema, value)) & +(!IsMaxContains(schema) || ErrorMaxContains(current, context, schemaPath, instancePath, schema, value)) & +(!IsMinItems(schema) || ErrorMinItems(current, context, schemaPath, instancePath, schema, value)) & +(!IsMaxItems(schema) || ErrorMaxItems(current, context, schemaPath, instancePath, schema, value)) & +(!IsPrefixItems(schema) || ErrorPrefixItems(current, context, schemaPath, instancePath, schema, value)) & +(!IsUniqueItems(schema) || ErrorUniqueItems(current, context, schemaPath, instancePath, schema, value)))) & +(!guard_exports.IsString(value) || !!(+(!IsMinLength4(schema) || ErrorMinLength(current, context, schemaPath, instancePath, schema, value)) & +(!IsMaxLength4(schema) || ErrorMaxLength(current, context, schemaPath, instancePath, schema, value)) & +(!IsFormat(schema) || ErrorFormat(current, context, schemaPath, instancePath, schema, value)) & +(!IsPattern(schema) || ErrorPattern(current, context, schemaPath, instancePath, schema, value)))) & +(!(guard_exports.IsNumber(value) || guard_exports.IsBigInt(value)) || !!(+(!IsExclusiveMinimum(schema) || ErrorExclusiveMinimum(current, context, schemaPath, instancePath, schema, value)) & +(!IsExclusiveMaximum(schema) || ErrorExclusiveMaximum(current, context, schemaPath, instancePath, schema, value)) & +(!IsMinimum(schema) || ErrorMinimum(current, context, schemaPath, instancePath, schema, value)) & +(!IsMaximum(schema) || ErrorMaximum(current, context, schemaPath, instancePath, schema, value)) & +(!IsMultipleOf2(schema) || ErrorMultipleOf(current, context, schemaPath, instancePath, schema, value)))) & +(!IsRef2(schema) || ErrorRef(current, context, schemaPath, instancePath, schema, value)) & +(!IsRecursiveRef(schema) || ErrorRecursiveRef(current, context, schemaPath, instancePath, schema, value)) & +(!IsDynamicRef(schema) || ErrorDynamicRef(current, context, schemaPath, instancePath, schema, value)) & +(!IsConst(schema) || ErrorConst(current, context, schemaPath, instancePath, schema, value)) & +(!IsEnum2(schema) || ErrorEnum(current, context, schemaPath, instancePath, schema, value)) & +(!IsIf(schema) || ErrorIf(current, context, schemaPath, instancePath, schema, value)) & +(!IsNot(schema) || ErrorNot(current, context, schemaPath, instancePath, schema, value)) & +(!IsAllOf(schema) || ErrorAllOf(current, context, schemaPath, instancePath, schema, value)) & +(!IsAnyOf(schema) || ErrorAnyOf(current, context, schemaPath, instancePath, schema, value)) & +(!IsOneOf(schema) || ErrorOneOf(current, context, schemaPath, instancePath, schema, value)) & +(!IsUnevaluatedItems(schema) || (!guard_exports.IsArray(value) || ErrorUnevaluatedItems(current, context, schemaPath, instancePath, schema, value))) & +(!IsUnevaluatedProperties(schema) || (!guard_exports.IsObject(value) || ErrorUnevaluatedProperties(current, context, schemaPath, instancePath, schema, value)))) && (!IsRefine2(schema) || ErrorRefine(current, context, schemaPath, instancePath, schema, value));
+  return result;
+}
+
+// node_modules/typebox/build/schema/engine/_functions.mjs
+var index2 = [0];
+var names = /* @__PURE__ */ new Map();
+var funcs = /* @__PURE__ */ new Map();
+function NextName() {
+  return `${index2[0]++}`;
+}
+function CreateName(schema, href) {
+  if (!names.has(schema))
+    names.set(schema, /* @__PURE__ */ new Map());
+  const hrefs = names.get(schema);
+  if (hrefs.has(href))
+    return hrefs.get(href);
+  const name = NextName();
+  hrefs.set(href, name);
+  return name;
+}
+function CreateCallExpression(context, _schema, name, value) {
+  return context.UseUnevaluated() ? emit_exports.Call(`check_${name}`, ["context", value]) : emit_exports.Call(`check_${name}`, [value]);
+}
+function CreateFunctionExpression(stack, context, schema, name) {
+  const expression = BuildSchema(stack, context, schema, "value");
+  return context.UseUnevaluated() ? emit_exports.ConstDeclaration(`check_${name}`, emit_exports.ArrowFunction(["context", "value"], expression)) : emit_exports.ConstDeclaration(`check_${name}`, emit_exports.ArrowFunction(["value"], expression));
+}
+function ResetFunctions() {
+  index2[0] = 0;
+  names.clear();
+  funcs.clear();
+}
+function GetFunctions() {
+  return [...funcs.values()];
+}
+function CreateFunction(stack, context, schema, value) {
+  const name = CreateName(schema, stack.lexicalBase);
+  const call = CreateCallExpression(context, schema, name, value);
+  if (funcs.has(name))
+    return call;
+  funcs.set(name, "");
+  funcs.set(name, CreateFunctionExpression(stack, context, schema, name));
+  return call;
+}
+
+// node_modules/typebox/build/schema/build.mjs
+function CreateCode(build) {
+  const functions = build.Functions().join(";\n");
+  const statements = build.UseUnevaluated() ? ["const context = new CheckContext({}, {})", `return ${build.Entry()}`] : [`return ${build.Entry()}`];
+  return `${functions}; return (value) => { ${statements.join("; ")} }`;
+}
+function CreateEvaluatedCheck(build, code) {
+  const factory = environment_exports.Evaluate("CheckContext", "Guard", "Hashing", build.External().identifier, code);
+  return factory(CheckContext, guard_exports, hash_exports, build.External().variables);
+}
+function CreateDynamicCheck(build) {
+  const stack = Stack(build.Context(), build.Schema());
+  const context = new CheckContext();
+  return (value) => CheckSchema(stack, context, build.Schema(), value);
+}
+function CreateCheck(build, code) {
+  return environment_exports.CanEvaluate() ? CreateEvaluatedCheck(build, code) : CreateDynamicCheck(build);
+}
+var EvaluateResult = class {
+  constructor(isAccelerated, code, check2) {
+    this.isAccelerated = isAccelerated;
+    this.code = code;
+    this.check = check2;
+  }
+  IsAccelerated() {
+    return this.isAccelerated;
+  }
+  Code() {
+    return this.code;
+  }
+  Check(value) {
+    return this.check(value);
+  }
+};
+var BuildResult = class {
+  constructor(context, schema, external, functions, entry, useUnevaluated) {
+    this.context = context;
+    this.schema = schema;
+    this.external = external;
+    this.functions = functions;
+    this.entry = entry;
+    this.useUnevaluated = useUnevaluated;
+  }
+  /** Returns the Context used for this build */
+  Context() {
+    return this.context;
+  }
+  /** Returns the Schema used for this build */
+  Schema() {
+    return this.schema;
+  }
+  /** Returns true if this build requires a Unevaluated context */
+  UseUnevaluated() {
+    return this.useUnevaluated;
+  }
+  /** Returns external variables */
+  External() {
+    return this.external;
+  }
+  /** Returns check functions */
+  Functions() {
+    return this.functions;
+  }
+  /** Return entry function call. */
+  Entry() {
+    return this.entry;
+  }
+  /** Evaluates the build into a validation function */
+  Evaluate() {
+    const code = CreateCode(this);
+    const check2 = CreateCheck(this, code);
+    return new EvaluateResult(environment_exports.CanEvaluate(), code, check2);
+  }
+};
+function Build(...args) {
+  const [context, schema] = arguments_exports.Match(args, {
+    2: (context2, schema2) => [context2, schema2],
+    1: (schema2) => [{}, schema2]
+  });
+  ResetUnique();
+  ResetExternal();
+  ResetFunctions();
+  const stack = Stack(context, schema);
+  const build = new BuildContext(HasUnevaluated(context, schema));
+  const call = CreateFunction(stack, build, schema, "value");
+  const functions = GetFunctions();
+  const externals = GetExternal();
+  return new BuildResult(context, schema, externals, functions, call, build.UseUnevaluated());
+}
+
+// node_modules/typebox/build/schema/errors.mjs
+function Errors(...args) {
+  const [context, schema, value] = arguments_exports.Match(args, {
+    3: (context2, schema2, value2) => [context2, schema2, value2],
+    2: (schema2, value2) => [{}, schema2, value2]
+  });
+  const stack = Stack(context, schema);
+  const errorContext = new ErrorContext();
+  const result = ErrorSchema(stack, errorContext, "#", "", schema, value);
+  const errors = errorContext.GetErrors();
+  const locale2 = Get2();
+  const localized = errors.map((error) => ({ ...error, message: locale2(error) }));
+  return [result, localized];
+}
+
+// node_modules/typebox/build/system/settings/internal.mjs
+var TempMaxErrors = 0;
+function EnableParseErrors() {
+  const settings2 = Get();
+  TempMaxErrors = settings2.maxErrors;
+  settings2.maxErrors = settings2.maxParseErrors;
+}
+function DisableParseErrors() {
+  const settings2 = Get();
+  settings2.maxErrors = TempMaxErrors;
+}
+
+// node_modules/typebox/build/schema/check.mjs
+function Check(...args) {
+  const [context, schema, value] = arguments_exports.Match(args, {
+    3: (context2, schema2, value2) => [context2, schema2, value2],
+    2: (schema2, value2) => [{}, schema2, value2]
+  });
+  const stack = Stack(context, schema);
+  const checkContext = new CheckContext();
+  return CheckSchema(stack, checkContext, schema, value);
+}
+
+// node_modules/typebox/build/value/check/check.mjs
+function Check2(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  return Check(context, type, value);
+}
+
+// node_modules/typebox/build/value/errors/errors.mjs
+function Errors2(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  const [_, errors] = Errors(context, type, value);
+  return errors;
+}
+
+// node_modules/typebox/build/value/assert/assert.mjs
+var AssertError = class extends Error {
+  constructor(source2, value, errors) {
+    super(source2);
+    Object.defineProperty(this, "cause", {
+      value: { source: source2, errors, value },
+      writable: false,
+      configurable: false,
+      enumerable: false
+    });
+  }
+};
+
+// node_modules/typebox/build/value/clean/from_array.mjs
+function FromArray5(context, type, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  return value.map((value2) => FromType19(context, type.items, value2));
+}
+
+// node_modules/typebox/build/value/clean/from_cyclic.mjs
+function FromCyclic6(context, type, value) {
+  return FromType19({ ...context, ...type.$defs }, Ref(type.$ref), value);
+}
+
+// node_modules/typebox/build/value/clean/from_intersect.mjs
+function EvaluateIntersection(context, type) {
+  const additionalProperties = guard_exports.HasPropertyKey(type, "unevaluatedProperties") ? { additionalProperties: type.unevaluatedProperties } : {};
+  const instantiated = Instantiate(context, type);
+  const evaluated = Evaluate2(instantiated);
+  return IsObject3(evaluated) ? With2(evaluated, additionalProperties) : evaluated;
+}
+function FromIntersect6(context, type, value) {
+  const evaluated = EvaluateIntersection(context, type);
+  return FromType19(context, evaluated, value);
+}
+
+// node_modules/typebox/build/value/clean/additional.mjs
+function GetAdditionalProperties(type) {
+  const additionalProperties = guard_exports.HasPropertyKey(type, "additionalProperties") ? type.additionalProperties : void 0;
+  return additionalProperties;
+}
+
+// node_modules/typebox/build/value/clean/from_object.mjs
+function FromObject9(context, type, value) {
+  if (!guard_exports.IsObject(value) || guard_exports.IsArray(value))
+    return value;
+  const additionalProperties = GetAdditionalProperties(type);
+  for (const key of guard_exports.Keys(value)) {
+    if (guard_exports.HasPropertyKey(type.properties, key) && IsSchema(type.properties[key])) {
+      value[key] = FromType19(context, type.properties[key], value[key]);
+      continue;
+    }
+    const unknownCheck = (
+      // 1. additionalProperties: true
+      guard_exports.IsBoolean(additionalProperties) && guard_exports.IsEqual(additionalProperties, true) || IsSchema(additionalProperties) && Check2(context, additionalProperties, value[key])
+    );
+    if (unknownCheck) {
+      value[key] = FromType19(context, additionalProperties, value[key]);
+      continue;
+    }
+    delete value[key];
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/clean/from_record.mjs
+function FromRecord3(context, type, value) {
+  if (!guard_exports.IsObject(value))
+    return value;
+  const additionalProperties = GetAdditionalProperties(type);
+  const [recordPattern, recordValue] = [new RegExp(RecordPattern(type)), RecordValue(type)];
+  for (const key of guard_exports.Keys(value)) {
+    if (recordPattern.test(key)) {
+      value[key] = FromType19(context, recordValue, value[key]);
+      continue;
+    }
+    const unknownCheck = (
+      // 1. additionalProperties: true
+      guard_exports.IsBoolean(additionalProperties) && guard_exports.IsEqual(additionalProperties, true) || IsSchema(additionalProperties) && Check2(context, additionalProperties, value[key])
+    );
+    if (unknownCheck) {
+      value[key] = FromType19(context, additionalProperties, value[key]);
+      continue;
+    }
+    delete value[key];
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/clean/from_ref.mjs
+function FromRef5(context, type, value) {
+  return guard_exports.HasPropertyKey(context, type.$ref) ? FromType19(context, context[type.$ref], value) : value;
+}
+
+// node_modules/typebox/build/value/clean/from_tuple.mjs
+function FromTuple5(context, schema, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  const length = Math.min(value.length, schema.items.length);
+  for (let index3 = 0; index3 < length; index3++) {
+    value[index3] = FromType19(context, schema.items[index3], value[index3]);
+  }
+  return guard_exports.IsGreaterThan(value.length, length) ? value.slice(0, length) : value;
+}
+
+// node_modules/typebox/build/system/memory/deep.mjs
+function FromClassInstance(value) {
+  return value;
+}
+function IsSchemaObject2(value) {
+  return guard_exports.HasPropertyKey(value, "~kind") || guard_exports.HasPropertyKey(value, "~unsafe");
+}
+function FromSchemaObject(value) {
+  const result = {};
+  for (const key of guard_exports.Keys(value)) {
+    if (guard_exports.IsUnsafePropertyKey(key))
+      continue;
+    const descriptor = Object.getOwnPropertyDescriptor(value, key);
+    descriptor.value = FromValue2(descriptor.value);
+    if (guard_exports.IsEqual(descriptor.enumerable, true)) {
+      result[key] = descriptor.value;
+    } else {
+      Object.defineProperty(result, key, descriptor);
+    }
+  }
+  return result;
+}
+function FromPlainObject(value) {
+  const result = {};
+  for (const key of guard_exports.Keys(value)) {
+    if (guard_exports.IsUnsafePropertyKey(key))
+      continue;
+    result[key] = FromValue2(value[key]);
+  }
+  for (const key of guard_exports.Symbols(value)) {
+    result[key] = FromValue2(value[key]);
+  }
+  return result;
+}
+function FromObject10(value) {
+  return guard_exports.IsClassInstance(value) ? FromClassInstance(value) : IsSchemaObject2(value) ? FromSchemaObject(value) : FromPlainObject(value);
+}
+function FromArray6(value) {
+  return value.map((element) => FromValue2(element));
+}
+function FromTypedArray(value) {
+  return value.slice();
+}
+function FromRegExp2(value) {
+  return new RegExp(value.source, value.flags);
+}
+function FromMap(value) {
+  return new Map(FromValue2([...value.entries()]));
+}
+function FromSet(value) {
+  return new Set(FromValue2([...value.values()]));
+}
+function FromValue2(value) {
+  return globals_exports.IsTypeArray(value) ? FromTypedArray(value) : globals_exports.IsRegExp(value) ? FromRegExp2(value) : globals_exports.IsMap(value) ? FromMap(value) : globals_exports.IsSet(value) ? FromSet(value) : guard_exports.IsArray(value) ? FromArray6(value) : guard_exports.IsObject(value) ? FromObject10(value) : value;
+}
+function Deep(value) {
+  return FromValue2(value);
+}
+
+// node_modules/typebox/build/value/clone/clone.mjs
+function Clone2(value) {
+  return Deep(value);
+}
+
+// node_modules/typebox/build/value/clean/from_union.mjs
+function FromUnion9(context, type, value) {
+  for (const schema of type.anyOf) {
+    const clean = FromType19(context, schema, Clone2(value));
+    if (Check2(context, schema, clean))
+      return clean;
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/clean/from_type.mjs
+function FromType19(context, type, value) {
+  return IsArray3(type) ? FromArray5(context, type, value) : IsCyclic(type) ? FromCyclic6(context, type, value) : IsIntersect(type) ? FromIntersect6(context, type, value) : IsObject3(type) ? FromObject9(context, type, value) : IsRecord(type) ? FromRecord3(context, type, value) : IsRef(type) ? FromRef5(context, type, value) : IsTuple(type) ? FromTuple5(context, type, value) : IsUnion(type) ? FromUnion9(context, type, value) : value;
+}
+
+// node_modules/typebox/build/value/shared/union_priority_sort.mjs
+function Modifiers(type, next) {
+  return memory_exports.Assign(type, next);
+}
+function FromProperties4(properties) {
+  const result = {};
+  for (const key of guard_default.Keys(properties))
+    result[key] = FromType20(properties[key]);
+  return result;
+}
+function FromRecordKey(type) {
+  return String2({ pattern: RecordPattern(type) });
+}
+function FromPriorityTypes(types) {
+  return FromTypes6(Priority(types));
+}
+function FromTypes6(types) {
+  return types.map((type) => FromType20(type));
+}
+function FromType20(type) {
+  const next = IsArray3(type) ? _Array_(FromType20(type.items), ArrayOptions(type)) : IsIntersect(type) ? Intersect(FromTypes6(type.allOf)) : IsUnion(type) ? Union(FromPriorityTypes(type.anyOf)) : IsObject3(type) ? _Object_(FromProperties4(type.properties)) : IsRecord(type) ? Record(FromRecordKey(type), FromType20(RecordValue(type))) : IsTuple(type) ? Tuple(FromTypes6(type.items)) : type;
+  return Modifiers(type, next);
+}
+function UnionPrioritySort(type) {
+  const result = FromType20(type);
+  return result;
+}
+
+// node_modules/typebox/build/value/clean/clean.mjs
+function Clean(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  const sorted = settings_exports.Get().unionPrioritySort ? UnionPrioritySort(type) : type;
+  return FromType19(context, sorted, value);
+}
+
+// node_modules/typebox/build/value/convert/try/try.mjs
+var try_exports = {};
+__export(try_exports, {
+  Fail: () => Fail,
+  IsOk: () => IsOk,
+  Ok: () => Ok,
+  TryArray: () => TryArray,
+  TryBigInt: () => TryBigInt,
+  TryBoolean: () => TryBoolean,
+  TryNull: () => TryNull,
+  TryNumber: () => TryNumber,
+  TryString: () => TryString,
+  TryUndefined: () => TryUndefined
+});
+
+// node_modules/typebox/build/value/convert/try/try_result.mjs
+function IsOk(value) {
+  return guard_exports.IsObject(value) && guard_exports.HasPropertyKey(value, "value");
+}
+function Ok(value) {
+  return { value };
+}
+function Fail() {
+  return void 0;
+}
+
+// node_modules/typebox/build/value/convert/try/try_array.mjs
+function TryArray(value) {
+  return guard_exports.IsArray(value) ? Ok(value) : Ok([value]);
+}
+
+// node_modules/typebox/build/value/convert/try/try_bigint.mjs
+function FromBoolean2(value) {
+  return guard_exports.IsEqual(value, true) ? Ok(BigInt(1)) : Ok(BigInt(0));
+}
+var bigintPattern = /^-?(0|[1-9]\d*)n$/;
+var decimalPattern = /^-?(0|[1-9]\d*)\.\d+$/;
+var integerPattern = /^-?(0|[1-9]\d*)$/;
+function IsStringBigIntLike(value) {
+  return bigintPattern.test(value);
+}
+function IsStringDecimalLike(value) {
+  return decimalPattern.test(value);
+}
+function IsStringIntegerLike(value) {
+  return integerPattern.test(value);
+}
+function FromString2(value) {
+  const lowercase = value.toLowerCase();
+  return IsStringBigIntLike(value) ? Ok(BigInt(value.slice(0, value.length - 1))) : IsStringDecimalLike(value) ? Ok(BigInt(value.split(".")[0])) : IsStringIntegerLike(value) ? Ok(BigInt(value)) : guard_exports.IsEqual(lowercase, "false") ? Ok(BigInt(0)) : guard_exports.IsEqual(lowercase, "true") ? Ok(BigInt(1)) : Fail();
+}
+function TryBigInt(value) {
+  return guard_exports.IsBigInt(value) ? Ok(value) : guard_exports.IsBoolean(value) ? FromBoolean2(value) : guard_exports.IsNumber(value) ? Ok(BigInt(Math.trunc(value))) : guard_exports.IsNull(value) ? Ok(BigInt(0)) : guard_exports.IsString(value) ? FromString2(value) : guard_exports.IsUndefined(value) ? Ok(BigInt(0)) : Fail();
+}
+
+// node_modules/typebox/build/value/convert/try/try_boolean.mjs
+function FromBigInt2(value) {
+  return guard_exports.IsEqual(value, BigInt(0)) ? Ok(false) : guard_exports.IsEqual(value, BigInt(1)) ? Ok(true) : Fail();
+}
+function FromNumber2(value) {
+  return guard_exports.IsEqual(value, 0) ? Ok(false) : guard_exports.IsEqual(value, 1) ? Ok(true) : Fail();
+}
+function FromString3(value) {
+  return guard_exports.IsEqual(value.toLowerCase(), "false") ? Ok(false) : guard_exports.IsEqual(value.toLowerCase(), "true") ? Ok(true) : guard_exports.IsEqual(value, "0") ? Ok(false) : guard_exports.IsEqual(value, "1") ? Ok(true) : Fail();
+}
+function TryBoolean(value) {
+  return guard_exports.IsBigInt(value) ? FromBigInt2(value) : guard_exports.IsBoolean(value) ? Ok(value) : guard_exports.IsNumber(value) ? FromNumber2(value) : guard_exports.IsNull(value) ? Ok(false) : guard_exports.IsString(value) ? FromString3(value) : guard_exports.IsUndefined(value) ? Ok(false) : Fail();
+}
+
+// node_modules/typebox/build/value/convert/try/try_null.mjs
+function FromBigInt3(value) {
+  return guard_exports.IsEqual(value, BigInt(0)) ? Ok(null) : Fail();
+}
+function FromBoolean3(value) {
+  return guard_exports.IsEqual(value, false) ? Ok(null) : Fail();
+}
+function FromNumber3(value) {
+  return guard_exports.IsEqual(value, 0) ? Ok(null) : Fail();
+}
+function FromString4(value) {
+  const lowercase = value.toLowerCase();
+  const predicate = guard_exports.IsEqual(lowercase, "undefined") || guard_exports.IsEqual(lowercase, "null") || guard_exports.IsEqual(value, "") || guard_exports.IsEqual(value, "0");
+  return predicate ? Ok(null) : Fail();
+}
+function TryNull(value) {
+  return guard_exports.IsBigInt(value) ? FromBigInt3(value) : guard_exports.IsBoolean(value) ? FromBoolean3(value) : guard_exports.IsNumber(value) ? FromNumber3(value) : guard_exports.IsNull(value) ? Ok(null) : guard_exports.IsString(value) ? FromString4(value) : guard_exports.IsUndefined(value) ? Ok(null) : Fail();
+}
+
+// node_modules/typebox/build/value/convert/try/try_number.mjs
+var maxBigInt = BigInt(Number.MAX_SAFE_INTEGER);
+var minBigInt = BigInt(Number.MIN_SAFE_INTEGER);
+function FromBigInt4(value) {
+  return value <= maxBigInt && value >= minBigInt ? Ok(Number(value)) : Fail();
+}
+function FromBoolean4(value) {
+  return Ok(value ? 1 : 0);
+}
+function FromString5(value) {
+  const coerced = +value;
+  if (guard_exports.IsNumber(coerced))
+    return Ok(coerced);
+  const lowercase = value.toLowerCase();
+  if (guard_exports.IsEqual(lowercase, "false"))
+    return Ok(0);
+  if (guard_exports.IsEqual(lowercase, "true"))
+    return Ok(1);
+  const result = TryBigInt(value);
+  if (IsOk(result))
+    return result.value <= maxBigInt && result.value >= minBigInt ? Ok(Number(result.value)) : Fail();
+  return Fail();
+}
+function TryNumber(value) {
+  return guard_exports.IsBigInt(value) ? FromBigInt4(value) : guard_exports.IsBoolean(value) ? FromBoolean4(value) : guard_exports.IsNumber(value) ? Ok(value) : guard_exports.IsNull(value) ? Ok(0) : guard_exports.IsString(value) ? FromString5(value) : guard_exports.IsUndefined(value) ? Ok(0) : Fail();
+}
+
+// node_modules/typebox/build/value/convert/try/try_string.mjs
+function TryString(value) {
+  return guard_exports.IsBigInt(value) ? Ok(value.toString()) : guard_exports.IsBoolean(value) ? Ok(value.toString()) : guard_exports.IsNumber(value) ? Ok(value.toString()) : guard_exports.IsNull(value) ? Ok("null") : guard_exports.IsString(value) ? Ok(value) : guard_exports.IsUndefined(value) ? Ok("") : Fail();
+}
+
+// node_modules/typebox/build/value/convert/try/try_undefined.mjs
+function FromBigInt5(value) {
+  return guard_exports.IsEqual(value, BigInt(0)) ? Ok(void 0) : Fail();
+}
+function FromBoolean5(value) {
+  return guard_exports.IsEqual(value, false) ? Ok(void 0) : Fail();
+}
+function FromNumber4(value) {
+  return guard_exports.IsEqual(value, 0) ? Ok(void 0) : Fail();
+}
+function FromString6(value) {
+  const lowercase = value.toLowerCase();
+  const predicate = guard_exports.IsEqual(lowercase, "undefined") || guard_exports.IsEqual(lowercase, "null") || guard_exports.IsEqual(value, "") || guard_exports.IsEqual(value, "0");
+  return predicate ? Ok(void 0) : Fail();
+}
+function TryUndefined(value) {
+  return guard_exports.IsBigInt(value) ? FromBigInt5(value) : guard_exports.IsBoolean(value) ? FromBoolean5(value) : guard_exports.IsNumber(value) ? FromNumber4(value) : guard_exports.IsNull(value) ? Ok(void 0) : guard_exports.IsString(value) ? FromString6(value) : guard_exports.IsUndefined(value) ? Ok(value) : Fail();
+}
+
+// node_modules/typebox/build/value/convert/from_array.mjs
+function FromArray7(context, type, value) {
+  const result = try_exports.TryArray(value);
+  return result.value.map((value2) => FromType21(context, type.items, value2));
+}
+
+// node_modules/typebox/build/value/convert/from_bigint.mjs
+function FromBigInt6(_context, _type, value) {
+  const result = try_exports.TryBigInt(value);
+  return try_exports.IsOk(result) ? result.value : value;
+}
+
+// node_modules/typebox/build/value/convert/from_boolean.mjs
+function FromBoolean6(_context, _type, value) {
+  const result = try_exports.TryBoolean(value);
+  return try_exports.IsOk(result) ? result.value : value;
+}
+
+// node_modules/typebox/build/value/convert/from_cyclic.mjs
+function FromCyclic7(context, type, value) {
+  return FromType21({ ...context, ...type.$defs }, Ref(type.$ref), value);
+}
+
+// node_modules/typebox/build/value/convert/from_enum.mjs
+function FromEnum3(context, type, value) {
+  return FromType21(context, Evaluate2(type), value);
+}
+
+// node_modules/typebox/build/value/convert/from_integer.mjs
+function FromInteger(_context, _type, value) {
+  const result = try_exports.TryNumber(value);
+  return try_exports.IsOk(result) ? Math.trunc(result.value) : value;
+}
+
+// node_modules/typebox/build/value/convert/from_intersect.mjs
+function FromIntersect7(context, type, value) {
+  const instantiated = Instantiate(context, type);
+  const evaluated = Evaluate2(instantiated);
+  return FromType21(context, evaluated, value);
+}
+
+// node_modules/typebox/build/value/convert/from_literal.mjs
+function FromLiteralBigInt(_context, type, value) {
+  const result = try_exports.TryBigInt(value);
+  return try_exports.IsOk(result) && guard_exports.IsEqual(type.const, result.value) ? result.value : value;
+}
+function FromLiteralBoolean(_context, type, value) {
+  const result = try_exports.TryBoolean(value);
+  return try_exports.IsOk(result) && guard_exports.IsEqual(type.const, result.value) ? result.value : value;
+}
+function FromLiteralNumber(_context, type, value) {
+  const result = try_exports.TryNumber(value);
+  return try_exports.IsOk(result) && guard_exports.IsEqual(type.const, result.value) ? result.value : value;
+}
+function FromLiteralString(_context, type, value) {
+  const result = try_exports.TryString(value);
+  return try_exports.IsOk(result) && guard_exports.IsEqual(type.const, result.value) ? result.value : value;
+}
+function FromLiteral6(context, type, value) {
+  if (guard_exports.IsEqual(type.const, value))
+    return value;
+  return IsLiteralBigInt(type) ? FromLiteralBigInt(context, type, value) : IsLiteralBoolean(type) ? FromLiteralBoolean(context, type, value) : IsLiteralNumber(type) ? FromLiteralNumber(context, type, value) : IsLiteralString(type) ? FromLiteralString(context, type, value) : Unreachable();
+}
+
+// node_modules/typebox/build/value/convert/from_null.mjs
+function FromNull2(_context, _type, value) {
+  const result = try_exports.TryNull(value);
+  return try_exports.IsOk(result) ? result.value : value;
+}
+
+// node_modules/typebox/build/value/convert/from_number.mjs
+function FromNumber5(_context, _type, value) {
+  const result = try_exports.TryNumber(value);
+  return try_exports.IsOk(result) ? result.value : value;
+}
+
+// node_modules/typebox/build/value/convert/from_additional.mjs
+function FromAdditionalProperties(context, entries, additionalProperties, value) {
+  const keys = guard_exports.Keys(value);
+  for (const [regexp, _] of entries) {
+    for (const key of keys) {
+      if (!regexp.test(key)) {
+        value[key] = FromType21(context, additionalProperties, value[key]);
+      }
+    }
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/shared/optional_undefined.mjs
+function IsOptionalUndefined(property, key, value) {
+  return IsOptional(property) && guard_exports.IsUndefined(value[key]);
+}
+
+// node_modules/typebox/build/value/convert/from_object.mjs
+function FromProperties5(context, type, value) {
+  const entries = guard_exports.EntriesRegExp(type.properties);
+  const keys = guard_exports.Keys(value);
+  for (const [regexp, property] of entries) {
+    for (const key of keys) {
+      if (!regexp.test(key) || IsOptionalUndefined(property, key, value))
+        continue;
+      value[key] = FromType21(context, property, value[key]);
+    }
+  }
+  return guard_exports.HasPropertyKey(type, "additionalProperties") && guard_exports.IsObject(type.additionalProperties) ? FromAdditionalProperties(context, entries, type.additionalProperties, value) : value;
+}
+function FromObject11(context, type, value) {
+  return guard_exports.IsObjectNotArray(value) ? FromProperties5(context, type, value) : value;
+}
+
+// node_modules/typebox/build/value/convert/from_record.mjs
+function FromPatternProperties(context, type, value) {
+  const entries = guard_exports.EntriesRegExp(type.patternProperties);
+  const keys = guard_exports.Keys(value);
+  for (const [regexp, schema] of entries) {
+    for (const key of keys) {
+      if (regexp.test(key)) {
+        value[key] = FromType21(context, schema, value[key]);
+      }
+    }
+  }
+  return guard_exports.HasPropertyKey(type, "additionalProperties") && guard_exports.IsObject(type.additionalProperties) ? FromAdditionalProperties(context, entries, type.additionalProperties, value) : value;
+}
+function FromRecord4(context, type, value) {
+  return guard_exports.IsObjectNotArray(value) ? FromPatternProperties(context, type, value) : value;
+}
+
+// node_modules/typebox/build/value/convert/from_ref.mjs
+function FromRef6(context, type, value) {
+  return guard_exports.HasPropertyKey(context, type.$ref) ? FromType21(context, context[type.$ref], value) : value;
+}
+
+// node_modules/typebox/build/value/convert/from_string.mjs
+function FromString7(_context, _type, value) {
+  const result = try_exports.TryString(value);
+  return try_exports.IsOk(result) ? result.value : value;
+}
+
+// node_modules/typebox/build/value/convert/from_template_literal.mjs
+function FromTemplateLiteral4(context, type, value) {
+  return FromType21(context, Evaluate2(type), value);
+}
+
+// node_modules/typebox/build/value/convert/from_tuple.mjs
+function FromTuple6(context, type, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  for (let index3 = 0; index3 < Math.min(type.items.length, value.length); index3++) {
+    value[index3] = FromType21(context, type.items[index3], value[index3]);
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/convert/from_undefined.mjs
+function FromUndefined2(_context, _type, value) {
+  const result = try_exports.TryUndefined(value);
+  return try_exports.IsOk(result) ? result.value : value;
+}
+
+// node_modules/typebox/build/value/convert/from_union.mjs
+function FromUnion10(context, type, value) {
+  const matched = type.anyOf.some((type2) => Check2(context, type2, value));
+  if (matched)
+    return value;
+  const candidates2 = type.anyOf.map((type2) => FromType21(context, type2, Clone2(value)));
+  const selected = candidates2.find((value2) => Check2(context, type, value2));
+  return guard_exports.IsUndefined(selected) ? value : selected;
+}
+
+// node_modules/typebox/build/value/convert/from_void.mjs
+function FromVoid(_context, _type, value) {
+  const result = try_exports.TryUndefined(value);
+  return try_exports.IsOk(result) ? void 0 : value;
+}
+
+// node_modules/typebox/build/value/convert/from_type.mjs
+function FromType21(context, type, value) {
+  return IsArray3(type) ? FromArray7(context, type, value) : IsBigInt3(type) ? FromBigInt6(context, type, value) : IsBoolean4(type) ? FromBoolean6(context, type, value) : IsCyclic(type) ? FromCyclic7(context, type, value) : IsEnum(type) ? FromEnum3(context, type, value) : IsInteger3(type) ? FromInteger(context, type, value) : IsIntersect(type) ? FromIntersect7(context, type, value) : IsLiteral(type) ? FromLiteral6(context, type, value) : IsNull3(type) ? FromNull2(context, type, value) : IsNumber4(type) ? FromNumber5(context, type, value) : IsObject3(type) ? FromObject11(context, type, value) : IsRecord(type) ? FromRecord4(context, type, value) : IsRef(type) ? FromRef6(context, type, value) : IsString4(type) ? FromString7(context, type, value) : IsTemplateLiteral(type) ? FromTemplateLiteral4(context, type, value) : IsTuple(type) ? FromTuple6(context, type, value) : IsUndefined3(type) ? FromUndefined2(context, type, value) : IsUnion(type) ? FromUnion10(context, type, value) : IsVoid(type) ? FromVoid(context, type, value) : value;
+}
+
+// node_modules/typebox/build/value/convert/convert.mjs
+function Convert(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  return FromType21(context, type, value);
+}
+
+// node_modules/typebox/build/value/default/from_array.mjs
+function FromArray8(context, type, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  for (let i = 0; i < value.length; i++) {
+    value[i] = FromType22(context, type.items, value[i]);
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/default/from_cyclic.mjs
+function FromCyclic8(context, type, value) {
+  return FromType22({ ...context, ...type.$defs }, Ref(type.$ref), value);
+}
+
+// node_modules/typebox/build/value/default/from_default.mjs
+function FromDefault(type, value) {
+  if (!guard_exports.IsUndefined(value))
+    return value;
+  return guard_exports.IsFunction(type.default) ? type.default() : Clone2(type.default);
+}
+
+// node_modules/typebox/build/value/default/from_intersect.mjs
+function FromIntersect8(context, type, value) {
+  const instantiated = Instantiate(context, type);
+  const evaluated = Evaluate2(instantiated);
+  return FromType22(context, evaluated, value);
+}
+
+// node_modules/typebox/build/value/default/from_object.mjs
+function FromObject12(context, type, value) {
+  if (!guard_exports.IsObject(value))
+    return value;
+  const knownPropertyKeys = guard_exports.Keys(type.properties);
+  for (const key of knownPropertyKeys) {
+    const propertyValue = FromType22(context, type.properties[key], value[key]);
+    const isUnassignableUndefined = guard_exports.IsUndefined(propertyValue) && (IsOptional(type.properties[key]) || !guard_exports.HasPropertyKey(type.properties[key], "default"));
+    if (isUnassignableUndefined)
+      continue;
+    value[key] = propertyValue;
+  }
+  if (!IsAdditionalProperties(type) || guard_exports.IsBoolean(type.additionalProperties))
+    return value;
+  for (const key of guard_exports.Keys(value)) {
+    if (knownPropertyKeys.includes(key))
+      continue;
+    value[key] = FromType22(context, type.additionalProperties, value[key]);
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/default/from_record.mjs
+function FromRecord5(context, type, value) {
+  if (!guard_exports.IsObject(value))
+    return value;
+  const [recordKey, recordValue] = [new RegExp(RecordPattern(type)), RecordValue(type)];
+  for (const key of guard_exports.Keys(value)) {
+    if (!(recordKey.test(key) && IsDefault(recordValue)))
+      continue;
+    value[key] = FromType22(context, recordValue, value[key]);
+  }
+  if (!IsAdditionalProperties(type))
+    return value;
+  for (const key of guard_exports.Keys(value)) {
+    if (recordKey.test(key))
+      continue;
+    value[key] = FromType22(context, type.additionalProperties, value[key]);
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/default/from_ref.mjs
+function FromRef7(context, type, value) {
+  return guard_exports.HasPropertyKey(context, type.$ref) ? FromType22(context, context[type.$ref], value) : value;
+}
+
+// node_modules/typebox/build/value/default/from_tuple.mjs
+function FromTuple7(context, schema, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  const [items, max] = [schema.items, Math.max(schema.items.length, value.length)];
+  for (let i = 0; i < max; i++) {
+    if (i < items.length)
+      value[i] = FromType22(context, items[i], value[i]);
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/default/from_union.mjs
+function FromUnion11(context, schema, value) {
+  for (const inner of schema.anyOf) {
+    const result = FromType22(context, inner, Clone2(value));
+    if (Check2(context, inner, result)) {
+      return result;
+    }
+  }
+  return value;
+}
+
+// node_modules/typebox/build/value/default/from_type.mjs
+function FromType22(context, type, value) {
+  const defaulted = IsDefault(type) ? FromDefault(type, value) : value;
+  return IsArray3(type) ? FromArray8(context, type, defaulted) : IsCyclic(type) ? FromCyclic8(context, type, defaulted) : IsIntersect(type) ? FromIntersect8(context, type, defaulted) : IsObject3(type) ? FromObject12(context, type, defaulted) : IsRecord(type) ? FromRecord5(context, type, defaulted) : IsRef(type) ? FromRef7(context, type, defaulted) : IsTuple(type) ? FromTuple7(context, type, defaulted) : IsUnion(type) ? FromUnion11(context, type, defaulted) : defaulted;
+}
+
+// node_modules/typebox/build/value/default/default.mjs
+function Default(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  return FromType22(context, type, value);
+}
+
+// node_modules/typebox/build/value/pipeline/pipeline.mjs
+function Pipeline(pipeline5) {
+  return (...args) => {
+    const [context, type, value] = arguments_exports.Match(args, {
+      3: (context2, type2, value2) => [context2, type2, value2],
+      2: (type2, value2) => [{}, type2, value2]
+    });
+    return pipeline5.reduce((result, func) => func(context, type, result), value);
+  };
+}
+
+// node_modules/typebox/build/value/codec/callback.mjs
+function Decode3(_context, type, value) {
+  return type["~codec"].decode(value);
+}
+function Encode3(_context, type, value) {
+  return type["~codec"].encode(value);
+}
+function Callback(direction, context, type, value) {
+  if (!IsCodec(type))
+    return value;
+  return guard_exports.IsEqual(direction, "Decode") ? Decode3(context, type, value) : Encode3(context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_array.mjs
+function Decode4(direction, context, type, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  for (let i = 0; i < value.length; i++) {
+    value[i] = FromType23(direction, context, type.items, value[i]);
+  }
+  return Callback(direction, context, type, value);
+}
+function Encode4(direction, context, type, value) {
+  const exterior = Callback(direction, context, type, value);
+  if (!guard_exports.IsArray(exterior))
+    return exterior;
+  for (let i = 0; i < exterior.length; i++) {
+    exterior[i] = FromType23(direction, context, type.items, exterior[i]);
+  }
+  return exterior;
+}
+function FromArray9(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Decode4(direction, context, type, value) : Encode4(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_cyclic.mjs
+function FromCyclic9(direction, context, type, value) {
+  value = FromType23(direction, { ...context, ...type.$defs }, Ref(type.$ref), value);
+  return Callback(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_intersect.mjs
+function MergeInteriors(interiors) {
+  return interiors.reduce((results, interior) => ({ ...results, ...interior }), {});
+}
+function NonMatchingInterior(value, interiors) {
+  for (const interior of interiors)
+    if (!guard_exports.IsDeepEqual(value, interior))
+      return interior;
+  return value;
+}
+function Decode5(direction, context, type, value) {
+  if (guard_exports.IsEqual(type.allOf.length, 0))
+    return Callback(direction, context, type, value);
+  const interiors = type.allOf.map((schema) => FromType23(direction, context, schema, Clean(schema, Clone2(value))));
+  const structural = interiors.every((result) => guard_exports.IsObject(result));
+  const exterior = structural ? MergeInteriors(interiors) : NonMatchingInterior(value, interiors);
+  return Callback(direction, context, type, exterior);
+}
+function Encode5(direction, context, type, value) {
+  if (guard_exports.IsEqual(type.allOf.length, 0))
+    return Callback(direction, context, type, value);
+  const exterior = Callback(direction, context, type, value);
+  const interiors = type.allOf.map((schema) => FromType23(direction, context, schema, Clean(schema, Clone2(exterior))));
+  const structural = interiors.every((result) => guard_exports.IsObject(result));
+  if (structural)
+    return MergeInteriors(interiors);
+  return NonMatchingInterior(exterior, interiors);
+}
+function FromIntersect9(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Decode5(direction, context, type, value) : Encode5(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_object.mjs
+function Decode6(direction, context, type, value) {
+  if (!guard_exports.IsObjectNotArray(value))
+    return value;
+  for (const key of guard_exports.Keys(type.properties)) {
+    if (!guard_exports.HasPropertyKey(value, key) || IsOptionalUndefined(type.properties[key], key, value))
+      continue;
+    value[key] = FromType23(direction, context, type.properties[key], value[key]);
+  }
+  return Callback(direction, context, type, value);
+}
+function Encode6(direction, context, type, value) {
+  const exterior = Callback(direction, context, type, value);
+  if (!guard_exports.IsObjectNotArray(exterior))
+    return exterior;
+  for (const key of guard_exports.Keys(type.properties)) {
+    if (!guard_exports.HasPropertyKey(exterior, key) || IsOptionalUndefined(type.properties[key], key, exterior))
+      continue;
+    exterior[key] = FromType23(direction, context, type.properties[key], exterior[key]);
+  }
+  return exterior;
+}
+function FromObject13(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Decode6(direction, context, type, value) : Encode6(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_record.mjs
+function Decode7(direction, context, type, value) {
+  if (!guard_exports.IsObjectNotArray(value))
+    return value;
+  const regexp = new RegExp(RecordPattern(type));
+  for (const key of guard_exports.Keys(value)) {
+    if (!regexp.test(key))
+      continue;
+    value[key] = FromType23(direction, context, RecordValue(type), value[key]);
+  }
+  return Callback(direction, context, type, value);
+}
+function Encode7(direction, context, type, value) {
+  const exterior = Callback(direction, context, type, value);
+  if (!guard_exports.IsObjectNotArray(exterior))
+    return exterior;
+  const regexp = new RegExp(RecordPattern(type));
+  for (const key of guard_exports.Keys(exterior)) {
+    if (!regexp.test(key))
+      continue;
+    exterior[key] = FromType23(direction, context, RecordValue(type), exterior[key]);
+  }
+  return exterior;
+}
+function FromRecord6(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Decode7(direction, context, type, value) : Encode7(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_ref.mjs
+function ResolveRef(direction, context, type, value) {
+  return guard_exports.HasPropertyKey(context, type.$ref) ? FromType23(direction, context, context[type.$ref], value) : value;
+}
+function FromRef8(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Callback(direction, context, type, ResolveRef(direction, context, type, value)) : ResolveRef(direction, context, type, Callback(direction, context, type, value));
+}
+
+// node_modules/typebox/build/value/codec/from_tuple.mjs
+function Decode8(direction, context, type, value) {
+  if (!guard_exports.IsArray(value))
+    return value;
+  for (let i = 0; i < Math.min(type.items.length, value.length); i++) {
+    value[i] = FromType23(direction, context, type.items[i], value[i]);
+  }
+  return Callback(direction, context, type, value);
+}
+function Encode8(direction, context, type, value) {
+  const exterior = Callback(direction, context, type, value);
+  if (!guard_exports.IsArray(exterior))
+    return value;
+  for (let i = 0; i < Math.min(type.items.length, exterior.length); i++) {
+    exterior[i] = FromType23(direction, context, type.items[i], exterior[i]);
+  }
+  return exterior;
+}
+function FromTuple8(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Decode8(direction, context, type, value) : Encode8(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_union.mjs
+function Decode9(direction, context, type, value) {
+  for (const schema of type.anyOf) {
+    if (!Check2(context, schema, value))
+      continue;
+    const variant = FromType23(direction, context, schema, value);
+    return Callback(direction, context, type, variant);
+  }
+  return value;
+}
+function Encode9(direction, context, type, value) {
+  const exterior = Callback(direction, context, type, value);
+  for (const schema of type.anyOf) {
+    const variant = FromType23(direction, context, schema, Clone2(exterior));
+    if (!Check2(context, schema, variant))
+      continue;
+    return variant;
+  }
+  return exterior;
+}
+function FromUnion12(direction, context, type, value) {
+  return guard_exports.IsEqual(direction, "Decode") ? Decode9(direction, context, type, value) : Encode9(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/from_type.mjs
+function FromType23(direction, context, type, value) {
+  return IsArray3(type) ? FromArray9(direction, context, type, value) : IsCyclic(type) ? FromCyclic9(direction, context, type, value) : IsIntersect(type) ? FromIntersect9(direction, context, type, value) : IsObject3(type) ? FromObject13(direction, context, type, value) : IsRecord(type) ? FromRecord6(direction, context, type, value) : IsRef(type) ? FromRef8(direction, context, type, value) : IsTuple(type) ? FromTuple8(direction, context, type, value) : IsUnion(type) ? FromUnion12(direction, context, type, value) : Callback(direction, context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/decode.mjs
+var DecodeError = class extends AssertError {
+  constructor(value, errors) {
+    super("Decode", value, errors);
+  }
+};
+function Assert(context, type, value) {
+  if (!Check2(context, type, value))
+    throw new DecodeError(value, Errors2(context, type, value));
+  return value;
+}
+function DecodeUnsafe(context, type, value) {
+  const sorted = settings_exports.Get().unionPrioritySort ? UnionPrioritySort(type) : type;
+  return FromType23("Decode", context, sorted, value);
+}
+var Decoder = Pipeline([
+  (_context, _type, value) => Clone2(value),
+  (context, type, value) => Default(context, type, value),
+  (context, type, value) => Convert(context, type, value),
+  (context, type, value) => Clean(context, type, value),
+  (context, type, value) => Assert(context, type, value),
+  (context, type, value) => DecodeUnsafe(context, type, value)
+]);
+function Decode10(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  return Decoder(context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/encode.mjs
+var EncodeError = class extends AssertError {
+  constructor(value, errors) {
+    super("Encode", value, errors);
+  }
+};
+function Assert2(context, type, value) {
+  if (!Check2(context, type, value))
+    throw new EncodeError(value, Errors2(context, type, value));
+  return value;
+}
+function EncodeUnsafe(context, type, value) {
+  const sorted = settings_exports.Get().unionPrioritySort ? UnionPrioritySort(type) : type;
+  return FromType23("Encode", context, sorted, value);
+}
+var Encoder = Pipeline([
+  (_context, _type, value) => Clone2(value),
+  (context, type, value) => EncodeUnsafe(context, type, value),
+  (context, type, value) => Default(context, type, value),
+  (context, type, value) => Convert(context, type, value),
+  (context, type, value) => Clean(context, type, value),
+  (context, type, value) => Assert2(context, type, value)
+]);
+function Encode10(...args) {
+  const [context, type, value] = arguments_exports.Match(args, {
+    3: (context2, type2, value2) => [context2, type2, value2],
+    2: (type2, value2) => [{}, type2, value2]
+  });
+  return Encoder(context, type, value);
+}
+
+// node_modules/typebox/build/value/codec/has.mjs
+function FromArray10(context, type) {
+  return IsCodec(type) || FromType24(context, type.items);
+}
+function FromCyclic10(context, type) {
+  return IsCodec(type) || FromRef9({ ...context, ...type.$defs }, Ref(type.$ref));
+}
+function FromIntersect10(context, type) {
+  return IsCodec(type) || type.allOf.some((type2) => FromType24(context, type2));
+}
+function FromObject14(context, type) {
+  return IsCodec(type) || guard_exports.Keys(type.properties).some((key) => {
+    return FromType24(context, type.properties[key]);
+  });
+}
+function FromRecord7(context, type) {
+  return IsCodec(type) || FromType24(context, RecordValue(type));
+}
+function FromRef9(context, type) {
+  if (visited.has(type.$ref))
+    return false;
+  visited.add(type.$ref);
+  return IsCodec(type) || guard_exports.HasPropertyKey(context, type.$ref) && FromType24(context, context[type.$ref]);
+}
+function FromTuple9(context, type) {
+  return IsCodec(type) || type.items.some((type2) => FromType24(context, type2));
+}
+function FromUnion13(context, type) {
+  return IsCodec(type) || type.anyOf.some((type2) => FromType24(context, type2));
+}
+function FromType24(context, type) {
+  return IsArray3(type) ? FromArray10(context, type) : IsCyclic(type) ? FromCyclic10(context, type) : IsIntersect(type) ? FromIntersect10(context, type) : IsObject3(type) ? FromObject14(context, type) : IsRecord(type) ? FromRecord7(context, type) : IsRef(type) ? FromRef9(context, type) : IsTuple(type) ? FromTuple9(context, type) : IsUnion(type) ? FromUnion13(context, type) : IsCodec(type);
+}
+var visited = /* @__PURE__ */ new Set();
+function HasCodec(...args) {
+  const [context, type] = arguments_exports.Match(args, {
+    2: (context2, type2) => [context2, type2],
+    1: (type2) => [{}, type2]
+  });
+  visited.clear();
+  return FromType24(context, type);
+}
+
+// node_modules/typebox/build/value/create/error.mjs
+var CreateError = class extends Error {
+  constructor(type, message) {
+    super(message);
+    this.type = type;
+  }
+};
+
+// node_modules/typebox/build/value/create/from_default.mjs
+function FromDefault2(_context, schema) {
+  return guard_exports.IsFunction(schema.default) ? schema.default(schema) : guard_exports.IsObject(schema.default) ? Clone2(schema.default) : schema.default;
+}
+
+// node_modules/typebox/build/value/create/from_array.mjs
+function FromArray11(context, type) {
+  if (IsUniqueItems(type) && !IsDefault(type))
+    throw new CreateError(type, "Arrays with uniqueItems constraints must specify a default annotation");
+  const length = IsMinItems(type) ? type.minItems : 0;
+  return Array.from({ length }, () => FromType25(context, type.items));
+}
+
+// node_modules/typebox/build/value/create/from_bigint.mjs
+function FromBigInt7(_context, type) {
+  return IsExclusiveMinimum(type) ? BigInt(type.exclusiveMinimum) + BigInt(1) : IsMinimum(type) ? BigInt(type.minimum) : BigInt(0);
+}
+
+// node_modules/typebox/build/value/create/from_boolean.mjs
+function FromBoolean7(_context, _type) {
+  return false;
+}
+
+// node_modules/typebox/build/value/create/from_constructor.mjs
+function FromConstructor2(context, type) {
+  const instanceType = FromType25(context, type.instanceType);
+  return class {
+    constructor() {
+      Object.assign(this, instanceType);
+    }
+  };
+}
+
+// node_modules/typebox/build/value/create/from_cyclic.mjs
+function FromCyclic11(context, type) {
+  return FromType25({ ...context, ...type.$defs }, Ref(type.$ref));
+}
+
+// node_modules/typebox/build/value/create/from_enum.mjs
+function FromEnum4(context, type) {
+  return FromType25(context, Evaluate2(type));
+}
+
+// node_modules/typebox/build/value/create/from_function.mjs
+function FromFunction2(context, type) {
+  const returnType = FromType25(context, type.returnType);
+  return () => returnType;
+}
+
+// node_modules/typebox/build/value/create/from_integer.mjs
+function FromInteger2(_context, type) {
+  return IsExclusiveMinimum(type) && guard_exports.IsNumber(type.exclusiveMinimum) ? type.exclusiveMinimum + 1 : IsMinimum(type) ? type.minimum : 0;
+}
+
+// node_modules/typebox/build/value/create/from_intersect.mjs
+function FromIntersect11(context, type) {
+  const instantiated = Instantiate(context, type);
+  const evaluated = Evaluate2(instantiated);
+  return FromType25(context, evaluated);
+}
+
+// node_modules/typebox/build/value/create/from_literal.mjs
+function FromLiteral7(_context, type) {
+  return type.const;
+}
+
+// node_modules/typebox/build/value/create/from_never.mjs
+function FromNever(_context, type) {
+  throw new CreateError(type, "Cannot create TNever types");
+}
+
+// node_modules/typebox/build/value/create/from_null.mjs
+function FromNull3(_context, _type) {
+  return null;
+}
+
+// node_modules/typebox/build/value/create/from_number.mjs
+function FromNumber6(_context, type) {
+  return IsExclusiveMinimum(type) && guard_exports.IsNumber(type.exclusiveMinimum) ? type.exclusiveMinimum + 1 : IsMinimum(type) ? type.minimum : 0;
+}
+
+// node_modules/typebox/build/value/create/from_object.mjs
+function FromObject15(context, type) {
+  const required = guard_exports.IsUndefined(type.required) ? [] : type.required;
+  return required.reduce((result, key) => {
+    return { ...result, [key]: FromType25(context, type.properties[key]) };
+  }, {});
+}
+
+// node_modules/typebox/build/value/create/from_record.mjs
+function FromRecord8(_context, type) {
+  if (IsMinProperties(type) && !IsDefault(type))
+    throw new CreateError(type, "Record with the minProperties constraint must have a default annotation");
+  return {};
+}
+
+// node_modules/typebox/build/value/create/from_ref.mjs
+function FromRef10(context, type) {
+  return guard_exports.HasPropertyKey(context, type.$ref) ? FromType25(context, context[type.$ref]) : (() => {
+    throw new CreateError(type, "Unable to deref Ref");
+  })();
+}
+
+// node_modules/typebox/build/value/create/from_string.mjs
+function FromString8(_context, type) {
+  const needsDefault = (IsPattern(type) || IsFormat(type)) && !IsDefault(type);
+  if (needsDefault)
+    throw Error("Strings with format or pattern constraints must specify default");
+  const minLength = IsMinLength4(type) ? type.minLength : 0;
+  return "".padEnd(minLength);
+}
+
+// node_modules/typebox/build/value/create/from_symbol.mjs
+function FromSymbol2(_context, _type) {
+  return /* @__PURE__ */ Symbol();
+}
+
+// node_modules/typebox/build/value/create/from_template_literal.mjs
+function FromTemplateLiteral5(context, type) {
+  const decoded = TemplateLiteralDecode(type.pattern);
+  if (IsString4(decoded))
+    throw new CreateError(type, "Unable to create TemplateLiteral due to infinite type expansion");
+  return FromType25(context, decoded);
+}
+
+// node_modules/typebox/build/value/create/from_tuple.mjs
+function FromTuple10(context, type) {
+  return Array.from({ length: type.minItems }, (_, i) => FromType25(context, type.items[i]));
+}
+
+// node_modules/typebox/build/value/create/from_undefined.mjs
+function FromUndefined3(_context, _type) {
+  return void 0;
+}
+
+// node_modules/typebox/build/value/create/from_union.mjs
+function FromUnion14(context, type) {
+  if (guard_exports.IsEqual(type.anyOf.length, 0)) {
+    throw Error("Unable to create Union with no variants");
+  }
+  return FromType25(context, type.anyOf[0]);
+}
+
+// node_modules/typebox/build/value/create/from_void.mjs
+function FromVoid2(_context, _type) {
+  return void 0;
+}
+
+// node_modules/typebox/build/value/create/from_type.mjs
+function FromType25(context, type) {
+  return (
+    // -----------------------------------------------------
+    // Default
+    // -----------------------------------------------------
+    IsDefault(type) ? FromDefault2(context, type) : (
+      // -----------------------------------------------------
+      // Types
+      // -----------------------------------------------------
+      IsArray3(type) ? FromArray11(context, type) : IsBigInt3(type) ? FromBigInt7(context, type) : IsBoolean4(type) ? FromBoolean7(context, type) : IsConstructor3(type) ? FromConstructor2(context, type) : IsCyclic(type) ? FromCyclic11(context, type) : IsEnum(type) ? FromEnum4(context, type) : IsFunction3(type) ? FromFunction2(context, type) : IsInteger3(type) ? FromInteger2(context, type) : IsIntersect(type) ? FromIntersect11(context, type) : IsLiteral(type) ? FromLiteral7(context, type) : IsNever(type) ? FromNever(context, type) : IsNull3(type) ? FromNull3(context, type) : IsNumber4(type) ? FromNumber6(context, type) : IsObject3(type) ? FromObject15(context, type) : IsRecord(type) ? FromRecord8(context, type) : IsRef(type) ? FromRef10(context, type) : IsString4(type) ? FromString8(context, type) : IsSymbol3(type) ? FromSymbol2(context, type) : IsTemplateLiteral(type) ? FromTemplateLiteral5(context, type) : IsTuple(type) ? FromTuple10(context, type) : IsUndefined3(type) ? FromUndefined3(context, type) : IsUnion(type) ? FromUnion14(context, type) : IsVoid(type) ? FromVoid2(context, type) : void 0
+    )
+  );
+}
+
+// node_modules/typebox/build/value/create/create.mjs
+function Create2(...args) {
+  const [context, type] = arguments_exports.Match(args, {
+    2: (context2, type2) => [context2, type2],
+    1: (type2) => [{}, type2]
+  });
+  return FromType25(context, type);
+}
+
+// node_modules/typebox/build/value/parse/parse.mjs
+var ParseError = class extends AssertError {
+  constructor(value, errors) {
+    super("Parse", value, errors);
+  }
+};
+function Assert3(context, type, value) {
+  EnableParseErrors();
+  const errors = Errors2(context, type, value);
+  DisableParseErrors();
+  if (!Check2(context, type, value))
+    throw new ParseError(value, errors);
+  return value;
+}
+var Parser = Pipeline([
+  (_context, _type, value) => Clone2(value),
+  (context, type, value) => Default(context, type, value),
+  (context, type, value) => Convert(context, type, value),
+  (context, type, value) => Clean(context, type, value),
+  (context, type, value) => Assert3(context, type, value)
+]);
+
+// node_modules/typebox/build/value/delta/edit.mjs
+var Insert2 = _Object_({
+  type: Literal("insert"),
+  path: String2(),
+  value: Unknown()
+});
+var Update2 = Object({
+  type: Literal("update"),
+  path: String2(),
+  value: Unknown()
+});
+var Delete2 = _Object_({
+  type: Literal("delete"),
+  path: String2()
+});
+var Edit = Union([Insert2, Update2, Delete2]);
+
+// node_modules/typebox/build/compile/validator.mjs
+var Validator = class {
+  /** Constructs a Validator. */
+  constructor(context, type) {
+    this.hasCodec = HasCodec(context, type);
+    this.buildResult = Build(context, type);
+    this.evaluateResult = this.buildResult.Evaluate();
+  }
+  // ----------------------------------------------------------------
+  // IsAccelerated
+  // ----------------------------------------------------------------
+  /** Returns true if this Validator is using JIT acceleration. */
+  IsAccelerated() {
+    return this.evaluateResult.IsAccelerated();
+  }
+  // ----------------------------------------------------------------
+  // Context & Type
+  // ----------------------------------------------------------------
+  /** Returns the Context for this validator. */
+  Context() {
+    return this.buildResult.Context();
+  }
+  /** Returns the underlying Type used to construct this Validator. */
+  Type() {
+    return this.buildResult.Schema();
+  }
+  // ----------------------------------------------------------------
+  // Code
+  // ----------------------------------------------------------------
+  /** Returns the generated code for this validator. */
+  Code() {
+    return this.evaluateResult.Code();
+  }
+  // ----------------------------------------------------------------
+  // Standard Validator
+  // ----------------------------------------------------------------
+  /** Performs a type-guard check on the provided value. */
+  Check(value) {
+    return this.evaluateResult.Check(value);
+  }
+  /** Validates a value and returns it. Will throw if invalid. */
+  Parse(value) {
+    const checked = this.Check(value);
+    if (checked)
+      return value;
+    if (settings_exports.Get().correctiveParse)
+      return Parser(this.Context(), this.Type(), value);
+    EnableParseErrors();
+    const errors = this.Errors(value);
+    DisableParseErrors();
+    throw new ParseError(value, errors);
+  }
+  /** Returns an array of validation errors for the given value. */
+  Errors(value) {
+    if (this.IsAccelerated() && this.Check(value))
+      return [];
+    return Errors2(this.Context(), this.Type(), value);
+  }
+  // ----------------------------------------------------------------
+  // Value.* Operations
+  // ----------------------------------------------------------------
+  /** Cleans a value using the Validator type. */
+  Clean(value) {
+    return Clean(this.Context(), this.Type(), value);
+  }
+  /** Converts a value using the Validator type. */
+  Convert(value) {
+    return Convert(this.Context(), this.Type(), value);
+  }
+  /** Creates a value using the Validator type. */
+  Create() {
+    return Create2(this.Context(), this.Type());
+  }
+  /** Creates defaults using the Validator type. */
+  Default(value) {
+    return Default(this.Context(), this.Type(), value);
+  }
+  /** Decodes a value */
+  Decode(value) {
+    const result = this.hasCodec ? Decode10(this.Context(), this.Type(), value) : this.Parse(value);
+    return result;
+  }
+  /** Encodes a value */
+  Encode(value) {
+    const result = this.hasCodec ? Encode10(this.Context(), this.Type(), value) : this.Parse(value);
+    return result;
+  }
+};
+
+// node_modules/typebox/build/compile/compile.mjs
+function Compile(...args) {
+  const [context, type] = arguments_exports.Match(args, {
+    2: (context2, type2) => [context2, type2],
+    1: (type2) => [{}, type2]
+  });
+  return new Validator(context, type);
+}
+
+// src/api/validate.ts
+var compiled = /* @__PURE__ */ new WeakMap();
+function validatorOf(schema) {
+  let validator = compiled.get(schema);
+  if (!validator) {
+    validator = Compile(schema);
+    compiled.set(schema, validator);
+  }
+  return validator;
+}
+var plural = (item) => /^an? (\w+)$/.exec(item)?.[1]?.concat("s") ?? `items, each ${item}`;
+function describeSchema(node, typeOnly = false) {
+  if (node.const !== void 0) return JSON.stringify(node.const);
+  if (node.anyOf) {
+    const consts = node.anyOf.filter((n) => n.const !== void 0);
+    if (consts.length === node.anyOf.length) return `one of ${consts.map((n) => JSON.stringify(n.const)).join(", ")}`;
+    return node.anyOf.map((n) => describeSchema(n, typeOnly)).join(" or ");
+  }
+  switch (node.type) {
+    case "integer":
+    case "number": {
+      const kind = node.type === "integer" ? "an integer" : "a number";
+      if (node.minimum !== void 0 && node.maximum !== void 0)
+        return `${kind} from ${node.minimum} to ${node.maximum}`;
+      if (node.minimum !== void 0) return `${kind} >= ${node.minimum}`;
+      return kind;
+    }
+    case "string":
+      if (node.pattern && !typeOnly) return `a string matching ${node.pattern}`;
+      return node.minLength ? "a non-empty string" : "a string";
+    case "boolean":
+      return "a boolean";
+    case "null":
+      return "null";
+    case "array": {
+      const items = plural(node.items ? describeSchema(node.items, typeOnly) : "a value");
+      return `${node.minItems ? "a non-empty array" : "an array"} of ${node.uniqueItems ? "distinct " : ""}${items}`;
+    }
+    case "object": {
+      const [value] = Object.values(node.patternProperties ?? {});
+      return value ? `an object of ${plural(describeSchema(value, typeOnly))}` : "an object";
+    }
+    default:
+      return "a value";
+  }
+}
+function nodeAt(schema, pointer) {
+  let node = schema;
+  for (const part of pointer.split("/").slice(1)) {
+    if (!node) return void 0;
+    const key = part.replace(/~1/g, "/").replace(/~0/g, "~");
+    node = node.properties?.[key] ?? node.items ?? Object.values(node.patternProperties ?? {})[0];
+  }
+  return node;
+}
+var fieldName = (pointer) => pointer.slice(1).replace(/\/(\d+)(?=\/|$)/g, "[$1]").replace(/\//g, ".");
+function mismatch(schema, value, what) {
+  const validator = validatorOf(schema);
+  if (validator.Check(value)) return void 0;
+  const root = schema;
+  const errors = validator.Errors(value);
+  const allowed = Object.keys(root.properties ?? {});
+  const allowedHint = allowed.length ? `allowed: ${allowed.join(", ")}` : `${what} takes no fields`;
+  const unknown = errors.flatMap(
+    (e) => e.keyword === "additionalProperties" ? e.params.additionalProperties.map(
+      (key) => fieldName(`${e.instancePath}/${key}`)
+    ) : []
+  );
+  if (unknown.length) {
+    return new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `unknown field${unknown.length > 1 ? "s" : ""}: ${unknown.join(", ")}`,
+      {
+        hint: allowedHint
+      }
+    );
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return new ForkdError("FORKD_ERR_BAD_INPUT", `${what} must be a JSON object`, { hint: allowedHint });
+  }
+  const missing = errors.find((e) => e.keyword === "required" && !e.schemaPath.includes("/oneOf/"));
+  if (missing) {
+    const names2 = missing.params.requiredProperties;
+    const path = missing.instancePath ? `${fieldName(missing.instancePath)}.` : "";
+    return new ForkdError("FORKD_ERR_BAD_INPUT", `${what} needs ${names2.map((n) => `"${path}${n}"`).join(", ")}`, {
+      hint: allowedHint
+    });
+  }
+  const field = errors.find((e) => e.instancePath !== "" && e.keyword !== "boolean");
+  if (field) {
+    const node = nodeAt(root, field.instancePath);
+    const description = node ? describeSchema(node, field.keyword === "type") : field.message;
+    return new ForkdError("FORKD_ERR_BAD_INPUT", `"${fieldName(field.instancePath)}" must be ${description}`, {
+      hint: node?.description ?? `see ${what} in GET /v1/openapi.json`
+    });
+  }
+  const choice = root.oneOf?.map((o) => o.required?.map((n) => `"${n}"`).join(" + ")).filter(Boolean);
+  if (choice?.length) {
+    return new ForkdError("FORKD_ERR_BAD_INPUT", `${what} needs exactly one of ${choice.join(", ")}`, {
+      hint: allowedHint
+    });
+  }
+  return new ForkdError("FORKD_ERR_BAD_INPUT", `${what} does not match the API schema: ${errors[0]?.message}`, {
+    hint: "see GET /v1/openapi.json"
+  });
+}
+function parseWith(schema, value, what) {
+  const error = mismatch(schema, value, what);
+  if (error) throw error;
+  return value;
+}
 
 // src/server/body.ts
 var JSON_BODY_LIMIT = 1024 * 1024;
@@ -38661,286 +48677,358 @@ function tooLarge(limit) {
     hint: "send files with PUT /v1/sandboxes/:id/files, in pieces if needed"
   });
 }
-async function readJsonObject(req, allowed) {
+async function readJsonBody(req, schema) {
   const raw = await readBody(req, JSON_BODY_LIMIT);
-  if (raw.length === 0) return {};
-  let body;
-  try {
-    body = JSON.parse(raw.toString("utf8"));
-  } catch {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", "request body is not valid JSON");
+  let body = {};
+  if (raw.length > 0) {
+    try {
+      body = JSON.parse(raw.toString("utf8"));
+    } catch {
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", "request body is not valid JSON", {
+        hint: "send a JSON object with content-type: application/json"
+      });
+    }
   }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", "request body must be a JSON object");
-  }
-  const unknown = Object.keys(body).filter((key) => !allowed.includes(key));
-  if (unknown.length) {
-    throw new ForkdError(
-      "FORKD_ERR_BAD_INPUT",
-      `unknown field${unknown.length > 1 ? "s" : ""}: ${unknown.join(", ")}`,
-      {
-        hint: `allowed: ${allowed.join(", ")}`
-      }
-    );
-  }
-  return body;
-}
-function matches(value, kind) {
-  switch (kind) {
-    case "string":
-      return typeof value === "string";
-    case "integer":
-      return Number.isInteger(value);
-    case "boolean":
-      return typeof value === "boolean";
-    case "string[]":
-      return Array.isArray(value) && value.every((v) => typeof v === "string");
-    case "object":
-      return typeof value === "object" && value !== null && !Array.isArray(value) && Object.values(value).every((v) => typeof v === "string");
-  }
-}
-function field(body, key, kind) {
-  const value = body[key];
-  if (value === void 0 || value === null) return void 0;
-  if (!matches(value, kind))
-    throw new ForkdError(
-      "FORKD_ERR_BAD_INPUT",
-      `"${key}" must be ${kind === "object" ? "an object of strings" : `a ${kind}`}`
-    );
-  return value;
+  return parseWith(schema, body, "the body");
 }
 
-// src/server/routes/snapshots.ts
-function snapshotSummary(s) {
-  return {
-    tag: s.tag,
-    created: s.meta.created,
-    parent: s.meta.parent,
-    memory_mib: s.meta.memoryMiB,
-    disk_bytes: s.diskBytes,
-    accel: s.meta.accel,
-    warmup: s.meta.warmup,
-    ports: s.meta.ports,
-    status: "ready",
-    depth: s.meta.depth ?? 0
-  };
+// src/server/router.ts
+function queryObject(schema, query) {
+  const properties = schema.properties ?? {};
+  return Object.fromEntries(
+    [...query].map(([name, value]) => {
+      const numeric = ["integer", "number"].includes(properties[name]?.type ?? "") && /^-?\d+(\.\d+)?$/.test(value);
+      return [name, numeric ? Number(value) : value];
+    })
+  );
 }
-var MAX_MEMORY_MIB = 16 * 1024;
-function snapshotRoutes(router, ctx) {
-  const { engine, registry, slots, branches } = ctx;
-  router.on("GET", "/v1/snapshots", async () => ({
-    status: 200,
-    json: [...(await engine.snapshots.list()).map(snapshotSummary), ...branches.list()]
-  })).on("GET", "/v1/snapshots/:tag", async ({ params }) => {
-    const pending = branches.get(validateTag(params.tag));
-    if (pending) return { status: 200, json: pending };
-    const d = await engine.describe(params.tag);
-    const detail = {
-      ...snapshotSummary(d.info),
-      memory_logical_bytes: d.logicalBytes,
-      memory_physical_bytes: d.physicalBytes,
-      cache_bytes: d.cacheBytes,
-      vmstate_bytes: d.info.meta.vmstateBytes,
-      ancestors: d.ancestors,
-      dependents: d.dependents,
-      sandboxes: registry.list().filter((s) => s.snapshot === d.info.tag).length,
-      pool_size: engine.poolSize(d.info.tag)
+var Router = class {
+  table = [];
+  on(spec, handler) {
+    const names2 = [];
+    const pattern = new RegExp(
+      `^${spec.path.replace(/:(\w+)/g, (_m, name) => {
+        names2.push(name);
+        return "([^/]+)";
+      })}$`
+    );
+    this.table.push({ spec, pattern, names: names2, handler });
+    return this;
+  }
+  /** The specs of every registered route. */
+  get routes() {
+    return this.table.map((route2) => route2.spec);
+  }
+  /** The route of a request and its raw path parameters, 'method' when the path exists under another method, or undefined. */
+  match(method, path) {
+    let pathKnown = false;
+    for (const route2 of this.table) {
+      const m = route2.pattern.exec(path);
+      if (!m) continue;
+      pathKnown = true;
+      if (route2.spec.method !== method) continue;
+      const params = Object.fromEntries(route2.names.map((name, i) => [name, decodeURIComponent(m[i + 1])]));
+      return { route: route2, params };
+    }
+    return pathKnown ? "method" : void 0;
+  }
+  /** Validates a matched request against its route's schemas and runs the handler. */
+  async dispatch({ route: route2, params }, req, query) {
+    const { spec } = route2;
+    const ctx = {
+      req,
+      spec,
+      params: spec.params ? parseWith(spec.params, params, "the path") : void 0,
+      query: spec.query ? parseWith(spec.query, queryObject(spec.query, query), "the query") : void 0,
+      body: void 0
     };
-    return { status: 200, json: detail };
-  }).on("POST", "/v1/snapshots", async ({ req }) => {
-    const body = await readJsonObject(req, ["tag", "recipe", "memory_mib", "warmup", "ports"]);
-    const tag = validateTag(field(body, "tag", "string"));
-    const memoryMiB = field(body, "memory_mib", "integer");
-    if (memoryMiB !== void 0 && (memoryMiB < 64 || memoryMiB > MAX_MEMORY_MIB)) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `memory_mib must be between 64 and ${MAX_MEMORY_MIB}`);
-    }
-    const recipe = field(body, "recipe", "string");
-    if (recipe?.includes("/")) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", "the API takes recipe names (recipes/<name>), not paths", {
-        hint: "build a recipe from a path with the CLI: forkd snapshot --recipe ./path"
+    if (spec.body && !("raw" in spec.body)) ctx.body = await readJsonBody(req, spec.body);
+    return route2.handler(ctx);
+  }
+};
+
+// src/api/routes.ts
+var route = (spec) => spec;
+var SANDBOX_ERRORS = [404, 410, 503];
+var GUEST_ERRORS = [404, 410, 422, 503];
+var API = {
+  health: route({
+    method: "GET",
+    path: "/healthz",
+    operationId: "health",
+    summary: "Liveness; the only route open without a token (exactly /healthz)",
+    open: true,
+    replies: { 200: HealthReply }
+  }),
+  version: route({
+    method: "GET",
+    path: "/version",
+    operationId: "version",
+    summary: "The engine's package version and API version",
+    replies: { 200: VersionReply }
+  }),
+  metrics: route({
+    method: "GET",
+    path: "/metrics",
+    operationId: "metrics",
+    summary: "Prometheus metrics: sandboxes, forks and their latency, snapshots, pools, heavy operations, requests",
+    replies: { 200: { raw: "text/plain", description: "Prometheus text format 0.0.4" } }
+  }),
+  openapi: route({
+    method: "GET",
+    path: "/v1/openapi.json",
+    operationId: "openapi",
+    summary: "This OpenAPI 3.1 document",
+    replies: { 200: build_default.Object({ openapi: build_default.Literal("3.1.0") }, { description: "the OpenAPI document" }) }
+  }),
+  listSnapshots: route({
+    method: "GET",
+    path: "/v1/snapshots",
+    operationId: "listSnapshots",
+    summary: "Snapshots, and branches still being written (or failed) after a wait: false branch",
+    replies: { 200: SnapshotListReply }
+  }),
+  getSnapshot: route({
+    method: "GET",
+    path: "/v1/snapshots/:tag",
+    operationId: "getSnapshot",
+    summary: "A snapshot with its memory, chain, live sandboxes and warm pool; or a pending branch",
+    params: TagParams,
+    replies: { 200: SnapshotGetReply },
+    errors: [404, 409]
+  }),
+  createSnapshot: route({
+    method: "POST",
+    path: "/v1/snapshots",
+    operationId: "createSnapshot",
+    summary: "Boots, warms up and snapshots a VM (a recipe by name, not a path)",
+    body: CreateSnapshotRequest,
+    replies: { 201: SnapshotCreatedReply },
+    errors: [404, 409, 413, 503]
+  }),
+  pull: route({
+    method: "POST",
+    path: "/v1/snapshots/pull",
+    operationId: "pull",
+    summary: "Installs a pack from the Hub or an https:// URL (plain http only on a daemon started with --allow-http-pull)",
+    body: PullRequest,
+    replies: { 201: PullReply },
+    errors: [404, 409, 413, 503]
+  }),
+  setPool: route({
+    method: "PUT",
+    path: "/v1/snapshots/:tag/pool",
+    operationId: "setPool",
+    summary: "Keeps size restored children ready so forks skip the restore (0 removes the pool)",
+    params: TagParams,
+    body: PoolRequest,
+    replies: { 200: PoolReply },
+    errors: [404, 409, 413, 503]
+  }),
+  deleteSnapshot: route({
+    method: "DELETE",
+    path: "/v1/snapshots/:tag",
+    operationId: "deleteSnapshot",
+    summary: "Removes a snapshot; a chain's parent with dependents is refused (409) unless cascade or force",
+    params: TagParams,
+    query: DeleteSnapshotQuery,
+    replies: { 204: null },
+    errors: [404, 409, 503]
+  }),
+  createSandboxes: route({
+    method: "POST",
+    path: "/v1/sandboxes",
+    operationId: "createSandboxes",
+    summary: "Forks n sandboxes from a snapshot, optionally for an owner and with a lease",
+    body: CreateSandboxesRequest,
+    replies: { 201: SandboxListReply },
+    errors: [404, 409, 413, 503]
+  }),
+  listSandboxes: route({
+    method: "GET",
+    path: "/v1/sandboxes",
+    operationId: "listSandboxes",
+    summary: "Live sandboxes",
+    replies: { 200: SandboxListReply }
+  }),
+  getSandbox: route({
+    method: "GET",
+    path: "/v1/sandboxes/:id",
+    operationId: "getSandbox",
+    summary: "One sandbox",
+    params: SandboxParams,
+    replies: { 200: SandboxInfo },
+    errors: [404]
+  }),
+  deleteSandbox: route({
+    method: "DELETE",
+    path: "/v1/sandboxes/:id",
+    operationId: "deleteSandbox",
+    summary: "Kills a sandbox",
+    params: SandboxParams,
+    replies: { 204: null },
+    errors: [404]
+  }),
+  console: route({
+    method: "GET",
+    path: "/v1/sandboxes/:id/console",
+    operationId: "console",
+    summary: "The end of the guest console (kernel messages, /dev/console writes)",
+    params: SandboxParams,
+    query: ConsoleQuery,
+    replies: { 200: ConsoleReply },
+    errors: [404]
+  }),
+  ping: route({
+    method: "POST",
+    path: "/v1/sandboxes/:id/ping",
+    operationId: "ping",
+    summary: "Asks the sandbox's guest agent for a sign of life",
+    params: SandboxParams,
+    body: EmptyRequest,
+    replies: { 200: PingReply },
+    errors: [...SANDBOX_ERRORS, 413]
+  }),
+  exec: route({
+    method: "POST",
+    path: "/v1/sandboxes/:id/exec",
+    operationId: "exec",
+    summary: "Runs a command (argv, or a shell string) and answers with its exit code and output",
+    params: SandboxParams,
+    body: ExecRequest,
+    replies: { 200: ExecReply },
+    errors: [...GUEST_ERRORS, 413]
+  }),
+  eval: route({
+    method: "POST",
+    path: "/v1/sandboxes/:id/eval",
+    operationId: "eval",
+    summary: "Runs code in the sandbox's warm interpreter; a raised error is ok: false (still 200)",
+    params: SandboxParams,
+    body: EvalRequest,
+    replies: { 200: EvalReply },
+    errors: [...GUEST_ERRORS, 413, 504]
+  }),
+  branch: route({
+    method: "POST",
+    path: "/v1/sandboxes/:id/branch",
+    operationId: "branch",
+    summary: "Copies a running sandbox into a new snapshot; the sandbox carries on",
+    params: SandboxParams,
+    body: BranchRequest,
+    replies: { 201: BranchReply, 202: BranchReply },
+    errors: [...SANDBOX_ERRORS, 409, 413]
+  }),
+  readFile: route({
+    method: "GET",
+    path: "/v1/sandboxes/:id/files",
+    operationId: "readFile",
+    summary: "A guest file, raw (a file longer than max_bytes is refused with 413 FORKD_ERR_LIMIT)",
+    params: SandboxParams,
+    query: ReadFileQuery,
+    replies: { 200: { raw: "application/octet-stream", description: "the file" } },
+    errors: [...GUEST_ERRORS, 413]
+  }),
+  writeFile: route({
+    method: "PUT",
+    path: "/v1/sandboxes/:id/files",
+    operationId: "writeFile",
+    summary: "Writes a guest file from the raw body (up to 64 MiB)",
+    params: SandboxParams,
+    query: WriteFileQuery,
+    body: { raw: "application/octet-stream", description: "the file, up to 64 MiB" },
+    replies: { 204: null },
+    errors: [...GUEST_ERRORS, 413]
+  }),
+  heartbeat: route({
+    method: "POST",
+    path: "/v1/owners/:label/heartbeat",
+    operationId: "heartbeat",
+    summary: "Renews the lease of every sandbox the owner holds; an owner with none is 404 (fork with owner first)",
+    params: OwnerParams,
+    body: EmptyRequest,
+    replies: { 200: HeartbeatReply },
+    errors: [404, 413]
+  }),
+  deleteOwner: route({
+    method: "DELETE",
+    path: "/v1/owners/:label",
+    operationId: "deleteOwner",
+    summary: "Kills every sandbox the owner holds",
+    params: OwnerParams,
+    replies: { 200: OwnerRemovedReply }
+  })
+};
+function errorStatuses(spec) {
+  return [.../* @__PURE__ */ new Set([400, 401, 500, ...spec.errors ?? []])].sort((a, b) => a - b);
+}
+function isRawBody(body) {
+  return typeof body === "object" && body !== null && "raw" in body;
+}
+
+// src/server/routes/owners.ts
+function ownerRoutes(router, ctx) {
+  const { ledger } = ctx;
+  router.on(API.heartbeat, async ({ params }) => {
+    const owned = ledger.ownedBy(params.label);
+    if (!owned.length) {
+      throw new ForkdError("FORKD_ERR_NOT_FOUND", `owner ${params.label} holds no sandboxes`, {
+        hint: 'fork with "owner": {"label": ...} first; a reaped or deleted owner is gone'
       });
     }
-    const warmup = field(body, "warmup", "string");
-    const ports = body.ports === void 0 ? void 0 : validatePorts(body.ports);
-    const release2 = slots.acquire(tag);
-    try {
-      const result = await engine.snapshot(tag, {
-        ...recipe ? { recipe } : {},
-        ...memoryMiB ? { memoryMiB } : {},
-        ...ports ? { ports } : {},
-        ...warmup ? { warmup } : {}
-      });
-      const timings = Object.fromEntries(
-        Object.entries(result.timings).map(([k, v]) => [k.replace(/Ms$/, "_ms"), Math.round(v)])
-      );
-      return { status: 201, json: { ...snapshotSummary(result), timings } };
-    } finally {
-      release2();
-    }
-  }).on("POST", "/v1/snapshots/pull", async ({ req }) => {
-    const body = await readJsonObject(req, ["ref", "tag", "force"]);
-    const ref = field(body, "ref", "string");
-    if (!ref) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", 'pull needs "ref": owner/name[@version] or an https:// URL', {
-        hint: '{"ref": "acme/postgres@v1"}'
-      });
-    }
-    const tag = field(body, "tag", "string");
-    const force = field(body, "force", "boolean") ?? false;
-    const release2 = slots.acquire(`pull:${ref}`);
-    try {
-      const r = await engine.pull(ref, { ...tag !== void 0 ? { tag: validateTag(tag) } : {}, force });
-      const json = { ref: r.ref, tags: r.tags, cached: r.cached };
-      return { status: 201, json };
-    } finally {
-      release2();
-    }
-  }).on("PUT", "/v1/snapshots/:tag/pool", async ({ req, params }) => {
-    const body = await readJsonObject(req, ["size"]);
-    const size = field(body, "size", "integer");
-    if (size === void 0) throw new ForkdError("FORKD_ERR_BAD_INPUT", 'the pool needs "size" (0 removes it)');
-    const pool = await engine.warmPool(validateTag(params.tag), size);
-    return { status: 200, json: { tag: params.tag, size, available: pool?.available ?? 0 } };
-  }).on("DELETE", "/v1/snapshots/:tag", async ({ params, query }) => {
-    const tag = validateTag(params.tag);
-    if (branches.get(tag)?.status === "failed") {
-      branches.forget(tag);
-      return { status: 204 };
-    }
-    const release2 = slots.acquire(tag, false);
-    try {
-      const flag = (name) => query.get(name) === "true" || query.get(name) === "1";
-      await engine.removeSnapshot(tag, { cascade: flag("cascade"), force: flag("force") });
-      return { status: 204 };
-    } finally {
-      release2();
-    }
+    const json = {
+      owner: params.label,
+      sandboxes: owned.length,
+      renewed: owned.filter(renew).length
+    };
+    return { status: 200, json };
+  }).on(API.deleteOwner, async ({ params }) => {
+    const owned = ledger.ownedBy(params.label).filter((s) => ledger.release(s));
+    await Promise.all(owned.map((s) => s.vm.kill()));
+    const json = { owner: params.label, removed: owned.map((s) => s.id) };
+    return { status: 200, json };
   });
 }
 
 // src/server/routes/sandboxes.ts
-var round = (ms) => Math.round(ms * 10) / 10;
-var FILE_BODY_LIMIT = 64 * 1024 * 1024;
-var CONSOLE_MAX_LINES = 1e3;
 var CONSOLE_DEFAULT_LINES = 50;
-function consoleLines(query) {
-  if (!query.has("lines")) return CONSOLE_DEFAULT_LINES;
-  const lines = Number(query.get("lines"));
-  if (!Number.isInteger(lines) || lines < 1 || lines > CONSOLE_MAX_LINES) {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `"lines" must be an integer from 1 to ${CONSOLE_MAX_LINES}`, {
-      hint: "?lines=50"
-    });
-  }
-  return lines;
-}
-function guestPath(query) {
-  const path = query.get("path");
-  if (!path || !path.startsWith("/") || path.includes("\0")) {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", 'the "path" query parameter must be an absolute guest path', {
-      hint: "?path=/tmp/file"
-    });
-  }
-  return path;
-}
 function sandboxRoutes(router, ctx) {
-  const { engine, registry, slots, metrics, branches } = ctx;
-  const withSandbox = async (id, fn) => {
-    const sandbox = registry.get(id);
-    try {
-      return await fn(sandbox);
-    } catch (err) {
-      if (err instanceof ForkdError && err.code === "FORKD_ERR_VM_STOPPED") {
-        registry.take(id);
-        await sandbox.vm.kill();
-      }
-      throw err;
-    }
-  };
-  router.on("POST", "/v1/sandboxes", async ({ req }) => {
-    const body = await readJsonObject(req, ["snapshot", "n"]);
-    const tag = validateTag(field(body, "snapshot", "string"));
-    const n = field(body, "n", "integer") ?? 1;
-    if (n < 1 || n > MAX_FORK) {
-      throw new ForkdError("FORKD_ERR_LIMIT", `n must be an integer from 1 to ${MAX_FORK}`, {
-        hint: "fork in batches if you need more"
-      });
-    }
+  const { engine, ledger, slots, metrics, branches } = ctx;
+  const withSandbox = (id, fn) => fn(ledger.sandbox(id));
+  router.on(API.createSandboxes, async ({ body }) => {
+    const { snapshot, n = 1, owner, ttl_s: ttlS } = body;
+    const holder = { owner: owner ? ownerRecord(owner) : null, ttlS: ttlS ?? null };
     const release2 = slots.acquire();
     try {
-      const children = await engine.fork(tag, n);
+      const children = await engine.fork(snapshot, n);
       for (const child of children) metrics.observeFork(child.readyMs);
-      const json = children.map((vm) => sandboxInfo(registry.add(tag, vm)));
-      metrics.observeSandboxes(registry.size);
+      const json = children.map((vm) => sandboxInfo(ledger.addSandbox(snapshot, vm, holder)));
+      metrics.observeSandboxes(ledger.size);
       return { status: 201, json };
     } finally {
       release2();
     }
-  }).on("GET", "/v1/sandboxes", async () => ({ status: 200, json: registry.list().map(sandboxInfo) })).on("GET", "/v1/sandboxes/:id", async ({ params }) => ({
-    status: 200,
-    json: sandboxInfo(registry.get(params.id))
-  })).on("GET", "/v1/sandboxes/:id/console", async ({ params, query }) => {
-    const lines = consoleLines(query);
-    const json = { id: params.id, lines, text: registry.get(params.id).vm.consoleTail(lines) };
+  }).on(API.listSandboxes, async () => ({ status: 200, json: ledger.list().map(sandboxInfo) })).on(API.getSandbox, async ({ params }) => ({ status: 200, json: sandboxInfo(ledger.sandbox(params.id)) })).on(API.console, async ({ params, query }) => {
+    const lines = query.lines ?? CONSOLE_DEFAULT_LINES;
+    const json = { id: params.id, lines, text: ledger.sandbox(params.id).vm.consoleTail(lines) };
     return { status: 200, json };
-  }).on("DELETE", "/v1/sandboxes/:id", async ({ params }) => {
-    await registry.take(params.id).vm.kill();
+  }).on(API.deleteSandbox, async ({ params }) => {
+    await ledger.take(params.id).vm.kill();
     return { status: 204 };
-  }).on("POST", "/v1/sandboxes/:id/ping", async ({ req, params }) => {
-    await readJsonObject(req, []);
-    return withSandbox(params.id, async (s) => ({
-      status: 200,
-      json: { pong: true, ...await s.vm.guest.ping() }
-    }));
-  }).on("POST", "/v1/sandboxes/:id/exec", async ({ req, params }) => {
-    const body = await readJsonObject(req, ["argv", "shell", "env", "cwd", "stdin", "timeout_ms", "max_output"]);
-    const argv = field(body, "argv", "string[]");
-    const shell = field(body, "shell", "string");
-    if (argv === void 0 === (shell === void 0) || argv?.length === 0) {
-      throw new ForkdError(
-        "FORKD_ERR_BAD_INPUT",
-        'exec needs exactly one of "argv" (non-empty array of strings) or "shell" (string)'
-      );
-    }
-    const options = {};
-    const env = field(body, "env", "object");
-    const cwd = field(body, "cwd", "string");
-    const stdin = field(body, "stdin", "string");
-    const timeoutMs = field(body, "timeout_ms", "integer");
-    const maxOutput = field(body, "max_output", "integer");
-    if (env) options.env = env;
-    if (cwd) options.cwd = cwd;
-    if (stdin !== void 0) options.stdin = Buffer.from(stdin, "base64");
-    if (timeoutMs !== void 0) options.timeoutMs = timeoutMs;
-    if (maxOutput !== void 0) options.maxOutputBytes = maxOutput;
-    return withSandbox(params.id, async (s) => {
-      const r = await s.vm.exec(argv ?? shell, options);
-      return {
-        status: 200,
-        json: {
-          exit_code: r.exitCode,
-          signal: r.signal,
-          timed_out: r.timedOut,
-          stdout: r.stdout.toString("base64"),
-          stderr: r.stderr.toString("base64"),
-          stdout_truncated: r.stdoutTruncated,
-          stderr_truncated: r.stderrTruncated,
-          duration_ms: r.durationMs
-        }
-      };
-    });
-  }).on("POST", "/v1/sandboxes/:id/branch", async ({ req, params }) => {
-    const body = await readJsonObject(req, ["tag", "mode", "wait"]);
-    const tag = validateTag(field(body, "tag", "string"));
-    const mode = field(body, "mode", "string") ?? "live";
-    const wait = field(body, "wait", "boolean") ?? true;
-    if (!BRANCH_MODES.includes(mode))
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `"mode" must be one of ${BRANCH_MODES.join(", ")}`);
+  }).on(
+    API.ping,
+    async ({ params }) => withSandbox(params.id, async (s) => ({ status: 200, json: pingReply(await s.vm.guest.ping()) }))
+  ).on(API.exec, async ({ params, body }) => {
+    const { command, options } = execCall(body);
+    return withSandbox(params.id, async (s) => ({ status: 200, json: execReply(await s.vm.exec(command, options)) }));
+  }).on(API.branch, async ({ params, body }) => {
+    const { tag, mode = "live", wait = true } = body;
     if (!wait && mode !== "live") {
       throw new ForkdError("FORKD_ERR_BAD_INPUT", '"wait": false is for live branches only', {
         hint: "full and diff branches pause the sandbox until the copy is done anyway"
       });
     }
-    const sandbox = registry.get(params.id);
+    const sandbox = ledger.sandbox(params.id);
     const release2 = slots.acquire(tag);
     let started;
     try {
@@ -38955,65 +49043,225 @@ function sandboxRoutes(router, ctx) {
     if (!wait) {
       branches.track(tag, sandbox.id, started.done);
       const { pauseMs } = await started.resumed;
-      const json2 = { tag, status: "writing", mode, pause_ms: round(pauseMs) };
-      return { status: 202, json: json2 };
+      return { status: 202, json: branchWritingReply(tag, mode, pauseMs) };
     }
-    const r = await started.done;
-    const json = {
-      ...snapshotSummary(r),
-      status: "ready",
-      mode,
-      pause_ms: round(r.pauseMs),
-      bytes_written: r.bytesWritten,
-      transferred_bytes: r.transferredBytes,
-      passes: r.passes,
-      ...r.diffPages !== void 0 ? { diff_pages: r.diffPages } : {},
-      total_ms: Math.round(r.totalMs)
-    };
-    return { status: 201, json };
-  }).on("POST", "/v1/sandboxes/:id/eval", async ({ req, params }) => {
-    const body = await readJsonObject(req, ["code", "timeout_ms"]);
-    const code = field(body, "code", "string");
-    if (code === void 0) throw new ForkdError("FORKD_ERR_BAD_INPUT", 'eval needs "code" (string)');
-    const timeoutMs = field(body, "timeout_ms", "integer");
-    return withSandbox(params.id, async (s) => {
-      const { durationMs, ...result } = await s.vm.eval(code, timeoutMs === void 0 ? {} : { timeoutMs });
-      const json = { ...result, duration_ms: durationMs };
-      return { status: 200, json };
-    });
-  }).on("GET", "/v1/sandboxes/:id/files", async ({ params, query }) => {
-    const path = guestPath(query);
+    return { status: 201, json: branchReadyReply(await started.done) };
+  }).on(API.eval, async ({ params, body }) => {
+    const { code, timeout_ms: timeoutMs } = body;
     return withSandbox(params.id, async (s) => ({
       status: 200,
-      contentType: "application/octet-stream",
-      body: await s.vm.readFile(path)
+      json: evalReply(await s.vm.eval(code, timeoutMs === void 0 ? {} : { timeoutMs }))
     }));
-  }).on("PUT", "/v1/sandboxes/:id/files", async ({ req, params, query }) => {
-    const path = guestPath(query);
-    const mode = query.has("mode") ? Number.parseInt(query.get("mode"), 8) : 420;
-    if (!Number.isInteger(mode) || mode < 0 || mode > 4095)
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", '"mode" must be octal, like 644');
-    registry.get(params.id);
+  }).on(
+    API.readFile,
+    async ({ params, query }) => withSandbox(params.id, async (s) => ({
+      status: 200,
+      contentType: "application/octet-stream",
+      body: await s.vm.readFile(query.path, { maxBytes: query.max_bytes ?? FILE_BODY_LIMIT })
+    }))
+  ).on(API.writeFile, async ({ req, params, query }) => {
+    const mode = Number.parseInt(query.mode ?? "644", 8);
+    ledger.sandbox(params.id);
     const data = await readBody(req, FILE_BODY_LIMIT);
     return withSandbox(params.id, async (s) => {
-      await s.vm.writeFile(path, data, { mode });
+      await s.vm.writeFile(query.path, data, { mode });
       return { status: 204 };
     });
   });
 }
 
+// src/server/routes/snapshots.ts
+function snapshotRoutes(router, ctx) {
+  const { engine, ledger, slots, branches } = ctx;
+  router.on(API.listSnapshots, async () => ({
+    status: 200,
+    json: [...(await engine.snapshots.list()).map(snapshotSummary), ...branches.list()]
+  })).on(API.getSnapshot, async ({ params }) => {
+    const pending = branches.get(params.tag);
+    if (pending) return { status: 200, json: pending };
+    const d = await engine.describe(params.tag);
+    const pool = engine.poolState(d.info.tag);
+    const detail = {
+      ...snapshotSummary(d.info),
+      memory_logical_bytes: d.logicalBytes,
+      memory_physical_bytes: d.physicalBytes,
+      cache_bytes: d.cacheBytes,
+      vmstate_bytes: d.info.meta.vmstateBytes,
+      ancestors: d.ancestors,
+      dependents: d.dependents,
+      sandboxes: ledger.list().filter((s) => s.snapshot === d.info.tag).length,
+      pool_size: pool.size,
+      pool: { size: pool.size, available: pool.available, failing: pool.failing, last_error: pool.lastError }
+    };
+    return { status: 200, json: detail };
+  }).on(API.createSnapshot, async ({ body }) => {
+    const { tag } = body;
+    const release2 = slots.acquire(tag);
+    try {
+      const result = await engine.snapshot(tag, snapshotOptions(body));
+      return { status: 201, json: { ...snapshotSummary(result), timings: timingsReply(result.timings) } };
+    } finally {
+      release2();
+    }
+  }).on(API.pull, async ({ body }) => {
+    const { ref: ref2, tag, force = false } = body;
+    const release2 = slots.acquire(`pull:${ref2}`);
+    try {
+      const r = await ctx.hub.pull(ref2, {
+        ...tag !== void 0 ? { tag } : {},
+        force,
+        httpsOnly: !ctx.allowHttpPull
+      });
+      const json = { ref: r.ref, tags: r.tags, cached: r.cached };
+      return { status: 201, json };
+    } finally {
+      release2();
+    }
+  }).on(API.setPool, async ({ params, body }) => {
+    const { size } = body;
+    const pool = await engine.warmPool(params.tag, size);
+    return { status: 200, json: { tag: params.tag, size, available: pool?.available ?? 0 } };
+  }).on(API.deleteSnapshot, async ({ params, query }) => {
+    const { tag } = params;
+    if (branches.get(tag)?.status === "failed") {
+      branches.forget(tag);
+      return { status: 204 };
+    }
+    const release2 = slots.acquire(tag, false);
+    try {
+      const flag = (value) => value === "true" || value === "1";
+      await engine.removeSnapshot(tag, { cascade: flag(query.cascade), force: flag(query.force) });
+      return { status: 204 };
+    } finally {
+      release2();
+    }
+  });
+}
+
+// src/api/openapi.ts
+var componentNames = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema, name]));
+function toJson(schema, top = true) {
+  const name = componentNames.get(schema);
+  if (name && !top) return { $ref: `#/components/schemas/${name}` };
+  if (Array.isArray(schema)) return schema.map((item) => toJson(item, false));
+  if (typeof schema !== "object" || schema === null) return schema;
+  return Object.fromEntries(Object.entries(schema).map(([key, value]) => [key, toJson(value, false)]));
+}
+var ref = (schema) => toJson(schema, false);
+function content(body) {
+  if (isRawBody(body)) {
+    return {
+      [body.raw]: {
+        schema: body.raw === "text/plain" ? { type: "string" } : { type: "string", contentMediaType: body.raw }
+      }
+    };
+  }
+  return { "application/json": { schema: ref(body) } };
+}
+var STATUS_TEXT = {
+  200: "OK",
+  201: "Created",
+  202: "Accepted",
+  204: "No Content",
+  400: "Bad input: malformed JSON, an unknown field, a wrong type or range, an unsafe tag or id",
+  401: "A missing, malformed or wrong bearer token",
+  404: "An unknown snapshot, sandbox or owner",
+  409: "An existing tag, an operation already running on it, or a corrupt or incompatible snapshot",
+  410: "The sandbox's VM died; the daemon removed it",
+  413: "The body (or the file read) is over its limit",
+  422: "The guest refused (e.g. E_NOENT) or has no eval bridge",
+  500: "An unexpected error",
+  503: "The heavy-operation cap (--max-heavy) is full",
+  504: "An eval did not answer within its timeout"
+};
+var openApiPath = (path) => path.replace(/:(\w+)/g, "{$1}");
+function parameters(spec) {
+  const from = (schema, where) => {
+    const node = schema;
+    return Object.entries(node?.properties ?? {}).map(([name, property]) => ({
+      name,
+      in: where,
+      required: where === "path" || (node?.required ?? []).includes(name),
+      schema: ref(property)
+    }));
+  };
+  return [...from(spec.params, "path"), ...from(spec.query, "query")];
+}
+function operation(spec) {
+  const responses = {};
+  for (const [status, reply] of Object.entries(spec.replies)) {
+    responses[status] = {
+      description: STATUS_TEXT[Number(status)] ?? "OK",
+      ...reply ? { content: content(reply) } : {}
+    };
+  }
+  for (const status of errorStatuses(spec)) {
+    responses[status] = { description: STATUS_TEXT[status] ?? "Error", content: content(ErrorReply) };
+  }
+  const params = parameters(spec);
+  return {
+    operationId: spec.operationId,
+    summary: spec.summary,
+    ...spec.open ? { security: [] } : {},
+    ...params.length ? { parameters: params } : {},
+    ...spec.body ? {
+      requestBody: {
+        required: !isRawBody(spec.body) && spec.body !== COMPONENTS.EmptyRequest,
+        content: content(spec.body)
+      }
+    } : {},
+    responses
+  };
+}
+function openApiDocument() {
+  const paths = {};
+  for (const spec of Object.values(API)) {
+    (paths[openApiPath(spec.path)] ??= {})[spec.method.toLowerCase()] = operation(spec);
+  }
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "forkd engine daemon",
+      version: "v1",
+      description: "The REST API of `forkd serve`: snapshots, sandboxes forked from them, owners and leases. Generated from the TypeBox schemas in src/api/ (npm run openapi)."
+    },
+    servers: [
+      { url: "http://127.0.0.1:8889", description: "forkd serve --listen 127.0.0.1:8889 (or its Unix socket)" }
+    ],
+    security: [{ bearer: [] }],
+    paths,
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "the token in <state>/token" } },
+      schemas: Object.fromEntries(Object.entries(COMPONENTS).map(([name, schema]) => [name, toJson(schema)]))
+    }
+  };
+}
+
 // src/server/routes/system.ts
 function systemRoutes(router, ctx) {
-  router.on("GET", "/healthz", async () => ({ status: 200, json: { ok: true } })).on("GET", "/version", async () => ({ status: 200, json: { version: packageVersion, api: "v1" } })).on("GET", "/metrics", async () => ({
+  const openapi = openApiDocument();
+  router.on(API.health, async () => ({ status: 200, json: { ok: true } })).on(API.version, async () => ({ status: 200, json: { version: packageVersion, api: "v1" } })).on(API.openapi, async () => ({ status: 200, json: openapi })).on(API.metrics, async () => ({
     status: 200,
     contentType: "text/plain; version=0.0.4",
     body: ctx.metrics.render({
-      sandboxesActive: ctx.registry.size,
+      sandboxesActive: ctx.ledger.size,
+      vms: ctx.ledger.roles(),
       snapshots: (await ctx.engine.snapshots.list()).length,
       poolSize: ctx.engine.pooledChildren,
+      poolsFailing: ctx.engine.failingPools,
       heavyInFlight: ctx.slots.active
     })
   }));
+}
+
+// src/server/routes/index.ts
+function apiRouter(ctx) {
+  const router = new Router();
+  systemRoutes(router, ctx);
+  snapshotRoutes(router, ctx);
+  sandboxRoutes(router, ctx);
+  ownerRoutes(router, ctx);
+  return router;
 }
 
 // src/server/slots.ts
@@ -39117,28 +49365,14 @@ function send(res, reply) {
     res.end(text);
   }
 }
-var ADOPT_PING_TIMEOUT_MS = 5e3;
-async function adoptLeftovers(registry, paths) {
-  for (const record2 of registry.leftovers()) {
-    let proc;
-    try {
-      proc = await VmProcess.adopt(record2.runDir, record2.spec, paths);
-      await proc.unlessExited(proc.agent.request("ping", {}, ADOPT_PING_TIMEOUT_MS), "adoption");
-      registry.restore(record2, new StartedVm(proc, record2.readyMs, record2.ports ?? {}, record2.snapshot));
-    } catch {
-      await proc?.cleanup(false);
-      rmSync12(record2.runDir, { recursive: true, force: true });
-      registry.forget(record2.id);
-    }
-  }
-}
 var Daemon = class _Daemon {
-  constructor(endpoint, token, tokenFile, server, ctx, paths, socketPath) {
+  constructor(endpoint, token, tokenFile, server, ctx, reaper, paths, socketPath) {
     this.endpoint = endpoint;
     this.token = token;
     this.tokenFile = tokenFile;
     this.server = server;
     this.ctx = ctx;
+    this.reaper = reaper;
     this.paths = paths;
     this.socketPath = socketPath;
   }
@@ -39147,6 +49381,7 @@ var Daemon = class _Daemon {
   tokenFile;
   server;
   ctx;
+  reaper;
   paths;
   socketPath;
   closing;
@@ -39172,20 +49407,20 @@ var Daemon = class _Daemon {
       }
       rmSync12(listen.path, { force: true });
     }
+    const ledger = new Ledger(paths.file("ledger"));
     const ctx = {
       // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
-      engine: new Engine(paths, { dieWithParent: false }),
-      registry: new SandboxRegistry(paths.file("sandboxes")),
+      ...openEngine(paths, { launch: { dieWithParent: false, ledger } }),
+      ledger,
       slots: new OperationSlots(options.maxHeavy ?? 4),
-      metrics: new Metrics(),
-      branches: new BranchTracker()
+      metrics: new Metrics2(),
+      branches: new BranchTracker(),
+      allowHttpPull: options.allowHttpPull ?? false
     };
-    await adoptLeftovers(ctx.registry, paths);
-    const router = new Router();
-    systemRoutes(router, ctx);
-    snapshotRoutes(router, ctx);
-    sandboxRoutes(router, ctx);
     const audit = new AuditLog(paths.file("audit.log"));
+    const reaper = new Reaper(ledger, audit, ctx.metrics);
+    await adoptLeftovers(ledger, paths, audit);
+    const router = apiRouter(ctx);
     const server = createServer((req, res) => void _Daemon.handle(req, res, router, token, audit, ctx.metrics));
     await new Promise((resolve4, reject) => {
       server.once("error", reject);
@@ -39207,6 +49442,7 @@ var Daemon = class _Daemon {
       tokenFile,
       server,
       ctx,
+      reaper,
       paths,
       listen.kind === "unix" ? listen.path : void 0
     );
@@ -39247,17 +49483,17 @@ var Daemon = class _Daemon {
         throw new ForkdError("FORKD_ERR_NOT_FOUND", `no route for ${method} ${path}`, {
           hint: "the API lives under /v1"
         });
-      if (match === "method") {
-        status = 405;
-        send(res, { status, json: { error: `${method} is not allowed on ${path}` } });
-        return;
-      }
-      const reply = await match.handler({ req, params: match.params, query: url.searchParams });
+      if (match === "method")
+        throw new ForkdError("FORKD_ERR_BAD_INPUT", `${method} is not allowed on ${path}`, {
+          status: 405,
+          hint: "GET /v1/openapi.json lists the methods of each path"
+        });
+      const reply = await router.dispatch(match, req, url.searchParams);
       status = reply.status;
       send(res, reply);
     } catch (err) {
       const e = err instanceof ForkdError ? err : new ForkdError("FORKD_ERR_INTERNAL", errorMessage(err));
-      status = httpStatus(e.code);
+      status = e.status ?? httpStatus(e.code);
       if (!res.headersSent)
         send(res, { status, json: { error: e.message, code: e.code, ...e.hint ? { hint: e.hint } : {} } });
       else res.destroy();
@@ -39267,8 +49503,8 @@ var Daemon = class _Daemon {
       audit.write({ method, path, status, latency_ms: Math.round((performance.now() - started) * 10) / 10 });
     }
   }
-  get registry() {
-    return this.ctx.registry;
+  get ledger() {
+    return this.ctx.ledger;
   }
   /** `await using daemon = await Daemon.start()` closes it at scope exit. */
   [Symbol.asyncDispose]() {
@@ -39279,7 +49515,8 @@ var Daemon = class _Daemon {
     this.closing ??= (async () => {
       const closed = new Promise((resolve4) => this.server.close(() => resolve4()));
       this.server.closeAllConnections();
-      await Promise.all(this.ctx.registry.drain().map((s) => s.vm.kill()));
+      this.reaper.close();
+      await Promise.all(this.ctx.ledger.drain().map((s) => s.vm.kill()));
       await this.ctx.branches.settled();
       await this.ctx.engine.close();
       await closed;
@@ -39292,7 +49529,7 @@ var Daemon = class _Daemon {
 };
 
 // src/cli/demo.ts
-import { randomBytes as randomBytes9 } from "node:crypto";
+import { randomBytes as randomBytes10 } from "node:crypto";
 
 // src/engine/vmm/memory.ts
 import { readFile as readFile12 } from "node:fs/promises";
@@ -39307,9 +49544,9 @@ async function pssBytes(pid) {
 var WARMUP = "echo warmed-in-parent > /tmp/warm; sleep 86400 >/dev/null 2>&1 &";
 var POOL_SIZE = 4;
 var MiB2 = 1024 * 1024;
-var round2 = (n, digits = 1) => Number(n.toFixed(digits));
+var round = (n, digits = 1) => Number(n.toFixed(digits));
 async function runDemo(engine, n, onProgress) {
-  const tag = `demo-${process.pid}-${randomBytes9(3).toString("hex")}`;
+  const tag = `demo-${process.pid}-${randomBytes10(3).toString("hex")}`;
   const children = [];
   let snapshotTaken = false;
   try {
@@ -39346,22 +49583,22 @@ async function runDemo(engine, n, onProgress) {
     const forkP50 = quantile(forkMs, 0.5);
     return {
       accel: children[0]?.accel ?? "unknown",
-      boot_ms: round2(cold.readyMs),
-      snapshot_ms: round2(snapshot.timings.saveMs),
+      boot_ms: round(cold.readyMs),
+      snapshot_ms: round(snapshot.timings.saveMs),
       fork: {
         n,
-        p50_ms: round2(forkP50),
-        p90_ms: round2(quantile(forkMs, 0.9)),
-        max_ms: round2(Math.max(...forkMs)),
-        total_ms: round2(forkTotal),
-        pooled_p50_ms: round2(quantile(pooledMs, 0.5)),
+        p50_ms: round(forkP50),
+        p90_ms: round(quantile(forkMs, 0.9)),
+        max_ms: round(Math.max(...forkMs)),
+        total_ms: round(forkTotal),
+        pooled_p50_ms: round(quantile(pooledMs, 0.5)),
         pooled_n: pooledMs.length
       },
-      speedup_vs_boot: round2(cold.readyMs / forkP50),
+      speedup_vs_boot: round(cold.readyMs / forkP50),
       memory: {
-        cold_boot_pss_mib: round2(coldPss / MiB2),
-        child_pss_mib_p50: round2(childPssP50 / MiB2),
-        saving_pct: round2(100 * (1 - childPssP50 / coldPss), 0)
+        cold_boot_pss_mib: round(coldPss / MiB2),
+        child_pss_mib_p50: round(childPssP50 / MiB2),
+        saving_pct: round(100 * (1 - childPssP50 / coldPss), 0)
       },
       children_ok: ok
     };
@@ -39391,7 +49628,7 @@ function formatDemo(r) {
 
 // src/client/controller.ts
 var import_undici3 = __toESM(require_undici(), 1);
-import { readFileSync as readFileSync13 } from "node:fs";
+import { readFileSync as readFileSync14 } from "node:fs";
 function resolveEndpoint(options) {
   const env = process.env;
   let endpoint = options.endpoint ?? env.FORKD_ENDPOINT;
@@ -39399,9 +49636,9 @@ function resolveEndpoint(options) {
   if (!endpoint || !token) {
     const paths = new StatePaths();
     try {
-      const info = JSON.parse(readFileSync13(paths.file("daemon.json"), "utf8"));
+      const info = JSON.parse(readFileSync14(paths.file("daemon.json"), "utf8"));
       endpoint ??= info.endpoint;
-      token ??= readFileSync13(info.token_file, "utf8").trim();
+      token ??= readFileSync14(info.token_file, "utf8").trim();
     } catch {
       throw new ForkdError(
         "FORKD_ERR_UNREACHABLE",
@@ -39510,8 +49747,8 @@ var Controller = class {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
   /** Installs a pack on the daemon's host: owner/name[@version] through its FORKD_HUB_URL, or a URL. */
-  pull(ref, options = {}) {
-    return this.json("POST", "/v1/snapshots/pull", { ref, ...options }, UNLIMITED);
+  pull(ref2, options = {}) {
+    return this.json("POST", "/v1/snapshots/pull", { ref: ref2, ...options }, UNLIMITED);
   }
   /** Keeps `size` restored children of `tag` ready on the daemon, so forks skip the restore (0 removes the pool). */
   async setPool(tag, size) {
@@ -39532,18 +49769,7 @@ var Controller = class {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
   createSnapshot(tag, options = {}) {
-    return this.json(
-      "POST",
-      "/v1/snapshots",
-      {
-        tag,
-        ...options.recipe ? { recipe: options.recipe } : {},
-        ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
-        ...options.warmup ? { warmup: options.warmup } : {},
-        ...options.ports ? { ports: options.ports } : {}
-      },
-      UNLIMITED
-    );
+    return this.json("POST", "/v1/snapshots", createSnapshotRequest(tag, options), UNLIMITED);
   }
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
   async deleteSnapshot(tag, options = {}) {
@@ -39552,14 +49778,32 @@ var Controller = class {
     if (options.force) query.set("force", "true");
     await this.call("DELETE", `/v1/snapshots/${encodeURIComponent(tag)}${query.size ? `?${query}` : ""}`);
   }
-  /** Forks `n` sandboxes from a snapshot; each is a handle that `await using` cleans up. */
-  async createSandboxes(snapshot, n = 1) {
-    const infos = await this.json("POST", "/v1/sandboxes", { snapshot, n });
+  /**
+   * Forks `n` sandboxes from a snapshot; each is a handle that `await using` cleans up. With an
+   * `owner` (a label, and this process's pid on the daemon's host) and a lease (`ttlS`), the daemon
+   * reaps them when the lease runs out or the owner's process is gone.
+   */
+  async createSandboxes(snapshot, n = 1, options = {}) {
+    const body = {
+      snapshot,
+      n,
+      ...options.owner ? { owner: options.owner } : {},
+      ...options.ttlS !== void 0 ? { ttl_s: options.ttlS } : {}
+    };
+    const infos = await this.json("POST", "/v1/sandboxes", body);
     return infos.map((info) => new Sandbox(this, info));
   }
-  async createSandbox(snapshot) {
-    const [sandbox] = await this.createSandboxes(snapshot, 1);
+  async createSandbox(snapshot, options = {}) {
+    const [sandbox] = await this.createSandboxes(snapshot, 1, options);
     return sandbox;
+  }
+  /** Renews the lease of every sandbox `label` holds (404 when it holds none). */
+  heartbeat(label) {
+    return this.json("POST", `/v1/owners/${encodeURIComponent(label)}/heartbeat`);
+  }
+  /** Kills every sandbox `label` holds. */
+  deleteOwner(label) {
+    return this.json("DELETE", `/v1/owners/${encodeURIComponent(label)}`);
   }
   listSandboxes() {
     return this.json("GET", "/v1/sandboxes");
@@ -39579,36 +49823,24 @@ var Controller = class {
     return this.json("POST", `/v1/sandboxes/${encodeURIComponent(id)}/ping`);
   }
   async exec(id, command, options = {}) {
-    const r = await this.json("POST", `/v1/sandboxes/${encodeURIComponent(id)}/exec`, {
-      ...typeof command === "string" ? { shell: command } : { argv: command },
-      ...options.env ? { env: options.env } : {},
-      ...options.cwd ? { cwd: options.cwd } : {},
-      ...options.stdin !== void 0 ? { stdin: Buffer.from(options.stdin).toString("base64") } : {},
-      ...options.timeoutMs !== void 0 ? { timeout_ms: options.timeoutMs } : {},
-      ...options.maxOutputBytes !== void 0 ? { max_output: options.maxOutputBytes } : {}
-    });
-    return {
-      exitCode: Number(r.exit_code),
-      signal: r.signal ?? null,
-      timedOut: r.timed_out === true,
-      stdout: Buffer.from(String(r.stdout), "base64"),
-      stderr: Buffer.from(String(r.stderr), "base64"),
-      stdoutTruncated: r.stdout_truncated === true,
-      stderrTruncated: r.stderr_truncated === true,
-      durationMs: Number(r.duration_ms)
-    };
+    return execResult(
+      await this.json("POST", `/v1/sandboxes/${encodeURIComponent(id)}/exec`, execRequest(command, options))
+    );
   }
   /** Runs code in the sandbox's warm interpreter (python-numpy, nodejs recipes); a raised error comes back as `ok: false`. */
   async eval(id, code, options = {}) {
-    const { duration_ms: durationMs, ...result } = await this.json(
-      "POST",
-      `/v1/sandboxes/${encodeURIComponent(id)}/eval`,
-      { code, ...options.timeoutMs !== void 0 ? { timeout_ms: options.timeoutMs } : {} }
+    return evalResult(
+      await this.json("POST", `/v1/sandboxes/${encodeURIComponent(id)}/eval`, {
+        code,
+        ...options.timeoutMs !== void 0 ? { timeout_ms: options.timeoutMs } : {}
+      })
     );
-    return { ...result, durationMs };
   }
-  async readFile(id, path) {
-    return (await this.call("GET", `/v1/sandboxes/${encodeURIComponent(id)}/files?path=${encodeURIComponent(path)}`)).data;
+  /** A guest file; one longer than `maxBytes` (default and largest 64 MiB) is refused with FORKD_ERR_LIMIT (413). */
+  async readFile(id, path, options = {}) {
+    const query = new URLSearchParams({ path });
+    if (options.maxBytes !== void 0) query.set("max_bytes", String(options.maxBytes));
+    return (await this.call("GET", `/v1/sandboxes/${encodeURIComponent(id)}/files?${query}`)).data;
   }
   async writeFile(id, path, data, options = {}) {
     const mode = (options.mode ?? 420).toString(8);
@@ -39645,8 +49877,8 @@ var Sandbox = class {
   console(lines) {
     return this.controller.console(this.id, lines);
   }
-  readFile(path) {
-    return this.controller.readFile(this.id, path);
+  readFile(path, options) {
+    return this.controller.readFile(this.id, path, options);
   }
   writeFile(path, data, options) {
     return this.controller.writeFile(this.id, path, data, options);
@@ -39781,6 +50013,20 @@ function sandboxCommands(program3, { action: action2, printJson: printJson2, pos
   );
 }
 
+// src/cli/errors.ts
+function commandError(err) {
+  if (err instanceof ForkdError) return err;
+  if (err instanceof CommanderError) return new ForkdError("FORKD_ERR_BAD_INPUT", err.message, { cause: err });
+  return new ForkdError("FORKD_ERR_INTERNAL", `unexpected error: ${errorMessage(err)}`, {
+    hint: "this is a bug in forkd: run the command again with FORKD_DEBUG=all (the stack and the VMs\u2019 debug lines go to stderr) and report what it prints",
+    cause: err
+  });
+}
+function debugStack(error) {
+  if (error.code !== "FORKD_ERR_INTERNAL" || !process.env.FORKD_DEBUG) return void 0;
+  return error.cause instanceof Error ? error.cause.stack : void 0;
+}
+
 // src/cli/progress.ts
 var import_cli_progress = __toESM(require_cli_progress(), 1);
 var PLAIN_INTERVAL_MS = 1e4;
@@ -39871,7 +50117,10 @@ function action(fn) {
       const code = await fn(...args);
       process.exitCode = code ?? 0;
     } catch (err) {
-      const e = err instanceof ForkdError ? err : new ForkdError("FORKD_ERR_BAD_INPUT", errorMessage(err));
+      const e = commandError(err);
+      const stack = debugStack(e);
+      if (stack) process.stderr.write(`${stack}
+`);
       if (opts.json) printJson(e.toJSON());
       else process.stderr.write(`forkd: ${e.describe()}
 `);
@@ -39900,7 +50149,7 @@ var program2 = new Command("forkd").description("Fork microVMs from a warmed par
 });
 program2.command("doctor").description("check this host: QEMU, accelerator (KVM or TCG, with the reason), cached images, disk space").option("--json", "machine-readable report").action(
   action(async (opts) => {
-    const engine = new Engine();
+    const { engine } = openEngine();
     const report = await runDoctor(engine.paths);
     if (opts.json) printJson(report);
     else printDoctor(report);
@@ -39912,7 +50161,7 @@ program2.command("install-deps").description(
 ).action(
   action(async () => {
     assertSupportedHost();
-    const script = join21(packageRoot, "scripts", "host-packages.sh");
+    const script = join23(packageRoot, "scripts", "host-packages.sh");
     const child = spawn3("bash", [script], { stdio: "inherit" });
     const [code] = await once(child, "close");
     return code ?? 1;
@@ -39922,7 +50171,7 @@ program2.command("build").description("build a guest image: `base` (kernel + ini
   action(async (target, opts) => {
     const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
     const started = performance.now();
-    const engine = new Engine();
+    const { engine } = openEngine();
     const seconds = () => Number(((performance.now() - started) / 1e3).toFixed(1));
     if (target === "base") {
       const base = await engine.buildBase({ onProgress: progress.onProgress }).finally(progress.stop);
@@ -39958,7 +50207,7 @@ program2.command("run").description("boot a fresh base microVM, run a command in
   action(async (command, opts) => {
     var _stack = [];
     try {
-      const engine = new Engine();
+      const { engine } = openEngine();
       const vm = __using(_stack, await withProgress(
         Boolean(opts.quiet || opts.json),
         (onProgress) => engine.boot({ memoryMiB: opts.memory }, onProgress)
@@ -39994,7 +50243,7 @@ program2.command("snapshot").description("boot a parent, run an optional warm-up
   action(
     async (opts) => {
       const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
-      const result = await new Engine().snapshot(opts.tag, {
+      const result = await openEngine().engine.snapshot(opts.tag, {
         ...opts.memMib ? { memoryMiB: opts.memMib } : {},
         ...opts.port ? { ports: opts.port.map(Number) } : {},
         ...opts.recipe ? { recipe: opts.recipe } : {},
@@ -40024,7 +50273,7 @@ program2.command("snapshot").description("boot a parent, run an optional warm-up
 );
 program2.command("images").description("list snapshots: tag, memory size, bytes on disk, created, parent").option("--json", "machine-readable list").action(
   action(async (opts) => {
-    const list = await new Engine().snapshots.list();
+    const list = await openEngine().engine.snapshots.list();
     const rows = list.map((s) => ({
       tag: s.tag,
       memoryMiB: s.meta.memoryMiB,
@@ -40048,7 +50297,7 @@ program2.command("images").description("list snapshots: tag, memory size, bytes 
 );
 program2.command("info").description("a snapshot's chain (depth, parent, ancestors, dependents) and its logical and physical bytes").argument("<tag>", "snapshot tag").option("--json", "machine-readable").action(
   action(async (tag, opts) => {
-    const d = await new Engine().describe(tag);
+    const d = await openEngine().engine.describe(tag);
     const { info, ...rest } = d;
     if (opts.json) return printJson({ tag: info.tag, ...rest, meta: info.meta });
     const lines = [
@@ -40075,7 +50324,7 @@ program2.command("info").description("a snapshot's chain (depth, parent, ancesto
 );
 program2.command("compact").description("flatten a chain link into a new snapshot with no parent").requiredOption("--from <tag>", "the link to flatten").requiredOption("--to <tag>", "the new snapshot").option("--json", "print the result as JSON").action(
   action(async (opts) => {
-    const info = await new Engine().compact(opts.from, opts.to);
+    const info = await openEngine().engine.compact(opts.from, opts.to);
     if (opts.json) return printJson({ tag: info.tag, diskBytes: info.diskBytes, meta: info.meta });
     process.stdout.write(`snapshot ${info.tag}: ${opts.from} flattened, ${formatBytes(info.diskBytes)} on disk
 `);
@@ -40083,7 +50332,7 @@ program2.command("compact").description("flatten a chain link into a new snapsho
 );
 program2.command("rmi").description("remove snapshots (one that diff links depend on needs --cascade or --force)").argument("<tags...>", "tags to remove").option("--cascade", "remove the diff links that depend on it too").option("--force", "remove it even though diff links depend on it (they fail once their cache is gone)").action(
   action(async (tags, opts) => {
-    const engine = new Engine();
+    const { engine } = openEngine();
     let failed = 0;
     for (const tag of tags) {
       try {
@@ -40091,7 +50340,7 @@ program2.command("rmi").description("remove snapshots (one that diff links depen
 `);
       } catch (err) {
         failed++;
-        process.stderr.write(`forkd: ${err instanceof ForkdError ? err.describe() : errorMessage(err)}
+        process.stderr.write(`forkd: ${commandError(err).describe()}
 `);
       }
     }
@@ -40103,7 +50352,10 @@ program2.command("pack").description(
 ).requiredOption("--tag <tag>", "the snapshot").option("-o, --out <file>", "the pack to write (default ./<tag>.forkd.tar.zst)").option("--json", "print the manifest and size as JSON").action(
   action(async (opts) => {
     const out = opts.out ?? `${opts.tag}.forkd.tar.zst`;
-    const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().pack(opts.tag, out, onProgress));
+    const r = await withProgress(
+      Boolean(opts.json),
+      (onProgress) => openEngine().hub.pack(opts.tag, out, onProgress)
+    );
     if (opts.json) {
       return printJson({
         file: out,
@@ -40124,7 +50376,7 @@ program2.command("unpack").description("install a pack: every sha256 is checked 
   action(async (file, opts) => {
     const r = await withProgress(
       Boolean(opts.json),
-      (onProgress) => new Engine().unpack(file, installOptions(opts), onProgress)
+      (onProgress) => openEngine().hub.unpack(file, installOptions(opts), onProgress)
     );
     if (opts.json)
       return printJson({ tags: r.tags, retaken: r.retaken ?? null, peak_rss_bytes: peakRss(), manifest: r.manifest });
@@ -40133,10 +50385,10 @@ program2.command("unpack").description("install a pack: every sha256 is checked 
   })
 );
 program2.command("pull").description("install a pack from an https:// URL, or owner/name[@version] through the Hub (FORKD_HUB_URL)").argument("<ref>", "owner/name, owner/name@version, or a URL of a .forkd.tar.zst").option("--tag <tag>", "install the snapshot under this tag (a pack of one snapshot)").option("--force", "download again and replace snapshots that exist under the same tags").option("--json", "print the installed tags as JSON").action(
-  action(async (ref, opts) => {
+  action(async (ref2, opts) => {
     const r = await withProgress(
       Boolean(opts.json),
-      (onProgress) => new Engine().pull(ref, installOptions(opts), onProgress)
+      (onProgress) => openEngine().hub.pull(ref2, installOptions(opts), onProgress)
     );
     if (opts.json) return printJson({ ref: r.ref, tags: r.tags, cached: r.cached, retaken: r.retaken ?? null });
     process.stdout.write(
@@ -40147,7 +50399,10 @@ program2.command("pull").description("install a pack from an https:// URL, or ow
 );
 program2.command("push").description("pack a snapshot and upload it with a streamed HTTP PUT (e.g. to a presigned URL)").requiredOption("--tag <tag>", "the snapshot").argument("<url>", "where to PUT the pack").option("--json", "print the size and sha256 as JSON (the registry entry needs the sha256)").action(
   action(async (url, opts) => {
-    const r = await withProgress(Boolean(opts.json), (onProgress) => new Engine().push(opts.tag, url, onProgress));
+    const r = await withProgress(
+      Boolean(opts.json),
+      (onProgress) => openEngine().hub.push(opts.tag, url, onProgress)
+    );
     if (opts.json) return printJson({ tag: opts.tag, url, bytes: r.bytes, sha256: r.sha256 });
     process.stdout.write(`pushed ${opts.tag} to ${url}: ${formatBytes(r.bytes)}, sha256 ${r.sha256}
 `);
@@ -40158,7 +50413,7 @@ program2.command("demo").description(
 ).option("--n <count>", "children to fork", positiveInt, 8).option("--json", "print the report as JSON").option("-q, --quiet", "no progress output").action(
   action(async (opts) => {
     const progress = progressRenderer({ quiet: Boolean(opts.quiet || opts.json) });
-    const engine = new Engine();
+    const { engine } = openEngine();
     await engine.buildBase({ onProgress: progress.onProgress });
     const report = await runDemo(engine, opts.n, progress.onProgress).finally(progress.stop);
     if (opts.json) printJson(report);
@@ -40170,12 +50425,13 @@ program2.command("demo").description(
 sandboxCommands(program2, { action, printJson, positiveInt });
 program2.command("serve").description(
   "run the engine as a daemon: REST API on a Unix socket (default) or loopback TCP, bearer token, audit log"
-).option("--listen <addr>", "Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)").option("--token-file <file>", "bearer token file (default: <state>/token, generated 0600 if absent)").option("--max-heavy <n>", "snapshots/forks in flight at once; more get 503", positiveInt, 4).action(
+).option("--listen <addr>", "Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)").option("--token-file <file>", "bearer token file (default: <state>/token, generated 0600 if absent)").option("--max-heavy <n>", "snapshots/forks in flight at once; more get 503", positiveInt, 4).option("--allow-http-pull", "let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)").action(
   action(async (opts) => {
     const daemon = await Daemon.start({
       ...opts.listen ? { listen: opts.listen } : {},
       ...opts.tokenFile ? { tokenFile: opts.tokenFile } : {},
-      maxHeavy: opts.maxHeavy
+      maxHeavy: opts.maxHeavy,
+      allowHttpPull: opts.allowHttpPull === true
     });
     process.stderr.write(
       `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM or Ctrl-C stops it

@@ -26,7 +26,9 @@ async function connect(): Promise<{ controller: Controller; daemon?: Daemon }> {
     return { controller: local };
   } catch {
     await local?.close();
-    const daemon = await Daemon.start();
+    // the run's own daemon: only this run holds its token, so the config's own http:// pack URLs are not a
+    // token holder's way to reach internal services (what the https-only rule guards against)
+    const daemon = await Daemon.start({ allowHttpPull: true });
     return { controller: new Controller({ endpoint: daemon.endpoint, token: daemon.token }), daemon };
   }
 }
