@@ -152,16 +152,24 @@ export function branchWritingReply(tag: string, mode: BranchMode, pauseMs: numbe
   return { tag, status: 'writing', mode, pause_ms: tenths(pauseMs) };
 }
 
-/** What the wire needs of a finished branch (the engine's BranchResult has it). */
-export interface FinishedBranch extends StoredSnapshot {
+/** What a finished branch measured (the engine's BranchResult carries it). */
+export interface BranchStats {
   mode: BranchMode;
+  /** How long the source VM was stopped. */
   pauseMs: number;
+  /** Bytes the new snapshot needs on disk (a diff link: its diff; plus device state). */
   bytesWritten: number;
+  /** Bytes QEMU sent over the migration channel. */
   transferredBytes: number;
+  /** Precopy passes. */
   passes: number;
+  /** Pages a diff link stores. */
   diffPages?: number;
   totalMs: number;
 }
+
+/** What the wire needs of a finished branch. */
+export type FinishedBranch = StoredSnapshot & BranchStats;
 
 export function branchReadyReply(r: FinishedBranch): BranchReply {
   return {

@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BRANCH_MODES } from '../../api/schemas.js';
 import type { BranchMode } from '../../api/types.js';
+import type { BranchStats } from '../../api/wire.js';
 import { ForkdError } from '../../errors.js';
 import type { StatePaths } from '../../common/state-dir.js';
 import { findQemu } from '../vmm/qemu-binary.js';
@@ -15,21 +16,9 @@ import type { SnapshotInfo, SnapshotStore } from './store.js';
 import { validateTag } from './tag.js';
 import { copyRunningVm, type BranchCopy } from './vm-copy.js';
 
-export interface BranchResult extends SnapshotInfo {
-  mode: BranchMode;
-  /** How long the source VM was stopped. */
-  pauseMs: number;
-  /** Bytes the new snapshot needs on disk (a diff link: its diff; plus device state). */
-  bytesWritten: number;
-  /** Bytes QEMU sent over the migration channel. */
-  transferredBytes: number;
-  /** Precopy passes. */
-  passes: number;
-  /** Pages a diff link stores. */
-  diffPages?: number;
+export interface BranchResult extends SnapshotInfo, BranchStats {
   /** Pages of a live copy that QEMU's dirty tracking missed and that were rewritten at the pause. */
   rewrittenPages: number;
-  totalMs: number;
 }
 
 /**
