@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { StatePaths } from '../src/common/state-dir.js';
 import { quantile } from '../src/engine/stats.js';
 
 const { values } = parseArgs({
@@ -70,10 +71,12 @@ async function loadSide(name: string, root: string): Promise<Side> {
   return { name, startDaemon: () => Daemon.start(), Controller: client.Controller as Side['Controller'] };
 }
 
+/** QEMU processes of this bench's state dir still running (other state dirs' VMs are not ours). */
 function leakedQemu(): number {
+  const runDir = `${new StatePaths().root}/run/vm-`;
   return execFileSync('ps', ['-eo', 'args='], { encoding: 'utf8' })
     .split('\n')
-    .filter((line) => line.includes('qemu-system') && line.includes('/run/vm-')).length;
+    .filter((line) => line.includes('qemu-system') && line.includes(runDir)).length;
 }
 
 async function round(side: Side, tally: Tally): Promise<void> {

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { Metrics } from '../../src/server/metrics.js';
 import { ownerAlive, ownerRecord, processStartTime } from '../../src/server/owners.js';
+import { gauges } from '../helpers/metrics-gauges.js';
 
 describe('owner processes', () => {
   test("a pid is pinned to its process's start time; a dead or unborn pid is refused with a hint", () => {
@@ -36,14 +37,7 @@ describe('reap metrics', () => {
     m.observeReap('lease');
     m.observeReap('lease');
     m.observeReap('exited');
-    const text = m.render({
-      sandboxesActive: 0,
-      snapshots: 0,
-      vms: { sandbox: 2, spare: 1 },
-      poolSize: 0,
-      poolsFailing: 0,
-      heavyInFlight: 0,
-    });
+    const text = m.render(gauges({ vms: { sandbox: 2, spare: 1 } }));
     expect(text).toContain('forkd_sandboxes_reaped_total{reason="lease"} 2\n');
     expect(text).toContain('forkd_sandboxes_reaped_total{reason="owner"} 0\n');
     expect(text).toContain('forkd_sandboxes_reaped_total{reason="exited"} 1\n');

@@ -11,6 +11,7 @@ import { Metrics } from '../../src/server/metrics.js';
 import { Router } from '../../src/server/router.js';
 import { API } from '../../src/api/routes.js';
 import { OperationSlots } from '../../src/server/slots.js';
+import { gauges } from '../helpers/metrics-gauges.js';
 
 describe('auth', () => {
   test.each(['', 'short', 'REPLACE_ME', 'CHANGE_ME_PLEASE_0123456789', 'changeme', 'x'.repeat(40), '0'.repeat(32)])(
@@ -132,14 +133,7 @@ describe('Metrics', () => {
     const m = new Metrics();
     m.observeFork(7);
     m.observeFork(120);
-    const text = m.render({
-      sandboxesActive: 2,
-      snapshots: 1,
-      vms: {},
-      poolSize: 0,
-      poolsFailing: 1,
-      heavyInFlight: 0,
-    });
+    const text = m.render(gauges({ sandboxesActive: 2, snapshots: 1, poolsFailing: 1 }));
     expect(text).toContain('forkd_pools_failing 1\n');
     expect(text).toContain('forkd_fork_latency_ms_bucket{le="5"} 0\n');
     expect(text).toContain('forkd_fork_latency_ms_bucket{le="10"} 1\n');
@@ -150,25 +144,11 @@ describe('Metrics', () => {
 
   test('exact p50 and p90 of recent forks, and the peak of live sandboxes', () => {
     const m = new Metrics();
-    const empty = m.render({
-      sandboxesActive: 0,
-      snapshots: 0,
-      vms: {},
-      poolSize: 0,
-      poolsFailing: 0,
-      heavyInFlight: 0,
-    });
+    const empty = m.render(gauges());
     expect(empty).toContain('forkd_fork_latency_p50_ms NaN\n');
     for (let ms = 1; ms <= 10; ms++) m.observeFork(ms * 10);
     for (const alive of [1, 4, 2]) m.observeSandboxes(alive);
-    const text = m.render({
-      sandboxesActive: 2,
-      snapshots: 1,
-      vms: {},
-      poolSize: 0,
-      poolsFailing: 0,
-      heavyInFlight: 0,
-    });
+    const text = m.render(gauges({ sandboxesActive: 2, snapshots: 1 }));
     expect(text).toContain('forkd_fork_latency_p50_ms 60.0\n');
     expect(text).toContain('forkd_fork_latency_p90_ms 100.0\n');
     expect(text).toContain('forkd_sandboxes_peak 4\n');
@@ -178,14 +158,7 @@ describe('Metrics', () => {
     const m = new Metrics();
     for (let i = 0; i < 10_000; i++) m.observeFork(1000);
     for (let i = 0; i < 10_000; i++) m.observeFork(i % 2 ? 5 : 7);
-    const text = m.render({
-      sandboxesActive: 0,
-      snapshots: 0,
-      vms: {},
-      poolSize: 0,
-      poolsFailing: 0,
-      heavyInFlight: 0,
-    });
+    const text = m.render(gauges());
     expect(text).toContain('forkd_fork_latency_p90_ms 7.0\n');
     expect(text).toContain('forkd_forks_total 20000\n');
   });
