@@ -15,11 +15,15 @@ import { compact, describe, removeSnapshot, type SnapshotDescription } from './s
 import type { PoolState, WarmPool } from './snapshot/pool.js';
 import { SnapshotStore, type SnapshotInfo } from './snapshot/store.js';
 import type { BranchCopy } from './snapshot/vm-copy.js';
-import type { LaunchOptions, VmLedgerHook } from './vmm/vm-process.js';
-import { StartedVm, type StartVmOptions } from './vmm/vm.js';
+import { VmProcess, type LaunchOptions, type VmLedgerHook } from './vmm/vm-process.js';
+import { StartedVm, type AdoptableVm, type StartVmOptions } from './vmm/vm.js';
 import { findQemu } from './vmm/qemu-binary.js';
 
 export { MAX_FORK } from './snapshot/fork.js';
+// what the daemon's ledger of VMs handles, so it needs nothing from the VMM layer itself
+export { describeExit, type LaunchedVm, type VmLedgerHook, type VmRole } from './vmm/vm-process.js';
+export type { AdoptableVm, StartedVm } from './vmm/vm.js';
+export type { VmSpec } from './vmm/qemu-args.js';
 export type { BranchResult } from './snapshot/branch.js';
 export type { SnapshotOptions, SnapshotResult } from './snapshot/create.js';
 export type { SnapshotDescription } from './snapshot/ops.js';
@@ -90,6 +94,25 @@ export class Engine implements AsyncDisposable {
       paths: this.paths,
       qemu,
     });
+  }
+
+  /**
+   * Takes over a forked VM that a previous forkd process left running (its agent must answer),
+   * reported to the launch options' ledger like the VMs this engine starts. On failure the VM is
+   * killed and its files removed, and the error says why.
+   */
+  adopt(vm: AdoptableVm): Promise<StartedVm> {
+    return StartedVm.adopt(vm, this.paths, this.ledger);
+  }
+
+  /** True while the QEMU a previous forkd process started from `runDir` still runs. */
+  leftoverRunning(runDir: string): boolean {
+    return VmProcess.leftoverRunning(runDir);
+  }
+
+  /** Kills the QEMU a previous forkd process started from `runDir` (if it runs) and removes its files. */
+  reapLeftover(runDir: string): Promise<void> {
+    return VmProcess.reapLeftover(runDir, this.paths);
   }
 
   /** Takes a root snapshot (see snapshot/create.ts). */

@@ -1,6 +1,4 @@
-import type { StatePaths } from '../common/state-dir.js';
-import { VmProcess } from '../engine/vmm/vm-process.js';
-import { StartedVm } from '../engine/vmm/vm.js';
+import type { Engine } from '../engine/engine.js';
 import { errorMessage } from '../errors.js';
 import type { AuditLog } from './audit.js';
 import type { Ledger, VmRecord } from './ledger.js';
@@ -12,27 +10,23 @@ import type { Ledger, VmRecord } from './ledger.js';
  * died with that daemon), are reaped. A sandbox that is running but cannot be adopted is killed,
  * and said so on stderr and in the audit log. Nothing is left behind.
  */
-export async function adoptLeftovers(ledger: Ledger, paths: StatePaths, audit: AuditLog): Promise<void> {
-  await Promise.all(ledger.leftovers().map((record) => reconcile(record, ledger, paths, audit)));
+export async function adoptLeftovers(ledger: Ledger, engine: Engine, audit: AuditLog): Promise<void> {
+  await Promise.all(ledger.leftovers().map((record) => reconcile(record, ledger, engine, audit)));
 }
 
-async function reconcile(record: VmRecord, ledger: Ledger, paths: StatePaths, audit: AuditLog): Promise<void> {
+async function reconcile(record: VmRecord, ledger: Ledger, engine: Engine, audit: AuditLog): Promise<void> {
   const { sandbox } = record;
-  const running = VmProcess.leftoverRunning(record.runDir);
+  const running = engine.leftoverRunning(record.runDir);
   const what = { vm: record.vm, role: record.role, snapshot: record.snapshot, ...(sandbox ? { id: sandbox.id } : {}) };
   if (sandbox && running) {
     try {
-      const vm = await StartedVm.adopt(
-        {
-          runDir: record.runDir,
-          spec: record.spec,
-          readyMs: sandbox.readyMs,
-          ports: sandbox.ports ?? {},
-          snapshot: record.snapshot!,
-        },
-        paths,
-        ledger,
-      );
+      const vm = await engine.adopt({
+        runDir: record.runDir,
+        spec: record.spec,
+        readyMs: sandbox.readyMs,
+        ports: sandbox.ports ?? {},
+        snapshot: record.snapshot!,
+      });
       ledger.adopt(record, vm);
       audit.event({ event: 'adopt', ...what });
       return;
@@ -47,6 +41,6 @@ async function reconcile(record: VmRecord, ledger: Ledger, paths: StatePaths, au
     const reason = running ? `${record.role} of a previous daemon` : 'qemu exited while no daemon ran';
     audit.event({ event: 'reap', ...what, reason });
   }
-  await VmProcess.reapLeftover(record.runDir, paths);
+  await engine.reapLeftover(record.runDir);
   ledger.forget(record.vm);
 }

@@ -127,7 +127,7 @@ export class Daemon implements AsyncDisposable {
     };
     const audit = new AuditLog(paths.file('audit.log'));
     const reaper = new Reaper(ledger, audit, ctx.metrics);
-    await adoptLeftovers(ledger, paths, audit);
+    await adoptLeftovers(ledger, ctx.engine, audit);
     const router = apiRouter(ctx);
     const server = createServer((req, res) => void Daemon.handle(req, res, router, token, audit, ctx.metrics));
     await new Promise<void>((resolve, reject) => {

@@ -3,9 +3,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxInfo } from '../api/types.js';
 import { writeJsonAtomic } from '../common/atomic-file.js';
-import type { VmSpec } from '../engine/vmm/qemu-args.js';
-import type { VmLedgerHook, VmProcess, VmRole } from '../engine/vmm/vm-process.js';
-import type { StartedVm } from '../engine/vmm/vm.js';
+import type { LaunchedVm, StartedVm, VmLedgerHook, VmRole, VmSpec } from '../engine/engine.js';
 import { ForkdError } from '../errors.js';
 import type { OwnerRecord } from './owners.js';
 
@@ -70,12 +68,12 @@ export class Ledger implements VmLedgerHook {
     return counts;
   }
 
-  launched(proc: VmProcess, role: VmRole, snapshot: string | undefined): void {
-    this.record({ vm: proc.id, role, snapshot: snapshot ?? null, runDir: proc.runDir, spec: proc.spec });
+  launched(vm: LaunchedVm, role: VmRole, snapshot: string | undefined): void {
+    this.record({ vm: vm.id, role, snapshot: snapshot ?? null, runDir: vm.runDir, spec: vm.spec });
   }
 
-  ended(proc: VmProcess): void {
-    this.forget(proc.id);
+  ended(vm: LaunchedVm): void {
+    this.forget(vm.id);
   }
 
   private record(record: VmRecord): void {

@@ -1,4 +1,4 @@
-import { describeExit } from '../engine/vmm/vm-process.js';
+import { describeExit } from '../engine/engine.js';
 import type { AuditLog } from './audit.js';
 import type { Ledger, Sandbox } from './ledger.js';
 import type { Metrics, ReapKind } from './metrics.js';

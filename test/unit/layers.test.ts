@@ -26,6 +26,11 @@ const LAYER_RULES: LayerRule[] = [
     forbidden: under('server', 'client', 'cli', 'action'),
   },
   {
+    name: 'the daemon reaches VMs through the engine, not the VMM layer',
+    from: under('server'),
+    forbidden: under('engine/vmm'),
+  },
+  {
     name: "the engine's rooms do not import the facade",
     from: (file) => file.startsWith('engine/') && file !== 'engine/engine.ts',
     forbidden: (target) => target === 'engine/engine.ts',

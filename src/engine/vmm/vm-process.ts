@@ -30,11 +30,14 @@ interface ProcessHandle {
 /** What a QEMU is for, as the daemon's ledger records it. */
 export type VmRole = 'child' | 'spare' | 'branch-helper';
 
+/** What a ledger records of a QEMU: enough to find it again, and to adopt or reap it. */
+export type LaunchedVm = Pick<VmProcess, 'id' | 'runDir' | 'spec'>;
+
 /** Told of every QEMU launched (or adopted) with it, and of its end: the daemon's ledger of VMs. */
 export interface VmLedgerHook {
   /** Called right after the spawn, before anything is awaited: a record exists before the QEMU can outlive us. */
-  launched(proc: VmProcess, role: VmRole, snapshot: string | undefined): void;
-  ended(proc: VmProcess): void;
+  launched(vm: LaunchedVm, role: VmRole, snapshot: string | undefined): void;
+  ended(vm: LaunchedVm): void;
 }
 
 export interface LaunchOptions {
