@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { Controller } from '../../src/client/controller.js';
 import { packageVersion } from '../../src/common/package-root.js';
 import { Daemon } from '../../src/server/daemon.js';
+import { checked, contractController } from '../helpers/api-contract.js';
 import { IsolatedHome } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -12,19 +12,20 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  expect(checked.replies).toBe(2); // both version replies kept the schema
   await daemon.close();
   home.remove();
 });
 
 test("a client of this package's version works with its engine", async () => {
-  const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+  const client = contractController({ endpoint: daemon.endpoint, token: daemon.token });
   expect(client.clientVersion).toBe(packageVersion);
   await expect(client.ensureCompatible()).resolves.toBeUndefined();
   await client.close();
 });
 
 test('a client of another version is refused, naming both versions and how to fix it', async () => {
-  const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token, clientVersion: '0.0.1-other' });
+  const client = contractController({ endpoint: daemon.endpoint, token: daemon.token, clientVersion: '0.0.1-other' });
   try {
     await expect(client.ensureCompatible()).rejects.toMatchObject({
       code: 'FORKD_ERR_INCOMPATIBLE',

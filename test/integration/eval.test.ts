@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Controller, type Sandbox } from '../../src/client/controller.js';
+import type { Controller, Sandbox } from '../../src/client/controller.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import { Daemon } from '../../src/server/daemon.js';
+import { checked, contractController } from '../helpers/api-contract.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -20,7 +21,7 @@ async function interpreters(vm: StartedVm, name: string): Promise<number> {
 
 beforeAll(async () => {
   daemon = await Daemon.start({ paths: home.paths });
-  client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+  client = contractController({ endpoint: daemon.endpoint, token: daemon.token });
   // The images are built once and cached (mmdebstrap of python3-numpy / nodejs).
   await Promise.all([
     engine.snapshot('py', { recipe: 'python-numpy' }),
@@ -30,6 +31,7 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
+  expect(checked.replies).toBeGreaterThan(10); // the replies above kept the schema
   await client.close();
   await daemon.close();
   for (const tag of ['py', 'js', 'plain']) await engine.snapshots.remove(tag);

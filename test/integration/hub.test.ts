@@ -6,13 +6,13 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Controller } from '../../src/client/controller.js';
 import { StatePaths } from '../../src/common/state-dir.js';
 import { openEngine } from '../../src/hub/hub.js';
 import { Daemon } from '../../src/server/daemon.js';
 import type { StartedVm } from '../../src/engine/vmm/vm.js';
 import type { PackManifest } from '../../src/hub/manifest.js';
 import { unpack } from '../../src/hub/unpack.js';
+import { checked, contractController } from '../helpers/api-contract.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -371,7 +371,8 @@ describe('forkd pull / push', () => {
   test('the daemon pulls too (POST /v1/snapshots/pull): 201 with the tags, 400 without a ref, 404 for an unknown version', async () => {
     // the test Hub is plain http on loopback: a daemon pulls https:// only unless allowed
     await using daemon = await Daemon.start({ paths: home.paths, allowHttpPull: true });
-    const client = new Controller({ endpoint: daemon.endpoint, token: daemon.token });
+    const client = contractController({ endpoint: daemon.endpoint, token: daemon.token });
+    const checkedBefore = checked.replies;
     try {
       expect(await client.pull('acme/root', { tag: 'hub-daemon' })).toEqual({
         ref: 'acme/root@latest',
@@ -382,6 +383,7 @@ describe('forkd pull / push', () => {
       expect((await sandbox.exec('cat /tmp/state')).stdout.toString()).toBe('packed\n');
       await expect(client.pull('')).rejects.toMatchObject({ status: 400 });
       await expect(client.pull('acme/root@v9')).rejects.toMatchObject({ status: 404, code: 'FORKD_ERR_NOT_FOUND' });
+      expect(checked.replies - checkedBefore).toBeGreaterThanOrEqual(5); // the pull replies, 201 and errors, kept the schema
     } finally {
       await client.close();
     }

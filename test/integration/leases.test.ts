@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Controller } from '../../src/client/controller.js';
+import type { Controller } from '../../src/client/controller.js';
 import { openEngine } from '../../src/hub/hub.js';
 import type { VmRecord } from '../../src/server/ledger.js';
+import { checked, contractController } from '../helpers/api-contract.js';
 import { IsolatedHome } from '../helpers/isolated-home.js';
 
 const home = new IsolatedHome();
@@ -50,7 +51,7 @@ async function serve(): Promise<Served> {
   }
   const { endpoint, token_file } = JSON.parse(readFileSync(info, 'utf8')) as { endpoint: string; token_file: string };
   const token = readFileSync(token_file, 'utf8').trim();
-  return { child, exited, stderr: () => stderr, endpoint, token, client: new Controller({ endpoint, token }) };
+  return { child, exited, stderr: () => stderr, endpoint, token, client: contractController({ endpoint, token }) };
 }
 
 /** A client process holding 4 sandboxes as `label`: with a lease it heartbeats, with `--pid` it names itself. */
@@ -119,6 +120,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  expect(checked.replies).toBeGreaterThan(50); // the replies above, restarted daemons' too, kept the schema
   await daemon?.client.close();
   daemon?.child.kill('SIGTERM');
   await daemon?.exited;
