@@ -234,9 +234,9 @@ export class Daemon implements AsyncDisposable {
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeAllConnections();
       this.reaper.close();
+      await this.ctx.engine.close(); // first: forks under way kill their children, the others are in the ledger
       await Promise.all(this.ctx.ledger.drain().map((s) => s.vm.kill()));
       await this.ctx.branches.settled(); // their sources are gone: they fail fast and clean up
-      await this.ctx.engine.close();
       await closed;
       if (this.socketPath) rmSync(this.socketPath, { force: true });
       rmSync(this.paths.file('daemon.json'), { force: true });

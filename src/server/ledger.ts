@@ -52,6 +52,8 @@ export class Ledger implements VmLedgerHook {
   private readonly sandboxes = new Map<string, Sandbox>();
   /** Told of every sandbox added or adopted (the reaper watches its QEMU). */
   onSandbox: (sandbox: Sandbox) => void = () => {};
+  /** Set by drain(): the daemon is closing, and nobody would kill a sandbox added after it. */
+  private drained = false;
 
   constructor(private readonly dir: string) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -87,8 +89,14 @@ export class Ledger implements VmLedgerHook {
     rmSync(join(this.dir, `${vm}.json`), { force: true });
   }
 
-  /** Hands a forked child to a client as a new sandbox. */
+  /** Hands a forked child to a client as a new sandbox; once drained, kills it instead and throws. */
   addSandbox(snapshot: string, vm: StartedVm, holder: Holder): Sandbox {
+    if (this.drained) {
+      void vm.kill();
+      throw new ForkdError('FORKD_ERR_BUSY', `the daemon is closing: sandbox of ${snapshot} not handed out`, {
+        hint: 'start the daemon again and retry',
+      });
+    }
     return this.register(vm, {
       vm: vm.id,
       role: 'sandbox',
@@ -187,6 +195,7 @@ export class Ledger implements VmLedgerHook {
 
   /** Empties the ledger of sandboxes, returning them (their VMs' records go as the VMs end). */
   drain(): Sandbox[] {
+    this.drained = true;
     const all = this.list();
     this.sandboxes.clear();
     return all;

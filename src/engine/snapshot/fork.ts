@@ -46,6 +46,10 @@ export class Forker {
   private readonly pools = new Map<string, WarmPool>();
   /** The latest pool change of each tag, settled or not: the next one waits for it. */
   private readonly poolChanges = new Map<string, Promise<unknown>>();
+  /** Forks under way: close() waits for them. */
+  private readonly forking = new Set<Promise<unknown>>();
+  /** Set by close(): no pool is made and no child handed out after it. */
+  private closed = false;
 
   constructor(
     private readonly paths: StatePaths,
@@ -77,6 +81,7 @@ export class Forker {
     if (!Number.isInteger(size) || size < 0 || size > MAX_FORK) {
       throw new ForkdError('FORKD_ERR_BAD_INPUT', `pool size ${size} is not an integer between 0 and ${MAX_FORK}`);
     }
+    if (this.closed) throw closingError();
     return this.changePool(tag, () => this.resizePool(tag, size));
   }
 
@@ -97,9 +102,11 @@ export class Forker {
     const { info, qemu } = await this.restorable(tag);
     await this.closePool(tag);
     if (size === 0) return undefined;
+    if (this.closed) throw closingError();
     const pool = new WarmPool(tag, size, () => prepareSpare(info, this.paths, qemu, this.launch));
     this.pools.set(tag, pool);
     await pool.filled();
+    if (this.closed) throw closingError(); // close() stopped it while it filled
     if (pool.failing) {
       const cause = pool.lastError;
       throw new ForkdError(
@@ -119,7 +126,16 @@ export class Forker {
    * copy-on-write, resumed and told it was restored. All or nothing: if one fails, the others
    * are killed and the error is thrown.
    */
-  async fork(tag: string, n = 1): Promise<StartedVm[]> {
+  fork(tag: string, n = 1): Promise<StartedVm[]> {
+    if (this.closed) return Promise.reject(closingError());
+    const forked = this.forkChildren(tag, n);
+    const settled = forked.catch(() => {});
+    this.forking.add(settled);
+    void settled.finally(() => this.forking.delete(settled));
+    return forked;
+  }
+
+  private async forkChildren(tag: string, n: number): Promise<StartedVm[]> {
     if (!Number.isInteger(n) || n < 1 || n > MAX_FORK) {
       throw new ForkdError('FORKD_ERR_LIMIT', `cannot fork ${n} children: n must be an integer from 1 to ${MAX_FORK}`, {
         hint: 'fork in batches if you need more',
@@ -128,6 +144,7 @@ export class Forker {
     const { info, qemu } = await this.restorable(tag);
     const pool = this.pools.get(tag);
     const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
+      if (this.closed) throw closingError(); // the children not started yet are not started
       const startedAt = performance.now();
       const spare = pool?.take();
       const child: PreparedChild = spare ?? (await prepareChild(info, this.paths, qemu, this.launch));
@@ -143,16 +160,17 @@ export class Forker {
     });
     const children = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) {
+    if (failed || this.closed) {
+      const reason: unknown = failed ? failed.reason : closingError(); // closed meanwhile: nobody takes them
       debug(
         `fork:${tag}`,
         '%d of %d children failed; killing the rest: %s',
         n - children.length,
         n,
-        errorMessage(failed.reason).split('\n')[0],
+        errorMessage(reason).split('\n')[0],
       );
       await Promise.all(children.map((child) => child.kill()));
-      throw failed.reason;
+      throw reason;
     }
     return children;
   }
@@ -183,9 +201,21 @@ export class Forker {
     return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);
   }
 
-  /** Stops the warm pools (children handed out are the caller's to kill). */
+  /**
+   * Stops the warm pools and refuses new pools and forks. Pool changes and forks under way end
+   * first: a fork still restoring kills its children and throws (children handed out before are
+   * the caller's to kill).
+   */
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
+    await Promise.all([...this.poolChanges.values(), ...this.forking]);
     this.pools.clear();
   }
+}
+
+function closingError(): ForkdError {
+  return new ForkdError('FORKD_ERR_BUSY', 'the engine is closing: no more forks or warm-pool changes', {
+    hint: 'the daemon is shutting down; start it again and retry',
+  });
 }
