@@ -38,7 +38,7 @@ const STATUS_TEXT: Record<number, string> = {
   201: 'Created',
   202: 'Accepted',
   204: 'No Content',
-  400: 'Bad input: malformed JSON, an unknown field, a wrong type or range, an unsafe tag or id',
+  400: 'Bad input: malformed JSON, an unknown field or query parameter (a route that declares none takes none), a wrong type or range, an unsafe tag or id',
   401: 'A missing, malformed or wrong bearer token',
   404: 'An unknown snapshot, sandbox or owner',
   409: 'An existing tag, an operation already running on it, or a corrupt or incompatible snapshot',

@@ -13,12 +13,17 @@ export const TAG_PATTERN_SOURCE = '^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$';
 export const SANDBOX_ID_PATTERN_SOURCE = '^sb-[0-9a-f]{12}$';
 export const OWNER_LABEL_PATTERN_SOURCE = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$';
 
+/** Children one fork (or pool) may ask for: beyond this a typo (n=100000) would exhaust the host. */
 export const MAX_FORK = 256;
 export const MAX_TTL_S = 86_400;
 export const MAX_MEMORY_MIB = 16 * 1024;
 export const MIN_MEMORY_MIB = 64;
 /** Uploads and downloads of guest files: the body and the default (and largest) read limit. */
 export const FILE_BODY_LIMIT = 64 * 1024 * 1024;
+/** The agent's cap per output stream (agent.c MAX_OUTPUT_CAP). */
+export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+/** The longest exec or eval timeout: a day (a timer of 2^31 ms or more would fire at once). */
+export const MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 export const CONSOLE_MAX_LINES = 1000;
 export const BRANCH_MODES = ['full', 'diff', 'live'] as const;
 
@@ -203,6 +208,8 @@ export const ConsoleReply = Strict({
 });
 
 export const EmptyRequest = Strict({}, 'No fields (an empty body is fine).');
+/** The query of a route that takes none: a parameter it is sent is refused, not ignored. */
+export const NoQuery = Strict({});
 
 export const PingReply = Strict({
   pong: Type.Literal(true),
@@ -218,9 +225,19 @@ export const ExecRequest = Type.Object(
     env: Type.Optional(Type.Record(Type.String(), Type.String())),
     cwd: Type.Optional(Type.String()),
     stdin: Type.Optional(Base64),
-    timeout_ms: Type.Optional(Type.Integer({ minimum: 0, description: 'kill the process group after this long' })),
+    timeout_ms: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_TIMEOUT_MS,
+        description: 'kill the process group after this long (ms, at most a day)',
+      }),
+    ),
     max_output: Type.Optional(
-      Type.Integer({ minimum: 0, description: 'cap per output stream in bytes (default 1 MiB, max 4 MiB)' }),
+      Type.Integer({
+        minimum: 0,
+        maximum: MAX_OUTPUT_BYTES,
+        description: 'cap per output stream in bytes (default 1 MiB, max 4 MiB)',
+      }),
     ),
   },
   { additionalProperties: false, oneOf: [{ required: ['argv'] }, { required: ['shell'] }] },
@@ -239,7 +256,13 @@ export const ExecReply = Strict({
 
 export const EvalRequest = Strict({
   code: Type.String(),
-  timeout_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+  timeout_ms: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: MAX_TIMEOUT_MS,
+      description: 'give up with 504 after this long (ms, default 60 s, at most a day)',
+    }),
+  ),
 });
 
 export const EvalReply = Type.Union([

@@ -91,6 +91,14 @@ const fieldName = (pointer: string) =>
     .replace(/\/(\d+)(?=\/|$)/g, '[$1]')
     .replace(/\//g, '.');
 
+/** The fields the object at `pointer` declares, as a hint: `allowed: tag, recipe`, `allowed in owner: label, pid`. */
+function allowedFields(root: SchemaNode, pointer: string, what: string): string {
+  const names = Object.keys(nodeAt(root, pointer)?.properties ?? {});
+  const where = pointer ? ` in ${fieldName(pointer)}` : '';
+  if (!names.length) return pointer ? `${fieldName(pointer)} takes no fields` : `${what} takes no fields`;
+  return `allowed${where}: ${names.join(', ')}`;
+}
+
 /**
  * The one message a client needs for a value that does not match: unknown fields first (they are
  * usually typos), then missing ones, then the first field of the wrong type or range, named.
@@ -100,22 +108,20 @@ export function mismatch(schema: TSchema, value: unknown, what: string): ForkdEr
   if (validator.Check(value)) return undefined;
   const root = schema as SchemaNode;
   const errors = validator.Errors(value);
-  const allowed = Object.keys(root.properties ?? {});
-  const allowedHint = allowed.length ? `allowed: ${allowed.join(', ')}` : `${what} takes no fields`;
+  const allowedHint = allowedFields(root, '', what);
 
-  const unknown = errors.flatMap((e) =>
-    e.keyword === 'additionalProperties'
-      ? (e.params as { additionalProperties: string[] }).additionalProperties.map((key) =>
-          fieldName(`${e.instancePath}/${key}`),
-        )
-      : [],
+  const extra = errors.filter((e) => e.keyword === 'additionalProperties');
+  const unknown = extra.flatMap((e) =>
+    (e.params as { additionalProperties: string[] }).additionalProperties.map((key) =>
+      fieldName(`${e.instancePath}/${key}`),
+    ),
   );
   if (unknown.length) {
     return new ForkdError(
       'FORKD_ERR_BAD_INPUT',
       `unknown field${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}`,
       {
-        hint: allowedHint,
+        hint: allowedFields(root, extra[0]!.instancePath, what),
       },
     );
   }

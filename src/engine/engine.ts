@@ -19,7 +19,7 @@ import { VmProcess, type LaunchOptions, type VmLedgerHook } from './vmm/vm-proce
 import { StartedVm, type AdoptableVm, type StartVmOptions } from './vmm/vm.js';
 import { findQemu } from './vmm/qemu-binary.js';
 
-export { MAX_FORK } from './snapshot/fork.js';
+export { MAX_FORK } from '../api/schemas.js';
 // what the daemon's ledger of VMs handles, so it needs nothing from the VMM layer itself
 export { describeExit, type LaunchedVm, type VmLedgerHook, type VmRole } from './vmm/vm-process.js';
 export type { AdoptableVm, StartedVm } from './vmm/vm.js';

@@ -11,16 +11,58 @@ import { ForkdError, errorMessage } from '../errors.js';
 import type { PackProgress } from './pack.js';
 
 const ATTEMPTS = 4;
-/** An HTTP client for one transfer (closed after it); release assets are usually redirects to a CDN. */
+/** Redirects followed (release assets are usually redirects to a CDN). */
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+/** An HTTP client for one transfer (closed after it). */
 async function withClient<T>(fn: (dispatcher: Dispatcher) => Promise<T>): Promise<T> {
   const agent = new Agent();
   try {
-    return await fn(agent.compose(interceptors.redirect({ maxRedirections: 5 })));
+    return await fn(agent);
   } finally {
     await agent.close();
   }
 }
 const RETRY_DELAY_MS = 300;
+
+/** A pack URL refused because it is not https:// (the daemon's pulls); `via` says where it came from. */
+export function httpsRequired(url: string, via = ''): ForkdError {
+  return new ForkdError('FORKD_ERR_BAD_INPUT', `refusing to pull ${url}${via}: only https:// URLs are pulled`, {
+    hint: 'serve the pack over https://, or start the daemon with `forkd serve --allow-http-pull` (trusted networks only)',
+  });
+}
+
+/**
+ * GETs `url`, following redirects by hand so that with `httpsOnly` every hop is checked, not only
+ * the first: https://x answering 302 Location: http://10.0.0.5/ must not reach the internal host.
+ * Throws a ForkdError for a refused hop or too many redirects, the network's own error otherwise.
+ */
+export async function getFollowingRedirects(
+  url: string,
+  options: { dispatcher: Dispatcher; headers?: Record<string, string>; httpsOnly?: boolean },
+): Promise<Dispatcher.ResponseData> {
+  let at = url;
+  for (let hop = 0; ; hop++) {
+    if (options.httpsOnly && new URL(at).protocol !== 'https:') {
+      throw httpsRequired(at, at === url ? '' : ` (a redirect from ${url})`);
+    }
+    const response = await request(at, {
+      method: 'GET',
+      headers: options.headers ?? {},
+      dispatcher: options.dispatcher,
+    });
+    const location = response.headers.location;
+    if (!REDIRECT_STATUSES.has(response.statusCode) || typeof location !== 'string') return response;
+    await response.body.dump();
+    if (hop === MAX_REDIRECTS) {
+      throw new ForkdError('FORKD_ERR_UNREACHABLE', `${url} redirected more than ${MAX_REDIRECTS} times`, {
+        hint: 'check the URL: the server sends the download round in circles',
+      });
+    }
+    at = new URL(location, at).toString();
+  }
+}
 
 export function unreachable(url: string, err: unknown): ForkdError {
   return new ForkdError('FORKD_ERR_UNREACHABLE', `cannot reach ${url}: ${errorMessage(err)}`, {
@@ -57,6 +99,8 @@ export interface DownloadOptions {
   /** Who vouches for sha256 and size, for the error: "the registry" (default), "its pin in ...". */
   vouchedBy?: string;
   onProgress?: PackProgress;
+  /** Refuse plain http:// on every hop, redirects included (the daemon's pulls). */
+  httpsOnly?: boolean;
 }
 
 /**
@@ -83,8 +127,13 @@ async function downloadWith(
     const have = existsSync(partial) ? (await stat(partial)).size : 0;
     let response;
     try {
-      response = await request(url, { method: 'GET', headers: have ? { range: `bytes=${have}-` } : {}, dispatcher });
+      response = await getFollowingRedirects(url, {
+        dispatcher,
+        headers: have ? { range: `bytes=${have}-` } : {},
+        httpsOnly: options.httpsOnly ?? false,
+      });
     } catch (err) {
+      if (err instanceof ForkdError) throw err; // a refused hop: trying again changes nothing
       lastError = unreachable(url, err);
       await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
       continue;
@@ -157,7 +206,12 @@ export async function upload(url: string, file: string, onProgress?: PackProgres
   await withClient(async (dispatcher) => {
     let response;
     try {
-      response = await request(url, { method: 'PUT', body, headers: { 'content-length': String(size) }, dispatcher });
+      response = await request(url, {
+        method: 'PUT',
+        body,
+        headers: { 'content-length': String(size) },
+        dispatcher: dispatcher.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTS })),
+      });
     } catch (err) {
       throw unreachable(url, err);
     }

@@ -70,24 +70,24 @@ export class Hub implements OfficialPacks {
     options: InstallOptions & { httpsOnly?: boolean } = {},
     onProgress: OnProgress = () => {},
   ): Promise<Pulled> {
-    const { httpsOnly, ...install } = options;
     const source = await resolveRef(ref);
-    if (httpsOnly) requireHttps(source);
-    return this.pullSource(source, install, onProgress);
+    if (options.httpsOnly) requireHttps(source);
+    return this.pullSource(source, options, onProgress);
   }
 
   /** pull, of a pack already located (a registry entry, an official pin). */
   private async pullSource(
     source: PackSource,
-    options: InstallOptions = {},
+    options: InstallOptions & { httpsOnly?: boolean } = {},
     onProgress: OnProgress = () => {},
   ): Promise<Pulled> {
+    const { httpsOnly = false, ...install } = options;
     const cache = new PullCache(this.engine.paths);
-    const cachedTags = options.force || options.tag ? undefined : cache.lookup(source);
+    const cachedTags = install.force || install.tag ? undefined : cache.lookup(source);
     if (cachedTags) return { ref: source.ref, cached: true, tags: cachedTags };
-    const file = await fetchPack(cache, source, byteProgress('pull', 'download', onProgress));
+    const file = await fetchPack(cache, source, byteProgress('pull', 'download', onProgress), httpsOnly);
     try {
-      const unpacked = await this.unpack(file, options, onProgress);
+      const unpacked = await this.unpack(file, install, onProgress);
       await cache.record(source, unpacked.tags);
       return { ...unpacked, ref: source.ref, cached: false };
     } finally {

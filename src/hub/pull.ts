@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { request } from 'undici';
 import { ForkdError } from '../errors.js';
 import type { StatePaths } from '../common/state-dir.js';
-import { download, unreachable } from './download.js';
+import { download, httpsRequired, unreachable } from './download.js';
 
 export interface PackSource {
   /** What was asked for, as the cache knows it. */
@@ -50,14 +50,12 @@ export function registryUrl(hub: string | undefined = process.env.FORKD_HUB_URL)
 
 /**
  * Refuses a pack over plain http (the daemon's pulls: a token holder must not point the daemon at
- * internal plain-HTTP services), whether the ref is the URL or a registry entry names it.
+ * internal plain-HTTP services), whether the ref is the URL or a registry entry names it. The
+ * download checks each redirect the same way (fetchPack's httpsOnly).
  */
 export function requireHttps(source: PackSource): void {
   if (new URL(source.url).protocol === 'https:') return;
-  const via = source.url === source.ref ? '' : ` (the registry's URL of ${source.ref})`;
-  throw new ForkdError('FORKD_ERR_BAD_INPUT', `refusing to pull ${source.url}${via}: only https:// URLs are pulled`, {
-    hint: 'serve the pack over https://, or start the daemon with `forkd serve --allow-http-pull` (trusted networks only)',
-  });
+  throw httpsRequired(source.url, source.url === source.ref ? '' : ` (the registry's URL of ${source.ref})`);
 }
 
 /** Where `ref` is: a URL as it is, or `owner/name[@version]` looked up in the registry. */
@@ -153,6 +151,7 @@ export async function fetchPack(
   cache: PullCache,
   source: PackSource,
   onProgress?: (done: number, total: number) => void,
+  httpsOnly = false,
 ): Promise<string> {
   const file = cache.packFile(source);
   await mkdir(dirname(file), { recursive: true });
@@ -162,6 +161,7 @@ export async function fetchPack(
     ...(source.size ? { size: source.size } : {}),
     ...(source.vouchedBy ? { vouchedBy: source.vouchedBy } : {}),
     ...(onProgress ? { onProgress } : {}),
+    httpsOnly,
   });
   return file;
 }

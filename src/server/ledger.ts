@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { SANDBOX_ID_PATTERN_SOURCE } from '../api/schemas.js';
 import type { SandboxInfo } from '../api/types.js';
 import { writeJsonAtomic } from '../common/atomic-file.js';
 import type { LaunchedVm, StartedVm, VmLedgerHook, VmRole, VmSpec } from '../engine/engine.js';
@@ -39,7 +40,7 @@ export interface VmRecord {
   sandbox?: Holder & { id: string; created: string; readyMs: number; ports: Record<string, number> };
 }
 
-const SANDBOX_ID = /^sb-[0-9a-f]{12}$/;
+const SANDBOX_ID = new RegExp(SANDBOX_ID_PATTERN_SOURCE);
 const VM_RECORD = /^vm-[0-9a-f]{10}\.json$/;
 
 /**

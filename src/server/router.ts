@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Static, TSchema } from 'typebox';
 import type { RawBody, RouteSpec } from '../api/routes.js';
+import { EmptyRequest, NoQuery } from '../api/schemas.js';
 import { parseWith } from '../api/validate.js';
 import { readJsonBody } from './body.js';
 
@@ -85,14 +86,18 @@ export class Router {
     query: URLSearchParams,
   ): Promise<Reply> {
     const { spec } = route;
+    // a route that declares no query or body refuses one it is sent rather than ignoring it
+    const querySchema = spec.query ?? NoQuery;
+    const parsedQuery = parseWith(querySchema, queryObject(querySchema, query), 'the query');
     const ctx: RouteContext = {
       req,
       spec,
       params: spec.params ? parseWith(spec.params, params, 'the path') : undefined,
-      query: spec.query ? parseWith(spec.query, queryObject(spec.query, query), 'the query') : undefined,
+      query: spec.query ? parsedQuery : undefined,
       body: undefined,
     };
-    if (spec.body && !('raw' in spec.body)) ctx.body = await readJsonBody(req, spec.body);
+    if (!spec.body) await readJsonBody(req, EmptyRequest);
+    else if (!('raw' in spec.body)) ctx.body = await readJsonBody(req, spec.body);
     return route.handler(ctx);
   }
 }

@@ -245,7 +245,11 @@ describe('sandboxes', () => {
       ['{"snapshot": "base", "ttl_s": 0}', '"ttl_s" must be an integer from 1 to 86400', 'lease'],
       ['{"snapshot": "base", "ttl_s": 86401}', '"ttl_s" must be an integer from 1 to 86400', 'lease'],
       ['{"snapshot": "base", "owner": {"label": "../x"}}', '"owner.label" must be a string matching', 'owner label'],
-      ['{"snapshot": "base", "owner": {"label": "a", "uid": 1}}', 'unknown field: owner.uid', 'allowed: snapshot'],
+      [
+        '{"snapshot": "base", "owner": {"label": "a", "uid": 1}}',
+        'unknown field: owner.uid',
+        'allowed in owner: label, pid',
+      ],
       ['{"snapshot": ["base"]}', '"snapshot" must be a string', 'snapshot tag'],
     ] as const) {
       expect(await raw('POST', '/v1/sandboxes', auth(), body)).toMatchObject({
@@ -259,7 +263,32 @@ describe('sandboxes', () => {
     }
     expect(
       await raw('POST', `/v1/sandboxes/${sb.id}/exec`, auth(), '{"shell": "true", "timeout_ms": "5"}'),
-    ).toMatchObject({ status: 400, json: { error: '"timeout_ms" must be an integer >= 0' } });
+    ).toMatchObject({ status: 400, json: { error: '"timeout_ms" must be an integer from 0 to 86400000' } });
+    for (const body of ['{"shell": "sleep 1", "timeout_ms": 2147483648}', '{"shell": "true", "max_output": 4194305}']) {
+      expect(await raw('POST', `/v1/sandboxes/${sb.id}/exec`, auth(), body)).toMatchObject({
+        status: 400,
+        json: { error: expect.stringMatching(/^"(timeout_ms|max_output)" must be an integer from 0 to \d+$/) },
+      });
+    }
+    expect(await raw('POST', `/v1/sandboxes/${sb.id}/eval`, auth(), '{"code": "1", "timeout_ms": 1e10}')).toMatchObject(
+      {
+        status: 400,
+        json: { error: '"timeout_ms" must be an integer from 1 to 86400000' },
+      },
+    );
+    // routes that declare no query or body refuse one instead of ignoring it
+    expect(await raw('GET', `/v1/sandboxes?snapshot=base`, auth())).toMatchObject({
+      status: 400,
+      json: { error: 'unknown field: snapshot', hint: 'the query takes no fields' },
+    });
+    const unwanted = '{"force": true}'; // Node sends a DELETE body only with its length
+    expect(
+      await raw('DELETE', `/v1/sandboxes/${sb.id}`, { ...auth(), 'content-length': String(unwanted.length) }, unwanted),
+    ).toMatchObject({
+      status: 400,
+      json: { error: 'unknown field: force' },
+    });
+    expect((await raw('GET', '/healthz')).status).toBe(200);
     expect(await raw('POST', `/v1/sandboxes/${sb.id}/ping`, auth(), '{"x": 1}')).toMatchObject({
       status: 400,
       json: { error: 'unknown field: x' },

@@ -1,9 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
+import { API } from '../../src/api/routes.js';
 import * as S from '../../src/api/schemas.js';
 import { requireHttps } from '../../src/hub/pull.js';
 import { JSON_BODY_LIMIT, readJsonBody } from '../../src/server/body.js';
+import { Router } from '../../src/server/router.js';
 
 /** A request whose body is `text`, as the daemon's handler receives it. */
 const request = (text: string) =>
@@ -27,6 +29,7 @@ describe('request bodies against the schema', () => {
     });
     await refused(S.CreateSandboxesRequest, { snapshot: 'base', owner: { label: 'a', uid: 1 } }).toMatchObject({
       message: 'unknown field: owner.uid',
+      hint: 'allowed in owner: label, pid',
     });
     await refused(S.EmptyRequest, { x: 1 }).toMatchObject({ message: 'unknown field: x' });
   });
@@ -68,6 +71,24 @@ describe('request bodies against the schema', () => {
     });
   });
 
+  test('exec and eval timeouts are at most a day (a timer of 2^31 ms fires at once); max_output at most 4 MiB', async () => {
+    for (const timeout_ms of [2 ** 31, 86_400_001]) {
+      await refused(S.ExecRequest, { shell: 'true', timeout_ms }).toMatchObject({
+        message: '"timeout_ms" must be an integer from 0 to 86400000',
+        hint: expect.stringContaining('at most a day'),
+      });
+      await refused(S.EvalRequest, { code: '1', timeout_ms }).toMatchObject({
+        message: '"timeout_ms" must be an integer from 1 to 86400000',
+      });
+    }
+    await refused(S.ExecRequest, { shell: 'true', max_output: 4 * 1024 * 1024 + 1 }).toMatchObject({
+      message: '"max_output" must be an integer from 0 to 4194304',
+      hint: expect.stringContaining('max 4 MiB'),
+    });
+    const atTheBounds = { shell: 'true', timeout_ms: 86_400_000, max_output: 4 * 1024 * 1024 };
+    expect(await readJsonBody(request(JSON.stringify(atTheBounds)), S.ExecRequest)).toEqual(atTheBounds);
+  });
+
   test('missing fields, and exactly one of argv or shell', async () => {
     await refused(S.CreateSandboxesRequest, { n: 1 }).toMatchObject({ message: 'the body needs "snapshot"' });
     await refused(S.ExecRequest, { argv: ['a'], shell: 'b' }).toMatchObject({
@@ -90,6 +111,27 @@ describe('request bodies against the schema', () => {
       code: 'FORKD_ERR_FRAME_TOO_LARGE',
       message: `request body is over the ${JSON_BODY_LIMIT} byte limit`,
     });
+  });
+});
+
+describe('routes that declare no query or body', () => {
+  const router = new Router();
+  let handled = 0;
+  router.on(API.listSandboxes, () => Promise.resolve({ status: 200, json: [handled++] }));
+  const call = (query: string, body = '') =>
+    router.dispatch(router.match('GET', '/v1/sandboxes') as never, request(body), new URLSearchParams(query));
+
+  test('refuse a query parameter or a body instead of ignoring it', async () => {
+    await expect(call('snapshot=base')).rejects.toMatchObject({
+      code: 'FORKD_ERR_BAD_INPUT',
+      message: 'unknown field: snapshot',
+      hint: 'the query takes no fields',
+    });
+    await expect(call('', '{"all": true}')).rejects.toMatchObject({ message: 'unknown field: all' });
+    await expect(call('', 'all')).rejects.toMatchObject({ message: 'request body is not valid JSON' });
+    expect(handled).toBe(0);
+    expect(await call('')).toEqual({ status: 200, json: [0] });
+    expect(await call('', '{}')).toEqual({ status: 200, json: [1] });
   });
 });
 

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,7 +110,7 @@ describe('Router', () => {
       return m;
     };
     const id = 'sb-0123456789ab';
-    const req = {} as IncomingMessage;
+    const req = Object.assign(Readable.from([]), { headers: {} }) as unknown as IncomingMessage; // no body
     expect(await router.dispatch(route(`/v1/sandboxes/${id}/console`), req, new URLSearchParams('lines=7'))).toEqual({
       status: 200,
       json: { params: { id }, query: { lines: 7 } },

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
+import { FILE_BODY_LIMIT, MAX_OUTPUT_BYTES } from '../../api/schemas.js';
 import type { EvalResult, ExecOptions, ExecResult } from '../../api/types.js';
 import { execRequest, execResult } from '../../api/wire.js';
 import { ForkdError } from '../../errors.js';
@@ -13,15 +14,12 @@ export interface RestoredInfo {
 
 /** Raw bytes per read_file/write_file request: base64 keeps a chunk well under the frame limit. */
 const FILE_CHUNK = 4 * 1024 * 1024;
-/** What readFile buffers at most unless told otherwise (the daemon's largest upload is the same). */
-export const DEFAULT_READ_LIMIT = 64 * 1024 * 1024;
 /** Host-side slack on top of an exec's own timeout, for the reply to arrive. */
 const EXEC_REPLY_GRACE_MS = 5000;
 const CONTROL_TIMEOUT_MS = 30_000;
 const DEFAULT_EVAL_TIMEOUT_MS = 60_000;
 /** The agent's eval relay exits with this when no interpreter listens in the guest (agent.c EVAL_NO_SERVER). */
 const EVAL_NO_SERVER = 3;
-const MAX_EVAL_REPLY = 4 * 1024 * 1024;
 
 const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]),
@@ -63,7 +61,7 @@ export class Guest {
     const timeoutMs = options.timeoutMs ?? DEFAULT_EVAL_TIMEOUT_MS;
     const reply = await this.client.request(
       'eval',
-      { stdin: Buffer.from(code).toString('base64'), timeout_ms: timeoutMs, max_output: MAX_EVAL_REPLY },
+      { stdin: Buffer.from(code).toString('base64'), timeout_ms: timeoutMs, max_output: MAX_OUTPUT_BYTES },
       timeoutMs + EXEC_REPLY_GRACE_MS,
     );
     return parseEvalReply(parseExecReply(reply), timeoutMs);
@@ -75,7 +73,7 @@ export class Guest {
    * /dev/zero.
    */
   async readFile(path: string, options: { maxBytes?: number } = {}): Promise<Buffer> {
-    const maxBytes = options.maxBytes ?? DEFAULT_READ_LIMIT;
+    const maxBytes = options.maxBytes ?? FILE_BODY_LIMIT;
     const chunks: Buffer[] = [];
     for (let offset = 0; ;) {
       const reply = await this.client
@@ -127,7 +125,7 @@ export class Guest {
 
 function readLimitError(path: string, maxBytes: number): ForkdError {
   return new ForkdError('FORKD_ERR_LIMIT', `${path} is longer than the read limit of ${maxBytes} bytes`, {
-    hint: `raise the limit (maxBytes; max_bytes= over the API, up to ${DEFAULT_READ_LIMIT}) or read a part with exec, e.g. head -c N ${path}`,
+    hint: `raise the limit (maxBytes; max_bytes= over the API, up to ${FILE_BODY_LIMIT}) or read a part with exec, e.g. head -c N ${path}`,
     status: 413,
   });
 }

@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { MAX_FORK } from '../../api/schemas.js';
 import { debuglog } from '../../common/debug.js';
 import { errorMessage, ForkdError } from '../../errors.js';
 import type { StatePaths } from '../../common/state-dir.js';
@@ -12,8 +13,6 @@ import { checkCompatible } from './meta.js';
 import { MAX_CONSECUTIVE_FAILURES, WarmPool, type PoolState } from './pool.js';
 import type { SnapshotInfo, SnapshotStore } from './store.js';
 
-/** Children one fork() call may ask for: beyond this a typo (n=100000) would exhaust the host. */
-export const MAX_FORK = 256;
 /**
  * Children restored at once: one per core. More only contend (measured on 2 cores, N=16 under
  * TCG: 2 at a time 1.15 s wall, 8 at a time 1.6 s), since each restore is CPU-bound.

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { pidAlive } from '../process-alive.js';
+import { pidAlive, runsFrom } from '../process-alive.js';
 
 /** A VM that is still starting may not have written its pid file yet (or only created it empty). */
 const STARTING_GRACE_MS = 60_000;
@@ -12,15 +12,6 @@ function recordedPid(dir: string, file: 'qemu.pid' | 'owner.pid'): number | unde
     return pid > 0 ? pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** True while the pid is a process whose command line points at this dir (pids get reused). */
-function runsFrom(pid: number, dir: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir);
-  } catch {
-    return false;
   }
 }
 

@@ -8,6 +8,7 @@ import { debuglog } from '../../common/debug.js';
 import { ForkdError, type ErrorCode } from '../../errors.js';
 import { AgentClient } from '../agent/client.js';
 import { which } from '../host-tools.js';
+import { runsFrom } from '../process-alive.js';
 import { onProcessExit } from '../reaper.js';
 import type { StatePaths } from '../../common/state-dir.js';
 import { buildQemuArgs, type VmSockets, type VmSpec } from './qemu-args.js';
@@ -66,15 +67,6 @@ function spawned(child: ChildProcess): ProcessHandle {
     }),
     kill: () => child.kill('SIGKILL'),
   };
-}
-
-/** True while `pid` is a QEMU running from `runDir` (pids get reused). */
-function runsFrom(pid: number, runDir: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(runDir);
-  } catch {
-    return false;
-  }
 }
 
 /** A process we did not spawn: its exit is noticed by polling (Node has no pidfd). */
