@@ -106,13 +106,13 @@ export class Engine implements AsyncDisposable {
   }
 
   /** True while the QEMU a previous forkd process started from `runDir` still runs. */
-  leftoverRunning(runDir: string): boolean {
-    return VmProcess.leftoverRunning(runDir);
+  leftoverRunning(runDir: string, spawnedPid?: number): boolean {
+    return VmProcess.leftoverRunning(runDir, spawnedPid);
   }
 
   /** Kills the QEMU a previous forkd process started from `runDir` (if it runs) and removes its files. */
-  reapLeftover(runDir: string): Promise<void> {
-    return VmProcess.reapLeftover(runDir, this.paths);
+  reapLeftover(runDir: string, spawnedPid?: number): Promise<void> {
+    return VmProcess.reapLeftover(runDir, this.paths, spawnedPid);
   }
 
   /** Takes a root snapshot (see snapshot/create.ts). */

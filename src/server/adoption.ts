@@ -16,7 +16,7 @@ export async function adoptLeftovers(ledger: Ledger, engine: Engine, audit: Audi
 
 async function reconcile(record: VmRecord, ledger: Ledger, engine: Engine, audit: AuditLog): Promise<void> {
   const { sandbox } = record;
-  const running = engine.leftoverRunning(record.runDir);
+  const running = engine.leftoverRunning(record.runDir, record.pid);
   const what = { vm: record.vm, role: record.role, snapshot: record.snapshot, ...(sandbox ? { id: sandbox.id } : {}) };
   if (sandbox && running) {
     try {
@@ -41,6 +41,6 @@ async function reconcile(record: VmRecord, ledger: Ledger, engine: Engine, audit
     const reason = running ? `${record.role} of a previous daemon` : 'qemu exited while no daemon ran';
     audit.event({ event: 'reap', ...what, reason });
   }
-  await engine.reapLeftover(record.runDir);
+  await engine.reapLeftover(record.runDir, record.pid);
   ledger.forget(record.vm);
 }

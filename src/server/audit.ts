@@ -11,7 +11,7 @@ export interface AuditEntry {
 
 /** Something the daemon did on its own, not asked by a request: a reap, an adoption. */
 export interface AuditEvent {
-  event: 'reap' | 'adopt' | 'adopt-failed';
+  event: 'reap' | 'reap-failed' | 'adopt' | 'adopt-failed';
   [field: string]: unknown;
 }
 

@@ -11,6 +11,7 @@ import type { DaemonContext } from './context.js';
 import { httpStatus } from './http-status.js';
 import { Metrics } from './metrics.js';
 import { adoptLeftovers } from './adoption.js';
+import { lockStateDir } from './daemon-lock.js';
 import { Ledger } from './ledger.js';
 import { Reaper } from './reaper.js';
 import type { Reply, Router } from './router.js';
@@ -91,6 +92,7 @@ export class Daemon implements AsyncDisposable {
     private readonly reaper: Reaper,
     private readonly paths: StatePaths,
     private readonly socketPath: string | undefined,
+    private readonly unlock: () => void,
   ) {}
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
@@ -105,6 +107,16 @@ export class Daemon implements AsyncDisposable {
         },
       );
     }
+    const unlock = lockStateDir(paths);
+    try {
+      return await Daemon.serve(options, paths, listen, unlock);
+    } catch (err) {
+      unlock();
+      throw err;
+    }
+  }
+
+  private static async serve(options: DaemonOptions, paths: StatePaths, listen: Listen, unlock: () => void) {
     const tokenFile = options.tokenFile ?? paths.file('token');
     const token = loadOrCreateToken(tokenFile);
     if (listen.kind === 'unix' && existsSync(listen.path)) {
@@ -115,7 +127,7 @@ export class Daemon implements AsyncDisposable {
       }
       rmSync(listen.path, { force: true }); // left by a daemon that died
     }
-    const ledger = new Ledger(paths.file('ledger'));
+    const ledger = new Ledger(paths.file('ledger'), paths.run());
     const ctx: DaemonContext = {
       // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
       ...openEngine(paths, { launch: { dieWithParent: false, ledger } }),
@@ -153,6 +165,7 @@ export class Daemon implements AsyncDisposable {
       reaper,
       paths,
       listen.kind === 'unix' ? listen.path : undefined,
+      unlock,
     );
     const info: DaemonEndpoint = {
       endpoint,
@@ -241,6 +254,7 @@ export class Daemon implements AsyncDisposable {
       if (this.socketPath) rmSync(this.socketPath, { force: true });
       rmSync(this.paths.file('daemon.json'), { force: true });
       rmSync(this.paths.file('forkd.pid'), { force: true });
+      this.unlock();
     })();
     return this.closing;
   }

@@ -5,7 +5,7 @@ import { SANDBOX_ID_PATTERN_SOURCE } from '../api/schemas.js';
 import type { SandboxInfo } from '../api/types.js';
 import { writeJsonAtomic } from '../common/atomic-file.js';
 import type { LaunchedVm, StartedVm, VmLedgerHook, VmRole, VmSpec } from '../engine/engine.js';
-import { ForkdError } from '../errors.js';
+import { ForkdError, errorMessage } from '../errors.js';
 import type { OwnerRecord } from './owners.js';
 
 /** A forked child handed to a client, with who holds it and until when. */
@@ -19,6 +19,8 @@ export interface Sandbox {
   ttlS: number | null;
   /** When the lease runs out (ms since the epoch; meaningful only with ttlS). */
   expires: number;
+  /** Requests (and branches) running on it now: the reaper leaves a busy sandbox alone. */
+  inFlight: number;
 }
 
 /** What a sandbox's holder asked for when forking it. */
@@ -35,13 +37,15 @@ export interface VmRecord {
   role: LedgerRole;
   snapshot: string | null;
   runDir: string;
+  /** QEMU's pid as spawned: finds it when it was killed before writing qemu.pid. */
+  pid?: number;
   spec: VmSpec;
   /** Set once the VM is a sandbox. */
   sandbox?: Holder & { id: string; created: string; readyMs: number; ports: Record<string, number> };
 }
 
 const SANDBOX_ID = new RegExp(SANDBOX_ID_PATTERN_SOURCE);
-const VM_RECORD = /^vm-[0-9a-f]{10}\.json$/;
+const VM_RECORD = /^(vm-[0-9a-f]{10})\.json$/;
 
 /**
  * Every QEMU the daemon starts (sandboxes, pool spares, children on their way, branch helpers),
@@ -56,7 +60,11 @@ export class Ledger implements VmLedgerHook {
   /** Set by drain(): the daemon is closing, and nobody would kill a sandbox added after it. */
   private drained = false;
 
-  constructor(private readonly dir: string) {
+  /** `dir` holds the records; every VM's run dir is directly under `runRoot`. */
+  constructor(
+    private readonly dir: string,
+    private readonly runRoot: string,
+  ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
@@ -72,7 +80,7 @@ export class Ledger implements VmLedgerHook {
   }
 
   launched(vm: LaunchedVm, role: VmRole, snapshot: string | undefined): void {
-    this.record({ vm: vm.id, role, snapshot: snapshot ?? null, runDir: vm.runDir, spec: vm.spec });
+    this.record({ vm: vm.id, role, snapshot: snapshot ?? null, runDir: vm.runDir, pid: vm.pid, spec: vm.spec });
   }
 
   ended(vm: LaunchedVm): void {
@@ -103,6 +111,7 @@ export class Ledger implements VmLedgerHook {
       role: 'sandbox',
       snapshot,
       runDir: vm.runDir,
+      pid: vm.pid,
       spec: vm.spec,
       sandbox: {
         id: `sb-${randomBytes(6).toString('hex')}`,
@@ -130,6 +139,7 @@ export class Ledger implements VmLedgerHook {
       owner,
       ttlS,
       expires: 0,
+      inFlight: 0,
     };
     renew(sandbox);
     this.sandboxes.set(id, sandbox);
@@ -137,22 +147,36 @@ export class Ledger implements VmLedgerHook {
     return sandbox;
   }
 
-  /** Records left on disk by a previous daemon (unreadable ones are removed). */
+  /**
+   * Records left on disk by a previous daemon. Their run dirs get removed and their pids killed,
+   * so a record that names another run dir, another VM or no pid is refused: said so on stderr
+   * and removed, with nothing else touched.
+   */
   leftovers(): VmRecord[] {
     const records: VmRecord[] = [];
     for (const name of readdirSync(this.dir)) {
       const file = join(this.dir, name);
       try {
-        if (!VM_RECORD.test(name)) throw new Error('not a VM record');
-        const record = JSON.parse(readFileSync(file, 'utf8')) as VmRecord;
-        if (typeof record.runDir !== 'string' || (record.sandbox && !SANDBOX_ID.test(record.sandbox.id)))
-          throw new Error('not a VM record');
-        records.push(record);
-      } catch {
+        records.push(this.checked(name, file));
+      } catch (err) {
+        process.stderr.write(`forkd: ignoring ledger record ${file}: ${errorMessage(err)}\n`);
         rmSync(file, { force: true });
       }
     }
     return records;
+  }
+
+  private checked(name: string, file: string): VmRecord {
+    const vm = VM_RECORD.exec(name)?.[1];
+    if (!vm) throw new Error('not a VM record name');
+    const record = JSON.parse(readFileSync(file, 'utf8')) as VmRecord;
+    if (record.vm !== vm) throw new Error(`it names VM ${JSON.stringify(record.vm)}`);
+    if (record.runDir !== join(this.runRoot, vm))
+      throw new Error(`its run dir ${JSON.stringify(record.runDir)} is not ${vm}'s`);
+    if (record.pid !== undefined && !(Number.isInteger(record.pid) && record.pid > 1))
+      throw new Error(`its pid ${JSON.stringify(record.pid)} is not a pid`);
+    if (record.sandbox && !SANDBOX_ID.test(record.sandbox.id)) throw new Error('its sandbox id is malformed');
+    return record;
   }
 
   /** The sandbox a request names; a request on a sandbox renews its lease. */
@@ -201,6 +225,18 @@ export class Ledger implements VmLedgerHook {
     this.sandboxes.clear();
     return all;
   }
+}
+
+/** Marks a request running on the sandbox; the function returned ends it (once) and renews the lease. */
+export function hold(sandbox: Sandbox): () => void {
+  sandbox.inFlight++;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    sandbox.inFlight--;
+    renew(sandbox);
+  };
 }
 
 /** Starts a leased sandbox's lease over. */

@@ -1,4 +1,5 @@
 import { describeExit } from '../engine/engine.js';
+import { errorMessage } from '../errors.js';
 import type { AuditLog } from './audit.js';
 import type { Ledger, Sandbox } from './ledger.js';
 import type { Metrics, ReapKind } from './metrics.js';
@@ -30,6 +31,7 @@ export class Reaper {
     const alive = new Map<string, boolean>(); // each owner process is checked once per sweep
     for (const sandbox of this.ledger.list()) {
       const { owner } = sandbox;
+      if (sandbox.inFlight > 0) continue; // its lease renews when its requests end
       if (sandbox.ttlS !== null && sandbox.expires <= now) {
         void this.reap(sandbox, 'lease', 'lease expired', { ttl_s: sandbox.ttlS });
       } else if (owner?.pid !== undefined) {
@@ -40,7 +42,16 @@ export class Reaper {
     }
   }
 
-  private async reap(sandbox: Sandbox, kind: ReapKind, reason: string, details: object = {}): Promise<void> {
+  /** Removes the sandbox and kills its VM; never rejects: a kill that fails is said on stderr and in the audit log. */
+  private reap(sandbox: Sandbox, kind: ReapKind, reason: string, details: object = {}): Promise<void> {
+    return this.kill(sandbox, kind, reason, details).catch((err: unknown) => {
+      const error = errorMessage(err).split('\n')[0]!;
+      process.stderr.write(`forkd: reaping sandbox ${sandbox.id} (${sandbox.vm.id}) failed: ${error}\n`);
+      this.audit.event({ event: 'reap-failed', id: sandbox.id, vm: sandbox.vm.id, reason, error });
+    });
+  }
+
+  private async kill(sandbox: Sandbox, kind: ReapKind, reason: string, details: object): Promise<void> {
     if (!this.ledger.release(sandbox)) return; // deleted, or reaped for another reason, already
     this.metrics.observeReap(kind);
     this.audit.event({

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
@@ -40,6 +40,14 @@ function raw(
 }
 
 const auth = () => ({ authorization: `Bearer ${daemon.token}` });
+
+/** A state dir of its own (one daemon per state dir) that sees this one's snapshots. */
+function neighbourHome(): IsolatedHome {
+  const neighbour = new IsolatedHome();
+  rmSync(join(neighbour.root, 'snapshots'), { recursive: true, force: true });
+  symlinkSync(join(home.root, 'snapshots'), join(neighbour.root, 'snapshots'));
+  return neighbour;
+}
 
 beforeAll(async () => {
   daemon = await Daemon.start({ paths: home.paths });
@@ -378,7 +386,8 @@ describe('operations', () => {
   });
 
   test('a full heavy-operation cap answers 503, a second operation on one tag 409', async () => {
-    const capped = await Daemon.start({ paths: home.paths, listen: join(home.root, 'capped.sock'), maxHeavy: 1 });
+    const cappedHome = neighbourHome();
+    const capped = await Daemon.start({ paths: cappedHome.paths, maxHeavy: 1 });
     const c = contractController({ endpoint: capped.endpoint, token: capped.token });
     try {
       const results = await Promise.allSettled([c.createSnapshot('cap-a'), c.createSnapshot('cap-b')]);
@@ -393,6 +402,7 @@ describe('operations', () => {
     } finally {
       await c.close();
       await capped.close();
+      cappedHome.remove();
     }
   });
 
@@ -409,7 +419,8 @@ describe('operations', () => {
   });
 
   test('serves loopback TCP too, and refuses other addresses without a managed token', async () => {
-    const tcp = await Daemon.start({ paths: home.paths, listen: '127.0.0.1:0' });
+    const tcpHome = neighbourHome();
+    const tcp = await Daemon.start({ paths: tcpHome.paths, listen: '127.0.0.1:0' });
     const c = contractController({ endpoint: tcp.endpoint, token: tcp.token });
     try {
       expect(tcp.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -421,6 +432,7 @@ describe('operations', () => {
     } finally {
       await c.close();
       await tcp.close();
+      tcpHome.remove();
     }
     await expect(Daemon.start({ paths: home.paths, listen: '0.0.0.0:0' })).rejects.toMatchObject({
       code: 'FORKD_ERR_BAD_INPUT',
@@ -429,13 +441,16 @@ describe('operations', () => {
   });
 
   test('close kills every sandbox and removes the socket', async () => {
-    const other = await Daemon.start({ paths: home.paths, listen: join(home.root, 'other.sock') });
+    const otherHome = neighbourHome();
+    const other = await Daemon.start({ paths: otherHome.paths });
     const c = contractController({ endpoint: other.endpoint, token: other.token });
     const kids = await c.createSandboxes('base', 2);
-    expect(home.qemuProcesses().length).toBeGreaterThanOrEqual(2);
+    expect(otherHome.qemuProcesses()).toHaveLength(2);
     await c.close();
     await other.close();
     for (const kid of kids) expect(() => process.kill(kid.info.pid, 0)).toThrow();
-    expect(home.entries('run')).toEqual(NOTHING_LEFT.run);
+    expect(otherHome.entries('run')).toEqual(NOTHING_LEFT.run);
+    expect(existsSync(join(otherHome.root, 'forkd.sock'))).toBe(false);
+    otherHome.remove();
   });
 });

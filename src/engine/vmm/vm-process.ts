@@ -32,7 +32,7 @@ interface ProcessHandle {
 export type VmRole = 'child' | 'spare' | 'branch-helper';
 
 /** What a ledger records of a QEMU: enough to find it again, and to adopt or reap it. */
-export type LaunchedVm = Pick<VmProcess, 'id' | 'runDir' | 'spec'>;
+export type LaunchedVm = Pick<VmProcess, 'id' | 'runDir' | 'pid' | 'spec'>;
 
 /** Told of every QEMU launched (or adopted) with it, and of its end: the daemon's ledger of VMs. */
 export interface VmLedgerHook {
@@ -82,7 +82,11 @@ function adopted(pid: number, runDir: string): ProcessHandle {
       }, ADOPTED_EXIT_POLL_MS);
     }),
     kill: () => {
-      if (isOurs()) process.kill(pid, 'SIGKILL');
+      try {
+        if (isOurs()) process.kill(pid, 'SIGKILL');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // it exited since isOurs()
+      }
     },
   };
 }
@@ -232,26 +236,31 @@ export class VmProcess {
     return proc;
   }
 
-  /** The pid of the QEMU a previous forkd process started from `runDir`, while it runs. */
-  private static leftoverPid(runDir: string): number | undefined {
+  /**
+   * The pid of the QEMU a previous forkd process started from `runDir`, while it runs: from the
+   * pid file QEMU writes, or else the pid it was spawned with (it may not have written the file yet).
+   */
+  private static leftoverPid(runDir: string, spawnedPid?: number): number | undefined {
+    let pid = spawnedPid;
     try {
-      const pid = Number(readFileSync(join(runDir, 'qemu.pid'), 'utf8').trim());
-      return pid > 0 && runsFrom(pid, runDir) ? pid : undefined;
+      const written = Number(readFileSync(join(runDir, 'qemu.pid'), 'utf8').trim());
+      if (written > 0) pid = written;
     } catch {
-      return undefined; // no pid file: QEMU died starting, or the run dir is gone
+      // no pid file: QEMU died starting, was killed before writing it, or the run dir is gone
     }
+    return pid !== undefined && runsFrom(pid, runDir) ? pid : undefined;
   }
 
-  static leftoverRunning(runDir: string): boolean {
-    return VmProcess.leftoverPid(runDir) !== undefined;
+  static leftoverRunning(runDir: string, spawnedPid?: number): boolean {
+    return VmProcess.leftoverPid(runDir, spawnedPid) !== undefined;
   }
 
   /**
    * Kills the QEMU a previous forkd process started from `runDir` (if it still runs) without
    * connecting to it, and removes its run dir and console log.
    */
-  static async reapLeftover(runDir: string, paths: StatePaths): Promise<void> {
-    const pid = VmProcess.leftoverPid(runDir);
+  static async reapLeftover(runDir: string, paths: StatePaths, spawnedPid?: number): Promise<void> {
+    const pid = VmProcess.leftoverPid(runDir, spawnedPid);
     if (pid !== undefined) {
       const handle = adopted(pid, runDir);
       handle.kill();

@@ -2,10 +2,11 @@ import { API } from '../../api/routes.js';
 import { FILE_BODY_LIMIT } from '../../api/schemas.js';
 import type { ConsoleReply } from '../../api/types.js';
 import { branchReadyReply, branchWritingReply, evalReply, execCall, execReply, pingReply } from '../../api/wire.js';
+import type { StartedVm } from '../../engine/engine.js';
 import { ForkdError } from '../../errors.js';
 import { readBody } from '../body.js';
 import type { DaemonContext } from '../context.js';
-import { sandboxInfo, type Holder, type Sandbox } from '../ledger.js';
+import { hold, sandboxInfo, type Holder, type Sandbox } from '../ledger.js';
 import { ownerRecord } from '../owners.js';
 import type { Router } from '../router.js';
 
@@ -14,8 +15,29 @@ const CONSOLE_DEFAULT_LINES = 50;
 export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
   const { engine, ledger, slots, metrics, branches } = ctx;
 
-  /** Runs a request against a sandbox; one whose VM dies meanwhile answers 410 (the reaper removes it). */
-  const withSandbox = <T>(id: string, fn: (sandbox: Sandbox) => Promise<T>): Promise<T> => fn(ledger.sandbox(id));
+  /** Runs a request against a sandbox, which no lease reaps meanwhile; its lease starts over when the request ends. */
+  const withSandbox = async <T>(id: string, fn: (sandbox: Sandbox) => Promise<T>): Promise<T> => {
+    const sandbox = ledger.sandbox(id);
+    const done = hold(sandbox);
+    try {
+      return await fn(sandbox);
+    } finally {
+      done();
+    }
+  };
+
+  /** Hands forked children to the client; if recording one fails (a full disk), none of them is left running. */
+  const addSandboxes = async (snapshot: string, children: StartedVm[], holder: Holder): Promise<Sandbox[]> => {
+    const added: Sandbox[] = [];
+    try {
+      for (const vm of children) added.push(ledger.addSandbox(snapshot, vm, holder));
+      return added;
+    } catch (err) {
+      for (const sandbox of added) ledger.release(sandbox);
+      await Promise.all(children.map((vm) => vm.kill()));
+      throw err;
+    }
+  };
 
   router
     .on(API.createSandboxes, async ({ body }) => {
@@ -25,7 +47,7 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
       try {
         const children = await engine.fork(snapshot, n);
         for (const child of children) metrics.observeFork(child.readyMs);
-        const json = children.map((vm) => sandboxInfo(ledger.addSandbox(snapshot, vm, holder)));
+        const json = (await addSandboxes(snapshot, children, holder)).map(sandboxInfo);
         metrics.observeSandboxes(ledger.size);
         return { status: 201, json };
       } finally {
@@ -59,15 +81,22 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
       }
       const sandbox = ledger.sandbox(params.id);
       const release = slots.acquire(tag);
+      const done = hold(sandbox); // until the copy is done, even when the reply does not wait for it
       let started;
       try {
         branches.forget(tag);
         started = await engine.startBranch(sandbox.vm, tag, mode);
       } catch (err) {
         release();
+        done();
         throw err;
       }
-      void started.done.finally(release).catch(() => {});
+      void started.done
+        .finally(() => {
+          release();
+          done();
+        })
+        .catch(() => {});
       if (!wait) {
         branches.track(tag, sandbox.id, started.done);
         const { pauseMs } = await started.resumed;
@@ -91,9 +120,8 @@ export function sandboxRoutes(router: Router, ctx: DaemonContext): void {
     )
     .on(API.writeFile, async ({ req, params, query }) => {
       const mode = Number.parseInt(query.mode ?? '644', 8);
-      ledger.sandbox(params.id); // 404 before reading a large body
-      const data = await readBody(req, FILE_BODY_LIMIT);
       return withSandbox(params.id, async (s) => {
+        const data = await readBody(req, FILE_BODY_LIMIT); // after the 404 of an unknown sandbox
         await s.vm.writeFile(query.path, data, { mode });
         return { status: 204 };
       });
