@@ -8,6 +8,7 @@ import { hashInputs } from './images/cache.js';
 import type { StatePaths } from '../common/state-dir.js';
 import type { Accel } from './vmm/qemu-args.js';
 import type { QemuBinary } from './vmm/qemu-binary.js';
+import type { VmLedgerHook } from './vmm/vm-process.js';
 import { StartedVm } from './vmm/vm.js';
 
 export interface AccelVerdict {
@@ -45,7 +46,12 @@ export interface AccelGuest {
 }
 
 /** Boots `guest` under KVM; KVM is used only if the guest agent really answers. */
-async function probeKvm(guest: AccelGuest, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
+async function probeKvm(
+  guest: AccelGuest,
+  paths: StatePaths,
+  qemu: QemuBinary,
+  ledger: VmLedgerHook | undefined,
+): Promise<AccelVerdict> {
   const pvm = existsSync('/sys/module/kvm_pvm');
   try {
     const vm = await StartedVm.start({
@@ -55,6 +61,7 @@ async function probeKvm(guest: AccelGuest, paths: StatePaths, qemu: QemuBinary):
       paths,
       qemu,
       bootTimeoutMs: KVM_PROBE_TIMEOUT_MS,
+      launch: { ...(ledger ? { ledger } : {}), role: 'probe' },
     });
     const bootMs = vm.readyMs;
     await vm.kill();
@@ -119,9 +126,14 @@ export async function knownAccel(
 /**
  * The accelerator to run `guest` with: FORKD_ACCEL when set, TCG without a usable /dev/kvm, else
  * a probe boot of `guest` under KVM (falling back to TCG), cached by host kernel, QEMU and the
- * guest kernel's sha256.
+ * guest kernel's sha256. The probe VM is reported to `ledger` if given.
  */
-export async function resolveAccel(guest: AccelGuest, paths: StatePaths, qemu: QemuBinary): Promise<AccelVerdict> {
+export async function resolveAccel(
+  guest: AccelGuest,
+  paths: StatePaths,
+  qemu: QemuBinary,
+  ledger?: VmLedgerHook,
+): Promise<AccelVerdict> {
   const verdict = await hostVerdict();
   if (verdict) return verdict;
   const kernelSha256 = await sha256File(guest.kernel).catch((err: unknown) => {
@@ -133,7 +145,7 @@ export async function resolveAccel(guest: AccelGuest, paths: StatePaths, qemu: Q
   const key = verdictKey(qemu, kernelSha256);
   const cached = await cachedVerdict(paths, key);
   if (cached) return cached;
-  const probed = await probeKvm(guest, paths, qemu);
+  const probed = await probeKvm(guest, paths, qemu, ledger);
   const verdicts = await readVerdicts(paths);
   verdicts[key] = { accel: probed.accel, reason: probed.reason, probedAt: new Date().toISOString() };
   writeJsonAtomic(paths.file('accel.json'), { verdicts });

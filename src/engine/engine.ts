@@ -28,7 +28,7 @@ export type { BranchResult } from './snapshot/branch.js';
 export type { SnapshotOptions, SnapshotResult } from './snapshot/create.js';
 export type { SnapshotDescription } from './snapshot/ops.js';
 
-export type BootOptions = Omit<StartVmOptions, 'kernel' | 'initrd' | 'accel' | 'paths' | 'qemu'>;
+export type BootOptions = Omit<StartVmOptions, 'kernel' | 'initrd' | 'accel' | 'paths' | 'qemu' | 'launch'>;
 
 export interface EngineOptions {
   /** How forked children are launched; the daemon lets them outlive it (it adopts them on restart). */
@@ -55,10 +55,10 @@ export class Engine implements AsyncDisposable {
   ) {
     this.snapshots = new SnapshotStore(paths);
     this.images = new GuestImageSource(paths, options.officialPacks);
-    this.accels = new HostAccel(paths);
-    this.maker = new SnapshotMaker(paths, this.snapshots, this.images, this.accels);
-    this.forker = new Forker(paths, this.snapshots, this.accels, options.launch ?? {});
     this.ledger = options.launch?.ledger;
+    this.accels = new HostAccel(paths, this.ledger);
+    this.maker = new SnapshotMaker(paths, this.snapshots, this.images, this.accels, this.ledger);
+    this.forker = new Forker(paths, this.snapshots, this.accels, options.launch ?? {});
   }
 
   /** Kernel + base initramfs: the official pack's where one is pinned, else built on first use; memoised. */

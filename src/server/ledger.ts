@@ -74,7 +74,14 @@ export class Ledger implements VmLedgerHook {
 
   /** QEMUs alive now, by role. */
   roles(): Record<LedgerRole, number> {
-    const counts: Record<LedgerRole, number> = { sandbox: 0, spare: 0, child: 0, 'branch-helper': 0 };
+    const counts: Record<LedgerRole, number> = {
+      sandbox: 0,
+      spare: 0,
+      child: 0,
+      'branch-helper': 0,
+      parent: 0,
+      probe: 0,
+    };
     for (const record of this.vms.values()) counts[record.role]++;
     return counts;
   }

@@ -273,6 +273,24 @@ describe("the engine's launch hook", () => {
   });
 });
 
+describe('snapshot parents', () => {
+  test('a POST /v1/snapshots parent is in the ledger while it runs, and gone after', async () => {
+    const creating = daemon.client.createSnapshot('parented');
+    let parent: VmRecord | undefined;
+    await within(120_000, async () => {
+      parent = (await readLedger()).find((r) => r.role === 'parent');
+      return parent !== undefined;
+    });
+    expect(parent).toMatchObject({ role: 'parent', snapshot: 'parented' });
+    expect(home.qemuProcesses().filter((line) => line.includes(parent!.runDir))).toHaveLength(1);
+    expect(await daemon.client.metrics()).toMatch(/^forkd_vms\{role="parent"\} 1$/m);
+    await creating;
+    expect((await readLedger()).filter((r) => r.role === 'parent')).toEqual([]);
+    expect(home.qemuProcesses().filter((line) => line.includes(parent!.runDir))).toEqual([]);
+    await daemon.client.deleteSnapshot('parented');
+  });
+});
+
 async function readLedger(): Promise<VmRecord[]> {
   const dir = join(home.root, 'ledger');
   return readdirSync(dir).map((name) => JSON.parse(readFileSync(join(dir, name), 'utf8')) as VmRecord);

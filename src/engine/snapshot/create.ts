@@ -13,6 +13,7 @@ import type { OnProgress } from '../progress.js';
 import { saveDeviceState } from '../vmm/device-state.js';
 import { validatePorts } from '../vmm/ports.js';
 import { findQemu } from '../vmm/qemu-binary.js';
+import type { VmLedgerHook } from '../vmm/vm-process.js';
 import { StartedVm } from '../vmm/vm.js';
 import { incompatibilities, MACHINE_TYPE, SNAPSHOT_FORMAT, type SnapshotMeta } from './meta.js';
 import type { SnapshotInfo, SnapshotStore } from './store.js';
@@ -130,6 +131,8 @@ export class SnapshotMaker {
     private readonly snapshots: SnapshotStore,
     private readonly images: GuestImageSource,
     private readonly accel: HostAccel,
+    /** Told of parent VMs (the daemon's ledger). */
+    private readonly ledger: VmLedgerHook | undefined,
   ) {}
 
   /**
@@ -217,6 +220,7 @@ export class SnapshotMaker {
         ...(rootfs ? { rootfs: rootfs.image } : {}),
         paths: this.paths,
         qemu,
+        launch: { ...(this.ledger ? { ledger: this.ledger } : {}), role: 'parent', snapshot: tag },
       });
       let warmupMs = 0;
       let saveMs = 0;

@@ -29,7 +29,7 @@ interface ProcessHandle {
 }
 
 /** What a QEMU is for, as the daemon's ledger records it. */
-export type VmRole = 'child' | 'spare' | 'branch-helper';
+export type VmRole = 'child' | 'spare' | 'branch-helper' | 'parent' | 'probe';
 
 /** What a ledger records of a QEMU: enough to find it again, and to adopt or reap it. */
 export type LaunchedVm = Pick<VmProcess, 'id' | 'runDir' | 'pid' | 'spec'>;

@@ -8,7 +8,7 @@ import type { Accel, VmSockets, VmSpec } from './qemu-args.js';
 import { findQemu, type QemuBinary } from './qemu-binary.js';
 import type { QmpClient } from './qmp.js';
 import type { PortMap } from './ports.js';
-import { describeExit, VmProcess, type ExitInfo, type VmLedgerHook } from './vm-process.js';
+import { describeExit, VmProcess, type ExitInfo, type LaunchOptions, type VmLedgerHook } from './vm-process.js';
 
 export interface StartVmOptions {
   kernel: string;
@@ -26,6 +26,8 @@ export interface StartVmOptions {
   bootTimeoutMs?: number;
   paths?: StatePaths;
   qemu?: QemuBinary;
+  /** Who is told of this QEMU's launch and end (the daemon's ledger), and what it is for. */
+  launch?: Pick<LaunchOptions, 'ledger' | 'role' | 'snapshot'>;
 }
 
 export interface StoppedVm {
@@ -136,7 +138,7 @@ export class StartedVm implements AsyncDisposable {
     };
     const timeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
-    const proc = await VmProcess.launch(spec, paths, qemu, deadline);
+    const proc = await VmProcess.launch(spec, paths, qemu, deadline, options.launch);
     try {
       const ping = proc.agent.request('ping', {}, Math.max(1, deadline - Date.now())).catch((err: ForkdError) => {
         throw err.code === 'FORKD_ERR_AGENT_TIMEOUT'
