@@ -348,4 +348,32 @@ describe('daemon restarts', () => {
     );
     expect(home.qemuProcesses()).toHaveLength(1);
   });
+
+  test('a snapshot parent dies with a SIGKILLed daemon, and the next daemon reaps its record', async () => {
+    const creating = daemon.client.createSnapshot('orphaned', { warmup: 'sleep 600' }); // still warming up when killed
+    creating.catch(() => {});
+    let parent: VmRecord | undefined;
+    await within(120_000, async () => {
+      parent = (await readLedger()).find((r) => r.role === 'parent');
+      return parent !== undefined;
+    });
+    daemon.child.kill('SIGKILL');
+    await daemon.exited;
+    await expect(creating).rejects.toThrow(); // the connection dropped
+    await daemon.client.close();
+    await within(5000, async () => !home.qemuProcesses().some((line) => line.includes(parent!.runDir)));
+    const eventsBefore = auditEvents().length;
+
+    daemon = await serve();
+    expect(auditEvents().slice(eventsBefore)).toContainEqual(
+      expect.objectContaining({
+        event: 'reap',
+        vm: parent!.vm,
+        role: 'parent',
+        reason: 'qemu exited while no daemon ran',
+      }),
+    );
+    expect((await readLedger()).filter((r) => r.role === 'parent')).toEqual([]);
+    expect(existsSync(parent!.runDir)).toBe(false);
+  });
 });
