@@ -32572,7 +32572,7 @@ ${captureLines}` : capture.stack;
 // node_modules/@mongodb-js/zstd/bindings.js
 var require_bindings = __commonJS({
   "node_modules/@mongodb-js/zstd/bindings.js"(exports, module) {
-    var { existsSync: existsSync17, readFileSync: readFileSync15 } = __require("fs");
+    var { existsSync: existsSync17, readFileSync: readFileSync17 } = __require("fs");
     var { join: join24 } = __require("path");
     var { platform: platform2, arch: arch2 } = process;
     var nativeBinding = null;
@@ -32581,7 +32581,7 @@ var require_bindings = __commonJS({
     function isMusl() {
       if (!process.report || typeof process.report.getReport !== "function") {
         try {
-          return readFileSync15("/usr/bin/ldd", "utf8").includes("musl");
+          return readFileSync17("/usr/bin/ldd", "utf8").includes("musl");
         } catch (e) {
           return true;
         }
@@ -33703,7 +33703,7 @@ import { release } from "node:os";
 
 // src/engine/images/cache.ts
 import { createHash as createHash2, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync, writeFileSync as writeFileSync2 } from "node:fs";
+import { existsSync, readFileSync as readFileSync2, rmSync, writeFileSync as writeFileSync2 } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -33734,12 +33734,20 @@ function exitOnSignals() {
 }
 
 // src/engine/process-alive.ts
+import { readFileSync } from "node:fs";
 function pidAlive(pid) {
   try {
     process.kill(pid, 0);
     return true;
   } catch (err) {
     return err.code === "EPERM";
+  }
+}
+function runsFrom(pid, dir) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir);
+  } catch {
+    return false;
   }
 }
 
@@ -33796,7 +33804,7 @@ async function acquireBuildLock(lock, built, options) {
     } catch (err) {
       if (err.code !== "EEXIST") throw err;
     }
-    const holder = Number(readFileSync(lock, { encoding: "utf8", flag: "r" }).trim() || 0);
+    const holder = Number(readFileSync2(lock, { encoding: "utf8", flag: "r" }).trim() || 0);
     if (holder && !pidAlive(holder)) {
       rmSync(lock, { force: true });
       continue;
@@ -33816,2397 +33824,6 @@ import { existsSync as existsSync4 } from "node:fs";
 // src/engine/agent/guest.ts
 import { randomBytes as randomBytes2 } from "node:crypto";
 import { constants } from "node:os";
-
-// src/api/wire.ts
-function execRequest(command, options = {}) {
-  return {
-    ...typeof command === "string" ? { shell: command } : { argv: command },
-    ...options.env ? { env: options.env } : {},
-    ...options.cwd ? { cwd: options.cwd } : {},
-    ...options.stdin !== void 0 ? { stdin: Buffer.from(options.stdin).toString("base64") } : {},
-    ...options.timeoutMs !== void 0 ? { timeout_ms: options.timeoutMs } : {},
-    ...options.maxOutputBytes !== void 0 ? { max_output: options.maxOutputBytes } : {}
-  };
-}
-function execCall(request4) {
-  const options = {};
-  if (request4.env) options.env = request4.env;
-  if (request4.cwd) options.cwd = request4.cwd;
-  if (request4.stdin !== void 0) options.stdin = Buffer.from(request4.stdin, "base64");
-  if (request4.timeout_ms !== void 0) options.timeoutMs = request4.timeout_ms;
-  if (request4.max_output !== void 0) options.maxOutputBytes = request4.max_output;
-  return { command: request4.argv ?? request4.shell, options };
-}
-function execReply(r) {
-  return {
-    exit_code: r.exitCode,
-    signal: r.signal,
-    timed_out: r.timedOut,
-    stdout: r.stdout.toString("base64"),
-    stderr: r.stderr.toString("base64"),
-    stdout_truncated: r.stdoutTruncated,
-    stderr_truncated: r.stderrTruncated,
-    duration_ms: r.durationMs
-  };
-}
-function execResult(reply) {
-  return {
-    exitCode: Number(reply.exit_code),
-    signal: reply.signal ?? null,
-    timedOut: reply.timed_out === true,
-    stdout: Buffer.from(reply.stdout ?? "", "base64"),
-    stderr: Buffer.from(reply.stderr ?? "", "base64"),
-    stdoutTruncated: reply.stdout_truncated === true,
-    stderrTruncated: reply.stderr_truncated === true,
-    durationMs: Number(reply.duration_ms)
-  };
-}
-function evalReply({ durationMs, ...result }) {
-  return { ...result, duration_ms: durationMs };
-}
-function evalResult({ duration_ms: durationMs, ...result }) {
-  return { ...result, durationMs };
-}
-function pingReply(ping) {
-  return { pong: true, version: ping.version, uptime_ms: ping.uptimeMs, jobs: ping.jobs };
-}
-function createSnapshotRequest(tag, options = {}) {
-  return {
-    tag,
-    ...options.recipe ? { recipe: options.recipe } : {},
-    ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
-    ...options.warmup ? { warmup: options.warmup } : {},
-    ...options.ports ? { ports: options.ports } : {}
-  };
-}
-function snapshotOptions(request4) {
-  return {
-    ...request4.recipe ? { recipe: request4.recipe } : {},
-    ...request4.memory_mib ? { memoryMiB: request4.memory_mib } : {},
-    ...request4.ports ? { ports: request4.ports } : {},
-    ...request4.warmup ? { warmup: request4.warmup } : {}
-  };
-}
-function snapshotSummary(s) {
-  return {
-    tag: s.tag,
-    created: s.meta.created,
-    parent: s.meta.parent,
-    memory_mib: s.meta.memoryMiB,
-    disk_bytes: s.diskBytes,
-    accel: s.meta.accel,
-    warmup: s.meta.warmup,
-    ports: s.meta.ports,
-    status: "ready",
-    depth: s.meta.depth ?? 0
-  };
-}
-function timingsReply(timings) {
-  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k.replace(/Ms$/, "_ms"), Math.round(v)]));
-}
-var tenths = (ms) => Math.round(ms * 10) / 10;
-function branchWritingReply(tag, mode, pauseMs) {
-  return { tag, status: "writing", mode, pause_ms: tenths(pauseMs) };
-}
-function branchReadyReply(r) {
-  return {
-    ...snapshotSummary(r),
-    status: "ready",
-    mode: r.mode,
-    pause_ms: tenths(r.pauseMs),
-    bytes_written: r.bytesWritten,
-    transferred_bytes: r.transferredBytes,
-    passes: r.passes,
-    ...r.diffPages !== void 0 ? { diff_pages: r.diffPages } : {},
-    total_ms: Math.round(r.totalMs)
-  };
-}
-
-// src/engine/agent/client.ts
-import { connect } from "node:net";
-import { basename as basename2, dirname } from "node:path";
-
-// src/common/debug.ts
-import { format } from "node:util";
-function debugSections(value) {
-  const patterns = (value ?? "").split(/[\s,]+/).filter(Boolean).map((name) => name.toLowerCase() === "all" ? "*" : name);
-  if (patterns.length === 0) return () => false;
-  const escaped = patterns.map((name) => name.replace(/[|\\{}()[\]^$+?.]/g, "\\$&").replaceAll("*", ".*"));
-  const matcher = new RegExp(`^(?:${escaped.join("|")})$`, "i");
-  return (section) => matcher.test(section);
-}
-var sectionsOn;
-function debuglog(section) {
-  let on;
-  const enabled = () => on ??= (sectionsOn ??= debugSections(process.env.FORKD_DEBUG))(section);
-  const log = (vmId, message, ...args) => {
-    if (!enabled()) return;
-    process.stderr.write(
-      `${(/* @__PURE__ */ new Date()).toISOString()} forkd:${section} ${process.pid} ${vmId}: ${format(message, ...args)}
-`
-    );
-  };
-  return Object.defineProperty(log, "enabled", { get: enabled });
-}
-
-// src/engine/agent/frames.ts
-var MAX_FRAME_BYTES = 16 * 1024 * 1024;
-function encodeFrame(message) {
-  const body = Buffer.from(JSON.stringify(message), "utf8");
-  if (body.length > MAX_FRAME_BYTES) {
-    throw new ForkdError(
-      "FORKD_ERR_FRAME_TOO_LARGE",
-      `request of ${body.length} bytes is over the ${MAX_FRAME_BYTES} byte frame limit`,
-      {
-        hint: "send large files in chunks (writeFile does this for you) and cap exec stdin"
-      }
-    );
-  }
-  const header = Buffer.alloc(4);
-  header.writeUInt32BE(body.length);
-  return Buffer.concat([header, body]);
-}
-var FrameDecoder = class {
-  pending = Buffer.alloc(0);
-  push(chunk) {
-    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    const frames = [];
-    while (this.pending.length >= 4) {
-      const length = this.pending.readUInt32BE(0);
-      if (length > MAX_FRAME_BYTES) {
-        throw new ForkdError(
-          "FORKD_ERR_FRAME_TOO_LARGE",
-          `agent sent a frame of ${length} bytes (limit ${MAX_FRAME_BYTES})`
-        );
-      }
-      if (this.pending.length < 4 + length) break;
-      frames.push(JSON.parse(this.pending.subarray(4, 4 + length).toString("utf8")));
-      this.pending = this.pending.subarray(4 + length);
-    }
-    return frames;
-  }
-  reset() {
-    this.pending = Buffer.alloc(0);
-  }
-};
-
-// src/engine/agent/client.ts
-var debug = debuglog("agent");
-var AgentError = class extends ForkdError {
-  constructor(agentCode, message) {
-    super("FORKD_ERR_AGENT", `${message} (${agentCode})`);
-    this.agentCode = agentCode;
-  }
-  agentCode;
-};
-var AgentClient = class _AgentClient {
-  constructor(socket, vmId) {
-    this.socket = socket;
-    this.vmId = vmId;
-    socket.on("data", (chunk) => this.onData(chunk));
-    socket.on("close", () => {
-      debug(vmId, "connection closed (%d requests in flight)", this.pending.size);
-      this.fail(this.closedError ?? new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed"));
-    });
-    socket.on("error", () => {
-    });
-  }
-  socket;
-  vmId;
-  nextId = 1;
-  pending = /* @__PURE__ */ new Map();
-  decoder = new FrameDecoder();
-  closedError;
-  onUnsolicited = () => {
-  };
-  static connect(path) {
-    return new Promise((resolve4, reject) => {
-      const socket = connect(path);
-      socket.once("connect", () => {
-        socket.removeListener("error", reject);
-        resolve4(new _AgentClient(socket, basename2(dirname(path))));
-      });
-      socket.once("error", reject);
-    });
-  }
-  onData(chunk) {
-    let frames;
-    try {
-      frames = this.decoder.push(chunk);
-    } catch (err) {
-      this.closedError = err;
-      this.socket.destroy();
-      return;
-    }
-    for (const frame of frames) {
-      const reply = frame;
-      const pending = typeof reply.id === "number" ? this.pending.get(reply.id) : void 0;
-      if (!pending) {
-        this.onUnsolicited(reply);
-        continue;
-      }
-      this.pending.delete(reply.id);
-      clearTimeout(pending.timer);
-      debug(
-        this.vmId,
-        "<- #%d %s %s (%d ms)",
-        reply.id,
-        pending.op,
-        reply.ok ? "ok" : reply.error?.code ?? "E_UNKNOWN",
-        Math.round(performance.now() - pending.sentAt)
-      );
-      if (reply.ok) pending.resolve(reply);
-      else pending.reject(new AgentError(reply.error?.code ?? "E_UNKNOWN", reply.error?.message ?? "agent error"));
-    }
-  }
-  /** Sends one request; rejects on an error reply, a disconnect, or after timeoutMs without a reply. */
-  request(op, body = {}, timeoutMs) {
-    if (this.closedError || this.socket.destroyed) {
-      return Promise.reject(
-        this.closedError ?? new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed")
-      );
-    }
-    const id = this.nextId++;
-    const frame = encodeFrame({ ...body, id, op });
-    return new Promise((resolve4, reject) => {
-      const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => {
-        debug(this.vmId, "#%d %s: no reply within %d ms", id, op, timeoutMs);
-        this.pending.delete(id);
-        reject(new ForkdError("FORKD_ERR_AGENT_TIMEOUT", `agent did not answer "${op}" within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { op, sentAt: performance.now(), resolve: resolve4, reject, timer });
-      debug(this.vmId, "-> #%d %s (%d bytes)", id, op, frame.length);
-      this.socket.write(frame);
-    });
-  }
-  /** Writes raw bytes (tests use this to send malformed frames). */
-  writeRaw(bytes) {
-    this.socket.write(bytes);
-  }
-  /** Rejects everything in flight (and every later request) with this error and closes the connection. */
-  abort(error) {
-    this.closedError = error;
-    this.fail(error);
-    this.socket.destroy();
-  }
-  fail(err) {
-    for (const pending of this.pending.values()) {
-      clearTimeout(pending.timer);
-      pending.reject(err);
-    }
-    this.pending.clear();
-  }
-  close() {
-    this.closedError ??= new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed");
-    this.socket.destroy();
-  }
-  get closed() {
-    return this.closedError !== void 0 || this.socket.destroyed;
-  }
-};
-
-// src/engine/agent/guest.ts
-var FILE_CHUNK = 4 * 1024 * 1024;
-var DEFAULT_READ_LIMIT = 64 * 1024 * 1024;
-var EXEC_REPLY_GRACE_MS = 5e3;
-var CONTROL_TIMEOUT_MS = 3e4;
-var DEFAULT_EVAL_TIMEOUT_MS = 6e4;
-var EVAL_NO_SERVER = 3;
-var MAX_EVAL_REPLY = 4 * 1024 * 1024;
-var signalNames = new Map(
-  Object.entries(constants.signals).map(([name, number]) => [number, name])
-);
-var Guest = class {
-  constructor(client) {
-    this.client = client;
-  }
-  client;
-  async reconnect(socketPath) {
-    this.client.close();
-    this.client = await AgentClient.connect(socketPath);
-  }
-  async ping(timeoutMs = CONTROL_TIMEOUT_MS) {
-    const reply = await this.client.request("ping", {}, timeoutMs);
-    return { version: String(reply.version), uptimeMs: Number(reply.uptime_ms), jobs: Number(reply.jobs) };
-  }
-  async exec(command, options = {}) {
-    if (Array.isArray(command) && command.length === 0) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", "exec needs a command", {
-        hint: 'pass argv like ["ls", "-l"] or a shell string'
-      });
-    }
-    const reply = await this.client.request(
-      "exec",
-      execRequest(command, options),
-      options.timeoutMs === void 0 ? void 0 : options.timeoutMs + EXEC_REPLY_GRACE_MS
-    );
-    return parseExecReply(reply);
-  }
-  /**
-   * Runs code in the guest's warm interpreter (a recipe's eval bridge on /run/forkd/eval.sock),
-   * relayed by the agent: no interpreter starts per call.
-   */
-  async eval(code, options = {}) {
-    const timeoutMs = options.timeoutMs ?? DEFAULT_EVAL_TIMEOUT_MS;
-    const reply = await this.client.request(
-      "eval",
-      { stdin: Buffer.from(code).toString("base64"), timeout_ms: timeoutMs, max_output: MAX_EVAL_REPLY },
-      timeoutMs + EXEC_REPLY_GRACE_MS
-    );
-    return parseEvalReply(parseExecReply(reply), timeoutMs);
-  }
-  /**
-   * The whole file; one longer than `maxBytes` (default 64 MiB) is refused with FORKD_ERR_LIMIT
-   * before it is buffered: the agent stops at the limit, which also bounds endless files such as
-   * /dev/zero.
-   */
-  async readFile(path, options = {}) {
-    const maxBytes = options.maxBytes ?? DEFAULT_READ_LIMIT;
-    const chunks = [];
-    for (let offset = 0; ; ) {
-      const reply = await this.client.request("read_file", { path, offset, length: FILE_CHUNK, max_bytes: maxBytes }, CONTROL_TIMEOUT_MS).catch((err) => {
-        throw err instanceof AgentError && err.agentCode === "E_TOO_LARGE" ? readLimitError(path, maxBytes) : err;
-      });
-      const chunk = Buffer.from(String(reply.data), "base64");
-      offset += chunk.length;
-      if (offset > maxBytes) throw readLimitError(path, maxBytes);
-      chunks.push(chunk);
-      if (reply.eof === true) return Buffer.concat(chunks);
-    }
-  }
-  async writeFile(path, data, options = {}) {
-    const bytes = Buffer.from(data);
-    let offset = 0;
-    do {
-      const chunk = bytes.subarray(offset, offset + FILE_CHUNK);
-      await this.client.request(
-        "write_file",
-        { path, data: chunk.toString("base64"), mode: options.mode ?? 420, append: offset > 0 },
-        CONTROL_TIMEOUT_MS
-      );
-      offset += chunk.length;
-    } while (offset < bytes.length);
-  }
-  /** Tells a restored guest the real time, fresh entropy and its own identity. */
-  async restored(info = {}) {
-    await this.client.request(
-      "restored",
-      {
-        time_ms: info.timeMs ?? Date.now(),
-        entropy: (info.entropy ?? randomBytes2(64)).toString("base64"),
-        ...info.hostname ? { hostname: info.hostname } : {}
-      },
-      CONTROL_TIMEOUT_MS
-    );
-  }
-  /** Asks the guest to sync and power off; resolves when the agent has acknowledged. */
-  async shutdown(timeoutMs = 5e3) {
-    await this.client.request("shutdown", {}, timeoutMs);
-  }
-};
-function readLimitError(path, maxBytes) {
-  return new ForkdError("FORKD_ERR_LIMIT", `${path} is longer than the read limit of ${maxBytes} bytes`, {
-    hint: `raise the limit (maxBytes; max_bytes= over the API, up to ${DEFAULT_READ_LIMIT}) or read a part with exec, e.g. head -c N ${path}`,
-    status: 413
-  });
-}
-function parseExecReply(reply) {
-  const signal = typeof reply.signal === "number" ? signalNames.get(reply.signal) ?? null : null;
-  return execResult({ ...reply, signal });
-}
-function parseEvalReply(relay, timeoutMs) {
-  const stderr = relay.stderr.toString().trim();
-  if (relay.timedOut) {
-    throw new ForkdError("FORKD_ERR_EVAL_TIMEOUT", `eval did not answer within ${timeoutMs} ms`, {
-      hint: "pass a longer timeout; the interpreter keeps running the code and answers the next eval once it is done"
-    });
-  }
-  if (relay.exitCode === EVAL_NO_SERVER) {
-    throw new ForkdError("FORKD_ERR_NO_EVAL", `this sandbox has no eval bridge: ${stderr}`, {
-      hint: "fork from a recipe with one, e.g. forkd snapshot --tag py --recipe python-numpy (or nodejs)"
-    });
-  }
-  let reply;
-  try {
-    if (relay.exitCode !== 0 || relay.stdoutTruncated) throw new Error(stderr || "reply too large");
-    reply = JSON.parse(relay.stdout.toString());
-  } catch (err) {
-    throw new ForkdError(
-      "FORKD_ERR_AGENT",
-      `the eval bridge failed (exit ${relay.exitCode}): ${err.message}`,
-      {
-        hint: "the guest interpreter may have crashed; see /tmp/eval-server.log in the sandbox"
-      }
-    );
-  }
-  const output = String(reply.output ?? "");
-  if (reply.ok === true) {
-    return {
-      ok: true,
-      value: reply.value ?? null,
-      repr: typeof reply.repr === "string" ? reply.repr : null,
-      output,
-      durationMs: relay.durationMs
-    };
-  }
-  const error = reply.error ?? {};
-  return {
-    ok: false,
-    error: {
-      type: String(error.type ?? "Error"),
-      message: String(error.message ?? ""),
-      stack: String(error.stack ?? "")
-    },
-    output,
-    durationMs: relay.durationMs
-  };
-}
-
-// src/engine/host-tools.ts
-import { execFile, spawn } from "node:child_process";
-import { accessSync, constants as constants2, existsSync as existsSync2, statSync } from "node:fs";
-import { delimiter, join as join2, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import { promisify } from "node:util";
-var execFileAsync = promisify(execFile);
-function which(name, env = process.env) {
-  if (name.includes("/")) return existsSync2(name) ? name : void 0;
-  for (const dir of (env.PATH ?? "").split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join2(dir, name);
-    try {
-      accessSync(candidate, constants2.X_OK);
-      return candidate;
-    } catch {
-    }
-  }
-  return void 0;
-}
-async function runTool(file, args, options = {}) {
-  try {
-    const { stdout } = await execFileAsync(file, args, { ...options, maxBuffer: 64 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err;
-    const tail2 = (e.stderr ?? "").trim().split("\n").slice(-15).join("\n");
-    throw new ForkdError(
-      "FORKD_ERR_BUILD",
-      `${file} ${args.join(" ")} failed (${e.code ?? "error"})
-${tail2 || e.message}`,
-      {
-        cause: err
-      }
-    );
-  }
-}
-function runToolStreaming(file, args, options) {
-  return new Promise((resolve4, reject) => {
-    const stdio = ["ignore", "pipe", "pipe", ...options.fd3 === void 0 ? [] : [options.fd3]];
-    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: [...stdio] });
-    const tail2 = [];
-    const onLine = (line) => {
-      tail2.push(line);
-      if (tail2.length > 30) tail2.shift();
-      options.onLine?.(line);
-    };
-    createInterface({ input: child.stdout }).on("line", onLine);
-    createInterface({ input: child.stderr }).on("line", onLine);
-    child.on(
-      "error",
-      (err) => reject(new ForkdError("FORKD_ERR_BUILD", `cannot run ${file}: ${err.message}`, { cause: err }))
-    );
-    child.on("close", (code, signal) => {
-      if (code === 0) resolve4();
-      else
-        reject(
-          new ForkdError("FORKD_ERR_BUILD", `${file} ${args.join(" ")} failed (${signal ?? code})
-${tail2.join("\n")}`)
-        );
-    });
-  });
-}
-function requireTool(name, aptPackage) {
-  const path = which(name);
-  if (!path) {
-    throw new ForkdError("FORKD_ERR_BUILD", `${name} is not installed`, {
-      hint: `run the setup command (npm run setup) or: sudo apt-get install ${aptPackage}`
-    });
-  }
-  return path;
-}
-function requireReadableFile(path, what, hint) {
-  const full = resolve(path);
-  try {
-    accessSync(full, constants2.R_OK);
-  } catch (err) {
-    const code = err.code;
-    throw new ForkdError(
-      code === "ENOENT" ? "FORKD_ERR_NOT_FOUND" : "FORKD_ERR_BAD_INPUT",
-      `${what} ${full} ${code === "ENOENT" ? "does not exist" : `is not readable (${code})`}`,
-      { hint }
-    );
-  }
-  if (!statSync(full).isFile())
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `${what} ${full} is not a regular file`, { hint });
-  return full;
-}
-
-// src/common/state-dir.ts
-import { mkdirSync } from "node:fs";
-import { homedir } from "node:os";
-import { join as join3, resolve as resolve2 } from "node:path";
-function stateDir(env = process.env) {
-  if (env.FORKD_HOME) return resolve2(env.FORKD_HOME);
-  const cache = env.XDG_CACHE_HOME ? resolve2(env.XDG_CACHE_HOME) : join3(homedir(), ".cache");
-  return join3(cache, "forkd");
-}
-var StatePaths = class {
-  constructor(root = stateDir()) {
-    this.root = root;
-  }
-  root;
-  dir(...parts) {
-    const path = join3(this.root, ...parts);
-    mkdirSync(path, { recursive: true, mode: 448 });
-    return path;
-  }
-  /** Built artifacts, one subdir per kind, named by the hash of their inputs. */
-  images(kind) {
-    return this.dir("images", kind);
-  }
-  /** Snapshots, one dir per tag (memory.bin, vmstate, meta.json); staging dirs start with a dot. */
-  snapshots() {
-    return this.dir("snapshots");
-  }
-  /** Per-VM sockets; removed when the VM stops. */
-  run() {
-    return this.dir("run");
-  }
-  /** Console logs of VMs; kept only for VMs that failed. */
-  logs() {
-    return this.dir("logs");
-  }
-  /** Scratch space for builds; each build removes its own. */
-  tmp() {
-    return this.dir("tmp");
-  }
-  /** The root itself, created if missing. */
-  ensureRoot() {
-    return this.dir();
-  }
-  file(name) {
-    return join3(this.dir(), name);
-  }
-};
-
-// src/engine/vmm/qemu-binary.ts
-import { execFile as execFile2 } from "node:child_process";
-import { promisify as promisify2 } from "node:util";
-var REQUIRED = {
-  "microvm machine property": ["acpi", "memory-backend"],
-  "memory-backend-file property": ["mem-path", "share"],
-  "migration capability": ["x-ignore-shared"]
-};
-var QMP_PROBE_ARGS = ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"];
-var QMP_PROBE = [
-  { execute: "qmp_capabilities" },
-  { execute: "qom-list-properties", arguments: { typename: "tcg-accel" }, id: "tcg" },
-  { execute: "qom-list-properties", arguments: { typename: "memory-backend-file" }, id: "memfile" },
-  { execute: "query-migrate-capabilities", id: "migration" },
-  { execute: "quit" }
-].map((command) => JSON.stringify(command)).join("\n");
-var PROBE_TIMEOUT_MS = 15e3;
-function parseHelpProperties(output) {
-  return new Set([...output.matchAll(/^\s+([\w-]+)=</gm)].map((m) => m[1]));
-}
-function parseQmpProbe(output) {
-  const answers = /* @__PURE__ */ new Map();
-  let version = "unknown";
-  for (const line of output.split("\n")) {
-    if (!line.trim()) continue;
-    const message = JSON.parse(line);
-    if (message.QMP) {
-      const v = message.QMP.version.qemu;
-      version = `${v.major}.${v.minor}.${v.micro}`;
-    }
-    if (message.id) answers.set(message.id, message.return);
-  }
-  const names2 = (id, key) => new Set((answers.get(id) ?? []).map((entry) => entry[key]));
-  return {
-    version,
-    tcg: names2("tcg", "name"),
-    memfile: names2("memfile", "name"),
-    migration: names2("migration", "capability")
-  };
-}
-function qemuFeatures(path, probe) {
-  const have = {
-    "microvm machine property": probe.microvm,
-    "memory-backend-file property": probe.memfile,
-    "migration capability": probe.migration
-  };
-  const missing = Object.entries(REQUIRED).flatMap(
-    ([what, names2]) => names2.filter((name) => !have[what].has(name)).map((name) => `${what} ${name}`)
-  );
-  if (missing.length) {
-    throw new ForkdError(
-      "FORKD_ERR_QEMU_MISSING",
-      `QEMU ${probe.version} at ${path} lacks what forkd needs: ${missing.join(", ")}`,
-      { hint: "forkd needs qemu-system-x86 6.2 or newer with the microvm machine (the distribution's package has it)" }
-    );
-  }
-  return { microvmOptionRoms: probe.microvm.has("x-option-roms"), tcgTbSize: probe.tcg.has("tb-size") };
-}
-var execFileAsync2 = promisify2(execFile2);
-async function probeQemu(path) {
-  const run = (args, input) => {
-    const pending = execFileAsync2(path, args, { timeout: PROBE_TIMEOUT_MS });
-    pending.child.stdin?.end(input);
-    return pending.then(
-      ({ stdout }) => stdout,
-      (err) => {
-        throw new ForkdError(
-          "FORKD_ERR_QEMU_MISSING",
-          `${path} ${args.join(" ")} failed: ${err.stderr || err.message}`,
-          {
-            hint: "sudo apt-get install --no-install-recommends qemu-system-x86"
-          }
-        );
-      }
-    );
-  };
-  const [machineHelp, qmp] = await Promise.all([
-    run(["-machine", "microvm,help"]),
-    run(QMP_PROBE_ARGS, `${QMP_PROBE}
-`)
-  ]);
-  return { ...parseQmpProbe(qmp), microvm: parseHelpProperties(machineHelp) };
-}
-var probed = /* @__PURE__ */ new Map();
-async function findQemu(env = process.env) {
-  const wanted = env.FORKD_QEMU ?? "qemu-system-x86_64";
-  const path = which(wanted, env);
-  if (!path) {
-    throw new ForkdError("FORKD_ERR_QEMU_MISSING", `${wanted} not found${env.FORKD_QEMU ? "" : " on PATH"}`, {
-      hint: "run the setup command (npm run setup) or: sudo apt-get install --no-install-recommends qemu-system-x86"
-    });
-  }
-  let facts = probed.get(path);
-  if (!facts) {
-    facts = probeQemu(path).then((probe) => ({ version: probe.version, features: qemuFeatures(path, probe) }));
-    probed.set(path, facts);
-    facts.catch(() => probed.delete(path));
-  }
-  return { path, ...await facts };
-}
-
-// src/engine/vmm/vm-process.ts
-import { spawn as spawn2 } from "node:child_process";
-import { randomBytes as randomBytes3 } from "node:crypto";
-import { closeSync, existsSync as existsSync3, openSync, readFileSync as readFileSync3, rmSync as rmSync3 } from "node:fs";
-import { mkdir as mkdir2, writeFile } from "node:fs/promises";
-import { basename as basename4, join as join5 } from "node:path";
-import { setTimeout as sleep2 } from "node:timers/promises";
-
-// src/engine/vmm/qemu-args.ts
-var AGENT_PORT_NAME = "forkd.agent";
-var NETDEV_ID = "n0";
-function kernelCommandLine(spec) {
-  return [
-    "console=ttyS0",
-    "quiet",
-    "reboot=t",
-    // a triple fault resets, and -no-reboot turns that into QEMU exiting
-    "panic=-1",
-    // QEMU's IO-APIC timer routing is known good; skip the kernel's check of it. (Keep the local
-    // APIC timer: `noapictimer` saves ~0.4 s of boot under TCG, but leaves the PIT ticking and
-    // idle children then burn ~7 % of a core each instead of ~0.2 %.)
-    "no_timer_check",
-    ...spec.rootfs ? ["forkd.root=vda"] : [],
-    ...spec.append ?? []
-  ].join(" ");
-}
-function buildQemuArgs(spec, sockets, features) {
-  const accel = spec.accel === "kvm" ? "kvm" : features.tcgTbSize ? `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}` : "tcg";
-  const args = [
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    // ACPI off: with ACPI, microvm under TCG never gets timer ticks (no IRQ0 override, no kvmclock).
-    "-M",
-    `microvm,acpi=off${features.microvmOptionRoms ? ",x-option-roms=off" : ""}`,
-    "-accel",
-    accel,
-    "-cpu",
-    spec.accel === "kvm" ? "host" : "max",
-    "-m",
-    String(spec.memoryMiB),
-    "-smp",
-    String(spec.vcpus),
-    "-kernel",
-    spec.kernel,
-    "-initrd",
-    spec.initrd,
-    "-append",
-    kernelCommandLine(spec),
-    "-no-reboot",
-    "-pidfile",
-    sockets.pidFile,
-    "-serial",
-    `file:${sockets.consoleLog}`,
-    "-qmp",
-    `unix:${sockets.qmp},server=on,wait=off`,
-    "-chardev",
-    `socket,id=agent,path=${sockets.agent},server=on,wait=off`,
-    "-device",
-    "virtio-serial-device",
-    "-device",
-    `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
-    "-object",
-    "rng-random,id=rng0,filename=/dev/urandom",
-    "-device",
-    "virtio-rng-device,rng=rng0"
-  ];
-  if (spec.memoryFile) {
-    const { path, shared } = spec.memoryFile;
-    args.push(
-      "-object",
-      `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${path},share=${shared ? "on" : "off"}`,
-      "-machine",
-      "memory-backend=mem"
-    );
-  }
-  if (spec.net)
-    args.push("-netdev", `user,id=${NETDEV_ID},restrict=on`, "-device", `virtio-net-device,netdev=${NETDEV_ID}`);
-  if (spec.incoming) args.push("-S", "-incoming", "defer");
-  if (spec.rootfs) {
-    args.push(
-      "-drive",
-      `id=root,file=${spec.rootfs},format=raw,if=none,readonly=on`,
-      "-device",
-      "virtio-blk-device,drive=root"
-    );
-  }
-  return args;
-}
-
-// src/engine/vmm/qmp.ts
-import { connect as connect2 } from "node:net";
-import { basename as basename3, dirname as dirname2 } from "node:path";
-var debug2 = debuglog("qmp");
-var QUOTED_LINE_CHARS = 200;
-var QmpClient = class _QmpClient {
-  constructor(socket, vmId) {
-    this.socket = socket;
-    this.vmId = vmId;
-    socket.setEncoding("utf8");
-    this.greeting.catch(() => {
-    });
-    socket.on("data", (chunk) => this.onData(chunk));
-    socket.on("close", () => {
-      const err = new ForkdError("FORKD_ERR_VM_STOPPED", "QMP connection closed");
-      this.greetingReject(err);
-      this.failAll(err);
-    });
-    socket.on("error", () => {
-    });
-  }
-  socket;
-  vmId;
-  buffer = "";
-  nextId = 1;
-  pending = /* @__PURE__ */ new Map();
-  closed = false;
-  /** Why the VM was failed (a malformed line): what every later command is rejected with. */
-  failure;
-  /** Connects and negotiates capabilities. */
-  static async connect(path) {
-    const socket = await new Promise((resolve4, reject) => {
-      const s = connect2(path);
-      s.once("connect", () => resolve4(s));
-      s.once("error", reject);
-    });
-    const client = new _QmpClient(socket, basename3(dirname2(path)));
-    try {
-      await client.greeting;
-      await client.execute("qmp_capabilities");
-    } catch (err) {
-      client.close();
-      throw err;
-    }
-    return client;
-  }
-  greetingResolve;
-  greetingReject;
-  greeting = new Promise((resolve4, reject) => {
-    this.greetingResolve = resolve4;
-    this.greetingReject = reject;
-  });
-  onData(chunk) {
-    this.buffer += chunk;
-    let newline;
-    while ((newline = this.buffer.indexOf("\n")) >= 0) {
-      const line = this.buffer.slice(0, newline).trim();
-      this.buffer = this.buffer.slice(newline + 1);
-      if (!line) continue;
-      const message = parseMessage(line);
-      if (!message) {
-        this.failMalformed(line);
-        return;
-      }
-      if (message.QMP) this.greetingResolve();
-      if (message.event) debug2(this.vmId, "event %s %j", message.event, message.data ?? {});
-      if (typeof message.id !== "number") continue;
-      const pending = this.pending.get(message.id);
-      this.pending.delete(message.id);
-      if (message.error) {
-        debug2(this.vmId, "<- #%d error: %s", message.id, message.error.desc);
-        pending?.reject(new ForkdError("FORKD_ERR_QEMU_EXITED", `QMP: ${message.error.desc}`));
-      } else {
-        debug2(this.vmId, "<- #%d ok", message.id);
-        pending?.resolve(message.return);
-      }
-    }
-  }
-  /**
-   * QEMU sent something that is not a QMP message: nothing it says can be trusted any more, so the
-   * VM is failed (every command in flight and later rejected, the monitor closed) instead of
-   * letting the parse error escape the socket handler and take the process down.
-   */
-  failMalformed(line) {
-    const quoted = line.length > QUOTED_LINE_CHARS ? `${line.slice(0, QUOTED_LINE_CHARS)}\u2026` : line;
-    debug2(this.vmId, "malformed line: %s", quoted);
-    const err = new ForkdError("FORKD_ERR_VM_STOPPED", `QMP sent a malformed line, so the VM is failed: ${quoted}`, {
-      hint: "QEMU misbehaved or its monitor socket was tampered with; remove this VM and fork again"
-    });
-    this.failure = err;
-    this.greetingReject(err);
-    this.failAll(err);
-    this.buffer = "";
-    this.socket.destroy();
-  }
-  execute(command, args) {
-    if (this.closed) {
-      return Promise.reject(
-        this.failure ?? new ForkdError("FORKD_ERR_VM_STOPPED", `QMP ${command}: connection closed`)
-      );
-    }
-    const id = this.nextId++;
-    debug2(this.vmId, "-> #%d %s %j", id, command, args ?? {});
-    return new Promise((resolve4, reject) => {
-      this.pending.set(id, { resolve: resolve4, reject });
-      this.socket.write(`${JSON.stringify({ execute: command, ...args ? { arguments: args } : {}, id })}
-`);
-    });
-  }
-  failAll(err) {
-    this.closed = true;
-    for (const pending of this.pending.values()) pending.reject(err);
-    this.pending.clear();
-  }
-  close() {
-    this.closed = true;
-    this.socket.destroy();
-  }
-};
-function parseMessage(line) {
-  try {
-    const message = JSON.parse(line);
-    return typeof message === "object" && message !== null && !Array.isArray(message) ? message : void 0;
-  } catch {
-    return void 0;
-  }
-}
-
-// src/engine/vmm/run-dirs.ts
-import { readdirSync, readFileSync as readFileSync2, rmSync as rmSync2, statSync as statSync2 } from "node:fs";
-import { join as join4 } from "node:path";
-var STARTING_GRACE_MS = 6e4;
-function recordedPid(dir, file) {
-  try {
-    const pid = Number(readFileSync2(join4(dir, file), "utf8").trim());
-    return pid > 0 ? pid : void 0;
-  } catch {
-    return void 0;
-  }
-}
-function runsFrom(pid, dir) {
-  try {
-    return readFileSync2(`/proc/${pid}/cmdline`, "utf8").includes(dir);
-  } catch {
-    return false;
-  }
-}
-function isStale(dir) {
-  const qemu = recordedPid(dir, "qemu.pid");
-  if (qemu !== void 0) return !runsFrom(qemu, dir);
-  const owner = recordedPid(dir, "owner.pid");
-  const young = Date.now() - statSync2(dir).mtimeMs < STARTING_GRACE_MS;
-  return owner === void 0 ? !young : !pidAlive(owner) || !young;
-}
-function sweepStaleRunDirs(runRoot) {
-  const removed = [];
-  for (const name of readdirSync(runRoot)) {
-    const dir = join4(runRoot, name);
-    try {
-      if (!name.startsWith("vm-")) continue;
-      if (!isStale(dir)) continue;
-      rmSync2(dir, { recursive: true, force: true });
-      removed.push(name);
-    } catch {
-    }
-  }
-  return removed;
-}
-
-// src/engine/vmm/vm-process.ts
-var ADOPTED_EXIT_POLL_MS = 250;
-var debug3 = debuglog("vm");
-function spawned(child) {
-  return {
-    pid: child.pid ?? -1,
-    exited: new Promise((resolve4) => {
-      child.on("exit", (code, signal) => resolve4({ code, signal }));
-      child.on("error", () => resolve4({ code: null, signal: null }));
-    }),
-    kill: () => child.kill("SIGKILL")
-  };
-}
-function runsFrom2(pid, runDir) {
-  try {
-    return readFileSync3(`/proc/${pid}/cmdline`, "utf8").includes(runDir);
-  } catch {
-    return false;
-  }
-}
-function adopted(pid, runDir) {
-  const isOurs = () => runsFrom2(pid, runDir);
-  return {
-    pid,
-    exited: new Promise((resolve4) => {
-      const timer = setInterval(() => {
-        if (isOurs()) return;
-        clearInterval(timer);
-        resolve4({ code: null, signal: null });
-      }, ADOPTED_EXIT_POLL_MS);
-    }),
-    kill: () => {
-      if (isOurs()) process.kill(pid, "SIGKILL");
-    }
-  };
-}
-var SOCKET_PATH_MAX = 107;
-var SOCKET_POLL_MS = 1;
-function tail(text, lines) {
-  return text.replace(/\r\n/g, "\n").trim().split("\n").slice(-lines).join("\n");
-}
-function readTail(path, lines = 20) {
-  try {
-    return tail(readFileSync3(path, "utf8"), lines);
-  } catch {
-    return "";
-  }
-}
-function describeExit(info) {
-  return info.signal ?? `code ${info.code}`;
-}
-var VmProcess = class _VmProcess {
-  constructor(id, spec, runDir, sockets, handle, unregisterReaper, spawnedAt, ledger) {
-    this.id = id;
-    this.spec = spec;
-    this.runDir = runDir;
-    this.sockets = sockets;
-    this.handle = handle;
-    this.unregisterReaper = unregisterReaper;
-    this.spawnedAt = spawnedAt;
-    this.ledger = ledger;
-    void handle.exited.then((info) => {
-      this.exitInfo = info;
-      debug3(id, "QEMU pid %d exited (%s)", handle.pid, describeExit(info));
-    });
-  }
-  id;
-  spec;
-  runDir;
-  sockets;
-  handle;
-  unregisterReaper;
-  spawnedAt;
-  ledger;
-  exitInfo;
-  agent;
-  qmp;
-  get pid() {
-    return this.handle.pid;
-  }
-  get exited() {
-    return this.handle.exited;
-  }
-  static socketsIn(runDir, paths) {
-    const id = basename4(runDir);
-    return {
-      qmp: join5(runDir, "qmp.sock"),
-      agent: join5(runDir, "agent.sock"),
-      pidFile: join5(runDir, "qemu.pid"),
-      stderrFile: join5(runDir, "qemu.stderr"),
-      consoleLog: join5(paths.logs(), `${id}.log`)
-    };
-  }
-  /** Spawns QEMU and connects to its QMP and agent sockets; on any failure nothing is left behind. */
-  static async launch(spec, paths, qemu, deadline, options = {}) {
-    const id = `vm-${randomBytes3(5).toString("hex")}`;
-    const runDir = join5(paths.run(), id);
-    const sockets = _VmProcess.socketsIn(runDir, paths);
-    if (sockets.agent.length > SOCKET_PATH_MAX) {
-      throw new ForkdError(
-        "FORKD_ERR_BAD_INPUT",
-        `socket path ${sockets.agent} is longer than ${SOCKET_PATH_MAX} bytes`,
-        {
-          hint: "set FORKD_HOME to a shorter directory"
-        }
-      );
-    }
-    sweepStaleRunDirs(paths.run());
-    await mkdir2(runDir, { recursive: true, mode: 448 });
-    await writeFile(join5(runDir, "owner.pid"), String(process.pid));
-    const args = buildQemuArgs(spec, sockets, qemu.features);
-    const setpriv = options.dieWithParent === false ? void 0 : which("setpriv");
-    const [file, argv] = setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", qemu.path, ...args]] : [qemu.path, args];
-    const spawnedAt = performance.now();
-    const stderr = openSync(sockets.stderrFile, "w");
-    let child;
-    try {
-      child = spawn2(file, argv, { stdio: ["ignore", "ignore", stderr, ...options.inheritFds ?? []] });
-    } finally {
-      closeSync(stderr);
-    }
-    const handle = spawned(child);
-    debug3(id, "launched QEMU pid %d (%d MiB, %s)", handle.pid, spec.memoryMiB, spec.incoming ? "incoming" : "boot");
-    const unregister = onProcessExit(() => {
-      handle.kill();
-      rmSync3(runDir, { recursive: true, force: true });
-    });
-    const proc = new _VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt, options.ledger);
-    try {
-      options.ledger?.launched(proc, options.role ?? "child", options.snapshot);
-      [proc.agent, proc.qmp] = await Promise.all([
-        proc.connectWhenListening(() => AgentClient.connect(sockets.agent), deadline),
-        proc.connectWhenListening(() => QmpClient.connect(sockets.qmp), deadline)
-      ]);
-    } catch (err) {
-      await proc.discard();
-      throw err;
-    }
-    return proc;
-  }
-  /**
-   * Takes over a QEMU that a previous forkd process started (and that is still running from
-   * `runDir`): reconnects to its QMP and agent sockets. Throws if it is gone.
-   */
-  static async adopt(runDir, spec, paths, ledger) {
-    const sockets = _VmProcess.socketsIn(runDir, paths);
-    const pid = Number(readFileSync3(sockets.pidFile, "utf8").trim());
-    const handle = adopted(pid, runDir);
-    debug3(basename4(runDir), "adopting QEMU pid %d", pid);
-    const unregister = onProcessExit(() => {
-      handle.kill();
-      rmSync3(runDir, { recursive: true, force: true });
-    });
-    const proc = new _VmProcess(basename4(runDir), spec, runDir, sockets, handle, unregister, performance.now(), ledger);
-    try {
-      [proc.agent, proc.qmp] = await Promise.all([AgentClient.connect(sockets.agent), QmpClient.connect(sockets.qmp)]);
-    } catch (err) {
-      await proc.cleanup(false);
-      throw err;
-    }
-    return proc;
-  }
-  /** The pid of the QEMU a previous forkd process started from `runDir`, while it runs. */
-  static leftoverPid(runDir) {
-    try {
-      const pid = Number(readFileSync3(join5(runDir, "qemu.pid"), "utf8").trim());
-      return pid > 0 && runsFrom2(pid, runDir) ? pid : void 0;
-    } catch {
-      return void 0;
-    }
-  }
-  static leftoverRunning(runDir) {
-    return _VmProcess.leftoverPid(runDir) !== void 0;
-  }
-  /**
-   * Kills the QEMU a previous forkd process started from `runDir` (if it still runs) without
-   * connecting to it, and removes its run dir and console log.
-   */
-  static async reapLeftover(runDir, paths) {
-    const pid = _VmProcess.leftoverPid(runDir);
-    if (pid !== void 0) {
-      const handle = adopted(pid, runDir);
-      handle.kill();
-      await handle.exited;
-    }
-    rmSync3(runDir, { recursive: true, force: true });
-    rmSync3(_VmProcess.socketsIn(runDir, paths).consoleLog, { force: true });
-  }
-  async connectWhenListening(connect5, deadline) {
-    for (; ; ) {
-      if (this.exitInfo)
-        throw this.failure("FORKD_ERR_QEMU_EXITED", `QEMU exited during start (${describeExit(this.exitInfo)})`);
-      if (Date.now() > deadline) throw this.failure("FORKD_ERR_BOOT_TIMEOUT", "QEMU did not open its sockets in time");
-      try {
-        return await connect5();
-      } catch {
-        await sleep2(SOCKET_POLL_MS);
-      }
-    }
-  }
-  /** The last `lines` lines of the guest console ('' when it printed nothing yet). */
-  consoleTail(lines = 20) {
-    return readTail(this.sockets.consoleLog, lines);
-  }
-  /** An error that carries QEMU's stderr, the console log path and its tail. */
-  failure(code, message, hint) {
-    const details = [readTail(this.sockets.stderrFile, 10), readTail(this.sockets.consoleLog)].filter(Boolean).join("\n");
-    return new ForkdError(code, `${message}
-console log: ${this.sockets.consoleLog}${details ? `
-${details}` : ""}`, {
-      consoleLog: this.sockets.consoleLog,
-      hint: hint ?? (code === "FORKD_ERR_BOOT_TIMEOUT" ? "the guest never answered; check the console log, or try FORKD_ACCEL=tcg if KVM misbehaves" : "check the QEMU error above and `forkd doctor`")
-    });
-  }
-  /**
-   * Resolves with the promise, or rejects if QEMU exits first. A connection dropped because QEMU
-   * died (the socket closes a moment before the exit is reported) is reported as the exit.
-   */
-  async unlessExited(promise, what) {
-    const exitFailure = (info) => this.failure("FORKD_ERR_QEMU_EXITED", `QEMU exited during ${what} (${describeExit(info)})`);
-    const died = this.exited.then((info) => {
-      throw exitFailure(info);
-    });
-    died.catch(() => {
-    });
-    try {
-      return await Promise.race([promise, died]);
-    } catch (err) {
-      const dropped = err instanceof ForkdError && (err.code === "FORKD_ERR_AGENT_DISCONNECTED" || err.code === "FORKD_ERR_VM_STOPPED");
-      if (dropped && await this.waitExit(1e3)) throw exitFailure(await this.exited);
-      throw err;
-    }
-  }
-  /** Waits up to `ms` for the process to exit; true if it did. */
-  waitExit(ms) {
-    return Promise.race([this.exited.then(() => true), sleep2(ms).then(() => false)]);
-  }
-  /** Kills QEMU (if running), waits for it, removes the run dir; keeps the console log only if asked. */
-  async cleanup(keepLog) {
-    this.handle.kill();
-    const info = await this.exited;
-    this.agent?.close();
-    this.qmp?.close();
-    rmSync3(this.runDir, { recursive: true, force: true });
-    if (!keepLog) rmSync3(this.sockets.consoleLog, { force: true });
-    this.unregisterReaper();
-    this.ledger?.ended(this);
-    return info;
-  }
-  /** Cleanup after a failed start: the error the caller throws names the console log, so keep it. */
-  async discard() {
-    await this.cleanup(existsSync3(this.sockets.consoleLog));
-  }
-};
-
-// src/engine/vmm/vm.ts
-var DEFAULT_BOOT_TIMEOUT_MS = 3e4;
-var ADOPT_PING_TIMEOUT_MS = 5e3;
-var StartedVm = class _StartedVm {
-  /** Wraps a process whose guest agent is answering. `readyMs`: ms from spawning QEMU to ready (boot, or fork up to `restored`). */
-  constructor(proc, readyMs, ports = {}, snapshot) {
-    this.proc = proc;
-    this.readyMs = readyMs;
-    this.ports = ports;
-    this.snapshot = snapshot;
-    this.guest = new Guest(proc.agent);
-    void proc.exited.then((info) => {
-      if (this.stopping) return;
-      this.failed = true;
-      this.guest.client.abort(this.stoppedError(`exited unexpectedly (${describeExit(info)})`));
-    });
-  }
-  proc;
-  readyMs;
-  ports;
-  snapshot;
-  stopping;
-  failed = false;
-  guest;
-  get id() {
-    return this.proc.id;
-  }
-  get pid() {
-    return this.proc.pid;
-  }
-  /** Resolves when QEMU exits, whoever ended it. */
-  get exited() {
-    return this.proc.exited;
-  }
-  get accel() {
-    return this.proc.spec.accel;
-  }
-  get spec() {
-    return this.proc.spec;
-  }
-  get sockets() {
-    return this.proc.sockets;
-  }
-  get runDir() {
-    return this.proc.runDir;
-  }
-  /** True once the VM was stopped, killed or exited. */
-  get stopped() {
-    return this.stopping !== void 0 || this.proc.exitInfo !== void 0;
-  }
-  get consoleLog() {
-    return this.proc.sockets.consoleLog;
-  }
-  /** The last `lines` lines of the guest console: kernel messages and what the guest writes to /dev/console. */
-  consoleTail(lines) {
-    return this.proc.consoleTail(lines);
-  }
-  get qmp() {
-    return this.proc.qmp;
-  }
-  /** Boots a fresh microVM and waits for its agent. */
-  static async start(options) {
-    const paths = options.paths ?? new StatePaths();
-    const qemu = options.qemu ?? await findQemu();
-    const hint = "run `forkd build base`, or check the path you passed";
-    const spec = {
-      kernel: requireReadableFile(options.kernel, "kernel", hint),
-      initrd: requireReadableFile(options.initrd, "initramfs", hint),
-      ...options.rootfs ? { rootfs: requireReadableFile(options.rootfs, "rootfs image", hint) } : {},
-      accel: options.accel,
-      memoryMiB: options.memoryMiB ?? 256,
-      vcpus: options.vcpus ?? 1,
-      ...options.append ? { append: options.append } : {},
-      ...options.memoryFile ? { memoryFile: options.memoryFile } : {},
-      ...options.net ? { net: true } : {}
-    };
-    const timeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
-    const deadline = Date.now() + timeoutMs;
-    const proc = await VmProcess.launch(spec, paths, qemu, deadline);
-    try {
-      const ping = proc.agent.request("ping", {}, Math.max(1, deadline - Date.now())).catch((err) => {
-        throw err.code === "FORKD_ERR_AGENT_TIMEOUT" ? proc.failure("FORKD_ERR_BOOT_TIMEOUT", `guest agent did not answer within ${timeoutMs} ms`) : err;
-      });
-      await proc.unlessExited(ping, "boot");
-    } catch (err) {
-      await proc.discard();
-      throw err;
-    }
-    return new _StartedVm(proc, performance.now() - proc.spawnedAt);
-  }
-  /**
-   * Takes over a forked VM that a previous forkd process left running: reconnects and waits for
-   * its agent to answer. On failure the VM is killed and its files removed, and the error says why.
-   */
-  static async adopt(vm, paths, ledger) {
-    const proc = await VmProcess.adopt(vm.runDir, vm.spec, paths, ledger);
-    try {
-      await proc.unlessExited(proc.agent.request("ping", {}, ADOPT_PING_TIMEOUT_MS), "adoption");
-    } catch (err) {
-      await proc.cleanup(false);
-      throw err;
-    }
-    return new _StartedVm(proc, vm.readyMs, vm.ports, vm.snapshot);
-  }
-  exec(command, options) {
-    return this.guarded(this.guest.exec(command, options));
-  }
-  eval(code, options) {
-    return this.guarded(this.guest.eval(code, options));
-  }
-  readFile(path, options) {
-    return this.guarded(this.guest.readFile(path, options));
-  }
-  writeFile(path, data, options) {
-    return this.guarded(this.guest.writeFile(path, data, options));
-  }
-  restored(info) {
-    return this.guarded(this.guest.restored(info));
-  }
-  /**
-   * The agent socket closes a moment before QEMU's exit is reported: a dropped connection
-   * caused by the VM dying is reported as the VM stopping, with its console log.
-   */
-  async guarded(request4) {
-    try {
-      return await request4;
-    } catch (err) {
-      if (!(err instanceof ForkdError) || err.code !== "FORKD_ERR_AGENT_DISCONNECTED") throw err;
-      if (!await this.proc.waitExit(1e3)) throw err;
-      const info = await this.proc.exited;
-      throw this.stoppedError(`${this.stopping ? "was stopped" : "exited unexpectedly"} (${describeExit(info)})`, err);
-    }
-  }
-  /**
-   * An error about this VM that carries its console tail; the console log outlives the VM (the
-   * error names it).
-   */
-  failure(code, message, hint) {
-    this.failed = true;
-    return this.proc.failure(code, message, hint);
-  }
-  stoppedError(what, cause) {
-    const tail2 = this.failed ? this.consoleTail() : "";
-    return new ForkdError("FORKD_ERR_VM_STOPPED", `VM ${this.id} ${what}${tail2 ? `
-console tail:
-${tail2}` : ""}`, {
-      hint: `see the console log ${this.consoleLog}`,
-      consoleLog: this.consoleLog,
-      cause
-    });
-  }
-  /** Drops the agent connection and makes a new one (the guest must carry on). */
-  reconnectAgent() {
-    return this.guest.reconnect(this.sockets.agent);
-  }
-  /** Graceful: the guest powers off; after a grace period QEMU is asked to quit, then killed. */
-  stop(graceMs = 5e3) {
-    this.stopping ??= this.shutdown(async () => {
-      await this.guest.shutdown(graceMs).catch(() => {
-      });
-      if (await this.proc.waitExit(graceMs)) return;
-      await this.qmp.execute("quit").catch(() => {
-      });
-      await this.proc.waitExit(2e3);
-    });
-    return this.stopping;
-  }
-  /** Forced: SIGKILL now. */
-  kill() {
-    this.stopping ??= this.shutdown(async () => {
-    });
-    return this.stopping;
-  }
-  async shutdown(halt) {
-    await halt().catch(() => {
-    });
-    this.guest.client.close();
-    const { code, signal } = await this.proc.cleanup(this.failed);
-    return {
-      id: this.id,
-      exitCode: code,
-      signal,
-      consoleLog: this.failed && existsSync4(this.consoleLog) ? this.consoleLog : void 0
-    };
-  }
-  async [Symbol.asyncDispose]() {
-    await this.kill();
-  }
-};
-
-// src/engine/accel.ts
-var KVM_PROBE_TIMEOUT_MS = 1e4;
-function parseAccelEnv(value) {
-  if (value === void 0 || value === "" || value === "auto") return void 0;
-  if (value === "kvm" || value === "tcg") return value;
-  throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ACCEL=${value} is not one of kvm, tcg, auto`, {
-    hint: "unset FORKD_ACCEL to let forkd probe, or set it to kvm or tcg"
-  });
-}
-async function kvmPrecheck() {
-  if (!existsSync5("/dev/kvm")) return "/dev/kvm does not exist (no hardware virtualisation exposed to this host)";
-  try {
-    await access("/dev/kvm", constants3.R_OK | constants3.W_OK);
-  } catch {
-    return "no read/write permission on /dev/kvm (add your user to the kvm group or install the udev rule)";
-  }
-  return void 0;
-}
-async function probeKvm(guest, paths, qemu) {
-  const pvm = existsSync5("/sys/module/kvm_pvm");
-  try {
-    const vm = await StartedVm.start({
-      kernel: guest.kernel,
-      initrd: guest.initrd,
-      accel: "kvm",
-      paths,
-      qemu,
-      bootTimeoutMs: KVM_PROBE_TIMEOUT_MS
-    });
-    const bootMs = vm.readyMs;
-    await vm.kill();
-    return {
-      accel: "kvm",
-      reason: `probe boot under KVM reached the agent in ${Math.round(bootMs)} ms`,
-      source: "probe"
-    };
-  } catch (err) {
-    if (err instanceof ForkdError && err.consoleLog) rmSync4(err.consoleLog, { force: true });
-    const why = errorMessage(err).split("\n")[0];
-    return {
-      accel: "tcg",
-      reason: pvm ? `host KVM is PVM (kvm_pvm loaded), which runs only PVM-aware guest kernels; probe boot under KVM failed: ${why}` : `probe boot under KVM failed: ${why}`,
-      source: "probe"
-    };
-  }
-}
-async function readVerdicts(paths) {
-  try {
-    const cached = JSON.parse(await readFile(paths.file("accel.json"), "utf8"));
-    return typeof cached.verdicts === "object" && cached.verdicts !== null ? cached.verdicts : {};
-  } catch {
-    return {};
-  }
-}
-var verdictKey = (qemu, kernelSha256) => hashInputs([release(), qemu.version, kernelSha256]);
-async function hostVerdict() {
-  const forced = parseAccelEnv(process.env.FORKD_ACCEL);
-  if (forced) return { accel: forced, reason: `forced by FORKD_ACCEL=${forced}`, source: "env" };
-  const precheck = await kvmPrecheck();
-  return precheck ? { accel: "tcg", reason: precheck, source: "probe" } : void 0;
-}
-async function cachedVerdict(paths, key) {
-  const cached = (await readVerdicts(paths))[key];
-  return cached ? { accel: cached.accel, reason: cached.reason, source: "cache" } : void 0;
-}
-async function knownAccel(kernelSha256, paths, qemu) {
-  return await hostVerdict() ?? cachedVerdict(paths, verdictKey(qemu, kernelSha256));
-}
-async function resolveAccel(guest, paths, qemu) {
-  const verdict = await hostVerdict();
-  if (verdict) return verdict;
-  const kernelSha256 = await sha256File(guest.kernel).catch((err) => {
-    throw new ForkdError("FORKD_ERR_NOT_FOUND", `the guest kernel ${guest.kernel} cannot be read`, {
-      hint: "build it again (forkd build base), or unpack the snapshot that uses it again",
-      cause: err
-    });
-  });
-  const key = verdictKey(qemu, kernelSha256);
-  const cached = await cachedVerdict(paths, key);
-  if (cached) return cached;
-  const probed2 = await probeKvm(guest, paths, qemu);
-  const verdicts = await readVerdicts(paths);
-  verdicts[key] = { accel: probed2.accel, reason: probed2.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() };
-  writeJsonAtomic(paths.file("accel.json"), { verdicts });
-  return probed2;
-}
-
-// src/engine/host-platform.ts
-import { arch, platform } from "node:os";
-var thisHost = () => ({ platform: platform(), arch: arch() });
-function unsupportedHost(host = thisHost()) {
-  if (host.platform === "linux" && host.arch === "x64") return void 0;
-  return `forkd runs x86_64 Linux guests on x86_64 Linux hosts only; this host is ${host.platform}/${host.arch}`;
-}
-function assertSupportedHost(host = thisHost(), hint = "use an x86_64 Linux host") {
-  const why = unsupportedHost(host);
-  if (why) throw new ForkdError("FORKD_ERR_INCOMPATIBLE", why, { hint });
-}
-
-// src/common/package-root.ts
-import { readFileSync as readFileSync4 } from "node:fs";
-import { fileURLToPath } from "node:url";
-var fromHere = true ? "../" : "../../";
-var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
-var packageVersion = JSON.parse(readFileSync4(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
-
-// src/hub/hub.ts
-import { randomUUID as randomUUID4 } from "node:crypto";
-import { rmSync as rmSync10 } from "node:fs";
-import { mkdir as mkdir6, rm as rm10 } from "node:fs/promises";
-import { join as join21 } from "node:path";
-
-// src/engine/host-cpu.ts
-import { readFileSync as readFileSync5 } from "node:fs";
-var model;
-function hostCpu() {
-  if (model === void 0) {
-    const info = readFileSync5("/proc/cpuinfo", "utf8");
-    const field = (name) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(info)?.[1]?.trim() ?? "";
-    model = [field("vendor_id"), field("model name")].filter(Boolean).join(" ") || "unknown";
-  }
-  return model;
-}
-
-// src/engine/host-accel.ts
-var HostAccel = class {
-  constructor(paths) {
-    this.paths = paths;
-  }
-  paths;
-  /** Accelerator verdicts by guest kernel path. */
-  verdicts = /* @__PURE__ */ new Map();
-  verdict(guest) {
-    let verdict = this.verdicts.get(guest.kernel);
-    if (!verdict) {
-      verdict = findQemu().then((qemu) => resolveAccel(guest, this.paths, qemu));
-      this.verdicts.set(guest.kernel, verdict);
-      verdict.catch(() => this.verdicts.delete(guest.kernel));
-    }
-    return verdict;
-  }
-  /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
-  async facts(guest) {
-    const [verdict, qemu] = await Promise.all([this.verdict(guest), findQemu()]);
-    return { host: { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() }, qemu };
-  }
-};
-
-// src/engine/images/base.ts
-import { readFile as readFile5 } from "node:fs/promises";
-
-// src/engine/images/agent-binary.ts
-import { readFile as readFile2 } from "node:fs/promises";
-import { join as join6 } from "node:path";
-var SOURCES = ["agent.c", "json.c", "json.h", "Makefile"];
-async function ensureAgentBinary(paths, options = {}) {
-  const srcDir = join6(packageRoot, "native", "agent");
-  const gcc = requireTool("gcc", "gcc libc6-dev");
-  const make = requireTool("make", "make");
-  const compiler = (await runTool(gcc, ["--version"])).split("\n")[0] ?? "";
-  const sources = await Promise.all(SOURCES.map((name) => readFile2(join6(srcDir, name))));
-  const key = hashInputs(["agent-v1", compiler, ...sources]);
-  const artifact = await ensureArtifact(
-    paths,
-    "agent",
-    key,
-    async (staging) => {
-      await runTool(make, ["-s", "-C", srcDir, `OUT=${join6(staging, "forkd-agent")}`]);
-    },
-    options
-  );
-  return { ...artifact, binary: join6(artifact.dir, "forkd-agent") };
-}
-
-// src/engine/images/initramfs.ts
-import { readFile as readFile3, writeFile as writeFile2 } from "node:fs/promises";
-import { join as join7 } from "node:path";
-
-// src/engine/images/cpio.ts
-var S_IFDIR = 16384;
-var S_IFREG = 32768;
-var S_IFLNK = 40960;
-var S_IFCHR = 8192;
-function pad4(length) {
-  return Buffer.alloc((4 - length % 4) % 4);
-}
-function record(ino, name, mode, data, rdev = [0, 0]) {
-  const nameBytes = Buffer.from(`${name}\0`, "utf8");
-  const fields = [ino, mode, 0, 0, mode & S_IFDIR ? 2 : 1, 0, data.length, 0, 0, rdev[0], rdev[1], nameBytes.length, 0];
-  const header = Buffer.from(`070701${fields.map((f) => f.toString(16).padStart(8, "0")).join("")}`, "ascii");
-  return [header, nameBytes, pad4(header.length + nameBytes.length), data, pad4(data.length)];
-}
-function writeCpio(entries) {
-  const parts = [];
-  entries.forEach((entry, index3) => {
-    const name = entry.path.replace(/^\/+/, "");
-    if (!name || name.split("/").includes("..")) throw new Error(`bad cpio path: ${entry.path}`);
-    const ino = index3 + 1;
-    switch (entry.type) {
-      case "dir":
-        parts.push(...record(ino, name, S_IFDIR | (entry.mode ?? 493), Buffer.alloc(0)));
-        break;
-      case "file":
-        parts.push(...record(ino, name, S_IFREG | (entry.mode ?? 420), entry.data));
-        break;
-      case "symlink":
-        parts.push(...record(ino, name, S_IFLNK | 511, Buffer.from(entry.target, "utf8")));
-        break;
-      case "chardev":
-        parts.push(...record(ino, name, S_IFCHR | (entry.mode ?? 384), Buffer.alloc(0), [entry.major, entry.minor]));
-        break;
-    }
-  });
-  parts.push(...record(0, "TRAILER!!!", 0, Buffer.alloc(0)));
-  return Buffer.concat(parts);
-}
-
-// src/engine/images/initramfs.ts
-var LAYOUT_VERSION = "initramfs-v1";
-var DIRS = [
-  "bin",
-  "sbin",
-  "usr",
-  "usr/bin",
-  "usr/sbin",
-  "dev",
-  "proc",
-  "sys",
-  "tmp",
-  "run",
-  "root",
-  "etc",
-  "var",
-  "mnt"
-];
-function isStaticElf(bytes) {
-  if (bytes.length < 64 || bytes.readUInt32BE(0) !== 2135247942 || bytes[4] !== 2) return false;
-  const phoff = Number(bytes.readBigUInt64LE(32));
-  const phentsize = bytes.readUInt16LE(54);
-  const phnum = bytes.readUInt16LE(56);
-  for (let i = 0; i < phnum; i++) {
-    if (bytes.readUInt32LE(phoff + i * phentsize) === 3) return false;
-  }
-  return true;
-}
-function busyboxPath(env = process.env) {
-  return env.FORKD_BUSYBOX ?? "/bin/busybox";
-}
-async function readStaticBusybox(path) {
-  const bytes = await readFile3(path).catch(() => {
-    throw new ForkdError("FORKD_ERR_BUILD", `busybox not found at ${path}`, {
-      hint: "run the setup command (npm run setup) or: sudo apt-get install busybox-static"
-    });
-  });
-  if (!isStaticElf(bytes)) {
-    throw new ForkdError("FORKD_ERR_BUILD", `${path} is dynamically linked; the guest has no libc`, {
-      hint: "install the static build: sudo apt-get install busybox-static (or set FORKD_BUSYBOX)"
-    });
-  }
-  return bytes;
-}
-async function ensureInitramfs(paths, agentBinary, options = {}) {
-  const busybox = busyboxPath();
-  const [agent, bb] = await Promise.all([readFile3(agentBinary), readStaticBusybox(busybox)]);
-  const key = hashInputs([LAYOUT_VERSION, agent, bb]);
-  const artifact = await ensureArtifact(
-    paths,
-    "initramfs",
-    key,
-    async (staging) => {
-      options.onProgress?.({ task: "initramfs", phase: "build" });
-      const applets = (await runTool(busybox, ["--list-full"])).split("\n").filter(Boolean);
-      const entries = [
-        ...DIRS.map((path) => ({ type: "dir", path, mode: path === "tmp" ? 1023 : 493 })),
-        { type: "chardev", path: "dev/console", major: 5, minor: 1 },
-        { type: "chardev", path: "dev/null", major: 1, minor: 3, mode: 438 },
-        { type: "file", path: "init", data: agent, mode: 493 },
-        { type: "file", path: "bin/busybox", data: bb, mode: 493 },
-        { type: "file", path: "etc/passwd", data: Buffer.from("root:x:0:0:root:/root:/bin/sh\n") },
-        { type: "file", path: "etc/group", data: Buffer.from("root:x:0:\n") },
-        { type: "file", path: "etc/hosts", data: Buffer.from("127.0.0.1 localhost\n::1 localhost\n") },
-        ...applets.filter((applet) => applet !== "bin/busybox" && !DIRS.includes(applet)).map((applet) => ({ type: "symlink", path: applet, target: "/bin/busybox" }))
-      ];
-      await writeFile2(join7(staging, "initramfs.cpio"), writeCpio(entries));
-    },
-    options
-  );
-  return { ...artifact, initrd: join7(artifact.dir, "initramfs.cpio") };
-}
-
-// src/engine/images/kernel.ts
-import { existsSync as existsSync6, rmSync as rmSync5 } from "node:fs";
-import { copyFile, mkdtemp, readdir, readFile as readFile4, statfs, stat } from "node:fs/promises";
-import { availableParallelism } from "node:os";
-import { join as join8 } from "node:path";
-var BUILD_VERSION = "kernel-v1";
-var SOURCE_DIR = "/usr/src";
-var SOURCE_TARBALL = /^linux-source-(\d+(?:\.\d+)*)\.tar\.(xz|bz2)$/;
-var EXPECTED_OBJECTS = 1040;
-var SCRATCH_BYTES_NEEDED = 3 * 1024 ** 3;
-var kernelFragmentPath = join8(packageRoot, "native", "kernel", "forkd-x86_64.config");
-function compareVersions(a, b) {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const diff = (a[i] ?? 0) - (b[i] ?? 0);
-    if (diff) return diff;
-  }
-  return 0;
-}
-function newestSourceTarball(names2) {
-  return names2.flatMap((name) => {
-    const m = SOURCE_TARBALL.exec(name);
-    return m ? [{ name, version: m[1].split(".").map(Number) }] : [];
-  }).sort((a, b) => compareVersions(a.version, b.version)).at(-1)?.name;
-}
-async function packageVersion2(file) {
-  const dpkg = which("dpkg-query");
-  if (!dpkg) return "";
-  const owner = await runTool(dpkg, ["-S", file]).catch(() => "");
-  const pkg = /^([^:\s]+)(?::\S+)?: /.exec(owner)?.[1];
-  return pkg ? (await runTool(dpkg, ["-W", "-f", "${Version}", pkg]).catch(() => "")).trim() : "";
-}
-async function findKernelSource(env = process.env, sourceDir = SOURCE_DIR) {
-  const newest = newestSourceTarball(existsSync6(sourceDir) ? await readdir(sourceDir) : []);
-  const tarball = env.FORKD_LINUX_SOURCE ?? (newest && join8(sourceDir, newest));
-  if (!tarball || !existsSync6(tarball)) {
-    throw new ForkdError(
-      "FORKD_ERR_BUILD",
-      tarball ? `Linux source not found at ${tarball}` : `no Linux source: ${sourceDir} has no linux-source-<version>.tar.xz or .tar.bz2`,
-      {
-        hint: "run forkd install-deps, or sudo apt-get install linux-source-<version> with the newest version that apt-cache search --names-only '^linux-source-[0-9]' lists (e.g. linux-source-6.12); or set FORKD_LINUX_SOURCE to a Linux source tarball, or FORKD_KERNEL to your own bzImage"
-      }
-    );
-  }
-  const version = await packageVersion2(tarball) || `size:${(await stat(tarball)).size}`;
-  return { tarball, version };
-}
-function fragmentSettings(fragment) {
-  return fragment.split("\n").map((line) => line.trim()).filter((line) => /^CONFIG_\w+=/.test(line) || /^# CONFIG_\w+ is not set$/.test(line));
-}
-function missingSettings(fragment, finalConfig) {
-  const lines = new Set(finalConfig.split("\n"));
-  return fragmentSettings(fragment).filter((setting) => {
-    if (lines.has(setting)) return false;
-    const off = /^# (CONFIG_\w+) is not set$/.exec(setting);
-    return off ? [...lines].some((line) => line.startsWith(`${off[1]}=`)) : true;
-  });
-}
-async function scratchDir(paths) {
-  for (const base of ["/dev/shm", paths.tmp()]) {
-    try {
-      const fs = await statfs(base);
-      if (fs.bavail * fs.bsize >= SCRATCH_BYTES_NEEDED || base !== "/dev/shm")
-        return mkdtemp(join8(base, "forkd-kernel-"));
-    } catch {
-    }
-  }
-  return mkdtemp(join8(paths.tmp(), "forkd-kernel-"));
-}
-async function unpackedTree(work, tarball) {
-  const entries = await readdir(work, { withFileTypes: true });
-  const [top] = entries;
-  if (entries.length !== 1 || !top?.isDirectory()) {
-    throw new ForkdError("FORKD_ERR_BUILD", `${tarball} is not a Linux source tarball with one top-level directory`, {
-      hint: "point FORKD_LINUX_SOURCE at a linux-source-<version> tarball"
-    });
-  }
-  return join8(work, top.name);
-}
-async function ensureKernel(paths, options = {}) {
-  const onProgress = options.onProgress ?? (() => {
-  });
-  const fragment = await readFile4(kernelFragmentPath, "utf8");
-  const source2 = await findKernelSource();
-  const key = hashInputs([BUILD_VERSION, fragment, source2.version]);
-  const artifact = await ensureArtifact(
-    paths,
-    "kernel",
-    key,
-    async (staging) => {
-      for (const [tool, pkg] of [
-        ["make", "make"],
-        ["gcc", "gcc"],
-        ["flex", "flex"],
-        ["bison", "bison"],
-        ["bc", "bc"],
-        ["tar", "tar"],
-        source2.tarball.endsWith(".bz2") ? ["bzip2", "bzip2"] : ["xz", "xz-utils"],
-        ["lz4", "lz4"]
-      ]) {
-        requireTool(tool, pkg);
-      }
-      const work = await scratchDir(paths);
-      const unregister = onProcessExit(() => rmSync5(work, { recursive: true, force: true }));
-      try {
-        const task = "kernel";
-        onProgress({ task, phase: "unpack", detail: source2.tarball });
-        await runTool("tar", ["-xf", source2.tarball, "-C", work]);
-        const tree = await unpackedTree(work, source2.tarball);
-        const make = (args, onLine) => runToolStreaming("make", ["ARCH=x86_64", ...args], { cwd: tree, ...onLine ? { onLine } : {} });
-        onProgress({ task, phase: "configure" });
-        await make(["tinyconfig"]);
-        await runTool(join8(tree, "scripts/kconfig/merge_config.sh"), ["-m", ".config", kernelFragmentPath], {
-          cwd: tree
-        });
-        await make(["olddefconfig"]);
-        const config = await readFile4(join8(tree, ".config"), "utf8");
-        const missing = missingSettings(fragment, config);
-        if (missing.length) {
-          throw new ForkdError(
-            "FORKD_ERR_BUILD",
-            `kernel config lost settings after olddefconfig: ${missing.join(", ")}`,
-            {
-              hint: `add their dependencies to ${kernelFragmentPath}`
-            }
-          );
-        }
-        let objects = 0;
-        await make([`-j${availableParallelism()}`, "bzImage"], (line) => {
-          const m = /^\s+(CC|AS|LD)\s+(\S+)/.exec(line);
-          if (!m) return;
-          objects++;
-          onProgress({
-            task,
-            phase: "compile",
-            done: Math.min(objects, EXPECTED_OBJECTS),
-            total: EXPECTED_OBJECTS,
-            detail: m[2]
-          });
-        });
-        await copyFile(join8(tree, "arch/x86/boot/bzImage"), join8(staging, "bzImage"));
-        await copyFile(join8(tree, ".config"), join8(staging, "config"));
-        onProgress({ task, phase: "done" });
-      } finally {
-        rmSync5(work, { recursive: true, force: true });
-        unregister();
-      }
-    },
-    options
-  );
-  return { ...artifact, kernel: join8(artifact.dir, "bzImage") };
-}
-
-// src/engine/images/base.ts
-async function ensureBaseImage(paths, options = {}) {
-  const userKernel = process.env.FORKD_KERNEL;
-  const kernel = userKernel ? {
-    kernel: requireReadableFile(
-      userKernel,
-      "FORKD_KERNEL",
-      "point FORKD_KERNEL at a bzImage, or unset it to build ours"
-    ),
-    reused: true
-  } : await ensureKernel(paths, options);
-  const agent = await ensureAgentBinary(paths, options);
-  const initramfs = await ensureInitramfs(paths, agent.binary, options);
-  return {
-    kernel: kernel.kernel,
-    initrd: initramfs.initrd,
-    kernelHash: userKernel ? hashInputs([await readFile5(kernel.kernel)]) : kernel.key,
-    initrdHash: initramfs.key,
-    reused: kernel.reused && agent.reused && initramfs.reused
-  };
-}
-
-// src/engine/images/recipe.ts
-import { existsSync as existsSync7, lstatSync, readdirSync as readdirSync2, readFileSync as readFileSync7 } from "node:fs";
-import { readFile as readFile8 } from "node:fs/promises";
-import { basename as basename5, join as join10, resolve as resolve3 } from "node:path";
-
-// src/engine/vmm/ports.ts
-function validatePorts(ports) {
-  if (!Array.isArray(ports) || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535) || new Set(ports).size !== ports.length) {
-    throw new ForkdError(
-      "FORKD_ERR_BAD_INPUT",
-      `ports must be distinct integers from 1 to 65535 (got ${JSON.stringify(ports)})`
-    );
-  }
-  return ports;
-}
-function parseHostForwards(usernet) {
-  const map = {};
-  for (const m of usernet.matchAll(/TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+(\d+)/g))
-    map[m[2]] = Number(m[1]);
-  return map;
-}
-function hostPortRange(env = process.env) {
-  const spec = env.FORKD_PORT_RANGE;
-  if (!spec) return void 0;
-  const m = /^(\d+)-(\d+)$/.exec(spec);
-  const [low, high] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
-  if (!m || low < 1024 || high > 65535 || low > high) {
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_PORT_RANGE=${spec} is not a port range`, {
-      hint: "use LOW-HIGH within 1024-65535, e.g. FORKD_PORT_RANGE=40000-40999"
-    });
-  }
-  return { low, high };
-}
-var MAX_ATTEMPTS = 64;
-var ANY_PORT_ATTEMPTS = 3;
-function candidates(range) {
-  if (!range) return Array.from({ length: ANY_PORT_ATTEMPTS }, () => 0);
-  const size = range.high - range.low + 1;
-  const start = Math.floor(Math.random() * size);
-  return Array.from({ length: Math.min(size, MAX_ATTEMPTS) }, (_, i) => range.low + (start + i) % size);
-}
-async function exposePorts(qmp, guestPorts, range = hostPortRange()) {
-  if (!guestPorts.length) return {};
-  for (const port of guestPorts) {
-    let failure = "";
-    for (const host of candidates(range)) {
-      failure = (await qmp.execute("human-monitor-command", {
-        "command-line": `hostfwd_add ${NETDEV_ID} tcp:127.0.0.1:${host}-:${port}`
-      })).trim();
-      if (!failure) break;
-    }
-    if (failure) {
-      throw new ForkdError(
-        "FORKD_ERR_BUSY",
-        `no free host port for guest port ${port}${range ? ` in ${range.low}-${range.high}` : ""}: ${failure}`,
-        { hint: range ? "widen FORKD_PORT_RANGE or free some of its ports" : "the host is out of free ports" }
-      );
-    }
-  }
-  const map = parseHostForwards(await qmp.execute("human-monitor-command", { "command-line": "info usernet" }));
-  const missing = guestPorts.filter((p) => !(String(p) in map));
-  if (missing.length)
-    throw new ForkdError("FORKD_ERR_INTERNAL", `QEMU did not report forwards for guest ports ${missing.join(", ")}`);
-  return map;
-}
-
-// src/engine/images/rootfs.ts
-var import_tar_stream = __toESM(require_tar_stream(), 1);
-import { spawnSync } from "node:child_process";
-import { createWriteStream, readFileSync as readFileSync6, rmSync as rmSync6, statfsSync } from "node:fs";
-import { chmod, mkdtemp as mkdtemp2, open, readFile as readFile7, rm as rm2, stat as stat2, writeFile as writeFile3 } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join as join9 } from "node:path";
-import { pipeline } from "node:stream/promises";
-
-// src/engine/images/rootfs-privilege.ts
-import { execFile as execFile3 } from "node:child_process";
-import { readFile as readFile6 } from "node:fs/promises";
-import { userInfo } from "node:os";
-import { promisify as promisify3 } from "node:util";
-var execFileAsync3 = promisify3(execFile3);
-var ROOTFS_MODES = ["root", "unshare", "sudo"];
-var SUBID_COUNT = 65536;
-async function subidRange(file, user) {
-  let text;
-  try {
-    text = await readFile6(file, "utf8");
-  } catch {
-    return `${file} does not exist`;
-  }
-  const ok = text.split("\n").some((line) => {
-    const [owner, , count] = line.trim().split(":");
-    return (owner === user.username || owner === String(user.uid)) && Number(count) >= SUBID_COUNT;
-  });
-  return ok ? void 0 : `${file} gives ${user.username} no range of ${SUBID_COUNT} ids`;
-}
-async function whyNotUnshare() {
-  const user = userInfo();
-  if (!which("newuidmap") || !which("newgidmap")) return "newuidmap/newgidmap are missing (package uidmap)";
-  const missing = (await Promise.all([subidRange("/etc/subuid", user), subidRange("/etc/subgid", user)])).filter(
-    Boolean
-  );
-  if (missing.length) return missing.join("; ");
-  const mmdebstrap = which("mmdebstrap");
-  if (!mmdebstrap) return "mmdebstrap is missing (package mmdebstrap)";
-  try {
-    await execFileAsync3(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
-    return void 0;
-  } catch (err) {
-    const stderr = err.stderr?.trim().split("\n").slice(-2).join(" ");
-    return `unprivileged user namespaces are not allowed here (${stderr || err.message})`;
-  }
-}
-async function whyNotSudo() {
-  const sudo = which("sudo");
-  if (!sudo) return "sudo is not installed";
-  try {
-    await execFileAsync3(sudo, ["-n", "true"], { timeout: 1e4 });
-    return void 0;
-  } catch {
-    return "sudo asks for a password";
-  }
-}
-function parseMode(value) {
-  if (value === void 0 || value === "" || value === "auto") return void 0;
-  if (ROOTFS_MODES.includes(value)) return value;
-  throw new ForkdError(
-    "FORKD_ERR_BAD_INPUT",
-    `FORKD_ROOTFS_MODE=${value} is not one of auto, ${ROOTFS_MODES.join(", ")}`,
-    {
-      hint: "unset it to let forkd choose"
-    }
-  );
-}
-async function resolveRootfsMode(env = process.env) {
-  const forced = parseMode(env.FORKD_ROOTFS_MODE);
-  const isRoot = process.getuid?.() === 0;
-  if (forced) {
-    const why = forced === "root" ? isRoot ? void 0 : "this process is not root" : forced === "unshare" ? await whyNotUnshare() : await whyNotSudo();
-    if (why)
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`, {
-        hint: "unset FORKD_ROOTFS_MODE to let forkd choose"
-      });
-    return forced;
-  }
-  if (isRoot) return "root";
-  const noUnshare = await whyNotUnshare();
-  if (!noUnshare) return "unshare";
-  const noSudo = await whyNotSudo();
-  if (!noSudo) return "sudo";
-  const { username } = userInfo();
-  throw new ForkdError(
-    "FORKD_ERR_BUILD",
-    `cannot build a root filesystem as ${username}: no user namespaces (${noUnshare}) and no passwordless sudo (${noSudo})`,
-    {
-      hint: `either let ${username} use user namespaces: sudo apt-get install uidmap && sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${username} (on Ubuntu 24.04 also: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0); or give ${username} passwordless sudo`
-    }
-  );
-}
-
-// src/engine/images/rootfs.ts
-var SUITE = "bookworm";
-function debianMirror() {
-  return process.env.FORKD_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
-}
-var TMPFS_NEEDED_BYTES = 3 * 1024 ** 3;
-function scratchParent() {
-  try {
-    const fs = statfsSync("/dev/shm");
-    if (fs.bavail * fs.bsize >= TMPFS_NEEDED_BYTES) return "/dev/shm";
-  } catch {
-  }
-  return tmpdir();
-}
-function hints(recipe) {
-  return {
-    bootstrap: `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${debianMirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
-    files: `the files named in ${recipe.dir}/recipe.json must exist next to it`,
-    build: "the recipe's build command failed in a chroot of the new tree; its output is above",
-    mke2fs: `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`
-  };
-}
-async function writeFilesTar(recipe, out) {
-  const tar = (0, import_tar_stream.pack)();
-  const written = pipeline(tar, createWriteStream(out));
-  for (const [target, source2] of Object.entries(recipe.files)) {
-    const path = join9(recipe.dir, source2);
-    const [data, info] = await Promise.all([readFile7(path), stat2(path)]);
-    tar.entry({ name: target.slice(1), mode: info.mode & 4095, uid: 0, gid: 0, size: data.length }, data);
-  }
-  tar.finalize();
-  await written;
-}
-function stepOf(line) {
-  if (!line.startsWith("I: running")) return void 0;
-  if (line.includes("forkd-files.tar")) return "files";
-  if (line.includes("forkd-build.sh")) return "build";
-  return void 0;
-}
-function refuseMountsUnderDevShm() {
-  const below = readFileSync6("/proc/self/mountinfo", "utf8").split("\n").map((line) => line.split(" ")[4] ?? "").filter((point) => point.startsWith("/dev/shm/"));
-  if (below.length)
-    throw new ForkdError(
-      "FORKD_ERR_BUILD",
-      `a build without root cannot bind /dev/shm while ${below[0]} is mounted under it`,
-      {
-        hint: `unmount ${below.join(", ")}, or build as root (FORKD_ROOTFS_MODE=sudo)`
-      }
-    );
-}
-var SYSTEM_PATH = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
-function privileged(mode) {
-  const tool = (name, pkg) => mode === "sudo" ? which(name, SYSTEM_PATH) ?? requireTool(name, pkg) : requireTool(name, pkg);
-  const mmdebstrap = tool("mmdebstrap", "mmdebstrap");
-  const prefix = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n"] : mode === "unshare" ? [mmdebstrap, "--unshare-helper"] : [];
-  return {
-    mmdebstrap,
-    tool,
-    /** argv for a command in the namespace (unshare), as root (sudo) or as it is (root). */
-    argv: (command) => [...prefix, ...command]
-  };
-}
-async function buildRootfs(recipe, image, options = {}) {
-  const mode = await resolveRootfsMode();
-  if (mode === "unshare") refuseMountsUnderDevShm();
-  const run = privileged(mode);
-  const mke2fs = run.tool("mke2fs", "e2fsprogs");
-  const parent = scratchParent();
-  if (/[\s'"\\]/.test(parent))
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `the scratch dir ${parent} has a blank or a quote in its path`, {
-      hint: "set TMPDIR to a path without blanks or quotes"
-    });
-  const stage = await mkdtemp2(join9(parent, `forkd-recipe-${recipe.name}-`));
-  await chmod(stage, 457);
-  const tree = join9(stage, "tree");
-  const [rmBin, ...rmArgs] = run.argv(["rm", "-rf", tree]);
-  const removeTree = () => void spawnSync(rmBin, rmArgs, { stdio: "ignore" });
-  const unregister = onProcessExit(() => {
-    removeTree();
-    rmSync6(stage, { recursive: true, force: true });
-  });
-  const task = `rootfs ${recipe.name}`;
-  let step = "files";
-  const fail = (err) => {
-    const message = err instanceof Error ? err.message : String(err);
-    throw new ForkdError("FORKD_ERR_BUILD", `recipe ${recipe.name}: step ${step} failed: ${message}`, {
-      hint: hints(recipe)[step],
-      cause: err
-    });
-  };
-  let file;
-  try {
-    const hooks = [];
-    if (Object.keys(recipe.files).length) {
-      options.onProgress?.({ task, phase: "files" });
-      await writeFilesTar(recipe, join9(stage, "forkd-files.tar")).catch(fail);
-      hooks.push(`upload ${join9(stage, "forkd-files.tar")} /forkd-files.tar`);
-      hooks.push('chroot "$1" tar -xpf /forkd-files.tar -C / && rm -f "$1/forkd-files.tar"');
-    }
-    if (recipe.build) {
-      await writeFile3(join9(stage, "forkd-build.sh"), recipe.build, { mode: 384 });
-      hooks.push(`upload ${join9(stage, "forkd-build.sh")} /forkd-build.sh`);
-      hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
-    }
-    hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
-    const bootstrap = [
-      // as root, the tree's mounts (proc, sys, dev) stay in a mount namespace of their own: seen
-      // from outside, a mount under /dev/shm stops unprivileged builds binding /dev/shm, and a
-      // killed build cannot leave them behind
-      ...mode === "unshare" ? [] : [run.tool("unshare", "util-linux"), "--mount", "--propagation", "private", "--"],
-      ...mode === "sudo" ? [run.tool("env", "coreutils"), `TMPDIR=${parent}`] : [],
-      run.mmdebstrap,
-      `--mode=${mode === "sudo" ? "root" : mode}`,
-      "--variant=minbase",
-      "--format=directory",
-      ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
-      ...hooks.map((hook) => `--customize-hook=${hook}`),
-      SUITE,
-      tree,
-      debianMirror()
-    ];
-    const spawnOptions = { cwd: "/", env: { ...process.env, TMPDIR: parent } };
-    const setpriv = which("setpriv");
-    const dieWithUs = (argv) => setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...argv] : argv;
-    step = "bootstrap";
-    let lines = 0;
-    options.onProgress?.({
-      task,
-      phase: step,
-      detail: `${SUITE} + ${recipe.packages.join(" ") || "nothing"} (${mode})`
-    });
-    const [bin, ...args] = dieWithUs(mode === "sudo" ? run.argv(bootstrap) : bootstrap);
-    await runToolStreaming(bin, args, {
-      ...spawnOptions,
-      onLine: (line) => {
-        step = stepOf(line) ?? step;
-        options.onProgress?.({
-          task,
-          phase: step,
-          done: ++lines,
-          total: Math.max(400, lines + 40),
-          // line counts vary with the package set
-          detail: line.slice(0, 60)
-        });
-      }
-    }).catch(fail);
-    step = "mke2fs";
-    options.onProgress?.({ task, phase: step, detail: `${recipe.imageMiB} MiB` });
-    file = await open(image, "w", 420);
-    if (mode === "unshare") await file.chmod(438);
-    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
-    const [mkfs, ...mkfsArgs] = run.argv([
-      mke2fs,
-      "-q",
-      "-F",
-      "-t",
-      "ext4",
-      "-L",
-      "forkd",
-      "-d",
-      tree,
-      target,
-      `${recipe.imageMiB}M`
-    ]);
-    await runToolStreaming(mkfs, mkfsArgs, { ...spawnOptions, fd3: file.fd }).catch(fail);
-    await file.chmod(420);
-  } finally {
-    await file?.close();
-    removeTree();
-    await rm2(stage, { recursive: true, force: true });
-    unregister();
-  }
-}
-
-// src/engine/images/recipe.ts
-var BUILDER_VERSION = "rootfs-v3";
-var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
-var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
-var FIELDS = [
-  "description",
-  "base",
-  "packages",
-  "files",
-  "build",
-  "warmup",
-  "ready",
-  "ready_timeout_s",
-  "prime",
-  "ports",
-  "memory_mib",
-  "image_mib"
-];
-function recipesDir() {
-  return join10(packageRoot, "recipes");
-}
-function loadRecipe(ref2) {
-  if (!ref2) throw new ForkdError("FORKD_ERR_BAD_INPUT", "name a recipe", { hint: "for example: postgres" });
-  const dir = ref2.includes("/") ? resolve3(ref2) : join10(recipesDir(), ref2);
-  const name = basename5(dir);
-  const bad2 = (what) => new ForkdError("FORKD_ERR_BAD_INPUT", `recipe ${name}: ${what}`, {
-    hint: "the recipe format is in recipes/README.md"
-  });
-  if (!NAME_PATTERN.test(name))
-    throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid recipe name ${JSON.stringify(name)}`, {
-      hint: "recipe names are lowercase letters, digits and dashes"
-    });
-  const file = join10(dir, "recipe.json");
-  if (!existsSync7(file)) {
-    throw new ForkdError("FORKD_ERR_NOT_FOUND", `no recipe ${ref2} (no ${file})`, {
-      hint: `name one of ${readdirSync2(recipesDir(), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).join(", ")}, or give the path of a directory with a recipe.json`
-    });
-  }
-  let raw;
-  try {
-    raw = JSON.parse(readFileSync7(file, "utf8"));
-  } catch (err) {
-    throw bad2(`${file} is not valid JSON: ${err.message}`);
-  }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad2("recipe.json must hold an object");
-  const unknown = Object.keys(raw).filter((k) => !FIELDS.includes(k));
-  if (unknown.length) throw bad2(`unknown field ${unknown.join(", ")} (known: ${FIELDS.join(", ")})`);
-  const str = (key) => {
-    if (raw[key] === void 0 || raw[key] === null) return null;
-    if (typeof raw[key] !== "string") throw bad2(`"${key}" must be a string`);
-    return raw[key];
-  };
-  const mib = (key, fallback, min, max) => {
-    const value = raw[key] ?? fallback;
-    if (!Number.isInteger(value) || value < min || value > max)
-      throw bad2(`"${key}" must be an integer from ${min} to ${max}`);
-    return value;
-  };
-  const base = raw.base ?? "debian-bookworm";
-  if (base !== "debian-bookworm" && base !== "none") throw bad2('"base" must be "debian-bookworm" or "none"');
-  const packages = raw.packages ?? [];
-  if (!Array.isArray(packages) || packages.some((p) => typeof p !== "string" || !DEBIAN_PACKAGE.test(p)))
-    throw bad2(`"packages" must be a list of Debian package names (got ${JSON.stringify(packages)})`);
-  const files = raw.files ?? {};
-  if (typeof files !== "object" || files === null || Array.isArray(files)) throw bad2('"files" must be an object');
-  for (const [target, source2] of Object.entries(files)) {
-    if (typeof source2 !== "string" || !target.startsWith("/"))
-      throw bad2(`file ${target}: absolute image path -> file name`);
-    if (target.split("/").includes("..") || source2.split("/").includes("..") || source2.startsWith("/"))
-      throw bad2(`file ${target} <- ${source2} leaves its directory`);
-    const real = join10(dir, source2);
-    if (!existsSync7(real)) throw bad2(`file ${target} <- ${source2}: ${real} does not exist`);
-    if (!lstatSync(real).isFile())
-      throw bad2(`file ${target} <- ${source2}: ${real} is not a regular file (links are refused)`);
-  }
-  const build = str("build");
-  if (base === "none" && (packages.length || Object.keys(files).length || build))
-    throw bad2('base "none" boots the embedded initramfs as it is: it takes no packages, files or build');
-  return {
-    name,
-    dir,
-    description: str("description") ?? "",
-    base,
-    packages,
-    files,
-    build,
-    warmup: str("warmup"),
-    ready: str("ready"),
-    readyTimeoutMs: mib("ready_timeout_s", 120, 1, 3600) * 1e3,
-    prime: str("prime"),
-    ports: validatePorts(raw.ports ?? []),
-    memoryMiB: mib("memory_mib", 256, 64, 16384),
-    imageMiB: mib("image_mib", 1024, 64, 65536)
-  };
-}
-async function recipeImageKey(recipe) {
-  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile8(join10(recipe.dir, f))));
-  const { packages, files, build, imageMiB } = recipe;
-  return hashInputs([
-    BUILDER_VERSION,
-    SUITE,
-    debianMirror(),
-    JSON.stringify({ packages, files, build, imageMiB }),
-    ...sources
-  ]);
-}
-function isPackagedRecipe(recipe) {
-  return recipe.dir === join10(recipesDir(), recipe.name);
-}
-async function ensureRecipeImage(paths, recipe, options = {}) {
-  const key = await recipeImageKey(recipe);
-  const artifact = await ensureArtifact(
-    paths,
-    `rootfs-${recipe.name}`,
-    key,
-    (staging) => buildRootfs(recipe, join10(staging, "rootfs.ext4"), options),
-    options
-  );
-  return { ...artifact, image: join10(artifact.dir, "rootfs.ext4") };
-}
-
-// src/engine/images/guest-images.ts
-var GuestImageSource = class {
-  constructor(paths, officialPacks) {
-    this.paths = paths;
-    this.officialPacks = officialPacks;
-  }
-  paths;
-  officialPacks;
-  base;
-  officials = /* @__PURE__ */ new Map();
-  /** Why an official pack is not used, by name: told when the local build starts. */
-  fallbacks = /* @__PURE__ */ new Map();
-  /** Kernel + base initramfs, built on first use and reused from the cache after. */
-  buildBase(options = {}) {
-    if (options.lookupOnly) return this.resolveBase(options);
-    this.base ??= this.resolveBase(options).catch((err) => {
-      this.base = void 0;
-      throw err;
-    });
-    return this.base;
-  }
-  /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
-  async resolveBase(options) {
-    const official = process.env.FORKD_KERNEL ? void 0 : await this.official("base", options);
-    return official?.images ?? ensureBaseImage(this.paths, this.announcing("base", options));
-  }
-  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
-  async recipeImage(recipe, build = {}) {
-    const official = await this.officialRecipe(recipe, build);
-    if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
-    const built = await this.buildRecipeImage(recipe, build);
-    return { image: built.image, reused: built.reused };
-  }
-  /** A recipe's root filesystem built here (telling first why no official pack is used). */
-  buildRecipeImage(recipe, build = {}) {
-    return ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build));
-  }
-  /**
-   * The official images of a packaged recipe, when its pack's root filesystem is the one this
-   * recipe builds (a recipe changed since the release, or another Debian mirror, builds locally).
-   */
-  async officialRecipe(recipe, build) {
-    if (!isPackagedRecipe(recipe) || recipe.base !== "debian-bookworm") return void 0;
-    const official = await this.official(recipe.name, build);
-    if (!official || official.images.rootfs?.hash === await recipeImageKey(recipe)) return official;
-    this.fallbacks.set(recipe.name, `${official.ref} holds another build of the recipe: building locally`);
-    return void 0;
-  }
-  /** `options`, telling first why `name` is built here (see official) once a build really reports progress. */
-  announcing(name, options) {
-    const why = this.fallbacks.get(name);
-    const { onProgress } = options;
-    if (!why || !onProgress) return options;
-    let told = false;
-    return {
-      ...options,
-      onProgress: (event) => {
-        if (!told) onProgress({ task: "official pack", phase: name, detail: why });
-        told = true;
-        onProgress(event);
-      }
-    };
-  }
-  /** The official images of `name`, installed on first use by the engine's OfficialPacks; memoised. */
-  official(name, options = {}) {
-    const packs = this.officialPacks;
-    if (!packs) return Promise.resolve(void 0);
-    const lookup = { ...options, onFallback: (notice) => this.fallbacks.set(name, notice) };
-    if (options.lookupOnly) return packs.guest(name, lookup);
-    let guest = this.officials.get(name);
-    if (!guest) {
-      guest = packs.guest(name, lookup);
-      this.officials.set(name, guest);
-      guest.catch(() => this.officials.delete(name));
-    }
-    return guest;
-  }
-};
-
-// src/engine/snapshot/branch.ts
-import { randomUUID } from "node:crypto";
-import { stat as stat5 } from "node:fs/promises";
-import { join as join14 } from "node:path";
 
 // node_modules/typebox/build/system/memory/memory.mjs
 var memory_exports = {};
@@ -41052,6 +38669,8 @@ var MAX_TTL_S = 86400;
 var MAX_MEMORY_MIB = 16 * 1024;
 var MIN_MEMORY_MIB = 64;
 var FILE_BODY_LIMIT = 64 * 1024 * 1024;
+var MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+var MAX_TIMEOUT_MS = 24 * 60 * 60 * 1e3;
 var CONSOLE_MAX_LINES = 1e3;
 var BRANCH_MODES = ["full", "diff", "live"];
 var Tag = build_default.String({
@@ -41209,6 +38828,7 @@ var ConsoleReply = Strict({
   text: build_default.String()
 });
 var EmptyRequest = Strict({}, "No fields (an empty body is fine).");
+var NoQuery = Strict({});
 var PingReply = Strict({
   pong: build_default.Literal(true),
   version: build_default.String({ description: "the guest agent protocol version" }),
@@ -41222,9 +38842,19 @@ var ExecRequest = build_default.Object(
     env: build_default.Optional(build_default.Record(build_default.String(), build_default.String())),
     cwd: build_default.Optional(build_default.String()),
     stdin: build_default.Optional(Base64),
-    timeout_ms: build_default.Optional(build_default.Integer({ minimum: 0, description: "kill the process group after this long" })),
+    timeout_ms: build_default.Optional(
+      build_default.Integer({
+        minimum: 0,
+        maximum: MAX_TIMEOUT_MS,
+        description: "kill the process group after this long (ms, at most a day)"
+      })
+    ),
     max_output: build_default.Optional(
-      build_default.Integer({ minimum: 0, description: "cap per output stream in bytes (default 1 MiB, max 4 MiB)" })
+      build_default.Integer({
+        minimum: 0,
+        maximum: MAX_OUTPUT_BYTES,
+        description: "cap per output stream in bytes (default 1 MiB, max 4 MiB)"
+      })
     )
   },
   { additionalProperties: false, oneOf: [{ required: ["argv"] }, { required: ["shell"] }] }
@@ -41241,7 +38871,13 @@ var ExecReply = Strict({
 });
 var EvalRequest = Strict({
   code: build_default.String(),
-  timeout_ms: build_default.Optional(build_default.Integer({ minimum: 1 }))
+  timeout_ms: build_default.Optional(
+    build_default.Integer({
+      minimum: 1,
+      maximum: MAX_TIMEOUT_MS,
+      description: "give up with 504 after this long (ms, default 60 s, at most a day)"
+    })
+  )
 });
 var EvalReply = build_default.Union([
   Strict({
@@ -41341,6 +38977,2392 @@ var COMPONENTS = {
   HeartbeatReply,
   OwnerRemovedReply
 };
+
+// src/api/wire.ts
+function execRequest(command, options = {}) {
+  return {
+    ...typeof command === "string" ? { shell: command } : { argv: command },
+    ...options.env ? { env: options.env } : {},
+    ...options.cwd ? { cwd: options.cwd } : {},
+    ...options.stdin !== void 0 ? { stdin: Buffer.from(options.stdin).toString("base64") } : {},
+    ...options.timeoutMs !== void 0 ? { timeout_ms: options.timeoutMs } : {},
+    ...options.maxOutputBytes !== void 0 ? { max_output: options.maxOutputBytes } : {}
+  };
+}
+function execCall(request4) {
+  const options = {};
+  if (request4.env) options.env = request4.env;
+  if (request4.cwd) options.cwd = request4.cwd;
+  if (request4.stdin !== void 0) options.stdin = Buffer.from(request4.stdin, "base64");
+  if (request4.timeout_ms !== void 0) options.timeoutMs = request4.timeout_ms;
+  if (request4.max_output !== void 0) options.maxOutputBytes = request4.max_output;
+  return { command: request4.argv ?? request4.shell, options };
+}
+function execReply(r) {
+  return {
+    exit_code: r.exitCode,
+    signal: r.signal,
+    timed_out: r.timedOut,
+    stdout: r.stdout.toString("base64"),
+    stderr: r.stderr.toString("base64"),
+    stdout_truncated: r.stdoutTruncated,
+    stderr_truncated: r.stderrTruncated,
+    duration_ms: r.durationMs
+  };
+}
+function execResult(reply) {
+  return {
+    exitCode: Number(reply.exit_code),
+    signal: reply.signal ?? null,
+    timedOut: reply.timed_out === true,
+    stdout: Buffer.from(reply.stdout ?? "", "base64"),
+    stderr: Buffer.from(reply.stderr ?? "", "base64"),
+    stdoutTruncated: reply.stdout_truncated === true,
+    stderrTruncated: reply.stderr_truncated === true,
+    durationMs: Number(reply.duration_ms)
+  };
+}
+function evalReply({ durationMs, ...result }) {
+  return { ...result, duration_ms: durationMs };
+}
+function evalResult({ duration_ms: durationMs, ...result }) {
+  return { ...result, durationMs };
+}
+function pingReply(ping) {
+  return { pong: true, version: ping.version, uptime_ms: ping.uptimeMs, jobs: ping.jobs };
+}
+function createSnapshotRequest(tag, options = {}) {
+  return {
+    tag,
+    ...options.recipe ? { recipe: options.recipe } : {},
+    ...options.memoryMiB ? { memory_mib: options.memoryMiB } : {},
+    ...options.warmup ? { warmup: options.warmup } : {},
+    ...options.ports ? { ports: options.ports } : {}
+  };
+}
+function snapshotOptions(request4) {
+  return {
+    ...request4.recipe ? { recipe: request4.recipe } : {},
+    ...request4.memory_mib ? { memoryMiB: request4.memory_mib } : {},
+    ...request4.ports ? { ports: request4.ports } : {},
+    ...request4.warmup ? { warmup: request4.warmup } : {}
+  };
+}
+function snapshotSummary(s) {
+  return {
+    tag: s.tag,
+    created: s.meta.created,
+    parent: s.meta.parent,
+    memory_mib: s.meta.memoryMiB,
+    disk_bytes: s.diskBytes,
+    accel: s.meta.accel,
+    warmup: s.meta.warmup,
+    ports: s.meta.ports,
+    status: "ready",
+    depth: s.meta.depth ?? 0
+  };
+}
+function timingsReply(timings) {
+  return Object.fromEntries(Object.entries(timings).map(([k, v]) => [k.replace(/Ms$/, "_ms"), Math.round(v)]));
+}
+var tenths = (ms) => Math.round(ms * 10) / 10;
+function branchWritingReply(tag, mode, pauseMs) {
+  return { tag, status: "writing", mode, pause_ms: tenths(pauseMs) };
+}
+function branchReadyReply(r) {
+  return {
+    ...snapshotSummary(r),
+    status: "ready",
+    mode: r.mode,
+    pause_ms: tenths(r.pauseMs),
+    bytes_written: r.bytesWritten,
+    transferred_bytes: r.transferredBytes,
+    passes: r.passes,
+    ...r.diffPages !== void 0 ? { diff_pages: r.diffPages } : {},
+    total_ms: Math.round(r.totalMs)
+  };
+}
+
+// src/engine/agent/client.ts
+import { connect } from "node:net";
+import { basename as basename2, dirname } from "node:path";
+
+// src/common/debug.ts
+import { format } from "node:util";
+function debugSections(value) {
+  const patterns = (value ?? "").split(/[\s,]+/).filter(Boolean).map((name) => name.toLowerCase() === "all" ? "*" : name);
+  if (patterns.length === 0) return () => false;
+  const escaped = patterns.map((name) => name.replace(/[|\\{}()[\]^$+?.]/g, "\\$&").replaceAll("*", ".*"));
+  const matcher = new RegExp(`^(?:${escaped.join("|")})$`, "i");
+  return (section) => matcher.test(section);
+}
+var sectionsOn;
+function debuglog(section) {
+  let on;
+  const enabled = () => on ??= (sectionsOn ??= debugSections(process.env.FORKD_DEBUG))(section);
+  const log = (vmId, message, ...args) => {
+    if (!enabled()) return;
+    process.stderr.write(
+      `${(/* @__PURE__ */ new Date()).toISOString()} forkd:${section} ${process.pid} ${vmId}: ${format(message, ...args)}
+`
+    );
+  };
+  return Object.defineProperty(log, "enabled", { get: enabled });
+}
+
+// src/engine/agent/frames.ts
+var MAX_FRAME_BYTES = 16 * 1024 * 1024;
+function encodeFrame(message) {
+  const body = Buffer.from(JSON.stringify(message), "utf8");
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new ForkdError(
+      "FORKD_ERR_FRAME_TOO_LARGE",
+      `request of ${body.length} bytes is over the ${MAX_FRAME_BYTES} byte frame limit`,
+      {
+        hint: "send large files in chunks (writeFile does this for you) and cap exec stdin"
+      }
+    );
+  }
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(body.length);
+  return Buffer.concat([header, body]);
+}
+var FrameDecoder = class {
+  pending = Buffer.alloc(0);
+  push(chunk) {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    const frames = [];
+    while (this.pending.length >= 4) {
+      const length = this.pending.readUInt32BE(0);
+      if (length > MAX_FRAME_BYTES) {
+        throw new ForkdError(
+          "FORKD_ERR_FRAME_TOO_LARGE",
+          `agent sent a frame of ${length} bytes (limit ${MAX_FRAME_BYTES})`
+        );
+      }
+      if (this.pending.length < 4 + length) break;
+      frames.push(JSON.parse(this.pending.subarray(4, 4 + length).toString("utf8")));
+      this.pending = this.pending.subarray(4 + length);
+    }
+    return frames;
+  }
+  reset() {
+    this.pending = Buffer.alloc(0);
+  }
+};
+
+// src/engine/agent/client.ts
+var debug = debuglog("agent");
+var AgentError = class extends ForkdError {
+  constructor(agentCode, message) {
+    super("FORKD_ERR_AGENT", `${message} (${agentCode})`);
+    this.agentCode = agentCode;
+  }
+  agentCode;
+};
+var AgentClient = class _AgentClient {
+  constructor(socket, vmId) {
+    this.socket = socket;
+    this.vmId = vmId;
+    socket.on("data", (chunk) => this.onData(chunk));
+    socket.on("close", () => {
+      debug(vmId, "connection closed (%d requests in flight)", this.pending.size);
+      this.fail(this.closedError ?? new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed"));
+    });
+    socket.on("error", () => {
+    });
+  }
+  socket;
+  vmId;
+  nextId = 1;
+  pending = /* @__PURE__ */ new Map();
+  decoder = new FrameDecoder();
+  closedError;
+  onUnsolicited = () => {
+  };
+  static connect(path) {
+    return new Promise((resolve4, reject) => {
+      const socket = connect(path);
+      socket.once("connect", () => {
+        socket.removeListener("error", reject);
+        resolve4(new _AgentClient(socket, basename2(dirname(path))));
+      });
+      socket.once("error", reject);
+    });
+  }
+  onData(chunk) {
+    let frames;
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.closedError = err;
+      this.socket.destroy();
+      return;
+    }
+    for (const frame of frames) {
+      const reply = frame;
+      const pending = typeof reply.id === "number" ? this.pending.get(reply.id) : void 0;
+      if (!pending) {
+        this.onUnsolicited(reply);
+        continue;
+      }
+      this.pending.delete(reply.id);
+      clearTimeout(pending.timer);
+      debug(
+        this.vmId,
+        "<- #%d %s %s (%d ms)",
+        reply.id,
+        pending.op,
+        reply.ok ? "ok" : reply.error?.code ?? "E_UNKNOWN",
+        Math.round(performance.now() - pending.sentAt)
+      );
+      if (reply.ok) pending.resolve(reply);
+      else pending.reject(new AgentError(reply.error?.code ?? "E_UNKNOWN", reply.error?.message ?? "agent error"));
+    }
+  }
+  /** Sends one request; rejects on an error reply, a disconnect, or after timeoutMs without a reply. */
+  request(op, body = {}, timeoutMs) {
+    if (this.closedError || this.socket.destroyed) {
+      return Promise.reject(
+        this.closedError ?? new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed")
+      );
+    }
+    const id = this.nextId++;
+    const frame = encodeFrame({ ...body, id, op });
+    return new Promise((resolve4, reject) => {
+      const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => {
+        debug(this.vmId, "#%d %s: no reply within %d ms", id, op, timeoutMs);
+        this.pending.delete(id);
+        reject(new ForkdError("FORKD_ERR_AGENT_TIMEOUT", `agent did not answer "${op}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { op, sentAt: performance.now(), resolve: resolve4, reject, timer });
+      debug(this.vmId, "-> #%d %s (%d bytes)", id, op, frame.length);
+      this.socket.write(frame);
+    });
+  }
+  /** Writes raw bytes (tests use this to send malformed frames). */
+  writeRaw(bytes) {
+    this.socket.write(bytes);
+  }
+  /** Rejects everything in flight (and every later request) with this error and closes the connection. */
+  abort(error) {
+    this.closedError = error;
+    this.fail(error);
+    this.socket.destroy();
+  }
+  fail(err) {
+    for (const pending of this.pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(err);
+    }
+    this.pending.clear();
+  }
+  close() {
+    this.closedError ??= new ForkdError("FORKD_ERR_AGENT_DISCONNECTED", "agent connection closed");
+    this.socket.destroy();
+  }
+  get closed() {
+    return this.closedError !== void 0 || this.socket.destroyed;
+  }
+};
+
+// src/engine/agent/guest.ts
+var FILE_CHUNK = 4 * 1024 * 1024;
+var EXEC_REPLY_GRACE_MS = 5e3;
+var CONTROL_TIMEOUT_MS = 3e4;
+var DEFAULT_EVAL_TIMEOUT_MS = 6e4;
+var EVAL_NO_SERVER = 3;
+var signalNames = new Map(
+  Object.entries(constants.signals).map(([name, number]) => [number, name])
+);
+var Guest = class {
+  constructor(client) {
+    this.client = client;
+  }
+  client;
+  async reconnect(socketPath) {
+    this.client.close();
+    this.client = await AgentClient.connect(socketPath);
+  }
+  async ping(timeoutMs = CONTROL_TIMEOUT_MS) {
+    const reply = await this.client.request("ping", {}, timeoutMs);
+    return { version: String(reply.version), uptimeMs: Number(reply.uptime_ms), jobs: Number(reply.jobs) };
+  }
+  async exec(command, options = {}) {
+    if (Array.isArray(command) && command.length === 0) {
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", "exec needs a command", {
+        hint: 'pass argv like ["ls", "-l"] or a shell string'
+      });
+    }
+    const reply = await this.client.request(
+      "exec",
+      execRequest(command, options),
+      options.timeoutMs === void 0 ? void 0 : options.timeoutMs + EXEC_REPLY_GRACE_MS
+    );
+    return parseExecReply(reply);
+  }
+  /**
+   * Runs code in the guest's warm interpreter (a recipe's eval bridge on /run/forkd/eval.sock),
+   * relayed by the agent: no interpreter starts per call.
+   */
+  async eval(code, options = {}) {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_EVAL_TIMEOUT_MS;
+    const reply = await this.client.request(
+      "eval",
+      { stdin: Buffer.from(code).toString("base64"), timeout_ms: timeoutMs, max_output: MAX_OUTPUT_BYTES },
+      timeoutMs + EXEC_REPLY_GRACE_MS
+    );
+    return parseEvalReply(parseExecReply(reply), timeoutMs);
+  }
+  /**
+   * The whole file; one longer than `maxBytes` (default 64 MiB) is refused with FORKD_ERR_LIMIT
+   * before it is buffered: the agent stops at the limit, which also bounds endless files such as
+   * /dev/zero.
+   */
+  async readFile(path, options = {}) {
+    const maxBytes = options.maxBytes ?? FILE_BODY_LIMIT;
+    const chunks = [];
+    for (let offset = 0; ; ) {
+      const reply = await this.client.request("read_file", { path, offset, length: FILE_CHUNK, max_bytes: maxBytes }, CONTROL_TIMEOUT_MS).catch((err) => {
+        throw err instanceof AgentError && err.agentCode === "E_TOO_LARGE" ? readLimitError(path, maxBytes) : err;
+      });
+      const chunk = Buffer.from(String(reply.data), "base64");
+      offset += chunk.length;
+      if (offset > maxBytes) throw readLimitError(path, maxBytes);
+      chunks.push(chunk);
+      if (reply.eof === true) return Buffer.concat(chunks);
+    }
+  }
+  async writeFile(path, data, options = {}) {
+    const bytes = Buffer.from(data);
+    let offset = 0;
+    do {
+      const chunk = bytes.subarray(offset, offset + FILE_CHUNK);
+      await this.client.request(
+        "write_file",
+        { path, data: chunk.toString("base64"), mode: options.mode ?? 420, append: offset > 0 },
+        CONTROL_TIMEOUT_MS
+      );
+      offset += chunk.length;
+    } while (offset < bytes.length);
+  }
+  /** Tells a restored guest the real time, fresh entropy and its own identity. */
+  async restored(info = {}) {
+    await this.client.request(
+      "restored",
+      {
+        time_ms: info.timeMs ?? Date.now(),
+        entropy: (info.entropy ?? randomBytes2(64)).toString("base64"),
+        ...info.hostname ? { hostname: info.hostname } : {}
+      },
+      CONTROL_TIMEOUT_MS
+    );
+  }
+  /** Asks the guest to sync and power off; resolves when the agent has acknowledged. */
+  async shutdown(timeoutMs = 5e3) {
+    await this.client.request("shutdown", {}, timeoutMs);
+  }
+};
+function readLimitError(path, maxBytes) {
+  return new ForkdError("FORKD_ERR_LIMIT", `${path} is longer than the read limit of ${maxBytes} bytes`, {
+    hint: `raise the limit (maxBytes; max_bytes= over the API, up to ${FILE_BODY_LIMIT}) or read a part with exec, e.g. head -c N ${path}`,
+    status: 413
+  });
+}
+function parseExecReply(reply) {
+  const signal = typeof reply.signal === "number" ? signalNames.get(reply.signal) ?? null : null;
+  return execResult({ ...reply, signal });
+}
+function parseEvalReply(relay, timeoutMs) {
+  const stderr = relay.stderr.toString().trim();
+  if (relay.timedOut) {
+    throw new ForkdError("FORKD_ERR_EVAL_TIMEOUT", `eval did not answer within ${timeoutMs} ms`, {
+      hint: "pass a longer timeout; the interpreter keeps running the code and answers the next eval once it is done"
+    });
+  }
+  if (relay.exitCode === EVAL_NO_SERVER) {
+    throw new ForkdError("FORKD_ERR_NO_EVAL", `this sandbox has no eval bridge: ${stderr}`, {
+      hint: "fork from a recipe with one, e.g. forkd snapshot --tag py --recipe python-numpy (or nodejs)"
+    });
+  }
+  let reply;
+  try {
+    if (relay.exitCode !== 0 || relay.stdoutTruncated) throw new Error(stderr || "reply too large");
+    reply = JSON.parse(relay.stdout.toString());
+  } catch (err) {
+    throw new ForkdError(
+      "FORKD_ERR_AGENT",
+      `the eval bridge failed (exit ${relay.exitCode}): ${err.message}`,
+      {
+        hint: "the guest interpreter may have crashed; see /tmp/eval-server.log in the sandbox"
+      }
+    );
+  }
+  const output = String(reply.output ?? "");
+  if (reply.ok === true) {
+    return {
+      ok: true,
+      value: reply.value ?? null,
+      repr: typeof reply.repr === "string" ? reply.repr : null,
+      output,
+      durationMs: relay.durationMs
+    };
+  }
+  const error = reply.error ?? {};
+  return {
+    ok: false,
+    error: {
+      type: String(error.type ?? "Error"),
+      message: String(error.message ?? ""),
+      stack: String(error.stack ?? "")
+    },
+    output,
+    durationMs: relay.durationMs
+  };
+}
+
+// src/engine/host-tools.ts
+import { execFile, spawn } from "node:child_process";
+import { accessSync, constants as constants2, existsSync as existsSync2, statSync } from "node:fs";
+import { delimiter, join as join2, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
+var execFileAsync = promisify(execFile);
+function which(name, env = process.env) {
+  if (name.includes("/")) return existsSync2(name) ? name : void 0;
+  for (const dir of (env.PATH ?? "").split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join2(dir, name);
+    try {
+      accessSync(candidate, constants2.X_OK);
+      return candidate;
+    } catch {
+    }
+  }
+  return void 0;
+}
+async function runTool(file, args, options = {}) {
+  try {
+    const { stdout } = await execFileAsync(file, args, { ...options, maxBuffer: 64 * 1024 * 1024 });
+    return stdout;
+  } catch (err) {
+    const e = err;
+    const tail2 = (e.stderr ?? "").trim().split("\n").slice(-15).join("\n");
+    throw new ForkdError(
+      "FORKD_ERR_BUILD",
+      `${file} ${args.join(" ")} failed (${e.code ?? "error"})
+${tail2 || e.message}`,
+      {
+        cause: err
+      }
+    );
+  }
+}
+function runToolStreaming(file, args, options) {
+  return new Promise((resolve4, reject) => {
+    const stdio = ["ignore", "pipe", "pipe", ...options.fd3 === void 0 ? [] : [options.fd3]];
+    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: [...stdio] });
+    const tail2 = [];
+    const onLine = (line) => {
+      tail2.push(line);
+      if (tail2.length > 30) tail2.shift();
+      options.onLine?.(line);
+    };
+    createInterface({ input: child.stdout }).on("line", onLine);
+    createInterface({ input: child.stderr }).on("line", onLine);
+    child.on(
+      "error",
+      (err) => reject(new ForkdError("FORKD_ERR_BUILD", `cannot run ${file}: ${err.message}`, { cause: err }))
+    );
+    child.on("close", (code, signal) => {
+      if (code === 0) resolve4();
+      else
+        reject(
+          new ForkdError("FORKD_ERR_BUILD", `${file} ${args.join(" ")} failed (${signal ?? code})
+${tail2.join("\n")}`)
+        );
+    });
+  });
+}
+function requireTool(name, aptPackage) {
+  const path = which(name);
+  if (!path) {
+    throw new ForkdError("FORKD_ERR_BUILD", `${name} is not installed`, {
+      hint: `run the setup command (npm run setup) or: sudo apt-get install ${aptPackage}`
+    });
+  }
+  return path;
+}
+function requireReadableFile(path, what, hint) {
+  const full = resolve(path);
+  try {
+    accessSync(full, constants2.R_OK);
+  } catch (err) {
+    const code = err.code;
+    throw new ForkdError(
+      code === "ENOENT" ? "FORKD_ERR_NOT_FOUND" : "FORKD_ERR_BAD_INPUT",
+      `${what} ${full} ${code === "ENOENT" ? "does not exist" : `is not readable (${code})`}`,
+      { hint }
+    );
+  }
+  if (!statSync(full).isFile())
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `${what} ${full} is not a regular file`, { hint });
+  return full;
+}
+
+// src/common/state-dir.ts
+import { mkdirSync } from "node:fs";
+import { homedir } from "node:os";
+import { join as join3, resolve as resolve2 } from "node:path";
+function stateDir(env = process.env) {
+  if (env.FORKD_HOME) return resolve2(env.FORKD_HOME);
+  const cache = env.XDG_CACHE_HOME ? resolve2(env.XDG_CACHE_HOME) : join3(homedir(), ".cache");
+  return join3(cache, "forkd");
+}
+var StatePaths = class {
+  constructor(root = stateDir()) {
+    this.root = root;
+  }
+  root;
+  dir(...parts) {
+    const path = join3(this.root, ...parts);
+    mkdirSync(path, { recursive: true, mode: 448 });
+    return path;
+  }
+  /** Built artifacts, one subdir per kind, named by the hash of their inputs. */
+  images(kind) {
+    return this.dir("images", kind);
+  }
+  /** Snapshots, one dir per tag (memory.bin, vmstate, meta.json); staging dirs start with a dot. */
+  snapshots() {
+    return this.dir("snapshots");
+  }
+  /** Per-VM sockets; removed when the VM stops. */
+  run() {
+    return this.dir("run");
+  }
+  /** Console logs of VMs; kept only for VMs that failed. */
+  logs() {
+    return this.dir("logs");
+  }
+  /** Scratch space for builds; each build removes its own. */
+  tmp() {
+    return this.dir("tmp");
+  }
+  /** The root itself, created if missing. */
+  ensureRoot() {
+    return this.dir();
+  }
+  file(name) {
+    return join3(this.dir(), name);
+  }
+};
+
+// src/engine/vmm/qemu-binary.ts
+import { execFile as execFile2 } from "node:child_process";
+import { promisify as promisify2 } from "node:util";
+var REQUIRED = {
+  "microvm machine property": ["acpi", "memory-backend"],
+  "memory-backend-file property": ["mem-path", "share"],
+  "migration capability": ["x-ignore-shared"]
+};
+var QMP_PROBE_ARGS = ["-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"];
+var QMP_PROBE = [
+  { execute: "qmp_capabilities" },
+  { execute: "qom-list-properties", arguments: { typename: "tcg-accel" }, id: "tcg" },
+  { execute: "qom-list-properties", arguments: { typename: "memory-backend-file" }, id: "memfile" },
+  { execute: "query-migrate-capabilities", id: "migration" },
+  { execute: "quit" }
+].map((command) => JSON.stringify(command)).join("\n");
+var PROBE_TIMEOUT_MS = 15e3;
+function parseHelpProperties(output) {
+  return new Set([...output.matchAll(/^\s+([\w-]+)=</gm)].map((m) => m[1]));
+}
+function parseQmpProbe(output) {
+  const answers = /* @__PURE__ */ new Map();
+  let version = "unknown";
+  for (const line of output.split("\n")) {
+    if (!line.trim()) continue;
+    const message = JSON.parse(line);
+    if (message.QMP) {
+      const v = message.QMP.version.qemu;
+      version = `${v.major}.${v.minor}.${v.micro}`;
+    }
+    if (message.id) answers.set(message.id, message.return);
+  }
+  const names2 = (id, key) => new Set((answers.get(id) ?? []).map((entry) => entry[key]));
+  return {
+    version,
+    tcg: names2("tcg", "name"),
+    memfile: names2("memfile", "name"),
+    migration: names2("migration", "capability")
+  };
+}
+function qemuFeatures(path, probe) {
+  const have = {
+    "microvm machine property": probe.microvm,
+    "memory-backend-file property": probe.memfile,
+    "migration capability": probe.migration
+  };
+  const missing = Object.entries(REQUIRED).flatMap(
+    ([what, names2]) => names2.filter((name) => !have[what].has(name)).map((name) => `${what} ${name}`)
+  );
+  if (missing.length) {
+    throw new ForkdError(
+      "FORKD_ERR_QEMU_MISSING",
+      `QEMU ${probe.version} at ${path} lacks what forkd needs: ${missing.join(", ")}`,
+      { hint: "forkd needs qemu-system-x86 6.2 or newer with the microvm machine (the distribution's package has it)" }
+    );
+  }
+  return { microvmOptionRoms: probe.microvm.has("x-option-roms"), tcgTbSize: probe.tcg.has("tb-size") };
+}
+var execFileAsync2 = promisify2(execFile2);
+async function probeQemu(path) {
+  const run = (args, input) => {
+    const pending = execFileAsync2(path, args, { timeout: PROBE_TIMEOUT_MS });
+    pending.child.stdin?.end(input);
+    return pending.then(
+      ({ stdout }) => stdout,
+      (err) => {
+        throw new ForkdError(
+          "FORKD_ERR_QEMU_MISSING",
+          `${path} ${args.join(" ")} failed: ${err.stderr || err.message}`,
+          {
+            hint: "sudo apt-get install --no-install-recommends qemu-system-x86"
+          }
+        );
+      }
+    );
+  };
+  const [machineHelp, qmp] = await Promise.all([
+    run(["-machine", "microvm,help"]),
+    run(QMP_PROBE_ARGS, `${QMP_PROBE}
+`)
+  ]);
+  return { ...parseQmpProbe(qmp), microvm: parseHelpProperties(machineHelp) };
+}
+var probed = /* @__PURE__ */ new Map();
+async function findQemu(env = process.env) {
+  const wanted = env.FORKD_QEMU ?? "qemu-system-x86_64";
+  const path = which(wanted, env);
+  if (!path) {
+    throw new ForkdError("FORKD_ERR_QEMU_MISSING", `${wanted} not found${env.FORKD_QEMU ? "" : " on PATH"}`, {
+      hint: "run the setup command (npm run setup) or: sudo apt-get install --no-install-recommends qemu-system-x86"
+    });
+  }
+  let facts = probed.get(path);
+  if (!facts) {
+    facts = probeQemu(path).then((probe) => ({ version: probe.version, features: qemuFeatures(path, probe) }));
+    probed.set(path, facts);
+    facts.catch(() => probed.delete(path));
+  }
+  return { path, ...await facts };
+}
+
+// src/engine/vmm/vm-process.ts
+import { spawn as spawn2 } from "node:child_process";
+import { randomBytes as randomBytes3 } from "node:crypto";
+import { closeSync, existsSync as existsSync3, openSync, readFileSync as readFileSync4, rmSync as rmSync3 } from "node:fs";
+import { mkdir as mkdir2, writeFile } from "node:fs/promises";
+import { basename as basename4, join as join5 } from "node:path";
+import { setTimeout as sleep2 } from "node:timers/promises";
+
+// src/engine/vmm/qemu-args.ts
+var AGENT_PORT_NAME = "forkd.agent";
+var NETDEV_ID = "n0";
+function kernelCommandLine(spec) {
+  return [
+    "console=ttyS0",
+    "quiet",
+    "reboot=t",
+    // a triple fault resets, and -no-reboot turns that into QEMU exiting
+    "panic=-1",
+    // QEMU's IO-APIC timer routing is known good; skip the kernel's check of it. (Keep the local
+    // APIC timer: `noapictimer` saves ~0.4 s of boot under TCG, but leaves the PIT ticking and
+    // idle children then burn ~7 % of a core each instead of ~0.2 %.)
+    "no_timer_check",
+    ...spec.rootfs ? ["forkd.root=vda"] : [],
+    ...spec.append ?? []
+  ].join(" ");
+}
+function buildQemuArgs(spec, sockets, features) {
+  const accel = spec.accel === "kvm" ? "kvm" : features.tcgTbSize ? `tcg,tb-size=${spec.tcgTbSizeMiB ?? 64}` : "tcg";
+  const args = [
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    // ACPI off: with ACPI, microvm under TCG never gets timer ticks (no IRQ0 override, no kvmclock).
+    "-M",
+    `microvm,acpi=off${features.microvmOptionRoms ? ",x-option-roms=off" : ""}`,
+    "-accel",
+    accel,
+    "-cpu",
+    spec.accel === "kvm" ? "host" : "max",
+    "-m",
+    String(spec.memoryMiB),
+    "-smp",
+    String(spec.vcpus),
+    "-kernel",
+    spec.kernel,
+    "-initrd",
+    spec.initrd,
+    "-append",
+    kernelCommandLine(spec),
+    "-no-reboot",
+    "-pidfile",
+    sockets.pidFile,
+    "-serial",
+    `file:${sockets.consoleLog}`,
+    "-qmp",
+    `unix:${sockets.qmp},server=on,wait=off`,
+    "-chardev",
+    `socket,id=agent,path=${sockets.agent},server=on,wait=off`,
+    "-device",
+    "virtio-serial-device",
+    "-device",
+    `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    "-object",
+    "rng-random,id=rng0,filename=/dev/urandom",
+    "-device",
+    "virtio-rng-device,rng=rng0"
+  ];
+  if (spec.memoryFile) {
+    const { path, shared } = spec.memoryFile;
+    args.push(
+      "-object",
+      `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${path},share=${shared ? "on" : "off"}`,
+      "-machine",
+      "memory-backend=mem"
+    );
+  }
+  if (spec.net)
+    args.push("-netdev", `user,id=${NETDEV_ID},restrict=on`, "-device", `virtio-net-device,netdev=${NETDEV_ID}`);
+  if (spec.incoming) args.push("-S", "-incoming", "defer");
+  if (spec.rootfs) {
+    args.push(
+      "-drive",
+      `id=root,file=${spec.rootfs},format=raw,if=none,readonly=on`,
+      "-device",
+      "virtio-blk-device,drive=root"
+    );
+  }
+  return args;
+}
+
+// src/engine/vmm/qmp.ts
+import { connect as connect2 } from "node:net";
+import { basename as basename3, dirname as dirname2 } from "node:path";
+var debug2 = debuglog("qmp");
+var QUOTED_LINE_CHARS = 200;
+var QmpClient = class _QmpClient {
+  constructor(socket, vmId) {
+    this.socket = socket;
+    this.vmId = vmId;
+    socket.setEncoding("utf8");
+    this.greeting.catch(() => {
+    });
+    socket.on("data", (chunk) => this.onData(chunk));
+    socket.on("close", () => {
+      const err = new ForkdError("FORKD_ERR_VM_STOPPED", "QMP connection closed");
+      this.greetingReject(err);
+      this.failAll(err);
+    });
+    socket.on("error", () => {
+    });
+  }
+  socket;
+  vmId;
+  buffer = "";
+  nextId = 1;
+  pending = /* @__PURE__ */ new Map();
+  closed = false;
+  /** Why the VM was failed (a malformed line): what every later command is rejected with. */
+  failure;
+  /** Connects and negotiates capabilities. */
+  static async connect(path) {
+    const socket = await new Promise((resolve4, reject) => {
+      const s = connect2(path);
+      s.once("connect", () => resolve4(s));
+      s.once("error", reject);
+    });
+    const client = new _QmpClient(socket, basename3(dirname2(path)));
+    try {
+      await client.greeting;
+      await client.execute("qmp_capabilities");
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    return client;
+  }
+  greetingResolve;
+  greetingReject;
+  greeting = new Promise((resolve4, reject) => {
+    this.greetingResolve = resolve4;
+    this.greetingReject = reject;
+  });
+  onData(chunk) {
+    this.buffer += chunk;
+    let newline;
+    while ((newline = this.buffer.indexOf("\n")) >= 0) {
+      const line = this.buffer.slice(0, newline).trim();
+      this.buffer = this.buffer.slice(newline + 1);
+      if (!line) continue;
+      const message = parseMessage(line);
+      if (!message) {
+        this.failMalformed(line);
+        return;
+      }
+      if (message.QMP) this.greetingResolve();
+      if (message.event) debug2(this.vmId, "event %s %j", message.event, message.data ?? {});
+      if (typeof message.id !== "number") continue;
+      const pending = this.pending.get(message.id);
+      this.pending.delete(message.id);
+      if (message.error) {
+        debug2(this.vmId, "<- #%d error: %s", message.id, message.error.desc);
+        pending?.reject(new ForkdError("FORKD_ERR_QEMU_EXITED", `QMP: ${message.error.desc}`));
+      } else {
+        debug2(this.vmId, "<- #%d ok", message.id);
+        pending?.resolve(message.return);
+      }
+    }
+  }
+  /**
+   * QEMU sent something that is not a QMP message: nothing it says can be trusted any more, so the
+   * VM is failed (every command in flight and later rejected, the monitor closed) instead of
+   * letting the parse error escape the socket handler and take the process down.
+   */
+  failMalformed(line) {
+    const quoted = line.length > QUOTED_LINE_CHARS ? `${line.slice(0, QUOTED_LINE_CHARS)}\u2026` : line;
+    debug2(this.vmId, "malformed line: %s", quoted);
+    const err = new ForkdError("FORKD_ERR_VM_STOPPED", `QMP sent a malformed line, so the VM is failed: ${quoted}`, {
+      hint: "QEMU misbehaved or its monitor socket was tampered with; remove this VM and fork again"
+    });
+    this.failure = err;
+    this.greetingReject(err);
+    this.failAll(err);
+    this.buffer = "";
+    this.socket.destroy();
+  }
+  execute(command, args) {
+    if (this.closed) {
+      return Promise.reject(
+        this.failure ?? new ForkdError("FORKD_ERR_VM_STOPPED", `QMP ${command}: connection closed`)
+      );
+    }
+    const id = this.nextId++;
+    debug2(this.vmId, "-> #%d %s %j", id, command, args ?? {});
+    return new Promise((resolve4, reject) => {
+      this.pending.set(id, { resolve: resolve4, reject });
+      this.socket.write(`${JSON.stringify({ execute: command, ...args ? { arguments: args } : {}, id })}
+`);
+    });
+  }
+  failAll(err) {
+    this.closed = true;
+    for (const pending of this.pending.values()) pending.reject(err);
+    this.pending.clear();
+  }
+  close() {
+    this.closed = true;
+    this.socket.destroy();
+  }
+};
+function parseMessage(line) {
+  try {
+    const message = JSON.parse(line);
+    return typeof message === "object" && message !== null && !Array.isArray(message) ? message : void 0;
+  } catch {
+    return void 0;
+  }
+}
+
+// src/engine/vmm/run-dirs.ts
+import { readdirSync, readFileSync as readFileSync3, rmSync as rmSync2, statSync as statSync2 } from "node:fs";
+import { join as join4 } from "node:path";
+var STARTING_GRACE_MS = 6e4;
+function recordedPid(dir, file) {
+  try {
+    const pid = Number(readFileSync3(join4(dir, file), "utf8").trim());
+    return pid > 0 ? pid : void 0;
+  } catch {
+    return void 0;
+  }
+}
+function isStale(dir) {
+  const qemu = recordedPid(dir, "qemu.pid");
+  if (qemu !== void 0) return !runsFrom(qemu, dir);
+  const owner = recordedPid(dir, "owner.pid");
+  const young = Date.now() - statSync2(dir).mtimeMs < STARTING_GRACE_MS;
+  return owner === void 0 ? !young : !pidAlive(owner) || !young;
+}
+function sweepStaleRunDirs(runRoot) {
+  const removed = [];
+  for (const name of readdirSync(runRoot)) {
+    const dir = join4(runRoot, name);
+    try {
+      if (!name.startsWith("vm-")) continue;
+      if (!isStale(dir)) continue;
+      rmSync2(dir, { recursive: true, force: true });
+      removed.push(name);
+    } catch {
+    }
+  }
+  return removed;
+}
+
+// src/engine/vmm/vm-process.ts
+var ADOPTED_EXIT_POLL_MS = 250;
+var debug3 = debuglog("vm");
+function spawned(child) {
+  return {
+    pid: child.pid ?? -1,
+    exited: new Promise((resolve4) => {
+      child.on("exit", (code, signal) => resolve4({ code, signal }));
+      child.on("error", () => resolve4({ code: null, signal: null }));
+    }),
+    kill: () => child.kill("SIGKILL")
+  };
+}
+function adopted(pid, runDir) {
+  const isOurs = () => runsFrom(pid, runDir);
+  return {
+    pid,
+    exited: new Promise((resolve4) => {
+      const timer = setInterval(() => {
+        if (isOurs()) return;
+        clearInterval(timer);
+        resolve4({ code: null, signal: null });
+      }, ADOPTED_EXIT_POLL_MS);
+    }),
+    kill: () => {
+      try {
+        if (isOurs()) process.kill(pid, "SIGKILL");
+      } catch (err) {
+        if (err.code !== "ESRCH") throw err;
+      }
+    }
+  };
+}
+var SOCKET_PATH_MAX = 107;
+var SOCKET_POLL_MS = 1;
+function tail(text, lines) {
+  return text.replace(/\r\n/g, "\n").trim().split("\n").slice(-lines).join("\n");
+}
+function readTail(path, lines = 20) {
+  try {
+    return tail(readFileSync4(path, "utf8"), lines);
+  } catch {
+    return "";
+  }
+}
+function describeExit(info) {
+  return info.signal ?? `code ${info.code}`;
+}
+var VmProcess = class _VmProcess {
+  constructor(id, spec, runDir, sockets, handle, unregisterReaper, spawnedAt, ledger) {
+    this.id = id;
+    this.spec = spec;
+    this.runDir = runDir;
+    this.sockets = sockets;
+    this.handle = handle;
+    this.unregisterReaper = unregisterReaper;
+    this.spawnedAt = spawnedAt;
+    this.ledger = ledger;
+    void handle.exited.then((info) => {
+      this.exitInfo = info;
+      debug3(id, "QEMU pid %d exited (%s)", handle.pid, describeExit(info));
+    });
+  }
+  id;
+  spec;
+  runDir;
+  sockets;
+  handle;
+  unregisterReaper;
+  spawnedAt;
+  ledger;
+  exitInfo;
+  agent;
+  qmp;
+  get pid() {
+    return this.handle.pid;
+  }
+  get exited() {
+    return this.handle.exited;
+  }
+  static socketsIn(runDir, paths) {
+    const id = basename4(runDir);
+    return {
+      qmp: join5(runDir, "qmp.sock"),
+      agent: join5(runDir, "agent.sock"),
+      pidFile: join5(runDir, "qemu.pid"),
+      stderrFile: join5(runDir, "qemu.stderr"),
+      consoleLog: join5(paths.logs(), `${id}.log`)
+    };
+  }
+  /** Spawns QEMU and connects to its QMP and agent sockets; on any failure nothing is left behind. */
+  static async launch(spec, paths, qemu, deadline, options = {}) {
+    const id = `vm-${randomBytes3(5).toString("hex")}`;
+    const runDir = join5(paths.run(), id);
+    const sockets = _VmProcess.socketsIn(runDir, paths);
+    if (sockets.agent.length > SOCKET_PATH_MAX) {
+      throw new ForkdError(
+        "FORKD_ERR_BAD_INPUT",
+        `socket path ${sockets.agent} is longer than ${SOCKET_PATH_MAX} bytes`,
+        {
+          hint: "set FORKD_HOME to a shorter directory"
+        }
+      );
+    }
+    sweepStaleRunDirs(paths.run());
+    await mkdir2(runDir, { recursive: true, mode: 448 });
+    await writeFile(join5(runDir, "owner.pid"), String(process.pid));
+    const args = buildQemuArgs(spec, sockets, qemu.features);
+    const setpriv = options.dieWithParent === false ? void 0 : which("setpriv");
+    const [file, argv] = setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", qemu.path, ...args]] : [qemu.path, args];
+    const spawnedAt = performance.now();
+    const stderr = openSync(sockets.stderrFile, "w");
+    let child;
+    try {
+      child = spawn2(file, argv, { stdio: ["ignore", "ignore", stderr, ...options.inheritFds ?? []] });
+    } finally {
+      closeSync(stderr);
+    }
+    const handle = spawned(child);
+    debug3(id, "launched QEMU pid %d (%d MiB, %s)", handle.pid, spec.memoryMiB, spec.incoming ? "incoming" : "boot");
+    const unregister = onProcessExit(() => {
+      handle.kill();
+      rmSync3(runDir, { recursive: true, force: true });
+    });
+    const proc = new _VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt, options.ledger);
+    try {
+      options.ledger?.launched(proc, options.role ?? "child", options.snapshot);
+      [proc.agent, proc.qmp] = await Promise.all([
+        proc.connectWhenListening(() => AgentClient.connect(sockets.agent), deadline),
+        proc.connectWhenListening(() => QmpClient.connect(sockets.qmp), deadline)
+      ]);
+    } catch (err) {
+      await proc.discard();
+      throw err;
+    }
+    return proc;
+  }
+  /**
+   * Takes over a QEMU that a previous forkd process started (and that is still running from
+   * `runDir`): reconnects to its QMP and agent sockets. Throws if it is gone.
+   */
+  static async adopt(runDir, spec, paths, ledger) {
+    const sockets = _VmProcess.socketsIn(runDir, paths);
+    const pid = Number(readFileSync4(sockets.pidFile, "utf8").trim());
+    const handle = adopted(pid, runDir);
+    debug3(basename4(runDir), "adopting QEMU pid %d", pid);
+    const unregister = onProcessExit(() => {
+      handle.kill();
+      rmSync3(runDir, { recursive: true, force: true });
+    });
+    const proc = new _VmProcess(basename4(runDir), spec, runDir, sockets, handle, unregister, performance.now(), ledger);
+    try {
+      [proc.agent, proc.qmp] = await Promise.all([AgentClient.connect(sockets.agent), QmpClient.connect(sockets.qmp)]);
+    } catch (err) {
+      await proc.cleanup(false);
+      throw err;
+    }
+    return proc;
+  }
+  /**
+   * The pid of the QEMU a previous forkd process started from `runDir`, while it runs: from the
+   * pid file QEMU writes, or else the pid it was spawned with (it may not have written the file yet).
+   */
+  static leftoverPid(runDir, spawnedPid) {
+    let pid = spawnedPid;
+    try {
+      const written = Number(readFileSync4(join5(runDir, "qemu.pid"), "utf8").trim());
+      if (written > 0) pid = written;
+    } catch {
+    }
+    return pid !== void 0 && runsFrom(pid, runDir) ? pid : void 0;
+  }
+  static leftoverRunning(runDir, spawnedPid) {
+    return _VmProcess.leftoverPid(runDir, spawnedPid) !== void 0;
+  }
+  /**
+   * Kills the QEMU a previous forkd process started from `runDir` (if it still runs) without
+   * connecting to it, and removes its run dir and console log.
+   */
+  static async reapLeftover(runDir, paths, spawnedPid) {
+    const pid = _VmProcess.leftoverPid(runDir, spawnedPid);
+    if (pid !== void 0) {
+      const handle = adopted(pid, runDir);
+      handle.kill();
+      await handle.exited;
+    }
+    rmSync3(runDir, { recursive: true, force: true });
+    rmSync3(_VmProcess.socketsIn(runDir, paths).consoleLog, { force: true });
+  }
+  async connectWhenListening(connect5, deadline) {
+    for (; ; ) {
+      if (this.exitInfo)
+        throw this.failure("FORKD_ERR_QEMU_EXITED", `QEMU exited during start (${describeExit(this.exitInfo)})`);
+      if (Date.now() > deadline) throw this.failure("FORKD_ERR_BOOT_TIMEOUT", "QEMU did not open its sockets in time");
+      try {
+        return await connect5();
+      } catch {
+        await sleep2(SOCKET_POLL_MS);
+      }
+    }
+  }
+  /** The last `lines` lines of the guest console ('' when it printed nothing yet). */
+  consoleTail(lines = 20) {
+    return readTail(this.sockets.consoleLog, lines);
+  }
+  /** An error that carries QEMU's stderr, the console log path and its tail. */
+  failure(code, message, hint) {
+    const details = [readTail(this.sockets.stderrFile, 10), readTail(this.sockets.consoleLog)].filter(Boolean).join("\n");
+    return new ForkdError(code, `${message}
+console log: ${this.sockets.consoleLog}${details ? `
+${details}` : ""}`, {
+      consoleLog: this.sockets.consoleLog,
+      hint: hint ?? (code === "FORKD_ERR_BOOT_TIMEOUT" ? "the guest never answered; check the console log, or try FORKD_ACCEL=tcg if KVM misbehaves" : "check the QEMU error above and `forkd doctor`")
+    });
+  }
+  /**
+   * Resolves with the promise, or rejects if QEMU exits first. A connection dropped because QEMU
+   * died (the socket closes a moment before the exit is reported) is reported as the exit.
+   */
+  async unlessExited(promise, what) {
+    const exitFailure = (info) => this.failure("FORKD_ERR_QEMU_EXITED", `QEMU exited during ${what} (${describeExit(info)})`);
+    const died = this.exited.then((info) => {
+      throw exitFailure(info);
+    });
+    died.catch(() => {
+    });
+    try {
+      return await Promise.race([promise, died]);
+    } catch (err) {
+      const dropped = err instanceof ForkdError && (err.code === "FORKD_ERR_AGENT_DISCONNECTED" || err.code === "FORKD_ERR_VM_STOPPED");
+      if (dropped && await this.waitExit(1e3)) throw exitFailure(await this.exited);
+      throw err;
+    }
+  }
+  /** Waits up to `ms` for the process to exit; true if it did. */
+  waitExit(ms) {
+    return Promise.race([this.exited.then(() => true), sleep2(ms).then(() => false)]);
+  }
+  /** Kills QEMU (if running), waits for it, removes the run dir; keeps the console log only if asked. */
+  async cleanup(keepLog) {
+    this.handle.kill();
+    const info = await this.exited;
+    this.agent?.close();
+    this.qmp?.close();
+    rmSync3(this.runDir, { recursive: true, force: true });
+    if (!keepLog) rmSync3(this.sockets.consoleLog, { force: true });
+    this.unregisterReaper();
+    this.ledger?.ended(this);
+    return info;
+  }
+  /** Cleanup after a failed start: the error the caller throws names the console log, so keep it. */
+  async discard() {
+    await this.cleanup(existsSync3(this.sockets.consoleLog));
+  }
+};
+
+// src/engine/vmm/vm.ts
+var DEFAULT_BOOT_TIMEOUT_MS = 3e4;
+var ADOPT_PING_TIMEOUT_MS = 5e3;
+var StartedVm = class _StartedVm {
+  /** Wraps a process whose guest agent is answering. `readyMs`: ms from spawning QEMU to ready (boot, or fork up to `restored`). */
+  constructor(proc, readyMs, ports = {}, snapshot) {
+    this.proc = proc;
+    this.readyMs = readyMs;
+    this.ports = ports;
+    this.snapshot = snapshot;
+    this.guest = new Guest(proc.agent);
+    void proc.exited.then((info) => {
+      if (this.stopping) return;
+      this.failed = true;
+      this.guest.client.abort(this.stoppedError(`exited unexpectedly (${describeExit(info)})`));
+    });
+  }
+  proc;
+  readyMs;
+  ports;
+  snapshot;
+  stopping;
+  failed = false;
+  guest;
+  get id() {
+    return this.proc.id;
+  }
+  get pid() {
+    return this.proc.pid;
+  }
+  /** Resolves when QEMU exits, whoever ended it. */
+  get exited() {
+    return this.proc.exited;
+  }
+  get accel() {
+    return this.proc.spec.accel;
+  }
+  get spec() {
+    return this.proc.spec;
+  }
+  get sockets() {
+    return this.proc.sockets;
+  }
+  get runDir() {
+    return this.proc.runDir;
+  }
+  /** True once the VM was stopped, killed or exited. */
+  get stopped() {
+    return this.stopping !== void 0 || this.proc.exitInfo !== void 0;
+  }
+  get consoleLog() {
+    return this.proc.sockets.consoleLog;
+  }
+  /** The last `lines` lines of the guest console: kernel messages and what the guest writes to /dev/console. */
+  consoleTail(lines) {
+    return this.proc.consoleTail(lines);
+  }
+  get qmp() {
+    return this.proc.qmp;
+  }
+  /** Boots a fresh microVM and waits for its agent. */
+  static async start(options) {
+    const paths = options.paths ?? new StatePaths();
+    const qemu = options.qemu ?? await findQemu();
+    const hint = "run `forkd build base`, or check the path you passed";
+    const spec = {
+      kernel: requireReadableFile(options.kernel, "kernel", hint),
+      initrd: requireReadableFile(options.initrd, "initramfs", hint),
+      ...options.rootfs ? { rootfs: requireReadableFile(options.rootfs, "rootfs image", hint) } : {},
+      accel: options.accel,
+      memoryMiB: options.memoryMiB ?? 256,
+      vcpus: options.vcpus ?? 1,
+      ...options.append ? { append: options.append } : {},
+      ...options.memoryFile ? { memoryFile: options.memoryFile } : {},
+      ...options.net ? { net: true } : {}
+    };
+    const timeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const proc = await VmProcess.launch(spec, paths, qemu, deadline, options.launch);
+    try {
+      const ping = proc.agent.request("ping", {}, Math.max(1, deadline - Date.now())).catch((err) => {
+        throw err.code === "FORKD_ERR_AGENT_TIMEOUT" ? proc.failure("FORKD_ERR_BOOT_TIMEOUT", `guest agent did not answer within ${timeoutMs} ms`) : err;
+      });
+      await proc.unlessExited(ping, "boot");
+    } catch (err) {
+      await proc.discard();
+      throw err;
+    }
+    return new _StartedVm(proc, performance.now() - proc.spawnedAt);
+  }
+  /**
+   * Takes over a forked VM that a previous forkd process left running: reconnects and waits for
+   * its agent to answer. On failure the VM is killed and its files removed, and the error says why.
+   */
+  static async adopt(vm, paths, ledger) {
+    const proc = await VmProcess.adopt(vm.runDir, vm.spec, paths, ledger);
+    try {
+      await proc.unlessExited(proc.agent.request("ping", {}, ADOPT_PING_TIMEOUT_MS), "adoption");
+    } catch (err) {
+      await proc.cleanup(false);
+      throw err;
+    }
+    return new _StartedVm(proc, vm.readyMs, vm.ports, vm.snapshot);
+  }
+  exec(command, options) {
+    return this.guarded(this.guest.exec(command, options));
+  }
+  eval(code, options) {
+    return this.guarded(this.guest.eval(code, options));
+  }
+  readFile(path, options) {
+    return this.guarded(this.guest.readFile(path, options));
+  }
+  writeFile(path, data, options) {
+    return this.guarded(this.guest.writeFile(path, data, options));
+  }
+  restored(info) {
+    return this.guarded(this.guest.restored(info));
+  }
+  /**
+   * The agent socket closes a moment before QEMU's exit is reported: a dropped connection
+   * caused by the VM dying is reported as the VM stopping, with its console log.
+   */
+  async guarded(request4) {
+    try {
+      return await request4;
+    } catch (err) {
+      if (!(err instanceof ForkdError) || err.code !== "FORKD_ERR_AGENT_DISCONNECTED") throw err;
+      if (!await this.proc.waitExit(1e3)) throw err;
+      const info = await this.proc.exited;
+      throw this.stoppedError(`${this.stopping ? "was stopped" : "exited unexpectedly"} (${describeExit(info)})`, err);
+    }
+  }
+  /**
+   * An error about this VM that carries its console tail; the console log outlives the VM (the
+   * error names it).
+   */
+  failure(code, message, hint) {
+    this.failed = true;
+    return this.proc.failure(code, message, hint);
+  }
+  stoppedError(what, cause) {
+    const tail2 = this.failed ? this.consoleTail() : "";
+    return new ForkdError("FORKD_ERR_VM_STOPPED", `VM ${this.id} ${what}${tail2 ? `
+console tail:
+${tail2}` : ""}`, {
+      hint: `see the console log ${this.consoleLog}`,
+      consoleLog: this.consoleLog,
+      cause
+    });
+  }
+  /** Drops the agent connection and makes a new one (the guest must carry on). */
+  reconnectAgent() {
+    return this.guest.reconnect(this.sockets.agent);
+  }
+  /** Graceful: the guest powers off; after a grace period QEMU is asked to quit, then killed. */
+  stop(graceMs = 5e3) {
+    this.stopping ??= this.shutdown(async () => {
+      await this.guest.shutdown(graceMs).catch(() => {
+      });
+      if (await this.proc.waitExit(graceMs)) return;
+      await this.qmp.execute("quit").catch(() => {
+      });
+      await this.proc.waitExit(2e3);
+    });
+    return this.stopping;
+  }
+  /** Forced: SIGKILL now. */
+  kill() {
+    this.stopping ??= this.shutdown(async () => {
+    });
+    return this.stopping;
+  }
+  async shutdown(halt) {
+    await halt().catch(() => {
+    });
+    this.guest.client.close();
+    const { code, signal } = await this.proc.cleanup(this.failed);
+    return {
+      id: this.id,
+      exitCode: code,
+      signal,
+      consoleLog: this.failed && existsSync4(this.consoleLog) ? this.consoleLog : void 0
+    };
+  }
+  async [Symbol.asyncDispose]() {
+    await this.kill();
+  }
+};
+
+// src/engine/accel.ts
+var KVM_PROBE_TIMEOUT_MS = 1e4;
+function parseAccelEnv(value) {
+  if (value === void 0 || value === "" || value === "auto") return void 0;
+  if (value === "kvm" || value === "tcg") return value;
+  throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ACCEL=${value} is not one of kvm, tcg, auto`, {
+    hint: "unset FORKD_ACCEL to let forkd probe, or set it to kvm or tcg"
+  });
+}
+async function kvmPrecheck() {
+  if (!existsSync5("/dev/kvm")) return "/dev/kvm does not exist (no hardware virtualisation exposed to this host)";
+  try {
+    await access("/dev/kvm", constants3.R_OK | constants3.W_OK);
+  } catch {
+    return "no read/write permission on /dev/kvm (add your user to the kvm group or install the udev rule)";
+  }
+  return void 0;
+}
+async function probeKvm(guest, paths, qemu, ledger) {
+  const pvm = existsSync5("/sys/module/kvm_pvm");
+  try {
+    const vm = await StartedVm.start({
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      accel: "kvm",
+      paths,
+      qemu,
+      bootTimeoutMs: KVM_PROBE_TIMEOUT_MS,
+      launch: { ...ledger ? { ledger } : {}, role: "probe" }
+    });
+    const bootMs = vm.readyMs;
+    await vm.kill();
+    return {
+      accel: "kvm",
+      reason: `probe boot under KVM reached the agent in ${Math.round(bootMs)} ms`,
+      source: "probe"
+    };
+  } catch (err) {
+    if (err instanceof ForkdError && err.consoleLog) rmSync4(err.consoleLog, { force: true });
+    const why = errorMessage(err).split("\n")[0];
+    return {
+      accel: "tcg",
+      reason: pvm ? `host KVM is PVM (kvm_pvm loaded), which runs only PVM-aware guest kernels; probe boot under KVM failed: ${why}` : `probe boot under KVM failed: ${why}`,
+      source: "probe"
+    };
+  }
+}
+async function readVerdicts(paths) {
+  try {
+    const cached = JSON.parse(await readFile(paths.file("accel.json"), "utf8"));
+    return typeof cached.verdicts === "object" && cached.verdicts !== null ? cached.verdicts : {};
+  } catch {
+    return {};
+  }
+}
+var verdictKey = (qemu, kernelSha256) => hashInputs([release(), qemu.version, kernelSha256]);
+async function hostVerdict() {
+  const forced = parseAccelEnv(process.env.FORKD_ACCEL);
+  if (forced) return { accel: forced, reason: `forced by FORKD_ACCEL=${forced}`, source: "env" };
+  const precheck = await kvmPrecheck();
+  return precheck ? { accel: "tcg", reason: precheck, source: "probe" } : void 0;
+}
+async function cachedVerdict(paths, key) {
+  const cached = (await readVerdicts(paths))[key];
+  return cached ? { accel: cached.accel, reason: cached.reason, source: "cache" } : void 0;
+}
+async function knownAccel(kernelSha256, paths, qemu) {
+  return await hostVerdict() ?? cachedVerdict(paths, verdictKey(qemu, kernelSha256));
+}
+async function resolveAccel(guest, paths, qemu, ledger) {
+  const verdict = await hostVerdict();
+  if (verdict) return verdict;
+  const kernelSha256 = await sha256File(guest.kernel).catch((err) => {
+    throw new ForkdError("FORKD_ERR_NOT_FOUND", `the guest kernel ${guest.kernel} cannot be read`, {
+      hint: "build it again (forkd build base), or unpack the snapshot that uses it again",
+      cause: err
+    });
+  });
+  const key = verdictKey(qemu, kernelSha256);
+  const cached = await cachedVerdict(paths, key);
+  if (cached) return cached;
+  const probed2 = await probeKvm(guest, paths, qemu, ledger);
+  const verdicts = await readVerdicts(paths);
+  verdicts[key] = { accel: probed2.accel, reason: probed2.reason, probedAt: (/* @__PURE__ */ new Date()).toISOString() };
+  writeJsonAtomic(paths.file("accel.json"), { verdicts });
+  return probed2;
+}
+
+// src/engine/host-platform.ts
+import { arch, platform } from "node:os";
+var thisHost = () => ({ platform: platform(), arch: arch() });
+function unsupportedHost(host = thisHost()) {
+  if (host.platform === "linux" && host.arch === "x64") return void 0;
+  return `forkd runs x86_64 Linux guests on x86_64 Linux hosts only; this host is ${host.platform}/${host.arch}`;
+}
+function assertSupportedHost(host = thisHost(), hint = "use an x86_64 Linux host") {
+  const why = unsupportedHost(host);
+  if (why) throw new ForkdError("FORKD_ERR_INCOMPATIBLE", why, { hint });
+}
+
+// src/common/package-root.ts
+import { readFileSync as readFileSync5 } from "node:fs";
+import { fileURLToPath } from "node:url";
+var fromHere = true ? "../" : "../../";
+var packageRoot = fileURLToPath(new URL(fromHere, import.meta.url));
+var packageVersion = JSON.parse(readFileSync5(new URL(`${fromHere}package.json`, import.meta.url), "utf8")).version;
+
+// src/hub/hub.ts
+import { randomUUID as randomUUID4 } from "node:crypto";
+import { rmSync as rmSync10 } from "node:fs";
+import { mkdir as mkdir6, rm as rm10 } from "node:fs/promises";
+import { join as join21 } from "node:path";
+
+// src/engine/host-cpu.ts
+import { readFileSync as readFileSync6 } from "node:fs";
+var model;
+function hostCpu() {
+  if (model === void 0) {
+    const info = readFileSync6("/proc/cpuinfo", "utf8");
+    const field = (name) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(info)?.[1]?.trim() ?? "";
+    model = [field("vendor_id"), field("model name")].filter(Boolean).join(" ") || "unknown";
+  }
+  return model;
+}
+
+// src/engine/host-accel.ts
+var HostAccel = class {
+  constructor(paths, ledger) {
+    this.paths = paths;
+    this.ledger = ledger;
+  }
+  paths;
+  ledger;
+  /** Accelerator verdicts by guest kernel path. */
+  verdicts = /* @__PURE__ */ new Map();
+  verdict(guest) {
+    let verdict = this.verdicts.get(guest.kernel);
+    if (!verdict) {
+      verdict = findQemu().then((qemu) => resolveAccel(guest, this.paths, qemu, this.ledger));
+      this.verdicts.set(guest.kernel, verdict);
+      verdict.catch(() => this.verdicts.delete(guest.kernel));
+    }
+    return verdict;
+  }
+  /** What a snapshot must have been taken with to run `guest` here (its kernel decides KVM or not). */
+  async facts(guest) {
+    const [verdict, qemu] = await Promise.all([this.verdict(guest), findQemu()]);
+    return { host: { accel: verdict.accel, qemuVersion: qemu.version, cpu: hostCpu() }, qemu };
+  }
+};
+
+// src/engine/images/base.ts
+import { readFile as readFile5 } from "node:fs/promises";
+
+// src/engine/images/agent-binary.ts
+import { readFile as readFile2 } from "node:fs/promises";
+import { join as join6 } from "node:path";
+var SOURCES = ["agent.c", "json.c", "json.h", "Makefile"];
+async function ensureAgentBinary(paths, options = {}) {
+  const srcDir = join6(packageRoot, "native", "agent");
+  const gcc = requireTool("gcc", "gcc libc6-dev");
+  const make = requireTool("make", "make");
+  const compiler = (await runTool(gcc, ["--version"])).split("\n")[0] ?? "";
+  const sources = await Promise.all(SOURCES.map((name) => readFile2(join6(srcDir, name))));
+  const key = hashInputs(["agent-v1", compiler, ...sources]);
+  const artifact = await ensureArtifact(
+    paths,
+    "agent",
+    key,
+    async (staging) => {
+      await runTool(make, ["-s", "-C", srcDir, `OUT=${join6(staging, "forkd-agent")}`]);
+    },
+    options
+  );
+  return { ...artifact, binary: join6(artifact.dir, "forkd-agent") };
+}
+
+// src/engine/images/initramfs.ts
+import { readFile as readFile3, writeFile as writeFile2 } from "node:fs/promises";
+import { join as join7 } from "node:path";
+
+// src/engine/images/cpio.ts
+var S_IFDIR = 16384;
+var S_IFREG = 32768;
+var S_IFLNK = 40960;
+var S_IFCHR = 8192;
+function pad4(length) {
+  return Buffer.alloc((4 - length % 4) % 4);
+}
+function record(ino, name, mode, data, rdev = [0, 0]) {
+  const nameBytes = Buffer.from(`${name}\0`, "utf8");
+  const fields = [ino, mode, 0, 0, mode & S_IFDIR ? 2 : 1, 0, data.length, 0, 0, rdev[0], rdev[1], nameBytes.length, 0];
+  const header = Buffer.from(`070701${fields.map((f) => f.toString(16).padStart(8, "0")).join("")}`, "ascii");
+  return [header, nameBytes, pad4(header.length + nameBytes.length), data, pad4(data.length)];
+}
+function writeCpio(entries) {
+  const parts = [];
+  entries.forEach((entry, index3) => {
+    const name = entry.path.replace(/^\/+/, "");
+    if (!name || name.split("/").includes("..")) throw new Error(`bad cpio path: ${entry.path}`);
+    const ino = index3 + 1;
+    switch (entry.type) {
+      case "dir":
+        parts.push(...record(ino, name, S_IFDIR | (entry.mode ?? 493), Buffer.alloc(0)));
+        break;
+      case "file":
+        parts.push(...record(ino, name, S_IFREG | (entry.mode ?? 420), entry.data));
+        break;
+      case "symlink":
+        parts.push(...record(ino, name, S_IFLNK | 511, Buffer.from(entry.target, "utf8")));
+        break;
+      case "chardev":
+        parts.push(...record(ino, name, S_IFCHR | (entry.mode ?? 384), Buffer.alloc(0), [entry.major, entry.minor]));
+        break;
+    }
+  });
+  parts.push(...record(0, "TRAILER!!!", 0, Buffer.alloc(0)));
+  return Buffer.concat(parts);
+}
+
+// src/engine/images/initramfs.ts
+var LAYOUT_VERSION = "initramfs-v1";
+var DIRS = [
+  "bin",
+  "sbin",
+  "usr",
+  "usr/bin",
+  "usr/sbin",
+  "dev",
+  "proc",
+  "sys",
+  "tmp",
+  "run",
+  "root",
+  "etc",
+  "var",
+  "mnt"
+];
+function isStaticElf(bytes) {
+  if (bytes.length < 64 || bytes.readUInt32BE(0) !== 2135247942 || bytes[4] !== 2) return false;
+  const phoff = Number(bytes.readBigUInt64LE(32));
+  const phentsize = bytes.readUInt16LE(54);
+  const phnum = bytes.readUInt16LE(56);
+  for (let i = 0; i < phnum; i++) {
+    if (bytes.readUInt32LE(phoff + i * phentsize) === 3) return false;
+  }
+  return true;
+}
+function busyboxPath(env = process.env) {
+  return env.FORKD_BUSYBOX ?? "/bin/busybox";
+}
+async function readStaticBusybox(path) {
+  const bytes = await readFile3(path).catch(() => {
+    throw new ForkdError("FORKD_ERR_BUILD", `busybox not found at ${path}`, {
+      hint: "run the setup command (npm run setup) or: sudo apt-get install busybox-static"
+    });
+  });
+  if (!isStaticElf(bytes)) {
+    throw new ForkdError("FORKD_ERR_BUILD", `${path} is dynamically linked; the guest has no libc`, {
+      hint: "install the static build: sudo apt-get install busybox-static (or set FORKD_BUSYBOX)"
+    });
+  }
+  return bytes;
+}
+async function ensureInitramfs(paths, agentBinary, options = {}) {
+  const busybox = busyboxPath();
+  const [agent, bb] = await Promise.all([readFile3(agentBinary), readStaticBusybox(busybox)]);
+  const key = hashInputs([LAYOUT_VERSION, agent, bb]);
+  const artifact = await ensureArtifact(
+    paths,
+    "initramfs",
+    key,
+    async (staging) => {
+      options.onProgress?.({ task: "initramfs", phase: "build" });
+      const applets = (await runTool(busybox, ["--list-full"])).split("\n").filter(Boolean);
+      const entries = [
+        ...DIRS.map((path) => ({ type: "dir", path, mode: path === "tmp" ? 1023 : 493 })),
+        { type: "chardev", path: "dev/console", major: 5, minor: 1 },
+        { type: "chardev", path: "dev/null", major: 1, minor: 3, mode: 438 },
+        { type: "file", path: "init", data: agent, mode: 493 },
+        { type: "file", path: "bin/busybox", data: bb, mode: 493 },
+        { type: "file", path: "etc/passwd", data: Buffer.from("root:x:0:0:root:/root:/bin/sh\n") },
+        { type: "file", path: "etc/group", data: Buffer.from("root:x:0:\n") },
+        { type: "file", path: "etc/hosts", data: Buffer.from("127.0.0.1 localhost\n::1 localhost\n") },
+        ...applets.filter((applet) => applet !== "bin/busybox" && !DIRS.includes(applet)).map((applet) => ({ type: "symlink", path: applet, target: "/bin/busybox" }))
+      ];
+      await writeFile2(join7(staging, "initramfs.cpio"), writeCpio(entries));
+    },
+    options
+  );
+  return { ...artifact, initrd: join7(artifact.dir, "initramfs.cpio") };
+}
+
+// src/engine/images/kernel.ts
+import { existsSync as existsSync6, rmSync as rmSync5 } from "node:fs";
+import { copyFile, mkdtemp, readdir, readFile as readFile4, statfs, stat } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { join as join8 } from "node:path";
+var BUILD_VERSION = "kernel-v1";
+var SOURCE_DIR = "/usr/src";
+var SOURCE_TARBALL = /^linux-source-(\d+(?:\.\d+)*)\.tar\.(xz|bz2)$/;
+var EXPECTED_OBJECTS = 1040;
+var SCRATCH_BYTES_NEEDED = 3 * 1024 ** 3;
+var kernelFragmentPath = join8(packageRoot, "native", "kernel", "forkd-x86_64.config");
+function compareVersions(a, b) {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const diff = (a[i] ?? 0) - (b[i] ?? 0);
+    if (diff) return diff;
+  }
+  return 0;
+}
+function newestSourceTarball(names2) {
+  return names2.flatMap((name) => {
+    const m = SOURCE_TARBALL.exec(name);
+    return m ? [{ name, version: m[1].split(".").map(Number) }] : [];
+  }).sort((a, b) => compareVersions(a.version, b.version)).at(-1)?.name;
+}
+async function packageVersion2(file) {
+  const dpkg = which("dpkg-query");
+  if (!dpkg) return "";
+  const owner = await runTool(dpkg, ["-S", file]).catch(() => "");
+  const pkg = /^([^:\s]+)(?::\S+)?: /.exec(owner)?.[1];
+  return pkg ? (await runTool(dpkg, ["-W", "-f", "${Version}", pkg]).catch(() => "")).trim() : "";
+}
+async function findKernelSource(env = process.env, sourceDir = SOURCE_DIR) {
+  const newest = newestSourceTarball(existsSync6(sourceDir) ? await readdir(sourceDir) : []);
+  const tarball = env.FORKD_LINUX_SOURCE ?? (newest && join8(sourceDir, newest));
+  if (!tarball || !existsSync6(tarball)) {
+    throw new ForkdError(
+      "FORKD_ERR_BUILD",
+      tarball ? `Linux source not found at ${tarball}` : `no Linux source: ${sourceDir} has no linux-source-<version>.tar.xz or .tar.bz2`,
+      {
+        hint: "run forkd install-deps, or sudo apt-get install linux-source-<version> with the newest version that apt-cache search --names-only '^linux-source-[0-9]' lists (e.g. linux-source-6.12); or set FORKD_LINUX_SOURCE to a Linux source tarball, or FORKD_KERNEL to your own bzImage"
+      }
+    );
+  }
+  const version = await packageVersion2(tarball) || `size:${(await stat(tarball)).size}`;
+  return { tarball, version };
+}
+function fragmentSettings(fragment) {
+  return fragment.split("\n").map((line) => line.trim()).filter((line) => /^CONFIG_\w+=/.test(line) || /^# CONFIG_\w+ is not set$/.test(line));
+}
+function missingSettings(fragment, finalConfig) {
+  const lines = new Set(finalConfig.split("\n"));
+  return fragmentSettings(fragment).filter((setting) => {
+    if (lines.has(setting)) return false;
+    const off = /^# (CONFIG_\w+) is not set$/.exec(setting);
+    return off ? [...lines].some((line) => line.startsWith(`${off[1]}=`)) : true;
+  });
+}
+async function scratchDir(paths) {
+  for (const base of ["/dev/shm", paths.tmp()]) {
+    try {
+      const fs = await statfs(base);
+      if (fs.bavail * fs.bsize >= SCRATCH_BYTES_NEEDED || base !== "/dev/shm")
+        return mkdtemp(join8(base, "forkd-kernel-"));
+    } catch {
+    }
+  }
+  return mkdtemp(join8(paths.tmp(), "forkd-kernel-"));
+}
+async function unpackedTree(work, tarball) {
+  const entries = await readdir(work, { withFileTypes: true });
+  const [top] = entries;
+  if (entries.length !== 1 || !top?.isDirectory()) {
+    throw new ForkdError("FORKD_ERR_BUILD", `${tarball} is not a Linux source tarball with one top-level directory`, {
+      hint: "point FORKD_LINUX_SOURCE at a linux-source-<version> tarball"
+    });
+  }
+  return join8(work, top.name);
+}
+async function ensureKernel(paths, options = {}) {
+  const onProgress = options.onProgress ?? (() => {
+  });
+  const fragment = await readFile4(kernelFragmentPath, "utf8");
+  const source2 = await findKernelSource();
+  const key = hashInputs([BUILD_VERSION, fragment, source2.version]);
+  const artifact = await ensureArtifact(
+    paths,
+    "kernel",
+    key,
+    async (staging) => {
+      for (const [tool, pkg] of [
+        ["make", "make"],
+        ["gcc", "gcc"],
+        ["flex", "flex"],
+        ["bison", "bison"],
+        ["bc", "bc"],
+        ["tar", "tar"],
+        source2.tarball.endsWith(".bz2") ? ["bzip2", "bzip2"] : ["xz", "xz-utils"],
+        ["lz4", "lz4"]
+      ]) {
+        requireTool(tool, pkg);
+      }
+      const work = await scratchDir(paths);
+      const unregister = onProcessExit(() => rmSync5(work, { recursive: true, force: true }));
+      try {
+        const task = "kernel";
+        onProgress({ task, phase: "unpack", detail: source2.tarball });
+        await runTool("tar", ["-xf", source2.tarball, "-C", work]);
+        const tree = await unpackedTree(work, source2.tarball);
+        const make = (args, onLine) => runToolStreaming("make", ["ARCH=x86_64", ...args], { cwd: tree, ...onLine ? { onLine } : {} });
+        onProgress({ task, phase: "configure" });
+        await make(["tinyconfig"]);
+        await runTool(join8(tree, "scripts/kconfig/merge_config.sh"), ["-m", ".config", kernelFragmentPath], {
+          cwd: tree
+        });
+        await make(["olddefconfig"]);
+        const config = await readFile4(join8(tree, ".config"), "utf8");
+        const missing = missingSettings(fragment, config);
+        if (missing.length) {
+          throw new ForkdError(
+            "FORKD_ERR_BUILD",
+            `kernel config lost settings after olddefconfig: ${missing.join(", ")}`,
+            {
+              hint: `add their dependencies to ${kernelFragmentPath}`
+            }
+          );
+        }
+        let objects = 0;
+        await make([`-j${availableParallelism()}`, "bzImage"], (line) => {
+          const m = /^\s+(CC|AS|LD)\s+(\S+)/.exec(line);
+          if (!m) return;
+          objects++;
+          onProgress({
+            task,
+            phase: "compile",
+            done: Math.min(objects, EXPECTED_OBJECTS),
+            total: EXPECTED_OBJECTS,
+            detail: m[2]
+          });
+        });
+        await copyFile(join8(tree, "arch/x86/boot/bzImage"), join8(staging, "bzImage"));
+        await copyFile(join8(tree, ".config"), join8(staging, "config"));
+        onProgress({ task, phase: "done" });
+      } finally {
+        rmSync5(work, { recursive: true, force: true });
+        unregister();
+      }
+    },
+    options
+  );
+  return { ...artifact, kernel: join8(artifact.dir, "bzImage") };
+}
+
+// src/engine/images/base.ts
+async function ensureBaseImage(paths, options = {}) {
+  const userKernel = process.env.FORKD_KERNEL;
+  const kernel = userKernel ? {
+    kernel: requireReadableFile(
+      userKernel,
+      "FORKD_KERNEL",
+      "point FORKD_KERNEL at a bzImage, or unset it to build ours"
+    ),
+    reused: true
+  } : await ensureKernel(paths, options);
+  const agent = await ensureAgentBinary(paths, options);
+  const initramfs = await ensureInitramfs(paths, agent.binary, options);
+  return {
+    kernel: kernel.kernel,
+    initrd: initramfs.initrd,
+    kernelHash: userKernel ? hashInputs([await readFile5(kernel.kernel)]) : kernel.key,
+    initrdHash: initramfs.key,
+    reused: kernel.reused && agent.reused && initramfs.reused
+  };
+}
+
+// src/engine/images/recipe.ts
+import { existsSync as existsSync7, lstatSync, readdirSync as readdirSync2, readFileSync as readFileSync8 } from "node:fs";
+import { readFile as readFile8 } from "node:fs/promises";
+import { basename as basename5, join as join10, resolve as resolve3 } from "node:path";
+
+// src/engine/vmm/ports.ts
+function validatePorts(ports) {
+  if (!Array.isArray(ports) || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535) || new Set(ports).size !== ports.length) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `ports must be distinct integers from 1 to 65535 (got ${JSON.stringify(ports)})`
+    );
+  }
+  return ports;
+}
+function parseHostForwards(usernet) {
+  const map = {};
+  for (const m of usernet.matchAll(/TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+(\d+)/g))
+    map[m[2]] = Number(m[1]);
+  return map;
+}
+function hostPortRange(env = process.env) {
+  const spec = env.FORKD_PORT_RANGE;
+  if (!spec) return void 0;
+  const m = /^(\d+)-(\d+)$/.exec(spec);
+  const [low, high] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+  if (!m || low < 1024 || high > 65535 || low > high) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_PORT_RANGE=${spec} is not a port range`, {
+      hint: "use LOW-HIGH within 1024-65535, e.g. FORKD_PORT_RANGE=40000-40999"
+    });
+  }
+  return { low, high };
+}
+var MAX_ATTEMPTS = 64;
+var ANY_PORT_ATTEMPTS = 3;
+function candidates(range) {
+  if (!range) return Array.from({ length: ANY_PORT_ATTEMPTS }, () => 0);
+  const size = range.high - range.low + 1;
+  const start = Math.floor(Math.random() * size);
+  return Array.from({ length: Math.min(size, MAX_ATTEMPTS) }, (_, i) => range.low + (start + i) % size);
+}
+async function exposePorts(qmp, guestPorts, range = hostPortRange()) {
+  if (!guestPorts.length) return {};
+  for (const port of guestPorts) {
+    let failure = "";
+    for (const host of candidates(range)) {
+      failure = (await qmp.execute("human-monitor-command", {
+        "command-line": `hostfwd_add ${NETDEV_ID} tcp:127.0.0.1:${host}-:${port}`
+      })).trim();
+      if (!failure) break;
+    }
+    if (failure) {
+      throw new ForkdError(
+        "FORKD_ERR_BUSY",
+        `no free host port for guest port ${port}${range ? ` in ${range.low}-${range.high}` : ""}: ${failure}`,
+        { hint: range ? "widen FORKD_PORT_RANGE or free some of its ports" : "the host is out of free ports" }
+      );
+    }
+  }
+  const map = parseHostForwards(await qmp.execute("human-monitor-command", { "command-line": "info usernet" }));
+  const missing = guestPorts.filter((p) => !(String(p) in map));
+  if (missing.length)
+    throw new ForkdError("FORKD_ERR_INTERNAL", `QEMU did not report forwards for guest ports ${missing.join(", ")}`);
+  return map;
+}
+
+// src/engine/images/rootfs.ts
+var import_tar_stream = __toESM(require_tar_stream(), 1);
+import { spawnSync } from "node:child_process";
+import { createWriteStream, readFileSync as readFileSync7, rmSync as rmSync6, statfsSync } from "node:fs";
+import { chmod, mkdtemp as mkdtemp2, open, readFile as readFile7, rm as rm2, stat as stat2, writeFile as writeFile3 } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join as join9 } from "node:path";
+import { pipeline } from "node:stream/promises";
+
+// src/engine/images/rootfs-privilege.ts
+import { execFile as execFile3 } from "node:child_process";
+import { readFile as readFile6 } from "node:fs/promises";
+import { userInfo } from "node:os";
+import { promisify as promisify3 } from "node:util";
+var execFileAsync3 = promisify3(execFile3);
+var ROOTFS_MODES = ["root", "unshare", "sudo"];
+var SUBID_COUNT = 65536;
+async function subidRange(file, user) {
+  let text;
+  try {
+    text = await readFile6(file, "utf8");
+  } catch {
+    return `${file} does not exist`;
+  }
+  const ok = text.split("\n").some((line) => {
+    const [owner, , count] = line.trim().split(":");
+    return (owner === user.username || owner === String(user.uid)) && Number(count) >= SUBID_COUNT;
+  });
+  return ok ? void 0 : `${file} gives ${user.username} no range of ${SUBID_COUNT} ids`;
+}
+async function whyNotUnshare() {
+  const user = userInfo();
+  if (!which("newuidmap") || !which("newgidmap")) return "newuidmap/newgidmap are missing (package uidmap)";
+  const missing = (await Promise.all([subidRange("/etc/subuid", user), subidRange("/etc/subgid", user)])).filter(
+    Boolean
+  );
+  if (missing.length) return missing.join("; ");
+  const mmdebstrap = which("mmdebstrap");
+  if (!mmdebstrap) return "mmdebstrap is missing (package mmdebstrap)";
+  try {
+    await execFileAsync3(mmdebstrap, ["--unshare-helper", "true"], { timeout: 1e4 });
+    return void 0;
+  } catch (err) {
+    const stderr = err.stderr?.trim().split("\n").slice(-2).join(" ");
+    return `unprivileged user namespaces are not allowed here (${stderr || err.message})`;
+  }
+}
+async function whyNotSudo() {
+  const sudo = which("sudo");
+  if (!sudo) return "sudo is not installed";
+  try {
+    await execFileAsync3(sudo, ["-n", "true"], { timeout: 1e4 });
+    return void 0;
+  } catch {
+    return "sudo asks for a password";
+  }
+}
+function parseMode(value) {
+  if (value === void 0 || value === "" || value === "auto") return void 0;
+  if (ROOTFS_MODES.includes(value)) return value;
+  throw new ForkdError(
+    "FORKD_ERR_BAD_INPUT",
+    `FORKD_ROOTFS_MODE=${value} is not one of auto, ${ROOTFS_MODES.join(", ")}`,
+    {
+      hint: "unset it to let forkd choose"
+    }
+  );
+}
+async function resolveRootfsMode(env = process.env) {
+  const forced = parseMode(env.FORKD_ROOTFS_MODE);
+  const isRoot = process.getuid?.() === 0;
+  if (forced) {
+    const why = forced === "root" ? isRoot ? void 0 : "this process is not root" : forced === "unshare" ? await whyNotUnshare() : await whyNotSudo();
+    if (why)
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", `FORKD_ROOTFS_MODE=${forced} cannot work here: ${why}`, {
+        hint: "unset FORKD_ROOTFS_MODE to let forkd choose"
+      });
+    return forced;
+  }
+  if (isRoot) return "root";
+  const noUnshare = await whyNotUnshare();
+  if (!noUnshare) return "unshare";
+  const noSudo = await whyNotSudo();
+  if (!noSudo) return "sudo";
+  const { username } = userInfo();
+  throw new ForkdError(
+    "FORKD_ERR_BUILD",
+    `cannot build a root filesystem as ${username}: no user namespaces (${noUnshare}) and no passwordless sudo (${noSudo})`,
+    {
+      hint: `either let ${username} use user namespaces: sudo apt-get install uidmap && sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${username} (on Ubuntu 24.04 also: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0); or give ${username} passwordless sudo`
+    }
+  );
+}
+
+// src/engine/images/rootfs.ts
+var SUITE = "bookworm";
+function debianMirror() {
+  return process.env.FORKD_DEBIAN_MIRROR ?? "http://deb.debian.org/debian";
+}
+var TMPFS_NEEDED_BYTES = 3 * 1024 ** 3;
+function scratchParent() {
+  try {
+    const fs = statfsSync("/dev/shm");
+    if (fs.bavail * fs.bsize >= TMPFS_NEEDED_BYTES) return "/dev/shm";
+  } catch {
+  }
+  return tmpdir();
+}
+function hints(recipe) {
+  return {
+    bootstrap: `check that every package in ${recipe.dir}/recipe.json exists in Debian ${SUITE} (apt-cache policy NAME) and that ${debianMirror()} is reachable (FORKD_DEBIAN_MIRROR)`,
+    files: `the files named in ${recipe.dir}/recipe.json must exist next to it`,
+    build: "the recipe's build command failed in a chroot of the new tree; its output is above",
+    mke2fs: `raise "image_mib" in ${recipe.dir}/recipe.json if the tree does not fit`
+  };
+}
+async function writeFilesTar(recipe, out) {
+  const tar = (0, import_tar_stream.pack)();
+  const written = pipeline(tar, createWriteStream(out));
+  for (const [target, source2] of Object.entries(recipe.files)) {
+    const path = join9(recipe.dir, source2);
+    const [data, info] = await Promise.all([readFile7(path), stat2(path)]);
+    tar.entry({ name: target.slice(1), mode: info.mode & 4095, uid: 0, gid: 0, size: data.length }, data);
+  }
+  tar.finalize();
+  await written;
+}
+function stepOf(line) {
+  if (!line.startsWith("I: running")) return void 0;
+  if (line.includes("forkd-files.tar")) return "files";
+  if (line.includes("forkd-build.sh")) return "build";
+  return void 0;
+}
+function refuseMountsUnderDevShm() {
+  const below = readFileSync7("/proc/self/mountinfo", "utf8").split("\n").map((line) => line.split(" ")[4] ?? "").filter((point) => point.startsWith("/dev/shm/"));
+  if (below.length)
+    throw new ForkdError(
+      "FORKD_ERR_BUILD",
+      `a build without root cannot bind /dev/shm while ${below[0]} is mounted under it`,
+      {
+        hint: `unmount ${below.join(", ")}, or build as root (FORKD_ROOTFS_MODE=sudo)`
+      }
+    );
+}
+var SYSTEM_PATH = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+function privileged(mode) {
+  const tool = (name, pkg) => mode === "sudo" ? which(name, SYSTEM_PATH) ?? requireTool(name, pkg) : requireTool(name, pkg);
+  const mmdebstrap = tool("mmdebstrap", "mmdebstrap");
+  const prefix = mode === "sudo" ? [requireTool("sudo", "sudo"), "-n"] : mode === "unshare" ? [mmdebstrap, "--unshare-helper"] : [];
+  return {
+    mmdebstrap,
+    tool,
+    /** argv for a command in the namespace (unshare), as root (sudo) or as it is (root). */
+    argv: (command) => [...prefix, ...command]
+  };
+}
+async function buildRootfs(recipe, image, options = {}) {
+  const mode = await resolveRootfsMode();
+  if (mode === "unshare") refuseMountsUnderDevShm();
+  const run = privileged(mode);
+  const mke2fs = run.tool("mke2fs", "e2fsprogs");
+  const parent = scratchParent();
+  if (/[\s'"\\]/.test(parent))
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `the scratch dir ${parent} has a blank or a quote in its path`, {
+      hint: "set TMPDIR to a path without blanks or quotes"
+    });
+  const stage = await mkdtemp2(join9(parent, `forkd-recipe-${recipe.name}-`));
+  await chmod(stage, 457);
+  const tree = join9(stage, "tree");
+  const [rmBin, ...rmArgs] = run.argv(["rm", "-rf", tree]);
+  const removeTree = () => void spawnSync(rmBin, rmArgs, { stdio: "ignore" });
+  const unregister = onProcessExit(() => {
+    removeTree();
+    rmSync6(stage, { recursive: true, force: true });
+  });
+  const task = `rootfs ${recipe.name}`;
+  let step = "files";
+  const fail = (err) => {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new ForkdError("FORKD_ERR_BUILD", `recipe ${recipe.name}: step ${step} failed: ${message}`, {
+      hint: hints(recipe)[step],
+      cause: err
+    });
+  };
+  let file;
+  try {
+    const hooks = [];
+    if (Object.keys(recipe.files).length) {
+      options.onProgress?.({ task, phase: "files" });
+      await writeFilesTar(recipe, join9(stage, "forkd-files.tar")).catch(fail);
+      hooks.push(`upload ${join9(stage, "forkd-files.tar")} /forkd-files.tar`);
+      hooks.push('chroot "$1" tar -xpf /forkd-files.tar -C / && rm -f "$1/forkd-files.tar"');
+    }
+    if (recipe.build) {
+      await writeFile3(join9(stage, "forkd-build.sh"), recipe.build, { mode: 384 });
+      hooks.push(`upload ${join9(stage, "forkd-build.sh")} /forkd-build.sh`);
+      hooks.push('chroot "$1" /bin/sh /forkd-build.sh && rm -f "$1/forkd-build.sh"');
+    }
+    hooks.push('echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf" && echo forkd > "$1/etc/hostname"');
+    const bootstrap = [
+      // as root, the tree's mounts (proc, sys, dev) stay in a mount namespace of their own: seen
+      // from outside, a mount under /dev/shm stops unprivileged builds binding /dev/shm, and a
+      // killed build cannot leave them behind
+      ...mode === "unshare" ? [] : [run.tool("unshare", "util-linux"), "--mount", "--propagation", "private", "--"],
+      ...mode === "sudo" ? [run.tool("env", "coreutils"), `TMPDIR=${parent}`] : [],
+      run.mmdebstrap,
+      `--mode=${mode === "sudo" ? "root" : mode}`,
+      "--variant=minbase",
+      "--format=directory",
+      ...recipe.packages.length ? [`--include=${recipe.packages.join(",")}`] : [],
+      ...hooks.map((hook) => `--customize-hook=${hook}`),
+      SUITE,
+      tree,
+      debianMirror()
+    ];
+    const spawnOptions = { cwd: "/", env: { ...process.env, TMPDIR: parent } };
+    const setpriv = which("setpriv");
+    const dieWithUs = (argv) => setpriv ? [setpriv, "--pdeathsig", "TERM", "--", ...argv] : argv;
+    step = "bootstrap";
+    let lines = 0;
+    options.onProgress?.({
+      task,
+      phase: step,
+      detail: `${SUITE} + ${recipe.packages.join(" ") || "nothing"} (${mode})`
+    });
+    const [bin, ...args] = dieWithUs(mode === "sudo" ? run.argv(bootstrap) : bootstrap);
+    await runToolStreaming(bin, args, {
+      ...spawnOptions,
+      onLine: (line) => {
+        step = stepOf(line) ?? step;
+        options.onProgress?.({
+          task,
+          phase: step,
+          done: ++lines,
+          total: Math.max(400, lines + 40),
+          // line counts vary with the package set
+          detail: line.slice(0, 60)
+        });
+      }
+    }).catch(fail);
+    step = "mke2fs";
+    options.onProgress?.({ task, phase: step, detail: `${recipe.imageMiB} MiB` });
+    file = await open(image, "w", 420);
+    if (mode === "unshare") await file.chmod(438);
+    const target = mode === "unshare" ? "/proc/self/fd/3" : image;
+    const [mkfs, ...mkfsArgs] = run.argv([
+      mke2fs,
+      "-q",
+      "-F",
+      "-t",
+      "ext4",
+      "-L",
+      "forkd",
+      "-d",
+      tree,
+      target,
+      `${recipe.imageMiB}M`
+    ]);
+    await runToolStreaming(mkfs, mkfsArgs, { ...spawnOptions, fd3: file.fd }).catch(fail);
+    await file.chmod(420);
+  } finally {
+    await file?.close();
+    removeTree();
+    await rm2(stage, { recursive: true, force: true });
+    unregister();
+  }
+}
+
+// src/engine/images/recipe.ts
+var BUILDER_VERSION = "rootfs-v3";
+var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
+var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
+var FIELDS = [
+  "description",
+  "base",
+  "packages",
+  "files",
+  "build",
+  "warmup",
+  "ready",
+  "ready_timeout_s",
+  "prime",
+  "ports",
+  "memory_mib",
+  "image_mib"
+];
+function recipesDir() {
+  return join10(packageRoot, "recipes");
+}
+function loadRecipe(ref2) {
+  if (!ref2) throw new ForkdError("FORKD_ERR_BAD_INPUT", "name a recipe", { hint: "for example: postgres" });
+  const dir = ref2.includes("/") ? resolve3(ref2) : join10(recipesDir(), ref2);
+  const name = basename5(dir);
+  const bad2 = (what) => new ForkdError("FORKD_ERR_BAD_INPUT", `recipe ${name}: ${what}`, {
+    hint: "the recipe format is in recipes/README.md"
+  });
+  if (!NAME_PATTERN.test(name))
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid recipe name ${JSON.stringify(name)}`, {
+      hint: "recipe names are lowercase letters, digits and dashes"
+    });
+  const file = join10(dir, "recipe.json");
+  if (!existsSync7(file)) {
+    throw new ForkdError("FORKD_ERR_NOT_FOUND", `no recipe ${ref2} (no ${file})`, {
+      hint: `name one of ${readdirSync2(recipesDir(), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).join(", ")}, or give the path of a directory with a recipe.json`
+    });
+  }
+  let raw;
+  try {
+    raw = JSON.parse(readFileSync8(file, "utf8"));
+  } catch (err) {
+    throw bad2(`${file} is not valid JSON: ${err.message}`);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad2("recipe.json must hold an object");
+  const unknown = Object.keys(raw).filter((k) => !FIELDS.includes(k));
+  if (unknown.length) throw bad2(`unknown field ${unknown.join(", ")} (known: ${FIELDS.join(", ")})`);
+  const str = (key) => {
+    if (raw[key] === void 0 || raw[key] === null) return null;
+    if (typeof raw[key] !== "string") throw bad2(`"${key}" must be a string`);
+    return raw[key];
+  };
+  const mib = (key, fallback, min, max) => {
+    const value = raw[key] ?? fallback;
+    if (!Number.isInteger(value) || value < min || value > max)
+      throw bad2(`"${key}" must be an integer from ${min} to ${max}`);
+    return value;
+  };
+  const base = raw.base ?? "debian-bookworm";
+  if (base !== "debian-bookworm" && base !== "none") throw bad2('"base" must be "debian-bookworm" or "none"');
+  const packages = raw.packages ?? [];
+  if (!Array.isArray(packages) || packages.some((p) => typeof p !== "string" || !DEBIAN_PACKAGE.test(p)))
+    throw bad2(`"packages" must be a list of Debian package names (got ${JSON.stringify(packages)})`);
+  const files = raw.files ?? {};
+  if (typeof files !== "object" || files === null || Array.isArray(files)) throw bad2('"files" must be an object');
+  for (const [target, source2] of Object.entries(files)) {
+    if (typeof source2 !== "string" || !target.startsWith("/"))
+      throw bad2(`file ${target}: absolute image path -> file name`);
+    if (target.split("/").includes("..") || source2.split("/").includes("..") || source2.startsWith("/"))
+      throw bad2(`file ${target} <- ${source2} leaves its directory`);
+    const real = join10(dir, source2);
+    if (!existsSync7(real)) throw bad2(`file ${target} <- ${source2}: ${real} does not exist`);
+    if (!lstatSync(real).isFile())
+      throw bad2(`file ${target} <- ${source2}: ${real} is not a regular file (links are refused)`);
+  }
+  const build = str("build");
+  if (base === "none" && (packages.length || Object.keys(files).length || build))
+    throw bad2('base "none" boots the embedded initramfs as it is: it takes no packages, files or build');
+  return {
+    name,
+    dir,
+    description: str("description") ?? "",
+    base,
+    packages,
+    files,
+    build,
+    warmup: str("warmup"),
+    ready: str("ready"),
+    readyTimeoutMs: mib("ready_timeout_s", 120, 1, 3600) * 1e3,
+    prime: str("prime"),
+    ports: validatePorts(raw.ports ?? []),
+    memoryMiB: mib("memory_mib", 256, 64, 16384),
+    imageMiB: mib("image_mib", 1024, 64, 65536)
+  };
+}
+async function recipeImageKey(recipe) {
+  const sources = await Promise.all(Object.values(recipe.files).map((f) => readFile8(join10(recipe.dir, f))));
+  const { packages, files, build, imageMiB } = recipe;
+  return hashInputs([
+    BUILDER_VERSION,
+    SUITE,
+    debianMirror(),
+    JSON.stringify({ packages, files, build, imageMiB }),
+    ...sources
+  ]);
+}
+function isPackagedRecipe(recipe) {
+  return recipe.dir === join10(recipesDir(), recipe.name);
+}
+async function ensureRecipeImage(paths, recipe, options = {}) {
+  const key = await recipeImageKey(recipe);
+  const artifact = await ensureArtifact(
+    paths,
+    `rootfs-${recipe.name}`,
+    key,
+    (staging) => buildRootfs(recipe, join10(staging, "rootfs.ext4"), options),
+    options
+  );
+  return { ...artifact, image: join10(artifact.dir, "rootfs.ext4") };
+}
+
+// src/engine/images/guest-images.ts
+var GuestImageSource = class {
+  constructor(paths, officialPacks) {
+    this.paths = paths;
+    this.officialPacks = officialPacks;
+  }
+  paths;
+  officialPacks;
+  base;
+  officials = /* @__PURE__ */ new Map();
+  /** Why an official pack is not used, by name: told when the local build starts. */
+  fallbacks = /* @__PURE__ */ new Map();
+  /** Kernel + base initramfs, built on first use and reused from the cache after. */
+  buildBase(options = {}) {
+    if (options.lookupOnly) return this.resolveBase(options);
+    this.base ??= this.resolveBase(options).catch((err) => {
+      this.base = void 0;
+      throw err;
+    });
+    return this.base;
+  }
+  /** The base images: the official pack's where one is pinned (unless FORKD_KERNEL names a kernel), else built here. */
+  async resolveBase(options) {
+    const official = process.env.FORKD_KERNEL ? void 0 : await this.official("base", options);
+    return official?.images ?? ensureBaseImage(this.paths, this.announcing("base", options));
+  }
+  /** A recipe's root filesystem: its official pack's where one is pinned and fits the recipe, else built here. */
+  async recipeImage(recipe, build = {}) {
+    const official = await this.officialRecipe(recipe, build);
+    if (official?.images.rootfs) return { image: official.images.rootfs.image, reused: true, official: official.ref };
+    const built = await this.buildRecipeImage(recipe, build);
+    return { image: built.image, reused: built.reused };
+  }
+  /** A recipe's root filesystem built here (telling first why no official pack is used). */
+  buildRecipeImage(recipe, build = {}) {
+    return ensureRecipeImage(this.paths, recipe, this.announcing(recipe.name, build));
+  }
+  /**
+   * The official images of a packaged recipe, when its pack's root filesystem is the one this
+   * recipe builds (a recipe changed since the release, or another Debian mirror, builds locally).
+   */
+  async officialRecipe(recipe, build) {
+    if (!isPackagedRecipe(recipe) || recipe.base !== "debian-bookworm") return void 0;
+    const official = await this.official(recipe.name, build);
+    if (!official || official.images.rootfs?.hash === await recipeImageKey(recipe)) return official;
+    this.fallbacks.set(recipe.name, `${official.ref} holds another build of the recipe: building locally`);
+    return void 0;
+  }
+  /** `options`, telling first why `name` is built here (see official) once a build really reports progress. */
+  announcing(name, options) {
+    const why = this.fallbacks.get(name);
+    const { onProgress } = options;
+    if (!why || !onProgress) return options;
+    let told = false;
+    return {
+      ...options,
+      onProgress: (event) => {
+        if (!told) onProgress({ task: "official pack", phase: name, detail: why });
+        told = true;
+        onProgress(event);
+      }
+    };
+  }
+  /** The official images of `name`, installed on first use by the engine's OfficialPacks; memoised. */
+  official(name, options = {}) {
+    const packs = this.officialPacks;
+    if (!packs) return Promise.resolve(void 0);
+    const lookup = { ...options, onFallback: (notice) => this.fallbacks.set(name, notice) };
+    if (options.lookupOnly) return packs.guest(name, lookup);
+    let guest = this.officials.get(name);
+    if (!guest) {
+      guest = packs.guest(name, lookup);
+      this.officials.set(name, guest);
+      guest.catch(() => this.officials.delete(name));
+    }
+    return guest;
+  }
+};
+
+// src/engine/snapshot/branch.ts
+import { randomUUID } from "node:crypto";
+import { stat as stat5 } from "node:fs/promises";
+import { join as join14 } from "node:path";
 
 // src/engine/snapshot/chain.ts
 import { createHash as createHash3, randomBytes as randomBytes5 } from "node:crypto";
@@ -41737,7 +41759,7 @@ async function snapshotBytes(info) {
 }
 
 // src/engine/snapshot/vm-copy.ts
-import { closeSync as closeSync2, openSync as openSync2, readFileSync as readFileSync8, readSync, writeSync } from "node:fs";
+import { closeSync as closeSync2, openSync as openSync2, readFileSync as readFileSync9, readSync, writeSync } from "node:fs";
 import { join as join13 } from "node:path";
 
 // src/engine/vmm/device-state.ts
@@ -41787,7 +41809,7 @@ function isPrivateCopy(pagemapHighWord) {
   return (pagemapHighWord & PAGEMAP_FLAGS) >>> 0 === PAGEMAP_PRESENT;
 }
 function reconcileChangedPages(pid, ramFile, copy) {
-  const mapping = readFileSync8(`/proc/${pid}/maps`, "utf8").split("\n").find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
+  const mapping = readFileSync9(`/proc/${pid}/maps`, "utf8").split("\n").find((line) => line.endsWith(` ${ramFile}`) || line.endsWith(` ${ramFile} (deleted)`));
   if (!mapping) throw new ForkdError("FORKD_ERR_INTERNAL", `QEMU ${pid} has no mapping of ${ramFile}`);
   const [low, high] = mapping.split(" ")[0].split("-").map((hex) => Number.parseInt(hex, 16));
   const pages = (high - low) / PAGE;
@@ -42049,16 +42071,18 @@ function sameSnapshot(meta, plan) {
   return meta.parent === null && made.images.kernel === plan.images.kernel && made.images.rootfs?.image === plan.images.rootfs?.image && made.warmup === plan.warmup && made.ready?.command === plan.ready?.command && made.memoryMiB === plan.memoryMiB && made.vcpus === plan.vcpus && made.prime === plan.prime && made.ports.join(",") === plan.ports.join(",");
 }
 var SnapshotMaker = class {
-  constructor(paths, snapshots, images, accel) {
+  constructor(paths, snapshots, images, accel, ledger) {
     this.paths = paths;
     this.snapshots = snapshots;
     this.images = images;
     this.accel = accel;
+    this.ledger = ledger;
   }
   paths;
   snapshots;
   images;
   accel;
+  ledger;
   /**
    * Boots a parent with its RAM in the snapshot's memory file, runs the warm-up, pauses it and
    * saves its device state. The parent is then stopped; the snapshot is visible only once complete.
@@ -42126,7 +42150,8 @@ var SnapshotMaker = class {
         net: ports.length > 0,
         ...rootfs ? { rootfs: rootfs.image } : {},
         paths: this.paths,
-        qemu
+        qemu,
+        launch: { ...this.ledger ? { ledger: this.ledger } : {}, role: "parent", snapshot: tag }
       });
       let warmupMs = 0;
       let saveMs = 0;
@@ -42375,7 +42400,6 @@ function firstLine(err) {
 }
 
 // src/engine/snapshot/fork.ts
-var MAX_FORK2 = 256;
 var FORK_CONCURRENCY = Math.max(2, availableParallelism2());
 var debug5 = debuglog("fork");
 async function mapLimited(items, limit, fn) {
@@ -42407,6 +42431,10 @@ var Forker = class {
   pools = /* @__PURE__ */ new Map();
   /** The latest pool change of each tag, settled or not: the next one waits for it. */
   poolChanges = /* @__PURE__ */ new Map();
+  /** Forks under way: close() waits for them. */
+  forking = /* @__PURE__ */ new Set();
+  /** Set by close(): no pool is made and no child handed out after it. */
+  closed = false;
   /**
    * A snapshot this host can restore, with whole files, and the QEMU to restore it with. The
    * verdict is for the snapshot's own images, so an unpacked snapshot restores without a build.
@@ -42425,9 +42453,10 @@ var Forker = class {
    * poolState() to report. Size 0 removes the pool.
    */
   async warmPool(tag, size) {
-    if (!Number.isInteger(size) || size < 0 || size > MAX_FORK2) {
-      throw new ForkdError("FORKD_ERR_BAD_INPUT", `pool size ${size} is not an integer between 0 and ${MAX_FORK2}`);
+    if (!Number.isInteger(size) || size < 0 || size > MAX_FORK) {
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", `pool size ${size} is not an integer between 0 and ${MAX_FORK}`);
     }
+    if (this.closed) throw closingError();
     return this.changePool(tag, () => this.resizePool(tag, size));
   }
   /**
@@ -42447,9 +42476,11 @@ var Forker = class {
     const { info, qemu } = await this.restorable(tag);
     await this.closePool(tag);
     if (size === 0) return void 0;
+    if (this.closed) throw closingError();
     const pool = new WarmPool(tag, size, () => prepareSpare(info, this.paths, qemu, this.launch));
     this.pools.set(tag, pool);
     await pool.filled();
+    if (this.closed) throw closingError();
     if (pool.failing) {
       const cause = pool.lastError;
       throw new ForkdError(
@@ -42468,15 +42499,25 @@ var Forker = class {
    * copy-on-write, resumed and told it was restored. All or nothing: if one fails, the others
    * are killed and the error is thrown.
    */
-  async fork(tag, n = 1) {
-    if (!Number.isInteger(n) || n < 1 || n > MAX_FORK2) {
-      throw new ForkdError("FORKD_ERR_LIMIT", `cannot fork ${n} children: n must be an integer from 1 to ${MAX_FORK2}`, {
+  fork(tag, n = 1) {
+    if (this.closed) return Promise.reject(closingError());
+    const forked = this.forkChildren(tag, n);
+    const settled = forked.catch(() => {
+    });
+    this.forking.add(settled);
+    void settled.finally(() => this.forking.delete(settled));
+    return forked;
+  }
+  async forkChildren(tag, n) {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_FORK) {
+      throw new ForkdError("FORKD_ERR_LIMIT", `cannot fork ${n} children: n must be an integer from 1 to ${MAX_FORK}`, {
         hint: "fork in batches if you need more"
       });
     }
     const { info, qemu } = await this.restorable(tag);
     const pool = this.pools.get(tag);
     const results = await mapLimited(Array.from({ length: n }), FORK_CONCURRENCY, async () => {
+      if (this.closed) throw closingError();
       const startedAt = performance.now();
       const spare = pool?.take();
       const child = spare ?? await prepareChild(info, this.paths, qemu, this.launch);
@@ -42492,16 +42533,17 @@ var Forker = class {
     });
     const children = results.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
     const failed = results.find((r) => r.status === "rejected");
-    if (failed) {
+    if (failed || this.closed) {
+      const reason = failed ? failed.reason : closingError();
       debug5(
         `fork:${tag}`,
         "%d of %d children failed; killing the rest: %s",
         n - children.length,
         n,
-        errorMessage(failed.reason).split("\n")[0]
+        errorMessage(reason).split("\n")[0]
       );
       await Promise.all(children.map((child) => child.kill()));
-      throw failed.reason;
+      throw reason;
     }
     return children;
   }
@@ -42526,12 +42568,23 @@ var Forker = class {
   get pooledChildren() {
     return [...this.pools.values()].reduce((sum, pool) => sum + pool.available, 0);
   }
-  /** Stops the warm pools (children handed out are the caller's to kill). */
+  /**
+   * Stops the warm pools and refuses new pools and forks. Pool changes and forks under way end
+   * first: a fork still restoring kills its children and throws (children handed out before are
+   * the caller's to kill).
+   */
   async close() {
+    this.closed = true;
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
+    await Promise.all([...this.poolChanges.values(), ...this.forking]);
     this.pools.clear();
   }
 };
+function closingError() {
+  return new ForkdError("FORKD_ERR_BUSY", "the engine is closing: no more forks or warm-pool changes", {
+    hint: "the daemon is shutting down; start it again and retry"
+  });
+}
 
 // src/engine/snapshot/ops.ts
 import { randomUUID as randomUUID3 } from "node:crypto";
@@ -42600,10 +42653,10 @@ var Engine = class {
     this.paths = paths;
     this.snapshots = new SnapshotStore(paths);
     this.images = new GuestImageSource(paths, options.officialPacks);
-    this.accels = new HostAccel(paths);
-    this.maker = new SnapshotMaker(paths, this.snapshots, this.images, this.accels);
-    this.forker = new Forker(paths, this.snapshots, this.accels, options.launch ?? {});
     this.ledger = options.launch?.ledger;
+    this.accels = new HostAccel(paths, this.ledger);
+    this.maker = new SnapshotMaker(paths, this.snapshots, this.images, this.accels, this.ledger);
+    this.forker = new Forker(paths, this.snapshots, this.accels, options.launch ?? {});
   }
   paths;
   snapshots;
@@ -42639,6 +42692,22 @@ var Engine = class {
       paths: this.paths,
       qemu
     });
+  }
+  /**
+   * Takes over a forked VM that a previous forkd process left running (its agent must answer),
+   * reported to the launch options' ledger like the VMs this engine starts. On failure the VM is
+   * killed and its files removed, and the error says why.
+   */
+  adopt(vm) {
+    return StartedVm.adopt(vm, this.paths, this.ledger);
+  }
+  /** True while the QEMU a previous forkd process started from `runDir` still runs. */
+  leftoverRunning(runDir, spawnedPid) {
+    return VmProcess.leftoverRunning(runDir, spawnedPid);
+  }
+  /** Kills the QEMU a previous forkd process started from `runDir` (if it runs) and removes its files. */
+  reapLeftover(runDir, spawnedPid) {
+    return VmProcess.reapLeftover(runDir, this.paths, spawnedPid);
   }
   /** Takes a root snapshot (see snapshot/create.ts). */
   snapshot(tag, options = {}) {
@@ -42703,15 +42772,44 @@ import { createReadStream as createReadStream3, createWriteStream as createWrite
 import { rename as rename4, rm as rm5, stat as stat7 } from "node:fs/promises";
 import { pipeline as pipeline2 } from "node:stream/promises";
 var ATTEMPTS = 4;
+var MAX_REDIRECTS = 5;
+var REDIRECT_STATUSES = /* @__PURE__ */ new Set([301, 302, 303, 307, 308]);
 async function withClient(fn) {
   const agent = new import_undici.Agent();
   try {
-    return await fn(agent.compose(import_undici.interceptors.redirect({ maxRedirections: 5 })));
+    return await fn(agent);
   } finally {
     await agent.close();
   }
 }
 var RETRY_DELAY_MS = 300;
+function httpsRequired(url, via = "") {
+  return new ForkdError("FORKD_ERR_BAD_INPUT", `refusing to pull ${url}${via}: only https:// URLs are pulled`, {
+    hint: "serve the pack over https://, or start the daemon with `forkd serve --allow-http-pull` (trusted networks only)"
+  });
+}
+async function getFollowingRedirects(url, options) {
+  let at = url;
+  for (let hop = 0; ; hop++) {
+    if (options.httpsOnly && new URL(at).protocol !== "https:") {
+      throw httpsRequired(at, at === url ? "" : ` (a redirect from ${url})`);
+    }
+    const response = await (0, import_undici.request)(at, {
+      method: "GET",
+      headers: options.headers ?? {},
+      dispatcher: options.dispatcher
+    });
+    const location = response.headers.location;
+    if (!REDIRECT_STATUSES.has(response.statusCode) || typeof location !== "string") return response;
+    await response.body.dump();
+    if (hop === MAX_REDIRECTS) {
+      throw new ForkdError("FORKD_ERR_UNREACHABLE", `${url} redirected more than ${MAX_REDIRECTS} times`, {
+        hint: "check the URL: the server sends the download round in circles"
+      });
+    }
+    at = new URL(location, at).toString();
+  }
+}
 function unreachable(url, err) {
   return new ForkdError("FORKD_ERR_UNREACHABLE", `cannot reach ${url}: ${errorMessage(err)}`, {
     hint: "check the URL and your network; FORKD_HUB_URL sets the Hub, or unpack a pack file you have",
@@ -42745,8 +42843,13 @@ async function downloadWith(dispatcher, url, dest, options) {
     const have = existsSync10(partial) ? (await stat7(partial)).size : 0;
     let response;
     try {
-      response = await (0, import_undici.request)(url, { method: "GET", headers: have ? { range: `bytes=${have}-` } : {}, dispatcher });
+      response = await getFollowingRedirects(url, {
+        dispatcher,
+        headers: have ? { range: `bytes=${have}-` } : {},
+        httpsOnly: options.httpsOnly ?? false
+      });
     } catch (err) {
+      if (err instanceof ForkdError) throw err;
       lastError = unreachable(url, err);
       await new Promise((resolve4) => setTimeout(resolve4, RETRY_DELAY_MS));
       continue;
@@ -42816,7 +42919,12 @@ async function upload(url, file, onProgress) {
   await withClient(async (dispatcher) => {
     let response;
     try {
-      response = await (0, import_undici.request)(url, { method: "PUT", body, headers: { "content-length": String(size) }, dispatcher });
+      response = await (0, import_undici.request)(url, {
+        method: "PUT",
+        body,
+        headers: { "content-length": String(size) },
+        dispatcher: dispatcher.compose(import_undici.interceptors.redirect({ maxRedirections: MAX_REDIRECTS }))
+      });
     } catch (err) {
       throw unreachable(url, err);
     }
@@ -42831,7 +42939,7 @@ import { readFile as readFile10, rm as rm6, writeFile as writeFile5 } from "node
 import { join as join17 } from "node:path";
 
 // src/hub/official.ts
-import { existsSync as existsSync11, readFileSync as readFileSync9 } from "node:fs";
+import { existsSync as existsSync11, readFileSync as readFileSync10 } from "node:fs";
 import { join as join16 } from "node:path";
 var PINS_FILE = "official-packs.json";
 var RELEASES_URL = "https://github.com/deeplethe/forkd-action/releases/download";
@@ -42851,7 +42959,7 @@ function readPins(root = packageRoot) {
   const file = join16(root, PINS_FILE);
   if (!existsSync11(file)) return void 0;
   try {
-    const pins = JSON.parse(readFileSync9(file, "utf8"));
+    const pins = JSON.parse(readFileSync10(file, "utf8"));
     if (typeof pins.version !== "string" || typeof pins.packs !== "object" || pins.packs === null)
       throw new Error("no version or packs");
     return pins;
@@ -43338,7 +43446,7 @@ function byteProgress(task, phase, onProgress) {
 // src/hub/pull.ts
 import { createHash as createHash6 } from "node:crypto";
 var import_undici2 = __toESM(require_undici(), 1);
-import { existsSync as existsSync13, readFileSync as readFileSync10 } from "node:fs";
+import { existsSync as existsSync13, readFileSync as readFileSync11 } from "node:fs";
 import { mkdir as mkdir4, rm as rm8 } from "node:fs/promises";
 import { dirname as dirname4, join as join19 } from "node:path";
 var PART = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
@@ -43354,10 +43462,7 @@ function registryUrl(hub = process.env.FORKD_HUB_URL) {
 }
 function requireHttps(source2) {
   if (new URL(source2.url).protocol === "https:") return;
-  const via = source2.url === source2.ref ? "" : ` (the registry's URL of ${source2.ref})`;
-  throw new ForkdError("FORKD_ERR_BAD_INPUT", `refusing to pull ${source2.url}${via}: only https:// URLs are pulled`, {
-    hint: "serve the pack over https://, or start the daemon with `forkd serve --allow-http-pull` (trusted networks only)"
-  });
+  throw httpsRequired(source2.url, source2.url === source2.ref ? "" : ` (the registry's URL of ${source2.ref})`);
 }
 async function resolveRef(ref2) {
   if (/^https?:\/\//.test(ref2)) return { ref: ref2, url: ref2 };
@@ -43413,7 +43518,7 @@ var PullCache = class {
   lookup(source2) {
     let hit;
     try {
-      hit = JSON.parse(readFileSync10(this.fileOf(source2.ref), "utf8"));
+      hit = JSON.parse(readFileSync11(this.fileOf(source2.ref), "utf8"));
     } catch {
       return void 0;
     }
@@ -43431,7 +43536,7 @@ var PullCache = class {
     return join19(this.paths.root, "hub", "downloads", `${safe}.forkd.tar.zst`);
   }
 };
-async function fetchPack(cache, source2, onProgress) {
+async function fetchPack(cache, source2, onProgress, httpsOnly = false) {
   const file = cache.packFile(source2);
   await mkdir4(dirname4(file), { recursive: true });
   await rm8(file, { force: true });
@@ -43439,7 +43544,8 @@ async function fetchPack(cache, source2, onProgress) {
     ...source2.sha256 ? { sha256: source2.sha256 } : {},
     ...source2.size ? { size: source2.size } : {},
     ...source2.vouchedBy ? { vouchedBy: source2.vouchedBy } : {},
-    ...onProgress ? { onProgress } : {}
+    ...onProgress ? { onProgress } : {},
+    httpsOnly
   });
   return file;
 }
@@ -43790,20 +43896,20 @@ var Hub = class {
    */
   async pull(ref2, options = {}, onProgress = () => {
   }) {
-    const { httpsOnly, ...install } = options;
     const source2 = await resolveRef(ref2);
-    if (httpsOnly) requireHttps(source2);
-    return this.pullSource(source2, install, onProgress);
+    if (options.httpsOnly) requireHttps(source2);
+    return this.pullSource(source2, options, onProgress);
   }
   /** pull, of a pack already located (a registry entry, an official pin). */
   async pullSource(source2, options = {}, onProgress = () => {
   }) {
+    const { httpsOnly = false, ...install } = options;
     const cache = new PullCache(this.engine.paths);
-    const cachedTags = options.force || options.tag ? void 0 : cache.lookup(source2);
+    const cachedTags = install.force || install.tag ? void 0 : cache.lookup(source2);
     if (cachedTags) return { ref: source2.ref, cached: true, tags: cachedTags };
-    const file = await fetchPack(cache, source2, byteProgress("pull", "download", onProgress));
+    const file = await fetchPack(cache, source2, byteProgress("pull", "download", onProgress), httpsOnly);
     try {
-      const unpacked = await this.unpack(file, options, onProgress);
+      const unpacked = await this.unpack(file, install, onProgress);
       await cache.record(source2, unpacked.tags);
       return { ...unpacked, ref: source2.ref, cached: false };
     } finally {
@@ -43990,7 +44096,7 @@ async function runDoctor(paths, host = thisHost()) {
 }
 
 // src/server/daemon.ts
-import { existsSync as existsSync16, rmSync as rmSync12, writeFileSync as writeFileSync4, chmodSync } from "node:fs";
+import { existsSync as existsSync16, rmSync as rmSync13, writeFileSync as writeFileSync5, chmodSync } from "node:fs";
 import { createServer } from "node:http";
 import { connect as connect4, isIP } from "node:net";
 
@@ -44019,7 +44125,7 @@ var AuditLog = class {
 
 // src/server/auth.ts
 import { randomBytes as randomBytes8, timingSafeEqual } from "node:crypto";
-import { readFileSync as readFileSync11, writeFileSync as writeFileSync3 } from "node:fs";
+import { readFileSync as readFileSync12, writeFileSync as writeFileSync3 } from "node:fs";
 var MIN_TOKEN_BYTES = 16;
 var PLACEHOLDER = /^(replace[-_ ]?me|change[-_ ]?me|changeme|token|secret|password|example|test|x+|0+)$/i;
 function validateToken(token, source2) {
@@ -44042,7 +44148,7 @@ function loadOrCreateToken(file) {
   } catch (err) {
     if (err.code !== "EEXIST") throw err;
   }
-  return validateToken(readFileSync11(file, "utf8"), file);
+  return validateToken(readFileSync12(file, "utf8"), file);
 }
 function tokenMatches(presented, expected) {
   const want = Buffer.from(expected);
@@ -44174,26 +44280,22 @@ var Metrics2 = class {
 };
 
 // src/server/adoption.ts
-async function adoptLeftovers(ledger, paths, audit) {
-  await Promise.all(ledger.leftovers().map((record2) => reconcile(record2, ledger, paths, audit)));
+async function adoptLeftovers(ledger, engine, audit) {
+  await Promise.all(ledger.leftovers().map((record2) => reconcile(record2, ledger, engine, audit)));
 }
-async function reconcile(record2, ledger, paths, audit) {
+async function reconcile(record2, ledger, engine, audit) {
   const { sandbox } = record2;
-  const running = VmProcess.leftoverRunning(record2.runDir);
+  const running = engine.leftoverRunning(record2.runDir, record2.pid);
   const what = { vm: record2.vm, role: record2.role, snapshot: record2.snapshot, ...sandbox ? { id: sandbox.id } : {} };
   if (sandbox && running) {
     try {
-      const vm = await StartedVm.adopt(
-        {
-          runDir: record2.runDir,
-          spec: record2.spec,
-          readyMs: sandbox.readyMs,
-          ports: sandbox.ports ?? {},
-          snapshot: record2.snapshot
-        },
-        paths,
-        ledger
-      );
+      const vm = await engine.adopt({
+        runDir: record2.runDir,
+        spec: record2.spec,
+        readyMs: sandbox.readyMs,
+        ports: sandbox.ports ?? {},
+        snapshot: record2.snapshot
+      });
       ledger.adopt(record2, vm);
       audit.event({ event: "adopt", ...what });
       return;
@@ -44209,41 +44311,128 @@ async function reconcile(record2, ledger, paths, audit) {
     const reason = running ? `${record2.role} of a previous daemon` : "qemu exited while no daemon ran";
     audit.event({ event: "reap", ...what, reason });
   }
-  await VmProcess.reapLeftover(record2.runDir, paths);
+  await engine.reapLeftover(record2.runDir, record2.pid);
   ledger.forget(record2.vm);
+}
+
+// src/server/daemon-lock.ts
+import { readFileSync as readFileSync14, rmSync as rmSync11, writeFileSync as writeFileSync4 } from "node:fs";
+
+// src/server/owners.ts
+import { readFileSync as readFileSync13 } from "node:fs";
+function processStartTime(pid) {
+  let stat10;
+  try {
+    stat10 = readFileSync13(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return void 0;
+  }
+  const fields = stat10.slice(stat10.lastIndexOf(")") + 2).split(" ");
+  if (fields[0] === "Z" || fields[0] === "X") return void 0;
+  const start = Number(fields[19]);
+  return Number.isFinite(start) ? start : void 0;
+}
+function ownerRecord(owner) {
+  if (owner.pid === void 0) return { label: owner.label };
+  const pidStart = processStartTime(owner.pid);
+  if (pidStart === void 0) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `owner pid ${owner.pid} is not a running process on the daemon's host`,
+      {
+        hint: "give the pid of the client process itself (process.pid, os.getpid()), only when it runs on the daemon's host; leave pid out otherwise and use ttl_s with heartbeats"
+      }
+    );
+  }
+  return { label: owner.label, pid: owner.pid, pidStart };
+}
+function ownerAlive(owner) {
+  return owner.pid === void 0 || processStartTime(owner.pid) === owner.pidStart;
+}
+
+// src/server/daemon-lock.ts
+function readHolder(file) {
+  try {
+    const holder = JSON.parse(readFileSync14(file, "utf8"));
+    return typeof holder.pid === "number" && typeof holder.start === "number" ? holder : void 0;
+  } catch {
+    return void 0;
+  }
+}
+function endpointOf(paths, pid) {
+  try {
+    const info = JSON.parse(readFileSync14(paths.file("daemon.json"), "utf8"));
+    if (info.pid === pid && info.endpoint) return info.endpoint;
+  } catch {
+  }
+  return "an endpoint it has not published yet (still starting)";
+}
+function lockStateDir(paths) {
+  const file = paths.file("daemon.lock");
+  const me = { pid: process.pid, start: processStartTime(process.pid) };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync4(file, JSON.stringify(me), { flag: "wx", mode: 384 });
+      return () => {
+        const holder2 = readHolder(file);
+        if (holder2?.pid === me.pid && holder2.start === me.start) rmSync11(file, { force: true });
+      };
+    } catch (err) {
+      if (err.code !== "EEXIST" || attempt === 2) throw err;
+    }
+    const holder = readHolder(file);
+    if (holder && processStartTime(holder.pid) === holder.start) {
+      throw new ForkdError("FORKD_ERR_CONFLICT", `a daemon (pid ${holder.pid}) already serves ${paths.root}`, {
+        hint: `it listens on ${endpointOf(paths, holder.pid)}: use it, stop it first (kill ${holder.pid}), or give this one another FORKD_HOME`
+      });
+    }
+    rmSync11(file, { force: true });
+  }
 }
 
 // src/server/ledger.ts
 import { randomBytes as randomBytes9 } from "node:crypto";
-import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync12, rmSync as rmSync11 } from "node:fs";
+import { mkdirSync as mkdirSync2, readdirSync as readdirSync4, readFileSync as readFileSync15, rmSync as rmSync12 } from "node:fs";
 import { join as join22 } from "node:path";
-var SANDBOX_ID = /^sb-[0-9a-f]{12}$/;
-var VM_RECORD = /^vm-[0-9a-f]{10}\.json$/;
+var SANDBOX_ID = new RegExp(SANDBOX_ID_PATTERN_SOURCE);
+var VM_RECORD = /^(vm-[0-9a-f]{10})\.json$/;
 var Ledger = class {
-  constructor(dir) {
+  /** `dir` holds the records; every VM's run dir is directly under `runRoot`. */
+  constructor(dir, runRoot) {
     this.dir = dir;
+    this.runRoot = runRoot;
     mkdirSync2(dir, { recursive: true, mode: 448 });
   }
   dir;
+  runRoot;
   vms = /* @__PURE__ */ new Map();
   sandboxes = /* @__PURE__ */ new Map();
   /** Told of every sandbox added or adopted (the reaper watches its QEMU). */
   onSandbox = () => {
   };
+  /** Set by drain(): the daemon is closing, and nobody would kill a sandbox added after it. */
+  drained = false;
   get size() {
     return this.sandboxes.size;
   }
   /** QEMUs alive now, by role. */
   roles() {
-    const counts = { sandbox: 0, spare: 0, child: 0, "branch-helper": 0 };
+    const counts = {
+      sandbox: 0,
+      spare: 0,
+      child: 0,
+      "branch-helper": 0,
+      parent: 0,
+      probe: 0
+    };
     for (const record2 of this.vms.values()) counts[record2.role]++;
     return counts;
   }
-  launched(proc, role, snapshot) {
-    this.record({ vm: proc.id, role, snapshot: snapshot ?? null, runDir: proc.runDir, spec: proc.spec });
+  launched(vm, role, snapshot) {
+    this.record({ vm: vm.id, role, snapshot: snapshot ?? null, runDir: vm.runDir, pid: vm.pid, spec: vm.spec });
   }
-  ended(proc) {
-    this.forget(proc.id);
+  ended(vm) {
+    this.forget(vm.id);
   }
   record(record2) {
     writeJsonAtomic(join22(this.dir, `${record2.vm}.json`), record2);
@@ -44252,15 +44441,22 @@ var Ledger = class {
   /** Removes a VM's record (its QEMU is gone). */
   forget(vm) {
     this.vms.delete(vm);
-    rmSync11(join22(this.dir, `${vm}.json`), { force: true });
+    rmSync12(join22(this.dir, `${vm}.json`), { force: true });
   }
-  /** Hands a forked child to a client as a new sandbox. */
+  /** Hands a forked child to a client as a new sandbox; once drained, kills it instead and throws. */
   addSandbox(snapshot, vm, holder) {
+    if (this.drained) {
+      void vm.kill();
+      throw new ForkdError("FORKD_ERR_BUSY", `the daemon is closing: sandbox of ${snapshot} not handed out`, {
+        hint: "start the daemon again and retry"
+      });
+    }
     return this.register(vm, {
       vm: vm.id,
       role: "sandbox",
       snapshot,
       runDir: vm.runDir,
+      pid: vm.pid,
       spec: vm.spec,
       sandbox: {
         id: `sb-${randomBytes9(6).toString("hex")}`,
@@ -44285,29 +44481,44 @@ var Ledger = class {
       created: new Date(created),
       owner,
       ttlS,
-      expires: 0
+      expires: 0,
+      inFlight: 0
     };
     renew(sandbox);
     this.sandboxes.set(id, sandbox);
     this.onSandbox(sandbox);
     return sandbox;
   }
-  /** Records left on disk by a previous daemon (unreadable ones are removed). */
+  /**
+   * Records left on disk by a previous daemon. Their run dirs get removed and their pids killed,
+   * so a record that names another run dir, another VM or no pid is refused: said so on stderr
+   * and removed, with nothing else touched.
+   */
   leftovers() {
     const records = [];
     for (const name of readdirSync4(this.dir)) {
       const file = join22(this.dir, name);
       try {
-        if (!VM_RECORD.test(name)) throw new Error("not a VM record");
-        const record2 = JSON.parse(readFileSync12(file, "utf8"));
-        if (typeof record2.runDir !== "string" || record2.sandbox && !SANDBOX_ID.test(record2.sandbox.id))
-          throw new Error("not a VM record");
-        records.push(record2);
-      } catch {
-        rmSync11(file, { force: true });
+        records.push(this.checked(name, file));
+      } catch (err) {
+        process.stderr.write(`forkd: ignoring ledger record ${file}: ${errorMessage(err)}
+`);
+        rmSync12(file, { force: true });
       }
     }
     return records;
+  }
+  checked(name, file) {
+    const vm = VM_RECORD.exec(name)?.[1];
+    if (!vm) throw new Error("not a VM record name");
+    const record2 = JSON.parse(readFileSync15(file, "utf8"));
+    if (record2.vm !== vm) throw new Error(`it names VM ${JSON.stringify(record2.vm)}`);
+    if (record2.runDir !== join22(this.runRoot, vm))
+      throw new Error(`its run dir ${JSON.stringify(record2.runDir)} is not ${vm}'s`);
+    if (record2.pid !== void 0 && !(Number.isInteger(record2.pid) && record2.pid > 1))
+      throw new Error(`its pid ${JSON.stringify(record2.pid)} is not a pid`);
+    if (record2.sandbox && !SANDBOX_ID.test(record2.sandbox.id)) throw new Error("its sandbox id is malformed");
+    return record2;
   }
   /** The sandbox a request names; a request on a sandbox renews its lease. */
   sandbox(id) {
@@ -44345,11 +44556,22 @@ var Ledger = class {
   }
   /** Empties the ledger of sandboxes, returning them (their VMs' records go as the VMs end). */
   drain() {
+    this.drained = true;
     const all = this.list();
     this.sandboxes.clear();
     return all;
   }
 };
+function hold(sandbox) {
+  sandbox.inFlight++;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    sandbox.inFlight--;
+    renew(sandbox);
+  };
+}
 function renew(sandbox) {
   if (sandbox.ttlS === null) return false;
   sandbox.expires = Date.now() + sandbox.ttlS * 1e3;
@@ -44367,38 +44589,6 @@ function sandboxInfo(s) {
     owner: s.owner && { label: s.owner.label, ...s.owner.pid !== void 0 ? { pid: s.owner.pid } : {} },
     lease: s.ttlS === null ? null : { ttl_s: s.ttlS, expires: new Date(s.expires).toISOString() }
   };
-}
-
-// src/server/owners.ts
-import { readFileSync as readFileSync13 } from "node:fs";
-function processStartTime(pid) {
-  let stat10;
-  try {
-    stat10 = readFileSync13(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return void 0;
-  }
-  const fields = stat10.slice(stat10.lastIndexOf(")") + 2).split(" ");
-  if (fields[0] === "Z" || fields[0] === "X") return void 0;
-  const start = Number(fields[19]);
-  return Number.isFinite(start) ? start : void 0;
-}
-function ownerRecord(owner) {
-  if (owner.pid === void 0) return { label: owner.label };
-  const pidStart = processStartTime(owner.pid);
-  if (pidStart === void 0) {
-    throw new ForkdError(
-      "FORKD_ERR_BAD_INPUT",
-      `owner pid ${owner.pid} is not a running process on the daemon's host`,
-      {
-        hint: "give the pid of the client process itself (process.pid, os.getpid()), only when it runs on the daemon's host; leave pid out otherwise and use ttl_s with heartbeats"
-      }
-    );
-  }
-  return { label: owner.label, pid: owner.pid, pidStart };
-}
-function ownerAlive(owner) {
-  return owner.pid === void 0 || processStartTime(owner.pid) === owner.pidStart;
 }
 
 // src/server/reaper.ts
@@ -44420,6 +44610,7 @@ var Reaper = class {
     const alive = /* @__PURE__ */ new Map();
     for (const sandbox of this.ledger.list()) {
       const { owner } = sandbox;
+      if (sandbox.inFlight > 0) continue;
       if (sandbox.ttlS !== null && sandbox.expires <= now) {
         void this.reap(sandbox, "lease", "lease expired", { ttl_s: sandbox.ttlS });
       } else if (owner?.pid !== void 0) {
@@ -44429,7 +44620,16 @@ var Reaper = class {
       }
     }
   }
-  async reap(sandbox, kind, reason, details = {}) {
+  /** Removes the sandbox and kills its VM; never rejects: a kill that fails is said on stderr and in the audit log. */
+  reap(sandbox, kind, reason, details = {}) {
+    return this.kill(sandbox, kind, reason, details).catch((err) => {
+      const error = errorMessage(err).split("\n")[0];
+      process.stderr.write(`forkd: reaping sandbox ${sandbox.id} (${sandbox.vm.id}) failed: ${error}
+`);
+      this.audit.event({ event: "reap-failed", id: sandbox.id, vm: sandbox.vm.id, reason, error });
+    });
+  }
+  async kill(sandbox, kind, reason, details) {
     if (!this.ledger.release(sandbox)) return;
     this.metrics.observeReap(kind);
     this.audit.event({
@@ -48602,24 +48802,30 @@ function nodeAt(schema, pointer) {
   return node;
 }
 var fieldName = (pointer) => pointer.slice(1).replace(/\/(\d+)(?=\/|$)/g, "[$1]").replace(/\//g, ".");
+function allowedFields(root, pointer, what) {
+  const names2 = Object.keys(nodeAt(root, pointer)?.properties ?? {});
+  const where = pointer ? ` in ${fieldName(pointer)}` : "";
+  if (!names2.length) return pointer ? `${fieldName(pointer)} takes no fields` : `${what} takes no fields`;
+  return `allowed${where}: ${names2.join(", ")}`;
+}
 function mismatch(schema, value, what) {
   const validator = validatorOf(schema);
   if (validator.Check(value)) return void 0;
   const root = schema;
   const errors = validator.Errors(value);
-  const allowed = Object.keys(root.properties ?? {});
-  const allowedHint = allowed.length ? `allowed: ${allowed.join(", ")}` : `${what} takes no fields`;
-  const unknown = errors.flatMap(
-    (e) => e.keyword === "additionalProperties" ? e.params.additionalProperties.map(
+  const allowedHint = allowedFields(root, "", what);
+  const extra = errors.filter((e) => e.keyword === "additionalProperties");
+  const unknown = extra.flatMap(
+    (e) => e.params.additionalProperties.map(
       (key) => fieldName(`${e.instancePath}/${key}`)
-    ) : []
+    )
   );
   if (unknown.length) {
     return new ForkdError(
       "FORKD_ERR_BAD_INPUT",
       `unknown field${unknown.length > 1 ? "s" : ""}: ${unknown.join(", ")}`,
       {
-        hint: allowedHint
+        hint: allowedFields(root, extra[0].instancePath, what)
       }
     );
   }
@@ -48735,14 +48941,17 @@ var Router = class {
   /** Validates a matched request against its route's schemas and runs the handler. */
   async dispatch({ route: route2, params }, req, query) {
     const { spec } = route2;
+    const querySchema = spec.query ?? NoQuery;
+    const parsedQuery = parseWith(querySchema, queryObject(querySchema, query), "the query");
     const ctx = {
       req,
       spec,
       params: spec.params ? parseWith(spec.params, params, "the path") : void 0,
-      query: spec.query ? parseWith(spec.query, queryObject(spec.query, query), "the query") : void 0,
+      query: spec.query ? parsedQuery : void 0,
       body: void 0
     };
-    if (spec.body && !("raw" in spec.body)) ctx.body = await readJsonBody(req, spec.body);
+    if (!spec.body) await readJsonBody(req, EmptyRequest);
+    else if (!("raw" in spec.body)) ctx.body = await readJsonBody(req, spec.body);
     return route2.handler(ctx);
   }
 };
@@ -48994,7 +49203,26 @@ function ownerRoutes(router, ctx) {
 var CONSOLE_DEFAULT_LINES = 50;
 function sandboxRoutes(router, ctx) {
   const { engine, ledger, slots, metrics, branches } = ctx;
-  const withSandbox = (id, fn) => fn(ledger.sandbox(id));
+  const withSandbox = async (id, fn) => {
+    const sandbox = ledger.sandbox(id);
+    const done = hold(sandbox);
+    try {
+      return await fn(sandbox);
+    } finally {
+      done();
+    }
+  };
+  const addSandboxes = async (snapshot, children, holder) => {
+    const added = [];
+    try {
+      for (const vm of children) added.push(ledger.addSandbox(snapshot, vm, holder));
+      return added;
+    } catch (err) {
+      for (const sandbox of added) ledger.release(sandbox);
+      await Promise.all(children.map((vm) => vm.kill()));
+      throw err;
+    }
+  };
   router.on(API.createSandboxes, async ({ body }) => {
     const { snapshot, n = 1, owner, ttl_s: ttlS } = body;
     const holder = { owner: owner ? ownerRecord(owner) : null, ttlS: ttlS ?? null };
@@ -49002,7 +49230,7 @@ function sandboxRoutes(router, ctx) {
     try {
       const children = await engine.fork(snapshot, n);
       for (const child of children) metrics.observeFork(child.readyMs);
-      const json = children.map((vm) => sandboxInfo(ledger.addSandbox(snapshot, vm, holder)));
+      const json = (await addSandboxes(snapshot, children, holder)).map(sandboxInfo);
       metrics.observeSandboxes(ledger.size);
       return { status: 201, json };
     } finally {
@@ -49030,15 +49258,20 @@ function sandboxRoutes(router, ctx) {
     }
     const sandbox = ledger.sandbox(params.id);
     const release2 = slots.acquire(tag);
+    const done = hold(sandbox);
     let started;
     try {
       branches.forget(tag);
       started = await engine.startBranch(sandbox.vm, tag, mode);
     } catch (err) {
       release2();
+      done();
       throw err;
     }
-    void started.done.finally(release2).catch(() => {
+    void started.done.finally(() => {
+      release2();
+      done();
+    }).catch(() => {
     });
     if (!wait) {
       branches.track(tag, sandbox.id, started.done);
@@ -49061,9 +49294,8 @@ function sandboxRoutes(router, ctx) {
     }))
   ).on(API.writeFile, async ({ req, params, query }) => {
     const mode = Number.parseInt(query.mode ?? "644", 8);
-    ledger.sandbox(params.id);
-    const data = await readBody(req, FILE_BODY_LIMIT);
     return withSandbox(params.id, async (s) => {
+      const data = await readBody(req, FILE_BODY_LIMIT);
       await s.vm.writeFile(query.path, data, { mode });
       return { status: 204 };
     });
@@ -49163,7 +49395,7 @@ var STATUS_TEXT = {
   201: "Created",
   202: "Accepted",
   204: "No Content",
-  400: "Bad input: malformed JSON, an unknown field, a wrong type or range, an unsafe tag or id",
+  400: "Bad input: malformed JSON, an unknown field or query parameter (a route that declares none takes none), a wrong type or range, an unsafe tag or id",
   401: "A missing, malformed or wrong bearer token",
   404: "An unknown snapshot, sandbox or owner",
   409: "An existing tag, an operation already running on it, or a corrupt or incompatible snapshot",
@@ -49366,7 +49598,7 @@ function send(res, reply) {
   }
 }
 var Daemon = class _Daemon {
-  constructor(endpoint, token, tokenFile, server, ctx, reaper, paths, socketPath) {
+  constructor(endpoint, token, tokenFile, server, ctx, reaper, paths, socketPath, unlock) {
     this.endpoint = endpoint;
     this.token = token;
     this.tokenFile = tokenFile;
@@ -49375,6 +49607,7 @@ var Daemon = class _Daemon {
     this.reaper = reaper;
     this.paths = paths;
     this.socketPath = socketPath;
+    this.unlock = unlock;
   }
   endpoint;
   token;
@@ -49384,6 +49617,7 @@ var Daemon = class _Daemon {
   reaper;
   paths;
   socketPath;
+  unlock;
   closing;
   static async start(options = {}) {
     const paths = options.paths ?? new StatePaths();
@@ -49397,6 +49631,15 @@ var Daemon = class _Daemon {
         }
       );
     }
+    const unlock = lockStateDir(paths);
+    try {
+      return await _Daemon.serve(options, paths, listen, unlock);
+    } catch (err) {
+      unlock();
+      throw err;
+    }
+  }
+  static async serve(options, paths, listen, unlock) {
     const tokenFile = options.tokenFile ?? paths.file("token");
     const token = loadOrCreateToken(tokenFile);
     if (listen.kind === "unix" && existsSync16(listen.path)) {
@@ -49405,9 +49648,9 @@ var Daemon = class _Daemon {
           hint: "stop it first, or use --listen"
         });
       }
-      rmSync12(listen.path, { force: true });
+      rmSync13(listen.path, { force: true });
     }
-    const ledger = new Ledger(paths.file("ledger"));
+    const ledger = new Ledger(paths.file("ledger"), paths.run());
     const ctx = {
       // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
       ...openEngine(paths, { launch: { dieWithParent: false, ledger } }),
@@ -49419,7 +49662,7 @@ var Daemon = class _Daemon {
     };
     const audit = new AuditLog(paths.file("audit.log"));
     const reaper = new Reaper(ledger, audit, ctx.metrics);
-    await adoptLeftovers(ledger, paths, audit);
+    await adoptLeftovers(ledger, ctx.engine, audit);
     const router = apiRouter(ctx);
     const server = createServer((req, res) => void _Daemon.handle(req, res, router, token, audit, ctx.metrics));
     await new Promise((resolve4, reject) => {
@@ -49444,7 +49687,8 @@ var Daemon = class _Daemon {
       ctx,
       reaper,
       paths,
-      listen.kind === "unix" ? listen.path : void 0
+      listen.kind === "unix" ? listen.path : void 0,
+      unlock
     );
     const info = {
       endpoint,
@@ -49454,7 +49698,7 @@ var Daemon = class _Daemon {
     };
     const file = paths.file("daemon.json");
     writeJsonAtomic(file, info, { mode: 384, pretty: true });
-    writeFileSync4(paths.file("forkd.pid"), `${process.pid}
+    writeFileSync5(paths.file("forkd.pid"), `${process.pid}
 `);
     return daemon;
   }
@@ -49516,13 +49760,14 @@ var Daemon = class _Daemon {
       const closed = new Promise((resolve4) => this.server.close(() => resolve4()));
       this.server.closeAllConnections();
       this.reaper.close();
+      await this.ctx.engine.close();
       await Promise.all(this.ctx.ledger.drain().map((s) => s.vm.kill()));
       await this.ctx.branches.settled();
-      await this.ctx.engine.close();
       await closed;
-      if (this.socketPath) rmSync12(this.socketPath, { force: true });
-      rmSync12(this.paths.file("daemon.json"), { force: true });
-      rmSync12(this.paths.file("forkd.pid"), { force: true });
+      if (this.socketPath) rmSync13(this.socketPath, { force: true });
+      rmSync13(this.paths.file("daemon.json"), { force: true });
+      rmSync13(this.paths.file("forkd.pid"), { force: true });
+      this.unlock();
     })();
     return this.closing;
   }
@@ -49628,7 +49873,7 @@ function formatDemo(r) {
 
 // src/client/controller.ts
 var import_undici3 = __toESM(require_undici(), 1);
-import { readFileSync as readFileSync14 } from "node:fs";
+import { readFileSync as readFileSync16 } from "node:fs";
 function resolveEndpoint(options) {
   const env = process.env;
   let endpoint = options.endpoint ?? env.FORKD_ENDPOINT;
@@ -49636,9 +49881,9 @@ function resolveEndpoint(options) {
   if (!endpoint || !token) {
     const paths = new StatePaths();
     try {
-      const info = JSON.parse(readFileSync14(paths.file("daemon.json"), "utf8"));
+      const info = JSON.parse(readFileSync16(paths.file("daemon.json"), "utf8"));
       endpoint ??= info.endpoint;
-      token ??= readFileSync14(info.token_file, "utf8").trim();
+      token ??= readFileSync16(info.token_file, "utf8").trim();
     } catch {
       throw new ForkdError(
         "FORKD_ERR_UNREACHABLE",
