@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
@@ -147,6 +147,37 @@ describe('a project that installs the packed package, run by an ordinary user', 
   test("the README's CLI quick start runs as written", async () => {
     const out = ok(await user.run('bash', ['-euo', 'pipefail', 'cli.sh'], { cwd: project, timeoutMs: 600_000 }));
     expect(out).toContain('warm'); // the forked child read the parent's state
+  }, 900_000);
+
+  test("the README's lease snippet: its process killed with SIGKILL, the daemon reaps its 4 sandboxes", async () => {
+    // the README's daemon lines, then lease.mjs as written, killed with SIGKILL once it holds its sandboxes
+    const script = [
+      'npx forkd snapshot --tag hello >/dev/null',
+      'node_modules/.bin/forkd serve & daemon=$!',
+      "trap 'kill $daemon; wait $daemon || true' EXIT",
+      "timeout 60 sh -c 'until npx forkd ls >/dev/null 2>&1; do sleep 1; done'",
+      'node lease.mjs > held & holder=$!',
+      "timeout 120 sh -c 'until [ -s held ]; do sleep 0.2; done'",
+      'kill -9 $holder',
+      'echo "holder $holder held $(cat held)"',
+      "timeout 10 sh -c 'while npx forkd ls --json | grep -q sb-; do sleep 0.2; done'",
+      'echo "left $(npx forkd ls --json | tr -d \' \\n\')"',
+      'npx forkd rmi hello',
+    ].join('\n');
+    const out = ok(await user.run('bash', ['-euo', 'pipefail', '-c', script], { cwd: project, timeoutMs: 600_000 }));
+    const [, holder, ids] = /^holder (\d+) held (.+)$/m.exec(out)!;
+    const held = ids!.trim().split(' ');
+    expect(held).toHaveLength(4);
+    expect(out).toMatch(/^left \[\]$/m); // forkd ls --json: no sandbox left
+    const state = join(user.home, '.cache', 'forkd');
+    const reaps = readFileSync(join(state, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { event?: string; id?: string; reason?: string; owner?: string })
+      .filter((e) => e.event === 'reap' && held.includes(e.id!));
+    expect(reaps).toHaveLength(4);
+    for (const reap of reaps) expect(reap).toMatchObject({ reason: `owner pid ${holder} exited`, owner: 'my-suite' });
+    expect(readdirSync(join(state, 'ledger'))).toEqual([]);
   }, 900_000);
 
   test("the README's Vitest quick start passes: the postgres image built without root, a server per test", async () => {
