@@ -68,10 +68,10 @@ class Client:
         if transport is None and found.url.startswith("unix:"):
             transport = httpx.HTTPTransport(uds=found.url[len("unix:") :])
         base_url = "http://forkd" if found.url.startswith("unix:") else found.url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout_s)
         self._http = httpx.Client(
             base_url=base_url,
             transport=transport,
-            timeout=timeout_s,
             headers={"authorization": f"Bearer {found.token}"},
         )
 
@@ -110,7 +110,7 @@ class Client:
                 content=raw,
                 headers=headers,
                 # building a snapshot may compile a kernel (minutes): the caller waits it out
-                **({"timeout": None} if unlimited else {}),
+                timeout=None if unlimited else self._timeout,
             )
         except httpx.TransportError as err:
             raise ForkdError(

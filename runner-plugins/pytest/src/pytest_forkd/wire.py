@@ -7,7 +7,7 @@ OpenAPI document, so this client and the TypeScript one cannot drift apart.
 import base64
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Type, TypeVar, Union, get_type_hints
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Type, TypeVar, Union, cast, get_type_hints
 
 from .errors import ForkdError
 
@@ -251,7 +251,7 @@ def from_wire(cls: Type[T], data: Mapping[str, Any]) -> T:
     """Builds ``cls`` from a JSON reply; fields a newer engine adds are ignored."""
     hints = get_type_hints(cls)
     values: Dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cast(Any, cls)):
         if f.name not in data:
             continue
         raw = data[f.name]
