@@ -1,0 +1,128 @@
+"""The pytest11 entry point: options, the run's setup in the controller, fixtures, failure reports.
+
+The run is set up (snapshots made, pools warmed) only when it names snapshots (--forkd-snapshot,
+forkd_snapshots), an endpoint, or runs after the forkd Action; otherwise the ``forkd`` fixture
+connects on first use, so installing the plugin changes nothing for suites that do not use it.
+"""
+
+import os
+from typing import Any, Iterator, List, NoReturn
+
+import pytest
+
+from .client import Client, Sandbox
+from .errors import ForkdError
+from .fixtures import USED, postgres_fixture, sandbox_fixture
+from .options import Settings, add_options, settings
+from .run import Connection, Run, start_run
+from .session import ForkdSession
+
+SETTINGS = pytest.StashKey[Settings]()
+RUN = pytest.StashKey[Run]()
+CONNECTION = pytest.StashKey[Connection]()
+SESSION = pytest.StashKey[ForkdSession]()
+WORKER_INPUT = "forkd"
+CONSOLE_TAIL_LINES = 30
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SETTINGS] = settings(config)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _stop(err: ForkdError) -> NoReturn:
+    pytest.exit(f"forkd: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist starts its workers: they get the connection
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if _is_worker(config):
+        raw = config.workerinput.get(WORKER_INPUT)  # type: ignore[attr-defined]
+        if raw:
+            config.stash[CONNECTION] = Connection.from_json(raw)
+        return
+    options = config.stash[SETTINGS]
+    if not (options.snapshots or options.endpoint or os.environ.get("FORKD_SNAPSHOT")):
+        return
+    workers = int(getattr(config.option, "numprocesses", None) or 1)
+    try:
+        run = start_run(options, workers)
+    except ForkdError as err:
+        _stop(err)
+    config.stash[RUN] = run
+    config.stash[CONNECTION] = run.connection
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controller: hands each worker the run's connection and tags."""
+    if CONNECTION in node.config.stash:
+        node.workerinput[WORKER_INPUT] = node.config.stash[CONNECTION].to_json()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if RUN in session.config.stash:
+        session.config.stash[RUN].close()
+
+
+def _lazy_connection(options: Settings) -> Connection:
+    """No run was set up: the engine the environment names (or the local daemon), no tags."""
+    import secrets
+
+    with Client(options.endpoint) as client:
+        client.health()
+        client.ensure_compatible()
+        return Connection(client.endpoint, client.token, secrets.token_hex(6))
+
+
+@pytest.fixture(scope="session")
+def forkd(pytestconfig: pytest.Config) -> Iterator[ForkdSession]:
+    """The engine's client and this process's forks (one owner per xdist worker, with a lease)."""
+    if CONNECTION in pytestconfig.stash:
+        connection = pytestconfig.stash[CONNECTION]
+    else:
+        try:
+            connection = _lazy_connection(pytestconfig.stash[SETTINGS])
+        except ForkdError as err:
+            _stop(err)
+    session = ForkdSession(connection)
+    pytestconfig.stash[SESSION] = session
+    try:
+        yield session
+    finally:
+        del pytestconfig.stash[SESSION]
+        session.close()
+
+
+forkd_sandbox = sandbox_fixture()
+forkd_postgres = postgres_fixture()
+
+
+def _console_tail(sandbox: Sandbox) -> str:
+    try:
+        return sandbox.console(CONSOLE_TAIL_LINES) or "(the guest printed nothing)"
+    except ForkdError as err:
+        return f"(could not read it: {err.message})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report carries the console tails of the children it used (the server log
+    of a postgres child included), and of the module- and session-scoped ones alive."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    session = item.config.stash[SESSION] if SESSION in item.config.stash else None
+    used: List[Sandbox] = [*item.stash.get(USED, []), *(session.shared if session else ())]
+    for sandbox in used:
+        title = f"forkd sandbox {sandbox.id} (snapshot {sandbox.info.snapshot}): console tail"
+        report.sections.append((title, _console_tail(sandbox)))

@@ -1,0 +1,122 @@
+"""The run's side of the engine, in the controller (or the only process): snapshots made once,
+warm pools, the connection handed to xdist workers, and the teardown of what the run changed."""
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Mapping, Optional
+
+from .client import Client
+from .errors import ForkdError
+from .options import Settings
+from .wire import SnapshotDetail
+
+CHECKPOINT_PREFIX = "pytest-ckpt-"
+MAX_DEFAULT_POOL = 4
+
+
+def run_checkpoints(run_id: str) -> str:
+    """A run's checkpoint tags start with this: its teardown removes those, never another run's."""
+    return f"{CHECKPOINT_PREFIX}{run_id}-"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What every process of the run forks with (xdist hands it to the workers as JSON)."""
+
+    endpoint: str
+    token: str
+    run_id: str
+    tags: Dict[str, str] = field(default_factory=dict)
+    """Each configured name -> its tag on the engine (the Action's tag for a name it stands for)."""
+    sandbox: Optional[str] = None
+    """The tag forkd_sandbox forks by default."""
+    postgres: Optional[str] = None
+    """The tag forkd_postgres forks by default."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Connection":
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Run:
+    client: Client
+    connection: Connection
+    pooled: Dict[str, int]
+    """Pools this run grew: tag -> the size to put back."""
+
+    def close(self) -> None:
+        """Removes this run's checkpoints and puts the pools back; never raises (it runs at the end)."""
+        ours = run_checkpoints(self.connection.run_id)
+        try:
+            for snapshot in self.client.list_snapshots():
+                if snapshot.tag.startswith(ours):
+                    self.client.delete_snapshot(snapshot.tag, cascade=True)
+            for tag, before in self.pooled.items():
+                self.client.set_pool(tag, before)
+        except ForkdError:
+            pass
+        finally:
+            self.client.close()
+
+
+def action_snapshot(env: Mapping[str, str]) -> Optional[Dict[str, str]]:
+    """The snapshot the forkd GitHub Action made for this job: its tag and what it was made from."""
+    tag = env.get("FORKD_SNAPSHOT")
+    return {"tag": tag, "source": env.get("FORKD_SNAPSHOT_SOURCE", "")} if tag else None
+
+
+def start_run(settings: Settings, workers: int, env: Mapping[str, str] = os.environ) -> Run:
+    """Connects, checks the engine's version, makes the missing snapshots and warms their pools."""
+    client = Client(settings.endpoint)
+    try:
+        client.health()
+        client.ensure_compatible()
+        action = action_snapshot(env)
+        tags: Dict[str, str] = {}
+        postgres: Optional[str] = None
+        existing = {s.tag for s in client.list_snapshots()}
+        for name, recipe in settings.snapshots.items():
+            # NAME=RECIPE after the Action made a snapshot of that recipe forks the Action's
+            tag = action["tag"] if action and action["source"] == recipe else name
+            if tag not in existing:
+                client.create_snapshot(tag, recipe=recipe)
+                existing.add(tag)
+            tags[name] = tag
+            if recipe == "postgres" and postgres is None:
+                postgres = tag
+        if not tags and action:
+            tags[action["tag"]] = action["tag"]
+            postgres = action["tag"] if action["source"] == "postgres" else None
+        for name, tag in tags.items():
+            if tag not in existing:
+                raise ForkdError(
+                    "FORKD_ERR_NOT_FOUND",
+                    f"no snapshot tagged {tag} on the engine at {client.endpoint} (FORKD_SNAPSHOT)",
+                    hint=f"the snapshots there: {', '.join(sorted(existing)) or 'none'}",
+                )
+        size = settings.pool_size if settings.pool_size is not None else min(workers, MAX_DEFAULT_POOL)
+        pooled: Dict[str, int] = {}
+        for tag in set(tags.values()):
+            detail = client.get_snapshot(tag)
+            before = detail.pool_size if isinstance(detail, SnapshotDetail) else 0
+            if size > before:
+                client.set_pool(tag, size)
+                pooled[tag] = before
+    except BaseException:
+        client.close()
+        raise
+    connection = Connection(
+        endpoint=client.endpoint,
+        token=client.token,
+        run_id=secrets.token_hex(6),
+        tags=tags,
+        sandbox=next(iter(tags.values()), None),
+        postgres=postgres,
+    )
+    return Run(client, connection, pooled)

@@ -1,0 +1,81 @@
+"""The plugin's options and its start, in real pytest runs (no engine needed for these)."""
+
+from pathlib import Path
+
+import pytest
+from conftest import PLUGIN_ARGS
+
+from pytest_forkd.options import Settings
+from pytest_forkd.plugin import SETTINGS
+
+
+
+@pytest.fixture
+def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Pytester:
+    """No engine anywhere: an empty state dir and no FORKD_* variables."""
+    for name in ("FORKD_ENDPOINT", "FORKD_TOKEN", "FORKD_SNAPSHOT", "FORKD_SNAPSHOT_SOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FORKD_HOME", str(tmp_path / "state"))
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*PLUGIN_ARGS, "-p", "no:cacheprovider", *args)
+
+
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["--forkd-pool-size", "many"], "'many' is not a pool size from 0 to 256"),
+        (["--forkd-pool-size", "257"], "'257' is not a pool size from 0 to 256"),
+        (["--forkd-snapshot", "pg"], "'pg' is not NAME=RECIPE"),
+        (["--forkd-snapshot", ".pg=postgres"], "is not NAME=RECIPE"),
+        (["--forkd-snapshot", "pg=recipes/postgres"], "is not NAME=RECIPE"),
+    ],
+)
+def test_a_bad_option_is_a_usage_error(isolated: pytest.Pytester, args: list, complaint: str) -> None:
+    isolated.makepyfile("def test_nothing(): pass")
+    result = run(isolated, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{args[0]}*{complaint}*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_a_bad_ini_value_is_a_usage_error(isolated: pytest.Pytester) -> None:
+    isolated.makeini("[pytest]\nforkd_pool_size = -1\n")
+    isolated.makepyfile("def test_nothing(): pass")
+    result = run(isolated)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option forkd_pool_size: '-1' is not a pool size from 0 to 256*"])
+
+
+def test_the_command_line_beats_the_ini(isolated: pytest.Pytester) -> None:
+    isolated.makeini(
+        "[pytest]\nforkd_endpoint = unix:/ini.sock\nforkd_snapshots =\n    db=postgres\n    web=nodejs\nforkd_pool_size = 2\n"
+    )
+    from_ini = isolated.parseconfigure(*PLUGIN_ARGS).stash[SETTINGS]
+    assert from_ini == Settings("unix:/ini.sock", {"db": "postgres", "web": "nodejs"}, 2)
+    args = ["--forkd-endpoint", "http://127.0.0.1:8889", "--forkd-snapshot", "pg=postgres", "--forkd-pool-size", "0"]
+    from_cli = isolated.parseconfigure(*PLUGIN_ARGS, *args).stash[SETTINGS]
+    assert from_cli == Settings("http://127.0.0.1:8889", {"pg": "postgres"}, 0)
+
+
+def test_a_suite_that_uses_no_forkd_is_left_alone(isolated: pytest.Pytester) -> None:
+    isolated.makepyfile("def test_plain(): assert True")
+    run(isolated).assert_outcomes(passed=1)
+
+
+def test_an_unreachable_endpoint_stops_the_run_naming_it(isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORKD_TOKEN", "a-test-token-of-32-characters-xx")
+    isolated.makepyfile("def test_never_runs(): raise AssertionError('ran')")
+    result = run(isolated, "--forkd-endpoint", "http://127.0.0.1:1", "--forkd-snapshot", "pg=postgres")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*FORKD_ERR_UNREACHABLE*cannot reach the forkd daemon at http://127.0.0.1:1*"])
+    assert "ran" not in result.stdout.str()
+
+
+def test_no_engine_at_all_stops_the_run_at_the_first_fixture(isolated: pytest.Pytester) -> None:
+    isolated.makepyfile("def test_needs_one(forkd_sandbox): pass")
+    result = run(isolated)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*FORKD_ERR_UNREACHABLE*no forkd daemon endpoint*", "*hint: start one with `forkd serve`*"])
