@@ -43,11 +43,13 @@ class ForkdSession:
         self._heartbeat.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self.client.heartbeat(self.owner.label)
-            except ForkdError:
-                pass  # 404: no sandbox held right now; anything else: the next beat tries again
+        # a client of its own: the tests' requests never wait behind a beat, nor a beat behind them
+        with Client(self.connection.endpoint, self.connection.token) as client:
+            while not self._stop.wait(HEARTBEAT_S):
+                try:
+                    client.heartbeat(self.owner.label)
+                except ForkdError:
+                    pass  # 404: no sandbox held right now; anything else: the next beat tries again
 
     def tag(self, name: str) -> str:
         """A configured name's tag on the engine; any other name is taken as a tag."""
