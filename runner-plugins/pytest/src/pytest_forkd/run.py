@@ -71,38 +71,58 @@ def action_snapshot(env: Mapping[str, str]) -> Optional[Dict[str, str]]:
     return {"tag": tag, "source": env.get("FORKD_SNAPSHOT_SOURCE", "")} if tag else None
 
 
+@dataclass(frozen=True)
+class Plan:
+    tags: Dict[str, str]
+    """Each configured name -> its tag on the engine."""
+    make: Dict[str, str]
+    """Tags to make when the engine lacks them -> their recipe."""
+    postgres: Optional[str]
+    """The tag forkd_postgres forks: the first made from the postgres recipe, the Action's included."""
+
+
+def plan(snapshots: Mapping[str, str], action: Optional[Dict[str, str]]) -> Plan:
+    """Which tags the run forks and which it makes. After the forkd Action, NAME=RECIPE of the
+    recipe the Action made its snapshot from forks the Action's snapshot: no second one is taken;
+    with no snapshots named, the run forks the Action's."""
+    tags: Dict[str, str] = {}
+    make: Dict[str, str] = {}
+    postgres: Optional[str] = None
+    for name, recipe in snapshots.items():
+        from_action = action is not None and action["source"] == recipe
+        tags[name] = action["tag"] if action is not None and from_action else name
+        if not from_action:
+            make[name] = recipe
+        if recipe == "postgres" and postgres is None:
+            postgres = tags[name]
+    if not tags and action is not None:
+        tags[action["tag"]] = action["tag"]
+        postgres = action["tag"] if action["source"] == "postgres" else None
+    return Plan(tags, make, postgres)
+
+
 def start_run(settings: Settings, workers: int, env: Mapping[str, str] = os.environ) -> Run:
     """Connects, checks the engine's version, makes the missing snapshots and warms their pools."""
     client = Client(settings.endpoint)
     try:
         client.health()
         client.ensure_compatible()
-        action = action_snapshot(env)
-        tags: Dict[str, str] = {}
-        postgres: Optional[str] = None
+        wanted = plan(settings.snapshots, action_snapshot(env))
         existing = {s.tag for s in client.list_snapshots()}
-        for name, recipe in settings.snapshots.items():
-            # NAME=RECIPE after the Action made a snapshot of that recipe forks the Action's
-            tag = action["tag"] if action and action["source"] == recipe else name
+        for tag, recipe in wanted.make.items():
             if tag not in existing:
                 client.create_snapshot(tag, recipe=recipe)
                 existing.add(tag)
-            tags[name] = tag
-            if recipe == "postgres" and postgres is None:
-                postgres = tag
-        if not tags and action:
-            tags[action["tag"]] = action["tag"]
-            postgres = action["tag"] if action["source"] == "postgres" else None
-        for name, tag in tags.items():
+        for tag in wanted.tags.values():
             if tag not in existing:
                 raise ForkdError(
                     "FORKD_ERR_NOT_FOUND",
-                    f"no snapshot tagged {tag} on the engine at {client.endpoint} (FORKD_SNAPSHOT)",
+                    f"no snapshot tagged {tag} on the engine at {client.endpoint} (FORKD_SNAPSHOT, the forkd Action's)",
                     hint=f"the snapshots there: {', '.join(sorted(existing)) or 'none'}",
                 )
         size = settings.pool_size if settings.pool_size is not None else min(workers, MAX_DEFAULT_POOL)
         pooled: Dict[str, int] = {}
-        for tag in set(tags.values()):
+        for tag in set(wanted.tags.values()):
             detail = client.get_snapshot(tag)
             before = detail.pool_size if isinstance(detail, SnapshotDetail) else 0
             if size > before:
@@ -115,8 +135,8 @@ def start_run(settings: Settings, workers: int, env: Mapping[str, str] = os.envi
         endpoint=client.endpoint,
         token=client.token,
         run_id=secrets.token_hex(6),
-        tags=tags,
-        sandbox=next(iter(tags.values()), None),
-        postgres=postgres,
+        tags=wanted.tags,
+        sandbox=next(iter(wanted.tags.values()), None),
+        postgres=wanted.postgres,
     )
     return Run(client, connection, pooled)
