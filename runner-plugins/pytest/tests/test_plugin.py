@@ -74,8 +74,22 @@ def test_an_unreachable_endpoint_stops_the_run_naming_it(isolated: pytest.Pytest
     assert "ran" not in result.stdout.str()
 
 
-def test_no_engine_at_all_stops_the_run_at_the_first_fixture(isolated: pytest.Pytester) -> None:
+def test_no_engine_and_no_forkd_command_stops_the_run_at_the_first_fixture(
+    isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("FORKD_CLI", raising=False)
     isolated.makepyfile("def test_needs_one(forkd_sandbox): pass")
     result = run(isolated)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["*FORKD_ERR_UNREACHABLE*no forkd daemon endpoint*", "*hint: start one with `forkd serve`*"])
+    result.stdout.fnmatch_lines(
+        ["*FORKD_ERR_UNREACHABLE*no forkd engine is reachable, and no forkd command to start one*", "*hint:*FORKD_CLI*"]
+    )
+
+
+def test_a_forkd_command_that_fails_is_shown(isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORKD_CLI", "sh -c 'echo no qemu here >&2; exit 7' forkd")
+    isolated.makepyfile("def test_needs_one(forkd_sandbox): pass")
+    result = run(isolated)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*forkd serve exited with 7 before it answered*", "*no qemu here*"])

@@ -6,11 +6,11 @@ connects on first use, so installing the plugin changes nothing for suites that 
 """
 
 import os
-from typing import Any, Iterator, List, NoReturn
+from typing import Any, Iterator, List, NoReturn, Optional
 
 import pytest
 
-from .client import Client, Sandbox
+from .client import Sandbox
 from .errors import ForkdError
 from .fixtures import USED, postgres_fixture, sandbox_fixture
 from .options import Settings, add_options, settings
@@ -73,26 +73,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.config.stash[RUN].close()
 
 
-def _lazy_connection(options: Settings) -> Connection:
-    """No run was set up: the engine the environment names (or the local daemon), no tags."""
-    import secrets
-
-    with Client(options.endpoint) as client:
-        client.health()
-        client.ensure_compatible()
-        return Connection(client.endpoint, client.token, secrets.token_hex(6))
-
-
 @pytest.fixture(scope="session")
 def forkd(pytestconfig: pytest.Config) -> Iterator[ForkdSession]:
     """The engine's client and this process's forks (one owner per xdist worker, with a lease)."""
+    own_run: Optional[Run] = None
     if CONNECTION in pytestconfig.stash:
         connection = pytestconfig.stash[CONNECTION]
     else:
+        # the run named no snapshot, so nothing was set up: connect now, for this process alone
+        # (an xdist worker does not start a daemon: its siblings would race it)
         try:
-            connection = _lazy_connection(pytestconfig.stash[SETTINGS])
+            own_run = start_run(pytestconfig.stash[SETTINGS], workers=1, may_start_daemon=not _is_worker(pytestconfig))
         except ForkdError as err:
             _stop(err)
+        connection = own_run.connection
     session = ForkdSession(connection)
     pytestconfig.stash[SESSION] = session
     try:
@@ -100,6 +94,8 @@ def forkd(pytestconfig: pytest.Config) -> Iterator[ForkdSession]:
     finally:
         del pytestconfig.stash[SESSION]
         session.close()
+        if own_run is not None:
+            own_run.close()
 
 
 forkd_sandbox = sandbox_fixture()

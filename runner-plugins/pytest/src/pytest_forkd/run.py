@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Mapping, Optional
 
 from .client import Client
+from .daemon import StartedDaemon, connect
 from .errors import ForkdError
 from .options import Settings
 from .wire import SnapshotDetail
@@ -49,20 +50,26 @@ class Run:
     connection: Connection
     pooled: Dict[str, int]
     """Pools this run grew: tag -> the size to put back."""
+    daemon: Optional[StartedDaemon]
+    """The engine, when the run started it."""
 
     def close(self) -> None:
-        """Removes this run's checkpoints and puts the pools back; never raises (it runs at the end)."""
+        """Removes this run's checkpoints and puts the pools back (or stops the daemon it started,
+        which takes its pools and sandboxes with it); never raises (it runs at the end)."""
         ours = run_checkpoints(self.connection.run_id)
         try:
             for snapshot in self.client.list_snapshots():
                 if snapshot.tag.startswith(ours):
                     self.client.delete_snapshot(snapshot.tag, cascade=True)
-            for tag, before in self.pooled.items():
-                self.client.set_pool(tag, before)
+            if self.daemon is None:
+                for tag, before in self.pooled.items():
+                    self.client.set_pool(tag, before)
         except ForkdError:
             pass
         finally:
             self.client.close()
+            if self.daemon is not None:
+                self.daemon.stop()
 
 
 def action_snapshot(env: Mapping[str, str]) -> Optional[Dict[str, str]]:
@@ -101,11 +108,12 @@ def plan(snapshots: Mapping[str, str], action: Optional[Dict[str, str]]) -> Plan
     return Plan(tags, make, postgres)
 
 
-def start_run(settings: Settings, workers: int, env: Mapping[str, str] = os.environ) -> Run:
+def start_run(
+    settings: Settings, workers: int, may_start_daemon: bool = True, env: Mapping[str, str] = os.environ
+) -> Run:
     """Connects, checks the engine's version, makes the missing snapshots and warms their pools."""
-    client = Client(settings.endpoint)
+    client, daemon = connect(settings.endpoint, may_start_daemon, env)
     try:
-        client.health()
         client.ensure_compatible()
         wanted = plan(settings.snapshots, action_snapshot(env))
         existing = {s.tag for s in client.list_snapshots()}
@@ -130,6 +138,8 @@ def start_run(settings: Settings, workers: int, env: Mapping[str, str] = os.envi
                 pooled[tag] = before
     except BaseException:
         client.close()
+        if daemon is not None:
+            daemon.stop()
         raise
     connection = Connection(
         endpoint=client.endpoint,
@@ -139,4 +149,4 @@ def start_run(settings: Settings, workers: int, env: Mapping[str, str] = os.envi
         sandbox=next(iter(wanted.tags.values()), None),
         postgres=wanted.postgres,
     )
-    return Run(client, connection, pooled)
+    return Run(client, connection, pooled, daemon)

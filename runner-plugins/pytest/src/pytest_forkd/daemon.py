@@ -1,0 +1,114 @@
+"""A ``forkd serve`` of the run's own, when no engine is reachable: started at setup, stopped at the end."""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from typing import List, Mapping, Optional, Tuple
+
+from .client import Client
+from .endpoint import Endpoint, resolve_endpoint, state_dir
+from .errors import ForkdError
+
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+def cli_command(env: Mapping[str, str] = os.environ) -> List[str]:
+    """``$FORKD_CLI`` (a command line, e.g. ``node path/bin/forkd.js``), else ``forkd`` on PATH."""
+    if env.get("FORKD_CLI"):
+        return shlex.split(env["FORKD_CLI"])
+    found = shutil.which("forkd", path=env.get("PATH"))
+    if found is None:
+        raise ForkdError(
+            "FORKD_ERR_UNREACHABLE",
+            "no forkd engine is reachable, and no forkd command to start one",
+            hint="start one with `npx forkd serve`, set FORKD_ENDPOINT and FORKD_TOKEN, "
+            "or set FORKD_CLI to the command that runs forkd (e.g. `npx forkd`)",
+        )
+    return [found]
+
+
+class StartedDaemon:
+    """``forkd serve`` on the state dir's Unix socket; stop() drains it (every VM it started goes)."""
+
+    def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        self._started = time.time() - 1  # mtimes are coarser than time.time() on some filesystems
+        self._log = tempfile.NamedTemporaryFile(prefix="forkd-serve-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [*cli_command(env), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+        )
+        try:
+            self.endpoint = self._wait_ready(env)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _log_tail(self) -> str:
+        with open(self._log.name, "rb") as log:
+            return log.read()[-2000:].decode("utf8", errors="replace")
+
+    def _wait_ready(self, env: Mapping[str, str]) -> Endpoint:
+        info = state_dir(env) / "daemon.json"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ForkdError(
+                    "FORKD_ERR_UNREACHABLE",
+                    f"forkd serve exited with {self.process.returncode} before it answered",
+                    hint=f"its output ({self._log.name}):\n{self._log_tail()}",
+                )
+            # written by this daemon: `npx forkd` runs it in a child, so its pid is not ours to compare
+            if info.exists() and info.stat().st_mtime >= self._started:
+                found = resolve_endpoint(env={"FORKD_HOME": str(state_dir(env))})
+                try:
+                    with Client(found.url, found.token) as client:
+                        if client.health():
+                            return found
+                except ForkdError:
+                    pass
+            time.sleep(0.1)
+        raise ForkdError(
+            "FORKD_ERR_UNREACHABLE",
+            f"forkd serve did not answer within {START_TIMEOUT_S:.0f} s",
+            hint=f"its output ({self._log.name}):\n{self._log_tail()}",
+        )
+
+    def stop(self) -> Optional[int]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def connect(
+    endpoint: Optional[str], may_start: bool = True, env: Mapping[str, str] = os.environ
+) -> Tuple[Client, Optional[StartedDaemon]]:
+    """The engine named (``endpoint``, else ``$FORKD_ENDPOINT``: unreachable, that is the error),
+    else the local daemon, else (``may_start``) one started for the run."""
+    named = bool(endpoint or env.get("FORKD_ENDPOINT"))
+    try:
+        client = Client(endpoint)
+        try:
+            client.health()
+        except ForkdError:
+            client.close()
+            raise
+        return client, None
+    except ForkdError:
+        if named or not may_start:
+            raise
+    daemon = StartedDaemon(env)
+    return Client(daemon.endpoint.url, daemon.endpoint.token), daemon
