@@ -50,7 +50,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             config.stash[CONNECTION] = Connection.from_json(raw)
         return
     options = config.stash[SETTINGS]
-    if not (options.snapshots or options.endpoint or os.environ.get("FORKD_SNAPSHOT")):
+    if config.option.collectonly or not (options.snapshots or options.endpoint or os.environ.get("FORKD_SNAPSHOT")):
         return
     workers = int(getattr(config.option, "numprocesses", None) or 1)
     try:
