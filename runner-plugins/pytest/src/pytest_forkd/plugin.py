@@ -13,6 +13,7 @@ import pytest
 from .client import Sandbox
 from .errors import ForkdError
 from .fixtures import USED, postgres_fixture, sandbox_fixture
+from .interrupts import teardown_on_sigterm
 from .options import Settings, add_options, settings
 from .run import Connection, Run, start_run
 from .session import ForkdSession
@@ -53,6 +54,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if config.option.collectonly or not (options.snapshots or options.endpoint or os.environ.get("FORKD_SNAPSHOT")):
         return
     workers = int(getattr(config.option, "numprocesses", None) or 1)
+    teardown_on_sigterm()
     try:
         run = start_run(options, workers)
     except ForkdError as err:
@@ -77,6 +79,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def forkd(pytestconfig: pytest.Config) -> Iterator[ForkdSession]:
     """The engine's client and this process's forks (one owner per xdist worker, with a lease)."""
     own_run: Optional[Run] = None
+    teardown_on_sigterm()
     if CONNECTION in pytestconfig.stash:
         connection = pytestconfig.stash[CONNECTION]
     else:
