@@ -13,7 +13,7 @@ import pytest
 from .client import Sandbox
 from .errors import ForkdError
 from .fixtures import USED, postgres_fixture, sandbox_fixture
-from .interrupts import teardown_on_sigterm
+from .interrupts import release_on_interrupt, teardown_on_sigterm
 from .options import Settings, add_options, settings
 from .run import Connection, Run, start_run
 from .session import ForkdSession
@@ -61,6 +61,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _stop(err)
     config.stash[RUN] = run
     config.stash[CONNECTION] = run.connection
+    release_on_interrupt(run.release)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -17,6 +17,11 @@ CHECKPOINT_PREFIX = "pytest-ckpt-"
 MAX_DEFAULT_POOL = 4
 
 
+def owner_label(run_id: str, worker: str) -> str:
+    """The owner of one process's sandboxes: a run's labels share the prefix ``pytest-<run>-``."""
+    return f"pytest-{run_id}-{worker}"
+
+
 def run_checkpoints(run_id: str) -> str:
     """A run's checkpoint tags start with this: its teardown removes those, never another run's."""
     return f"{CHECKPOINT_PREFIX}{run_id}-"
@@ -53,6 +58,24 @@ class Run:
     daemon: Optional[StartedDaemon]
     """The engine, when the run started it."""
 
+    def release(self) -> None:
+        """Every VM of the run, gone at once (on an interrupt: its workers may be stuck in a test
+        for longer than the runner waits): the daemon it started stops, taking its pools and
+        sandboxes with it; on another's, the sandboxes of every process of the run are killed and
+        the pools it grew go back to their size."""
+        if self.daemon is not None:
+            self.daemon.stop()
+            return
+        prefix = owner_label(self.connection.run_id, "")
+        owners = {s.owner.label for s in self.client.list_sandboxes() if s.owner and s.owner.label.startswith(prefix)}
+        for label in owners:
+            self.client.delete_owner(label)
+        self._restore_pools()
+
+    def _restore_pools(self) -> None:
+        for tag, before in self.pooled.items():
+            self.client.set_pool(tag, before)
+
     def close(self) -> None:
         """Removes this run's checkpoints and puts the pools back (or stops the daemon it started,
         which takes its pools and sandboxes with it); never raises (it runs at the end)."""
@@ -62,8 +85,7 @@ class Run:
                 if snapshot.tag.startswith(ours):
                     self.client.delete_snapshot(snapshot.tag, cascade=True)
             if self.daemon is None:
-                for tag, before in self.pooled.items():
-                    self.client.set_pool(tag, before)
+                self._restore_pools()
         except ForkdError:
             pass
         finally:

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Set
 from .client import Client, Sandbox
 from .endpoint import is_same_host
 from .errors import ForkdError
-from .run import Connection, run_checkpoints
+from .run import Connection, owner_label, run_checkpoints
 from .wire import Owner
 
 LEASE_S = 60
@@ -34,7 +34,7 @@ class ForkdSession:
         self.connection = connection
         self.client = Client(connection.endpoint, connection.token)
         same_host = is_same_host(connection.endpoint)
-        self.owner = Owner(f"pytest-{connection.run_id}-{worker_id()}", os.getpid() if same_host else None)
+        self.owner = Owner(owner_label(connection.run_id, worker_id()), os.getpid() if same_host else None)
         self.shared: Set[Sandbox] = set()
         """Children of module- and session-scoped fixtures: a failing test gets their console tails."""
         self._seeded: Dict[object, str] = {}
