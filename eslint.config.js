@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['lib/', 'dist/', 'node_modules/', 'native/', 'coverage/', 'scratch/', 'release/'] },
+  { ignores: ['lib/', 'dist/', 'node_modules/', 'native/', 'coverage/', 'scratch/', 'release/', '.venv-pytest/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 import pytest
@@ -24,6 +24,6 @@ module_pg = postgres_fixture(scope="module")
 
 
 @pytest.fixture
-def db(forkd_postgres: PostgresConnection) -> "psycopg.Connection[Any]":
+def db(forkd_postgres: PostgresConnection) -> Iterator["psycopg.Connection[Any]"]:
     with connect(forkd_postgres) as c:
         yield c

@@ -20,7 +20,9 @@ def test_create_role_stays_in_this_test(forkd_postgres):
     with connect(forkd_postgres) as c:
         assert c.execute("select count(*) from pg_roles where rolname = 'reporter'").fetchone() == (0,)
         c.execute("create role reporter login password 'r'")
-    with psycopg.connect(host=forkd_postgres.host, port=forkd_postgres.port, user="reporter", password="r", dbname="forkd") as r:
+    with psycopg.connect(
+        host=forkd_postgres.host, port=forkd_postgres.port, user="reporter", password="r", dbname="forkd"
+    ) as r:
         assert r.execute("select current_user").fetchone() == ("reporter",)
 
 

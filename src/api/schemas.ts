@@ -58,7 +58,14 @@ export const ErrorReply = Strict(
 // ---- system ---------------------------------------------------------------------------------
 
 export const HealthReply = Strict({ ok: Type.Literal(true) });
-export const VersionReply = Strict({ version: Type.String(), api: Type.Literal('v1') });
+export const EngineHost = Strict(
+  {
+    cpus: Type.Integer({ minimum: 1, description: "the engine host's CPUs (each busy sandbox keeps one busy)" }),
+    memory_mib: Type.Integer({ minimum: 1, description: "the engine host's memory" }),
+  },
+  'what the engine can serve at once: runners size their parallelism by it',
+);
+export const VersionReply = Strict({ version: Type.String(), api: Type.Literal('v1'), host: EngineHost });
 
 // ---- snapshots ------------------------------------------------------------------------------
 
@@ -347,6 +354,7 @@ export const WriteFileQuery = Strict({
 export const COMPONENTS = {
   ErrorReply,
   HealthReply,
+  EngineHost,
   VersionReply,
   SnapshotSummary,
   PoolState,

@@ -23,6 +23,7 @@ import type {
   SnapshotCreatedReply,
   SnapshotDetail,
   SnapshotSummary,
+  VersionReply,
 } from '../api/types.js';
 import {
   createSnapshotRequest,
@@ -170,7 +171,7 @@ export class Controller {
     return this.json('GET', '/healthz');
   }
 
-  version(): Promise<{ version: string; api: string }> {
+  version(): Promise<VersionReply> {
     return this.json('GET', '/version');
   }
 

@@ -94,7 +94,9 @@ def test_a_worker_killed_mid_test_has_its_sandbox_reaped(tmp_path: Path) -> None
     assert "1 failed, 4 passed" in out, out  # the killed worker's test; xdist replaced the worker
 
 
-@pytest.mark.parametrize("target, signum", [("controller", signal.SIGTERM), ("controller", signal.SIGINT), ("group", signal.SIGINT)])
+@pytest.mark.parametrize(
+    "target, signum", [("controller", signal.SIGTERM), ("controller", signal.SIGINT), ("group", signal.SIGINT)]
+)
 def test_an_interrupted_run_leaves_nothing_within_githubs_window(tmp_path: Path, target: str, signum: int) -> None:
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "test_long.py").write_text(

@@ -32,12 +32,20 @@ SANDBOX = {
 
 REPLIES: Dict[str, Tuple[int, Any]] = {
     "health": (200, {"ok": True}),
-    "version": (200, {"version": "0.1.0", "api": "v1"}),
+    "version": (200, {"version": "0.1.0", "api": "v1", "host": {"cpus": 2, "memory_mib": 4096}}),
     "metrics": (200, "forkd_sandboxes_active 1\n"),
     "openapi": (200, {"openapi": "3.1.0"}),
     "listSnapshots": (
         200,
-        [SNAPSHOT, {"tag": "half", "status": "failed", "sandbox": SANDBOX_ID, "error": {"code": "FORKD_ERR_SNAPSHOT", "error": "disk full"}}],
+        [
+            SNAPSHOT,
+            {
+                "tag": "half",
+                "status": "failed",
+                "sandbox": SANDBOX_ID,
+                "error": {"code": "FORKD_ERR_SNAPSHOT", "error": "disk full"},
+            },
+        ],
     ),
     "createSnapshot": (201, {**SNAPSHOT, "timings": {"boot_ms": 900, "warmup_ms": 3000, "save_ms": 400}}),
     "getSnapshot": (
@@ -79,9 +87,26 @@ REPLIES: Dict[str, Tuple[int, Any]] = {
     ),
     "eval": (
         200,
-        {"ok": False, "error": {"type": "ZeroDivisionError", "message": "division by zero", "stack": "Traceback"}, "output": "", "duration_ms": 1},
+        {
+            "ok": False,
+            "error": {"type": "ZeroDivisionError", "message": "division by zero", "stack": "Traceback"},
+            "output": "",
+            "duration_ms": 1,
+        },
     ),
-    "branch": (201, {**SNAPSHOT, "tag": "ckpt", "parent": "pg", "depth": 1, "mode": "live", "pause_ms": 35.0, "bytes_written": 4096, "total_ms": 300}),
+    "branch": (
+        201,
+        {
+            **SNAPSHOT,
+            "tag": "ckpt",
+            "parent": "pg",
+            "depth": 1,
+            "mode": "live",
+            "pause_ms": 35.0,
+            "bytes_written": 4096,
+            "total_ms": 300,
+        },
+    ),
     "readFile": (200, b"\x00\x01\x02"),
     "writeFile": (204, None),
     "heartbeat": (200, {"owner": "pytest-abc-gw0", "sandboxes": 1, "renewed": 1}),

@@ -58,7 +58,9 @@ def test_no_engine_says_how_to_get_one(tmp_path: Path) -> None:
 
 def test_same_host() -> None:
     assert is_same_host("unix:/run/forkd.sock")
-    assert is_same_host("http://127.0.0.1:8889") and is_same_host("http://localhost:1") and is_same_host("http://[::1]:1")
+    assert (
+        is_same_host("http://127.0.0.1:8889") and is_same_host("http://localhost:1") and is_same_host("http://[::1]:1")
+    )
     assert not is_same_host("http://10.0.0.9:8889")
 
 
@@ -102,7 +104,7 @@ def test_killing_a_sandbox_already_gone_is_fine() -> None:
 
 
 def test_an_engine_of_another_version_is_named() -> None:
-    reply = {"version": "9.9.9", "api": "v1"}
+    reply = {"version": "9.9.9", "api": "v1"}  # an older engine: no host field either
     client = Client("http://127.0.0.1:8889", TOKEN, client_version="0.1.0", transport=answering(200, json=reply))
     with pytest.raises(ForkdError) as caught:
         client.ensure_compatible()
@@ -129,7 +131,7 @@ def unix_engine(tmp_path: Path) -> Iterator[Dict[str, Any]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server name
             seen.append({"path": self.path, "authorization": self.headers.get("authorization", "")})
-            body = json.dumps({"version": "0.1.0", "api": "v1"}).encode()
+            body = json.dumps({"version": "0.1.0", "api": "v1", "host": {"cpus": 2, "memory_mib": 4096}}).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))

@@ -14,7 +14,9 @@ from pytest_forkd.routes import ROUTES
 Document = Mapping[str, Any]
 
 REPLY_CLASSES = [
-    cls for cls in vars(wire).values() if isinstance(cls, type) and dataclasses.is_dataclass(cls) and "SCHEMA" in vars(cls)
+    cls
+    for cls in vars(wire).values()
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and "SCHEMA" in vars(cls)
 ]
 
 
@@ -99,7 +101,7 @@ def test_every_route_is_in_the_document(openapi: Document, operation: str) -> No
     assert openapi["paths"][path][method.lower()]["operationId"] == operation
 
 
-@pytest.mark.parametrize("cls", REPLY_CLASSES, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", REPLY_CLASSES, ids=lambda cls: str(cls.__name__))
 def test_every_reply_field_is_in_its_schema(openapi: Document, cls: Type[Any]) -> None:
     check_fields(openapi, cls, openapi["components"]["schemas"][cls.SCHEMA], cls.__name__)
 
@@ -115,7 +117,9 @@ def transport(openapi: Document) -> ContractTransport:
 
 @pytest.fixture
 def client(transport: ContractTransport) -> Client:
-    return Client("http://127.0.0.1:8889", "a-test-token-of-32-characters-xx", transport=transport, client_version="0.1.0")
+    return Client(
+        "http://127.0.0.1:8889", "a-test-token-of-32-characters-xx", transport=transport, client_version="0.1.0"
+    )
 
 
 def test_every_call_fits_the_document(client: Client, transport: ContractTransport) -> None:
@@ -143,7 +147,9 @@ def test_every_call_fits_the_document(client: Client, transport: ContractTranspo
     assert client.get_sandbox(SANDBOX_ID).id == SANDBOX_ID
     assert sandbox.console(30).startswith("LOG:")
     assert sandbox.ping().pong is True
-    result = sandbox.exec(["psql", "-c", "select 1"], env={"PGUSER": "forkd"}, cwd="/tmp", stdin=b"\x00", timeout_ms=5000, max_output=1024)
+    result = sandbox.exec(
+        ["psql", "-c", "select 1"], env={"PGUSER": "forkd"}, cwd="/tmp", stdin=b"\x00", timeout_ms=5000, max_output=1024
+    )
     assert (result.exit_code, result.stdout, result.text) == (3, b"hi\n", "hi\n")
     sandbox.exec("echo hi")
     evaluated = sandbox.eval("1/0", timeout_ms=1000)
@@ -162,7 +168,10 @@ def test_every_call_fits_the_document(client: Client, transport: ContractTranspo
 def test_a_reply_missing_a_field_is_an_incompatible_engine(openapi: Document) -> None:
     replies = {**REPLIES, "version": (200, {"version": "0.1.0"})}
     transport = ContractTransport(openapi, replies)
-    transport.document = {**openapi, "components": {"schemas": {**openapi["components"]["schemas"], "VersionReply": {"type": "object"}}}}
+    transport.document = {
+        **openapi,
+        "components": {"schemas": {**openapi["components"]["schemas"], "VersionReply": {"type": "object"}}},
+    }
     client = Client("http://127.0.0.1:8889", "a-test-token-of-32-characters-xx", transport=transport)
     with pytest.raises(ForkdError) as caught:
         client.version()

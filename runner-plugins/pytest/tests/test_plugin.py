@@ -1,13 +1,18 @@
 """The plugin's options and its start, in real pytest runs (no engine needed for these)."""
 
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Dict, Iterator, List
 
 import pytest
 from conftest import PLUGIN_ARGS
+from samples import SNAPSHOT
 
 from pytest_forkd.options import Settings
 from pytest_forkd.plugin import SETTINGS
-
 
 
 @pytest.fixture
@@ -33,7 +38,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         (["--forkd-snapshot", "pg=recipes/postgres"], "is not NAME=RECIPE"),
     ],
 )
-def test_a_bad_option_is_a_usage_error(isolated: pytest.Pytester, args: list, complaint: str) -> None:
+def test_a_bad_option_is_a_usage_error(isolated: pytest.Pytester, args: List[str], complaint: str) -> None:
     isolated.makepyfile("def test_nothing(): pass")
     result = run(isolated, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -65,7 +70,9 @@ def test_a_suite_that_uses_no_forkd_is_left_alone(isolated: pytest.Pytester) -> 
     run(isolated).assert_outcomes(passed=1)
 
 
-def test_an_unreachable_endpoint_stops_the_run_naming_it(isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_endpoint_stops_the_run_naming_it(
+    isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FORKD_TOKEN", "a-test-token-of-32-characters-xx")
     isolated.makepyfile("def test_never_runs(): raise AssertionError('ran')")
     result = run(isolated, "--forkd-endpoint", "http://127.0.0.1:1", "--forkd-snapshot", "pg=postgres")
@@ -93,3 +100,50 @@ def test_a_forkd_command_that_fails_is_shown(isolated: pytest.Pytester, monkeypa
     result = run(isolated)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["*forkd serve exited with 7 before it answered*", "*no qemu here*"])
+
+
+@pytest.fixture
+def small_engine() -> Iterator[str]:
+    """An HTTP server answering what -n auto asks an engine: a host of 1 CPU, a 1 GiB snapshot."""
+    replies: Dict[str, Any] = {
+        "/version": {"version": "0.1.0", "api": "v1", "host": {"cpus": 1, "memory_mib": 65536}},
+        "/v1/snapshots": [{**SNAPSHOT, "memory_mib": 1024}],
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            body = json.dumps(replies[self.path]).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_n_auto_asks_no_more_workers_than_the_engine_serves(
+    isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, small_engine: str
+) -> None:
+    monkeypatch.setenv("FORKD_TOKEN", "a-test-token-of-32-characters-xx")
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    isolated.makepyfile("def test_plain(): pass")
+    # --collect-only: xdist sizes its workers, the plugin sets nothing up
+    result = run(isolated, "-n", "auto", "--collect-only", "--forkd-endpoint", small_engine, "--forkd-snapshot", "pg=x")
+    assert result.ret == pytest.ExitCode.OK
+    this_host = len(os.sched_getaffinity(0))
+    if this_host > 1:
+        result.stdout.fnmatch_lines([f"forkd: -n auto: 1 workers, not {this_host}: the engine's host has 1 CPUs"])
+    else:
+        assert "forkd: -n auto" not in result.stdout.str()

@@ -7,7 +7,11 @@ ACTION = {"tag": "postgres-1a2b", "source": "postgres"}
 
 def test_without_the_action_each_name_is_made_from_its_recipe() -> None:
     wanted = plan({"pg": "postgres", "web": "nodejs"}, None)
-    assert (wanted.tags, wanted.make, wanted.postgres) == ({"pg": "pg", "web": "web"}, {"pg": "postgres", "web": "nodejs"}, "pg")
+    assert (wanted.tags, wanted.make, wanted.postgres) == (
+        {"pg": "pg", "web": "web"},
+        {"pg": "postgres", "web": "nodejs"},
+        "pg",
+    )
 
 
 def test_the_actions_recipe_forks_the_actions_snapshot() -> None:

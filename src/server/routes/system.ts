@@ -1,3 +1,4 @@
+import { availableParallelism, totalmem } from 'node:os';
 import { openApiDocument } from '../../api/openapi.js';
 import { API } from '../../api/routes.js';
 import { packageVersion } from '../../common/package-root.js';
@@ -8,7 +9,14 @@ export function systemRoutes(router: Router, ctx: DaemonContext): void {
   const openapi = openApiDocument();
   router
     .on(API.health, async () => ({ status: 200, json: { ok: true } }))
-    .on(API.version, async () => ({ status: 200, json: { version: packageVersion, api: 'v1' } }))
+    .on(API.version, async () => ({
+      status: 200,
+      json: {
+        version: packageVersion,
+        api: 'v1',
+        host: { cpus: availableParallelism(), memory_mib: Math.floor(totalmem() / 2 ** 20) },
+      },
+    }))
     .on(API.openapi, async () => ({ status: 200, json: openapi }))
     .on(API.metrics, async () => ({
       status: 200,

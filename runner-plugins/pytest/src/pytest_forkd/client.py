@@ -146,7 +146,8 @@ class Client:
     def ensure_compatible(self) -> None:
         """Fails unless the engine runs this client's version: they may disagree on the API,
         the snapshot format and the recipes. Call it once at setup."""
-        engine = self.version().version
+        # read raw: an engine of another version may reply with another shape
+        engine = self._json("version").get("version")
         if engine == self.client_version:
             return
         raise ForkdError(

@@ -70,7 +70,9 @@ def _default_tag(forkd: ForkdSession, what: str) -> str:
     return tag
 
 
-def _child(request: pytest.FixtureRequest, forkd: ForkdSession, what: str, snapshot: Optional[str]) -> Iterator[Sandbox]:
+def _child(
+    request: pytest.FixtureRequest, forkd: ForkdSession, what: str, snapshot: Optional[str]
+) -> Iterator[Sandbox]:
     """Forks a child for the fixture's scope and kills it after, even when the test fails."""
     sandbox = forkd.fork(snapshot or _default_tag(forkd, what), f"the {request.fixturename} fixture")
     function_scoped = request.scope == "function"

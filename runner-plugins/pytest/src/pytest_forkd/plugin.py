@@ -10,18 +10,21 @@ from typing import Any, Iterator, List, NoReturn, Optional
 
 import pytest
 
-from .client import Sandbox
+from .capacity import cap_workers
+from .client import Client, Sandbox
 from .errors import ForkdError
 from .fixtures import USED, postgres_fixture, sandbox_fixture
 from .interrupts import release_on_interrupt, teardown_on_sigterm
 from .options import Settings, add_options, settings
 from .run import Connection, Run, start_run
 from .session import ForkdSession
+from .wire import SnapshotSummary
 
 SETTINGS = pytest.StashKey[Settings]()
 RUN = pytest.StashKey[Run]()
 CONNECTION = pytest.StashKey[Connection]()
 SESSION = pytest.StashKey[ForkdSession]()
+AUTO_WORKERS = pytest.StashKey[str]()
 WORKER_INPUT = "forkd"
 CONSOLE_TAIL_LINES = 30
 
@@ -42,6 +45,38 @@ def _stop(err: ForkdError) -> NoReturn:
     pytest.exit(f"forkd: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
+def _sets_up_run(options: Settings) -> bool:
+    """Does the run name snapshots, an engine, or follow the forkd Action? Then it is set up at start."""
+    return bool(options.snapshots or options.endpoint or os.environ.get("FORKD_SNAPSHOT"))
+
+
+@pytest.hookimpl(hookwrapper=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> Iterator[None]:
+    """-n auto asks for no more workers than the engine can serve (unless the count is set outright
+    in PYTEST_XDIST_AUTO_NUM_WORKERS). An engine not up yet is started on this host: xdist's own
+    count, of this host's CPUs, stands."""
+    outcome = yield
+    wanted = outcome.get_result()  # type: ignore[attr-defined]
+    options = settings(config)  # called before pytest_configure: the stash is empty yet
+    if not wanted or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not _sets_up_run(options):
+        return
+    try:
+        with Client(options.endpoint) as client:
+            host = client.version().host
+            tags = set(options.snapshots) | {os.environ.get("FORKD_SNAPSHOT", "")}
+            memory = [s.memory_mib for s in client.list_snapshots() if isinstance(s, SnapshotSummary) and s.tag in tags]
+    except ForkdError:
+        return  # pytest_sessionstart names the endpoint that does not answer, or starts one here
+    cap = cap_workers(int(wanted), host, memory)
+    if cap is not None:
+        outcome.force_result(cap.workers)  # type: ignore[attr-defined]
+        config.stash[AUTO_WORKERS] = cap.reason
+
+
+def pytest_report_header(config: pytest.Config) -> Optional[str]:
+    return f"forkd: {config.stash[AUTO_WORKERS]}" if AUTO_WORKERS in config.stash else None
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist starts its workers: they get the connection
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
@@ -51,7 +86,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             config.stash[CONNECTION] = Connection.from_json(raw)
         return
     options = config.stash[SETTINGS]
-    if config.option.collectonly or not (options.snapshots or options.endpoint or os.environ.get("FORKD_SNAPSHOT")):
+    if config.option.collectonly or not _sets_up_run(options):
         return
     workers = int(getattr(config.option, "numprocesses", None) or 1)
     teardown_on_sigterm()

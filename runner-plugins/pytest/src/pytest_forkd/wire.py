@@ -18,10 +18,18 @@ BASE64 = {"base64": True}
 
 
 @dataclass(frozen=True)
+class EngineHost:
+    SCHEMA: ClassVar[str] = "EngineHost"
+    cpus: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class VersionReply:
     SCHEMA: ClassVar[str] = "VersionReply"
     version: str
     api: str
+    host: EngineHost
 
 
 @dataclass(frozen=True)
