@@ -5,7 +5,7 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 from conftest import PLUGIN_ARGS
@@ -103,39 +103,43 @@ def test_a_forkd_command_that_fails_is_shown(isolated: pytest.Pytester, monkeypa
 
 
 @pytest.fixture
-def small_engine() -> Iterator[str]:
-    """An HTTP server answering what -n auto asks an engine: a host of 1 CPU, a 1 GiB snapshot."""
-    replies: Dict[str, Any] = {
-        "/version": {"version": "0.1.0", "api": "v1", "host": {"cpus": 1, "memory_mib": 65536}},
-        "/v1/snapshots": [{**SNAPSHOT, "memory_mib": 1024}],
-    }
+def engine_answering() -> Iterator[Callable[[Dict[str, Any]], str]]:
+    """HTTP servers answering GET paths with fixed JSON: what the plugin asks an engine at its start."""
+    servers: List[ThreadingHTTPServer] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server name
-            body = json.dumps(replies[self.path]).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def serve(replies: Dict[str, Any]) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server name
+                body = json.dumps(replies[self.path]).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
+            def log_message(self, *args: Any) -> None:
+                pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
         server.shutdown()
         server.server_close()
-        thread.join()
 
 
 def test_n_auto_asks_no_more_workers_than_the_engine_serves(
-    isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, small_engine: str
+    isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, engine_answering: Callable[[Dict[str, Any]], str]
 ) -> None:
+    small_engine = engine_answering(
+        {
+            "/version": {"version": "0.1.0", "api": "v1", "host": {"cpus": 1, "memory_mib": 65536}},
+            "/v1/snapshots": [{**SNAPSHOT, "memory_mib": 1024}],
+        }
+    )
     monkeypatch.setenv("FORKD_TOKEN", "a-test-token-of-32-characters-xx")
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
     isolated.makepyfile("def test_plain(): pass")
@@ -147,3 +151,15 @@ def test_n_auto_asks_no_more_workers_than_the_engine_serves(
         result.stdout.fnmatch_lines([f"forkd: -n auto: 1 workers, not {this_host}: the engine's host has 1 CPUs"])
     else:
         assert "forkd: -n auto" not in result.stdout.str()
+
+
+def test_an_engine_of_another_version_stops_the_run_at_its_start(
+    isolated: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, engine_answering: Callable[[Dict[str, Any]], str]
+) -> None:
+    other = engine_answering({"/healthz": {"ok": True}, "/version": {"version": "9.9.9", "api": "v1"}})
+    monkeypatch.setenv("FORKD_TOKEN", "a-test-token-of-32-characters-xx")
+    isolated.makepyfile("def test_never_runs(): raise AssertionError('ran')")
+    result = run(isolated, "--forkd-endpoint", other, "--forkd-snapshot", "pg=postgres")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*FORKD_ERR_INCOMPATIBLE*the engine at * is forkd-action 9.9.9*"])
+    assert "ran" not in result.stdout.str()

@@ -27,5 +27,5 @@ def test_no_names_fork_the_actions_snapshot() -> None:
 
 
 def test_the_connection_goes_to_the_workers_as_json() -> None:
-    connection = Connection("unix:/s.sock", "t" * 20, "abc", {"pg": "pg"}, "pg", "pg")
+    connection = Connection("unix:/s.sock", "t" * 20, "abc", "/tmp/forkd-pytest-abc-x", {"pg": "pg"}, "pg", "pg")
     assert Connection.from_json(connection.to_json()) == connection

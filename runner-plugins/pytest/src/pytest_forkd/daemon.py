@@ -7,6 +7,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import List, Mapping, Optional, Tuple
 
 from .client import Client
@@ -17,17 +18,27 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
 
-def cli_command(env: Mapping[str, str] = os.environ) -> List[str]:
-    """``$FORKD_CLI`` (a command line, e.g. ``node path/bin/forkd.js``), else ``forkd`` on PATH."""
+def _installed_in_project(start: Path) -> Optional[str]:
+    """``node_modules/.bin/forkd`` of the npm project around ``start`` (forkd-action installed there)."""
+    for directory in (start, *start.parents):
+        candidate = directory / "node_modules" / ".bin" / "forkd"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def cli_command(env: Mapping[str, str] = os.environ, cwd: Optional[Path] = None) -> List[str]:
+    """``$FORKD_CLI`` (a command line, e.g. ``node path/bin/forkd.js``), else ``forkd`` on PATH,
+    else the forkd-action of the npm project the run is in (``node_modules/.bin/forkd``)."""
     if env.get("FORKD_CLI"):
         return shlex.split(env["FORKD_CLI"])
-    found = shutil.which("forkd", path=env.get("PATH"))
+    found = shutil.which("forkd", path=env.get("PATH")) or _installed_in_project(cwd or Path.cwd())
     if found is None:
         raise ForkdError(
             "FORKD_ERR_UNREACHABLE",
             "no forkd engine is reachable, and no forkd command to start one",
-            hint="start one with `npx forkd serve`, set FORKD_ENDPOINT and FORKD_TOKEN, "
-            "or set FORKD_CLI to the command that runs forkd (e.g. `npx forkd`)",
+            hint="install forkd-action in the project (npm install --save-dev forkd-action), start one with "
+            "`npx forkd serve`, set FORKD_ENDPOINT and FORKD_TOKEN, or set FORKD_CLI to the command that runs forkd",
         )
     return [found]
 
@@ -39,7 +50,8 @@ class StartedDaemon:
         self._started = time.time() - 1  # mtimes are coarser than time.time() on some filesystems
         self._log = tempfile.NamedTemporaryFile(prefix="forkd-serve-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [*cli_command(env), "serve"],
+            # --exit-with: should this process be killed outright, the daemon and its VMs go too
+            [*cli_command(env), "serve", "--exit-with", str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -81,11 +93,12 @@ class StartedDaemon:
             hint=f"its output ({self._log.name}):\n{self._log_tail()}",
         )
 
-    def stop(self) -> Optional[int]:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> Optional[int]:
+        """SIGTERM (the daemon kills its VMs), SIGKILL after ``timeout_s`` (its VMs die with it)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(STOP_TIMEOUT_S)
+                self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -114,22 +114,22 @@ def postgres_fixture(scope: Scope = "function", snapshot: Optional[str] = None) 
 def seeded_postgres(
     setup: Callable[[PostgresConnection], None], snapshot: Optional[str] = None, mode: str = "full"
 ) -> Any:
-    """A per-test fixture forking a checkpoint of a server ``setup`` ran in once (per xdist worker):
-    migrations and seed data are not replayed per test."""
-    key = object()
+    """A per-test fixture forking a checkpoint of a server ``setup`` ran in once for the whole run
+    (xdist workers included): migrations and seed data are not replayed per test."""
+    key = f"{setup.__module__}.{setup.__qualname__}:{snapshot or ''}"
 
-    def take_checkpoint(forkd: ForkdSession) -> str:
+    def take_checkpoint(forkd: ForkdSession, tag: str) -> None:
         sandbox = forkd.fork(snapshot or _default_tag(forkd, "postgres"), "seeded_postgres")
         try:
             setup(postgres_of(sandbox))
             # full: the setup is done, so the pause does not matter and nothing runs during the copy
-            return forkd.checkpoint(sandbox, mode=mode)
+            forkd.checkpoint(sandbox, mode=mode, tag=tag)
         finally:
             sandbox.kill()
 
     @pytest.fixture
     def fixture(request: pytest.FixtureRequest, forkd: ForkdSession) -> Iterator[PostgresConnection]:
-        checkpoint = forkd.seeded(key, lambda: take_checkpoint(forkd))
+        checkpoint = forkd.seeded(key, lambda tag: take_checkpoint(forkd, tag))
         for sandbox in _child(request, forkd, "postgres", checkpoint):
             yield postgres_of(sandbox)
 

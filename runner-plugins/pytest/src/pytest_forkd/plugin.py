@@ -6,7 +6,7 @@ connects on first use, so installing the plugin changes nothing for suites that 
 """
 
 import os
-from typing import Any, Iterator, List, NoReturn, Optional
+from typing import Any, Callable, Iterator, List, NoReturn, Optional
 
 import pytest
 
@@ -43,6 +43,17 @@ def _is_worker(config: pytest.Config) -> bool:
 
 def _stop(err: ForkdError) -> NoReturn:
     pytest.exit(f"forkd: {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _say(config: pytest.Config) -> Callable[[str], None]:
+    """Progress lines for long work (making a snapshot), on pytest's terminal."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    return say
 
 
 def _sets_up_run(options: Settings) -> bool:
@@ -91,7 +102,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     workers = int(getattr(config.option, "numprocesses", None) or 1)
     teardown_on_sigterm()
     try:
-        run = start_run(options, workers)
+        run = start_run(options, workers, say=_say(config))
     except ForkdError as err:
         _stop(err)
     config.stash[RUN] = run
@@ -122,7 +133,12 @@ def forkd(pytestconfig: pytest.Config) -> Iterator[ForkdSession]:
         # the run named no snapshot, so nothing was set up: connect now, for this process alone
         # (an xdist worker does not start a daemon: its siblings would race it)
         try:
-            own_run = start_run(pytestconfig.stash[SETTINGS], workers=1, may_start_daemon=not _is_worker(pytestconfig))
+            own_run = start_run(
+                pytestconfig.stash[SETTINGS],
+                workers=1,
+                may_start_daemon=not _is_worker(pytestconfig),
+                say=_say(pytestconfig),
+            )
         except ForkdError as err:
             _stop(err)
         connection = own_run.connection

@@ -4,8 +4,11 @@ warm pools, the connection handed to xdist workers, and the teardown of what the
 import json
 import os
 import secrets
+import shutil
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 from .client import Client
 from .daemon import StartedDaemon, connect
@@ -15,6 +18,8 @@ from .wire import SnapshotDetail
 
 CHECKPOINT_PREFIX = "pytest-ckpt-"
 MAX_DEFAULT_POOL = 4
+RELEASE_TIMEOUT_S = 5.0
+"""Each request of an interrupt's release: GitHub's cancel sends SIGTERM 7.5 s after SIGINT."""
 
 
 def owner_label(run_id: str, worker: str) -> str:
@@ -34,6 +39,8 @@ class Connection:
     endpoint: str
     token: str
     run_id: str
+    run_dir: str
+    """A directory of the run's own on this host (its workers' locks), removed at its end."""
     tags: Dict[str, str] = field(default_factory=dict)
     """Each configured name -> its tag on the engine (the Action's tag for a name it stands for)."""
     sandbox: Optional[str] = None
@@ -64,17 +71,18 @@ class Run:
         sandboxes with it; on another's, the sandboxes of every process of the run are killed and
         the pools it grew go back to their size."""
         if self.daemon is not None:
-            self.daemon.stop()
+            self.daemon.stop(timeout_s=RELEASE_TIMEOUT_S)
             return
         prefix = owner_label(self.connection.run_id, "")
-        owners = {s.owner.label for s in self.client.list_sandboxes() if s.owner and s.owner.label.startswith(prefix)}
-        for label in owners:
-            self.client.delete_owner(label)
-        self._restore_pools()
+        with Client(self.connection.endpoint, self.connection.token, timeout_s=RELEASE_TIMEOUT_S) as client:
+            owners = {s.owner.label for s in client.list_sandboxes() if s.owner and s.owner.label.startswith(prefix)}
+            for label in owners:
+                client.delete_owner(label)
+            self._restore_pools(client)
 
-    def _restore_pools(self) -> None:
+    def _restore_pools(self, client: Client) -> None:
         for tag, before in self.pooled.items():
-            self.client.set_pool(tag, before)
+            client.set_pool(tag, before)
 
     def close(self) -> None:
         """Removes this run's checkpoints and puts the pools back (or stops the daemon it started,
@@ -85,13 +93,14 @@ class Run:
                 if snapshot.tag.startswith(ours):
                     self.client.delete_snapshot(snapshot.tag, cascade=True)
             if self.daemon is None:
-                self._restore_pools()
+                self._restore_pools(self.client)
         except ForkdError:
             pass
         finally:
             self.client.close()
             if self.daemon is not None:
                 self.daemon.stop()
+            shutil.rmtree(self.connection.run_dir, ignore_errors=True)
 
 
 def action_snapshot(env: Mapping[str, str]) -> Optional[Dict[str, str]]:
@@ -131,7 +140,11 @@ def plan(snapshots: Mapping[str, str], action: Optional[Dict[str, str]]) -> Plan
 
 
 def start_run(
-    settings: Settings, workers: int, may_start_daemon: bool = True, env: Mapping[str, str] = os.environ
+    settings: Settings,
+    workers: int,
+    may_start_daemon: bool = True,
+    env: Mapping[str, str] = os.environ,
+    say: Callable[[str], None] = lambda line: None,
 ) -> Run:
     """Connects, checks the engine's version, makes the missing snapshots and warms their pools."""
     client, daemon = connect(settings.endpoint, may_start_daemon, env)
@@ -141,7 +154,10 @@ def start_run(
         existing = {s.tag for s in client.list_snapshots()}
         for tag, recipe in wanted.make.items():
             if tag not in existing:
+                say(f"forkd: making snapshot {tag} from recipe {recipe} (the first time builds its image: minutes)")
+                started = time.monotonic()
                 client.create_snapshot(tag, recipe=recipe)
+                say(f"forkd: snapshot {tag} ready in {time.monotonic() - started:.1f} s")
                 existing.add(tag)
         for tag in wanted.tags.values():
             if tag not in existing:
@@ -163,10 +179,12 @@ def start_run(
         if daemon is not None:
             daemon.stop()
         raise
+    run_id = secrets.token_hex(6)
     connection = Connection(
         endpoint=client.endpoint,
         token=client.token,
-        run_id=secrets.token_hex(6),
+        run_id=run_id,
+        run_dir=tempfile.mkdtemp(prefix=f"forkd-pytest-{run_id}-"),
         tags=wanted.tags,
         sandbox=next(iter(wanted.tags.values()), None),
         postgres=wanted.postgres,

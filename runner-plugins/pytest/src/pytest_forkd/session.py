@@ -1,9 +1,12 @@
 """One process's forks (a worker's, or the only process's): one owner, one lease, one heartbeat."""
 
+import fcntl
+import hashlib
 import os
 import secrets
 import threading
-from typing import Callable, Dict, Set
+from pathlib import Path
+from typing import Callable, Optional, Set
 
 from .client import Client, Sandbox
 from .endpoint import is_same_host
@@ -37,7 +40,7 @@ class ForkdSession:
         self.owner = Owner(owner_label(connection.run_id, worker_id()), os.getpid() if same_host else None)
         self.shared: Set[Sandbox] = set()
         """Children of module- and session-scoped fixtures: a failing test gets their console tails."""
-        self._seeded: Dict[object, str] = {}
+        self._seeded: Set[str] = set()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._renew, name="forkd-heartbeat", daemon=True)
         self._heartbeat.start()
@@ -68,26 +71,33 @@ class ForkdSession:
                 status=err.status,
             ) from err
 
-    def checkpoint(self, sandbox: Sandbox, mode: str = "live") -> str:
+    def checkpoint(self, sandbox: Sandbox, mode: str = "live", tag: Optional[str] = None) -> str:
         """BRANCHes ``sandbox`` into a snapshot of this run (removed at its end); returns its tag."""
-        tag = f"{run_checkpoints(self.connection.run_id)}{secrets.token_hex(6)}"
+        tag = tag or f"{run_checkpoints(self.connection.run_id)}{secrets.token_hex(6)}"
         sandbox.branch(tag, mode=mode)
         return tag
 
-    def seeded(self, key: object, make: Callable[[], str]) -> str:
-        """The checkpoint ``make`` takes, once per process for each ``key``."""
-        if key not in self._seeded:
-            self._seeded[key] = make()
-        return self._seeded[key]
+    def seeded(self, key: str, make: Callable[[str], None]) -> str:
+        """The checkpoint tagged for ``key``, which ``make(tag)`` takes once in the whole run: the
+        first worker to need it takes it while the others wait on a lock in the run's directory,
+        then find it on the engine. The run's end removes it."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        tag = f"{run_checkpoints(self.connection.run_id)}seed-{digest}"
+        if tag in self._seeded:
+            return tag
+        with open(Path(self.connection.run_dir) / f"seed-{digest}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if tag not in {s.tag for s in self.client.list_snapshots()}:
+                make(tag)
+        self._seeded.add(tag)
+        return tag
 
     def close(self) -> None:
         """Stops the heartbeat and kills what this process still holds."""
         self._stop.set()
         self._heartbeat.join()
         try:
-            self.client.delete_owner(self.owner.label)
-            for tag in self._seeded.values():
-                self.client.delete_snapshot(tag, cascade=True)
+            self.client.delete_owner(self.owner.label)  # checkpoints are the run's: its end removes them
         except ForkdError:
             pass  # the lease and the run's teardown cover what is left
         finally:
