@@ -26,6 +26,17 @@ function positiveInt(value: string): number {
   return n;
 }
 
+/** A process id for --exit-with; whether it is a running process, the daemon checks. */
+function pidArgument(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n <= 0) {
+    throw new InvalidArgumentError(
+      "expected a process id (a positive integer): the pid of the process whose end stops the daemon, such as the test runner's own ($$, os.getpid(), process.pid)",
+    );
+  }
+  return n;
+}
+
 function formatBytes(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
@@ -465,24 +476,36 @@ program
   .option('--token-file <file>', 'bearer token file (default: <state>/token, generated 0600 if absent)')
   .option('--max-heavy <n>', 'snapshots/forks in flight at once; more get 503', positiveInt, 4)
   .option('--allow-http-pull', 'let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)')
+  .option(
+    '--exit-with <pid>',
+    "a daemon for one run: stop (as on SIGTERM) when process PID ends, e.g. the test runner's; its VMs die with the daemon even if it is SIGKILLed",
+    pidArgument,
+  )
   .action(
-    action(async (opts: { listen?: string; tokenFile?: string; maxHeavy: number; allowHttpPull?: boolean }) => {
-      const daemon = await Daemon.start({
-        ...(opts.listen ? { listen: opts.listen } : {}),
-        ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
-        maxHeavy: opts.maxHeavy,
-        allowHttpPull: opts.allowHttpPull === true,
-      });
-      process.stderr.write(
-        `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM or Ctrl-C stops it\n`,
-      );
-      await new Promise<void>((resolve) => {
-        const stop = () => void daemon.close().then(resolve);
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
-      process.stderr.write('forkd serve: stopped; every sandbox it started is gone\n');
-    }),
+    action(
+      async (opts: {
+        listen?: string;
+        tokenFile?: string;
+        maxHeavy: number;
+        allowHttpPull?: boolean;
+        exitWith?: number;
+      }) => {
+        const daemon = await Daemon.start({
+          ...(opts.listen ? { listen: opts.listen } : {}),
+          ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
+          maxHeavy: opts.maxHeavy,
+          allowHttpPull: opts.allowHttpPull === true,
+          ...(opts.exitWith === undefined ? {} : { exitWith: opts.exitWith }),
+        });
+        const until = opts.exitWith === undefined ? '' : ` or the end of process ${opts.exitWith}`;
+        process.stderr.write(
+          `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM, Ctrl-C${until} stops it\n`,
+        );
+        for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void daemon.close(signal));
+        const reason = await daemon.stopped;
+        process.stderr.write(`forkd serve: stopped (${reason}); every sandbox it started is gone\n`);
+      },
+    ),
   );
 
 await program.parseAsync(process.argv);

@@ -9,9 +9,9 @@ export interface AuditEntry {
   outcome: 'ok' | 'rejected' | 'error';
 }
 
-/** Something the daemon did on its own, not asked by a request: a reap, an adoption. */
+/** Something the daemon did on its own, not asked by a request: a reap, an adoption, its stop. */
 export interface AuditEvent {
-  event: 'reap' | 'reap-failed' | 'adopt' | 'adopt-failed';
+  event: 'reap' | 'reap-failed' | 'adopt' | 'adopt-failed' | 'stop';
   [field: string]: unknown;
 }
 

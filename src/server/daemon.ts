@@ -18,6 +18,7 @@ import type { Reply, Router } from './router.js';
 import { apiRouter } from './routes/index.js';
 import { OperationSlots } from './slots.js';
 import { BranchTracker } from './branches.js';
+import { watchExitWith, type ExitWith } from './exit-with.js';
 
 export interface DaemonOptions {
   /** A Unix socket path, or HOST:PORT on loopback. Default: `<state>/forkd.sock`. */
@@ -29,6 +30,16 @@ export interface DaemonOptions {
   maxHeavy?: number;
   /** POST /v1/snapshots/pull may fetch plain http:// packs (`--allow-http-pull`); default https:// only. */
   allowHttpPull?: boolean;
+  /**
+   * Every VM gets a parent-death signal, so a daemon killed outright (SIGKILL, OOM) takes its VMs
+   * with it; a later daemon then has none of them to adopt. For a daemon that serves one test run.
+   */
+  vmsDieWithDaemon?: boolean;
+  /**
+   * Stop (as on SIGTERM) once this process has ended (`--exit-with PID`): the test runner that
+   * started the daemon. Implies `vmsDieWithDaemon`. A pid that is not a running process is refused.
+   */
+  exitWith?: number;
 }
 
 /** What clients read to find a running daemon: `<state>/daemon.json`. */
@@ -79,20 +90,30 @@ function send(res: ServerResponse, reply: Reply): void {
   }
 }
 
+/** What a running daemon holds, and lets go of when it closes. */
+interface DaemonParts {
+  server: Server;
+  ctx: DaemonContext;
+  reaper: Reaper;
+  audit: AuditLog;
+  paths: StatePaths;
+  socketPath: string | undefined;
+  unlock: () => void;
+  exitWith: ExitWith | undefined;
+}
+
 /** The engine as a daemon: REST over a Unix socket or loopback TCP, bearer auth, audit log, metrics. */
 export class Daemon implements AsyncDisposable {
   private closing: Promise<void> | undefined;
+  private stoppedBecause!: (reason: string) => void;
+  /** Resolves, with the reason, once the daemon has stopped (closed, or its exit-with process ended). */
+  readonly stopped = new Promise<string>((resolve) => (this.stoppedBecause = resolve));
 
   private constructor(
     readonly endpoint: string,
     readonly token: string,
     readonly tokenFile: string,
-    private readonly server: Server,
-    private readonly ctx: DaemonContext,
-    private readonly reaper: Reaper,
-    private readonly paths: StatePaths,
-    private readonly socketPath: string | undefined,
-    private readonly unlock: () => void,
+    private readonly parts: DaemonParts,
   ) {}
 
   static async start(options: DaemonOptions = {}): Promise<Daemon> {
@@ -107,16 +128,27 @@ export class Daemon implements AsyncDisposable {
         },
       );
     }
-    const unlock = lockStateDir(paths);
+    const exitWith = options.exitWith === undefined ? undefined : watchExitWith(options.exitWith);
+    let unlock: (() => void) | undefined;
     try {
-      return await Daemon.serve(options, paths, listen, unlock);
+      unlock = lockStateDir(paths);
+      const daemon = await Daemon.serve(options, paths, listen, unlock, exitWith);
+      void exitWith?.gone.then(() => daemon.close(`exit-with process ${exitWith.pid} exited`));
+      return daemon;
     } catch (err) {
-      unlock();
+      unlock?.();
+      exitWith?.stop();
       throw err;
     }
   }
 
-  private static async serve(options: DaemonOptions, paths: StatePaths, listen: Listen, unlock: () => void) {
+  private static async serve(
+    options: DaemonOptions,
+    paths: StatePaths,
+    listen: Listen,
+    unlock: () => void,
+    exitWith: ExitWith | undefined,
+  ) {
     const tokenFile = options.tokenFile ?? paths.file('token');
     const token = loadOrCreateToken(tokenFile);
     if (listen.kind === 'unix' && existsSync(listen.path)) {
@@ -128,9 +160,10 @@ export class Daemon implements AsyncDisposable {
       rmSync(listen.path, { force: true }); // left by a daemon that died
     }
     const ledger = new Ledger(paths.file('ledger'), paths.run());
+    // Unless they die with it, sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
+    const dieWithParent = options.vmsDieWithDaemon === true || exitWith !== undefined;
     const ctx: DaemonContext = {
-      // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
-      ...openEngine(paths, { launch: { dieWithParent: false, ledger } }),
+      ...openEngine(paths, { launch: { dieWithParent, ledger } }),
       ledger,
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics(),
@@ -156,17 +189,16 @@ export class Daemon implements AsyncDisposable {
       const port = typeof address === 'object' && address ? address.port : listen.port;
       endpoint = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`;
     }
-    const daemon = new Daemon(
-      endpoint,
-      token,
-      tokenFile,
+    const daemon = new Daemon(endpoint, token, tokenFile, {
       server,
       ctx,
       reaper,
+      audit,
       paths,
-      listen.kind === 'unix' ? listen.path : undefined,
+      socketPath: listen.kind === 'unix' ? listen.path : undefined,
       unlock,
-    );
+      exitWith,
+    });
     const info: DaemonEndpoint = {
       endpoint,
       pid: process.pid,
@@ -233,7 +265,7 @@ export class Daemon implements AsyncDisposable {
   }
 
   get ledger(): Ledger {
-    return this.ctx.ledger;
+    return this.parts.ctx.ledger;
   }
 
   /** `await using daemon = await Daemon.start()` closes it at scope exit. */
@@ -241,20 +273,27 @@ export class Daemon implements AsyncDisposable {
     return this.close();
   }
 
-  /** Stops accepting, kills every sandbox and pool VM, removes the socket and endpoint files. */
-  close(): Promise<void> {
+  /**
+   * Stops accepting, kills every sandbox and pool VM, removes the socket and endpoint files. The
+   * audit log says why it stopped (`reason`: the signal, or the end of the exit-with process).
+   */
+  close(reason = 'closed by the program that started it'): Promise<void> {
     this.closing ??= (async () => {
-      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      this.server.closeAllConnections();
-      this.reaper.close();
-      await this.ctx.engine.close(); // first: forks under way kill their children, the others are in the ledger
-      await Promise.all(this.ctx.ledger.drain().map((s) => s.vm.kill()));
-      await this.ctx.branches.settled(); // their sources are gone: they fail fast and clean up
+      const { server, ctx, reaper, audit, paths, socketPath, unlock, exitWith } = this.parts;
+      audit.event({ event: 'stop', reason });
+      exitWith?.stop();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      reaper.close();
+      await ctx.engine.close(); // first: forks under way kill their children, the others are in the ledger
+      await Promise.all(ctx.ledger.drain().map((s) => s.vm.kill()));
+      await ctx.branches.settled(); // their sources are gone: they fail fast and clean up
       await closed;
-      if (this.socketPath) rmSync(this.socketPath, { force: true });
-      rmSync(this.paths.file('daemon.json'), { force: true });
-      rmSync(this.paths.file('forkd.pid'), { force: true });
-      this.unlock();
+      if (socketPath) rmSync(socketPath, { force: true });
+      rmSync(paths.file('daemon.json'), { force: true });
+      rmSync(paths.file('forkd.pid'), { force: true });
+      unlock();
+      this.stoppedBecause(reason);
     })();
     return this.closing;
   }
