@@ -38698,7 +38698,14 @@ var ErrorReply = Strict(
   "Every error reply: the status says the class, code the exact error."
 );
 var HealthReply = Strict({ ok: build_default.Literal(true) });
-var VersionReply = Strict({ version: build_default.String(), api: build_default.Literal("v1") });
+var EngineHost = Strict(
+  {
+    cpus: build_default.Integer({ minimum: 1, description: "the engine host's CPUs (each busy sandbox keeps one busy)" }),
+    memory_mib: build_default.Integer({ minimum: 1, description: "the engine host's memory" })
+  },
+  "what the engine can serve at once: runners size their parallelism by it"
+);
+var VersionReply = Strict({ version: build_default.String(), api: build_default.Literal("v1"), host: EngineHost });
 var SnapshotSummary = Strict({
   tag: Tag,
   created: Timestamp,
@@ -38950,6 +38957,7 @@ var WriteFileQuery = Strict({
 var COMPONENTS = {
   ErrorReply,
   HealthReply,
+  EngineHost,
   VersionReply,
   SnapshotSummary,
   PoolState,
@@ -49370,6 +49378,9 @@ function snapshotRoutes(router, ctx) {
   });
 }
 
+// src/server/routes/system.ts
+import { availableParallelism as availableParallelism3, totalmem } from "node:os";
+
 // src/api/openapi.ts
 var componentNames = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema, name]));
 function toJson(schema, top = true) {
@@ -49472,7 +49483,14 @@ function openApiDocument() {
 // src/server/routes/system.ts
 function systemRoutes(router, ctx) {
   const openapi = openApiDocument();
-  router.on(API.health, async () => ({ status: 200, json: { ok: true } })).on(API.version, async () => ({ status: 200, json: { version: packageVersion, api: "v1" } })).on(API.openapi, async () => ({ status: 200, json: openapi })).on(API.metrics, async () => ({
+  router.on(API.health, async () => ({ status: 200, json: { ok: true } })).on(API.version, async () => ({
+    status: 200,
+    json: {
+      version: packageVersion,
+      api: "v1",
+      host: { cpus: availableParallelism3(), memory_mib: Math.floor(totalmem() / 2 ** 20) }
+    }
+  })).on(API.openapi, async () => ({ status: 200, json: openapi })).on(API.metrics, async () => ({
     status: 200,
     contentType: "text/plain; version=0.0.4",
     body: ctx.metrics.render({
@@ -49562,6 +49580,26 @@ var BranchTracker = class {
   }
 };
 
+// src/server/exit-with.ts
+var WATCH_MS = 250;
+function watchExitWith(pid) {
+  const start = Number.isInteger(pid) && pid > 0 ? processStartTime(pid) : void 0;
+  if (start === void 0) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `exit-with pid ${pid} is not a running process on this host`, {
+      hint: "give the pid of a live process on the daemon's host whose end should stop the daemon, such as the test runner's own (os.getpid(), process.pid, $$)"
+    });
+  }
+  let timer;
+  const gone = new Promise((resolve4) => {
+    timer = setInterval(() => {
+      if (processStartTime(pid) === start) return;
+      clearInterval(timer);
+      resolve4();
+    }, WATCH_MS).unref();
+  });
+  return { pid, gone, stop: () => clearInterval(timer) };
+}
+
 // src/server/daemon.ts
 function parseListen(listen) {
   const tcp = /^(\[[^\]]+\]|[^:/]+):(\d{1,5})$/.exec(listen);
@@ -49598,27 +49636,20 @@ function send(res, reply) {
   }
 }
 var Daemon = class _Daemon {
-  constructor(endpoint, token, tokenFile, server, ctx, reaper, paths, socketPath, unlock) {
+  constructor(endpoint, token, tokenFile, parts) {
     this.endpoint = endpoint;
     this.token = token;
     this.tokenFile = tokenFile;
-    this.server = server;
-    this.ctx = ctx;
-    this.reaper = reaper;
-    this.paths = paths;
-    this.socketPath = socketPath;
-    this.unlock = unlock;
+    this.parts = parts;
   }
   endpoint;
   token;
   tokenFile;
-  server;
-  ctx;
-  reaper;
-  paths;
-  socketPath;
-  unlock;
+  parts;
   closing;
+  stoppedBecause;
+  /** Resolves, with the reason, once the daemon has stopped (closed, or its exit-with process ended). */
+  stopped = new Promise((resolve4) => this.stoppedBecause = resolve4);
   static async start(options = {}) {
     const paths = options.paths ?? new StatePaths();
     const listen = parseListen(options.listen ?? paths.file("forkd.sock"));
@@ -49631,15 +49662,20 @@ var Daemon = class _Daemon {
         }
       );
     }
-    const unlock = lockStateDir(paths);
+    const exitWith = options.exitWith === void 0 ? void 0 : watchExitWith(options.exitWith);
+    let unlock;
     try {
-      return await _Daemon.serve(options, paths, listen, unlock);
+      unlock = lockStateDir(paths);
+      const daemon = await _Daemon.serve(options, paths, listen, unlock, exitWith);
+      void exitWith?.gone.then(() => daemon.close(`exit-with process ${exitWith.pid} exited`));
+      return daemon;
     } catch (err) {
-      unlock();
+      unlock?.();
+      exitWith?.stop();
       throw err;
     }
   }
-  static async serve(options, paths, listen, unlock) {
+  static async serve(options, paths, listen, unlock, exitWith) {
     const tokenFile = options.tokenFile ?? paths.file("token");
     const token = loadOrCreateToken(tokenFile);
     if (listen.kind === "unix" && existsSync16(listen.path)) {
@@ -49651,9 +49687,9 @@ var Daemon = class _Daemon {
       rmSync13(listen.path, { force: true });
     }
     const ledger = new Ledger(paths.file("ledger"), paths.run());
+    const dieWithParent = options.vmsDieWithDaemon === true || exitWith !== void 0;
     const ctx = {
-      // Sandboxes outlive the daemon process, so a restarted daemon adopts them (below).
-      ...openEngine(paths, { launch: { dieWithParent: false, ledger } }),
+      ...openEngine(paths, { launch: { dieWithParent, ledger } }),
       ledger,
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics2(),
@@ -49679,17 +49715,16 @@ var Daemon = class _Daemon {
       const port = typeof address === "object" && address ? address.port : listen.port;
       endpoint = `http://${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${port}`;
     }
-    const daemon = new _Daemon(
-      endpoint,
-      token,
-      tokenFile,
+    const daemon = new _Daemon(endpoint, token, tokenFile, {
       server,
       ctx,
       reaper,
+      audit,
       paths,
-      listen.kind === "unix" ? listen.path : void 0,
-      unlock
-    );
+      socketPath: listen.kind === "unix" ? listen.path : void 0,
+      unlock,
+      exitWith
+    });
     const info = {
       endpoint,
       pid: process.pid,
@@ -49748,26 +49783,33 @@ var Daemon = class _Daemon {
     }
   }
   get ledger() {
-    return this.ctx.ledger;
+    return this.parts.ctx.ledger;
   }
   /** `await using daemon = await Daemon.start()` closes it at scope exit. */
   [Symbol.asyncDispose]() {
     return this.close();
   }
-  /** Stops accepting, kills every sandbox and pool VM, removes the socket and endpoint files. */
-  close() {
+  /**
+   * Stops accepting, kills every sandbox and pool VM, removes the socket and endpoint files. The
+   * audit log says why it stopped (`reason`: the signal, or the end of the exit-with process).
+   */
+  close(reason = "closed by the program that started it") {
     this.closing ??= (async () => {
-      const closed = new Promise((resolve4) => this.server.close(() => resolve4()));
-      this.server.closeAllConnections();
-      this.reaper.close();
-      await this.ctx.engine.close();
-      await Promise.all(this.ctx.ledger.drain().map((s) => s.vm.kill()));
-      await this.ctx.branches.settled();
+      const { server, ctx, reaper, audit, paths, socketPath, unlock, exitWith } = this.parts;
+      audit.event({ event: "stop", reason });
+      exitWith?.stop();
+      const closed = new Promise((resolve4) => server.close(() => resolve4()));
+      server.closeAllConnections();
+      reaper.close();
+      await ctx.engine.close();
+      await Promise.all(ctx.ledger.drain().map((s) => s.vm.kill()));
+      await ctx.branches.settled();
       await closed;
-      if (this.socketPath) rmSync13(this.socketPath, { force: true });
-      rmSync13(this.paths.file("daemon.json"), { force: true });
-      rmSync13(this.paths.file("forkd.pid"), { force: true });
-      this.unlock();
+      if (socketPath) rmSync13(socketPath, { force: true });
+      rmSync13(paths.file("daemon.json"), { force: true });
+      rmSync13(paths.file("forkd.pid"), { force: true });
+      unlock();
+      this.stoppedBecause(reason);
     })();
     return this.closing;
   }
@@ -50331,6 +50373,15 @@ function positiveInt(value) {
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("expected a positive integer");
   return n;
 }
+function pidArgument(value) {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n <= 0) {
+    throw new InvalidArgumentError(
+      "expected a process id (a positive integer): the pid of the process whose end stops the daemon, such as the test runner's own ($$, os.getpid(), process.pid)"
+    );
+  }
+  return n;
+}
 function formatBytes(bytes) {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(0)} KiB`;
 }
@@ -50670,24 +50721,30 @@ program2.command("demo").description(
 sandboxCommands(program2, { action, printJson, positiveInt });
 program2.command("serve").description(
   "run the engine as a daemon: REST API on a Unix socket (default) or loopback TCP, bearer token, audit log"
-).option("--listen <addr>", "Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)").option("--token-file <file>", "bearer token file (default: <state>/token, generated 0600 if absent)").option("--max-heavy <n>", "snapshots/forks in flight at once; more get 503", positiveInt, 4).option("--allow-http-pull", "let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)").action(
-  action(async (opts) => {
-    const daemon = await Daemon.start({
-      ...opts.listen ? { listen: opts.listen } : {},
-      ...opts.tokenFile ? { tokenFile: opts.tokenFile } : {},
-      maxHeavy: opts.maxHeavy,
-      allowHttpPull: opts.allowHttpPull === true
-    });
-    process.stderr.write(
-      `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM or Ctrl-C stops it
+).option("--listen <addr>", "Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)").option("--token-file <file>", "bearer token file (default: <state>/token, generated 0600 if absent)").option("--max-heavy <n>", "snapshots/forks in flight at once; more get 503", positiveInt, 4).option("--allow-http-pull", "let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)").option(
+  "--exit-with <pid>",
+  "a daemon for one run: stop (as on SIGTERM) when process PID ends, e.g. the test runner's; its VMs die with the daemon even if it is SIGKILLed",
+  pidArgument
+).action(
+  action(
+    async (opts) => {
+      const daemon = await Daemon.start({
+        ...opts.listen ? { listen: opts.listen } : {},
+        ...opts.tokenFile ? { tokenFile: opts.tokenFile } : {},
+        maxHeavy: opts.maxHeavy,
+        allowHttpPull: opts.allowHttpPull === true,
+        ...opts.exitWith === void 0 ? {} : { exitWith: opts.exitWith }
+      });
+      const until = opts.exitWith === void 0 ? "" : ` or the end of process ${opts.exitWith}`;
+      process.stderr.write(
+        `forkd serve: listening on ${daemon.endpoint} (token in ${daemon.tokenFile}); SIGTERM, Ctrl-C${until} stops it
 `
-    );
-    await new Promise((resolve4) => {
-      const stop = () => void daemon.close().then(resolve4);
-      process.once("SIGTERM", stop);
-      process.once("SIGINT", stop);
-    });
-    process.stderr.write("forkd serve: stopped; every sandbox it started is gone\n");
-  })
+      );
+      for (const signal of ["SIGTERM", "SIGINT"]) process.once(signal, () => void daemon.close(signal));
+      const reason = await daemon.stopped;
+      process.stderr.write(`forkd serve: stopped (${reason}); every sandbox it started is gone
+`);
+    }
+  )
 );
 await program2.parseAsync(process.argv);

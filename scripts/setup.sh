@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Python: the pytest plugin's tests, its example and its lint, from Debian's packages (no PyPI).
 bash scripts/host-packages.sh sudo \
   python3 python3-venv python3-setuptools python3-wheel python3-pytest python3-pytest-xdist \
-  python3-httpx python3-psycopg python3-jsonschema python3-mypy black
+  python3-httpx python3-psycopg python3-psycopg2 python3-jsonschema python3-mypy black
 
 echo "setup: npm dependencies (npm ci builds lib/ through the prepare script)"
 npm ci --no-audit --no-fund

@@ -231,41 +231,48 @@ describe('the Action, run as the runner runs it', () => {
     }
   }, 300_000);
 
-  test('the example workflow: the Action with the postgres recipe, then the Vitest example against its engine', async () => {
-    const workflow = parseYaml(readFileSync(join(root, 'examples/workflows/vitest-postgres.yml'), 'utf8')) as {
-      jobs: Record<string, { steps: Array<{ uses?: string; with?: Record<string, unknown>; run?: string }> }>;
-    };
-    const steps = Object.values(workflow.jobs)[0]!.steps;
-    const at = steps.findIndex((step) => step.uses?.startsWith('deeplethe/forkd-action@'));
-    expect(at).toBeGreaterThan(0);
-    const inputs = Object.fromEntries(Object.entries(steps[at]!.with ?? {}).map(([k, v]) => [k, String(v)]));
-    const later = steps.slice(at + 1).flatMap((step) => (step.run ? [step.run] : []));
-    expect(later.join('\n')).toContain('vitest run');
+  test.each([
+    { example: 'vitest-postgres', runs: 'vitest run', passed: /Tests {2}23 passed \(23\)/, forks: 20 },
+    { example: 'pytest-postgres', runs: 'pytest -n 2', passed: /\b19 passed\b/, forks: 18 },
+  ])(
+    'the example workflow $example: the Action with the postgres recipe, then the suite against its engine',
+    async ({ example, runs, passed, forks: minimumForks }) => {
+      const workflow = parseYaml(readFileSync(join(root, `examples/workflows/${example}.yml`), 'utf8')) as {
+        jobs: Record<string, { steps: Array<{ uses?: string; with?: Record<string, unknown>; run?: string }> }>;
+      };
+      const steps = Object.values(workflow.jobs)[0]!.steps;
+      const at = steps.findIndex((step) => step.uses?.startsWith('deeplethe/forkd-action@'));
+      expect(at).toBeGreaterThan(0);
+      const inputs = Object.fromEntries(Object.entries(steps[at]!.with ?? {}).map(([k, v]) => [k, String(v)]));
+      const later = steps.slice(at + 1).flatMap((step) => (step.run ? [step.run] : []));
+      expect(later.join('\n')).toContain(runs);
 
-    const job = runner.job('workflow');
-    job.linkImages();
-    const main = await job.run('main', inputs);
-    expect(main.code, main.log).toBe(0);
-    expect(job.outputs['snapshot-tag']).toBe('postgres');
-    expect(job.env).toMatchObject({ FORKD_SNAPSHOT: 'postgres', FORKD_SNAPSHOT_SOURCE: 'postgres' });
-    const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
-    expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
-    for (const command of later) {
-      const step = await job.shell(command);
-      expect(step.code, step.log).toBe(0);
-      expect(step.log).toMatch(/Tests {2}23 passed \(23\)/);
-    }
-    // the suite found the Action's pool big enough and left it as it was, for the job's next steps
-    expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
-    // its `pg: { recipe: 'postgres' }` forked the Action's snapshot: it took none of its own
-    expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['postgres']);
-    const audit = readFileSync(join(job.home, 'audit.log'), 'utf8');
-    expect(audit).not.toMatch(/"method":"POST","path":"\/v1\/snapshots"/);
-    await client.close();
-    await teardown(job);
-    const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);
-    expect(forks).toBeGreaterThanOrEqual(20); // the suite forked from the Action's engine, not one of its own
-  }, 1_200_000);
+      const job = runner.job(`workflow-${example}`);
+      job.linkImages();
+      const main = await job.run('main', inputs);
+      expect(main.code, main.log).toBe(0);
+      expect(job.outputs['snapshot-tag']).toBe('postgres');
+      expect(job.env).toMatchObject({ FORKD_SNAPSHOT: 'postgres', FORKD_SNAPSHOT_SOURCE: 'postgres' });
+      const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
+      expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
+      for (const command of later) {
+        const step = await job.shell(command);
+        expect(step.code, step.log).toBe(0);
+        expect(step.log).toMatch(passed);
+      }
+      // the suite found the Action's pool big enough and left it as it was, for the job's next steps
+      expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
+      // its postgres recipe forked the Action's snapshot: it took none of its own (its checkpoints are gone)
+      expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['postgres']);
+      const audit = readFileSync(join(job.home, 'audit.log'), 'utf8');
+      expect(audit).not.toMatch(/"method":"POST","path":"\/v1\/snapshots"/);
+      await client.close();
+      await teardown(job);
+      const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);
+      expect(forks).toBeGreaterThanOrEqual(minimumForks); // the suite forked from the Action's engine, not its own
+    },
+    1_200_000,
+  );
 
   test("the project's own forkd-action, of another version than the Action's, runs the job: its tests' client matches", async () => {
     const job = runner.job('project-engine');

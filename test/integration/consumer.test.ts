@@ -112,6 +112,9 @@ describe('a project that installs the packed package, run by an ordinary user', 
       'native/kernel/forkd-x86_64.config',
       'recipes/postgres/recipe.json',
       'scripts/host-packages.sh',
+      'runner-plugins/pytest/pyproject.toml',
+      'runner-plugins/pytest/src/pytest_forkd/plugin.py',
+      'runner-plugins/pytest/src/pytest_forkd/py.typed',
     ])
       expect(pkg.files).toContain(file);
     const unwanted = pkg.files.filter(
@@ -119,7 +122,10 @@ describe('a project that installs the packed package, run by an ordinary user', 
         f.endsWith('.map') ||
         f.startsWith('lib/action/') ||
         (f.endsWith('.ts') && !f.endsWith('.d.ts')) ||
-        /^(src|test|dist|bench|runner-plugins|examples|docs)\//.test(f),
+        /^(src|test|dist|bench|examples|docs)\//.test(f) ||
+        // the pytest plugin's sources, to install from: its tests stay here
+        (f.startsWith('runner-plugins/') &&
+          !/^runner-plugins\/pytest\/(pyproject\.toml|README\.md|src\/pytest_forkd\/\w+\.(py|typed))$/.test(f)),
     );
     expect(unwanted).toEqual([]);
   });
@@ -188,5 +194,14 @@ describe('a project that installs the packed package, run by an ordinary user', 
     const owners = execFileSync('find', [images, '-name', 'rootfs.ext4', '-printf', '%u\n'], { encoding: 'utf8' });
     expect(owners.trim()).toBe(user.name);
     expect(user.sudoCommands()).toEqual([]);
+  }, 1_500_000);
+
+  test("the README's pytest quick start passes: the plugin installed from the package, a server per test", async () => {
+    // pytest.sh as written: a virtual environment on the distribution's packages, the plugin from
+    // node_modules/forkd-action, then pytest -n 2, which starts the project's forkd for the run
+    const r = await user.run('bash', ['-euo', 'pipefail', 'pytest.sh'], { cwd: project, timeoutMs: 1_200_000 });
+    expect(ok(r)).toMatch(/\b2 passed\b/);
+    // the run's own daemon stopped with it, and its workers' VMs with it (afterAll checks the scratch dirs)
+    expect(user.processes()).toEqual([]);
   }, 1_500_000);
 });

@@ -112,3 +112,36 @@ def test_an_interrupted_run_leaves_nothing_within_githubs_window(tmp_path: Path,
         os.kill(run.pid, signum)
     assert wait_for(lambda: not qemus() and sandboxes() in (0, -1), 7.5) < 7.5
     run.communicate(timeout=60)
+
+
+def test_the_controller_killed_outright_leaves_nothing(tmp_path: Path) -> None:
+    """SIGKILL runs no handler: the run's daemon (started with --exit-with) stops when pytest is gone."""
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "test_long.py").write_text("import time\n" "def test_long(forkd_postgres):\n    time.sleep(120)\n")
+    run = pytest_run(tmp_path)
+    wait_for(lambda: sandboxes() >= 1, 600)
+    run.kill()
+    run.communicate(timeout=60)
+    assert wait_for(lambda: not qemus() and sandboxes() == -1, 10) < 10
+
+
+def test_psycopg2_and_a_snapshot_that_does_not_exist(tmp_path: Path) -> None:
+    """psycopg2 connects with the DSN; a fixture naming a missing snapshot fails its test alone,
+    with the reason and a hint."""
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "test_both.py").write_text(
+        "import psycopg2\n"
+        "from pytest_forkd.fixtures import sandbox_fixture\n"
+        "missing = sandbox_fixture(snapshot='no-such-snapshot')\n"
+        "def test_psycopg2(forkd_postgres):\n"
+        "    with psycopg2.connect(forkd_postgres.dsn) as c, c.cursor() as cur:\n"
+        "        cur.execute('select 41 + 1')\n"
+        "        assert cur.fetchone() == (42,)\n"
+        "def test_missing(missing):\n"
+        "    pass\n"
+    )
+    run = pytest_run(tmp_path, "-rE")
+    out, _ = run.communicate(timeout=900)
+    assert "1 passed, 1 error" in out, out
+    assert "forking no-such-snapshot for the missing fixture failed" in out, out
+    assert "hint:" in out, out

@@ -75,7 +75,7 @@ class StartedDaemon:
                 raise ForkdError(
                     "FORKD_ERR_UNREACHABLE",
                     f"forkd serve exited with {self.process.returncode} before it answered",
-                    hint=f"its output ({self._log.name}):\n{self._log_tail()}",
+                    hint=f"its output:\n{self._log_tail()}",
                 )
             # written by this daemon: `npx forkd` runs it in a child, so its pid is not ours to compare
             if info.exists() and info.stat().st_mtime >= self._started:
@@ -90,7 +90,7 @@ class StartedDaemon:
         raise ForkdError(
             "FORKD_ERR_UNREACHABLE",
             f"forkd serve did not answer within {START_TIMEOUT_S:.0f} s",
-            hint=f"its output ({self._log.name}):\n{self._log_tail()}",
+            hint=f"its output:\n{self._log_tail()}",
         )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> Optional[int]:
@@ -103,6 +103,7 @@ class StartedDaemon:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
         return self.process.returncode
 
 
