@@ -11,14 +11,13 @@
  * them, so the template baseline runs it once to show what fails.
  * Each forkd run starts its own daemon (the plugin does), counted in the wall clock.
  */
-import { spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Controller } from '../src/client/controller.js';
 import { findQemu } from '../src/engine/vmm/qemu-binary.js';
 import { hostPostgresVersion, requireHostPostgres } from './host-postgres.js';
 import { median, row } from './stats.js';
+import { requireNoDaemon, timedRun } from './suite-bench.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
 const runs = Number(values.runs);
@@ -45,22 +44,13 @@ interface Run {
 }
 
 /** One `vitest run` in its own process, as a user runs it. */
-function vitest(method: Method, suite: Suite): Promise<Run> {
+async function vitest(method: Method, suite: Suite): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', FORKD_BENCH_HOST: method };
   for (const name of ['VITEST', 'VITEST_POOL_ID', 'VITEST_WORKER_ID']) delete env[name];
   const args = [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--config', CONFIGS[method], ...SUITES[suite]];
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: root, env });
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    child.on('error', reject);
-    child.on('close', () => {
-      const count = (what: string) => Number(new RegExp(`Tests .*?(\\d+) ${what}`).exec(output)?.[1] ?? 0);
-      resolve({ ms: performance.now() - started, passed: count('passed'), failed: count('failed'), output });
-    });
-  });
+  const { ms, output } = await timedRun(process.execPath, args, { cwd: root, env });
+  const count = (what: string) => Number(new RegExp(`Tests .*?(\\d+) ${what}`).exec(output)?.[1] ?? 0);
+  return { ms, passed: count('passed'), failed: count('failed'), output };
 }
 
 async function timed(method: Method, suite: Suite): Promise<number> {
@@ -74,18 +64,7 @@ async function timed(method: Method, suite: Suite): Promise<number> {
 
 const qemu = await findQemu();
 console.log(`machine: ${cpus().length} x ${cpus()[0]?.model}; QEMU ${qemu.version}; host ${hostPostgresVersion()}`);
-/** A running daemon would serve the plugin's runs instead of the daemon each run starts. */
-async function daemonRunning(): Promise<boolean> {
-  try {
-    return (await new Controller().health()).ok;
-  } catch {
-    return false;
-  }
-}
-if (await daemonRunning()) {
-  console.error('bench:vitest times the daemon the plugin starts per run: stop the running `forkd serve` first');
-  process.exit(1);
-}
+await requireNoDaemon('bench:vitest');
 // the first forkd run builds the postgres snapshot when missing; every run warms file caches
 console.log('warm-up run of each method (not counted)...');
 for (const method of Object.keys(CONFIGS) as Method[]) await timed(method, 'portable');
