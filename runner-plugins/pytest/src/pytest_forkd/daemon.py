@@ -56,6 +56,9 @@ class StartedDaemon:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=dict(env),
+            # a session of its own: a terminal's Ctrl-C reaches pytest, which stops the daemon, and
+            # not the daemon's QEMUs directly (a VM killed under it counts as failed, its log kept)
+            start_new_session=True,
         )
         try:
             self.endpoint = self._wait_ready(env)
