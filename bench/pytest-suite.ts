@@ -43,8 +43,8 @@ const SNAPSHOT = 'pg';
 const METHODS = ['forkd', 'template', 'initdb'] as const;
 type Method = (typeof METHODS)[number];
 const SUITES = {
-  // test_shared.py first, as pytest collects the whole example: xdist's load scheduling then hands
-  // its module-scoped pair (the second test reads what the first wrote) to one worker
+  // test_shared.py's module-scoped pair (the second test reads what the first wrote) stays on one
+  // worker through its xdist_group mark (the example's pytest.ini: --dist loadgroup)
   portable: [`${EXAMPLE}/test_shared.py`, `${EXAMPLE}/test_tables.py`],
   'server-level': [`${EXAMPLE}/test_system.py`, '-k', 'not test_the_sandbox_runs_commands'],
 } as const;

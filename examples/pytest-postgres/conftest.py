@@ -17,10 +17,11 @@ def migrate(pg: PostgresConnection) -> None:
 
 
 seeded_pg = seeded_postgres(migrate)
-"""Migrations and seed data run once (per xdist worker); every test forks the checkpoint after them."""
+"""Migrations and seed data run once for the run (xdist workers included); every test forks the checkpoint."""
 
 module_pg = postgres_fixture(scope="module")
-"""One server shared by the tests of a module."""
+"""One server shared by the tests of a module (under xdist, per worker: keep tests that build on each
+other on one worker with an xdist_group mark, as test_shared.py does)."""
 
 
 @pytest.fixture

@@ -1,14 +1,20 @@
 """A module-scoped server (its tests see each other's changes) and a seeded checkpoint."""
 
+import pytest
 from conftest import connect
 
+# the two share a module-scoped server: under xdist (--dist loadgroup, in pytest.ini) they run on one worker
+together = pytest.mark.xdist_group("module-server")
 
+
+@together
 def test_module_server_first(module_pg):
     with connect(module_pg) as c:
         c.execute("create table shared (n int)")
         c.execute("insert into shared values (1)")
 
 
+@together
 def test_module_server_second_sees_the_first(module_pg):
     with connect(module_pg) as c:
         assert c.execute("select n from shared").fetchall() == [(1,)]
