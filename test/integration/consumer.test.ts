@@ -85,7 +85,9 @@ afterAll(() => {
     // nothing the user's runs started is left: no daemon, no QEMU, no mmdebstrap
     expect(user?.processes() ?? []).toEqual([]);
     // nor files in the shared scratch dirs, its namespaces' included (mmdebstrap's trees)
-    const leftovers = user.files(SCRATCH_DIRS, [project]);
+    // (pytest's own base temp dir aside: pytest keeps its last three runs' by design, and xdist makes one)
+    const pytestBasetemp = join(tmpdir(), `pytest-of-${user.name}`);
+    const leftovers = user.files(SCRATCH_DIRS, [project, pytestBasetemp]);
     expect(leftovers).toEqual([]);
   } finally {
     user?.remove();
