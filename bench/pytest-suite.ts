@@ -24,7 +24,8 @@ import { SnapshotStore } from '../src/engine/snapshot/store.js';
 import { findQemu } from '../src/engine/vmm/qemu-binary.js';
 import { PG_BIN, hostPostgresVersion, requireHostPostgres } from './host-postgres.js';
 import { median, row } from './stats.js';
-import { requireNoDaemon, timedRun } from './suite-bench.js';
+import { runToExit } from '../test/helpers/run-to-exit.js';
+import { requireNoDaemon } from './suite-bench.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
 const runs = Number(values.runs);
@@ -72,7 +73,7 @@ async function pytest(method: Method, suite: Suite): Promise<Run> {
     });
     args.push('-p', 'no:forkd', '-p', 'host_fixtures');
   }
-  const { ms, output } = await timedRun(python, args, { cwd: root, env });
+  const { ms, output } = await runToExit(python, args, { cwd: root, env });
   const summary = /^=+ (.*) in [\d.]+s/m.exec(output)?.[1] ?? '';
   const count = (what: string) => Number(new RegExp(`(\\d+) ${what}`).exec(summary)?.[1] ?? 0);
   const failures = [...output.matchAll(/^(?:FAILED|ERROR) (\S+)/gm)].map((m) => m[1]!);

@@ -17,7 +17,8 @@ import { parseArgs } from 'node:util';
 import { findQemu } from '../src/engine/vmm/qemu-binary.js';
 import { hostPostgresVersion, requireHostPostgres } from './host-postgres.js';
 import { median, row } from './stats.js';
-import { requireNoDaemon, timedRun } from './suite-bench.js';
+import { runToExit } from '../test/helpers/run-to-exit.js';
+import { requireNoDaemon } from './suite-bench.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
 const runs = Number(values.runs);
@@ -48,7 +49,7 @@ async function vitest(method: Method, suite: Suite): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', FORKD_BENCH_HOST: method };
   for (const name of ['VITEST', 'VITEST_POOL_ID', 'VITEST_WORKER_ID']) delete env[name];
   const args = [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--config', CONFIGS[method], ...SUITES[suite]];
-  const { ms, output } = await timedRun(process.execPath, args, { cwd: root, env });
+  const { ms, output } = await runToExit(process.execPath, args, { cwd: root, env });
   const count = (what: string) => Number(new RegExp(`Tests .*?(\\d+) ${what}`).exec(output)?.[1] ?? 0);
   return { ms, passed: count('passed'), failed: count('failed'), output };
 }

@@ -9,8 +9,7 @@ python=.venv-pytest/bin/python
   echo "lint:py: $python is missing: run npm run setup" >&2
   exit 1
 }
-paths=(runner-plugins/pytest examples/pytest-postgres)
-[ ! -d bench/pytest-suite ] || paths+=(bench/pytest-suite)
+paths=(runner-plugins/pytest examples/pytest-postgres bench/pytest-suite)
 black=("$python" -m black --config runner-plugins/pytest/pyproject.toml --quiet)
 if [ "${1:-}" = format ]; then
   "${black[@]}" "${paths[@]}"
@@ -20,3 +19,4 @@ fi
 (cd runner-plugins/pytest && "../../$python" -m mypy src tests live)
 # the example is written as a user writes tests: type-checked, not held to --strict
 "$python" -m mypy examples/pytest-postgres
+"$python" -m mypy --strict --config-file runner-plugins/pytest/pyproject.toml bench/pytest-suite

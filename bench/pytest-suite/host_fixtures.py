@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Optional
 
 import psycopg
 import pytest
+
+# imported before this module takes its name (the end): the address of a server, without a sandbox
+from pytest_forkd.fixtures import PostgresAddress as PostgresConnection
 
 METHOD = os.environ.get("FORKD_BENCH_HOST", "")
 if METHOD not in ("template", "initdb"):
@@ -43,25 +45,6 @@ WORKER_INPUT = "forkd_bench_port"
 SHARED_PORT = pytest.StashKey[int]()
 SHARED_CLUSTER = pytest.StashKey["HostCluster"]()
 Scope = Literal["session", "package", "module", "class", "function"]
-
-
-@dataclass(frozen=True)
-class PostgresConnection:
-    """pytest_forkd's PostgresConnection without the sandbox a host server does not have."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
-
-    @property
-    def dsn(self) -> str:
-        return f"host={self.host} port={self.port} user={self.user} password={self.password} dbname={self.dbname}"
 
 
 def connection(port: int, dbname: str) -> PostgresConnection:

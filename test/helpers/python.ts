@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './readme-snippets.js';
+import { runToExit, type Finished } from './run-to-exit.js';
 
 /** The virtual environment the setup command prepares: Debian's Python and packages, the plugin installed. */
 export const venvPython = join(repoRoot, '.venv-pytest', 'bin', 'python');
@@ -11,18 +11,8 @@ export function requireVenv(): void {
 }
 
 /** `python -m pytest ARGS` in the repository, as a contributor runs it; resolves when it exits. */
-export function runPytest(
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(venvPython, ['-m', 'pytest', '-p', 'no:cacheprovider', ...args], { cwd: repoRoot, env });
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, output }));
-  });
+export function runPytest(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Finished> {
+  return runToExit(venvPython, ['-m', 'pytest', '-p', 'no:cacheprovider', ...args], { cwd: repoRoot, env });
 }
 
 /** pytest's final tally, e.g. `{ passed: 5, failed: 0 }`. */

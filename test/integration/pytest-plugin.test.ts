@@ -12,10 +12,12 @@ afterAll(() => {
 });
 
 /**
- * runner-plugins/pytest/live against real engines: each run starts its own `forkd serve` in this
- * file's state dir. The example under -n 2 (19 tests), an xdist worker killed with SIGKILL
- * mid-test, SIGINT/SIGTERM to the run (nothing left within 7.5 s), the controller killed outright,
- * psycopg2, a missing snapshot. Each live test checks no QEMU is left after it.
+ * runner-plugins/pytest/live against real engines in this file's state dir: the example under -n 2
+ * (19 tests, its seed taken once), an xdist worker killed with SIGKILL mid-test, SIGINT/SIGTERM to
+ * the run (nothing left within 7.5 s: VMs, checkpoints), the controller killed outright (its daemon
+ * and VMs gone; its checkpoint and run dir swept by the next run), a run on an engine it did not
+ * start (owners, checkpoints and pool given back), psycopg2, a missing snapshot, a failing test's
+ * report. Each live test checks no QEMU, checkpoint or run dir is left after it.
  */
 test('the pytest plugin against a real engine', async () => {
   requireVenv();
@@ -24,6 +26,6 @@ test('the pytest plugin against a real engine', async () => {
   const { status, output } = await runPytest(['-v', 'runner-plugins/pytest/live'], env);
   expect(status, output).toBe(0);
   const counts = tally(output);
-  expect(counts.passed, output).toBe(7);
+  expect(counts.passed, output).toBe(8);
   expect(home.qemuProcesses()).toEqual([]);
 }, 3_600_000);

@@ -16,32 +16,21 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { packageVersion } from '../../src/common/package-root.js';
 import { IsolatedHome, NOTHING_LEFT } from '../helpers/isolated-home.js';
+import { runToExit, type Finished } from '../helpers/run-to-exit.js';
 
 const home = new IsolatedHome();
 const root = join(import.meta.dirname, '../..');
 
 /** Runs a Vitest suite the way a user does, in its own process, against this file's state dir. */
-function vitest(
-  config: string,
-  extraEnv: Record<string, string> = {},
-): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const env = home.env({ NO_COLOR: '1' });
-    for (const name of ['FORKD_ENDPOINT', 'FORKD_TOKEN', 'FORKD_SNAPSHOT', 'FORKD_SNAPSHOT_SOURCE']) delete env[name];
-    Object.assign(env, extraEnv);
-    delete env.VITEST; // the inner run is a run of its own, not a worker of this one
-    delete env.VITEST_POOL_ID;
-    delete env.VITEST_WORKER_ID;
-    const child = spawn(process.execPath, [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--config', config], {
-      cwd: root,
-      env,
-    });
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, output }));
-  });
+function vitest(config: string, extraEnv: Record<string, string> = {}): Promise<Finished> {
+  const env = home.env({ NO_COLOR: '1' });
+  for (const name of ['FORKD_ENDPOINT', 'FORKD_TOKEN', 'FORKD_SNAPSHOT', 'FORKD_SNAPSHOT_SOURCE']) delete env[name];
+  Object.assign(env, extraEnv);
+  delete env.VITEST; // the inner run is a run of its own, not a worker of this one
+  delete env.VITEST_POOL_ID;
+  delete env.VITEST_WORKER_ID;
+  const cli = join(root, 'node_modules/vitest/vitest.mjs');
+  return runToExit(process.execPath, [cli, 'run', '--config', config], { cwd: root, env });
 }
 
 const misconfigured = 'test/fixtures/vitest-misconfigured/vitest.config.ts';

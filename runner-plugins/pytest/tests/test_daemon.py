@@ -1,10 +1,11 @@
 """Which command starts the run's own daemon."""
 
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from pytest_forkd.daemon import cli_command
+from pytest_forkd.daemon import StartedDaemon, cli_command
 from pytest_forkd.errors import ForkdError
 
 
@@ -27,3 +28,14 @@ def test_no_forkd_anywhere_says_how_to_get_one(tmp_path: Path) -> None:
     assert caught.value.code == "FORKD_ERR_UNREACHABLE" and "npm install --save-dev forkd-action" in (
         caught.value.hint or ""
     )
+
+
+def test_a_forkd_cli_that_does_not_exist_is_named_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ForkdError) as caught:
+        StartedDaemon({"FORKD_CLI": "/nowhere/forkd", "FORKD_HOME": str(tmp_path / "state")})
+    assert caught.value.code == "FORKD_ERR_UNREACHABLE"
+    assert "could not start /nowhere/forkd serve --exit-with" in caught.value.message
+    assert list(tmp_path.iterdir()) == []

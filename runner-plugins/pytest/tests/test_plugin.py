@@ -1,7 +1,6 @@
 """The plugin's options and its start, in real pytest runs (no engine needed for these)."""
 
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +31,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     "args, complaint",
     [
         (["--forkd-pool-size", "many"], "'many' is not a pool size from 0 to 256"),
+        (["--forkd-endpoint", "localhost:8889"], "'localhost:8889' is not an engine endpoint"),
         (["--forkd-pool-size", "257"], "'257' is not a pool size from 0 to 256"),
         (["--forkd-snapshot", "pg"], "'pg' is not NAME=RECIPE"),
         (["--forkd-snapshot", ".pg=postgres"], "is not NAME=RECIPE"),
@@ -146,11 +146,11 @@ def test_n_auto_asks_no_more_workers_than_the_engine_serves(
     # --collect-only: xdist sizes its workers, the plugin sets nothing up
     result = run(isolated, "-n", "auto", "--collect-only", "--forkd-endpoint", small_engine, "--forkd-snapshot", "pg=x")
     assert result.ret == pytest.ExitCode.OK
-    this_host = len(os.sched_getaffinity(0))
-    if this_host > 1:
-        result.stdout.fnmatch_lines([f"forkd: -n auto: 1 workers, not {this_host}: the engine's host has 1 CPUs"])
+    # xdist's own count for this host (physical cores through psutil, else the CPUs we may use)
+    if "forkd: -n auto" in result.stdout.str():
+        result.stdout.fnmatch_lines(["forkd: -n auto: 1 workers, not *: the engine's host has 1 CPUs"])
     else:
-        assert "forkd: -n auto" not in result.stdout.str()
+        result.stdout.fnmatch_lines(["*1 worker*"])  # xdist's count was 1 already: nothing to cut
 
 
 def test_an_engine_of_another_version_stops_the_run_at_its_start(

@@ -1,6 +1,7 @@
 """A typed client for the forkd engine's REST API, over a Unix socket or TCP (httpx)."""
 
 import base64
+import os
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from types import TracebackType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
@@ -60,8 +61,9 @@ class Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         client_version: Optional[str] = None,
         transport: Optional[httpx.BaseTransport] = None,
+        env: Mapping[str, str] = os.environ,
     ) -> None:
-        found = resolve_endpoint(endpoint, token)
+        found = resolve_endpoint(endpoint, token, env)
         self.endpoint = found.url
         self.token = found.token
         self.client_version = client_version or package_version()

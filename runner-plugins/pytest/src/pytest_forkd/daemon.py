@@ -47,19 +47,29 @@ class StartedDaemon:
     """``forkd serve`` on the state dir's Unix socket; stop() drains it (every VM it started goes)."""
 
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        # --exit-with: should this process be killed outright, the daemon and its VMs go too
+        command = [*cli_command(env), "serve", "--exit-with", str(os.getpid())]
         self._started = time.time() - 1  # mtimes are coarser than time.time() on some filesystems
-        self._log = tempfile.NamedTemporaryFile(prefix="forkd-serve-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(
-            # --exit-with: should this process be killed outright, the daemon and its VMs go too
-            [*cli_command(env), "serve", "--exit-with", str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            # a session of its own: a terminal's Ctrl-C reaches pytest, which stops the daemon, and
-            # not the daemon's QEMUs directly (a VM killed under it counts as failed, its log kept)
-            start_new_session=True,
-        )
+        self._log = tempfile.TemporaryFile(prefix="forkd-serve-")  # unnamed: nothing to leave behind
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                # a session of its own: a terminal's Ctrl-C reaches pytest, which stops the daemon,
+                # and not the daemon's QEMUs directly (a VM killed under it counts as failed, its log kept)
+                start_new_session=True,
+            )
+        except OSError as err:
+            self._log.close()
+            raise ForkdError(
+                "FORKD_ERR_UNREACHABLE",
+                f"could not start {shlex.join(command)}: {err.strerror}",
+                hint="set FORKD_CLI to the command that runs forkd (e.g. node_modules/.bin/forkd), "
+                "or start one with `npx forkd serve`",
+            ) from err
         try:
             self.endpoint = self._wait_ready(env)
         except BaseException:
@@ -67,8 +77,10 @@ class StartedDaemon:
             raise
 
     def _log_tail(self) -> str:
-        with open(self._log.name, "rb") as log:
-            return log.read()[-2000:].decode("utf8", errors="replace")
+        # pread: the daemon writes through the same open file, so its offset is left alone
+        fd = self._log.fileno()
+        size = os.fstat(fd).st_size
+        return os.pread(fd, 2000, max(0, size - 2000)).decode("utf8", errors="replace")
 
     def _wait_ready(self, env: Mapping[str, str]) -> Endpoint:
         info = state_dir(env) / "daemon.json"
@@ -97,16 +109,19 @@ class StartedDaemon:
         )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> Optional[int]:
-        """SIGTERM (the daemon kills its VMs), SIGKILL after ``timeout_s`` (its VMs die with it)."""
+        """SIGTERM (the daemon kills its VMs), then SIGKILL to its whole session after ``timeout_s``
+        (its VMs die with it)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 self.process.wait()
         self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)
         return self.process.returncode
 
 
@@ -117,7 +132,7 @@ def connect(
     else the local daemon, else (``may_start``) one started for the run."""
     named = bool(endpoint or env.get("FORKD_ENDPOINT"))
     try:
-        client = Client(endpoint)
+        client = Client(endpoint, env=env)
         try:
             client.health()
         except ForkdError:

@@ -8,6 +8,7 @@ In a conftest.py::
     seeded = seeded_postgres(migrate)               # migrate(pg) once, every test forks the result
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Literal, Optional
 
@@ -25,18 +26,15 @@ Scope = Literal["session", "package", "module", "class", "function"]
 
 
 @dataclass(frozen=True)
-class PostgresConnection:
-    """A test's own Postgres server (the postgres recipe's user, password and database are ``forkd``).
-
-    ``psycopg.connect(pg.url)`` and ``psycopg2.connect(pg.dsn)`` both work, as do the parts.
-    """
+class PostgresAddress:
+    """Where a Postgres server answers: ``psycopg.connect(pg.url)`` and ``psycopg2.connect(pg.dsn)``
+    both work, as do the parts."""
 
     host: str
     port: int
     user: str
     password: str
     dbname: str
-    sandbox: Sandbox
 
     @property
     def url(self) -> str:
@@ -45,6 +43,14 @@ class PostgresConnection:
     @property
     def dsn(self) -> str:
         return f"host={self.host} port={self.port} user={self.user} password={self.password} dbname={self.dbname}"
+
+
+@dataclass(frozen=True)
+class PostgresConnection(PostgresAddress):
+    """A test's own Postgres server and its sandbox (the postgres recipe's user, password and
+    database are all ``forkd``)."""
+
+    sandbox: Sandbox
 
 
 def postgres_of(sandbox: Sandbox) -> PostgresConnection:
@@ -70,10 +76,12 @@ def _default_tag(forkd: ForkdSession, what: str) -> str:
     return tag
 
 
+@contextmanager
 def _child(
     request: pytest.FixtureRequest, forkd: ForkdSession, what: str, snapshot: Optional[str]
 ) -> Iterator[Sandbox]:
-    """Forks a child for the fixture's scope and kills it after, even when the test fails."""
+    """Forks a child for the fixture's scope and kills it after, even when the test (or the
+    fixture's own use of it) fails."""
     sandbox = forkd.fork(snapshot or _default_tag(forkd, what), f"the {request.fixturename} fixture")
     function_scoped = request.scope == "function"
     if function_scoped:
@@ -95,7 +103,8 @@ def sandbox_fixture(scope: Scope = "function", snapshot: Optional[str] = None) -
 
     @pytest.fixture(scope=scope)
     def fixture(request: pytest.FixtureRequest, forkd: ForkdSession) -> Iterator[Sandbox]:
-        yield from _child(request, forkd, "sandbox", snapshot)
+        with _child(request, forkd, "sandbox", snapshot) as sandbox:
+            yield sandbox
 
     return fixture
 
@@ -105,7 +114,7 @@ def postgres_fixture(scope: Scope = "function", snapshot: Optional[str] = None) 
 
     @pytest.fixture(scope=scope)
     def fixture(request: pytest.FixtureRequest, forkd: ForkdSession) -> Iterator[PostgresConnection]:
-        for sandbox in _child(request, forkd, "postgres", snapshot):
+        with _child(request, forkd, "postgres", snapshot) as sandbox:
             yield postgres_of(sandbox)
 
     return fixture
@@ -130,7 +139,7 @@ def seeded_postgres(
     @pytest.fixture
     def fixture(request: pytest.FixtureRequest, forkd: ForkdSession) -> Iterator[PostgresConnection]:
         checkpoint = forkd.seeded(key, lambda tag: take_checkpoint(forkd, tag))
-        for sandbox in _child(request, forkd, "postgres", checkpoint):
+        with _child(request, forkd, "postgres", checkpoint) as sandbox:
             yield postgres_of(sandbox)
 
     return fixture

@@ -34,10 +34,21 @@ def parse_pool_size(value: str) -> int:
     return size
 
 
+def parse_endpoint(value: str) -> str:
+    """``unix:/path/forkd.sock`` or ``http(s)://HOST:PORT``, as FORKD_ENDPOINT."""
+    if not re.match(r"^(unix:/\S+|https?://[^\s/]+/?)$", value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an engine endpoint: unix:/path/forkd.sock or http://HOST:PORT"
+        )
+    return value
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("forkd", "forked sandboxes and Postgres servers per test (forkd)")
     group.addoption(
         "--forkd-endpoint",
+        type=parse_endpoint,
+        metavar="URL",
         help="the engine: unix:/path/forkd.sock or http://HOST:PORT (default $FORKD_ENDPOINT, else the local daemon)",
     )
     group.addoption(
@@ -83,5 +94,7 @@ def settings(config: pytest.Config) -> Settings:
     pool_size: Optional[int] = config.getoption("forkd_pool_size")
     if pool_size is None:
         pool_size = next(iter(_ini(config, "forkd_pool_size", parse_pool_size)), None)
-    endpoint = config.getoption("forkd_endpoint") or config.getini("forkd_endpoint") or None
+    endpoint: Optional[str] = config.getoption("forkd_endpoint") or next(
+        iter(_ini(config, "forkd_endpoint", parse_endpoint)), None
+    )
     return Settings(endpoint, dict(snapshots), pool_size)

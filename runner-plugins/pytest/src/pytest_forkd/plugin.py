@@ -21,7 +21,6 @@ from .session import ForkdSession
 from .wire import SnapshotSummary
 
 SETTINGS = pytest.StashKey[Settings]()
-RUN = pytest.StashKey[Run]()
 CONNECTION = pytest.StashKey[Connection]()
 SESSION = pytest.StashKey[ForkdSession]()
 AUTO_WORKERS = pytest.StashKey[str]()
@@ -105,7 +104,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         run = start_run(options, workers, say=_say(config))
     except ForkdError as err:
         _stop(err)
-    config.stash[RUN] = run
+    # a cleanup, not pytest_sessionfinish: it runs after the session's fixtures are torn down (also
+    # on -x and Ctrl-C), and even when a later sessionstart hook fails
+    config.add_cleanup(run.close)
     config.stash[CONNECTION] = run.connection
     release_on_interrupt(run.release)
 
@@ -115,11 +116,6 @@ def pytest_configure_node(node: Any) -> None:
     """xdist, in the controller: hands each worker the run's connection and tags."""
     if CONNECTION in node.config.stash:
         node.workerinput[WORKER_INPUT] = node.config.stash[CONNECTION].to_json()
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if RUN in session.config.stash:
-        session.config.stash[RUN].close()
 
 
 @pytest.fixture(scope="session")
@@ -132,15 +128,24 @@ def forkd(pytestconfig: pytest.Config) -> Iterator[ForkdSession]:
     else:
         # the run named no snapshot, so nothing was set up: connect now, for this process alone
         # (an xdist worker does not start a daemon: its siblings would race it)
+        worker = _is_worker(pytestconfig)
         try:
             own_run = start_run(
-                pytestconfig.stash[SETTINGS],
-                workers=1,
-                may_start_daemon=not _is_worker(pytestconfig),
-                say=_say(pytestconfig),
+                pytestconfig.stash[SETTINGS], workers=1, may_start_daemon=not worker, say=_say(pytestconfig)
             )
         except ForkdError as err:
+            if worker:
+                err = ForkdError(
+                    err.code,
+                    err.message,
+                    hint="under xdist the run is set up before the workers start only when it names a snapshot "
+                    "or an engine: --forkd-snapshot NAME=RECIPE (or forkd_snapshots in the ini), or start one "
+                    "with `npx forkd serve`",
+                    status=err.status,
+                )
             _stop(err)
+        if not worker:
+            release_on_interrupt(own_run.release)
         connection = own_run.connection
     session = ForkdSession(connection)
     pytestconfig.stash[SESSION] = session

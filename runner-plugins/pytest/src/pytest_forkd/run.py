@@ -3,20 +3,25 @@ warm pools, the connection handed to xdist workers, and the teardown of what the
 
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional
 
 from .client import Client
-from .daemon import StartedDaemon, connect
+from .daemon import STOP_TIMEOUT_S, StartedDaemon, connect
+from .endpoint import is_same_host
 from .errors import ForkdError
 from .options import Settings
 from .wire import SnapshotDetail
 
 CHECKPOINT_PREFIX = "pytest-ckpt-"
+RUN_DIR_PREFIX = "forkd-pytest-"
+RUN_ID = re.compile(r"^(\d+)x[0-9a-f]+$")
 MAX_DEFAULT_POOL = 4
 RELEASE_TIMEOUT_S = 5.0
 """Each request of an interrupt's release: GitHub's cancel sends SIGTERM 7.5 s after SIGINT."""
@@ -30,6 +35,45 @@ def owner_label(run_id: str, worker: str) -> str:
 def run_checkpoints(run_id: str) -> str:
     """A run's checkpoint tags start with this: its teardown removes those, never another run's."""
     return f"{CHECKPOINT_PREFIX}{run_id}-"
+
+
+def new_run_id() -> str:
+    """``<pid>x<random>``: the controller's pid tells a later run on this host whether this one lives."""
+    return f"{os.getpid()}x{secrets.token_hex(4)}"
+
+
+def _run_is_dead(run_id: str) -> bool:
+    found = RUN_ID.match(run_id)
+    if found is None:
+        return False  # not ours to judge
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's process: alive
+    return False
+
+
+def sweep_dead_runs(client: Client) -> None:
+    """What runs killed outright (SIGKILL, the OOM killer) left: their checkpoints on an engine of
+    this host (a remote engine's pids are not this host's) and their run dirs here."""
+    if is_same_host(client.endpoint):
+        for snapshot in client.list_snapshots():
+            run_id = snapshot.tag[len(CHECKPOINT_PREFIX) :].split("-")[0]
+            if snapshot.tag.startswith(CHECKPOINT_PREFIX) and _run_is_dead(run_id):
+                _best_effort(lambda: client.delete_snapshot(snapshot.tag, cascade=True))
+    for run_dir in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        if _run_is_dead(run_dir.name[len(RUN_DIR_PREFIX) :].split("-")[0]):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _best_effort(step: Callable[[], object]) -> None:
+    """Teardown steps go on when one fails: leases and the next run's sweep cover what is left."""
+    try:
+        step()
+    except ForkdError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -65,42 +109,59 @@ class Run:
     daemon: Optional[StartedDaemon]
     """The engine, when the run started it."""
 
-    def release(self) -> None:
-        """Every VM of the run, gone at once (on an interrupt: its workers may be stuck in a test
-        for longer than the runner waits): the daemon it started stops, taking its pools and
-        sandboxes with it; on another's, the sandboxes of every process of the run are killed and
-        the pools it grew go back to their size."""
-        if self.daemon is not None:
-            self.daemon.stop(timeout_s=RELEASE_TIMEOUT_S)
-            return
+    _closed: bool = False
+
+    def _delete_checkpoints(self, client: Client) -> None:
+        ours = run_checkpoints(self.connection.run_id)
+        for snapshot in client.list_snapshots():
+            if snapshot.tag.startswith(ours):
+                _best_effort(lambda: client.delete_snapshot(snapshot.tag, cascade=True))
+
+    def _delete_owners(self, client: Client) -> None:
         prefix = owner_label(self.connection.run_id, "")
-        with Client(self.connection.endpoint, self.connection.token, timeout_s=RELEASE_TIMEOUT_S) as client:
-            owners = {s.owner.label for s in client.list_sandboxes() if s.owner and s.owner.label.startswith(prefix)}
-            for label in owners:
-                client.delete_owner(label)
-            self._restore_pools(client)
+        for label in {s.owner.label for s in client.list_sandboxes() if s.owner and s.owner.label.startswith(prefix)}:
+            _best_effort(lambda: client.delete_owner(label))
 
     def _restore_pools(self, client: Client) -> None:
         for tag, before in self.pooled.items():
-            client.set_pool(tag, before)
+            _best_effort(lambda: client.set_pool(tag, before))
+
+    def _undo(self, client: Client) -> None:
+        """The run's VMs, checkpoints and pool sizes, each step on its own."""
+        if self.daemon is None:  # the daemon the run started takes its sandboxes and pools along
+            _best_effort(lambda: self._delete_owners(client))
+        _best_effort(lambda: self._delete_checkpoints(client))
+        if self.daemon is None:
+            self._restore_pools(client)
+
+    def release(self) -> None:
+        """On an interrupt (its workers may be stuck in a test for longer than the runner waits):
+        every VM and checkpoint of the run gone at once, each request bounded to a few seconds."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with Client(self.connection.endpoint, self.connection.token, timeout_s=RELEASE_TIMEOUT_S) as client:
+                self._undo(client)
+        finally:
+            self._finish(stop_timeout_s=RELEASE_TIMEOUT_S)
 
     def close(self) -> None:
-        """Removes this run's checkpoints and puts the pools back (or stops the daemon it started,
-        which takes its pools and sandboxes with it); never raises (it runs at the end)."""
-        ours = run_checkpoints(self.connection.run_id)
+        """At the end: removes the run's checkpoints and puts the pools back (or stops the daemon
+        it started, which takes its pools and sandboxes with it); idempotent, never raises."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            for snapshot in self.client.list_snapshots():
-                if snapshot.tag.startswith(ours):
-                    self.client.delete_snapshot(snapshot.tag, cascade=True)
-            if self.daemon is None:
-                self._restore_pools(self.client)
-        except ForkdError:
-            pass
+            self._undo(self.client)
         finally:
-            self.client.close()
-            if self.daemon is not None:
-                self.daemon.stop()
-            shutil.rmtree(self.connection.run_dir, ignore_errors=True)
+            self._finish()
+
+    def _finish(self, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+        self.client.close()
+        if self.daemon is not None:
+            self.daemon.stop(timeout_s=stop_timeout_s)
+        shutil.rmtree(self.connection.run_dir, ignore_errors=True)
 
 
 def action_snapshot(env: Mapping[str, str]) -> Optional[Dict[str, str]]:
@@ -148,8 +209,10 @@ def start_run(
 ) -> Run:
     """Connects, checks the engine's version, makes the missing snapshots and warms their pools."""
     client, daemon = connect(settings.endpoint, may_start_daemon, env)
+    run_id = new_run_id()
     try:
         client.ensure_compatible()
+        sweep_dead_runs(client)
         wanted = plan(settings.snapshots, action_snapshot(env))
         existing = {s.tag for s in client.list_snapshots()}
         for tag, recipe in wanted.make.items():
@@ -174,17 +237,17 @@ def start_run(
             if size > before:
                 client.set_pool(tag, size)
                 pooled[tag] = before
+        run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{run_id}-")
     except BaseException:
         client.close()
         if daemon is not None:
             daemon.stop()
         raise
-    run_id = secrets.token_hex(6)
     connection = Connection(
         endpoint=client.endpoint,
         token=client.token,
         run_id=run_id,
-        run_dir=tempfile.mkdtemp(prefix=f"forkd-pytest-{run_id}-"),
+        run_dir=run_dir,
         tags=wanted.tags,
         sandbox=next(iter(wanted.tags.values()), None),
         postgres=wanted.postgres,

@@ -47,7 +47,7 @@ class ForkdSession:
 
     def _renew(self) -> None:
         # a client of its own: the tests' requests never wait behind a beat, nor a beat behind them
-        with Client(self.connection.endpoint, self.connection.token) as client:
+        with Client(self.connection.endpoint, self.connection.token, timeout_s=HEARTBEAT_S) as client:
             while not self._stop.wait(HEARTBEAT_S):
                 try:
                     client.heartbeat(self.owner.label)
@@ -95,7 +95,7 @@ class ForkdSession:
     def close(self) -> None:
         """Stops the heartbeat and kills what this process still holds."""
         self._stop.set()
-        self._heartbeat.join()
+        self._heartbeat.join(HEARTBEAT_S)  # a beat in flight is bounded by its client's timeout
         try:
             self.client.delete_owner(self.owner.label)  # checkpoints are the run's: its end removes them
         except ForkdError:
