@@ -40034,7 +40034,7 @@ var VmProcess = class _VmProcess {
     const stderr = openSync(sockets.stderrFile, "w");
     let child;
     try {
-      child = spawn2(file, argv, { stdio: ["ignore", "ignore", stderr, ...options.inheritFds ?? []] });
+      child = spawn2(file, argv, { stdio: ["ignore", "ignore", stderr, ...options.inheritFds ?? []], detached: true });
     } finally {
       closeSync(stderr);
     }
@@ -40043,6 +40043,7 @@ var VmProcess = class _VmProcess {
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync3(runDir, { recursive: true, force: true });
+      rmSync3(sockets.consoleLog, { force: true });
     });
     const proc = new _VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt, options.ledger);
     try {
@@ -40069,6 +40070,7 @@ var VmProcess = class _VmProcess {
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync3(runDir, { recursive: true, force: true });
+      rmSync3(sockets.consoleLog, { force: true });
     });
     const proc = new _VmProcess(basename4(runDir), spec, runDir, sockets, handle, unregister, performance.now(), ledger);
     try {

@@ -112,39 +112,63 @@ afterAll(async () => {
   home.remove();
 }, 60_000);
 
+/** A Vitest run holding a sandbox and a warm spare, in a process group of its own (as a terminal's foreground job). */
+async function holdingRun() {
+  const upFile = join(home.root, 'vitest-up');
+  rmSync(upFile, { force: true });
+  const env = home.env({ NO_COLOR: '1', FORKD_TEST_UP_FILE: upFile });
+  for (const name of ['FORKD_ENDPOINT', 'FORKD_TOKEN', 'FORKD_SNAPSHOT', 'FORKD_SNAPSHOT_SOURCE']) delete env[name];
+  delete env.VITEST; // the inner run is a run of its own, not a worker of this one
+  delete env.VITEST_POOL_ID;
+  delete env.VITEST_WORKER_ID;
+  const run = start(
+    process.execPath,
+    ['node_modules/vitest/vitest.mjs', 'run', '--config', 'test/fixtures/vitest-killed/vitest.config.ts'],
+    { env, detached: true },
+  );
+  await within(300_000, () => {
+    if (run.child.exitCode !== null) throw new Error(`the run ended before its sandbox was up: ${run.output()}`);
+    return existsSync(upFile);
+  });
+  const vms = home.qemuProcesses().length;
+  expect(vms).toBeGreaterThanOrEqual(2); // the test's sandbox and the pool's spare
+  /** Whatever the group still runs (workers a killed run leaves, as it leaves them) goes. */
+  const reap = () => {
+    try {
+      process.kill(-run.child.pid!, 'SIGKILL');
+    } catch {
+      // the group is gone already
+    }
+  };
+  return { run, vms, reap };
+}
+
 describe("the Vitest plugin's own daemon", () => {
   test('a run SIGKILLed while it holds a sandbox and a spare: no QEMU of it left within 5 s', async () => {
-    const upFile = join(home.root, 'vitest-up');
-    const env = home.env({ NO_COLOR: '1', FORKD_TEST_UP_FILE: upFile });
-    for (const name of ['FORKD_ENDPOINT', 'FORKD_TOKEN', 'FORKD_SNAPSHOT', 'FORKD_SNAPSHOT_SOURCE']) delete env[name];
-    delete env.VITEST; // the inner run is a run of its own, not a worker of this one
-    delete env.VITEST_POOL_ID;
-    delete env.VITEST_WORKER_ID;
-    // a process group of its own: its workers, left running by the kill as a killed run leaves them, are reaped after
-    const run = start(
-      process.execPath,
-      ['node_modules/vitest/vitest.mjs', 'run', '--config', 'test/fixtures/vitest-killed/vitest.config.ts'],
-      { env, detached: true },
-    );
+    const { run, vms, reap } = await holdingRun();
     try {
-      await within(300_000, () => {
-        if (run.child.exitCode !== null) throw new Error(`the run ended before its sandbox was up: ${run.output()}`);
-        return existsSync(upFile);
-      });
-      const vms = home.qemuProcesses().length;
-      expect(vms).toBeGreaterThanOrEqual(2); // the test's sandbox and the pool's spare
       run.child.kill('SIGKILL'); // the run's main process, where its daemon runs
       await run.exited;
       const ms = await within(5000, () => home.qemuProcesses().length === 0);
       console.log(`Vitest run SIGKILLed: its ${vms} QEMUs gone ${ms} ms after its main process`);
     } finally {
-      try {
-        process.kill(-run.child.pid!, 'SIGKILL');
-      } catch {
-        // the group is gone already
-      }
+      reap();
     }
     expect(await nextDaemonReapsTheDead()).toBeGreaterThanOrEqual(2);
+  }, 360_000);
+
+  test("a terminal's Ctrl-C (SIGINT to the run's process group): its VMs stopped by the run, no console log kept", async () => {
+    const { run, reap } = await holdingRun();
+    try {
+      process.kill(-run.child.pid!, 'SIGINT');
+      await run.exited;
+      // QEMU has a session of its own: the signal reaches the run, whose teardown stops the VMs
+      // cleanly, instead of killing them under it (a VM that dies so counts as failed, its log kept)
+      await within(5000, () => home.qemuProcesses().length === 0);
+      expect(home.entries('logs')).toEqual([]);
+    } finally {
+      reap();
+    }
   }, 360_000);
 });
 

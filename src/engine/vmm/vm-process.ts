@@ -189,15 +189,19 @@ export class VmProcess {
     const stderr = openSync(sockets.stderrFile, 'w');
     let child: ChildProcess;
     try {
-      child = spawn(file, argv, { stdio: ['ignore', 'ignore', stderr, ...(options.inheritFds ?? [])] });
+      // detached: a session of its own, so a terminal's Ctrl-C reaches the process that owns the VM
+      // (which stops it cleanly) and not QEMU itself (a VM killed under its owner counts as failed)
+      child = spawn(file, argv, { stdio: ['ignore', 'ignore', stderr, ...(options.inheritFds ?? [])], detached: true });
     } finally {
       closeSync(stderr);
     }
     const handle = spawned(child);
     debug(id, 'launched QEMU pid %d (%d MiB, %s)', handle.pid, spec.memoryMiB, spec.incoming ? 'incoming' : 'boot');
+    // this process exits with the VM still running (Ctrl-C, process.exit): nothing failed, nothing to keep
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync(runDir, { recursive: true, force: true });
+      rmSync(sockets.consoleLog, { force: true });
     });
     const proc = new VmProcess(id, spec, runDir, sockets, handle, unregister, spawnedAt, options.ledger);
     try {
@@ -222,9 +226,11 @@ export class VmProcess {
     const pid = Number(readFileSync(sockets.pidFile, 'utf8').trim());
     const handle = adopted(pid, runDir);
     debug(basename(runDir), 'adopting QEMU pid %d', pid);
+    // this process exits with the VM still running (Ctrl-C, process.exit): nothing failed, nothing to keep
     const unregister = onProcessExit(() => {
       handle.kill();
       rmSync(runDir, { recursive: true, force: true });
+      rmSync(sockets.consoleLog, { force: true });
     });
     const proc = new VmProcess(basename(runDir), spec, runDir, sockets, handle, unregister, performance.now(), ledger);
     try {
