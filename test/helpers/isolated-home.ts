@@ -40,6 +40,13 @@ export class IsolatedHome {
       .filter((line) => line.includes('qemu-system') && line.includes(this.root));
   }
 
+  /** Kills the QEMUs a failed test leaked (they must not outlive the run); returns their pids. */
+  killLeakedQemu(): number[] {
+    const leaked = this.qemuProcesses().map((line) => Number(line.trim().split(/\s+/)[0]));
+    for (const pid of leaked) process.kill(pid, 'SIGKILL');
+    return leaked;
+  }
+
   entries(dir: 'run' | 'tmp' | 'logs' | 'snapshots' | 'ledger'): string[] {
     const path = join(this.root, dir);
     return existsSync(path) ? readdirSync(path) : [];

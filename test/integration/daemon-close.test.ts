@@ -30,8 +30,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  const leaked = home.qemuProcesses().map((line) => Number(line.trim().split(/\s+/)[0]));
-  for (const pid of leaked) process.kill(pid, 'SIGKILL'); // a failed test's leak must not outlive the run
+  const leaked = home.killLeakedQemu();
   await home.engine.removeSnapshot(TAG);
   await home.engine.close();
   expect(leaked).toEqual([]);

@@ -103,8 +103,7 @@ afterAll(async () => {
       // gone meanwhile
     }
   }
-  const leaked = home.qemuProcesses().map((line) => Number(line.trim().split(/\s+/)[0]));
-  for (const pid of leaked) process.kill(pid, 'SIGKILL'); // a failed test's leak must not outlive the run
+  const leaked = home.killLeakedQemu();
   await home.engine.removeSnapshot(SNAPSHOT);
   await home.engine.close();
   expect(leaked).toEqual([]);

@@ -31,6 +31,17 @@ SEEDED = (
 """A conftest whose fixture ``seeded`` forks a checkpoint of the run: what an interrupt must remove."""
 
 
+def write_long_seeded_suite(project: Path) -> None:
+    """Four tests, each holding a fork of the run's seeded checkpoint for two minutes."""
+    (project / "pytest.ini").write_text(INI)
+    (project / "conftest.py").write_text(SEEDED)
+    (project / "test_long.py").write_text(
+        "import time, pytest\n"
+        "@pytest.mark.parametrize('n', range(4))\n"
+        "def test_long(seeded, n):\n    time.sleep(120)\n"
+    )
+
+
 def home() -> Path:
     return Path(os.environ["FORKD_HOME"])
 
@@ -154,13 +165,7 @@ def test_a_worker_killed_mid_test_has_its_sandbox_reaped(
 def test_an_interrupted_run_leaves_nothing_within_githubs_window(
     tmp_path: Path, pytest_run: Callable[..., "subprocess.Popen[str]"], target: str, signum: int
 ) -> None:
-    (tmp_path / "pytest.ini").write_text(INI)
-    (tmp_path / "conftest.py").write_text(SEEDED)
-    (tmp_path / "test_long.py").write_text(
-        "import time, pytest\n"
-        "@pytest.mark.parametrize('n', range(4))\n"
-        "def test_long(seeded, n):\n    time.sleep(120)\n"
-    )
+    write_long_seeded_suite(tmp_path)
     run = pytest_run(tmp_path, "-n", "2")
     wait_for(lambda: sandboxes() >= 2 and len(checkpoints()) == 1, 600)
     if target == "group":
@@ -202,13 +207,7 @@ def test_a_run_on_an_engine_it_did_not_start_gives_back_what_it_took(
         wait_for(lambda: sandboxes() == 0, 120)
         with Client() as client:
             before = client.get_snapshot("pg").pool_size  # type: ignore[union-attr]
-        (tmp_path / "pytest.ini").write_text(INI)
-        (tmp_path / "conftest.py").write_text(SEEDED)
-        (tmp_path / "test_long.py").write_text(
-            "import time, pytest\n"
-            "@pytest.mark.parametrize('n', range(4))\n"
-            "def test_long(seeded, n):\n    time.sleep(120)\n"
-        )
+        write_long_seeded_suite(tmp_path)
         run = pytest_run(tmp_path, "-n", "2", f"--forkd-pool-size={before + 2}")
 
         def taken() -> bool:

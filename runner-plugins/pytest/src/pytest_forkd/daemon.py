@@ -58,8 +58,9 @@ class StartedDaemon:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env=dict(env),
-                # a session of its own: a terminal's Ctrl-C reaches pytest, which stops the daemon,
-                # and not the daemon's QEMUs directly (a VM killed under it counts as failed, its log kept)
+                # a session of its own: a terminal's Ctrl-C reaches pytest alone, whose release deletes
+                # the run's checkpoints before it stops the daemon (a daemon that drained on the same
+                # signal would race it); stop() SIGKILLs this session as a last resort
                 start_new_session=True,
             )
         except OSError as err:
