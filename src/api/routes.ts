@@ -14,6 +14,11 @@ export interface RawBody {
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
+export interface BodyLimit {
+  bytes: number;
+  hint: string;
+}
+
 export interface RouteSpec {
   method: HttpMethod;
   path: string;
@@ -23,8 +28,10 @@ export interface RouteSpec {
   open?: true;
   params?: TSchema;
   query?: TSchema;
-  /** The JSON request body (refused above 1 MiB), or raw bytes the handler reads itself. */
+  /** The JSON request body (refused above 1 MiB unless bodyLimit says more), or raw bytes the handler reads itself. */
   body?: TSchema | RawBody;
+  /** A JSON body's own limit, and what to do about a body over it. */
+  bodyLimit?: BodyLimit;
   /** Success replies by status: a JSON schema, a raw body, or null for no body. */
   replies: Record<number, TSchema | RawBody | null>;
   /** Error statuses beyond the ones every route can answer (400, 401, 500), each an ErrorReply. */
@@ -87,8 +94,13 @@ export const API = {
     method: 'POST',
     path: '/v1/snapshots',
     operationId: 'createSnapshot',
-    summary: 'Boots, warms up and snapshots a VM (a recipe by name, not a path)',
+    summary:
+      "Boots, warms up and snapshots a VM: from a recipe by name, or from a recipe directory's files (recipe_files), never a path",
     body: S.CreateSnapshotRequest,
+    bodyLimit: {
+      bytes: S.RECIPE_UPLOAD_BODY_LIMIT,
+      hint: `recipe_files holds at most ${S.MAX_RECIPE_FILES} files and ${S.MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB`,
+    },
     replies: { 201: S.SnapshotCreatedReply },
     errors: [404, 409, 413, 503],
   }),

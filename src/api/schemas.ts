@@ -12,6 +12,8 @@ const Strict = <P extends TProperties>(properties: P, description?: string) =>
 export const TAG_PATTERN_SOURCE = '^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$';
 export const SANDBOX_ID_PATTERN_SOURCE = '^sb-[0-9a-f]{12}$';
 export const OWNER_LABEL_PATTERN_SOURCE = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$';
+/** A recipe's name, which is its directory's name (src/engine/images/recipe.ts checks it with this). */
+export const RECIPE_NAME_PATTERN_SOURCE = '^[a-z0-9][a-z0-9-]{0,40}$';
 
 /** Children one fork (or pool) may ask for: beyond this a typo (n=100000) would exhaust the host. */
 export const MAX_FORK = 256;
@@ -25,6 +27,11 @@ export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 /** The longest exec or eval timeout: a day (a timer of 2^31 ms or more would fire at once). */
 export const MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 export const CONSOLE_MAX_LINES = 1000;
+/** A recipe sent as its files (recipe_files): at most this many files, and this many bytes of them (decoded). */
+export const MAX_RECIPE_FILES = 256;
+export const MAX_RECIPE_UPLOAD_BYTES = 16 * 1024 * 1024;
+/** POST /v1/snapshots's body limit: the largest upload in base64, plus 1 MiB (every other route's limit) for the rest. */
+export const RECIPE_UPLOAD_BODY_LIMIT = Math.ceil(MAX_RECIPE_UPLOAD_BYTES / 3) * 4 + 1024 * 1024;
 export const BRANCH_MODES = ['full', 'diff', 'live'] as const;
 
 const Tag = Type.String({
@@ -120,14 +127,37 @@ export const PendingSnapshot = Strict(
 export const SnapshotListReply = Type.Array(Type.Union([SnapshotSummary, PendingSnapshot]));
 export const SnapshotGetReply = Type.Union([SnapshotDetail, PendingSnapshot]);
 
+export const RecipeFiles = Strict(
+  {
+    name: Type.String({
+      pattern: RECIPE_NAME_PATTERN_SOURCE,
+      description: "the recipe's name (its directory's): 1-41 characters of a-z 0-9 - not starting with -",
+    }),
+    files: Type.Record(Type.String(), Base64, {
+      description:
+        'relative path -> content (base64); recipe.json and the files its "files" field names. ' +
+        `Paths: forward slashes, segments of A-Z a-z 0-9 . _ - + @ (not . or ..), at most 512 characters. ` +
+        `At most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB in all (413 FORKD_ERR_LIMIT)`,
+    }),
+    modes: Type.Optional(
+      Type.Record(Type.String(), Type.String({ pattern: '^[0-7]{3}$' }), {
+        description: "a file's permission bits in octal, e.g. 755 (default 644): the image keeps them",
+      }),
+    ),
+  },
+  'A recipe directory sent as its files: the daemon writes them into a private directory of its own, ' +
+    'builds from it and removes it. It never reads a path a caller names.',
+);
+
 export const CreateSnapshotRequest = Strict({
   tag: Tag,
   recipe: Type.Optional(
     Type.String({
       pattern: '^[^/]+$',
-      description: 'a recipe by name (recipes/<name>), not a path: build from a path with the CLI',
+      description: "a recipe by name (recipes/<name>), not a path: send a directory's recipe in recipe_files",
     }),
   ),
+  recipe_files: Type.Optional(RecipeFiles),
   memory_mib: Type.Optional(Type.Integer({ minimum: MIN_MEMORY_MIB, maximum: MAX_MEMORY_MIB })),
   warmup: Type.Optional(Type.String({ description: 'a shell command run before the snapshot is taken' })),
   ports: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { uniqueItems: true })),
@@ -360,6 +390,7 @@ export const COMPONENTS = {
   PoolState,
   SnapshotDetail,
   PendingSnapshot,
+  RecipeFiles,
   CreateSnapshotRequest,
   SnapshotCreatedReply,
   PullRequest,

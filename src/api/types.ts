@@ -12,6 +12,7 @@ export type SnapshotSummary = Static<typeof S.SnapshotSummary>;
 export type PoolState = Static<typeof S.PoolState>;
 export type SnapshotDetail = Static<typeof S.SnapshotDetail>;
 export type PendingSnapshot = Static<typeof S.PendingSnapshot>;
+export type RecipeFiles = Static<typeof S.RecipeFiles>;
 export type CreateSnapshotRequest = Static<typeof S.CreateSnapshotRequest>;
 export type SnapshotCreatedReply = Static<typeof S.SnapshotCreatedReply>;
 export type PullRequest = Static<typeof S.PullRequest>;

@@ -97,7 +97,7 @@ export class Router {
       body: undefined,
     };
     if (!spec.body) await readJsonBody(req, EmptyRequest);
-    else if (!('raw' in spec.body)) ctx.body = await readJsonBody(req, spec.body);
+    else if (!('raw' in spec.body)) ctx.body = await readJsonBody(req, spec.body, spec.bodyLimit);
     return route.handler(ctx);
   }
 }

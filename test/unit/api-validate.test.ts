@@ -25,7 +25,7 @@ describe('request bodies against the schema', () => {
     await refused(S.CreateSnapshotRequest, { tag: 'ok', colour: 1, size: 2 }).toMatchObject({
       code: 'FORKD_ERR_BAD_INPUT',
       message: 'unknown fields: colour, size',
-      hint: 'allowed: tag, recipe, memory_mib, warmup, ports',
+      hint: 'allowed: tag, recipe, recipe_files, memory_mib, warmup, ports',
     });
     await refused(S.CreateSandboxesRequest, { snapshot: 'base', owner: { label: 'a', uid: 1 } }).toMatchObject({
       message: 'unknown field: owner.uid',

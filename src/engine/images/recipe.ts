@@ -1,6 +1,7 @@
 import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
+import { RECIPE_NAME_PATTERN_SOURCE } from '../../api/schemas.js';
 import { ForkdError } from '../../errors.js';
 import { packageRoot } from '../../common/package-root.js';
 import type { StatePaths } from '../../common/state-dir.js';
@@ -10,7 +11,7 @@ import { buildRootfs, debianMirror, SUITE } from './rootfs.js';
 
 /** rootfs-v3: built by mmdebstrap (rootless), no longer debootstrap + chroot as root. */
 const BUILDER_VERSION = 'rootfs-v3';
-const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
+const NAME_PATTERN = new RegExp(RECIPE_NAME_PATTERN_SOURCE);
 const DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
 const FIELDS = [
   'description',

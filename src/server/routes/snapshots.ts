@@ -2,6 +2,7 @@ import { API } from '../../api/routes.js';
 import type { PullReply, SnapshotDetail } from '../../api/types.js';
 import { snapshotOptions, snapshotSummary, timingsReply } from '../../api/wire.js';
 import type { DaemonContext } from '../context.js';
+import { uploadedRecipe, withRecipeDir } from '../recipe-upload.js';
 import type { Router } from '../router.js';
 
 export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
@@ -32,10 +33,14 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
     })
     .on(API.createSnapshot, async ({ body }) => {
       const { tag } = body;
+      const upload = uploadedRecipe(body);
       const release = slots.acquire(tag);
       try {
         // a recipe brings its own memory size and ports; the body's override them
-        const result = await engine.snapshot(tag, snapshotOptions(body));
+        const options = snapshotOptions(body);
+        const result = upload
+          ? await withRecipeDir(engine.paths, upload, (recipe) => engine.snapshot(tag, { ...options, recipe }))
+          : await engine.snapshot(tag, options);
         return { status: 201, json: { ...snapshotSummary(result), timings: timingsReply(result.timings) } };
       } finally {
         release();
