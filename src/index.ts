@@ -18,7 +18,13 @@ export { StatePaths, stateDir } from './common/state-dir.js';
 export { ForkdError, errorMessage, type ErrorCode } from './errors.js';
 export type { ProgressEvent, OnProgress } from './engine/progress.js';
 export { Daemon, type DaemonOptions, type DaemonEndpoint } from './server/daemon.js';
-export { Controller, Sandbox, type ControllerOptions, type SandboxOptions } from './client/controller.js';
+export {
+  Controller,
+  Sandbox,
+  type ControllerOptions,
+  type CreateSnapshotOptions,
+  type SandboxOptions,
+} from './client/controller.js';
 export type {
   BranchMode,
   BranchReply,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
+import { refuseTwoRecipes } from '../api/recipe-files.js';
 import { packageVersion } from '../common/package-root.js';
 import { StatePaths } from '../common/state-dir.js';
 import type {
@@ -7,6 +8,7 @@ import type {
   BranchReply,
   ConsoleReply,
   CreateSandboxesRequest,
+  CreateSnapshotRequest,
   EvalReply,
   EvalResult,
   ExecOptions,
@@ -33,6 +35,7 @@ import {
   type SnapshotRequestOptions,
 } from '../api/wire.js';
 import { ForkdError, type ErrorCode } from '../errors.js';
+import { readRecipeUpload } from './recipe-upload.js';
 
 export type { SandboxInfo, SnapshotDetail, SnapshotSummary };
 
@@ -41,6 +44,13 @@ export interface SandboxOptions {
   owner?: Owner;
   /** A lease in seconds (1..86400), renewed by any request on the sandbox and by heartbeat(owner). */
   ttlS?: number;
+}
+
+export interface CreateSnapshotOptions extends SnapshotRequestOptions {
+  /** A recipe directory of your project, sent to the daemon as its files (never as a path); not with `recipe`. */
+  recipeDir?: string;
+  /** The directory `recipeDir` must resolve inside, links followed (default: the working directory, your project). */
+  root?: string;
 }
 
 export interface ControllerOptions {
@@ -232,8 +242,18 @@ export class Controller {
     return this.json('GET', `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
 
-  createSnapshot(tag: string, options: SnapshotRequestOptions = {}): Promise<SnapshotCreatedReply> {
-    return this.json('POST', '/v1/snapshots', createSnapshotRequest(tag, options), UNLIMITED);
+  /**
+   * Boots, warms up and snapshots a VM on the daemon: from a packaged recipe by name (`recipe`), or
+   * from a recipe directory of your project (`recipeDir`, sent as its files; see recipe-upload.ts).
+   */
+  async createSnapshot(tag: string, options: CreateSnapshotOptions = {}): Promise<SnapshotCreatedReply> {
+    const { recipeDir, root, ...request } = options;
+    refuseTwoRecipes(request.recipe, recipeDir !== undefined);
+    const body: CreateSnapshotRequest = {
+      ...createSnapshotRequest(tag, request),
+      ...(recipeDir !== undefined ? { recipe_files: await readRecipeUpload(recipeDir, root) } : {}),
+    };
+    return this.json('POST', '/v1/snapshots', body, UNLIMITED);
   }
 
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
