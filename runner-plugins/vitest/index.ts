@@ -7,134 +7,40 @@
  *   import { test } from 'forkd-action/vitest';
  *   test('isolated', async ({ postgres }) => { new pg.Client(postgres.url) ... });
  */
-import { randomBytes } from 'node:crypto';
-import { Controller, ForkdError, errorMessage, type Sandbox } from 'forkd-action';
+import { ForkdError, type Sandbox } from 'forkd-action';
 import { afterAll, beforeAll, inject, onTestFinished, test as base, type TestContext } from 'vitest';
-import { LEASE_S, runCheckpoints, runOwner, type ForkdConnection } from './options.js';
+import {
+  consoleTail,
+  RunWorker,
+  type Checkpoint,
+  type ForkdSandbox,
+  type PostgresConnection,
+} from '../shared/children.js';
+import type { ForkdConnection } from './options.js';
 
 // vitest.config.ts imports the plugin from 'forkd-action/vitest/plugin': this module needs a running Vitest
 export type { ForkdVitestOptions, ForkdSnapshotSpec, ForkdConnection } from './options.js';
+export type { Checkpoint, ForkdSandbox, PostgresConnection } from '../shared/children.js';
 
-/** How a test reaches its own Postgres (the postgres recipe's user, password and database). */
-export interface PostgresConnection {
-  url: string;
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-  /** The sandbox it runs in. */
-  sandbox: ForkdSandbox;
-}
+let worker: RunWorker | undefined;
 
-/** A snapshot made from a running sandbox: fork more children from it with forkFrom(). */
-export interface Checkpoint {
-  tag: string;
-  pauseMs: number;
-}
-
-/** A forked child for one test (or file, or worker): commands, files, ports and checkpoints. */
-export interface ForkdSandbox {
-  id: string;
-  ports: Record<string, number>;
-  exec: Sandbox['exec'];
-  readFile: Sandbox['readFile'];
-  writeFile: Sandbox['writeFile'];
-  /** The end of its guest console (a failing test gets it attached anyway). */
-  console: Sandbox['console'];
-  /** BRANCH this sandbox into a snapshot (live by default); it carries on running. */
-  checkpoint(options?: { mode?: 'full' | 'diff' | 'live' }): Promise<Checkpoint>;
-}
-
-let controller: Controller | undefined;
-
-function connection(): ForkdConnection {
-  const c = inject('forkd');
+function run(): RunWorker {
+  const c: ForkdConnection | undefined = inject('forkd');
   if (!c) {
     throw new ForkdError('FORKD_ERR_BAD_INPUT', 'forkd is not set up for this Vitest run', {
       hint: "add plugins: [forkd({ snapshots: { ... } })] from 'forkd-action/vitest' to vitest.config.ts",
     });
   }
-  return c;
+  worker ??= new RunWorker(c);
+  return worker;
 }
 
-function client(): Controller {
-  const c = connection();
-  controller ??= new Controller({ endpoint: c.endpoint, token: c.token });
-  return controller;
-}
+const CONFIG_HINT = 'check the forkd snapshots in vitest.config.ts';
 
-function wrap(sandbox: Sandbox): ForkdSandbox {
-  return {
-    id: sandbox.id,
-    ports: sandbox.info.ports,
-    exec: (command, options) => sandbox.exec(command, options),
-    readFile: (path) => sandbox.readFile(path),
-    writeFile: (path, data, options) => sandbox.writeFile(path, data, options),
-    console: (lines) => sandbox.console(lines),
-    async checkpoint(options = {}) {
-      const tag = `${runCheckpoints(connection().runId)}${randomBytes(6).toString('hex')}`;
-      const r = await sandbox.branch(tag, { mode: options.mode ?? 'live' });
-      return { tag, pauseMs: r.pause_ms };
-    },
-  };
-}
-
-/** Is the engine on this host? Then this process's end releases the sandboxes it forked. */
-function sameHost(endpoint: string): boolean {
-  if (endpoint.startsWith('unix:')) return true;
-  const host = new URL(endpoint).hostname;
-  return host === 'localhost' || host === '[::1]' || host.startsWith('127.');
-}
-
-/** The run's owner, with this worker's pid when the engine can see it: a worker that dies releases its sandboxes. */
-function runOwnerHere(): { label: string; pid?: number } {
-  const c = connection();
-  return { label: runOwner(c.runId), ...(sameHost(c.endpoint) ? { pid: process.pid } : {}) };
-}
-
-/** Forks a child of `tag`; `release` kills it. Errors say which snapshot and how to fix it. */
-async function forkChild(
-  tag: string | null,
-  what: string,
-): Promise<{ sandbox: Sandbox; release: () => Promise<void> }> {
-  if (!tag) {
-    throw new ForkdError('FORKD_ERR_BAD_INPUT', `no snapshot is configured for the ${what} fixture`, {
-      hint: `name one in forkd({ snapshots, ${what}: 'TAG' })${what === 'postgres' ? ", e.g. { pg: { recipe: 'postgres' } }" : ''}`,
-    });
-  }
-  const sandbox = await client()
-    .createSandbox(tag, { owner: runOwnerHere(), ttlS: LEASE_S })
-    .catch((err: unknown) => {
-      const e = err instanceof ForkdError ? err : new ForkdError('FORKD_ERR_INTERNAL', String(err));
-      throw new ForkdError(e.code, `forking ${tag} for the ${what} fixture failed: ${e.message}`, {
-        hint: e.hint ?? 'check the forkd snapshots in vitest.config.ts',
-        cause: err,
-      });
-    });
-  return { sandbox, release: () => sandbox.kill().catch(() => {}) };
-}
-
-function postgresOf(sandbox: Sandbox): PostgresConnection {
-  const port = sandbox.info.ports['5432'];
-  if (!port) {
-    throw new ForkdError('FORKD_ERR_BAD_INPUT', `sandbox ${sandbox.id} exposes no port 5432`, {
-      hint: "the postgres fixture needs a snapshot of the postgres recipe: { pg: { recipe: 'postgres' } }",
-    });
-  }
-  const [user, password, database, host] = ['forkd', 'forkd', 'forkd', '127.0.0.1'];
-  return {
-    url: `postgres://${user}:${password}@${host}:${port}/${database}`,
-    host,
-    port,
-    user,
-    password,
-    database,
-    sandbox: wrap(sandbox),
-  };
-}
-
-const CONSOLE_TAIL_LINES = 30;
+/** Forks a child of `tag` for the `what` fixture; `release` kills it. */
+const forkChild = (tag: string | null, what: string) => run().fork(tag, what, CONFIG_HINT);
+const wrap = (sandbox: Sandbox) => run().wrap(sandbox);
+const postgresOf = (sandbox: Sandbox) => run().postgres(sandbox);
 
 /**
  * When `task` failed, appends the console tails of `sandboxes` to its first error, so the report
@@ -144,18 +50,15 @@ async function attachConsole(task: TestContext['task'], sandboxes: Iterable<Sand
   const error = task.result?.state === 'fail' ? task.result.errors?.[0] : undefined;
   if (!error) return;
   for (const sandbox of sandboxes) {
-    const text = await sandbox
-      .console(CONSOLE_TAIL_LINES)
-      .then((t) => t || '(the guest printed nothing)')
-      .catch((err: unknown) => `(could not read it: ${errorMessage(err)})`);
-    error.message += `\n\nforkd sandbox ${sandbox.id} (snapshot ${sandbox.info.snapshot}), console tail:\n${text}`;
+    const { title, text } = await consoleTail(sandbox);
+    error.message += `\n\n${title}:\n${text}`;
   }
 }
 
 /** Forks a child of `checkpoint` for the current test, killed when the test ends (its console attached if it failed). */
 async function forkForTest(checkpoint: Checkpoint | string, what: string): Promise<Sandbox> {
   // a name from forkd({ snapshots }) forks its tag on the engine (the Action's, when it stands for it)
-  const tag = typeof checkpoint === 'string' ? (connection().tags[checkpoint] ?? checkpoint) : checkpoint.tag;
+  const tag = typeof checkpoint === 'string' ? run().tagOf(checkpoint) : checkpoint.tag;
   const { sandbox, release } = await forkChild(tag, what);
   onTestFinished(async ({ task }) => {
     await attachConsole(task, [sandbox]);
@@ -185,7 +88,7 @@ export function seededPostgres(
 ): { fork(): Promise<PostgresConnection> } {
   let checkpoint: Checkpoint | undefined;
   beforeAll(async () => {
-    const { sandbox, release } = await forkChild(connection().postgres, 'postgres');
+    const { sandbox, release } = await forkChild(run().connection.postgres, 'postgres');
     try {
       const postgres = postgresOf(sandbox);
       await setup(postgres);
@@ -208,8 +111,8 @@ export function seededPostgres(
 }
 
 /** Deletes a checkpoint snapshot (and the diff links made from it). */
-export async function removeCheckpoint(checkpoint: Checkpoint): Promise<void> {
-  await client().deleteSnapshot(checkpoint.tag, { cascade: true });
+export function removeCheckpoint(checkpoint: Checkpoint): Promise<void> {
+  return run().removeCheckpoint(checkpoint);
 }
 
 type Scope = 'test' | 'file' | 'worker';
@@ -225,7 +128,7 @@ export function forkdTest(scope: Scope = 'test') {
     if (scope === 'test') {
       const perTest: Fixture<T, { task: TestContext['task'] }> = [
         async ({ task }, use) => {
-          const { sandbox, release } = await forkChild(connection()[what], what);
+          const { sandbox, release } = await forkChild(run().connection[what], what);
           try {
             await use(make(sandbox));
           } finally {
@@ -240,7 +143,7 @@ export function forkdTest(scope: Scope = 'test') {
     return [
       // eslint-disable-next-line no-empty-pattern -- Vitest requires the destructuring
       async ({}, use) => {
-        const { sandbox, release } = await forkChild(connection()[what], what);
+        const { sandbox, release } = await forkChild(run().connection[what], what);
         sharedChildren.add(sandbox);
         try {
           await use(make(sandbox));

@@ -1,54 +1,9 @@
-/** What the Vitest integration is configured with (`forkd({...})` in vitest.config.ts). */
-export interface ForkdSnapshotSpec {
-  /** A recipe name (recipes/<name>), built and snapshotted if the tag does not exist yet. */
-  recipe?: string;
-  /**
-   * A pack to pull instead of building, when the tag does not exist yet: `owner/name[@version]`
-   * through FORKD_HUB_URL, or an https:// URL of a .forkd.tar.zst.
-   */
-  pull?: string;
-  /** A warm-up command for a snapshot of the base image. */
-  warmup?: string;
-  memoryMiB?: number;
-  ports?: number[];
-}
+import type { ForkdConnection, ForkdRunOptions } from '../shared/options.js';
 
-export interface ForkdVitestOptions {
-  /**
-   * Snapshot name -> how to make it when missing. Names that exist on the engine are reused as
-   * they are.
-   *
-   * After the forkd GitHub Action (it exports FORKD_SNAPSHOT, the tag it made, and
-   * FORKD_SNAPSHOT_SOURCE, the recipe or pack it made it from), a spec that is only that recipe
-   * or pack (`{ pg: { recipe: 'postgres' } }` after `snapshot: postgres`) stands for the Action's
-   * snapshot: `pg` forks it, and no second snapshot is taken. Left out (or empty), the run forks
-   * the Action's snapshot. So one config serves both: locally the plugin makes the snapshot, in
-   * CI it forks the Action's.
-   */
-  snapshots?: Record<string, ForkdSnapshotSpec>;
-  /** The snapshot the `sandbox` fixture forks (default: the first one). */
-  sandbox?: string;
-  /**
-   * The snapshot the `postgres` fixture forks (default: the first one made from the postgres
-   * recipe, the Action's included).
-   */
-  postgres?: string;
-  /** Warm children kept per snapshot while the run lasts (default: Vitest's worker count, at most 4; 0: none). */
-  pool?: number;
-}
+export type { ForkdConnection, ForkdSnapshotSpec } from '../shared/options.js';
 
-/** What the global setup hands the test workers (`inject('forkd')`). */
-export interface ForkdConnection {
-  endpoint: string;
-  token: string;
-  /** This run's id: its sandboxes' owner and its checkpoints' tags carry it. */
-  runId: string;
-  /** Tags on the engine. */
-  sandbox: string | null;
-  postgres: string | null;
-  /** Each name in `snapshots` -> its tag on the engine (the Action's tag for a name it stands for). */
-  tags: Record<string, string>;
-}
+/** What the Vitest integration is configured with (`forkd({...})` in vitest.config.ts); `app` is Playwright's. */
+export type ForkdVitestOptions = Omit<ForkdRunOptions, 'app'>;
 
 // inject('forkd') is typed wherever forkd-action/vitest (or its plugin) is imported
 declare module 'vitest' {
@@ -58,18 +13,3 @@ declare module 'vitest' {
 }
 
 export const OPTIONS_ENV = 'FORKD_VITEST_OPTIONS';
-/** Tags of checkpoints taken in tests: this prefix, the run's id, a random part. */
-export const CHECKPOINT_PREFIX = 'vitest-ckpt-';
-
-/** The owner of a run's sandboxes: one heartbeat keeps them all, and the teardown releases them together. */
-export const runOwner = (runId: string): string => `vitest-${runId}`;
-
-/** A run's checkpoints start with this: its teardown removes those left, and no other run's. */
-export const runCheckpoints = (runId: string): string => `${CHECKPOINT_PREFIX}${runId}-`;
-
-/**
- * The lease of a run's sandboxes (seconds): the run's main process renews it every
- * HEARTBEAT_MS, so a run that dies without its teardown leaves nothing for longer.
- */
-export const LEASE_S = 60;
-export const HEARTBEAT_MS = 10_000;

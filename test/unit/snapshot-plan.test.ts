@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'vitest';
-import { actionSnapshot, planSnapshots } from '../../runner-plugins/vitest/snapshot-plan.js';
+import { actionSnapshot, planSnapshots } from '../../runner-plugins/shared/snapshot-plan.js';
 
 const afterAction = { tag: 'postgres', source: 'postgres' };
 
-describe("the Vitest plugin's snapshots", () => {
+describe("a test run's snapshots (the Vitest and Playwright plugins)", () => {
   test('the Action exports its tag and what it made it from', () => {
     expect(actionSnapshot({ FORKD_SNAPSHOT: 'postgres', FORKD_SNAPSHOT_SOURCE: 'postgres' })).toEqual(afterAction);
     expect(actionSnapshot({})).toBeUndefined();
@@ -16,6 +16,7 @@ describe("the Vitest plugin's snapshots", () => {
       action: undefined,
       sandbox: 'pg',
       postgres: 'pg',
+      app: null,
     });
   });
 
@@ -26,6 +27,7 @@ describe("the Vitest plugin's snapshots", () => {
       action: 'postgres',
       sandbox: 'postgres',
       postgres: 'postgres',
+      app: null,
     });
   });
 
@@ -65,5 +67,12 @@ describe("the Vitest plugin's snapshots", () => {
       sandbox: 'elsewhere',
       postgres: 'postgres',
     });
+  });
+
+  test('the app fixture forks the first snapshot made from a recipe directory, or the one it names', () => {
+    const snapshots = { pg: { recipe: 'postgres' }, web: { recipe: './e2e/app' }, other: { recipe: '../apps/other' } };
+    expect(planSnapshots({ snapshots }, undefined)).toMatchObject({ app: 'web', postgres: 'pg', sandbox: 'pg' });
+    expect(planSnapshots({ snapshots, app: 'other' }, undefined).app).toBe('other');
+    expect(planSnapshots({ snapshots: { pg: { recipe: 'postgres' } } }, undefined).app).toBeNull();
   });
 });

@@ -1,6 +1,6 @@
-/** Which snapshots a Vitest run forks, which it makes, and which the forkd GitHub Action made for it. */
+/** Which snapshots a test run forks, which it makes, and which the forkd GitHub Action made for it. */
 import { ForkdError } from 'forkd-action';
-import type { ForkdSnapshotSpec, ForkdVitestOptions } from './options.js';
+import type { ForkdRunOptions, ForkdSnapshotSpec } from './options.js';
 
 /** The snapshot the Action made for this job: FORKD_SNAPSHOT (its tag) and FORKD_SNAPSHOT_SOURCE (recipe or pack). */
 export interface ActionSnapshot {
@@ -22,7 +22,12 @@ export interface SnapshotPlan {
   /** The tags the fixtures fork. */
   sandbox: string;
   postgres: string | null;
+  /** The app fixture's (Playwright): a named snapshot, else the first made from a recipe directory. */
+  app: string | null;
 }
+
+/** A recipe given as a directory of the user's project (a path), not a name from this package. */
+export const isRecipeDir = (recipe: string | undefined): recipe is string => !!recipe && recipe.includes('/');
 
 /** A spec that says no more than "the recipe (or pack) the Action made its snapshot from". */
 function standsForAction(spec: ForkdSnapshotSpec, action: ActionSnapshot): boolean {
@@ -32,11 +37,12 @@ function standsForAction(spec: ForkdSnapshotSpec, action: ActionSnapshot): boole
   );
 }
 
-export function planSnapshots(options: ForkdVitestOptions, action = actionSnapshot()): SnapshotPlan {
+export function planSnapshots(options: ForkdRunOptions, action = actionSnapshot()): SnapshotPlan {
   const specs = Object.entries(options.snapshots ?? {});
   const tags: Record<string, string> = {};
   const make: Record<string, ForkdSnapshotSpec> = {};
   let postgres: string | null = null;
+  let app: string | null = null;
   let forksAction = false;
   if (!specs.length) {
     if (!action) {
@@ -55,6 +61,7 @@ export function planSnapshots(options: ForkdVitestOptions, action = actionSnapsh
     if (fromAction) forksAction = true;
     else make[name] = spec;
     if (spec.recipe === 'postgres') postgres ??= tag;
+    if (isRecipeDir(spec.recipe)) app ??= tag;
   }
   // a fixture may name a configured snapshot, or any tag on the engine (checked once connected)
   const tagOf = (name: string) => tags[name] ?? name;
@@ -64,5 +71,6 @@ export function planSnapshots(options: ForkdVitestOptions, action = actionSnapsh
     action: forksAction ? action!.tag : undefined,
     sandbox: tagOf(options.sandbox ?? Object.keys(tags)[0]!),
     postgres: options.postgres ? tagOf(options.postgres) : postgres,
+    app: options.app ? tagOf(options.app) : app,
   };
 }

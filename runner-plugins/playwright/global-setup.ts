@@ -1,0 +1,25 @@
+import { dirname } from 'node:path';
+import type { FullConfig } from '@playwright/test';
+import { ForkdError } from 'forkd-action';
+import { startRun } from '../shared/run-setup.js';
+import { CONNECTION_ENV, OPTIONS_ENV, type ForkdPlaywrightOptions, type PlaywrightConnection } from './options.js';
+
+export default async function setup(config: FullConfig): Promise<() => Promise<void>> {
+  const raw = process.env[OPTIONS_ENV];
+  if (!raw) {
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', 'forkd global setup has no options', {
+      hint: "in playwright.config.ts: globalSetup: forkd({ snapshots: { app: { recipe: './app-recipe' } } })",
+    });
+  }
+  const options = JSON.parse(raw) as ForkdPlaywrightOptions;
+  const run = await startRun({
+    runner: 'playwright',
+    options,
+    workers: config.workers,
+    configDir: config.configFile ? dirname(config.configFile) : config.rootDir,
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  const connection: PlaywrightConnection = { ...run.connection, appPort: options.appPort ?? null };
+  process.env[CONNECTION_ENV] = JSON.stringify(connection);
+  return run.teardown;
+}
