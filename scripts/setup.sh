@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # sudo: the tests build a recipe image through it, as a user the test makes (CI runs as root).
 # Python: the pytest plugin's tests, its example and its lint, from Debian's packages (no PyPI).
+# chromium: the Playwright tests' browser (Playwright's own download is not reachable everywhere).
 bash scripts/host-packages.sh sudo \
   python3 python3-venv python3-setuptools python3-wheel python3-pytest python3-pytest-xdist \
-  python3-httpx python3-psycopg python3-psycopg2 python3-jsonschema python3-mypy black
+  python3-httpx python3-psycopg python3-psycopg2 python3-jsonschema python3-mypy black chromium
 
 echo "setup: npm dependencies (npm ci builds lib/ through the prepare script)"
 npm ci --no-audit --no-fund

@@ -9,6 +9,8 @@ const MAX_LINES = 300;
 const INTERNAL_NAMES: Record<string, string> = {
   FORKD_PACKAGE_ROOT: 'a constant esbuild defines when it bundles dist/, not read from the environment',
   FORKD_VITEST_OPTIONS: 'the Vitest plugin hands its options to its own global setup through it',
+  FORKD_PLAYWRIGHT_OPTIONS: 'the Playwright plugin hands its options to its own global setup through it',
+  FORKD_PLAYWRIGHT_CONNECTION: 'the Playwright global setup hands its workers the connection through it',
 };
 
 /** The snippets the consumer test runs in its scratch project. */
