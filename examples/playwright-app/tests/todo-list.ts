@@ -6,7 +6,7 @@ export interface Todo {
   done: boolean;
 }
 
-/** The todos every app starts with (recipe/schema.sql), in list order. */
+/** The todos every app starts with (todo-app/schema.sql), in list order. */
 export const SEED: readonly Todo[] = [
   { title: 'Buy milk', done: false },
   { title: 'Walk the dog', done: true },
