@@ -17,7 +17,7 @@ import {
   type ForkdSnapshotSpec,
   type Runner,
 } from './options.js';
-import { isRecipeDir, planSnapshots } from './snapshot-plan.js';
+import { isRecipeDir, planSnapshots, withAbsoluteRecipes } from './snapshot-plan.js';
 
 /** An engine the run can use: FORKD_ENDPOINT, else a local `forkd serve`, else one started for the run. */
 async function connect(): Promise<{ controller: Controller; daemon?: Daemon }> {
@@ -90,7 +90,7 @@ export interface Run {
 }
 
 export async function startRun({ runner, options, workers, configDir, log = () => {} }: RunSetup): Promise<Run> {
-  const plan = planSnapshots(options);
+  const plan = planSnapshots(withAbsoluteRecipes(options, configDir));
   const runId = randomBytes(6).toString('hex');
   const owner = runOwner(runner, runId);
   const { controller, daemon } = await connect();

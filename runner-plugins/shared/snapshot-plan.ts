@@ -1,4 +1,5 @@
 /** Which snapshots a test run forks, which it makes, and which the forkd GitHub Action made for it. */
+import { resolve } from 'node:path';
 import { ForkdError } from 'forkd-action';
 import type { ForkdRunOptions, ForkdSnapshotSpec } from './options.js';
 
@@ -9,7 +10,22 @@ export interface ActionSnapshot {
 }
 
 export function actionSnapshot(env: NodeJS.ProcessEnv = process.env): ActionSnapshot | undefined {
-  return env.FORKD_SNAPSHOT ? { tag: env.FORKD_SNAPSHOT, source: env.FORKD_SNAPSHOT_SOURCE ?? '' } : undefined;
+  if (!env.FORKD_SNAPSHOT) return undefined;
+  const source = env.FORKD_SNAPSHOT_SOURCE ?? '';
+  // a recipe directory the Action was given relative to the workspace
+  const workspace = env.GITHUB_WORKSPACE ?? process.cwd();
+  return { tag: env.FORKD_SNAPSHOT, source: isRecipeDir(source) ? resolve(workspace, source) : source };
+}
+
+/** The options with their recipe directories made absolute (relative to the config's directory), to compare and to send. */
+export function withAbsoluteRecipes<T extends ForkdRunOptions>(options: T, configDir: string): T {
+  const snapshots = Object.fromEntries(
+    Object.entries(options.snapshots ?? {}).map(([name, spec]) => [
+      name,
+      isRecipeDir(spec.recipe) ? { ...spec, recipe: resolve(configDir, spec.recipe) } : spec,
+    ]),
+  );
+  return options.snapshots ? { ...options, snapshots } : options;
 }
 
 export interface SnapshotPlan {

@@ -232,11 +232,12 @@ describe('the Action, run as the runner runs it', () => {
   }, 300_000);
 
   test.each([
-    { example: 'vitest-postgres', runs: 'vitest run', passed: /Tests {2}23 passed \(23\)/, forks: 20 },
-    { example: 'pytest-postgres', runs: 'pytest -n 2', passed: /\b19 passed\b/, forks: 18 },
+    { example: 'vitest-postgres', runs: 'vitest run', passed: /Tests {2}23 passed \(23\)/, forks: 20, tag: 'postgres' },
+    { example: 'pytest-postgres', runs: 'pytest -n 2', passed: /\b19 passed\b/, forks: 18, tag: 'postgres' },
+    { example: 'playwright-app', runs: 'playwright test', passed: /\b16 passed\b/, forks: 16, tag: 'todo-app' },
   ])(
-    'the example workflow $example: the Action with the postgres recipe, then the suite against its engine',
-    async ({ example, runs, passed, forks: minimumForks }) => {
+    'the example workflow $example: the Action with its recipe, then the suite against its engine',
+    async ({ example, runs, passed, forks: minimumForks, tag }) => {
       const workflow = parseYaml(readFileSync(join(root, `examples/workflows/${example}.yml`), 'utf8')) as {
         jobs: Record<string, { steps: Array<{ uses?: string; with?: Record<string, unknown>; run?: string }> }>;
       };
@@ -251,24 +252,24 @@ describe('the Action, run as the runner runs it', () => {
       job.linkImages();
       const main = await job.run('main', inputs);
       expect(main.code, main.log).toBe(0);
-      expect(job.outputs['snapshot-tag']).toBe('postgres');
-      expect(job.env).toMatchObject({ FORKD_SNAPSHOT: 'postgres', FORKD_SNAPSHOT_SOURCE: 'postgres' });
+      expect(job.outputs['snapshot-tag']).toBe(tag);
+      expect(job.env).toMatchObject({ FORKD_SNAPSHOT: tag, FORKD_SNAPSHOT_SOURCE: inputs.snapshot });
       const client = new Controller({ endpoint: job.env.FORKD_ENDPOINT!, token: job.env.FORKD_TOKEN! });
-      expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
+      expect(await client.getSnapshot(tag)).toMatchObject({ pool_size: Number(inputs['pool-size']) });
       for (const command of later) {
         const step = await job.shell(command);
         expect(step.code, step.log).toBe(0);
         expect(step.log).toMatch(passed);
       }
       // the suite found the Action's pool big enough and left it as it was, for the job's next steps
-      expect(await client.getSnapshot('postgres')).toMatchObject({ pool_size: Number(inputs['pool-size']) });
-      // its postgres recipe forked the Action's snapshot: it took none of its own (its checkpoints are gone)
-      expect((await client.listSnapshots()).map((s) => s.tag)).toEqual(['postgres']);
+      expect(await client.getSnapshot(tag)).toMatchObject({ pool_size: Number(inputs['pool-size']) });
+      // its recipe forked the Action's snapshot: it took none of its own (its checkpoints are gone)
+      expect((await client.listSnapshots()).map((s) => s.tag)).toEqual([tag]);
       const audit = readFileSync(join(job.home, 'audit.log'), 'utf8');
       expect(audit).not.toMatch(/"method":"POST","path":"\/v1\/snapshots"/);
       await client.close();
       await teardown(job);
-      const forks = Number(/<td>postgres<\/td><td>(\d+)<\/td>/.exec(job.summary)?.[1]);
+      const forks = Number(new RegExp(`<td>${tag}</td><td>(\\d+)</td>`).exec(job.summary)?.[1]);
       expect(forks).toBeGreaterThanOrEqual(minimumForks); // the suite forked from the Action's engine, not its own
     },
     1_200_000,

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { actionSnapshot, planSnapshots } from '../../runner-plugins/shared/snapshot-plan.js';
+import { actionSnapshot, planSnapshots, withAbsoluteRecipes } from '../../runner-plugins/shared/snapshot-plan.js';
 
 const afterAction = { tag: 'postgres', source: 'postgres' };
 
@@ -74,5 +74,21 @@ describe("a test run's snapshots (the Vitest and Playwright plugins)", () => {
     expect(planSnapshots({ snapshots }, undefined)).toMatchObject({ app: 'web', postgres: 'pg', sandbox: 'pg' });
     expect(planSnapshots({ snapshots, app: 'other' }, undefined).app).toBe('other');
     expect(planSnapshots({ snapshots: { pg: { recipe: 'postgres' } } }, undefined).app).toBeNull();
+  });
+
+  test("a recipe directory: the config's (relative to its directory) stands for the Action's (relative to the workspace)", () => {
+    const action = actionSnapshot({
+      FORKD_SNAPSHOT: 'todo-app',
+      FORKD_SNAPSHOT_SOURCE: './examples/playwright-app/todo-app',
+      GITHUB_WORKSPACE: '/work/repo',
+    });
+    expect(action).toEqual({ tag: 'todo-app', source: '/work/repo/examples/playwright-app/todo-app' });
+    const options = withAbsoluteRecipes(
+      { snapshots: { app: { recipe: './todo-app' } } },
+      '/work/repo/examples/playwright-app',
+    );
+    expect(planSnapshots(options, action)).toMatchObject({ tags: { app: 'todo-app' }, make: {}, app: 'todo-app' });
+    const elsewhere = withAbsoluteRecipes({ snapshots: { app: { recipe: './todo-app' } } }, '/work/repo/other');
+    expect(planSnapshots(elsewhere, action)).toMatchObject({ make: { app: { recipe: '/work/repo/other/todo-app' } } });
   });
 });
