@@ -4754,8 +4754,8 @@ var require_streamx = __commonJS({
             return this;
           },
           next() {
-            return new Promise(function(resolve4, reject) {
-              promiseResolve = resolve4;
+            return new Promise(function(resolve5, reject) {
+              promiseResolve = resolve5;
               promiseReject = reject;
               const data = stream.read();
               if (data !== null) ondata(data);
@@ -4788,11 +4788,11 @@ var require_streamx = __commonJS({
         }
         function destroy(err) {
           stream.destroy(err);
-          return new Promise((resolve4, reject) => {
-            if (stream._duplexState & DESTROYED) return resolve4({ value: void 0, done: true });
+          return new Promise((resolve5, reject) => {
+            if (stream._duplexState & DESTROYED) return resolve5({ value: void 0, done: true });
             stream.once("close", function() {
               if (err) reject(err);
-              else resolve4({ value: void 0, done: true });
+              else resolve5({ value: void 0, done: true });
             });
           });
         }
@@ -4836,8 +4836,8 @@ var require_streamx = __commonJS({
         const writes = pending + (ws._duplexState & WRITE_WRITING ? 1 : 0);
         if (writes === 0) return Promise.resolve(true);
         if (state2.drains === null) state2.drains = [];
-        return new Promise((resolve4) => {
-          state2.drains.push({ writes, resolve: resolve4 });
+        return new Promise((resolve5) => {
+          state2.drains.push({ writes, resolve: resolve5 });
         });
       }
       write(data) {
@@ -4942,10 +4942,10 @@ var require_streamx = __commonJS({
       cb(null);
     }
     function pipelinePromise(...streams) {
-      return new Promise((resolve4, reject) => {
+      return new Promise((resolve5, reject) => {
         return pipeline5(...streams, (err) => {
           if (err) return reject(err);
-          resolve4();
+          resolve5();
         });
       });
     }
@@ -5144,7 +5144,7 @@ var require_headers = __commonJS({
       b4a.write(buf, encodeOct(cksum(buf), 6), 148);
       return buf;
     };
-    exports.decode = function decode(buf, filenameEncoding, allowUnknownFormat) {
+    exports.decode = function decode2(buf, filenameEncoding, allowUnknownFormat) {
       let typeflag = buf[156] === 0 ? 0 : buf[156] - ZERO_OFFSET;
       let name = decodeStr(buf, 0, 100, filenameEncoding);
       const mode = decodeOct(buf, 100, 8);
@@ -5615,16 +5615,16 @@ var require_extract = __commonJS({
           entryCallback = null;
           cb(err);
         }
-        function onnext(resolve4, reject) {
+        function onnext(resolve5, reject) {
           if (error) {
             return reject(error);
           }
           if (entryStream) {
-            resolve4({ value: entryStream, done: false });
+            resolve5({ value: entryStream, done: false });
             entryStream = null;
             return;
           }
-          promiseResolve = resolve4;
+          promiseResolve = resolve5;
           promiseReject = reject;
           consumeCallback(null);
           if (extract._finished && promiseResolve) {
@@ -5652,11 +5652,11 @@ var require_extract = __commonJS({
         function destroy(err) {
           extract.destroy(err);
           consumeCallback(err);
-          return new Promise((resolve4, reject) => {
-            if (extract.destroyed) return resolve4({ value: void 0, done: true });
+          return new Promise((resolve5, reject) => {
+            if (extract.destroyed) return resolve5({ value: void 0, done: true });
             extract.once("close", function() {
               if (err) reject(err);
-              else resolve4({ value: void 0, done: true });
+              else resolve5({ value: void 0, done: true });
             });
           });
         }
@@ -5677,7 +5677,7 @@ var require_extract = __commonJS({
 // node_modules/tar-stream/constants.js
 var require_constants = __commonJS({
   "node_modules/tar-stream/constants.js"(exports, module) {
-    var constants5 = {
+    var constants6 = {
       // just for envs without fs
       S_IFMT: 61440,
       S_IFDIR: 16384,
@@ -5687,9 +5687,9 @@ var require_constants = __commonJS({
       S_IFLNK: 40960
     };
     try {
-      module.exports = __require("fs").constants || constants5;
+      module.exports = __require("fs").constants || constants6;
     } catch {
-      module.exports = constants5;
+      module.exports = constants6;
     }
   }
 });
@@ -5699,7 +5699,7 @@ var require_pack = __commonJS({
   "node_modules/tar-stream/pack.js"(exports, module) {
     var { Readable: Readable2, Writable, getStreamError } = require_streamx();
     var b4a = require_b4a();
-    var constants5 = require_constants();
+    var constants6 = require_constants();
     var headers = require_headers();
     var DMODE = 493;
     var FMODE = 420;
@@ -5902,16 +5902,16 @@ var require_pack = __commonJS({
       return new Pack(opts);
     };
     function modeToType(mode) {
-      switch (mode & constants5.S_IFMT) {
-        case constants5.S_IFBLK:
+      switch (mode & constants6.S_IFMT) {
+        case constants6.S_IFBLK:
           return "block-device";
-        case constants5.S_IFCHR:
+        case constants6.S_IFCHR:
           return "character-device";
-        case constants5.S_IFDIR:
+        case constants6.S_IFDIR:
           return "directory";
-        case constants5.S_IFIFO:
+        case constants6.S_IFIFO:
           return "fifo";
-        case constants5.S_IFLNK:
+        case constants6.S_IFLNK:
           return "symlink";
       }
       return "file";
@@ -8682,9 +8682,9 @@ var require_dispatcher_base = __commonJS({
       }
       close(callback) {
         if (callback === void 0) {
-          return new Promise((resolve4, reject) => {
+          return new Promise((resolve5, reject) => {
             this.close((err, data) => {
-              return err ? reject(err) : resolve4(data);
+              return err ? reject(err) : resolve5(data);
             });
           });
         }
@@ -8722,9 +8722,9 @@ var require_dispatcher_base = __commonJS({
           err = null;
         }
         if (callback === void 0) {
-          return new Promise((resolve4, reject) => {
+          return new Promise((resolve5, reject) => {
             this.destroy(err, (err2, data) => {
-              return err2 ? reject(err2) : resolve4(data);
+              return err2 ? reject(err2) : resolve5(data);
             });
           });
         }
@@ -10367,7 +10367,7 @@ var require_webidl = __commonJS({
   "node_modules/undici/lib/web/webidl/index.js"(exports, module) {
     "use strict";
     var assert = __require("node:assert");
-    var { types, inspect } = __require("node:util");
+    var { types, inspect: inspect2 } = __require("node:util");
     var { runtimeFeatures } = require_runtime_features();
     var UNDEFINED = 1;
     var BOOLEAN = 2;
@@ -10559,7 +10559,7 @@ var require_webidl = __commonJS({
         case SYMBOL:
           return `Symbol(${V.description})`;
         case OBJECT:
-          return inspect(V);
+          return inspect2(V);
         case STRING:
           return `"${V}"`;
         case BIGINT:
@@ -12230,8 +12230,8 @@ var require_promise = __commonJS({
     function createDeferredPromise() {
       let res;
       let rej;
-      const promise = new Promise((resolve4, reject) => {
-        res = resolve4;
+      const promise = new Promise((resolve5, reject) => {
+        res = resolve5;
         rej = reject;
       });
       return { promise, resolve: res, reject: rej };
@@ -12580,7 +12580,7 @@ var require_client_h1 = __commonJS({
       kHTTPContext,
       kClosed
     } = require_symbols();
-    var constants5 = require_constants3();
+    var constants6 = require_constants3();
     var EMPTY_BUF = Buffer.alloc(0);
     var FastBuffer = Buffer[Symbol.species];
     var removeAllListeners = util.removeAllListeners;
@@ -12716,7 +12716,7 @@ var require_client_h1 = __commonJS({
          */
       constructor(client, socket, { exports: exports2 }) {
         this.llhttp = exports2;
-        this.ptr = this.llhttp.llhttp_alloc(constants5.TYPE.RESPONSE);
+        this.ptr = this.llhttp.llhttp_alloc(constants6.TYPE.RESPONSE);
         this.client = client;
         this.socket = socket;
         this.timeout = null;
@@ -12812,11 +12812,11 @@ var require_client_h1 = __commonJS({
             currentParser = null;
             currentBufferRef = null;
           }
-          if (ret !== constants5.ERROR.OK) {
+          if (ret !== constants6.ERROR.OK) {
             const data = chunk.subarray(llhttp.llhttp_get_error_pos(this.ptr) - currentBufferPtr);
-            if (ret === constants5.ERROR.PAUSED_UPGRADE) {
+            if (ret === constants6.ERROR.PAUSED_UPGRADE) {
               this.onUpgrade(data);
-            } else if (ret === constants5.ERROR.PAUSED) {
+            } else if (ret === constants6.ERROR.PAUSED) {
               this.paused = true;
               socket.unshift(data);
             } else {
@@ -12839,10 +12839,10 @@ var require_client_h1 = __commonJS({
         } finally {
           currentParser = null;
         }
-        if (ret === constants5.ERROR.OK) {
+        if (ret === constants6.ERROR.OK) {
           return null;
         }
-        if (ret === constants5.ERROR.PAUSED || ret === constants5.ERROR.PAUSED_UPGRADE) {
+        if (ret === constants6.ERROR.PAUSED || ret === constants6.ERROR.PAUSED_UPGRADE) {
           this.paused = true;
           return null;
         }
@@ -12859,7 +12859,7 @@ var require_client_h1 = __commonJS({
           const len = new Uint8Array(llhttp.memory.buffer, ptr).indexOf(0);
           message = "Response does not match the HTTP/1.1 protocol (" + Buffer.from(llhttp.memory.buffer, ptr, len).toString() + ")";
         }
-        return new HTTPParserError(message, constants5.ERROR[ret], data);
+        return new HTTPParserError(message, constants6.ERROR[ret], data);
       }
       destroy() {
         assert(currentParser === null);
@@ -13070,7 +13070,7 @@ var require_client_h1 = __commonJS({
           socket[kBlocking] = false;
           client[kResume]();
         }
-        return pause ? constants5.ERROR.PAUSED : 0;
+        return pause ? constants6.ERROR.PAUSED : 0;
       }
       /**
        * @param {Buffer} buf
@@ -13096,7 +13096,7 @@ var require_client_h1 = __commonJS({
         }
         this.bytesRead += buf.length;
         if (request4.onData(buf) === false) {
-          return constants5.ERROR.PAUSED;
+          return constants6.ERROR.PAUSED;
         }
         return 0;
       }
@@ -13136,13 +13136,13 @@ var require_client_h1 = __commonJS({
         if (socket[kWriting]) {
           assert(client[kRunning] === 0);
           util.destroy(socket, new InformationalError("reset"));
-          return constants5.ERROR.PAUSED;
+          return constants6.ERROR.PAUSED;
         } else if (!shouldKeepAlive) {
           util.destroy(socket, new InformationalError("reset"));
-          return constants5.ERROR.PAUSED;
+          return constants6.ERROR.PAUSED;
         } else if (socket[kReset] && client[kRunning] === 0) {
           util.destroy(socket, new InformationalError("reset"));
-          return constants5.ERROR.PAUSED;
+          return constants6.ERROR.PAUSED;
         } else if (client[kPipelining] == null || client[kPipelining] === 1) {
           setImmediate(client[kResume]);
         } else {
@@ -13657,12 +13657,12 @@ upgrade: ${upgrade}\r
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve4, reject) => {
+      const waitForDrain = () => new Promise((resolve5, reject) => {
         assert(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve4;
+          callback = resolve5;
         }
       });
       socket.on("close", onDrain).on("drain", onDrain);
@@ -14546,12 +14546,12 @@ var require_client_h2 = __commonJS({
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve4, reject) => {
+      const waitForDrain = () => new Promise((resolve5, reject) => {
         assert(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve4;
+          callback = resolve5;
         }
       });
       h2stream.on("close", onDrain).on("drain", onDrain);
@@ -14868,16 +14868,16 @@ var require_client = __commonJS({
         return this[kNeedDrain] < 2;
       }
       [kClose]() {
-        return new Promise((resolve4) => {
+        return new Promise((resolve5) => {
           if (this[kSize]) {
-            this[kClosedResolve] = resolve4;
+            this[kClosedResolve] = resolve5;
           } else {
-            resolve4(null);
+            resolve5(null);
           }
         });
       }
       [kDestroy](err) {
-        return new Promise((resolve4) => {
+        return new Promise((resolve5) => {
           const requests = this[kQueue].splice(this[kPendingIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request4 = requests[i];
@@ -14890,7 +14890,7 @@ var require_client = __commonJS({
               this[kClosedResolve]();
               this[kClosedResolve] = null;
             }
-            resolve4(null);
+            resolve5(null);
           };
           if (this[kHTTPContext]) {
             this[kHTTPContext].destroy(err, callback);
@@ -15297,8 +15297,8 @@ var require_pool_base = __commonJS({
           }
           return Promise.all(closeAll);
         } else {
-          return new Promise((resolve4) => {
-            this[kClosedResolve] = resolve4;
+          return new Promise((resolve5) => {
+            this[kClosedResolve] = resolve5;
           });
         }
       }
@@ -16420,7 +16420,7 @@ var require_socks5_proxy_agent = __commonJS({
         const proxyHost = this[kProxyUrl].hostname;
         const proxyPort = parseInt(this[kProxyUrl].port) || 1080;
         debug6("creating SOCKS5 connection to", proxyHost, proxyPort);
-        const socket = await new Promise((resolve4, reject) => {
+        const socket = await new Promise((resolve5, reject) => {
           this[kConnector]({
             hostname: proxyHost,
             host: proxyHost,
@@ -16430,7 +16430,7 @@ var require_socks5_proxy_agent = __commonJS({
             if (err) {
               reject(err);
             } else {
-              resolve4(socket2);
+              resolve5(socket2);
             }
           });
         });
@@ -16440,14 +16440,14 @@ var require_socks5_proxy_agent = __commonJS({
           socket.destroy();
         });
         await socks5Client.handshake();
-        await new Promise((resolve4, reject) => {
+        await new Promise((resolve5, reject) => {
           const timeout = setTimeout(() => {
             reject(new Error("SOCKS5 authentication timeout"));
           }, 5e3);
           const onAuthenticated = () => {
             clearTimeout(timeout);
             socks5Client.removeListener("error", onError);
-            resolve4();
+            resolve5();
           };
           const onError = (err) => {
             clearTimeout(timeout);
@@ -16456,14 +16456,14 @@ var require_socks5_proxy_agent = __commonJS({
           };
           if (socks5Client.state === STATES.AUTHENTICATED) {
             clearTimeout(timeout);
-            resolve4();
+            resolve5();
           } else {
             socks5Client.once("authenticated", onAuthenticated);
             socks5Client.once("error", onError);
           }
         });
         await socks5Client.connect(targetHost, targetPort);
-        await new Promise((resolve4, reject) => {
+        await new Promise((resolve5, reject) => {
           const timeout = setTimeout(() => {
             reject(new Error("SOCKS5 connection timeout"));
           }, 5e3);
@@ -16471,7 +16471,7 @@ var require_socks5_proxy_agent = __commonJS({
             debug6("SOCKS5 tunnel established to", targetHost, targetPort, "via", info);
             clearTimeout(timeout);
             socks5Client.removeListener("error", onError);
-            resolve4();
+            resolve5();
           };
           const onError = (err) => {
             clearTimeout(timeout);
@@ -16514,8 +16514,8 @@ var require_socks5_proxy_agent = __commonJS({
                       socket,
                       servername: this[kRequestTls]?.servername || targetHost
                     });
-                    await new Promise((resolve4, reject) => {
-                      finalSocket.once("secureConnect", resolve4);
+                    await new Promise((resolve5, reject) => {
+                      finalSocket.once("secureConnect", resolve5);
                       finalSocket.once("error", reject);
                     });
                   }
@@ -17648,7 +17648,7 @@ var require_readable = __commonJS({
         if (this._readableState.closeEmitted) {
           return Promise.resolve(null);
         }
-        return new Promise((resolve4, reject) => {
+        return new Promise((resolve5, reject) => {
           if (this[kContentLength] && this[kContentLength] > limit || this[kBytesRead] > limit) {
             this.destroy(new AbortError());
           }
@@ -17662,11 +17662,11 @@ var require_readable = __commonJS({
               if (signal.aborted) {
                 reject(signal.reason ?? new AbortError());
               } else {
-                resolve4(null);
+                resolve5(null);
               }
             });
           } else {
-            this.on("close", resolve4);
+            this.on("close", resolve5);
           }
           this.on("error", noop).on("data", () => {
             if (this[kBytesRead] > limit) {
@@ -17694,7 +17694,7 @@ var require_readable = __commonJS({
     }
     function consume(stream, type) {
       assert(!stream[kConsume]);
-      return new Promise((resolve4, reject) => {
+      return new Promise((resolve5, reject) => {
         if (isUnusable(stream)) {
           const rState = stream._readableState;
           if (rState.destroyed && rState.closeEmitted === false) {
@@ -17709,7 +17709,7 @@ var require_readable = __commonJS({
             stream[kConsume] = {
               type,
               stream,
-              resolve: resolve4,
+              resolve: resolve5,
               reject,
               length: 0,
               body: []
@@ -17783,18 +17783,18 @@ var require_readable = __commonJS({
       return buffer;
     }
     function consumeEnd(consume2, encoding) {
-      const { type, body, resolve: resolve4, stream, length } = consume2;
+      const { type, body, resolve: resolve5, stream, length } = consume2;
       try {
         if (type === "text") {
-          resolve4(chunksDecode(body, length, encoding));
+          resolve5(chunksDecode(body, length, encoding));
         } else if (type === "json") {
-          resolve4(JSON.parse(chunksDecode(body, length, encoding)));
+          resolve5(JSON.parse(chunksDecode(body, length, encoding)));
         } else if (type === "arrayBuffer") {
-          resolve4(chunksConcat(body, length).buffer);
+          resolve5(chunksConcat(body, length).buffer);
         } else if (type === "blob") {
-          resolve4(new Blob(body, { type: stream[kContentType] }));
+          resolve5(new Blob(body, { type: stream[kContentType] }));
         } else if (type === "bytes") {
-          resolve4(chunksConcat(body, length));
+          resolve5(chunksConcat(body, length));
         }
         consumeFinish(consume2);
       } catch (err) {
@@ -17984,9 +17984,9 @@ var require_api_request = __commonJS({
     };
     function request4(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve4, reject) => {
+        return new Promise((resolve5, reject) => {
           request4.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve4(data);
+            return err ? reject(err) : resolve5(data);
           });
         });
       }
@@ -18198,9 +18198,9 @@ var require_api_stream = __commonJS({
     };
     function stream(opts, factory, callback) {
       if (callback === void 0) {
-        return new Promise((resolve4, reject) => {
+        return new Promise((resolve5, reject) => {
           stream.call(this, opts, factory, (err, data) => {
-            return err ? reject(err) : resolve4(data);
+            return err ? reject(err) : resolve5(data);
           });
         });
       }
@@ -18488,9 +18488,9 @@ var require_api_upgrade = __commonJS({
     };
     function upgrade(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve4, reject) => {
+        return new Promise((resolve5, reject) => {
           upgrade.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve4(data);
+            return err ? reject(err) : resolve5(data);
           });
         });
       }
@@ -18583,9 +18583,9 @@ var require_api_connect = __commonJS({
     };
     function connect5(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve4, reject) => {
+        return new Promise((resolve5, reject) => {
           connect5.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve4(data);
+            return err ? reject(err) : resolve5(data);
           });
         });
       }
@@ -19858,8 +19858,8 @@ var require_snapshot_utils = __commonJS({
 var require_snapshot_recorder = __commonJS({
   "node_modules/undici/lib/mock/snapshot-recorder.js"(exports, module) {
     "use strict";
-    var { writeFile: writeFile7, readFile: readFile13, mkdir: mkdir7 } = __require("node:fs/promises");
-    var { dirname: dirname6, resolve: resolve4 } = __require("node:path");
+    var { writeFile: writeFile8, readFile: readFile13, mkdir: mkdir8 } = __require("node:fs/promises");
+    var { dirname: dirname7, resolve: resolve5 } = __require("node:path");
     var { setTimeout: setTimeout2, clearTimeout: clearTimeout2 } = __require("node:timers");
     var { InvalidArgumentError: InvalidArgumentError2, UndiciError } = require_errors2();
     var { hashId, isUrlExcludedFactory, normalizeHeaders, createHeaderFilters } = require_snapshot_utils();
@@ -20060,7 +20060,7 @@ var require_snapshot_recorder = __commonJS({
           throw new InvalidArgumentError2("Snapshot path is required");
         }
         try {
-          const data = await readFile13(resolve4(path), "utf8");
+          const data = await readFile13(resolve5(path), "utf8");
           const parsed = JSON.parse(data);
           if (Array.isArray(parsed)) {
             this.#snapshots.clear();
@@ -20089,13 +20089,13 @@ var require_snapshot_recorder = __commonJS({
         if (!path) {
           throw new InvalidArgumentError2("Snapshot path is required");
         }
-        const resolvedPath = resolve4(path);
-        await mkdir7(dirname6(resolvedPath), { recursive: true });
+        const resolvedPath = resolve5(path);
+        await mkdir8(dirname7(resolvedPath), { recursive: true });
         const data = Array.from(this.#snapshots.entries()).map(([hash, snapshot]) => ({
           hash,
           snapshot
         }));
-        await writeFile7(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
+        await writeFile8(resolvedPath, JSON.stringify(data, null, 2), { flush: true });
       }
       /**
        * Clears all recorded snapshots
@@ -28069,7 +28069,7 @@ var require_fetch = __commonJS({
         const agent = fetchParams.controller.dispatcher;
         const path = url.pathname + url.search;
         const hasTrailingQuestionMark = url.search.length === 0 && url.href[url.href.length - url.hash.length - 1] === "?";
-        return new Promise((resolve4, reject) => agent.dispatch(
+        return new Promise((resolve5, reject) => agent.dispatch(
           {
             path: hasTrailingQuestionMark ? `${path}?` : path,
             origin: url.origin,
@@ -28157,7 +28157,7 @@ var require_fetch = __commonJS({
               }
               this.body = new Readable2({ read: resume });
               const onError = this.onError.bind(this);
-              resolve4({
+              resolve5({
                 status,
                 statusText,
                 headersList,
@@ -28210,7 +28210,7 @@ var require_fetch = __commonJS({
                   headersList.append(headerName, String(value), true);
                 }
               }
-              resolve4({
+              resolve5({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList,
@@ -28234,7 +28234,7 @@ var require_fetch = __commonJS({
                   headersList.append(nameStr, value.toString("latin1"), true);
                 }
               }
-              resolve4({
+              resolve5({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList,
@@ -32573,7 +32573,7 @@ ${captureLines}` : capture.stack;
 var require_bindings = __commonJS({
   "node_modules/@mongodb-js/zstd/bindings.js"(exports, module) {
     var { existsSync: existsSync17, readFileSync: readFileSync17 } = __require("fs");
-    var { join: join24 } = __require("path");
+    var { join: join26 } = __require("path");
     var { platform: platform2, arch: arch2 } = process;
     var nativeBinding = null;
     var localFileExisted = false;
@@ -32594,7 +32594,7 @@ var require_bindings = __commonJS({
       case "win32":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.win32-x64-msvc.node"));
+            localFileExisted = existsSync17(join26(__forkdDirname, "zstd.win32-x64-msvc.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.win32-x64-msvc.node");
@@ -32612,7 +32612,7 @@ var require_bindings = __commonJS({
       case "darwin":
         switch (arch2) {
           case "x64":
-            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.darwin-x64.node"));
+            localFileExisted = existsSync17(join26(__forkdDirname, "zstd.darwin-x64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-x64.node");
@@ -32624,7 +32624,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm64":
-            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.darwin-arm64.node"));
+            localFileExisted = existsSync17(join26(__forkdDirname, "zstd.darwin-arm64.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.darwin-arm64.node");
@@ -32643,7 +32643,7 @@ var require_bindings = __commonJS({
         switch (arch2) {
           case "x64":
             if (isMusl()) {
-              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-x64-musl.node"));
+              localFileExisted = existsSync17(join26(__forkdDirname, "zstd.linux-x64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-musl.node");
@@ -32654,7 +32654,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-x64-gnu.node"));
+              localFileExisted = existsSync17(join26(__forkdDirname, "zstd.linux-x64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-x64-gnu.node");
@@ -32668,7 +32668,7 @@ var require_bindings = __commonJS({
             break;
           case "arm64":
             if (isMusl()) {
-              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-arm64-musl.node"));
+              localFileExisted = existsSync17(join26(__forkdDirname, "zstd.linux-arm64-musl.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-musl.node");
@@ -32679,7 +32679,7 @@ var require_bindings = __commonJS({
                 loadError = e;
               }
             } else {
-              localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-arm64-gnu.node"));
+              localFileExisted = existsSync17(join26(__forkdDirname, "zstd.linux-arm64-gnu.node"));
               try {
                 if (localFileExisted) {
                   nativeBinding = __require("./zstd.linux-arm64-gnu.node");
@@ -32692,7 +32692,7 @@ var require_bindings = __commonJS({
             }
             break;
           case "arm":
-            localFileExisted = existsSync17(join24(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
+            localFileExisted = existsSync17(join26(__forkdDirname, "zstd.linux-arm-gnueabihf.node"));
             try {
               if (localFileExisted) {
                 nativeBinding = __require("./zstd.linux-arm-gnueabihf.node");
@@ -33617,7 +33617,7 @@ var require_cli_progress = __commonJS({
 // src/cli/main.ts
 import { spawn as spawn3 } from "node:child_process";
 import { once } from "node:events";
-import { join as join23 } from "node:path";
+import { join as join25 } from "node:path";
 
 // node_modules/commander/esm.mjs
 var import_index = __toESM(require_commander(), 1);
@@ -35073,15 +35073,15 @@ function Get2() {
 
 // node_modules/typebox/build/type/types/_codec.mjs
 var EncodeBuilder = class {
-  constructor(type, decode) {
+  constructor(type, decode2) {
     this.type = type;
-    this.decode = decode;
+    this.decode = decode2;
   }
   Encode(callback) {
     const type = this.type;
-    const decode = IsCodec(type) ? (value) => this.decode(type["~codec"].decode(value)) : this.decode;
+    const decode2 = IsCodec(type) ? (value) => this.decode(type["~codec"].decode(value)) : this.decode;
     const encode = IsCodec(type) ? (value) => type["~codec"].encode(callback(value)) : callback;
-    const codec = { decode, encode };
+    const codec = { decode: decode2, encode };
     return memory_exports.Update(this.type, { "~codec": codec }, {});
   }
 };
@@ -38664,6 +38664,7 @@ var Strict = (properties, description) => build_default.Object(properties, { add
 var TAG_PATTERN_SOURCE = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
 var SANDBOX_ID_PATTERN_SOURCE = "^sb-[0-9a-f]{12}$";
 var OWNER_LABEL_PATTERN_SOURCE = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$";
+var RECIPE_NAME_PATTERN_SOURCE = "^[a-z0-9][a-z0-9-]{0,40}$";
 var MAX_FORK = 256;
 var MAX_TTL_S = 86400;
 var MAX_MEMORY_MIB = 16 * 1024;
@@ -38672,6 +38673,9 @@ var FILE_BODY_LIMIT = 64 * 1024 * 1024;
 var MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 var MAX_TIMEOUT_MS = 24 * 60 * 60 * 1e3;
 var CONSOLE_MAX_LINES = 1e3;
+var MAX_RECIPE_FILES = 256;
+var MAX_RECIPE_UPLOAD_BYTES = 16 * 1024 * 1024;
+var RECIPE_UPLOAD_BODY_LIMIT = Math.ceil(MAX_RECIPE_UPLOAD_BYTES / 3) * 4 + 1024 * 1024;
 var BRANCH_MODES = ["full", "diff", "live"];
 var Tag = build_default.String({
   pattern: TAG_PATTERN_SOURCE,
@@ -38752,14 +38756,32 @@ var PendingSnapshot = Strict(
 );
 var SnapshotListReply = build_default.Array(build_default.Union([SnapshotSummary, PendingSnapshot]));
 var SnapshotGetReply = build_default.Union([SnapshotDetail, PendingSnapshot]);
+var RecipeFiles = Strict(
+  {
+    name: build_default.String({
+      pattern: RECIPE_NAME_PATTERN_SOURCE,
+      description: "the recipe's name (its directory's): 1-41 characters of a-z 0-9 - not starting with -"
+    }),
+    files: build_default.Record(build_default.String(), Base64, {
+      description: `relative path -> content (base64); recipe.json and the files its "files" field names. Paths: forward slashes, segments of A-Z a-z 0-9 . _ - + @ (not . or ..), at most 512 characters. At most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB in all (413 FORKD_ERR_LIMIT)`
+    }),
+    modes: build_default.Optional(
+      build_default.Record(build_default.String(), build_default.String({ pattern: "^[0-7]{3}$" }), {
+        description: "a file's permission bits in octal, e.g. 755 (default 644): the image keeps them"
+      })
+    )
+  },
+  "A recipe directory sent as its files: the daemon writes them into a private directory of its own, builds from it and removes it. It never reads a path a caller names."
+);
 var CreateSnapshotRequest = Strict({
   tag: Tag,
   recipe: build_default.Optional(
     build_default.String({
       pattern: "^[^/]+$",
-      description: "a recipe by name (recipes/<name>), not a path: build from a path with the CLI"
+      description: "a recipe by name (recipes/<name>), not a path: send a directory's recipe in recipe_files"
     })
   ),
+  recipe_files: build_default.Optional(RecipeFiles),
   memory_mib: build_default.Optional(build_default.Integer({ minimum: MIN_MEMORY_MIB, maximum: MAX_MEMORY_MIB })),
   warmup: build_default.Optional(build_default.String({ description: "a shell command run before the snapshot is taken" })),
   ports: build_default.Optional(build_default.Array(build_default.Integer({ minimum: 1, maximum: 65535 }), { uniqueItems: true }))
@@ -38963,6 +38985,7 @@ var COMPONENTS = {
   PoolState,
   SnapshotDetail,
   PendingSnapshot,
+  RecipeFiles,
   CreateSnapshotRequest,
   SnapshotCreatedReply,
   PullRequest,
@@ -39189,11 +39212,11 @@ var AgentClient = class _AgentClient {
   onUnsolicited = () => {
   };
   static connect(path) {
-    return new Promise((resolve4, reject) => {
+    return new Promise((resolve5, reject) => {
       const socket = connect(path);
       socket.once("connect", () => {
         socket.removeListener("error", reject);
-        resolve4(new _AgentClient(socket, basename2(dirname(path))));
+        resolve5(new _AgentClient(socket, basename2(dirname(path))));
       });
       socket.once("error", reject);
     });
@@ -39237,13 +39260,13 @@ var AgentClient = class _AgentClient {
     }
     const id = this.nextId++;
     const frame = encodeFrame({ ...body, id, op });
-    return new Promise((resolve4, reject) => {
+    return new Promise((resolve5, reject) => {
       const timer = timeoutMs === void 0 ? void 0 : setTimeout(() => {
         debug(this.vmId, "#%d %s: no reply within %d ms", id, op, timeoutMs);
         this.pending.delete(id);
         reject(new ForkdError("FORKD_ERR_AGENT_TIMEOUT", `agent did not answer "${op}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { op, sentAt: performance.now(), resolve: resolve4, reject, timer });
+      this.pending.set(id, { op, sentAt: performance.now(), resolve: resolve5, reject, timer });
       debug(this.vmId, "-> #%d %s (%d bytes)", id, op, frame.length);
       this.socket.write(frame);
     });
@@ -39467,7 +39490,7 @@ ${tail2 || e.message}`,
   }
 }
 function runToolStreaming(file, args, options) {
-  return new Promise((resolve4, reject) => {
+  return new Promise((resolve5, reject) => {
     const stdio = ["ignore", "pipe", "pipe", ...options.fd3 === void 0 ? [] : [options.fd3]];
     const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: [...stdio] });
     const tail2 = [];
@@ -39483,7 +39506,7 @@ function runToolStreaming(file, args, options) {
       (err) => reject(new ForkdError("FORKD_ERR_BUILD", `cannot run ${file}: ${err.message}`, { cause: err }))
     );
     child.on("close", (code, signal) => {
-      if (code === 0) resolve4();
+      if (code === 0) resolve5();
       else
         reject(
           new ForkdError("FORKD_ERR_BUILD", `${file} ${args.join(" ")} failed (${signal ?? code})
@@ -39789,9 +39812,9 @@ var QmpClient = class _QmpClient {
   failure;
   /** Connects and negotiates capabilities. */
   static async connect(path) {
-    const socket = await new Promise((resolve4, reject) => {
+    const socket = await new Promise((resolve5, reject) => {
       const s = connect2(path);
-      s.once("connect", () => resolve4(s));
+      s.once("connect", () => resolve5(s));
       s.once("error", reject);
     });
     const client = new _QmpClient(socket, basename3(dirname2(path)));
@@ -39806,8 +39829,8 @@ var QmpClient = class _QmpClient {
   }
   greetingResolve;
   greetingReject;
-  greeting = new Promise((resolve4, reject) => {
-    this.greetingResolve = resolve4;
+  greeting = new Promise((resolve5, reject) => {
+    this.greetingResolve = resolve5;
     this.greetingReject = reject;
   });
   onData(chunk) {
@@ -39861,8 +39884,8 @@ var QmpClient = class _QmpClient {
     }
     const id = this.nextId++;
     debug2(this.vmId, "-> #%d %s %j", id, command, args ?? {});
-    return new Promise((resolve4, reject) => {
-      this.pending.set(id, { resolve: resolve4, reject });
+    return new Promise((resolve5, reject) => {
+      this.pending.set(id, { resolve: resolve5, reject });
       this.socket.write(`${JSON.stringify({ execute: command, ...args ? { arguments: args } : {}, id })}
 `);
     });
@@ -39926,9 +39949,9 @@ var debug3 = debuglog("vm");
 function spawned(child) {
   return {
     pid: child.pid ?? -1,
-    exited: new Promise((resolve4) => {
-      child.on("exit", (code, signal) => resolve4({ code, signal }));
-      child.on("error", () => resolve4({ code: null, signal: null }));
+    exited: new Promise((resolve5) => {
+      child.on("exit", (code, signal) => resolve5({ code, signal }));
+      child.on("error", () => resolve5({ code: null, signal: null }));
     }),
     kill: () => child.kill("SIGKILL")
   };
@@ -39937,11 +39960,11 @@ function adopted(pid, runDir) {
   const isOurs = () => runsFrom(pid, runDir);
   return {
     pid,
-    exited: new Promise((resolve4) => {
+    exited: new Promise((resolve5) => {
       const timer = setInterval(() => {
         if (isOurs()) return;
         clearInterval(timer);
-        resolve4({ code: null, signal: null });
+        resolve5({ code: null, signal: null });
       }, ADOPTED_EXIT_POLL_MS);
     }),
     kill: () => {
@@ -41171,7 +41194,7 @@ async function buildRootfs(recipe, image, options = {}) {
 
 // src/engine/images/recipe.ts
 var BUILDER_VERSION = "rootfs-v3";
-var NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,40}$/;
+var NAME_PATTERN = new RegExp(RECIPE_NAME_PATTERN_SOURCE);
 var DEBIAN_PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
 var FIELDS = [
   "description",
@@ -41856,7 +41879,7 @@ async function waitIncoming(qmp) {
   const deadline = Date.now() + HELPER_START_TIMEOUT_MS * 2;
   while ((await qmp.execute("query-status")).status === "inmigrate") {
     if (Date.now() > deadline) throw new ForkdError("FORKD_ERR_SNAPSHOT", "the branch copy did not arrive in time");
-    await new Promise((resolve4) => setTimeout(resolve4, 2));
+    await new Promise((resolve5) => setTimeout(resolve5, 2));
   }
 }
 function copyRunningVm(source2, writer, live, paths, qemu, ledger) {
@@ -42044,7 +42067,7 @@ async function waitReady(vm, ready, timeoutMs) {
         'the warm-up must start what `ready` checks; raise "ready_timeout_s" in the recipe if it is only slow'
       );
     }
-    await new Promise((resolve4) => setTimeout(resolve4, READY_POLL_MS));
+    await new Promise((resolve5) => setTimeout(resolve5, READY_POLL_MS));
   }
 }
 function planOf(meta) {
@@ -42304,11 +42327,11 @@ async function prepareSpare(info, paths, qemu, launch = {}) {
   return { ...child, running: true };
 }
 function touchPort(port) {
-  return new Promise((resolve4) => {
+  return new Promise((resolve5) => {
     const socket = connect3(port, "127.0.0.1");
     const done = () => {
       socket.destroy();
-      resolve4();
+      resolve5();
     };
     socket.setTimeout(PRIME_TIMEOUT_MS, done);
     socket.once("error", done);
@@ -42861,7 +42884,7 @@ async function downloadWith(dispatcher, url, dest, options) {
     } catch (err) {
       if (err instanceof ForkdError) throw err;
       lastError = unreachable(url, err);
-      await new Promise((resolve4) => setTimeout(resolve4, RETRY_DELAY_MS));
+      await new Promise((resolve5) => setTimeout(resolve5, RETRY_DELAY_MS));
       continue;
     }
     const { statusCode, headers, body } = response;
@@ -43638,13 +43661,13 @@ function packError(err) {
 async function extractVerified(file, onProgress, accept) {
   const handle = await openPack(file);
   const total = (await handle.stat()).size;
-  let read = 0;
+  let read2 = 0;
   let manifest;
   let staging = "";
   const input = handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false });
   input.on("data", (chunk) => {
-    read += chunk.length;
-    if (staging) onProgress(read, total);
+    read2 += chunk.length;
+    if (staging) onProgress(read2, total);
   });
   const extract = (0, import_tar_stream3.extract)();
   const feeding = pipeline4(input, decompressFrames, extract);
@@ -44106,7 +44129,7 @@ async function runDoctor(paths, host = thisHost()) {
 }
 
 // src/server/daemon.ts
-import { existsSync as existsSync16, rmSync as rmSync13, writeFileSync as writeFileSync5, chmodSync } from "node:fs";
+import { existsSync as existsSync16, rmSync as rmSync14, writeFileSync as writeFileSync5, chmodSync } from "node:fs";
 import { createServer } from "node:http";
 import { connect as connect4, isIP } from "node:net";
 
@@ -48876,25 +48899,27 @@ function parseWith(schema, value, what) {
 
 // src/server/body.ts
 var JSON_BODY_LIMIT = 1024 * 1024;
-async function readBody(req, limit) {
+var JSON_LIMIT = {
+  bytes: JSON_BODY_LIMIT,
+  hint: "send files with PUT /v1/sandboxes/:id/files, in pieces if needed"
+};
+async function readBody(req, limit, hint = JSON_LIMIT.hint) {
   const declared = Number(req.headers["content-length"] ?? 0);
-  if (declared > limit) throw tooLarge(limit);
+  if (declared > limit) throw tooLarge(limit, hint);
   const chunks = [];
   let size = 0;
   for await (const chunk of req) {
     size += chunk.length;
-    if (size > limit) throw tooLarge(limit);
+    if (size > limit) throw tooLarge(limit, hint);
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
 }
-function tooLarge(limit) {
-  return new ForkdError("FORKD_ERR_FRAME_TOO_LARGE", `request body is over the ${limit} byte limit`, {
-    hint: "send files with PUT /v1/sandboxes/:id/files, in pieces if needed"
-  });
+function tooLarge(limit, hint) {
+  return new ForkdError("FORKD_ERR_FRAME_TOO_LARGE", `request body is over the ${limit} byte limit`, { hint });
 }
-async function readJsonBody(req, schema) {
-  const raw = await readBody(req, JSON_BODY_LIMIT);
+async function readJsonBody(req, schema, limit = JSON_LIMIT) {
+  const raw = await readBody(req, limit.bytes, limit.hint);
   let body = {};
   if (raw.length > 0) {
     try {
@@ -48961,7 +48986,7 @@ var Router = class {
       body: void 0
     };
     if (!spec.body) await readJsonBody(req, EmptyRequest);
-    else if (!("raw" in spec.body)) ctx.body = await readJsonBody(req, spec.body);
+    else if (!("raw" in spec.body)) ctx.body = await readJsonBody(req, spec.body, spec.bodyLimit);
     return route2.handler(ctx);
   }
 };
@@ -49020,8 +49045,12 @@ var API = {
     method: "POST",
     path: "/v1/snapshots",
     operationId: "createSnapshot",
-    summary: "Boots, warms up and snapshots a VM (a recipe by name, not a path)",
+    summary: "Boots, warms up and snapshots a VM: from a recipe by name, or from a recipe directory's files (recipe_files), never a path",
     body: CreateSnapshotRequest,
+    bodyLimit: {
+      bytes: RECIPE_UPLOAD_BODY_LIMIT,
+      hint: `recipe_files holds at most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB`
+    },
     replies: { 201: SnapshotCreatedReply },
     errors: [404, 409, 413, 503]
   }),
@@ -49312,6 +49341,149 @@ function sandboxRoutes(router, ctx) {
   });
 }
 
+// src/server/recipe-upload.ts
+import { rmSync as rmSync13 } from "node:fs";
+import { chmod as chmod2, mkdir as mkdir7, mkdtemp as mkdtemp4, rm as rm11, writeFile as writeFile7 } from "node:fs/promises";
+import { dirname as dirname6, join as join23 } from "node:path";
+
+// src/api/recipe-files.ts
+var RECIPE_FILE_PATH_MAX = 512;
+var SEGMENT_MAX = 128;
+var SEGMENT = /^[A-Za-z0-9._+@-]+$/;
+var PATH_RULE = `a recipe file is a relative path with forward slashes, each segment of A-Z a-z 0-9 . _ - + @ (at most ${SEGMENT_MAX} characters, not . or ..), at most ${RECIPE_FILE_PATH_MAX} characters in all`;
+function recipeFilePathProblem(path) {
+  if (path.includes("\0")) return "holds a NUL byte";
+  if (path.includes("\\")) return "holds a backslash (use forward slashes)";
+  if (path.startsWith("/")) return "is absolute";
+  if (path.length > RECIPE_FILE_PATH_MAX) return `is longer than ${RECIPE_FILE_PATH_MAX} characters`;
+  for (const segment of path.split("/")) {
+    if (segment === "") return "has an empty segment";
+    if (segment === "." || segment === "..") return `has a "${segment}" segment`;
+    if (segment.length > SEGMENT_MAX) return `has a segment longer than ${SEGMENT_MAX} characters`;
+    if (!SEGMENT.test(segment)) return `has a character outside A-Z a-z 0-9 . _ - + @ in "${segment}"`;
+  }
+  return void 0;
+}
+function checkRecipeFilePath(path) {
+  const problem = recipeFilePathProblem(path);
+  if (problem) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `recipe file ${JSON.stringify(path)} ${problem}`, {
+      hint: PATH_RULE
+    });
+  }
+}
+function checkRecipeFilePaths(paths) {
+  for (const path of paths) checkRecipeFilePath(path);
+  if (!paths.includes("recipe.json")) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", "the recipe files hold no recipe.json", {
+      hint: 'send the recipe directory: recipe.json and the files its "files" field names'
+    });
+  }
+  const files = new Set(paths);
+  for (const path of paths) {
+    const parts = path.split("/");
+    const clash = parts.slice(1).findIndex((_, i) => files.has(parts.slice(0, i + 1).join("/")));
+    if (clash >= 0) {
+      throw new ForkdError(
+        "FORKD_ERR_BAD_INPUT",
+        `recipe file ${JSON.stringify(path)} is under ${JSON.stringify(parts.slice(0, clash + 1).join("/"))}, which is a file`,
+        { hint: "a path is either a file or a directory" }
+      );
+    }
+  }
+}
+function checkRecipeUploadSize(files, bytes) {
+  const hint = `a recipe upload holds at most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB; let the recipe's packages or build command bring larger things into the image`;
+  if (files > MAX_RECIPE_FILES) {
+    throw new ForkdError("FORKD_ERR_LIMIT", `the recipe has ${files} files, over the limit of ${MAX_RECIPE_FILES}`, {
+      hint,
+      status: 413
+    });
+  }
+  if (bytes > MAX_RECIPE_UPLOAD_BYTES) {
+    throw new ForkdError(
+      "FORKD_ERR_LIMIT",
+      `the recipe's files hold ${bytes} bytes, over the limit of ${MAX_RECIPE_UPLOAD_BYTES} bytes (${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB)`,
+      { hint, status: 413 }
+    );
+  }
+}
+function refuseTwoRecipes(recipe, uploaded) {
+  if (recipe !== void 0 && uploaded) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      "a snapshot takes one recipe: recipe (a name) or recipe_files, not both",
+      {
+        hint: "name a packaged recipe in recipe, or send your own recipe directory in recipe_files (the client: recipeDir)"
+      }
+    );
+  }
+}
+
+// src/server/recipe-upload.ts
+var DEFAULT_MODE = 420;
+function checkBodyBesidesFiles(body) {
+  const upload2 = body.recipe_files;
+  const rest = upload2 ? { ...body, recipe_files: { ...upload2, files: Object.keys(upload2.files) } } : body;
+  if (Buffer.byteLength(JSON.stringify(rest)) > JSON_BODY_LIMIT) {
+    throw new ForkdError(
+      "FORKD_ERR_FRAME_TOO_LARGE",
+      `request body is over the ${JSON_BODY_LIMIT} byte limit (besides the contents of recipe_files)`,
+      { hint: "only the recipe files may take a snapshot request past 1 MiB; keep the warm-up short" }
+    );
+  }
+}
+function uploadedRecipe(body) {
+  checkBodyBesidesFiles(body);
+  refuseTwoRecipes(body.recipe, body.recipe_files !== void 0);
+  return body.recipe_files && decode(body.recipe_files);
+}
+function decode(upload2) {
+  const paths = Object.keys(upload2.files);
+  checkRecipeUploadSize(
+    paths.length,
+    Object.values(upload2.files).reduce((sum, text) => sum + Buffer.byteLength(text, "base64"), 0)
+  );
+  checkRecipeFilePaths(paths);
+  const modes = upload2.modes ?? {};
+  const stray = Object.keys(modes).filter((path) => !(path in upload2.files));
+  if (stray.length) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `recipe_files.modes names files it does not send: ${stray.join(", ")}`,
+      { hint: "give a mode only for a path in recipe_files.files" }
+    );
+  }
+  const files = Object.entries(upload2.files).map(([path, text]) => {
+    const data = Buffer.from(text, "base64");
+    if (data.toString("base64") !== text) {
+      throw new ForkdError("FORKD_ERR_BAD_INPUT", `recipe file ${JSON.stringify(path)} is not valid base64`, {
+        hint: "send each file as standard base64 with padding (RFC 4648 section 4)"
+      });
+    }
+    const mode = modes[path];
+    return { path, data, mode: mode === void 0 ? DEFAULT_MODE : Number.parseInt(mode, 8) };
+  });
+  return { name: upload2.name, files };
+}
+async function withRecipeDir(paths, recipe, use) {
+  const scratch = await mkdtemp4(join23(paths.tmp(), "recipe-"));
+  const unregister = onProcessExit(() => rmSync13(scratch, { recursive: true, force: true }));
+  try {
+    const dir = join23(scratch, recipe.name);
+    for (const { path, data, mode } of recipe.files) {
+      const file = join23(dir, path);
+      await mkdir7(dirname6(file), { recursive: true, mode: 448 });
+      await writeFile7(file, data, { flag: "wx", mode: 384 });
+      await chmod2(file, mode);
+    }
+    return await use(dir);
+  } finally {
+    await rm11(scratch, { recursive: true, force: true });
+    unregister();
+  }
+}
+
 // src/server/routes/snapshots.ts
 function snapshotRoutes(router, ctx) {
   const { engine, ledger, slots, branches } = ctx;
@@ -49338,9 +49510,11 @@ function snapshotRoutes(router, ctx) {
     return { status: 200, json: detail };
   }).on(API.createSnapshot, async ({ body }) => {
     const { tag } = body;
+    const upload2 = uploadedRecipe(body);
     const release2 = slots.acquire(tag);
     try {
-      const result = await engine.snapshot(tag, snapshotOptions(body));
+      const options = snapshotOptions(body);
+      const result = upload2 ? await withRecipeDir(engine.paths, upload2, (recipe) => engine.snapshot(tag, { ...options, recipe })) : await engine.snapshot(tag, options);
       return { status: 201, json: { ...snapshotSummary(result), timings: timingsReply(result.timings) } };
     } finally {
       release2();
@@ -49592,11 +49766,11 @@ function watchExitWith(pid) {
     });
   }
   let timer;
-  const gone = new Promise((resolve4) => {
+  const gone = new Promise((resolve5) => {
     timer = setInterval(() => {
       if (processStartTime(pid) === start) return;
       clearInterval(timer);
-      resolve4();
+      resolve5();
     }, WATCH_MS).unref();
   });
   return { pid, gone, stop: () => clearInterval(timer) };
@@ -49615,13 +49789,13 @@ function isLoopback(host) {
   return host === "localhost" || host === "::1" || isIP(host) === 4 && host.startsWith("127.");
 }
 async function socketAnswers(path) {
-  return new Promise((resolve4) => {
+  return new Promise((resolve5) => {
     const s = connect4(path);
     s.once("connect", () => {
       s.destroy();
-      resolve4(true);
+      resolve5(true);
     });
-    s.once("error", () => resolve4(false));
+    s.once("error", () => resolve5(false));
   });
 }
 function send(res, reply) {
@@ -49651,7 +49825,7 @@ var Daemon = class _Daemon {
   closing;
   stoppedBecause;
   /** Resolves, with the reason, once the daemon has stopped (closed, or its exit-with process ended). */
-  stopped = new Promise((resolve4) => this.stoppedBecause = resolve4);
+  stopped = new Promise((resolve5) => this.stoppedBecause = resolve5);
   static async start(options = {}) {
     const paths = options.paths ?? new StatePaths();
     const listen = parseListen(options.listen ?? paths.file("forkd.sock"));
@@ -49686,7 +49860,7 @@ var Daemon = class _Daemon {
           hint: "stop it first, or use --listen"
         });
       }
-      rmSync13(listen.path, { force: true });
+      rmSync14(listen.path, { force: true });
     }
     const ledger = new Ledger(paths.file("ledger"), paths.run());
     const dieWithParent = options.vmsDieWithDaemon === true || exitWith !== void 0;
@@ -49703,10 +49877,10 @@ var Daemon = class _Daemon {
     await adoptLeftovers(ledger, ctx.engine, audit);
     const router = apiRouter(ctx);
     const server = createServer((req, res) => void _Daemon.handle(req, res, router, token, audit, ctx.metrics));
-    await new Promise((resolve4, reject) => {
+    await new Promise((resolve5, reject) => {
       server.once("error", reject);
-      if (listen.kind === "unix") server.listen(listen.path, resolve4);
-      else server.listen(listen.port, listen.host, resolve4);
+      if (listen.kind === "unix") server.listen(listen.path, resolve5);
+      else server.listen(listen.port, listen.host, resolve5);
     });
     let endpoint;
     if (listen.kind === "unix") {
@@ -49800,16 +49974,16 @@ var Daemon = class _Daemon {
       const { server, ctx, reaper, audit, paths, socketPath, unlock, exitWith } = this.parts;
       audit.event({ event: "stop", reason });
       exitWith?.stop();
-      const closed = new Promise((resolve4) => server.close(() => resolve4()));
+      const closed = new Promise((resolve5) => server.close(() => resolve5()));
       server.closeAllConnections();
       reaper.close();
       await ctx.engine.close();
       await Promise.all(ctx.ledger.drain().map((s) => s.vm.kill()));
       await ctx.branches.settled();
       await closed;
-      if (socketPath) rmSync13(socketPath, { force: true });
-      rmSync13(paths.file("daemon.json"), { force: true });
-      rmSync13(paths.file("forkd.pid"), { force: true });
+      if (socketPath) rmSync14(socketPath, { force: true });
+      rmSync14(paths.file("daemon.json"), { force: true });
+      rmSync14(paths.file("forkd.pid"), { force: true });
       unlock();
       this.stoppedBecause(reason);
     })();
@@ -49918,6 +50092,120 @@ function formatDemo(r) {
 // src/client/controller.ts
 var import_undici3 = __toESM(require_undici(), 1);
 import { readFileSync as readFileSync16 } from "node:fs";
+
+// src/client/recipe-upload.ts
+import { constants as constants5 } from "node:fs";
+import { lstat, open as open7, realpath } from "node:fs/promises";
+import { basename as basename7, join as join24, posix, resolve as resolve4, sep } from "node:path";
+var RECIPE_NAME = new RegExp(RECIPE_NAME_PATTERN_SOURCE);
+var FORMAT_HINT = "the recipe format is in recipes/README.md";
+var inside = (dir, path) => path === dir || path.startsWith(`${dir}${sep}`);
+async function realDir(path, what) {
+  try {
+    const real = await realpath(path);
+    if ((await lstat(real)).isDirectory()) return real;
+  } catch {
+  }
+  throw new ForkdError("FORKD_ERR_NOT_FOUND", `${what} ${path} is not a directory`, {
+    hint: "give the directory that holds recipe.json"
+  });
+}
+function referencedFiles(recipeJson, dir) {
+  let raw;
+  try {
+    raw = JSON.parse(recipeJson.toString("utf8"));
+  } catch (err) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `${join24(dir, "recipe.json")} is not valid JSON: ${err.message}`,
+      { hint: FORMAT_HINT }
+    );
+  }
+  const files = raw?.files ?? {};
+  if (typeof files !== "object" || files === null || Array.isArray(files))
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `${join24(dir, "recipe.json")}: "files" must be an object`, {
+      hint: FORMAT_HINT
+    });
+  return Object.values(files).map((source2) => {
+    if (typeof source2 !== "string")
+      throw new ForkdError(
+        "FORKD_ERR_BAD_INPUT",
+        `${join24(dir, "recipe.json")}: "files" maps image paths to file names`,
+        { hint: FORMAT_HINT }
+      );
+    const path = source2.split("/").includes("..") ? source2 : posix.normalize(source2);
+    checkRecipeFilePath(path);
+    return path;
+  });
+}
+async function inspect(dir, path) {
+  const file = join24(dir, path);
+  let stats;
+  try {
+    stats = await lstat(file);
+  } catch {
+    throw new ForkdError("FORKD_ERR_NOT_FOUND", `recipe file ${file} does not exist`, {
+      hint: 'recipe.json and the files its "files" field names must be in the recipe directory'
+    });
+  }
+  if (stats.isSymbolicLink()) throw notRegular(file, "is a link (links are refused)");
+  if (!inside(dir, await realpath(file)))
+    throw notRegular(file, "leaves the recipe directory through a linked directory");
+  if (!stats.isFile()) throw notRegular(file, "is not a regular file");
+  return stats.size;
+}
+async function read(dir, path) {
+  const file = join24(dir, path);
+  const handle = await open7(file, constants5.O_RDONLY | constants5.O_NOFOLLOW);
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw notRegular(file, "is not a regular file");
+    return { data: await handle.readFile(), mode: stats.mode & 511 };
+  } finally {
+    await handle.close();
+  }
+}
+function notRegular(file, why) {
+  return new ForkdError("FORKD_ERR_BAD_INPUT", `recipe file ${file} ${why}`, {
+    hint: "a recipe sends only regular files inside its directory: copy the file in instead of linking it"
+  });
+}
+async function readRecipeUpload(recipeDir, root = process.cwd()) {
+  const name = basename7(resolve4(recipeDir));
+  if (!RECIPE_NAME.test(name)) {
+    throw new ForkdError("FORKD_ERR_BAD_INPUT", `invalid recipe name ${JSON.stringify(name)} (the directory's name)`, {
+      hint: "recipe names are lowercase letters, digits and dashes: rename the directory"
+    });
+  }
+  const realRoot = await realDir(root, "project root");
+  const dir = await realDir(recipeDir, "recipe directory");
+  if (!inside(realRoot, dir)) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      `recipe directory ${recipeDir} is ${dir}, outside the project ${realRoot}`,
+      { hint: "keep the recipe inside the project, or name the wider directory it belongs to as root" }
+    );
+  }
+  checkRecipeUploadSize(1, await inspect(dir, "recipe.json"));
+  const recipe = await read(dir, "recipe.json");
+  const paths = [.../* @__PURE__ */ new Set(["recipe.json", ...referencedFiles(recipe.data, dir)])];
+  checkRecipeFilePaths(paths);
+  const sizes = await Promise.all(paths.map((path) => inspect(dir, path)));
+  checkRecipeUploadSize(
+    paths.length,
+    sizes.reduce((sum, size) => sum + size, 0)
+  );
+  const files = {};
+  const modes = {};
+  for (const path of paths) {
+    const { data, mode } = path === "recipe.json" ? recipe : await read(dir, path);
+    files[path] = data.toString("base64");
+    modes[path] = mode.toString(8).padStart(3, "0");
+  }
+  return { name, files, modes };
+}
+
+// src/client/controller.ts
 function resolveEndpoint(options) {
   const env = process.env;
   let endpoint = options.endpoint ?? env.FORKD_ENDPOINT;
@@ -50057,8 +50345,18 @@ var Controller = class {
   snapshotInfo(tag) {
     return this.json("GET", `/v1/snapshots/${encodeURIComponent(tag)}`);
   }
-  createSnapshot(tag, options = {}) {
-    return this.json("POST", "/v1/snapshots", createSnapshotRequest(tag, options), UNLIMITED);
+  /**
+   * Boots, warms up and snapshots a VM on the daemon: from a packaged recipe by name (`recipe`), or
+   * from a recipe directory of your project (`recipeDir`, sent as its files; see recipe-upload.ts).
+   */
+  async createSnapshot(tag, options = {}) {
+    const { recipeDir, root, ...request4 } = options;
+    refuseTwoRecipes(request4.recipe, recipeDir !== void 0);
+    const body = {
+      ...createSnapshotRequest(tag, request4),
+      ...recipeDir !== void 0 ? { recipe_files: await readRecipeUpload(recipeDir, root) } : {}
+    };
+    return this.json("POST", "/v1/snapshots", body, UNLIMITED);
   }
   /** A snapshot with diff links made from it is refused (409) unless `cascade` or `force`. */
   async deleteSnapshot(tag, options = {}) {
@@ -50459,7 +50757,7 @@ program2.command("install-deps").description(
 ).action(
   action(async () => {
     assertSupportedHost();
-    const script = join23(packageRoot, "scripts", "host-packages.sh");
+    const script = join25(packageRoot, "scripts", "host-packages.sh");
     const child = spawn3("bash", [script], { stdio: "inherit" });
     const [code] = await once(child, "close");
     return code ?? 1;
