@@ -241,7 +241,7 @@ def test_psycopg2_a_missing_snapshot_and_a_failing_tests_report(
     with the reason and a hint; a failing test's report carries its server's log."""
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "test_three.py").write_text(
-        "import psycopg2, pytest\n"
+        "import psycopg2, pytest, time\n"
         "from pytest_forkd.fixtures import sandbox_fixture\n"
         "missing = sandbox_fixture(snapshot='no-such-snapshot')\n"
         "def test_psycopg2(forkd_postgres):\n"
@@ -254,6 +254,10 @@ def test_psycopg2_a_missing_snapshot_and_a_failing_tests_report(
         "    with psycopg2.connect(forkd_postgres.dsn) as c, c.cursor() as cur:\n"
         "        with pytest.raises(psycopg2.Error):\n"
         "            cur.execute('select * from no_such_table')\n"
+        "    # the server's log reaches the console through tail -F, which polls: wait for the line\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while 'no_such_table' not in forkd_postgres.sandbox.console(50) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.2)\n"
         "    assert False, 'this test fails'\n"
     )
     run = pytest_run(tmp_path, "-rE")
