@@ -83,6 +83,13 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> float:
     raise AssertionError(f"not within {timeout_s} s")
 
 
+def wait_while_running(run: "subprocess.Popen[str]", condition: Callable[[], bool], timeout_s: float) -> None:
+    """Waits for ``condition`` while ``run`` goes on; a run that ended first fails the test with its output."""
+    wait_for(lambda: condition() or run.poll() is not None, timeout_s)
+    if run.poll() is not None:
+        raise AssertionError(f"the run ended (exit {run.returncode}) before it got there:\n{run.communicate()[0]}")
+
+
 @pytest.fixture
 def tmpdir_of_runs(tmp_path: Path) -> Path:
     """TMPDIR of the runs a test starts: their run dirs land there, to be checked."""
@@ -144,7 +151,7 @@ def test_a_worker_killed_mid_test_has_its_sandbox_reaped(
         "def test_slow(forkd_postgres, n):\n    time.sleep(8)\n"
     )
     run = pytest_run(tmp_path, "-n", "2", "-v")
-    wait_for(lambda: sandboxes() >= 2, 600)
+    wait_while_running(run, lambda: sandboxes() >= 2, 600)
     with Client() as client:
         victim = sorted(client.list_sandboxes(), key=lambda s: s.created)[0]
     assert victim.owner is not None and victim.owner.pid is not None and victim.lease is not None
@@ -167,7 +174,7 @@ def test_an_interrupted_run_leaves_nothing_within_githubs_window(
 ) -> None:
     write_long_seeded_suite(tmp_path)
     run = pytest_run(tmp_path, "-n", "2")
-    wait_for(lambda: sandboxes() >= 2 and len(checkpoints()) == 1, 600)
+    wait_while_running(run, lambda: sandboxes() >= 2 and len(checkpoints()) == 1, 600)
     if target == "group":
         os.killpg(run.pid, signum)
     else:
@@ -185,7 +192,7 @@ def test_a_controller_killed_outright_leaves_nothing_past_the_next_run(
     (tmp_path / "conftest.py").write_text(SEEDED)
     (tmp_path / "test_long.py").write_text("import time\ndef test_long(seeded):\n    time.sleep(120)\n")
     run = pytest_run(tmp_path, "test_long.py")
-    wait_for(lambda: sandboxes() >= 1 and len(checkpoints()) == 1, 600)
+    wait_while_running(run, lambda: sandboxes() >= 1 and len(checkpoints()) == 1, 600)
     run.kill()
     run.communicate(timeout=60)
     assert wait_for(lambda: not qemus() and sandboxes() == -1, 10) < 10
@@ -241,7 +248,7 @@ def test_psycopg2_a_missing_snapshot_and_a_failing_tests_report(
     with the reason and a hint; a failing test's report carries its server's log."""
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "test_three.py").write_text(
-        "import psycopg2, pytest\n"
+        "import psycopg2, pytest, time\n"
         "from pytest_forkd.fixtures import sandbox_fixture\n"
         "missing = sandbox_fixture(snapshot='no-such-snapshot')\n"
         "def test_psycopg2(forkd_postgres):\n"
@@ -254,6 +261,10 @@ def test_psycopg2_a_missing_snapshot_and_a_failing_tests_report(
         "    with psycopg2.connect(forkd_postgres.dsn) as c, c.cursor() as cur:\n"
         "        with pytest.raises(psycopg2.Error):\n"
         "            cur.execute('select * from no_such_table')\n"
+        "    # the server's log reaches the console through tail -F, which polls: wait for the line\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while 'no_such_table' not in forkd_postgres.sandbox.console(50) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.2)\n"
         "    assert False, 'this test fails'\n"
     )
     run = pytest_run(tmp_path, "-rE")
