@@ -234,7 +234,7 @@ describe('the Action, run as the runner runs it', () => {
   test.each([
     { example: 'vitest-postgres', runs: 'vitest run', passed: /Tests {2}23 passed \(23\)/, forks: 20, tag: 'postgres' },
     { example: 'pytest-postgres', runs: 'pytest -n 2', passed: /\b19 passed\b/, forks: 18, tag: 'postgres' },
-    { example: 'playwright-app', runs: 'playwright test', passed: /\b16 passed\b/, forks: 16, tag: 'todo-app' },
+    { example: 'playwright-app', runs: 'playwright test', passed: /\b16 passed\b/, forks: 15, tag: 'todo-app' },
   ])(
     'the example workflow $example: the Action with its recipe, then the suite against its engine',
     async ({ example, runs, passed, forks: minimumForks, tag }) => {
