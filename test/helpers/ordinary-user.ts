@@ -115,13 +115,17 @@ export class OrdinaryUser {
     return (uid) => uid === this.uid || ranges.some(([from, to]) => uid >= from && uid < to);
   }
 
-  /** Processes of this user still running, in its user namespaces too (pid and command line). */
+  /**
+   * Processes of this user still running, in its user namespaces too (pid and command line). Zombies
+   * are not: they have exited, and wait for init to reap them when they had daemonized (Chromium's
+   * crashpad handler does), which a container's init may do seconds later.
+   */
   processes(): string[] {
     const owns = this.ownership();
-    return execFileSync('ps', ['-eo', 'uid=,pid=,args='], { encoding: 'utf8' })
+    return execFileSync('ps', ['-eo', 'uid=,stat=,pid=,args='], { encoding: 'utf8' })
       .split('\n')
-      .map((line) => /^\s*(\d+)\s+(.*)$/.exec(line))
-      .flatMap((m) => (m && owns(Number(m[1])) ? [m[2]!] : []));
+      .map((line) => /^\s*(\d+)\s+(\S+)\s+(.*)$/.exec(line))
+      .flatMap((m) => (m && owns(Number(m[1])) && !m[2]!.startsWith('Z') ? [m[3]!] : []));
   }
 
   /**

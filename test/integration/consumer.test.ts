@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
@@ -20,79 +20,114 @@ const ours = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as
 let pkg: PackedPackage;
 let user: OrdinaryUser;
 let project: string;
+/** The Playwright quick start's project is `<playwrightScratch>/project` (its spec files are not Vitest's tests). */
+let playwrightScratch: string;
+let playwrightProject: string;
 
 function ok(r: RunResult): string {
   expect(r.status, `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`).toBe(0);
   return r.stdout;
 }
 
+/** The owner of the recipe's root filesystem image in the user's state dir: the user, when it built it. */
+function imageOwners(recipe: string): string {
+  const images = join(user.home, '.cache', 'forkd', 'images', `rootfs-${recipe}`);
+  return execFileSync('find', [images, '-name', 'rootfs.ext4', '-printf', '%u\n'], { encoding: 'utf8' }).trim();
+}
+
+/** Writes `files` (path in `dir` -> body), with the directories they need. */
+function writeFiles(dir: string, files: Iterable<[string, string]>): void {
+  for (const [path, body] of files) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), body);
+  }
+}
+
+/**
+ * The user's project `name` in `dir`: forkd-action from the packed tarball and `devDependencies` at
+ * this repository's versions, the README's `<name>/` snippets verbatim, and `extra` files; the user
+ * owns it and installs it.
+ */
+async function makeProject(
+  dir: string,
+  name: string,
+  devDependencies: string[],
+  extra: Record<string, string> = {},
+): Promise<void> {
+  const versions = devDependencies.map((dep) => {
+    const version = ours.devDependencies[dep];
+    if (!version) throw new Error(`this repository's package.json has no devDependency ${dep}`);
+    return [dep, version];
+  });
+  const manifest = {
+    name,
+    private: true,
+    type: 'module',
+    devDependencies: Object.fromEntries([['forkd-action', `file:${pkg.tarball}`], ...versions]),
+  };
+  writeFiles(dir, [['package.json', JSON.stringify(manifest, null, 2)]]);
+  const snippets = [...readmeSnippets()].filter(([snippet]) => snippet.startsWith(`${name}/`));
+  writeFiles(
+    dir,
+    snippets.map(([snippet, body]) => [snippet.slice(name.length + 1), body]),
+  );
+  writeFiles(dir, Object.entries(extra));
+  user.own(dir);
+  ok(await user.run('npm', ['install', '--no-audit', '--no-fund'], { cwd: dir }));
+}
+
 beforeAll(async () => {
   pkg = packFromCleanCopy();
   user = new OrdinaryUser();
   project = user.makeDir(mkdtempSync(join(tmpdir(), 'forkd-consumer-')));
+  playwrightScratch = user.makeDir(mkdtempSync(join(tmpdir(), 'forkd-consumer-playwright-')));
+  playwrightProject = user.makeDir(join(playwrightScratch, 'project'));
   // the guest kernel takes minutes to compile and needs no privilege: copied, not built again
   user.seedKernel(join(user.home, '.cache', 'forkd'), new StatePaths().root);
-  writeFileSync(
-    join(project, 'package.json'),
-    JSON.stringify(
+  const tsconfig = {
+    compilerOptions: {
+      strict: true,
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      target: 'ES2023',
+      noEmit: true,
+      skipLibCheck: true,
+    },
+  };
+  await Promise.all([
+    makeProject(
+      project,
+      'consumer',
+      // typescript and @types/pg to type-check the snippets as a TypeScript user's editor does
+      ['vitest', 'pg', 'typescript', '@types/pg'],
       {
-        name: 'consumer',
-        private: true,
-        type: 'module',
-        devDependencies: {
-          'forkd-action': `file:${pkg.tarball}`,
-          vitest: ours.devDependencies.vitest,
-          pg: ours.devDependencies.pg,
-          // to type-check the snippets as a TypeScript user's editor does
-          typescript: ours.devDependencies.typescript,
-          '@types/pg': ours.devDependencies['@types/pg'],
-        },
+        'tsconfig.json': JSON.stringify(tsconfig),
+        // what a test that reads the connection itself writes: inject('forkd') must be typed
+        'tests/inject.ts':
+          "import { inject } from 'vitest';\nimport type {} from 'forkd-action/vitest';\n\nexport const endpoint: string = inject('forkd').endpoint;\nexport const postgres: string | null = inject('forkd').postgres;\n",
       },
-      null,
-      2,
     ),
-  );
-  for (const [name, body] of readmeSnippets()) {
-    if (!name.startsWith('consumer/')) continue;
-    const file = join(project, name.slice('consumer/'.length));
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, body);
-  }
-  writeFileSync(
-    join(project, 'tsconfig.json'),
-    JSON.stringify({
-      compilerOptions: {
-        strict: true,
-        module: 'NodeNext',
-        moduleResolution: 'NodeNext',
-        target: 'ES2023',
-        noEmit: true,
-        skipLibCheck: true,
-      },
-    }),
-  );
-  // what a test that reads the connection itself writes: inject('forkd') must be typed
-  writeFileSync(
-    join(project, 'tests', 'inject.ts'),
-    "import { inject } from 'vitest';\nimport type {} from 'forkd-action/vitest';\n\nexport const endpoint: string = inject('forkd').endpoint;\nexport const postgres: string | null = inject('forkd').postgres;\n",
-  );
-  execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, project]);
-  ok(await user.run('npm', ['install', '--no-audit', '--no-fund'], { cwd: project }));
-}, 600_000);
+    makeProject(playwrightProject, 'consumer-playwright', ['@playwright/test']),
+  ]);
+}, 900_000);
 
 afterAll(() => {
+  // what the runners keep in the shared temp dir by design, removed with the user: pytest's base temp
+  // dir (its last three runs', and xdist makes one) and Playwright's transform cache
+  const runnersOwn = user
+    ? [join(tmpdir(), `pytest-of-${user.name}`), join(tmpdir(), `playwright-transform-cache-${user.uid}`)]
+    : [];
   try {
-    // nothing the user's runs started is left: no daemon, no QEMU, no mmdebstrap
+    // nothing the user's runs started is left: no daemon, no QEMU, no mmdebstrap, no Chromium
     expect(user?.processes() ?? []).toEqual([]);
     // nor files in the shared scratch dirs, its namespaces' included (mmdebstrap's trees)
-    // (pytest's own base temp dir aside: pytest keeps its last three runs' by design, and xdist makes one)
-    const pytestBasetemp = join(tmpdir(), `pytest-of-${user.name}`);
-    const leftovers = user.files(SCRATCH_DIRS, [project, pytestBasetemp]);
+    const leftovers = user.files(SCRATCH_DIRS, [project, playwrightScratch, ...runnersOwn]);
     expect(leftovers).toEqual([]);
   } finally {
     user?.remove();
     pkg?.remove();
-    if (project) rmSync(project, { recursive: true, force: true });
+    for (const dir of [project, playwrightScratch, ...runnersOwn])
+      if (dir) rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -109,6 +144,11 @@ describe('a project that installs the packed package, run by an ordinary user', 
       'lib/runner-plugins/vitest/plugin.js',
       'lib/runner-plugins/vitest/plugin.d.ts',
       'lib/runner-plugins/vitest/global-setup.js',
+      'lib/runner-plugins/playwright/index.js',
+      'lib/runner-plugins/playwright/index.d.ts',
+      'lib/runner-plugins/playwright/global-setup.js',
+      'lib/runner-plugins/shared/run-setup.js',
+      'lib/runner-plugins/shared/children.js',
       'native/agent/agent.c',
       'native/agent/Makefile',
       'native/kernel/forkd-x86_64.config',
@@ -191,10 +231,7 @@ describe('a project that installs the packed package, run by an ordinary user', 
   test("the README's Vitest quick start passes: the postgres image built without root, a server per test", async () => {
     const r = await user.run('npx', ['vitest', 'run'], { cwd: project, timeoutMs: 1_200_000 });
     expect(stripVTControlCharacters(ok(r))).toMatch(/Tests\s+2 passed/);
-    // the recipe image was built by the user, inside its own user namespace
-    const images = join(user.home, '.cache', 'forkd', 'images', 'rootfs-postgres');
-    const owners = execFileSync('find', [images, '-name', 'rootfs.ext4', '-printf', '%u\n'], { encoding: 'utf8' });
-    expect(owners.trim()).toBe(user.name);
+    expect(imageOwners('postgres')).toBe(user.name);
     expect(user.sudoCommands()).toEqual([]);
   }, 1_500_000);
 
@@ -206,4 +243,39 @@ describe('a project that installs the packed package, run by an ordinary user', 
     // the run's own daemon stopped with it, and its workers' VMs with it (afterAll checks the scratch dirs)
     expect(user.processes()).toEqual([]);
   }, 1_500_000);
+
+  test("the README's Playwright quick start passes: the app's image built without root, Chromium on a fork per test", async () => {
+    const r = await user.run('npx', ['playwright', 'test'], { cwd: playwrightProject, timeoutMs: 1_200_000 });
+    expect(stripVTControlCharacters(ok(r))).toMatch(/\b2 passed\b/);
+    expect(imageOwners('app')).toBe(user.name);
+    // the run's own daemon stopped with it, and its VMs and Chromium with it (afterAll checks the scratch dirs)
+    expect(user.processes()).toEqual([]);
+  }, 1_500_000);
+
+  test('Playwright: a recipe directory outside the project is refused at the global setup, and nothing is made', async () => {
+    writeFiles(playwrightScratch, [['elsewhere/recipe.json', JSON.stringify({ packages: ['nodejs'] })]]);
+    writeFiles(playwrightProject, [
+      [
+        'outside.config.ts',
+        "import { defineConfig } from '@playwright/test';\nimport { forkd } from 'forkd-action/playwright';\n\nexport default defineConfig({ globalSetup: forkd({ snapshots: { elsewhere: { recipe: '../elsewhere' } } }) });\n",
+      ],
+    ]);
+    user.own(playwrightScratch);
+    const state = join(user.home, '.cache', 'forkd');
+    const made = () =>
+      ['images', 'snapshots'].flatMap((dir) =>
+        existsSync(join(state, dir)) ? readdirSync(join(state, dir)).map((entry) => `${dir}/${entry}`) : [],
+      );
+    const before = made();
+    const r = await user.run('npx', ['playwright', 'test', '--config', 'outside.config.ts'], {
+      cwd: playwrightProject,
+    });
+    const output = stripVTControlCharacters(r.stdout + r.stderr);
+    expect(r.status, output).toBe(1);
+    expect(output).toContain('FORKD_ERR_BAD_INPUT');
+    expect(output).toMatch(/recipe directory \S*\/elsewhere\b.*, outside the project \S*\/project\b/);
+    expect(made()).toEqual(before);
+    expect(existsSync(join(state, 'daemon.json'))).toBe(false);
+    expect(user.processes()).toEqual([]);
+  }, 300_000);
 });
