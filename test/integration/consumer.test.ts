@@ -273,7 +273,7 @@ describe('a project that installs the packed package, run by an ordinary user', 
     const output = stripVTControlCharacters(r.stdout + r.stderr);
     expect(r.status, output).toBe(1);
     expect(output).toContain('FORKD_ERR_BAD_INPUT');
-    expect(output).toMatch(/recipe directory \S*\/elsewhere\b.*, outside the project \S*\/project\b/);
+    expect(output).toMatch(/recipe directory \S*\/elsewhere\b.* is outside the project \S*\/project\b/);
     expect(made()).toEqual(before);
     expect(existsSync(join(state, 'daemon.json'))).toBe(false);
     expect(user.processes()).toEqual([]);

@@ -57,16 +57,27 @@ function outputTail(r: ExecResult): string {
   return text ? `\n${text.split('\n').slice(-OUTPUT_TAIL_LINES).join('\n')}` : '';
 }
 
-/** Polls a recipe's readiness command in the parent until it exits 0. */
+/**
+ * Polls a recipe's readiness command in the parent until it exits 0. A check that overruns its
+ * own time (a slow guest under load) counts as not ready yet, until the recipe's timeout.
+ */
 async function waitReady(vm: StartedVm, ready: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const pollMs = Math.min(10_000, timeoutMs);
   for (;;) {
-    const r = await vm.exec(ready, { timeoutMs: Math.min(10_000, timeoutMs) });
-    if (r.exitCode === 0) return;
+    let last: string;
+    try {
+      const r = await vm.exec(ready, { timeoutMs: pollMs });
+      if (r.exitCode === 0) return;
+      last = `(last exit ${r.exitCode})${outputTail(r)}`;
+    } catch (err) {
+      if (!(err instanceof ForkdError && err.code === 'FORKD_ERR_AGENT_TIMEOUT')) throw err;
+      last = `(the last check did not finish within ${pollMs} ms)`;
+    }
     if (Date.now() > deadline) {
       throw vm.failure(
         'FORKD_ERR_SNAPSHOT',
-        `step ready failed: not ready after ${timeoutMs} ms: ${ready} (last exit ${r.exitCode})${outputTail(r)}`,
+        `step ready failed: not ready after ${timeoutMs} ms: ${ready} ${last}`,
         'the warm-up must start what `ready` checks; raise "ready_timeout_s" in the recipe if it is only slow',
       );
     }
