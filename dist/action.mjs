@@ -60680,8 +60680,8 @@ async function readRecipeUpload(recipeDir, root = process.cwd()) {
   if (!inside(realRoot, dir)) {
     throw new ForkdError(
       "FORKD_ERR_BAD_INPUT",
-      `recipe directory ${recipeDir} is ${dir}, outside the project ${realRoot}`,
-      { hint: "keep the recipe inside the project, or name the wider directory it belongs to as root" }
+      `recipe directory ${recipeDir}${dir === recipeDir ? "" : ` (${dir})`} is outside the project ${realRoot}`,
+      { hint: "keep the recipe inside the project (the repository: the nearest directory up with .git)" }
     );
   }
   checkRecipeUploadSize(1, await inspect(dir, "recipe.json"));

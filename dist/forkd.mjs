@@ -42057,13 +42057,21 @@ ${text.split("\n").slice(-OUTPUT_TAIL_LINES).join("\n")}` : "";
 }
 async function waitReady(vm, ready, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
+  const pollMs = Math.min(1e4, timeoutMs);
   for (; ; ) {
-    const r = await vm.exec(ready, { timeoutMs: Math.min(1e4, timeoutMs) });
-    if (r.exitCode === 0) return;
+    let last;
+    try {
+      const r = await vm.exec(ready, { timeoutMs: pollMs });
+      if (r.exitCode === 0) return;
+      last = `(last exit ${r.exitCode})${outputTail(r)}`;
+    } catch (err) {
+      if (!(err instanceof ForkdError && err.code === "FORKD_ERR_AGENT_TIMEOUT")) throw err;
+      last = `(the last check did not finish within ${pollMs} ms)`;
+    }
     if (Date.now() > deadline) {
       throw vm.failure(
         "FORKD_ERR_SNAPSHOT",
-        `step ready failed: not ready after ${timeoutMs} ms: ${ready} (last exit ${r.exitCode})${outputTail(r)}`,
+        `step ready failed: not ready after ${timeoutMs} ms: ${ready} ${last}`,
         'the warm-up must start what `ready` checks; raise "ready_timeout_s" in the recipe if it is only slow'
       );
     }
@@ -50182,8 +50190,8 @@ async function readRecipeUpload(recipeDir, root = process.cwd()) {
   if (!inside(realRoot, dir)) {
     throw new ForkdError(
       "FORKD_ERR_BAD_INPUT",
-      `recipe directory ${recipeDir} is ${dir}, outside the project ${realRoot}`,
-      { hint: "keep the recipe inside the project, or name the wider directory it belongs to as root" }
+      `recipe directory ${recipeDir}${dir === recipeDir ? "" : ` (${dir})`} is outside the project ${realRoot}`,
+      { hint: "keep the recipe inside the project (the repository: the nearest directory up with .git)" }
     );
   }
   checkRecipeUploadSize(1, await inspect(dir, "recipe.json"));
