@@ -2,6 +2,7 @@ import { dirname } from 'node:path';
 import type { FullConfig } from '@playwright/test';
 import { ForkdError } from 'forkd-action';
 import { startRun } from '../shared/run-setup.js';
+import { checkBrowserSnapshot, withBrowserSnapshot } from './browser.js';
 import { CONNECTION_ENV, OPTIONS_ENV, type ForkdPlaywrightOptions, type PlaywrightConnection } from './options.js';
 
 export default async function setup(config: FullConfig): Promise<() => Promise<void>> {
@@ -14,11 +15,11 @@ export default async function setup(config: FullConfig): Promise<() => Promise<v
   const options = JSON.parse(raw) as ForkdPlaywrightOptions;
   const run = await startRun({
     runner: 'playwright',
-    options,
+    options: withBrowserSnapshot(options),
     workers: config.workers,
     configDir: config.configFile ? dirname(config.configFile) : config.rootDir,
     log: (line) => process.stderr.write(`${line}\n`),
-  });
+  }).then((run) => (options.browser ? checkBrowserSnapshot(run, (line) => process.stderr.write(`${line}\n`)) : run));
   const connection: PlaywrightConnection = { ...run.connection, appPort: options.appPort ?? null };
   process.env[CONNECTION_ENV] = JSON.stringify(connection);
   return run.teardown;

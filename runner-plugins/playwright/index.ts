@@ -18,6 +18,7 @@ import {
   type ForkdSandbox,
   type PostgresConnection,
 } from '../shared/children.js';
+import { connectGuestBrowser } from './browser.js';
 import { CONNECTION_ENV, OPTIONS_ENV, type ForkdPlaywrightOptions, type PlaywrightConnection } from './options.js';
 
 export { expect } from '@playwright/test';
@@ -155,9 +156,16 @@ export interface ForkdFixtures {
   forkdChildren: TestChildren;
 }
 
+export interface ForkdWorkerFixtures {
+  /** The worker's `browser` is Chromium in a microVM of its own (needs forkd({ browser: true })). */
+  forkdBrowser: boolean;
+  forkdWorker: WorkerChildren;
+}
+
 /** `test` with forkd fixtures; `page` goes to this test's own app when one is configured. */
-export const test = base.extend<ForkdFixtures, { forkdWorker: WorkerChildren }>({
+export const test = base.extend<ForkdFixtures, ForkdWorkerFixtures>({
   forkdScope: ['test', { option: true }],
+  forkdBrowser: [false, { option: true, scope: 'worker' }],
   forkdWorker: [
     // eslint-disable-next-line no-empty-pattern -- Playwright requires the destructuring
     async ({}, use) => {
@@ -169,6 +177,26 @@ export const test = base.extend<ForkdFixtures, { forkdWorker: WorkerChildren }>(
       }
     },
     { scope: 'worker' },
+  ],
+  browser: [
+    async ({ forkdBrowser, forkdWorker, playwright, browserName, connectOptions }, use) => {
+      if (forkdBrowser) {
+        const guest = await connectGuestBrowser(forkdWorker.run);
+        try {
+          await use(guest.browser);
+        } finally {
+          await guest.release();
+        }
+        return;
+      }
+      // Playwright's own browser fixture, which an override cannot fall back to
+      const browser = connectOptions
+        ? await playwright[browserName].connect(connectOptions.wsEndpoint, connectOptions)
+        : await playwright[browserName].launch();
+      await use(browser);
+      await browser.close({ reason: 'Test ended.' });
+    },
+    { scope: 'worker', timeout: 0 },
   ],
   forkdChildren: async ({ forkdWorker, forkdScope }, use, testInfo) => {
     const children = new TestChildren(forkdWorker, forkdScope);

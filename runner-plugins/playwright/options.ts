@@ -6,6 +6,11 @@ export type { ForkdSnapshotSpec } from '../shared/options.js';
 export interface ForkdPlaywrightOptions extends ForkdRunOptions {
   /** The guest port `baseURL` points at, in the app's child (default: the lowest port its snapshot exposes). */
   appPort?: number;
+  /**
+   * Make the `playwright-browser` snapshot (Chromium in a microVM) if missing, and check it before
+   * any test runs; `test.use({ forkdBrowser: true })` then gives workers a browser there.
+   */
+  browser?: boolean;
 }
 
 /** What the global setup hands the workers. */
