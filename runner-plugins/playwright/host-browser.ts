@@ -9,12 +9,13 @@ const BOTH_WAYS =
 /**
  * A project whose launchOptions.executablePath names no file stops the run here, with a hint. One
  * that relies on Playwright's own download gets a warning when it is missing (a suite of API tests
- * opens no browser). Projects that connect to a browser elsewhere, or use another one, are
- * Playwright's to check.
+ * opens no browser). Projects whose browser runs in a microVM (forkdBrowser) or elsewhere, or that use
+ * another browser, are not checked here.
  */
 export function checkHostChromium(config: FullConfig, warn: (line: string) => void): void {
   for (const { name, use } of config.projects) {
-    if ((use.browserName ?? 'chromium') !== 'chromium' || use.connectOptions || use.channel) continue;
+    const inMicroVm = (use as { forkdBrowser?: boolean }).forkdBrowser;
+    if ((use.browserName ?? 'chromium') !== 'chromium' || use.connectOptions || use.channel || inMicroVm) continue;
     const project = JSON.stringify(name || 'default');
     const configured = use.launchOptions?.executablePath;
     if (configured && !existsSync(configured)) {

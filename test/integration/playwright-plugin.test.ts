@@ -80,4 +80,23 @@ describe('forkd-action/playwright', () => {
     expect(r.status).toBe(1);
     expectNothingLeft(['app', 'plain']);
   }, 900_000);
+
+  test('an app whose readiness check never passes, or no Chromium: the run stops before any test, saying why', async () => {
+    const neverReady = await playwright('test/fixtures/playwright-bad/playwright.config.ts', {
+      FORKD_TEST_CASE: 'never-ready',
+    });
+    expect(neverReady.status).toBe(1);
+    expect(neverReady.output).toContain('step ready failed: not ready after 3000 ms: sleep 60 (');
+    expect(neverReady.output).toContain('the-app-started-but-never-answers'); // the guest console's tail
+    expect(neverReady.output).not.toMatch(/\bpassed\b|never runs/);
+
+    const noBrowser = await playwright('test/fixtures/playwright-bad/playwright.config.ts', {
+      FORKD_TEST_CASE: 'no-browser',
+    });
+    expect(noBrowser.status).toBe(1);
+    expect(noBrowser.output).toContain('no Chromium at /nonexistent/chromium (launchOptions.executablePath)');
+    expect(noBrowser.output).toContain('sudo apt-get install chromium');
+    expect(noBrowser.output).not.toMatch(/\bpassed\b|never runs/);
+    expectNothingLeft(['app', 'plain']);
+  }, 600_000);
 });
