@@ -89,6 +89,10 @@ describe('forkd-action/playwright', () => {
     expect(neverReady.output).toContain('step ready failed: not ready after 3000 ms: sleep 60 (');
     expect(neverReady.output).toContain('the-app-started-but-never-answers'); // the guest console's tail
     expect(neverReady.output).not.toMatch(/\bpassed\b|never runs/);
+    // the parent that failed keeps its console log, as a failed start does (the error names it)
+    const logs = home.entries('logs');
+    expect(logs).toHaveLength(1);
+    for (const log of logs) rmSync(join(home.root, 'logs', log));
 
     const noBrowser = await playwright('test/fixtures/playwright-bad/playwright.config.ts', {
       FORKD_TEST_CASE: 'no-browser',
