@@ -45,7 +45,7 @@ export async function guestBrowserVersion(port: number, tag: string): Promise<Gu
   const url = `http://127.0.0.1:${port}/json/version`;
   const problem = (what: string) =>
     new ForkdError('FORKD_ERR_SNAPSHOT', `snapshot ${tag} is not a browser forkd can drive: ${what}`, {
-      hint: `remove it (forkd rm ${tag}) so that forkd({ browser: true }) makes it again from the playwright-browser recipe`,
+      hint: `remove it (forkd rmi ${tag}) so that forkd({ browser: true }) makes it again from the playwright-browser recipe`,
     });
   let reply: { Browser?: unknown; 'Protocol-Version'?: unknown };
   try {
@@ -64,7 +64,7 @@ function cdpPort(ports: Record<string, number>, tag: string): number {
   const port = ports[String(CDP_PORT)];
   if (!port)
     throw new ForkdError('FORKD_ERR_SNAPSHOT', `snapshot ${tag} exposes no port ${CDP_PORT} (Chromium's DevTools)`, {
-      hint: `remove it (forkd rm ${tag}) so that forkd({ browser: true }) makes it again from the playwright-browser recipe`,
+      hint: `remove it (forkd rmi ${tag}) so that forkd({ browser: true }) makes it again from the playwright-browser recipe`,
     });
   return port;
 }

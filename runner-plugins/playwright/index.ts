@@ -122,6 +122,8 @@ class TestChildren {
   }
 
   async end(testInfo: TestInfo): Promise<void> {
+    // a fork still under way when the test ended (a timeout) lands in `forked` before it is released
+    await Promise.allSettled(this.own.values());
     if (testInfo.status !== testInfo.expectedStatus) await attachConsoles(testInfo, this.used);
     for (const child of this.forked) await child.release();
   }
@@ -135,10 +137,12 @@ async function attachConsoles(testInfo: TestInfo, sandboxes: Iterable<Sandbox>):
 }
 
 function appOf(run: RunWorker, sandbox: Sandbox): ForkdApp {
-  const wanted = (connection().appPort ?? Math.min(...Object.keys(sandbox.info.ports).map(Number))).toString();
-  const port = sandbox.info.ports[wanted];
+  const exposed = Object.keys(sandbox.info.ports).map(Number);
+  const wanted = connection().appPort ?? (exposed.length ? Math.min(...exposed) : undefined);
+  const port = wanted === undefined ? undefined : sandbox.info.ports[String(wanted)];
   if (!port) {
-    throw new ForkdError('FORKD_ERR_BAD_INPUT', `sandbox ${sandbox.id} exposes no port ${wanted} for the app`, {
+    const what = wanted === undefined ? 'no port' : `no port ${wanted}`;
+    throw new ForkdError('FORKD_ERR_BAD_INPUT', `sandbox ${sandbox.id} exposes ${what} for the app`, {
       hint: 'list the app port in the recipe\u2019s "ports", or set forkd({ appPort }) to one it exposes',
     });
   }
@@ -235,15 +239,7 @@ export function seededPostgres(
   let forked: Child[] = [];
   test.beforeAll(async ({ forkdWorker }) => {
     run = forkdWorker.run;
-    const { sandbox, release } = await run.fork(run.connection.postgres, 'postgres', CONFIG_HINT);
-    try {
-      const postgres = run.postgres(sandbox);
-      await setup(postgres);
-      // full: the seed setup is done, so the pause does not matter, and nothing runs on during the copy
-      checkpoint = await postgres.sandbox.checkpoint({ mode: options.mode ?? 'full' });
-    } finally {
-      await release();
-    }
+    checkpoint = await run.seedPostgres(setup, options.mode, CONFIG_HINT);
   });
   // eslint-disable-next-line no-empty-pattern -- Playwright requires the destructuring
   test.afterEach(async ({}, testInfo) => {

@@ -130,6 +130,26 @@ export class RunWorker {
     };
   }
 
+  /**
+   * Runs `setup` in a fresh child of the postgres snapshot (migrations, seed data) and checkpoints
+   * it (full by default: the setup is done, so the pause does not matter, and nothing runs on
+   * during the copy); the child is killed after.
+   */
+  async seedPostgres(
+    setup: (postgres: PostgresConnection) => Promise<void>,
+    mode: 'full' | 'diff' | 'live' = 'full',
+    configHint: string,
+  ): Promise<Checkpoint> {
+    const { sandbox, release } = await this.fork(this.connection.postgres, 'postgres', configHint);
+    try {
+      const postgres = this.postgres(sandbox);
+      await setup(postgres);
+      return await postgres.sandbox.checkpoint({ mode });
+    } finally {
+      await release();
+    }
+  }
+
   /** Deletes a checkpoint snapshot (and the diff links made from it). */
   async removeCheckpoint(checkpoint: Checkpoint): Promise<void> {
     await this.client.deleteSnapshot(checkpoint.tag, { cascade: true });

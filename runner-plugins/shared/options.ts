@@ -3,7 +3,7 @@
 export interface ForkdSnapshotSpec {
   /**
    * A recipe: a name (recipes/<name> of this package), or a directory of your project holding a
-   * recipe.json (`./e2e/app-recipe`, relative to the config file). Built and snapshotted if the tag
+   * recipe.json (`./e2e/app-recipe`: relative to playwright.config.ts's directory, or to Vitest's root). Built and snapshotted if the tag
    * does not exist yet; a directory's files are sent to the engine, never its path.
    */
   recipe?: string;

@@ -32,7 +32,8 @@ async function connect(): Promise<{ controller: Controller; daemon?: Daemon }> {
     // the run's own daemon: only this run holds its token, so the config's own http:// pack URLs are not a
     // token holder's way to reach internal services (what the https-only rule guards against); its VMs
     // die with this process, even a SIGKILLed one
-    const daemon = await Daemon.start({ allowHttpPull: true, vmsDieWithDaemon: true });
+    // the same for recipe uploads: a recipe's build runs on this host, from this run's own project
+    const daemon = await Daemon.start({ allowHttpPull: true, allowRecipeUpload: true, vmsDieWithDaemon: true });
     return { controller: new Controller({ endpoint: daemon.endpoint, token: daemon.token }), daemon };
   }
 }

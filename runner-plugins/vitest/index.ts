@@ -88,15 +88,7 @@ export function seededPostgres(
 ): { fork(): Promise<PostgresConnection> } {
   let checkpoint: Checkpoint | undefined;
   beforeAll(async () => {
-    const { sandbox, release } = await forkChild(run().connection.postgres, 'postgres');
-    try {
-      const postgres = postgresOf(sandbox);
-      await setup(postgres);
-      // full: the seed setup is done, so the pause does not matter, and nothing runs on during the copy
-      checkpoint = await postgres.sandbox.checkpoint({ mode: options.mode ?? 'full' });
-    } finally {
-      await release();
-    }
+    checkpoint = await run().seedPostgres(setup, options.mode, CONFIG_HINT);
   });
   afterAll(async () => {
     if (checkpoint) await removeCheckpoint(checkpoint);

@@ -140,8 +140,9 @@ export const RecipeFiles = Strict(
         `At most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB in all (413 FORKD_ERR_LIMIT)`,
     }),
     modes: Type.Optional(
-      Type.Record(Type.String(), Type.String({ pattern: '^[0-7]{3}$' }), {
-        description: "a file's permission bits in octal, e.g. 755 (default 644): the image keeps them",
+      Type.Record(Type.String(), Type.String({ pattern: '^[4-7][0-7]{2}$' }), {
+        description:
+          "a file's permission bits in octal, e.g. 755 (default 644), readable by its owner: the image keeps them",
       }),
     ),
   },

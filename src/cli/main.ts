@@ -477,6 +477,10 @@ program
   .option('--max-heavy <n>', 'snapshots/forks in flight at once; more get 503', positiveInt, 4)
   .option('--allow-http-pull', 'let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)')
   .option(
+    '--allow-recipe-upload',
+    'let POST /v1/snapshots take a recipe as its files (recipe_files): its build runs on this host',
+  )
+  .option(
     '--exit-with <pid>',
     "a daemon for one run: stop (as on SIGTERM) when process PID ends, e.g. the test runner's; its VMs die with the daemon even if it is SIGKILLed",
     pidArgument,
@@ -488,6 +492,7 @@ program
         tokenFile?: string;
         maxHeavy: number;
         allowHttpPull?: boolean;
+        allowRecipeUpload?: boolean;
         exitWith?: number;
       }) => {
         const daemon = await Daemon.start({
@@ -495,6 +500,7 @@ program
           ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
           maxHeavy: opts.maxHeavy,
           allowHttpPull: opts.allowHttpPull === true,
+          allowRecipeUpload: opts.allowRecipeUpload === true,
           ...(opts.exitWith === undefined ? {} : { exitWith: opts.exitWith }),
         });
         const until = opts.exitWith === undefined ? '' : ` or the end of process ${opts.exitWith}`;

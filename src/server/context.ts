@@ -15,4 +15,6 @@ export interface DaemonContext {
   branches: BranchTracker;
   /** Pulls may fetch plain http:// packs (forkd serve --allow-http-pull); otherwise https:// only. */
   allowHttpPull: boolean;
+  /** POST /v1/snapshots takes recipe_files (forkd serve --allow-recipe-upload): their build runs on this host. */
+  allowRecipeUpload: boolean;
 }

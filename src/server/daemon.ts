@@ -31,6 +31,12 @@ export interface DaemonOptions {
   /** POST /v1/snapshots/pull may fetch plain http:// packs (`--allow-http-pull`); default https:// only. */
   allowHttpPull?: boolean;
   /**
+   * POST /v1/snapshots takes a recipe as its files (`--allow-recipe-upload`). Off by default: a
+   * recipe's build runs on this host (in a chroot, as root where the build runs as root), so only a
+   * daemon whose token the uploader alone holds (a test run's own) should take them.
+   */
+  allowRecipeUpload?: boolean;
+  /**
    * Every VM gets a parent-death signal, so a daemon killed outright (SIGKILL, OOM) takes its VMs
    * with it; a later daemon then has none of them to adopt. For a daemon that serves one test run.
    */
@@ -169,6 +175,7 @@ export class Daemon implements AsyncDisposable {
       metrics: new Metrics(),
       branches: new BranchTracker(),
       allowHttpPull: options.allowHttpPull ?? false,
+      allowRecipeUpload: options.allowRecipeUpload ?? false,
     };
     const audit = new AuditLog(paths.file('audit.log'));
     const reaper = new Reaper(ledger, audit, ctx.metrics);

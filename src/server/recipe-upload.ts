@@ -40,9 +40,18 @@ function checkBodyBesidesFiles(body: CreateSnapshotRequest): void {
  * The recipe a snapshot request uploads, decoded (undefined when it sends none); anything wrong
  * with the request or its files is refused here, before a byte is written.
  */
-export function uploadedRecipe(body: CreateSnapshotRequest): UploadedRecipe | undefined {
+export function uploadedRecipe(body: CreateSnapshotRequest, allowed: boolean): UploadedRecipe | undefined {
   checkBodyBesidesFiles(body);
   refuseTwoRecipes(body.recipe, body.recipe_files !== undefined);
+  if (body.recipe_files && !allowed) {
+    throw new ForkdError(
+      'FORKD_ERR_BAD_INPUT',
+      'this daemon takes no recipe uploads: a recipe\u2019s build runs on its host',
+      {
+        hint: 'start it with `forkd serve --allow-recipe-upload` where only you hold its token (the test runner plugins start theirs so), or build the recipe with the CLI: forkd snapshot --tag T --recipe ./dir',
+      },
+    );
+  }
   return body.recipe_files && decode(body.recipe_files);
 }
 

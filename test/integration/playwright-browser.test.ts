@@ -45,7 +45,7 @@ describe('a browser in a microVM (forkd({ browser: true }), forkdBrowser)', () =
       const r = await playwright();
       expect(r.status).toBe(1);
       expect(r.output).toContain('snapshot playwright-browser exposes no port 9222');
-      expect(r.output).toContain('forkd rm playwright-browser');
+      expect(r.output).toContain('forkd rmi playwright-browser');
       expect(r.output).not.toMatch(/\bpassed\b|\bfailed\b/);
       expectNothingLeft(['playwright-browser']);
     } finally {

@@ -84,7 +84,7 @@ async function until(what: string, ready: () => boolean | Promise<boolean>, time
 }
 
 beforeAll(async () => {
-  daemon = await Daemon.start({ paths: home.paths });
+  daemon = await Daemon.start({ paths: home.paths, allowRecipeUpload: true });
   client = contractController({ endpoint: daemon.endpoint, token: daemon.token });
 });
 

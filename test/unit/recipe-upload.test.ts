@@ -33,7 +33,7 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 const b64 = (text: string) => Buffer.from(text).toString('base64');
 const RECIPE_JSON = JSON.stringify({ files: { '/etc/app.conf': 'conf/app.conf' }, warmup: 'true' });
 /** An upload as the route gets it, decoded. */
-const decode = (recipeFiles: RecipeFiles) => uploadedRecipe({ tag: 't', recipe_files: recipeFiles })!;
+const decode = (recipeFiles: RecipeFiles) => uploadedRecipe({ tag: 't', recipe_files: recipeFiles }, true)!;
 const upload = (files: Record<string, string>, extra: Partial<RecipeFiles> = {}): RecipeFiles => ({
   name: 'my-app',
   files: Object.fromEntries(Object.entries(files).map(([path, text]) => [path, b64(text)])),
@@ -164,14 +164,25 @@ describe('the daemon side: checked, written privately, removed', () => {
 });
 
 describe('POST /v1/snapshots refuses a bad upload before anything runs', () => {
-  // an empty context: a handler that got past its checks would fail on it
-  const router = apiRouter({} as DaemonContext);
-  const post = (body: string) =>
+  // a context with nothing but the upload switch: a handler that got past its checks would fail on it
+  const routerOf = (allowRecipeUpload: boolean) => apiRouter({ allowRecipeUpload } as DaemonContext);
+  const postTo = (router: ReturnType<typeof routerOf>, body: string) =>
     router.dispatch(
       router.match('POST', '/v1/snapshots') as never,
       Object.assign(Readable.from([Buffer.from(body)]), { headers: {} }) as unknown as IncomingMessage,
       new URLSearchParams(),
     );
+  const router = routerOf(true);
+  const post = (body: string) => postTo(router, body);
+
+  test('a daemon not started with --allow-recipe-upload refuses an upload (its build would run on the host)', async () => {
+    const body = { tag: 't', recipe_files: upload({ 'recipe.json': '{}' }) };
+    await expect(postTo(routerOf(false), JSON.stringify(body))).rejects.toMatchObject({
+      code: 'FORKD_ERR_BAD_INPUT',
+      message: expect.stringContaining('this daemon takes no recipe uploads'),
+      hint: expect.stringContaining('forkd serve --allow-recipe-upload'),
+    });
+  });
 
   test('recipe and recipe_files together', async () => {
     const body = { tag: 't', recipe: 'postgres', recipe_files: upload({ 'recipe.json': '{}' }) };
@@ -184,6 +195,8 @@ describe('POST /v1/snapshots refuses a bad upload before anything runs', () => {
   test('a bad path, and a bad recipe name (the schema)', async () => {
     const evil = { tag: 't', recipe_files: upload({ 'recipe.json': '{}', '../../etc/x': 'x' }) };
     await expect(post(JSON.stringify(evil))).rejects.toMatchObject({ message: expect.stringMatching(/".." segment/) });
+    const unreadable = { tag: 't', recipe_files: upload({ 'recipe.json': '{}' }, { modes: { 'recipe.json': '000' } }) };
+    await expect(post(JSON.stringify(unreadable))).rejects.toMatchObject({ code: 'FORKD_ERR_BAD_INPUT' });
     const named = { tag: 't', recipe_files: { ...upload({ 'recipe.json': '{}' }), name: '../x' } };
     await expect(post(JSON.stringify(named))).rejects.toMatchObject({
       message: expect.stringContaining('"recipe_files.name" must be a string matching'),

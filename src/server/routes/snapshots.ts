@@ -33,7 +33,7 @@ export function snapshotRoutes(router: Router, ctx: DaemonContext): void {
     })
     .on(API.createSnapshot, async ({ body }) => {
       const { tag } = body;
-      const upload = uploadedRecipe(body);
+      const upload = uploadedRecipe(body, ctx.allowRecipeUpload);
       const release = slots.acquire(tag);
       try {
         // a recipe brings its own memory size and ports; the body's override them
