@@ -60215,8 +60215,8 @@ var RecipeFiles = Strict(
       description: `relative path -> content (base64); recipe.json and the files its "files" field names. Paths: forward slashes, segments of A-Z a-z 0-9 . _ - + @ (not . or ..), at most 512 characters. At most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB in all (413 FORKD_ERR_LIMIT)`
     }),
     modes: build_default.Optional(
-      build_default.Record(build_default.String(), build_default.String({ pattern: "^[0-7]{3}$" }), {
-        description: "a file's permission bits in octal, e.g. 755 (default 644): the image keeps them"
+      build_default.Record(build_default.String(), build_default.String({ pattern: "^[4-7][0-7]{2}$" }), {
+        description: "a file's permission bits in octal, e.g. 755 (default 644), readable by its owner: the image keeps them"
       })
     )
   },

@@ -38766,8 +38766,8 @@ var RecipeFiles = Strict(
       description: `relative path -> content (base64); recipe.json and the files its "files" field names. Paths: forward slashes, segments of A-Z a-z 0-9 . _ - + @ (not . or ..), at most 512 characters. At most ${MAX_RECIPE_FILES} files and ${MAX_RECIPE_UPLOAD_BYTES / 1024 / 1024} MiB in all (413 FORKD_ERR_LIMIT)`
     }),
     modes: build_default.Optional(
-      build_default.Record(build_default.String(), build_default.String({ pattern: "^[0-7]{3}$" }), {
-        description: "a file's permission bits in octal, e.g. 755 (default 644): the image keeps them"
+      build_default.Record(build_default.String(), build_default.String({ pattern: "^[4-7][0-7]{2}$" }), {
+        description: "a file's permission bits in octal, e.g. 755 (default 644), readable by its owner: the image keeps them"
       })
     )
   },
@@ -49441,9 +49441,18 @@ function checkBodyBesidesFiles(body) {
     );
   }
 }
-function uploadedRecipe(body) {
+function uploadedRecipe(body, allowed) {
   checkBodyBesidesFiles(body);
   refuseTwoRecipes(body.recipe, body.recipe_files !== void 0);
+  if (body.recipe_files && !allowed) {
+    throw new ForkdError(
+      "FORKD_ERR_BAD_INPUT",
+      "this daemon takes no recipe uploads: a recipe\u2019s build runs on its host",
+      {
+        hint: "start it with `forkd serve --allow-recipe-upload` where only you hold its token (the test runner plugins start theirs so), or build the recipe with the CLI: forkd snapshot --tag T --recipe ./dir"
+      }
+    );
+  }
   return body.recipe_files && decode(body.recipe_files);
 }
 function decode(upload2) {
@@ -49518,7 +49527,7 @@ function snapshotRoutes(router, ctx) {
     return { status: 200, json: detail };
   }).on(API.createSnapshot, async ({ body }) => {
     const { tag } = body;
-    const upload2 = uploadedRecipe(body);
+    const upload2 = uploadedRecipe(body, ctx.allowRecipeUpload);
     const release2 = slots.acquire(tag);
     try {
       const options = snapshotOptions(body);
@@ -49878,7 +49887,8 @@ var Daemon = class _Daemon {
       slots: new OperationSlots(options.maxHeavy ?? 4),
       metrics: new Metrics2(),
       branches: new BranchTracker(),
-      allowHttpPull: options.allowHttpPull ?? false
+      allowHttpPull: options.allowHttpPull ?? false,
+      allowRecipeUpload: options.allowRecipeUpload ?? false
     };
     const audit = new AuditLog(paths.file("audit.log"));
     const reaper = new Reaper(ledger, audit, ctx.metrics);
@@ -51030,6 +51040,9 @@ sandboxCommands(program2, { action, printJson, positiveInt });
 program2.command("serve").description(
   "run the engine as a daemon: REST API on a Unix socket (default) or loopback TCP, bearer token, audit log"
 ).option("--listen <addr>", "Unix socket path or 127.0.0.1:PORT (default: <state>/forkd.sock)").option("--token-file <file>", "bearer token file (default: <state>/token, generated 0600 if absent)").option("--max-heavy <n>", "snapshots/forks in flight at once; more get 503", positiveInt, 4).option("--allow-http-pull", "let POST /v1/snapshots/pull fetch plain http:// packs (default: https:// only)").option(
+  "--allow-recipe-upload",
+  "let POST /v1/snapshots take a recipe as its files (recipe_files): its build runs on this host"
+).option(
   "--exit-with <pid>",
   "a daemon for one run: stop (as on SIGTERM) when process PID ends, e.g. the test runner's; its VMs die with the daemon even if it is SIGKILLed",
   pidArgument
@@ -51041,6 +51054,7 @@ program2.command("serve").description(
         ...opts.tokenFile ? { tokenFile: opts.tokenFile } : {},
         maxHeavy: opts.maxHeavy,
         allowHttpPull: opts.allowHttpPull === true,
+        allowRecipeUpload: opts.allowRecipeUpload === true,
         ...opts.exitWith === void 0 ? {} : { exitWith: opts.exitWith }
       });
       const until = opts.exitWith === void 0 ? "" : ` or the end of process ${opts.exitWith}`;
